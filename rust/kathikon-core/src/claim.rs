@@ -1,0 +1,176 @@
+//! Per-queue ready queues that workers pop without taking a lock.
+//!
+//! Each queue is an ordered lock-free set (crossbeam's skip list) keyed by
+//! `(priority, scheduled_at, id)`, so a pop always takes the most urgent, then oldest, then
+//! first-inserted job. The set is only a hint of what is available: the writer re-checks the
+//! stored state when it marks a popped job executing, so a job cancelled after it was queued is
+//! skipped, never run.
+//!
+//! Idle claimers park on a condition variable; the writer wakes them after a commit makes
+//! jobs available. A generation counter closes the gap between "popped nothing" and "parked".
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::Instant;
+
+use crossbeam_skiplist::SkipSet;
+
+use crate::clock::Micros;
+use crate::job::{Job, JobId};
+
+/// A job's place in its ready queue.
+pub type ClaimKey = (u8, Micros, JobId);
+
+/// The key of an available job.
+pub fn key_of(job: &Job) -> ClaimKey {
+    (job.priority, job.scheduled_at, job.id)
+}
+
+/// One queue's ready jobs and its parked claimers.
+#[derive(Debug, Default)]
+pub struct ClaimQueue {
+    ready: SkipSet<ClaimKey>,
+    generation: Mutex<u64>,
+    wakeup: Condvar,
+    interrupts: AtomicU64,
+}
+
+impl ClaimQueue {
+    /// Add a ready job (no wakeup; call [`ClaimQueue::notify`] once per batch).
+    pub fn push(&self, key: ClaimKey) {
+        self.ready.insert(key);
+    }
+
+    /// Remove a job that stopped being available; false if a claimer already popped it.
+    pub fn remove(&self, key: &ClaimKey) -> bool {
+        self.ready.remove(key).is_some()
+    }
+
+    /// Pop up to `max` of the most urgent jobs.
+    pub fn pop(&self, max: usize) -> Vec<ClaimKey> {
+        let mut out = Vec::with_capacity(max.min(self.ready.len()));
+        while out.len() < max {
+            match self.ready.pop_front() {
+                Some(entry) => out.push(*entry.value()),
+                None => break,
+            }
+        }
+        out
+    }
+
+    /// How many jobs are ready.
+    pub fn len(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Whether no job is ready.
+    pub fn is_empty(&self) -> bool {
+        self.ready.is_empty()
+    }
+
+    /// Wake every parked claimer.
+    pub fn notify(&self) {
+        let mut generation = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *generation += 1;
+        self.wakeup.notify_all();
+    }
+
+    /// The current generation; pass it to [`ClaimQueue::park`].
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Sleep until the generation moves past `seen` or `deadline` passes.
+    pub fn park(&self, seen: u64, deadline: Instant) {
+        let mut generation = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while *generation == seen {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            generation = self
+                .wakeup
+                .wait_timeout(generation, deadline - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Make every claim waiting on this queue return (empty-handed if nothing is ready).
+    pub fn interrupt(&self) {
+        self.interrupts.fetch_add(1, Ordering::SeqCst);
+        self.notify();
+    }
+
+    /// Count of interrupts so far; a claimer returns when it changes.
+    pub fn interrupts(&self) -> u64 {
+        self.interrupts.load(Ordering::SeqCst)
+    }
+}
+
+/// Every queue's [`ClaimQueue`], created on first use.
+#[derive(Debug, Default)]
+pub struct ClaimQueues {
+    queues: RwLock<HashMap<String, Arc<ClaimQueue>>>,
+}
+
+impl ClaimQueues {
+    /// The queue named `name`, created empty if new.
+    pub fn get(&self, name: &str) -> Arc<ClaimQueue> {
+        if let Some(q) = self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name)
+        {
+            return q.clone();
+        }
+        self.queues
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .entry(name.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// Every queue created so far.
+    pub fn all(&self) -> Vec<(String, Arc<ClaimQueue>)> {
+        self.queues
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pops_by_priority_then_time_then_id() {
+        let q = ClaimQueue::default();
+        for key in [(5, 10, 1), (0, 30, 2), (0, 20, 4), (0, 20, 3), (9, 0, 5)] {
+            q.push(key);
+        }
+        assert_eq!(q.pop(10), vec![(0, 20, 3), (0, 20, 4), (0, 30, 2), (5, 10, 1), (9, 0, 5)]);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn park_returns_on_notify_and_on_deadline() {
+        let q = Arc::new(ClaimQueue::default());
+        let seen = q.generation();
+        let q2 = q.clone();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            q2.notify();
+        });
+        let start = Instant::now();
+        q.park(seen, start + Duration::from_secs(10));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        waker.join().unwrap();
+        let start = Instant::now();
+        q.park(q.generation(), start + Duration::from_millis(30));
+        assert!(start.elapsed() >= Duration::from_millis(30));
+    }
+}

@@ -1,0 +1,384 @@
+//! [`Engine`]: the public face of the core. Opens the store, rescues what a dead process left
+//! executing, rebuilds the claim queues, and runs the writer thread.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, unbounded, Sender};
+
+use crate::claim::ClaimQueues;
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Result};
+use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::state::JobState;
+use crate::storage::{RedbStore, Store};
+use crate::telemetry::{EngineEvent, Telemetry};
+use crate::writer::{Command, Intervals, Writer};
+
+/// When a commit counts as done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Each commit waits for fsync: an acknowledged change survives a power loss.
+    #[default]
+    Fsync,
+    /// Commits stay in memory until a later fsync'd one: a crash of any kind, even of the
+    /// process alone, can lose every change since the last fsync'd commit.
+    None,
+}
+
+/// How to open an [`Engine`].
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// The store file; `None` for an in-memory store that vanishes on close.
+    pub path: Option<PathBuf>,
+    /// Commit durability.
+    pub durability: Durability,
+    /// Longest the scheduler sleeps without looking (it normally wakes at the next due time).
+    pub scheduler_interval: Duration,
+    /// How often the pruner runs.
+    pub prune_interval: Duration,
+    /// How long finished jobs are kept before the pruner deletes them.
+    pub retention: Duration,
+    /// The time source.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            path: None,
+            durability: Durability::Fsync,
+            scheduler_interval: Duration::from_secs(1),
+            prune_interval: Duration::from_secs(30),
+            retention: Duration::from_secs(24 * 3600),
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// Which jobs [`Engine::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs in this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this worker.
+    pub worker: Option<String>,
+    /// Only jobs with an id above this one (for paging).
+    pub after: Option<JobId>,
+    /// At most this many; 0 means no limit.
+    pub limit: usize,
+}
+
+/// What the last open found and did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Jobs found executing and made available again.
+    pub rescued: u64,
+    /// Jobs found executing with no attempts left, discarded.
+    pub discarded: u64,
+}
+
+/// Paths open in this process: redb refuses a second open anyway, but this lets the error say
+/// "in this process" instead of blaming another one.
+fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
+    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// The job engine. Cheap to share between threads (`&self` everywhere).
+pub struct Engine {
+    tx: Sender<Command>,
+    store: RwLock<Option<Arc<dyn Store>>>,
+    queues: Arc<ClaimQueues>,
+    telemetry: Arc<Telemetry>,
+    clock: Arc<dyn Clock>,
+    closed: AtomicBool,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    registered_path: Option<PathBuf>,
+    recovery: Recovery,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("path", &self.registered_path).finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Open the store, rescue jobs a dead process left executing, and start the writer.
+    pub fn open(config: EngineConfig) -> Result<Engine> {
+        let registered_path = match &config.path {
+            Some(path) => {
+                let abs = std::path::absolute(path)
+                    .map_err(|e| Error::Storage(format!("bad path {}: {e}", path.display())))?;
+                let mut open = open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !open.insert(abs.clone()) {
+                    return Err(Error::StorageLocked {
+                        path: path.clone(),
+                        holder: Some(std::process::id()),
+                        same_process: true,
+                    });
+                }
+                Some(abs)
+            }
+            None => None,
+        };
+        let unregister = |e: Error| {
+            if let Some(p) = &registered_path {
+                open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(p);
+            }
+            e
+        };
+        let store: Arc<dyn Store> = Arc::new(
+            RedbStore::open(config.path.as_deref(), config.durability == Durability::Fsync)
+                .map_err(unregister)?,
+        );
+        let now = config.clock.now();
+        let mut recovery = Recovery::default();
+        let mut next_due = None;
+        store
+            .write(&mut |txn| {
+                recovery = Recovery::default();
+                for id in txn.executing()? {
+                    let Some(old) = txn.get(id)? else { continue };
+                    let mut job = old.clone();
+                    job.rescue(now)?;
+                    txn.put(Some(&old), &job)?;
+                    if job.state == JobState::Discarded {
+                        recovery.discarded += 1;
+                    } else {
+                        recovery.rescued += 1;
+                    }
+                }
+                next_due = txn.next_due()?;
+                Ok(())
+            })
+            .map_err(unregister)?;
+        let queues = Arc::new(ClaimQueues::default());
+        store
+            .read(&mut |txn| {
+                txn.available(&mut |(queue, priority, at, id)| {
+                    queues.get(&queue).push((priority, at, id));
+                })
+            })
+            .map_err(unregister)?;
+        let telemetry = Arc::new(Telemetry::default());
+        let (tx, rx) = unbounded();
+        let writer = Writer {
+            store: store.clone(),
+            queues: queues.clone(),
+            telemetry: telemetry.clone(),
+            clock: config.clock.clone(),
+            rx,
+            intervals: Intervals {
+                scheduler: config.scheduler_interval,
+                prune: config.prune_interval,
+                retention: config.retention,
+            },
+            next_due,
+            failed: None,
+        };
+        let handle = std::thread::Builder::new()
+            .name("kathikon-writer".into())
+            .spawn(move || writer.run())
+            .map_err(|e| unregister(Error::Storage(format!("cannot start writer thread: {e}"))))?;
+        Ok(Engine {
+            tx,
+            store: RwLock::new(Some(store)),
+            queues,
+            telemetry,
+            clock: config.clock,
+            closed: AtomicBool::new(false),
+            writer: Mutex::new(Some(handle)),
+            registered_path,
+            recovery,
+        })
+    }
+
+    /// What the open found executing and rescued.
+    pub fn recovery(&self) -> Recovery {
+        self.recovery
+    }
+
+    /// The engine's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    fn call<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Command) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let (reply, answer) = bounded(1);
+        self.tx.send(make(reply)).map_err(|_| Error::Closed)?;
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
+    fn store(&self) -> Result<Arc<dyn Store>> {
+        self.store
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(Error::Closed)
+    }
+
+    /// Insert jobs in one transaction: all or none.
+    ///
+    /// Returns once the jobs are committed (durable with [`Durability::Fsync`]). On
+    /// [`Error::InvalidJob`] nothing was written; on [`Error::Storage`] the outcome is unknown.
+    pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.call(|reply| Command::Insert { jobs, reply })
+    }
+
+    /// Claim up to `max` jobs from `queue`, waiting up to `timeout` for one to be ready.
+    ///
+    /// Returned jobs are durably marked executing with their attempt counted. Returns an
+    /// empty list on timeout or after [`Engine::interrupt`].
+    pub fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+        let q = self.queues.get(queue);
+        let deadline = Instant::now() + timeout;
+        let interrupts = q.interrupts();
+        loop {
+            if self.closed.load(Ordering::Acquire) {
+                return Err(Error::Closed);
+            }
+            let seen = q.generation();
+            let keys = q.pop(max.max(1));
+            if !keys.is_empty() {
+                let queue = q.clone();
+                let jobs = self.call(|reply| Command::Claim { queue, keys, reply })?;
+                if !jobs.is_empty() {
+                    return Ok(jobs);
+                }
+                continue; // every popped job had been cancelled meanwhile
+            }
+            if Instant::now() >= deadline || q.interrupts() != interrupts {
+                return Ok(Vec::new());
+            }
+            q.park(seen, deadline);
+        }
+    }
+
+    /// Make claims waiting on `queue` return now.
+    pub fn interrupt(&self, queue: &str) {
+        self.queues.get(queue).interrupt();
+    }
+
+    /// Record attempts' outcomes and wait until they are committed.
+    pub fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
+        self.call(|reply| Command::Ack { acks, reply: Some(reply) })
+    }
+
+    /// Record attempts' outcomes without waiting. A crash before the next commit leaves the
+    /// jobs executing, to be rescued (and run again) at the next open; [`Engine::sync`] waits.
+    pub fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        self.tx.send(Command::Ack { acks, reply: None }).map_err(|_| Error::Closed)
+    }
+
+    /// Cancel a job. Returns the job as it now is and the state it was in. A job already
+    /// completed, cancelled or discarded is returned unchanged.
+    pub fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
+        self.call(|reply| Command::Cancel { id, reply })
+    }
+
+    /// Make a job available now (an available job is returned unchanged; an executing one is
+    /// refused).
+    pub fn retry(&self, id: JobId) -> Result<Job> {
+        self.call(|reply| Command::Retry { id, reply })
+    }
+
+    /// Delete finished jobs that finished more than `age` ago; returns how many.
+    pub fn prune(&self, age: Duration) -> Result<u64> {
+        let before = self.clock.now() - age.as_micros() as i64;
+        self.call(|reply| Command::Prune { before, reply })
+    }
+
+    /// Wait until everything sent before this call is committed, with due jobs promoted.
+    pub fn sync(&self) -> Result<()> {
+        self.call(|reply| Command::Sync { reply })
+    }
+
+    /// The job with this id, as last committed.
+    pub fn get(&self, id: JobId) -> Result<Job> {
+        let mut found = None;
+        self.store()?.read(&mut |txn| {
+            found = txn.get(id)?;
+            Ok(())
+        })?;
+        found.ok_or(Error::JobNotFound(id))
+    }
+
+    /// Jobs matching `filter`, in id order.
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        self.store()?.read(&mut |txn| {
+            out.clear();
+            txn.scan(filter.after, &mut |job| {
+                let keep = filter.state.is_none_or(|s| s == job.state)
+                    && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
+                    && filter.worker.as_ref().is_none_or(|w| *w == job.worker);
+                if keep {
+                    out.push(job);
+                }
+                filter.limit == 0 || out.len() < filter.limit
+            })
+        })?;
+        Ok(out)
+    }
+
+    /// How many jobs are ready to claim in `queue` right now.
+    pub fn ready_count(&self, queue: &str) -> usize {
+        self.queues.get(queue).len()
+    }
+
+    /// Start or stop collecting [`EngineEvent`]s.
+    pub fn set_events(&self, on: bool) {
+        self.telemetry.set_enabled(on);
+    }
+
+    /// Wait up to `timeout` for engine events and return those waiting.
+    pub fn next_events(&self, timeout: Duration) -> Vec<EngineEvent> {
+        self.telemetry.collect(timeout)
+    }
+
+    /// Stop the writer after it commits what it was sent, and release the store file.
+    /// Claims in progress return [`Error::Closed`]. Calling it again does nothing.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        for (_, q) in self.queues.all() {
+            q.interrupt();
+        }
+        let _ = self.tx.send(Command::Shutdown);
+        if let Some(handle) =
+            self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        {
+            let _ = handle.join();
+        }
+        self.store.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(p) = &self.registered_path {
+            open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(p);
+        }
+    }
+
+    /// Whether [`Engine::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.close();
+    }
+}

@@ -1,0 +1,125 @@
+//! The core's one error type. Every variant says what went wrong with which value; the Python
+//! bindings map each variant to a typed `kathikon` exception.
+
+use std::path::PathBuf;
+
+use crate::job::JobId;
+use crate::state::JobState;
+
+/// Result alias used throughout the core.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything the engine can refuse or fail at.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A job description was rejected before anything was written. The message names the
+    /// offending value and how to fix it.
+    #[error("{0}")]
+    InvalidJob(String),
+    /// No job has this id (it never existed or was pruned).
+    #[error("no job with id {0}; it never existed or was pruned after its retention period")]
+    JobNotFound(JobId),
+    /// The requested change is not allowed from the job's current state.
+    #[error("job {id} is {from}; it cannot be {action} from that state")]
+    IllegalTransition {
+        /// The job.
+        id: JobId,
+        /// Its state when the change was asked for.
+        from: JobState,
+        /// What was asked (past participle: "retried", "claimed", …).
+        action: &'static str,
+    },
+    /// Another process (or another app in this process) holds the store.
+    #[error("{}", locked_message(path, *holder, *same_process))]
+    StorageLocked {
+        /// The store file.
+        path: PathBuf,
+        /// PID of the holding process, when the OS tells us.
+        holder: Option<u32>,
+        /// The holder is this very process (a second app on the same path).
+        same_process: bool,
+    },
+    /// The file exists but is not a Kathikon store.
+    #[error("{path} is not a Kathikon store ({detail}); point `path` at a new file or at a store Kathikon created")]
+    NotAStore {
+        /// The file.
+        path: PathBuf,
+        /// What gave it away.
+        detail: String,
+    },
+    /// The file is a store but is damaged.
+    #[error("the store {path} is damaged ({detail}); restore it from a backup or move it aside")]
+    Corrupted {
+        /// The file.
+        path: PathBuf,
+        /// What redb or the decoder said.
+        detail: String,
+    },
+    /// The store was written by a newer Kathikon whose format this one cannot read.
+    #[error("the store {path} has format version {found}, newer than this Kathikon reads ({supported}); upgrade kathikon")]
+    FormatTooNew {
+        /// The file.
+        path: PathBuf,
+        /// Version found in the file.
+        found: u64,
+        /// Newest version this build reads.
+        supported: u64,
+    },
+    /// An I/O or commit failure. For a failed commit the outcome is unknown: the batch may or
+    /// may not be durable, and the engine must be reopened before it writes again.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// The engine was closed; open a new one.
+    #[error("the Kathikon engine is closed; create a new app to use this store again")]
+    Closed,
+}
+
+fn locked_message(path: &std::path::Path, holder: Option<u32>, same_process: bool) -> String {
+    let path = path.display();
+    if same_process {
+        return format!(
+            "the store {path} is already open in this process by another Kathikon app; \
+             share that app object instead of opening the file twice"
+        );
+    }
+    match holder {
+        Some(pid) => format!(
+            "the store {path} is held by another process (pid {pid}); \
+             stop that process or use another path"
+        ),
+        None => format!(
+            "the store {path} is held by another process; stop that process or use another path"
+        ),
+    }
+}
+
+impl From<redb::StorageError> for Error {
+    fn from(e: redb::StorageError) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<redb::TransactionError> for Error {
+    fn from(e: redb::TransactionError) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<redb::TableError> for Error {
+    fn from(e: redb::TableError) -> Self {
+        Error::Storage(e.to_string())
+    }
+}
+
+impl From<redb::CommitError> for Error {
+    fn from(e: redb::CommitError) -> Self {
+        Error::Storage(format!("commit failed, outcome unknown: {e}"))
+    }
+}
+
+impl From<redb::SetDurabilityError> for Error {
+    fn from(e: redb::SetDurabilityError) -> Self {
+        Error::Storage(e.to_string())
+    }
+}

@@ -1,0 +1,64 @@
+//! Storage behind a trait, so the engine does not care whether jobs live in redb (today) or
+//! PostgreSQL (later).
+//!
+//! A store only persists what the engine decided: it keeps each job record and the indexes
+//! derived from the record's state, and never changes a state itself. Transactions are closures
+//! so an implementation can keep its open tables on the stack for the whole batch.
+
+mod redb_store;
+mod schema;
+
+pub use redb_store::RedbStore;
+pub use schema::FORMAT_VERSION;
+
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::job::{Job, JobId};
+
+/// An available job's place in its queue: `(queue, priority, scheduled_at, id)`.
+pub type AvailableEntry = (String, u8, Micros, JobId);
+
+/// A store of jobs with the indexes the engine needs.
+pub trait Store: Send + Sync {
+    /// Run `f` against a consistent snapshot of the last commit.
+    fn read(&self, f: &mut dyn FnMut(&mut dyn ReadTxn) -> Result<()>) -> Result<()>;
+
+    /// Run `f` in one write transaction and commit it.
+    ///
+    /// On `Ok`, everything `f` wrote is committed, and durable on disk when the store's
+    /// durability is immediate. If `f` returns `Err`, nothing it wrote is kept. If the commit
+    /// itself fails, the outcome is unknown: the changes may or may not be durable, and the
+    /// store must be reopened before it is written again.
+    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()>;
+}
+
+/// Reads inside a snapshot.
+pub trait ReadTxn {
+    /// The job with this id.
+    fn get(&mut self, id: JobId) -> Result<Option<Job>>;
+    /// Jobs in ascending id order, starting after `after`; stop when `f` returns false.
+    fn scan(&mut self, after: Option<JobId>, f: &mut dyn FnMut(Job) -> bool) -> Result<()>;
+    /// Every available job's queue position.
+    fn available(&mut self, f: &mut dyn FnMut(AvailableEntry)) -> Result<()>;
+}
+
+/// Reads and writes inside one write transaction.
+pub trait WriteTxn {
+    /// The job with this id.
+    fn get(&mut self, id: JobId) -> Result<Option<Job>>;
+    /// Reserve `n` consecutive new ids and return the first.
+    fn allocate_ids(&mut self, n: u64) -> Result<JobId>;
+    /// Store `new`, replacing `old` (the same job as it was read in this transaction, or
+    /// `None` for an insert), and move its index entries to match its new state.
+    fn put(&mut self, old: Option<&Job>, new: &Job) -> Result<()>;
+    /// Delete a job and its index entries.
+    fn remove(&mut self, job: &Job) -> Result<()>;
+    /// Ids of scheduled or retryable jobs due at or before `until`, earliest first.
+    fn due(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>>;
+    /// The earliest due time of any scheduled or retryable job.
+    fn next_due(&mut self) -> Result<Option<Micros>>;
+    /// Ids of terminal jobs that finished at or before `until`, oldest first.
+    fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>>;
+    /// Ids of every job in the executing state.
+    fn executing(&mut self) -> Result<Vec<JobId>>;
+}

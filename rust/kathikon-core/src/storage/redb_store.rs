@@ -1,0 +1,355 @@
+//! The redb implementation of [`Store`]: one file per app, or redb's in-memory backend.
+
+use std::fs::OpenOptions;
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use redb::backends::InMemoryBackend;
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, TableHandle};
+
+use super::schema::{
+    decode, encode, AVAILABLE, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META, META_FORMAT,
+    META_NEXT_ID,
+};
+use super::{AvailableEntry, ReadTxn, Store, WriteTxn};
+use crate::clock::Micros;
+use crate::error::{Error, Result};
+use crate::job::{Job, JobId};
+use crate::state::JobState;
+
+/// First bytes of every redb file; anything else is not a store at all.
+const REDB_MAGIC: &[u8; 4] = b"redb";
+
+/// Jobs in a redb database.
+pub struct RedbStore {
+    db: Database,
+    durability: redb::Durability,
+    /// For error messages; `<memory>` for the in-memory backend.
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for RedbStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedbStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+impl RedbStore {
+    /// Open (or create) the store at `path`, or an in-memory store when `path` is `None`.
+    /// `fsync` chooses whether each commit waits for the disk.
+    ///
+    /// A new file is created readable and writable by its owner only.
+    pub fn open(path: Option<&Path>, fsync: bool) -> Result<RedbStore> {
+        let durability =
+            if fsync { redb::Durability::Immediate } else { redb::Durability::None };
+        let Some(path) = path else {
+            let db = Database::builder()
+                .create_with_backend(InMemoryBackend::new())
+                .map_err(|e| Error::Storage(e.to_string()))?;
+            let store = RedbStore { db, durability, path: "<memory>".into() };
+            store.check_schema()?;
+            return Ok(store);
+        };
+        let path = path.to_path_buf();
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let mut head = Vec::with_capacity(4);
+        file.take(4)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::Storage(format!("cannot read {}: {e}", path.display())))?;
+        if !head.is_empty() && !REDB_MAGIC.starts_with(&head) && !head.starts_with(REDB_MAGIC) {
+            return Err(Error::NotAStore {
+                path,
+                detail: "it does not start with a redb header".into(),
+            });
+        }
+        // redb may panic on some damaged files rather than return an error; a panic must never
+        // reach the caller (and never cross into Python), so it becomes a `Corrupted` error.
+        let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().create(&path)));
+        let db = match opened {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(open_error(&path, e)),
+            Err(panic) => {
+                return Err(Error::Corrupted { path, detail: panic_text(&panic) });
+            }
+        };
+        let store = RedbStore { db, durability, path };
+        store.check_schema()?;
+        Ok(store)
+    }
+
+    /// Initialise a fresh file, or check that an existing one is a store we can read.
+    fn check_schema(&self) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let names: Vec<String> =
+            txn.list_tables()?.map(|t| t.name().to_string()).collect();
+        drop(txn);
+        if names.iter().any(|n| n == META.name()) {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let version = meta.get(META_FORMAT)?.map(|v| v.value());
+            match version {
+                Some(v) if v > FORMAT_VERSION => Err(Error::FormatTooNew {
+                    path: self.path.clone(),
+                    found: v,
+                    supported: FORMAT_VERSION,
+                }),
+                Some(_) => Ok(()),
+                None => Err(self.damaged("the format version is missing".into())),
+            }
+        } else if names.is_empty() {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(redb::Durability::Immediate)?;
+            {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(META_FORMAT, FORMAT_VERSION)?;
+                meta.insert(META_NEXT_ID, 1)?;
+                txn.open_table(JOBS)?;
+                txn.open_table(AVAILABLE)?;
+                txn.open_table(DUE)?;
+                txn.open_table(EXECUTING)?;
+                txn.open_table(FINISHED)?;
+            }
+            txn.commit()?;
+            Ok(())
+        } else {
+            Err(Error::NotAStore {
+                path: self.path.clone(),
+                detail: format!("it is a redb database with other tables: {}", names.join(", ")),
+            })
+        }
+    }
+
+    fn damaged(&self, detail: String) -> Error {
+        Error::Corrupted { path: self.path.clone(), detail }
+    }
+
+    /// Name this store's file in a decode error raised deep inside a transaction.
+    fn with_path(&self, e: Error) -> Error {
+        match e {
+            Error::Corrupted { detail, .. } => self.damaged(detail),
+            other => other,
+        }
+    }
+}
+
+fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
+    let text = panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
+        .unwrap_or_else(|| "redb panicked while opening it".into());
+    format!("redb could not open it: {text}")
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> Error {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => Error::StorageLocked {
+            path: path.to_path_buf(),
+            holder: holder_pid(path),
+            same_process: false,
+        },
+        DatabaseError::UpgradeRequired(v) => Error::NotAStore {
+            path: path.to_path_buf(),
+            detail: format!("it uses redb file format {v}, older than Kathikon reads"),
+        },
+        DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            Error::Storage(format!("cannot open {}: {io}", path.display()))
+        }
+        other => Error::Corrupted { path: path.to_path_buf(), detail: other.to_string() },
+    }
+}
+
+/// The other process that has `path` open, found by scanning `/proc/*/fd` (redb's open file
+/// description locks carry no PID in `/proc/locks`). Best effort: `None` when not visible.
+fn holder_pid(path: &Path) -> Option<u32> {
+    let target = std::fs::canonicalize(path).ok()?;
+    let me = std::process::id();
+    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|p| p == target) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+type AvailKey<'a> = (&'a str, u8, i64, u64);
+
+/// The tables of one write transaction, opened once for the whole batch.
+struct WriteTables<'t> {
+    jobs: Table<'t, u64, &'static [u8]>,
+    available: Table<'t, AvailKey<'static>, ()>,
+    due: Table<'t, (i64, u64), ()>,
+    executing: Table<'t, u64, ()>,
+    finished: Table<'t, (i64, u64), ()>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+impl WriteTables<'_> {
+    fn unindex(&mut self, job: &Job) -> Result<()> {
+        match job.state {
+            JobState::Available => {
+                self.available.remove((job.queue.as_str(), job.priority, job.scheduled_at, job.id))?;
+            }
+            JobState::Scheduled | JobState::Retryable => {
+                self.due.remove((job.scheduled_at, job.id))?;
+            }
+            JobState::Executing => {
+                self.executing.remove(job.id)?;
+            }
+            JobState::Completed | JobState::Cancelled | JobState::Discarded => {
+                self.finished.remove((job.finished_at().unwrap_or(0), job.id))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn index(&mut self, job: &Job) -> Result<()> {
+        match job.state {
+            JobState::Available => {
+                self.available
+                    .insert((job.queue.as_str(), job.priority, job.scheduled_at, job.id), ())?;
+            }
+            JobState::Scheduled | JobState::Retryable => {
+                self.due.insert((job.scheduled_at, job.id), ())?;
+            }
+            JobState::Executing => {
+                self.executing.insert(job.id, ())?;
+            }
+            JobState::Completed | JobState::Cancelled | JobState::Discarded => {
+                self.finished.insert((job.finished_at().unwrap_or(0), job.id), ())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl WriteTxn for WriteTables<'_> {
+    fn get(&mut self, id: JobId) -> Result<Option<Job>> {
+        self.jobs.get(id)?.map(|v| decode(id, v.value())).transpose()
+    }
+
+    fn allocate_ids(&mut self, n: u64) -> Result<JobId> {
+        let first = self.meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
+        self.meta.insert(META_NEXT_ID, first + n)?;
+        Ok(first)
+    }
+
+    fn put(&mut self, old: Option<&Job>, new: &Job) -> Result<()> {
+        if let Some(old) = old {
+            self.unindex(old)?;
+        }
+        self.jobs.insert(new.id, encode(new).as_slice())?;
+        self.index(new)
+    }
+
+    fn remove(&mut self, job: &Job) -> Result<()> {
+        self.unindex(job)?;
+        self.jobs.remove(job.id)?;
+        Ok(())
+    }
+
+    fn due(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
+        let mut out = Vec::new();
+        for entry in self.due.range(..=(until, u64::MAX))?.take(limit) {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    fn next_due(&mut self) -> Result<Option<Micros>> {
+        Ok(self.due.first()?.map(|(k, _)| k.value().0))
+    }
+
+    fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
+        let mut out = Vec::new();
+        for entry in self.finished.range(..=(until, u64::MAX))?.take(limit) {
+            out.push(entry?.0.value().1);
+        }
+        Ok(out)
+    }
+
+    fn executing(&mut self) -> Result<Vec<JobId>> {
+        let mut out = Vec::new();
+        for entry in self.executing.iter()? {
+            out.push(entry?.0.value());
+        }
+        Ok(out)
+    }
+}
+
+struct ReadTables {
+    jobs: redb::ReadOnlyTable<u64, &'static [u8]>,
+    available: redb::ReadOnlyTable<AvailKey<'static>, ()>,
+}
+
+impl ReadTxn for ReadTables {
+    fn get(&mut self, id: JobId) -> Result<Option<Job>> {
+        self.jobs.get(id)?.map(|v| decode(id, v.value())).transpose()
+    }
+
+    fn scan(&mut self, after: Option<JobId>, f: &mut dyn FnMut(Job) -> bool) -> Result<()> {
+        let start = after.map_or(0, |a| a.saturating_add(1));
+        for entry in self.jobs.range(start..)? {
+            let (k, v) = entry?;
+            if !f(decode(k.value(), v.value())?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn available(&mut self, f: &mut dyn FnMut(AvailableEntry)) -> Result<()> {
+        for entry in self.available.iter()? {
+            let (key, _) = entry?;
+            let (queue, priority, at, id) = key.value();
+            f((queue.to_string(), priority, at, id));
+        }
+        Ok(())
+    }
+}
+
+impl Store for RedbStore {
+    fn read(&self, f: &mut dyn FnMut(&mut dyn ReadTxn) -> Result<()>) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let mut tables =
+            ReadTables { jobs: txn.open_table(JOBS)?, available: txn.open_table(AVAILABLE)? };
+        f(&mut tables).map_err(|e| self.with_path(e))
+    }
+
+    fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(self.durability)?;
+        {
+            let mut tables = WriteTables {
+                jobs: txn.open_table(JOBS)?,
+                available: txn.open_table(AVAILABLE)?,
+                due: txn.open_table(DUE)?,
+                executing: txn.open_table(EXECUTING)?,
+                finished: txn.open_table(FINISHED)?,
+                meta: txn.open_table(META)?,
+            };
+            f(&mut tables).map_err(|e| self.with_path(e))?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}

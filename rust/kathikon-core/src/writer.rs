@@ -1,0 +1,429 @@
+//! The writer thread: the only code that changes stored jobs.
+//!
+//! Callers send [`Command`]s. The writer takes everything waiting (up to [`MAX_BATCH`]),
+//! applies it in one write transaction together with the scheduler's promotions and the
+//! pruner's deletions, commits once (one fsync for the whole batch: group commit), and only
+//! then answers each caller and makes new jobs claimable. So a caller that got an answer knows
+//! its change is durable, and a worker can never claim a job whose insert could still be lost.
+//!
+//! The scheduler needs no thread of its own: the writer sleeps until the earliest due time
+//! (read from the `due` index after every commit), so due jobs are promoted on time without
+//! polling rows.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+
+use crate::claim::{key_of, ClaimKey, ClaimQueue, ClaimQueues};
+use crate::clock::{Clock, Micros};
+use crate::error::{Error, Result};
+use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::state::JobState;
+use crate::storage::{Store, WriteTxn};
+use crate::telemetry::{EngineEvent, Telemetry};
+
+/// Most commands applied in one transaction; bounds the latency of the batch's first caller.
+pub(crate) const MAX_BATCH: usize = 4096;
+/// Most due jobs promoted per transaction; the rest follow in the next one, at once.
+const PROMOTE_LIMIT: usize = 10_000;
+/// Most finished jobs pruned per transaction, so pruning never stalls a batch for long.
+const PRUNE_LIMIT: usize = 10_000;
+
+/// What callers ask of the writer. Each carries the channel its answer goes back on.
+pub(crate) enum Command {
+    Insert { jobs: Vec<NewJob>, reply: Sender<Result<Vec<Job>>> },
+    Claim { queue: Arc<ClaimQueue>, keys: Vec<ClaimKey>, reply: Sender<Result<Vec<Job>>> },
+    Ack { acks: Vec<Ack>, reply: Option<Sender<Result<Vec<AckResult>>>> },
+    Cancel { id: JobId, reply: Sender<Result<(Job, JobState)>> },
+    Retry { id: JobId, reply: Sender<Result<Job>> },
+    Prune { before: Micros, reply: Sender<Result<u64>> },
+    /// A barrier: answered once everything sent before it has committed (and due jobs are
+    /// promoted as of now).
+    Sync { reply: Sender<Result<()>> },
+    Shutdown,
+}
+
+/// One command's answer, computed inside the transaction and sent only after it commits.
+enum Reply {
+    Jobs(Result<Vec<Job>>),
+    Acks(Result<Vec<AckResult>>),
+    Cancelled(Result<(Job, JobState)>),
+    Job(Result<Job>),
+    Count(Result<u64>),
+    Unit,
+}
+
+impl Command {
+    fn answer(self, reply: Reply) {
+        // A caller that gave up waiting has dropped its receiver; nothing to do then.
+        match (self, reply) {
+            (Command::Insert { reply, .. } | Command::Claim { reply, .. }, Reply::Jobs(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Ack { reply: Some(reply), .. }, Reply::Acks(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Cancel { reply, .. }, Reply::Cancelled(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Retry { reply, .. }, Reply::Job(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Prune { reply, .. }, Reply::Count(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Sync { reply }, Reply::Unit) => {
+                let _ = reply.send(Ok(()));
+            }
+            _ => {}
+        }
+    }
+
+    fn fail(self, error: &dyn Fn() -> Error) {
+        match self {
+            Command::Insert { reply, .. } | Command::Claim { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Ack { reply: Some(reply), .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Cancel { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Retry { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Prune { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Sync { reply } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Ack { reply: None, .. } | Command::Shutdown => {}
+        }
+    }
+}
+
+/// Changes to the in-memory claim queues, applied only after the commit.
+#[derive(Default)]
+struct Effects {
+    ready: Vec<(String, ClaimKey)>,
+    unready: Vec<(String, ClaimKey)>,
+    promoted: u64,
+    pruned: u64,
+    next_due: Option<Micros>,
+}
+
+/// Timing knobs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Intervals {
+    pub scheduler: Duration,
+    pub prune: Duration,
+    pub retention: Duration,
+}
+
+pub(crate) struct Writer {
+    pub store: Arc<dyn Store>,
+    pub queues: Arc<ClaimQueues>,
+    pub telemetry: Arc<Telemetry>,
+    pub clock: Arc<dyn Clock>,
+    pub rx: Receiver<Command>,
+    pub intervals: Intervals,
+    pub next_due: Option<Micros>,
+    /// Set after a failed commit: redb refuses writes until reopened, and the batch's outcome
+    /// is unknown, so every later command fails with this message.
+    pub failed: Option<String>,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        let mut next_prune = Instant::now() + self.intervals.prune;
+        let mut next_tick = Instant::now() + self.intervals.scheduler;
+        let mut batch = Vec::new();
+        loop {
+            let timer = next_prune.min(next_tick).saturating_duration_since(Instant::now());
+            let wait = self.until_next_due().min(timer);
+            let mut shutdown = false;
+            match self.rx.recv_timeout(wait) {
+                Ok(Command::Shutdown) => shutdown = true,
+                Ok(cmd) => batch.push(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => shutdown = true,
+            }
+            while !shutdown && batch.len() < MAX_BATCH {
+                match self.rx.try_recv() {
+                    Ok(Command::Shutdown) => shutdown = true,
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            let now = self.clock.now();
+            let prune = Instant::now() >= next_prune;
+            let promote = self.next_due.is_some_and(|due| due <= now);
+            if !batch.is_empty() || promote || prune {
+                let effects = self.apply(&mut batch, now, prune);
+                if prune {
+                    // A full chunk means more is waiting: come back at once.
+                    let full = effects.pruned >= PRUNE_LIMIT as u64;
+                    next_prune =
+                        Instant::now() + if full { Duration::ZERO } else { self.intervals.prune };
+                }
+            }
+            if Instant::now() >= next_tick {
+                next_tick = Instant::now() + self.intervals.scheduler;
+                self.telemetry.emit(|| EngineEvent::SchedulerTick { promoted: 0, duration_us: 0 });
+            }
+            if shutdown {
+                for cmd in self.rx.try_iter() {
+                    cmd.fail(&|| Error::Closed);
+                }
+                return;
+            }
+        }
+    }
+
+    fn until_next_due(&self) -> Duration {
+        match self.next_due {
+            Some(due) => {
+                let ahead = due - self.clock.now();
+                Duration::from_micros(ahead.max(0) as u64)
+            }
+            None => Duration::from_secs(3600),
+        }
+    }
+
+    /// Apply `batch` (emptying it) in one transaction, then answer and publish.
+    fn apply(&mut self, batch: &mut Vec<Command>, now: Micros, prune: bool) -> Effects {
+        if let Some(msg) = &self.failed {
+            let msg = msg.clone();
+            for cmd in batch.drain(..) {
+                cmd.fail(&|| {
+                    Error::Storage(format!(
+                        "the engine stopped writing after a storage failure ({msg}); \
+                         close the app and open it again"
+                    ))
+                });
+            }
+            return Effects::default();
+        }
+        let started = Instant::now();
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut effects = Effects::default();
+        let retention = self.intervals.retention.as_micros() as Micros;
+        let result = self.store.write(&mut |txn| {
+            replies.clear();
+            effects = Effects::default();
+            promote_due(txn, now, &mut effects)?;
+            for cmd in batch.iter() {
+                replies.push(apply_one(txn, cmd, now, &mut effects)?);
+            }
+            if prune {
+                effects.pruned += prune_before(txn, now - retention, PRUNE_LIMIT)?;
+            }
+            effects.next_due = txn.next_due()?;
+            Ok(())
+        });
+        let elapsed = started.elapsed().as_micros() as u64;
+        match result {
+            Ok(()) => {
+                self.next_due = effects.next_due;
+                self.publish(&effects);
+                for (cmd, reply) in batch.drain(..).zip(replies) {
+                    cmd.answer(reply);
+                }
+                if effects.promoted > 0 {
+                    let promoted = effects.promoted;
+                    self.telemetry
+                        .emit(|| EngineEvent::SchedulerTick { promoted, duration_us: elapsed });
+                }
+                if effects.pruned > 0 {
+                    let pruned = effects.pruned;
+                    self.telemetry.emit(|| EngineEvent::PrunerTick { pruned, duration_us: elapsed });
+                }
+            }
+            Err(error) => {
+                let fatal = matches!(error, Error::Storage(_));
+                let text = error.to_string();
+                for cmd in batch.drain(..) {
+                    if let Command::Claim { queue, keys, .. } = &cmd {
+                        // Still available on disk: make them claimable again.
+                        for key in keys {
+                            queue.push(*key);
+                        }
+                        queue.notify();
+                    }
+                    cmd.fail(&|| match &error {
+                        Error::Corrupted { path, detail } => {
+                            Error::Corrupted { path: path.clone(), detail: detail.clone() }
+                        }
+                        _ => Error::Storage(text.clone()),
+                    });
+                }
+                if fatal {
+                    self.failed = Some(text);
+                }
+            }
+        }
+        effects
+    }
+
+    fn publish(&self, effects: &Effects) {
+        for (queue, key) in &effects.unready {
+            self.queues.get(queue).remove(key);
+        }
+        let mut touched = HashSet::new();
+        for (queue, key) in &effects.ready {
+            self.queues.get(queue).push(*key);
+            touched.insert(queue.as_str());
+        }
+        for queue in touched {
+            self.queues.get(queue).notify();
+        }
+    }
+}
+
+fn promote_due(txn: &mut dyn WriteTxn, now: Micros, effects: &mut Effects) -> Result<()> {
+    for id in txn.due(now, PROMOTE_LIMIT)? {
+        let Some(old) = txn.get(id)? else { continue };
+        let mut job = old.clone();
+        job.promote()?;
+        txn.put(Some(&old), &job)?;
+        effects.ready.push((job.queue.clone(), key_of(&job)));
+        effects.promoted += 1;
+    }
+    Ok(())
+}
+
+fn prune_before(txn: &mut dyn WriteTxn, before: Micros, limit: usize) -> Result<u64> {
+    let mut pruned = 0;
+    for id in txn.finished(before, limit)? {
+        if let Some(job) = txn.get(id)? {
+            txn.remove(&job)?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
+
+/// Apply one command. A refusal of the command alone (bad input, unknown id, illegal change)
+/// is returned inside the `Reply` after writing nothing; an `Err` aborts the whole batch.
+fn apply_one(
+    txn: &mut dyn WriteTxn,
+    cmd: &Command,
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<Reply> {
+    Ok(match cmd {
+        Command::Insert { jobs, .. } => Reply::Jobs(insert(txn, jobs, now, effects)?),
+        Command::Claim { keys, .. } => {
+            let mut claimed = Vec::with_capacity(keys.len());
+            for &(_, _, id) in keys {
+                let Some(old) = txn.get(id)? else { continue };
+                if old.state != JobState::Available {
+                    continue; // cancelled or retried since it was queued
+                }
+                let mut job = old.clone();
+                job.claim(now)?;
+                txn.put(Some(&old), &job)?;
+                claimed.push(job);
+            }
+            Reply::Jobs(Ok(claimed))
+        }
+        Command::Ack { acks, .. } => {
+            let mut results = Vec::with_capacity(acks.len());
+            for ack in acks {
+                let result = match txn.get(ack.id)? {
+                    None => AckResult::Stale(None),
+                    Some(old)
+                        if old.state != JobState::Executing || old.attempt != ack.attempt =>
+                    {
+                        AckResult::Stale(Some(old.state))
+                    }
+                    Some(old) => {
+                        let mut job = old.clone();
+                        job.finish(ack.outcome.clone(), now)?;
+                        txn.put(Some(&old), &job)?;
+                        AckResult::Applied(job)
+                    }
+                };
+                results.push(result);
+            }
+            Reply::Acks(Ok(results))
+        }
+        Command::Cancel { id, .. } => {
+            let Some(old) = txn.get(*id)? else {
+                return Ok(Reply::Cancelled(Err(Error::JobNotFound(*id))));
+            };
+            if old.state.is_terminal() {
+                let state = old.state;
+                return Ok(Reply::Cancelled(Ok((old, state))));
+            }
+            let mut job = old.clone();
+            job.cancel(now, "cancelled by user".into())?;
+            txn.put(Some(&old), &job)?;
+            if old.state == JobState::Available {
+                effects.unready.push((old.queue.clone(), key_of(&old)));
+            }
+            Reply::Cancelled(Ok((job, old.state)))
+        }
+        Command::Retry { id, .. } => {
+            let Some(old) = txn.get(*id)? else {
+                return Ok(Reply::Job(Err(Error::JobNotFound(*id))));
+            };
+            if old.state == JobState::Available {
+                return Ok(Reply::Job(Ok(old)));
+            }
+            let mut job = old.clone();
+            if let Err(e) = job.retry(now) {
+                return Ok(Reply::Job(Err(e)));
+            }
+            txn.put(Some(&old), &job)?;
+            effects.ready.push((job.queue.clone(), key_of(&job)));
+            Reply::Job(Ok(job))
+        }
+        Command::Prune { before, .. } => {
+            let mut total = 0;
+            loop {
+                let n = prune_before(txn, *before, PRUNE_LIMIT)?;
+                total += n;
+                if n < PRUNE_LIMIT as u64 {
+                    break;
+                }
+            }
+            effects.pruned += total;
+            Reply::Count(Ok(total))
+        }
+        Command::Sync { .. } | Command::Shutdown => Reply::Unit,
+    })
+}
+
+fn insert(
+    txn: &mut dyn WriteTxn,
+    jobs: &[NewJob],
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<Result<Vec<Job>>> {
+    // Check every job before writing any, so a bad one leaves nothing behind.
+    for (i, job) in jobs.iter().enumerate() {
+        if let Err(Error::InvalidJob(msg)) = job.validate() {
+            let msg = if jobs.len() > 1 { format!("job {i} of the batch: {msg}") } else { msg };
+            return Ok(Err(Error::InvalidJob(msg)));
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    let first = txn.allocate_ids(jobs.len() as u64)?;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (offset, new) in jobs.iter().enumerate() {
+        let job = new.clone().into_job(first + offset as u64, now);
+        txn.put(None, &job)?;
+        if job.state == JobState::Available {
+            effects.ready.push((job.queue.clone(), key_of(&job)));
+        }
+        out.push(job);
+    }
+    Ok(Ok(out))
+}
