@@ -1,0 +1,66 @@
+"""Kathikon: a durable job queue for Python with a Rust core.
+
+>>> import kathikon
+>>> app = kathikon.Kathikon(path=None, queues={"default": 2})
+>>> @app.worker
+... def hello(job: kathikon.Job) -> None:
+...     print("hello", job.args["name"])
+>>> job = hello.insert({"name": "world"})
+>>> app.drain()
+hello world
+{'completed': 1}
+>>> app.close()
+"""
+
+from . import telemetry
+from ._native import FORMAT_VERSION
+from .app import JobSpec, Kathikon
+from .errors import (
+    ConfigurationError,
+    CorruptStoreError,
+    EngineClosedError,
+    InvalidJobError,
+    JobNotFoundError,
+    JobStateError,
+    KathikonError,
+    NotAStoreError,
+    StorageError,
+    StorageLockedError,
+    StoreVersionError,
+    UnknownQueueError,
+    UnknownWorkerError,
+)
+from .job import Job, JobState
+from .outcomes import Cancel, Discard, JobOutcome, Snooze
+from .worker import Worker, WorkerFunction
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Cancel",
+    "ConfigurationError",
+    "CorruptStoreError",
+    "Discard",
+    "EngineClosedError",
+    "InvalidJobError",
+    "Job",
+    "JobNotFoundError",
+    "JobOutcome",
+    "JobSpec",
+    "JobState",
+    "JobStateError",
+    "Kathikon",
+    "KathikonError",
+    "NotAStoreError",
+    "Snooze",
+    "StorageError",
+    "StorageLockedError",
+    "StoreVersionError",
+    "UnknownQueueError",
+    "UnknownWorkerError",
+    "Worker",
+    "WorkerFunction",
+    "__version__",
+    "telemetry",
+]

@@ -1,0 +1,546 @@
+"""The :class:`Kathikon` app: configuration, worker registry, and the calls users make."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Callable, Optional, Union, overload
+
+from . import telemetry
+from ._native import Engine
+from .config import Config, QueueSpec, build_config
+from .errors import (
+    ConfigurationError,
+    InvalidJobError,
+    KathikonError,
+    UnknownQueueError,
+    UnknownWorkerError,
+)
+from .execute import Attempt, run_async, run_sync
+from .job import Job, JobState
+from .options import (
+    Seconds,
+    check_max_attempts,
+    check_priority,
+    check_tags,
+    encode_json,
+    scheduled_at_micros,
+)
+from .runner import Runner
+from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
+
+WorkerRef = Union[WorkerFunction, type[Worker], Worker, str]
+INSERT = ("kathikon", "job", "insert")
+# Engine event names → telemetry events.
+_ENGINE_EVENTS = {
+    "scheduler.tick": ("kathikon", "scheduler", "tick"),
+    "pruner.tick": ("kathikon", "pruner", "tick"),
+}
+
+
+class JobSpec:
+    """An unsaved job, made by :meth:`Kathikon.new` or ``worker.new(...)``, for
+    :meth:`Kathikon.insert_all`."""
+
+    __slots__ = ("row",)
+
+    def __init__(self, row: tuple[str, str, str, str, list[str], int, int, Optional[int]]):
+        self.row = row
+
+    @property
+    def queue(self) -> str:
+        return self.row[0]
+
+    @property
+    def worker(self) -> str:
+        return self.row[1]
+
+    def __repr__(self) -> str:
+        return f"JobSpec(worker={self.worker!r}, queue={self.queue!r})"
+
+
+class Kathikon:
+    """A job queue backed by one store file.
+
+    Args:
+        path: the store file (created if missing, owner-only permissions); ``None`` keeps
+            jobs in memory, gone when the app closes.
+        queues: queue name → concurrency, or → ``{"concurrency": n}``. Default
+            ``{"default": 10}``.
+        max_attempts: default attempts per job (20).
+        poll_interval: longest an idle queue waits before looking again, seconds (1.0).
+        scheduler_interval: longest the scheduler sleeps, seconds (1.0); it normally wakes
+            exactly when the next scheduled job is due.
+        prune_interval: how often old finished jobs are deleted, seconds (30).
+        retention_period: how long completed/cancelled/discarded jobs are kept, seconds
+            (86,400 = one day).
+        durability: ``"fsync"`` (default: every insert is on disk before it returns) or
+            ``"none"`` (faster; a crash loses what was not yet fsync'd).
+
+    Raises:
+        ConfigurationError: a setting is invalid.
+        StorageLockedError: another process (or another app here) holds the file.
+        NotAStoreError, CorruptStoreError, StoreVersionError: the file cannot be used.
+    """
+
+    def __init__(
+        self,
+        path: Union[str, os.PathLike[str], None] = None,
+        queues: Optional[Mapping[str, QueueSpec]] = None,
+        *,
+        max_attempts: int = 20,
+        poll_interval: float = 1.0,
+        scheduler_interval: float = 1.0,
+        prune_interval: float = 30.0,
+        retention_period: float = 86_400.0,
+        durability: str = "fsync",
+    ) -> None:
+        self.config: Config = build_config(
+            queues,
+            max_attempts,
+            poll_interval,
+            scheduler_interval,
+            prune_interval,
+            retention_period,
+            durability,
+        )
+        self.path: Optional[str] = None if path is None else os.fspath(path)
+        self._engine = Engine(
+            self.path,
+            fsync=self.config.durability == "fsync",
+            scheduler_interval=self.config.scheduler_interval,
+            prune_interval=self.config.prune_interval,
+            retention_period=self.config.retention_period,
+        )
+        self._workers: dict[str, Registration] = {}
+        self._lock = threading.Lock()
+        self._runner: Optional[Runner] = None
+        self._pump: Optional[threading.Thread] = None
+        self._closed = threading.Event()
+        self._unwatch = telemetry.watch(self._telemetry_changed)
+        self._telemetry_changed()
+
+    # -- workers -------------------------------------------------------------------------
+
+    @overload
+    def worker(self, fn: Callable[[Job], Any], /) -> WorkerFunction: ...
+
+    @overload
+    def worker(
+        self,
+        fn: None = None,
+        /,
+        *,
+        queue: str = "default",
+        max_attempts: Optional[int] = None,
+        priority: int = 0,
+        timeout: Optional[float] = None,
+        tags: Iterable[str] = (),
+        backoff: Optional[Callable[[Job], Optional[float]]] = None,
+        name: Optional[str] = None,
+    ) -> Callable[[Callable[[Job], Any]], WorkerFunction]: ...
+
+    def worker(
+        self,
+        fn: Optional[Callable[[Job], Any]] = None,
+        /,
+        *,
+        queue: str = "default",
+        max_attempts: Optional[int] = None,
+        priority: int = 0,
+        timeout: Optional[float] = None,
+        tags: Iterable[str] = (),
+        backoff: Optional[Callable[[Job], Optional[float]]] = None,
+        name: Optional[str] = None,
+    ) -> Union[WorkerFunction, Callable[[Callable[[Job], Any]], WorkerFunction]]:
+        """Register a function (sync or ``async def``) taking a :class:`Job` as a worker.
+
+        Usable bare (``@app.worker``) or with settings (``@app.worker(queue="emails")``).
+        ``timeout`` (seconds) is enforced for async functions only. ``backoff(job)`` returns
+        the seconds before a retry (``None`` for the default exponential backoff).
+        """
+
+        def decorate(func: Callable[[Job], Any]) -> WorkerFunction:
+            if not callable(func):
+                raise ConfigurationError(f"@app.worker needs a function, got {func!r}")
+            reg = make_registration(
+                name=name or qualified_name(func),
+                queue=queue,
+                max_attempts=max_attempts,
+                priority=priority,
+                timeout=timeout,
+                tags=list(tags),
+                perform=func,
+                backoff=backoff,
+                known_queues=list(self.config.queues),
+            )
+            self._add(reg)
+            return WorkerFunction(self, func, reg)
+
+        return decorate(fn) if fn is not None else decorate
+
+    def register(self, worker: Union[type[Worker], Worker]) -> type[Worker] | Worker:
+        """Register a :class:`Worker` subclass (instantiated once, without arguments) or an
+        instance. Returns what it was given, so it also works as a class decorator."""
+        instance = worker() if isinstance(worker, type) else worker
+        if not isinstance(instance, Worker):
+            raise ConfigurationError(
+                f"register() takes a kathikon.Worker subclass, got {worker!r}; "
+                "decorate plain functions with @app.worker instead"
+            )
+        cls = type(instance)
+        backoff = instance.backoff if cls.backoff is not Worker.backoff else None
+        reg = make_registration(
+            name=cls.name or qualified_name(cls),
+            queue=cls.queue,
+            max_attempts=cls.max_attempts,
+            priority=cls.priority,
+            timeout=cls.timeout,
+            tags=list(cls.tags),
+            perform=instance.perform,
+            backoff=backoff,
+            known_queues=list(self.config.queues),
+        )
+        self._add(reg)
+        return worker
+
+    def _add(self, reg: Registration) -> None:
+        with self._lock:
+            if reg.name in self._workers:
+                raise ConfigurationError(
+                    f"a worker named {reg.name!r} is already registered with this app; "
+                    "give one of them another name (name=...)"
+                )
+            self._workers[reg.name] = reg
+
+    def _resolve(self, worker: Any) -> Registration:
+        if isinstance(worker, WorkerFunction):
+            name = worker.name
+        elif isinstance(worker, str):
+            name = worker
+        elif isinstance(worker, type) and issubclass(worker, Worker):
+            name = worker.name or qualified_name(worker)
+        elif isinstance(worker, Worker):
+            name = type(worker).name or qualified_name(type(worker))
+        else:
+            raise UnknownWorkerError(
+                f"{worker!r} is not a worker; pass a function decorated with @app.worker, "
+                "a registered kathikon.Worker subclass, or a registered worker name"
+            )
+        reg = self._workers.get(name)
+        if reg is None or (isinstance(worker, WorkerFunction) and worker.registration is not reg):
+            raise UnknownWorkerError(
+                f"worker {name!r} is not registered with this app; decorate it with "
+                "@app.worker or call app.register() on this app first"
+            )
+        return reg
+
+    @property
+    def workers(self) -> dict[str, Registration]:
+        """Registered workers by name."""
+        return dict(self._workers)
+
+    # -- inserting -----------------------------------------------------------------------
+
+    def new(
+        self,
+        worker: WorkerRef,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        queue: Optional[str] = None,
+        priority: Optional[int] = None,
+        schedule_in: Optional[Seconds] = None,
+        schedule_at: Optional[datetime] = None,
+        max_attempts: Optional[int] = None,
+        tags: Optional[Iterable[str]] = None,
+        meta: Optional[Mapping[str, Any]] = None,
+    ) -> JobSpec:
+        """Check and encode a job without storing it (for :meth:`insert_all`)."""
+        reg = self._resolve(worker)
+        queue = reg.queue if queue is None else queue
+        if queue not in self.config.queues:
+            raise UnknownQueueError(
+                f"queue {queue!r} is not configured in this app; configured queues: "
+                f"{', '.join(self.config.queues)} (add it to Kathikon(queues=...))"
+            )
+        attempts = check_max_attempts(
+            max_attempts
+            if max_attempts is not None
+            else (reg.max_attempts or self.config.max_attempts)
+        )
+        row = (
+            queue,
+            reg.name,
+            encode_json(args, "args"),
+            encode_json(meta, "meta"),
+            check_tags(list(reg.tags) if tags is None else tags),
+            attempts,
+            check_priority(reg.priority if priority is None else priority),
+            scheduled_at_micros(self._engine.now(), schedule_in, schedule_at),
+        )
+        return JobSpec(row)
+
+    def insert(
+        self,
+        worker: WorkerRef,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        queue: Optional[str] = None,
+        priority: Optional[int] = None,
+        schedule_in: Optional[Seconds] = None,
+        schedule_at: Optional[datetime] = None,
+        max_attempts: Optional[int] = None,
+        tags: Optional[Iterable[str]] = None,
+        meta: Optional[Mapping[str, Any]] = None,
+    ) -> Job:
+        """Store a job and return it. Durable (fsync'd) before it returns, by default.
+
+        Args:
+            worker: a ``@app.worker`` function, a registered :class:`Worker`, or its name.
+            args: a dict of JSON values, handed to the worker as ``job.args``.
+            queue: defaults to the worker's queue.
+            priority: 0 (runs first) … 9; defaults to the worker's.
+            schedule_in: seconds or a timedelta from now. Not with ``schedule_at``.
+            schedule_at: an aware datetime. Not with ``schedule_in``.
+            max_attempts: attempts before the job is discarded; defaults to the worker's, then
+                the app's.
+            tags: strings to label the job.
+            meta: a dict of JSON values kept with the job.
+
+        Raises:
+            InvalidJobError: (or its subclasses) a value is unusable; nothing was stored.
+            StorageError: the write failed.
+        """
+        spec = self.new(
+            worker,
+            args,
+            queue=queue,
+            priority=priority,
+            schedule_in=schedule_in,
+            schedule_at=schedule_at,
+            max_attempts=max_attempts,
+            tags=tags,
+            meta=meta,
+        )
+        return self._insert_rows([spec.row])[0]
+
+    def insert_all(self, specs: Iterable[JobSpec]) -> list[Job]:
+        """Store many jobs in one commit: all of them or, on any error, none."""
+        rows = []
+        for i, spec in enumerate(specs):
+            if not isinstance(spec, JobSpec):
+                raise InvalidJobError(
+                    f"insert_all item {i} is {spec!r}, not an unsaved job; build items with "
+                    "worker.new(args) or app.new(worker, args)"
+                )
+            rows.append(spec.row)
+        return self._insert_rows(rows)
+
+    def _insert_rows(self, rows: list[Any]) -> list[Job]:
+        started = time.perf_counter()
+        jobs = [Job(r) for r in self._engine.insert(rows)]
+        if telemetry.has_handlers(INSERT):
+            telemetry.execute(
+                INSERT,
+                {"count": len(jobs), "duration": time.perf_counter() - started},
+                {"jobs": jobs},
+            )
+        return jobs
+
+    # -- managing jobs -------------------------------------------------------------------
+
+    @staticmethod
+    def _id(job: Union[Job, int]) -> int:
+        if isinstance(job, Job):
+            return job.id
+        if isinstance(job, bool) or not isinstance(job, int):
+            raise InvalidJobError(f"job id {job!r} must be an int or a kathikon.Job")
+        if job < 0:
+            raise InvalidJobError(f"job id {job} is negative; ids are positive ints")
+        return job
+
+    def get(self, job: Union[Job, int]) -> Job:
+        """The job as stored now. Raises :class:`JobNotFoundError` for an unknown id."""
+        return Job(self._engine.get(self._id(job)))
+
+    def cancel(self, job: Union[Job, int]) -> Job:
+        """Cancel a scheduled, available, retryable or executing job.
+
+        An executing async job here is cancelled at its next ``await``; an executing sync job
+        runs on, but its result is ignored. A finished job is returned unchanged.
+        """
+        record, before = self._engine.cancel(self._id(job))
+        if before == "executing" and self._runner is not None:
+            self._runner.cancel_running(record.id)
+        return Job(record)
+
+    def retry(self, job: Union[Job, int]) -> Job:
+        """Make a scheduled, retryable or finished job available now (one more attempt is
+        allowed if it had used them all). Raises :class:`JobStateError` for an executing job."""
+        return Job(self._engine.retry(self._id(job)))
+
+    def jobs(
+        self,
+        state: Union[str, JobState, None] = None,
+        queue: Optional[str] = None,
+        worker: Optional[WorkerRef] = None,
+        limit: int = 100,
+        after: Optional[int] = None,
+    ) -> list[Job]:
+        """Stored jobs, oldest id first, filtered by state, queue and worker."""
+        if state is not None:
+            try:
+                state = JobState(state).value
+            except ValueError:
+                raise InvalidJobError(
+                    f"state {state!r} is not a job state; use one of "
+                    f"{', '.join(s.value for s in JobState)}"
+                ) from None
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise InvalidJobError(f"limit {limit!r} must be an int of at least 1")
+        name = None if worker is None else (worker if isinstance(worker, str) else self._resolve(worker).name)
+        records = self._engine.list(state=state, queue=queue, worker=name, after=after, limit=limit)
+        return [Job(r) for r in records]
+
+    def prune(self, older_than: float = 0.0) -> int:
+        """Delete finished jobs that finished more than ``older_than`` seconds ago."""
+        return self._engine.prune(older_than)
+
+    # -- running -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run workers in background threads until :meth:`stop`."""
+        with self._lock:
+            if self._runner is not None:
+                raise ConfigurationError("this app is already running; call stop() first")
+            self._runner = Runner(self)
+            self._runner.start()
+
+    def stop(self, timeout: float = 30.0) -> bool:
+        """Stop claiming jobs and wait up to ``timeout`` seconds for running ones. Jobs still
+        running then stay executing in the store and are rescued at the next open.
+        Returns whether every running job finished."""
+        with self._lock:
+            runner, self._runner = self._runner, None
+        return True if runner is None else runner.stop(timeout)
+
+    def run(self) -> None:
+        """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully."""
+        stop = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        self.start()
+        try:
+            while not stop.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            self.stop()
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
+
+    def drain(self, queue: Optional[str] = None) -> dict[str, int]:
+        """Run every job that is due now, in this thread, until none is left; for tests.
+
+        Jobs a run makes due again at once (a zero backoff, ``Snooze(0)``) run too. Returns
+        how many attempts ended in each state: ``completed``, ``retryable``, ``discarded``,
+        ``cancelled``, ``scheduled`` (snoozed).
+        """
+        queues = list(self.config.queues) if queue is None else [queue]
+        if queue is not None and queue not in self.config.queues:
+            raise UnknownQueueError(f"queue {queue!r} is not configured in this app")
+        counts: Counter[str] = Counter()
+        loop: Optional[asyncio.AbstractEventLoop] = None
+        try:
+            while True:
+                self._engine.sync()  # promotes everything due as of now
+                ran = 0
+                for name in queues:
+                    for record in self._engine.claim(name, 100, 0.0):
+                        ran += 1
+                        job = Job(record)
+                        attempt = Attempt(job, self._workers.get(job.worker))
+                        reg = attempt.registration
+                        if reg is not None and reg.is_async:
+                            loop = loop or asyncio.new_event_loop()
+                            ack = loop.run_until_complete(run_async(attempt))
+                        else:
+                            ack = run_sync(attempt)
+                        (stored,) = self._engine.ack([ack])
+                        result = Job(stored) if stored is not None else None
+                        attempt.report(result)
+                        counts[result.state.value if result else "ignored"] += 1
+                if ran == 0:
+                    return dict(counts)
+        finally:
+            if loop is not None:
+                loop.close()
+
+    # -- telemetry from the engine's threads ---------------------------------------------
+
+    def _telemetry_changed(self) -> None:
+        wanted = telemetry.wants_engine_events()
+        if self._closed.is_set():
+            return
+        self._engine.set_events(wanted)
+        if wanted and self._pump is None:
+            self._pump = threading.Thread(target=self._pump_events, name="kathikon-telemetry", daemon=True)
+            self._pump.start()
+
+    def _pump_events(self) -> None:
+        while not self._closed.is_set():
+            try:
+                events = self._engine.next_events(0.2)
+            except KathikonError:
+                return
+            for name, measurements in events:
+                event = _ENGINE_EVENTS.get(name)
+                if event is not None:
+                    telemetry.execute(event, measurements, {})
+                if name == "pruner.tick":
+                    telemetry.execute(("kathikon", "job", "prune"), {"count": measurements["pruned"]}, {})
+
+    # -- closing -------------------------------------------------------------------------
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop workers (waiting up to ``timeout`` s), commit what is pending and release the
+        store file. Safe to call twice."""
+        self.stop(timeout)
+        self._closed.set()
+        self._unwatch()
+        self._engine.close()
+        pump = self._pump
+        if pump is not None and pump is not threading.current_thread():
+            pump.join(timeout=2)
+
+    @property
+    def closed(self) -> bool:
+        return self._closed.is_set()
+
+    def __enter__(self) -> Kathikon:
+        """``with app:`` runs workers in the background for the block, then closes."""
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        where = self.path or "memory"
+        return f"<Kathikon {where} queues={self.config.queues}>"
+
+

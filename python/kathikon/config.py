@@ -1,0 +1,103 @@
+"""The app's settings, checked once at construction."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from .errors import ConfigurationError
+
+QueueSpec = Union[int, Mapping[str, Any]]
+
+DEFAULT_QUEUES: dict[str, QueueSpec] = {"default": 10}
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a :class:`~kathikon.Kathikon` app, with its default.
+
+    Attributes:
+        queues: queue name → concurrency (jobs of that queue running at once).
+        max_attempts: default attempts per job before it is discarded.
+        poll_interval: longest an idle worker waits before looking again (it is normally
+            woken at once when a job arrives).
+        scheduler_interval: longest the scheduler sleeps (it normally wakes exactly at the
+            next due time).
+        prune_interval: how often finished jobs past ``retention_period`` are deleted.
+        retention_period: how long completed, cancelled and discarded jobs are kept.
+        durability: ``"fsync"`` (each commit reaches the disk before ``insert`` returns) or
+            ``"none"`` (faster; a crash loses changes since the last fsync'd commit).
+    """
+
+    queues: dict[str, int] = field(default_factory=lambda: {"default": 10})
+    max_attempts: int = 20
+    poll_interval: float = 1.0
+    scheduler_interval: float = 1.0
+    prune_interval: float = 30.0
+    retention_period: float = 86_400.0
+    durability: str = "fsync"
+
+
+def _positive(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigurationError(f"{name}={value!r} must be a number of seconds")
+    if not (value > 0 and math.isfinite(value)):
+        raise ConfigurationError(f"{name}={value!r} must be a finite number of seconds above 0")
+    return float(value)
+
+
+def _concurrency(queue: str, spec: Any) -> int:
+    value = spec.get("concurrency") if isinstance(spec, Mapping) else spec
+    if isinstance(spec, Mapping):
+        unknown = set(spec) - {"concurrency"}
+        if unknown:
+            raise ConfigurationError(
+                f"queue {queue!r} has unknown settings {sorted(unknown)}; "
+                'the only setting is "concurrency"'
+            )
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(
+            f"queue {queue!r} has concurrency {value!r}; pass an int of at least 1, "
+            f'e.g. queues={{"{queue}": 10}} or {{"{queue}": {{"concurrency": 10}}}}'
+        )
+    return value
+
+
+def build_config(
+    queues: Mapping[str, QueueSpec] | None,
+    max_attempts: Any,
+    poll_interval: Any,
+    scheduler_interval: Any,
+    prune_interval: Any,
+    retention_period: Any,
+    durability: Any,
+) -> Config:
+    """Check every setting and return the :class:`Config`."""
+    queues = DEFAULT_QUEUES if queues is None else queues
+    if not isinstance(queues, Mapping) or not queues:
+        raise ConfigurationError(
+            f"queues={queues!r} must be a non-empty dict of name → concurrency, "
+            'e.g. {"default": 10}'
+        )
+    parsed: dict[str, int] = {}
+    for name, spec in queues.items():
+        if not isinstance(name, str) or not name or name != name.strip():
+            raise ConfigurationError(f"queue name {name!r} must be a non-empty string")
+        parsed[name] = _concurrency(name, spec)
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+        raise ConfigurationError(f"max_attempts={max_attempts!r} must be an int of at least 1")
+    if durability not in ("fsync", "none"):
+        raise ConfigurationError(
+            f'durability={durability!r}: use "fsync" (the default) or "none"'
+        )
+    return Config(
+        queues=parsed,
+        max_attempts=max_attempts,
+        poll_interval=_positive("poll_interval", poll_interval),
+        scheduler_interval=_positive("scheduler_interval", scheduler_interval),
+        prune_interval=_positive("prune_interval", prune_interval),
+        retention_period=_positive("retention_period", retention_period),
+        durability=durability,
+    )

@@ -1,0 +1,51 @@
+"""Kathikon's exceptions.
+
+The classes are defined in the native module (so the Rust core can raise them directly) and
+re-exported here and from :mod:`kathikon`::
+
+    KathikonError
+    ├── ConfigurationError (also ValueError)   bad app, queue or worker settings
+    ├── InvalidJobError (also ValueError)      a job to insert was rejected; nothing was stored
+    │   ├── UnknownQueueError                  the queue is not configured in this app
+    │   └── UnknownWorkerError                 the worker is not registered with this app
+    ├── JobNotFoundError (also LookupError)    no job has this id
+    ├── JobStateError                          the job's state forbids the change asked for
+    ├── StorageError                           reading or writing the store failed
+    │   ├── StorageLockedError                 another process or app holds the file
+    │   ├── NotAStoreError                     the file is not a Kathikon store
+    │   ├── CorruptStoreError                  the store file is damaged
+    │   └── StoreVersionError                  written by a newer Kathikon
+    └── EngineClosedError                      the app was closed
+"""
+
+from ._native import (
+    ConfigurationError,
+    CorruptStoreError,
+    EngineClosedError,
+    InvalidJobError,
+    JobNotFoundError,
+    JobStateError,
+    KathikonError,
+    NotAStoreError,
+    StorageError,
+    StorageLockedError,
+    StoreVersionError,
+    UnknownQueueError,
+    UnknownWorkerError,
+)
+
+__all__ = [
+    "ConfigurationError",
+    "CorruptStoreError",
+    "EngineClosedError",
+    "InvalidJobError",
+    "JobNotFoundError",
+    "JobStateError",
+    "KathikonError",
+    "NotAStoreError",
+    "StorageError",
+    "StorageLockedError",
+    "StoreVersionError",
+    "UnknownQueueError",
+    "UnknownWorkerError",
+]

@@ -1,0 +1,162 @@
+"""Running one claimed job: call the worker, turn what happened into an outcome for the
+engine, and report telemetry. Shared by the background runner and ``app.drain``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from . import telemetry
+from .job import Job
+from .outcomes import Cancel, Discard, JobOutcome, Snooze
+from .worker import Registration
+
+# (id, attempt, kind, text, delay_us): the native ack format.
+AckTuple = tuple[int, int, str, Optional[str], Optional[int]]
+
+START = ("kathikon", "job", "start")
+STOP = ("kathikon", "job", "stop")
+OUTCOME_EVENTS = {
+    "fail": ("kathikon", "job", "retry"),
+    "snooze": ("kathikon", "job", "snooze"),
+    "cancel": ("kathikon", "job", "cancel"),
+    "discard": ("kathikon", "job", "discard"),
+}
+
+
+@dataclass
+class Attempt:
+    """One run of one job: what was claimed, what it produced, how long it took."""
+
+    job: Job
+    registration: Optional[Registration]
+    started: float = 0.0
+    duration: float = 0.0
+    ack: Optional[AckTuple] = None
+
+    def begin(self) -> None:
+        self.started = time.perf_counter()
+        if telemetry.has_handlers(START):
+            telemetry.execute(START, {"queue_time": self.queue_time()}, {"job": self.job})
+
+    def queue_time(self) -> float:
+        attempted = self.job.attempted_at
+        return (attempted - self.job.scheduled_at).total_seconds() if attempted else 0.0
+
+    def settle(self, result: Any = None, error: Optional[BaseException] = None) -> AckTuple:
+        """Turn the callback's return value or exception into the ack for the engine."""
+        self.duration = time.perf_counter() - self.started
+        job = self.job
+        outcome = error if isinstance(error, JobOutcome) else result
+        if isinstance(outcome, Cancel):
+            ack: AckTuple = (job.id, job.attempt, "cancel", outcome.reason, None)
+        elif isinstance(outcome, Discard):
+            ack = (job.id, job.attempt, "discard", outcome.reason, None)
+        elif isinstance(outcome, Snooze):
+            ack = (job.id, job.attempt, "snooze", None, round(outcome.seconds * 1e6))
+        elif error is not None:
+            text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
+            ack = (job.id, job.attempt, "fail", text, self._retry_delay())
+        else:
+            ack = (job.id, job.attempt, "complete", None, None)
+        self.ack = ack
+        return ack
+
+    def fail_unregistered(self) -> AckTuple:
+        self.duration = 0.0
+        job = self.job
+        self.ack = (
+            job.id,
+            job.attempt,
+            "fail",
+            f"worker {job.worker!r} is not registered in this app; register it "
+            "(@app.worker or app.register) in the process that runs queue "
+            f"{job.queue!r}. The job will be retried.",
+            None,
+        )
+        return self.ack
+
+    def _retry_delay(self) -> Optional[int]:
+        reg = self.registration
+        if reg is None or reg.backoff is None:
+            return None
+        try:
+            seconds = reg.backoff(self.job)
+        except Exception:  # a broken backoff must not lose the job: use the default
+            return None
+        if seconds is None:
+            return None
+        return max(0, round(float(seconds) * 1e6))
+
+    def report(self, stored: Optional[Job]) -> None:
+        """Emit stop and the outcome's event; ``stored`` is the job after the ack (None if
+        the ack was stale, e.g. the job was cancelled while it ran)."""
+        if self.ack is None:
+            return
+        kind = self.ack[2]
+        if telemetry.has_handlers(STOP):
+            telemetry.execute(
+                STOP,
+                {"duration": self.duration, "queue_time": self.queue_time()},
+                {"job": self.job, "outcome": kind if stored is not None else "ignored"},
+            )
+        if stored is None:
+            return
+        if kind == "fail" and stored.state.value == "discarded":
+            kind = "discard"
+        event = OUTCOME_EVENTS.get(kind)
+        if event is None or not telemetry.has_handlers(event):
+            return
+        measurements: dict[str, Any] = {"duration": self.duration}
+        metadata: dict[str, Any] = {"job": stored}
+        if kind in ("fail", "snooze"):
+            delay = stored.scheduled_at - (stored.attempted_at or stored.scheduled_at)
+            measurements["delay"] = max(0.0, delay.total_seconds())
+        if kind == "fail":
+            metadata["error"] = self.ack[3]
+        if kind in ("cancel", "discard"):
+            errors = stored.errors
+            metadata["reason"] = errors[-1]["error"] if errors else None
+        telemetry.execute(event, measurements, metadata)
+
+
+def run_sync(attempt: Attempt) -> AckTuple:
+    """Run a sync worker in this thread."""
+    reg = attempt.registration
+    if reg is None:
+        return attempt.fail_unregistered()
+    attempt.begin()
+    try:
+        result = reg.perform(attempt.job)
+    except BaseException as exc:  # noqa: BLE001 - a worker thread must survive anything
+        return attempt.settle(error=exc)
+    return attempt.settle(result=result)
+
+
+async def run_async(attempt: Attempt) -> AckTuple:
+    """Run an async worker on the current event loop, enforcing its timeout."""
+    reg = attempt.registration
+    if reg is None:
+        return attempt.fail_unregistered()
+    attempt.begin()
+    try:
+        coro = reg.perform(attempt.job)
+        if reg.timeout is not None:
+            try:
+                result = await asyncio.wait_for(coro, reg.timeout)
+            except asyncio.TimeoutError:
+                raise TimeoutError(
+                    f"job {attempt.job.id} ({reg.name}) timed out after {reg.timeout:g} s"
+                ) from None
+        else:
+            result = await coro
+    except asyncio.CancelledError:
+        # Cancelled by app.cancel (the store already says cancelled) or by shutdown (the job
+        # stays executing and is rescued at the next open): either way there is nothing to ack.
+        raise
+    except BaseException as exc:  # noqa: BLE001
+        return attempt.settle(error=exc)
+    return attempt.settle(result=result)

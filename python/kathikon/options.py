@@ -1,0 +1,144 @@
+"""Checking and encoding what a caller passes for one job, before anything reaches storage.
+
+Every refusal is an :class:`InvalidJobError` whose message names the offending value (for
+args, the path of the key) and says what to pass instead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Optional, Union
+
+from .errors import InvalidJobError
+
+MAX_PRIORITY = 9
+Seconds = Union[float, int, timedelta]
+
+
+def _path(parts: Sequence[Union[str, int]]) -> str:
+    out = "args"
+    for p in parts:
+        out += f"[{p!r}]"
+    return out
+
+
+def _find_unencodable(value: Any, parts: list[Union[str, int]], what: str) -> Optional[str]:
+    """Describe the first value under ``value`` that JSON cannot round-trip faithfully."""
+    where = _path(parts).replace("args", what, 1)
+    if value is None or isinstance(value, (str, bool, int)):
+        return None
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return f"{where} is {value!r}, which JSON cannot represent; use None or a string"
+        return None
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return (
+                    f"{where} has the non-string key {key!r} ({type(key).__name__}); JSON keys "
+                    "are strings, so it would come back changed: convert the key to str"
+                )
+            found = _find_unencodable(item, [*parts, key], what)
+            if found:
+                return found
+        return None
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            found = _find_unencodable(item, [*parts, i], what)
+            if found:
+                return found
+        return None
+    return (
+        f"{where} is {type(value).__name__} ({value!r:.60}), which is not JSON-serialisable; "
+        "pass str, int, float, bool, None, list or dict (e.g. an id instead of an object)"
+    )
+
+
+def encode_json(value: Any, what: str) -> str:
+    """Encode job ``args``/``meta`` (a dict with string keys) as JSON text."""
+    if value is None:
+        value = {}
+    if not isinstance(value, Mapping):
+        raise InvalidJobError(
+            f"{what} must be a dict, got {type(value).__name__} ({value!r:.60}); "
+            f'wrap it, e.g. {{"value": ...}}'
+        )
+    problem = _find_unencodable(value, [], what)
+    if problem:
+        raise InvalidJobError(problem)
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. a self-referencing dict
+        raise InvalidJobError(f"{what} cannot be encoded as JSON: {exc}") from None
+
+
+def check_priority(priority: Any) -> int:
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidJobError(
+            f"priority {priority!r} must be an int from 0 (runs first) to {MAX_PRIORITY}"
+        )
+    if not 0 <= priority <= MAX_PRIORITY:
+        raise InvalidJobError(
+            f"priority {priority} is out of range; use 0 (runs first) to {MAX_PRIORITY}"
+        )
+    return priority
+
+
+def check_max_attempts(max_attempts: Any) -> int:
+    if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
+        raise InvalidJobError(f"max_attempts {max_attempts!r} must be an int of at least 1")
+    if max_attempts < 1:
+        raise InvalidJobError(f"max_attempts {max_attempts} must be at least 1")
+    if max_attempts > 2**32 - 2:
+        raise InvalidJobError(f"max_attempts {max_attempts} is too large; use at most 2**32 - 2")
+    return max_attempts
+
+
+def check_tags(tags: Any) -> list[str]:
+    if tags is None:
+        return []
+    if isinstance(tags, str) or not isinstance(tags, (list, tuple, set, frozenset)):
+        raise InvalidJobError(f"tags {tags!r} must be a list of strings, e.g. ['billing']")
+    for tag in tags:
+        if not isinstance(tag, str):
+            raise InvalidJobError(f"tag {tag!r} in tags must be a string")
+    return list(tags)
+
+
+def seconds_of(value: Any, name: str) -> float:
+    """A duration given as seconds or a timedelta, as float seconds."""
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
+        raise InvalidJobError(f"{name} {value!r} must be a number of seconds or a timedelta")
+    if math.isinf(value):
+        raise InvalidJobError(f"{name} {value!r} must be finite")
+    return float(value)
+
+
+def scheduled_at_micros(
+    now_us: int, schedule_in: Optional[Seconds], schedule_at: Optional[datetime]
+) -> Optional[int]:
+    """When the job should run, in engine microseconds; ``None`` means now."""
+    if schedule_in is not None and schedule_at is not None:
+        raise InvalidJobError(
+            f"schedule_in={schedule_in!r} and schedule_at={schedule_at!r} were both given; "
+            "pass only one"
+        )
+    if schedule_in is not None:
+        return now_us + round(seconds_of(schedule_in, "schedule_in") * 1_000_000)
+    if schedule_at is not None:
+        if not isinstance(schedule_at, datetime):
+            raise InvalidJobError(f"schedule_at {schedule_at!r} must be an aware datetime")
+        if schedule_at.tzinfo is None or schedule_at.utcoffset() is None:
+            raise InvalidJobError(
+                f"schedule_at {schedule_at.isoformat()} is naive (no timezone); "
+                "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
+            )
+        from .job import _EPOCH
+
+        return (schedule_at - _EPOCH) // timedelta(microseconds=1)
+    return None

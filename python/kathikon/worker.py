@@ -1,0 +1,160 @@
+"""Workers: the code a job runs, in class form (:class:`Worker`) or as a decorated function
+(:class:`WorkerFunction`, made by ``@app.worker``)."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from .errors import ConfigurationError
+from .job import Job
+from .options import check_max_attempts, check_priority, check_tags
+
+if TYPE_CHECKING:
+    from .app import JobSpec, Kathikon
+
+
+class Worker:
+    """Subclass and implement :meth:`perform`, then ``app.register(MyWorker)``.
+
+    Class attributes set the defaults for jobs of this worker::
+
+        class Report(kathikon.Worker):
+            queue = "default"
+            max_attempts = 5
+            priority = 0
+            timeout = None          # seconds; enforced for async perform only
+
+            def perform(self, job: kathikon.Job) -> None: ...
+
+            def backoff(self, job: kathikon.Job) -> float | None:
+                return None         # seconds before the retry; None uses the default
+
+    ``perform`` may be ``async def``. It completes the job by returning; raising retries it
+    (or discards it once its attempts are used up); returning or raising
+    :class:`~kathikon.Cancel`, :class:`~kathikon.Snooze` or :class:`~kathikon.Discard` does
+    what they say.
+    """
+
+    queue: ClassVar[str] = "default"
+    max_attempts: ClassVar[Optional[int]] = None
+    priority: ClassVar[int] = 0
+    timeout: ClassVar[Optional[float]] = None
+    tags: ClassVar[Sequence[str]] = ()
+    name: ClassVar[Optional[str]] = None
+
+    def perform(self, job: Job) -> Any:
+        raise NotImplementedError(f"{type(self).__qualname__}.perform is not implemented")
+
+    def backoff(self, job: Job) -> Optional[float]:
+        """Seconds to wait before retrying ``job`` after it failed; ``None`` for the default."""
+        return None
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A registered worker, however it was declared."""
+
+    name: str
+    queue: str
+    max_attempts: Optional[int]
+    priority: int
+    timeout: Optional[float]
+    tags: tuple[str, ...]
+    perform: Callable[[Job], Any]
+    is_async: bool
+    backoff: Optional[Callable[[Job], Optional[float]]]
+
+
+def qualified_name(obj: Any) -> str:
+    return f"{obj.__module__}.{obj.__qualname__}"
+
+
+def make_registration(
+    *,
+    name: str,
+    queue: str,
+    max_attempts: Optional[int],
+    priority: int,
+    timeout: Optional[float],
+    tags: Sequence[str],
+    perform: Callable[[Job], Any],
+    backoff: Optional[Callable[[Job], Optional[float]]],
+    known_queues: Sequence[str],
+) -> Registration:
+    """Check a worker's settings at definition time, so mistakes surface at import."""
+    where = f"worker {name!r}"
+    if queue not in known_queues:
+        raise ConfigurationError(
+            f"{where} uses queue {queue!r}, which this app does not have; "
+            f"configured queues: {', '.join(known_queues)}"
+        )
+    try:
+        if max_attempts is not None:
+            check_max_attempts(max_attempts)
+        check_priority(priority)
+        tags = check_tags(tags)
+    except ValueError as exc:
+        raise ConfigurationError(f"{where}: {exc}") from None
+    is_async = inspect.iscoroutinefunction(perform)
+    if timeout is not None:
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigurationError(f"{where}: timeout={timeout!r} must be seconds above 0")
+        if not is_async:
+            raise ConfigurationError(
+                f"{where}: timeout={timeout!r} cannot be enforced on a sync function (Python "
+                "cannot stop a running thread); make it `async def`, or drop the timeout and "
+                "bound the work inside the function"
+            )
+    if backoff is not None and not callable(backoff):
+        raise ConfigurationError(f"{where}: backoff={backoff!r} must be callable(job) -> seconds")
+    return Registration(
+        name=name,
+        queue=queue,
+        max_attempts=max_attempts,
+        priority=priority,
+        timeout=float(timeout) if timeout is not None else None,
+        tags=tuple(tags),
+        perform=perform,
+        is_async=is_async,
+        backoff=backoff,
+    )
+
+
+class WorkerFunction:
+    """What ``@app.worker`` returns: the function, still callable as before, plus
+    :meth:`insert` and :meth:`new` with the decorator's settings as defaults."""
+
+    def __init__(self, app: Kathikon, fn: Callable[[Job], Any], registration: Registration):
+        self._app = app
+        self._fn = fn
+        self.registration = registration
+        self.__name__ = getattr(fn, "__name__", registration.name)
+        self.__qualname__ = getattr(fn, "__qualname__", registration.name)
+        self.__doc__ = getattr(fn, "__doc__", None)
+        self.__wrapped__ = fn
+
+    @property
+    def name(self) -> str:
+        """The name jobs store to find this worker again."""
+        return self.registration.name
+
+    @property
+    def queue(self) -> str:
+        return self.registration.queue
+
+    def __call__(self, job: Job) -> Any:
+        return self._fn(job)
+
+    def new(self, args: Optional[dict[str, Any]] = None, **options: Any) -> JobSpec:
+        """An unsaved job for :meth:`Kathikon.insert_all`; options as for ``insert``."""
+        return self._app.new(self, args, **options)
+
+    def insert(self, args: Optional[dict[str, Any]] = None, **options: Any) -> Job:
+        """Insert a job for this worker; see :meth:`Kathikon.insert` for the options."""
+        return self._app.insert(self, args, **options)
+
+    def __repr__(self) -> str:
+        return f"<WorkerFunction {self.name} queue={self.queue!r}>"

@@ -1,0 +1,146 @@
+//! Proves the group-commit writer handles many concurrent single inserts into one store file without losing or duplicating any, and that an invalid job refuses its whole batch (naming it) while writing nothing of it.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use common::{insert_one, job, open, store_path};
+use kathikon_core::{Error, JobId, JobState, ListFilter, NewJob};
+
+const THREADS: usize = 8;
+const PER_THREAD: usize = 150;
+
+#[test]
+fn concurrent_single_inserts_are_all_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(&dir);
+    let engine = Arc::new(open(&path));
+    let start = Arc::new(Barrier::new(THREADS));
+    let handles: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let engine = engine.clone();
+            let start = start.clone();
+            thread::spawn(move || {
+                start.wait();
+                let mut mine = Vec::with_capacity(PER_THREAD);
+                for i in 0..PER_THREAD {
+                    let new = NewJob {
+                        args: format!(r#"{{"thread":{t},"i":{i}}}"#),
+                        ..job(&format!("q{}", t % 3), "w")
+                    };
+                    let stored = insert_one(&engine, new);
+                    mine.push((stored.id, stored.args, stored.inserted_at));
+                }
+                mine
+            })
+        })
+        .collect();
+    let results: Vec<Vec<(JobId, String, i64)>> =
+        handles.into_iter().map(|h| h.join().unwrap()).collect();
+
+    let total = THREADS * PER_THREAD;
+    let mut by_id: HashMap<JobId, String> = HashMap::new();
+    let mut stamps = HashSet::new();
+    for mine in &results {
+        // One thread's inserts commit in the order it made them.
+        assert!(mine.windows(2).all(|w| w[0].0 < w[1].0), "ids of one thread not ascending");
+        for (id, args, at) in mine {
+            assert!(by_id.insert(*id, args.clone()).is_none(), "id {id} given out twice");
+            stamps.insert(*at);
+        }
+    }
+    assert_eq!(by_id.len(), total);
+    // Ids are dense: 1..=total, none skipped or reused.
+    assert_eq!(by_id.keys().copied().collect::<BTreeSet<_>>(), (1..=total as JobId).collect());
+    // Jobs committed in one transaction share its timestamp; fewer distinct timestamps than
+    // jobs shows that inserts from different threads were committed together.
+    assert!(stamps.len() < total, "every insert had its own commit ({} commits)", stamps.len());
+
+    let ready: usize = (0..3).map(|q| engine.ready_count(&format!("q{q}"))).sum();
+    assert_eq!(ready, total);
+    Arc::into_inner(engine).expect("threads are done").close();
+
+    let engine = open(&path);
+    let stored = engine.list(&ListFilter::default()).unwrap();
+    assert_eq!(stored.len(), total);
+    for job in &stored {
+        assert_eq!(by_id.get(&job.id), Some(&job.args), "job {} differs after reopen", job.id);
+        assert_eq!(job.state, JobState::Available);
+    }
+    let ready: usize = (0..3).map(|q| engine.ready_count(&format!("q{q}"))).sum();
+    assert_eq!(ready, total);
+}
+
+#[test]
+fn an_invalid_job_refuses_its_whole_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(&dir);
+    let engine = open(&path);
+    let first = insert_one(&engine, job("q", "w"));
+
+    let mut batch: Vec<NewJob> = (0..5).map(|i| job("q", &format!("w{i}"))).collect();
+    batch[3].priority = 10;
+    let err = engine.insert(batch).unwrap_err();
+    let Error::InvalidJob(message) = &err else { panic!("expected InvalidJob, got {err:?}") };
+    assert!(message.contains("job 3 of the batch"), "{message}");
+    assert!(message.contains("priority 10"), "{message}");
+
+    // Nothing of the batch was stored, none of it is claimable, and no id was used up.
+    assert_eq!(engine.list(&ListFilter::default()).unwrap(), vec![first.clone()]);
+    assert_eq!(engine.ready_count("q"), 1);
+    assert_eq!(insert_one(&engine, job("q", "w")).id, first.id + 1);
+
+    // Other refusals name their job too; a lone job's message has no batch position.
+    let mut batch = vec![job("q", "w"), job("q", "w")];
+    batch[1].args = "{not json".into();
+    let err = engine.insert(batch).unwrap_err().to_string();
+    assert!(err.contains("job 1 of the batch") && err.contains("args is not valid JSON"), "{err}");
+    let err = engine.insert(vec![NewJob { priority: 10, ..job("q", "w") }]).unwrap_err();
+    assert!(matches!(&err, Error::InvalidJob(m) if m.starts_with("priority 10")), "{err:?}");
+    assert!(engine.insert(Vec::new()).unwrap().is_empty());
+
+    engine.close();
+    let engine = open(&path);
+    assert_eq!(engine.list(&ListFilter::default()).unwrap().len(), 2);
+}
+
+#[test]
+fn a_refused_batch_does_not_disturb_batches_committed_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Arc::new(open(&store_path(&dir)));
+    let start = Arc::new(Barrier::new(5));
+    let good: Vec<_> = (0..4)
+        .map(|_| {
+            let (engine, start) = (engine.clone(), start.clone());
+            thread::spawn(move || {
+                start.wait();
+                let mut stored = 0;
+                for _ in 0..100 {
+                    stored += engine.insert(vec![job("good", "w"), job("good", "w")]).unwrap().len();
+                }
+                stored
+            })
+        })
+        .collect();
+    let bad = {
+        let (engine, start) = (engine.clone(), start.clone());
+        thread::spawn(move || {
+            start.wait();
+            for _ in 0..100 {
+                let batch = vec![job("bad", "w"), NewJob { max_attempts: 0, ..job("bad", "w") }];
+                let err = engine.insert(batch).unwrap_err();
+                assert!(err.to_string().contains("job 1 of the batch: max_attempts 0"), "{err}");
+            }
+        })
+    };
+    let inserted: usize = good.into_iter().map(|h| h.join().unwrap()).sum();
+    bad.join().unwrap();
+    assert_eq!(inserted, 800);
+    let stored = engine.list(&ListFilter::default()).unwrap();
+    assert_eq!(stored.len(), 800);
+    assert!(stored.iter().all(|j| j.queue == "good"));
+    assert_eq!(engine.ready_count("bad"), 0);
+    assert_eq!(stored.last().unwrap().id, 800, "a refused batch used up ids");
+}

@@ -1,0 +1,212 @@
+//! `Engine`: the core engine for Python. Every method that waits or touches storage runs with
+//! the GIL released.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use kathikon_core::{
+    Ack, AckResult, Durability, Engine, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
+};
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::convert::{AckTuple, NewJobTuple};
+use crate::errors::{ConfigurationError, IntoPy};
+use crate::job::PyJobRecord;
+
+fn seconds(name: &str, value: f64) -> PyResult<Duration> {
+    Duration::try_from_secs_f64(value).map_err(|_| {
+        ConfigurationError::new_err(format!(
+            "{name}={value} is not a usable duration; pass a finite number of seconds >= 0"
+        ))
+    })
+}
+
+fn records(jobs: Vec<kathikon_core::Job>) -> Vec<PyJobRecord> {
+    jobs.into_iter().map(|inner| PyJobRecord { inner }).collect()
+}
+
+/// The job engine over one store.
+#[pyclass(frozen, module = "kathikon._native", name = "Engine")]
+pub(crate) struct PyEngine {
+    inner: Engine,
+}
+
+#[pymethods]
+impl PyEngine {
+    #[new]
+    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0))]
+    fn new(
+        py: Python<'_>,
+        path: Option<PathBuf>,
+        fsync: bool,
+        scheduler_interval: f64,
+        prune_interval: f64,
+        retention_period: f64,
+    ) -> PyResult<Self> {
+        let config = EngineConfig {
+            path,
+            durability: if fsync { Durability::Fsync } else { Durability::None },
+            scheduler_interval: seconds("scheduler_interval", scheduler_interval)?,
+            prune_interval: seconds("prune_interval", prune_interval)?,
+            retention: seconds("retention_period", retention_period)?,
+            ..EngineConfig::default()
+        };
+        let inner = py.detach(|| Engine::open(config)).py_err()?;
+        Ok(Self { inner })
+    }
+
+    /// Insert jobs in one commit; returns them as stored.
+    fn insert(&self, py: Python<'_>, jobs: Vec<NewJobTuple>) -> PyResult<Vec<PyJobRecord>> {
+        let jobs: Vec<NewJob> = jobs.into_iter().map(NewJob::from).collect();
+        py.detach(|| self.inner.insert(jobs)).py_err().map(records)
+    }
+
+    /// Claim up to `max` jobs from `queue`, waiting up to `timeout` seconds.
+    fn claim(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        max: usize,
+        timeout: f64,
+    ) -> PyResult<Vec<PyJobRecord>> {
+        let timeout = seconds("timeout", timeout)?;
+        py.detach(|| self.inner.claim(queue, max, timeout)).py_err().map(records)
+    }
+
+    /// Record outcomes. With `wait`, returns each job as it now is (or `None` where the ack
+    /// was stale); without, returns an empty list at once.
+    #[pyo3(signature = (acks, wait=true))]
+    fn ack(
+        &self,
+        py: Python<'_>,
+        acks: Vec<AckTuple>,
+        wait: bool,
+    ) -> PyResult<Vec<Option<PyJobRecord>>> {
+        let acks = acks.into_iter().map(Ack::try_from).collect::<PyResult<Vec<_>>>()?;
+        if !wait {
+            return py.detach(|| self.inner.ack_nowait(acks)).py_err().map(|()| Vec::new());
+        }
+        let results = py.detach(|| self.inner.ack(acks)).py_err()?;
+        Ok(results
+            .into_iter()
+            .map(|r| match r {
+                AckResult::Applied(inner) => Some(PyJobRecord { inner }),
+                AckResult::Stale(_) => None,
+            })
+            .collect())
+    }
+
+    /// Cancel a job; returns it and the state it was in before.
+    fn cancel(&self, py: Python<'_>, id: u64) -> PyResult<(PyJobRecord, &'static str)> {
+        let (inner, before) = py.detach(|| self.inner.cancel(id)).py_err()?;
+        Ok((PyJobRecord { inner }, before.as_str()))
+    }
+
+    fn retry(&self, py: Python<'_>, id: u64) -> PyResult<PyJobRecord> {
+        py.detach(|| self.inner.retry(id)).py_err().map(|inner| PyJobRecord { inner })
+    }
+
+    fn get(&self, py: Python<'_>, id: u64) -> PyResult<PyJobRecord> {
+        py.detach(|| self.inner.get(id)).py_err().map(|inner| PyJobRecord { inner })
+    }
+
+    #[pyo3(signature = (state=None, queue=None, worker=None, after=None, limit=0))]
+    fn list(
+        &self,
+        py: Python<'_>,
+        state: Option<&str>,
+        queue: Option<String>,
+        worker: Option<String>,
+        after: Option<u64>,
+        limit: usize,
+    ) -> PyResult<Vec<PyJobRecord>> {
+        let state = state.map(JobState::parse).transpose().py_err()?;
+        let filter = ListFilter { state, queue, worker, after, limit };
+        py.detach(|| self.inner.list(&filter)).py_err().map(records)
+    }
+
+    /// Delete jobs finished more than `older_than` seconds ago; returns how many.
+    fn prune(&self, py: Python<'_>, older_than: f64) -> PyResult<u64> {
+        let age = seconds("older_than", older_than)?;
+        py.detach(|| self.inner.prune(age)).py_err()
+    }
+
+    /// Wait until everything sent so far is committed and due jobs are promoted.
+    fn sync(&self, py: Python<'_>) -> PyResult<()> {
+        py.detach(|| self.inner.sync()).py_err()
+    }
+
+    fn interrupt(&self, queue: &str) {
+        self.inner.interrupt(queue);
+    }
+
+    fn ready_count(&self, queue: &str) -> usize {
+        self.inner.ready_count(queue)
+    }
+
+    /// `(rescued, discarded)`: jobs found executing when the store was opened.
+    #[getter]
+    fn recovery(&self) -> (u64, u64) {
+        let r = self.inner.recovery();
+        (r.rescued, r.discarded)
+    }
+
+    /// The engine clock, in microseconds since the epoch.
+    fn now(&self) -> i64 {
+        self.inner.clock().now()
+    }
+
+    fn set_events(&self, on: bool) {
+        self.inner.set_events(on);
+    }
+
+    /// Wait up to `timeout` seconds for engine events: `[(name, measurements), …]` where name
+    /// is "scheduler.tick", "pruner.tick" or "recovery".
+    fn next_events<'py>(
+        &self,
+        py: Python<'py>,
+        timeout: f64,
+    ) -> PyResult<Vec<(&'static str, Bound<'py, PyDict>)>> {
+        let timeout = seconds("timeout", timeout)?;
+        let events = py.detach(|| self.inner.next_events(timeout));
+        let mut out = Vec::with_capacity(events.len());
+        for event in events {
+            let m = PyDict::new(py);
+            let name = match event {
+                EngineEvent::SchedulerTick { promoted, duration_us } => {
+                    m.set_item("promoted", promoted)?;
+                    m.set_item("duration", duration_us as f64 / 1e6)?;
+                    "scheduler.tick"
+                }
+                EngineEvent::PrunerTick { pruned, duration_us } => {
+                    m.set_item("pruned", pruned)?;
+                    m.set_item("duration", duration_us as f64 / 1e6)?;
+                    "pruner.tick"
+                }
+                EngineEvent::Rescued { available, discarded } => {
+                    m.set_item("rescued", available)?;
+                    m.set_item("discarded", discarded)?;
+                    "recovery"
+                }
+                _ => continue,
+            };
+            out.push((name, m));
+        }
+        Ok(out)
+    }
+
+    /// Commit what was sent, stop the writer and release the file. Idempotent.
+    fn close(&self, py: Python<'_>) {
+        py.detach(|| self.inner.close());
+    }
+
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.is_closed()
+    }
+}
+
+pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyEngine>()
+}
