@@ -405,7 +405,11 @@ class Kathikon:
                 ) from None
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
             raise InvalidJobError(f"limit {limit!r} must be an int of at least 1")
-        name = None if worker is None else (worker if isinstance(worker, str) else self._resolve(worker).name)
+        name = (
+            None
+            if worker is None
+            else (worker if isinstance(worker, str) else self._resolve(worker).name)
+        )
         records = self._engine.list(state=state, queue=queue, worker=name, after=after, limit=limit)
         return [Job(r) for r in records]
 
@@ -493,7 +497,9 @@ class Kathikon:
             return
         self._engine.set_events(wanted)
         if wanted and self._pump is None:
-            self._pump = threading.Thread(target=self._pump_events, name="kathikon-telemetry", daemon=True)
+            self._pump = threading.Thread(
+                target=self._pump_events, name="kathikon-telemetry", daemon=True
+            )
             self._pump.start()
 
     def _pump_events(self) -> None:
@@ -507,7 +513,9 @@ class Kathikon:
                 if event is not None:
                     telemetry.execute(event, measurements, {})
                 if name == "pruner.tick":
-                    telemetry.execute(("kathikon", "job", "prune"), {"count": measurements["pruned"]}, {})
+                    telemetry.execute(
+                        ("kathikon", "job", "prune"), {"count": measurements["pruned"]}, {}
+                    )
 
     # -- closing -------------------------------------------------------------------------
 
@@ -542,5 +550,3 @@ class Kathikon:
     def __repr__(self) -> str:
         where = self.path or "memory"
         return f"<Kathikon {where} queues={self.config.queues}>"
-
-

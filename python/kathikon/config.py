@@ -89,9 +89,7 @@ def build_config(
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ConfigurationError(f"max_attempts={max_attempts!r} must be an int of at least 1")
     if durability not in ("fsync", "none"):
-        raise ConfigurationError(
-            f'durability={durability!r}: use "fsync" (the default) or "none"'
-        )
+        raise ConfigurationError(f'durability={durability!r}: use "fsync" (the default) or "none"')
     return Config(
         queues=parsed,
         max_attempts=max_attempts,

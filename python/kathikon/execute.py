@@ -131,7 +131,7 @@ def run_sync(attempt: Attempt) -> AckTuple:
     attempt.begin()
     try:
         result = reg.perform(attempt.job)
-    except BaseException as exc:  # noqa: BLE001 - a worker thread must survive anything
+    except BaseException as exc:
         return attempt.settle(error=exc)
     return attempt.settle(result=result)
 
@@ -157,6 +157,6 @@ async def run_async(attempt: Attempt) -> AckTuple:
         # Cancelled by app.cancel (the store already says cancelled) or by shutdown (the job
         # stays executing and is rescued at the next open): either way there is nothing to ack.
         raise
-    except BaseException as exc:  # noqa: BLE001
+    except BaseException as exc:
         return attempt.settle(error=exc)
     return attempt.settle(result=result)

@@ -35,6 +35,11 @@ class JobState(str, Enum):
     def __str__(self) -> str:
         return self.value
 
+    @property
+    def finished(self) -> bool:
+        """Completed, cancelled or discarded: the job will not run again unless retried."""
+        return self in TERMINAL_STATES
+
 
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
 

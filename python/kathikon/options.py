@@ -31,20 +31,11 @@ def _find_unencodable(value: Any, parts: list[Union[str, int]], what: str) -> Op
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return f"{where} is {value!r}, which JSON cannot represent; use None or a string"
-        return None
+        if math.isfinite(value):
+            return None
+        return f"{where} is {value!r}, which JSON cannot represent; use None or a string"
     if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                return (
-                    f"{where} has the non-string key {key!r} ({type(key).__name__}); JSON keys "
-                    "are strings, so it would come back changed: convert the key to str"
-                )
-            found = _find_unencodable(item, [*parts, key], what)
-            if found:
-                return found
-        return None
+        return _first_problem_in_mapping(value, parts, what, where)
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
             found = _find_unencodable(item, [*parts, i], what)
@@ -55,6 +46,21 @@ def _find_unencodable(value: Any, parts: list[Union[str, int]], what: str) -> Op
         f"{where} is {type(value).__name__} ({value!r:.60}), which is not JSON-serialisable; "
         "pass str, int, float, bool, None, list or dict (e.g. an id instead of an object)"
     )
+
+
+def _first_problem_in_mapping(
+    value: Mapping[Any, Any], parts: list[Union[str, int]], what: str, where: str
+) -> Optional[str]:
+    for key, item in value.items():
+        if not isinstance(key, str):
+            return (
+                f"{where} has the non-string key {key!r} ({type(key).__name__}); JSON keys "
+                "are strings, so it would come back changed: convert the key to str"
+            )
+        found = _find_unencodable(item, [*parts, key], what)
+        if found:
+            return found
+    return None
 
 
 def encode_json(value: Any, what: str) -> str:

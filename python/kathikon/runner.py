@@ -7,6 +7,7 @@ lands, so idle queues cost nothing.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import threading
 import time
@@ -70,7 +71,7 @@ class Runner:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
-        self._tasks: dict[int, asyncio.Future[None]] = {}
+        self._tasks: dict[int, concurrent.futures.Future[None]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -134,9 +135,7 @@ class Runner:
                 reg = attempt.registration
                 if reg is not None and reg.is_async:
                     loop = self._event_loop()
-                    future = asyncio.run_coroutine_threadsafe(
-                        self._run_async(attempt, slots), loop
-                    )
+                    future = asyncio.run_coroutine_threadsafe(self._run_async(attempt, slots), loop)
                     self._tasks[job.id] = future
                 else:
                     self._pools[queue].submit(self._run_sync, attempt, slots)

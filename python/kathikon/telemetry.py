@@ -55,7 +55,11 @@ EVENTS: tuple[Event, ...] = (
 # Events produced by the engine's own threads; the app collects them only while someone
 # listens to one of these.
 ENGINE_EVENTS = frozenset(
-    {("kathikon", "scheduler", "tick"), ("kathikon", "pruner", "tick"), ("kathikon", "job", "prune")}
+    {
+        ("kathikon", "scheduler", "tick"),
+        ("kathikon", "pruner", "tick"),
+        ("kathikon", "job", "prune"),
+    }
 )
 
 _log = logging.getLogger("kathikon.telemetry")
@@ -152,9 +156,7 @@ def execute(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str
         try:
             handler(event, measurements, metadata)
         except Exception:
-            _log.exception(
-                "telemetry handler %r raised on %s and was detached", handler_id, event
-            )
+            _log.exception("telemetry handler %r raised on %s and was detached", handler_id, event)
             detach(handler_id)
 
 

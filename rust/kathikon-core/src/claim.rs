@@ -71,7 +71,8 @@ impl ClaimQueue {
 
     /// Wake every parked claimer.
     pub fn notify(&self) {
-        let mut generation = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut generation =
+            self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *generation += 1;
         self.wakeup.notify_all();
     }
@@ -83,7 +84,8 @@ impl ClaimQueue {
 
     /// Sleep until the generation moves past `seen` or `deadline` passes.
     pub fn park(&self, seen: u64, deadline: Instant) {
-        let mut generation = self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut generation =
+            self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while *generation == seen {
             let now = Instant::now();
             if now >= deadline {
@@ -118,7 +120,8 @@ pub struct ClaimQueues {
 impl ClaimQueues {
     /// The queue named `name`, created empty if new.
     pub fn get(&self, name: &str) -> Arc<ClaimQueue> {
-        if let Some(q) = self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name)
+        if let Some(q) =
+            self.queues.read().unwrap_or_else(std::sync::PoisonError::into_inner).get(name)
         {
             return q.clone();
         }

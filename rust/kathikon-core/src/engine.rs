@@ -117,7 +117,8 @@ impl Engine {
             Some(path) => {
                 let abs = std::path::absolute(path)
                     .map_err(|e| Error::Storage(format!("bad path {}: {e}", path.display())))?;
-                let mut open = open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut open =
+                    open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 if !open.insert(abs.clone()) {
                     return Err(Error::StorageLocked {
                         path: path.clone(),

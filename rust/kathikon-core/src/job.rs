@@ -186,6 +186,8 @@ pub struct Ack {
 }
 
 /// What became of an [`Ack`].
+// Short-lived (one per ack, consumed at once), so boxing the job would cost more than it saves.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AckResult {
     /// Recorded; the job as it now stands.
@@ -245,8 +247,8 @@ impl Job {
                 if exhausted {
                     self.discarded_at = Some(now);
                 } else {
-                    let delay = retry_in
-                        .unwrap_or_else(|| backoff::default_backoff(self.attempt, self.id));
+                    let delay =
+                        retry_in.unwrap_or_else(|| backoff::default_backoff(self.attempt, self.id));
                     self.scheduled_at = now.saturating_add(delay.max(0));
                 }
             }

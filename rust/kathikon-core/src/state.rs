@@ -156,7 +156,9 @@ pub fn transition(id: JobId, from: JobState, event: Event) -> Result<JobState> {
         (Executing, Event::Rescue { exhausted: false }) => Some(Available),
         (Executing, Event::Rescue { exhausted: true }) => Some(Discarded),
         (Scheduled | Available | Executing | Retryable, Event::Cancel) => Some(Cancelled),
-        (Scheduled | Retryable | Completed | Cancelled | Discarded, Event::Retry) => Some(Available),
+        (Scheduled | Retryable | Completed | Cancelled | Discarded, Event::Retry) => {
+            Some(Available)
+        }
         _ => None,
     };
     next.ok_or(Error::IllegalTransition { id, from, action: event.action() })

@@ -33,15 +33,36 @@ const PRUNE_LIMIT: usize = 10_000;
 
 /// What callers ask of the writer. Each carries the channel its answer goes back on.
 pub(crate) enum Command {
-    Insert { jobs: Vec<NewJob>, reply: Sender<Result<Vec<Job>>> },
-    Claim { queue: Arc<ClaimQueue>, keys: Vec<ClaimKey>, reply: Sender<Result<Vec<Job>>> },
-    Ack { acks: Vec<Ack>, reply: Option<Sender<Result<Vec<AckResult>>>> },
-    Cancel { id: JobId, reply: Sender<Result<(Job, JobState)>> },
-    Retry { id: JobId, reply: Sender<Result<Job>> },
-    Prune { before: Micros, reply: Sender<Result<u64>> },
+    Insert {
+        jobs: Vec<NewJob>,
+        reply: Sender<Result<Vec<Job>>>,
+    },
+    Claim {
+        queue: Arc<ClaimQueue>,
+        keys: Vec<ClaimKey>,
+        reply: Sender<Result<Vec<Job>>>,
+    },
+    Ack {
+        acks: Vec<Ack>,
+        reply: Option<Sender<Result<Vec<AckResult>>>>,
+    },
+    Cancel {
+        id: JobId,
+        reply: Sender<Result<(Job, JobState)>>,
+    },
+    Retry {
+        id: JobId,
+        reply: Sender<Result<Job>>,
+    },
+    Prune {
+        before: Micros,
+        reply: Sender<Result<u64>>,
+    },
     /// A barrier: answered once everything sent before it has committed (and due jobs are
     /// promoted as of now).
-    Sync { reply: Sender<Result<()>> },
+    Sync {
+        reply: Sender<Result<()>>,
+    },
     Shutdown,
 }
 
@@ -240,7 +261,8 @@ impl Writer {
                 }
                 if effects.pruned > 0 {
                     let pruned = effects.pruned;
-                    self.telemetry.emit(|| EngineEvent::PrunerTick { pruned, duration_us: elapsed });
+                    self.telemetry
+                        .emit(|| EngineEvent::PrunerTick { pruned, duration_us: elapsed });
                 }
             }
             Err(error) => {
@@ -336,9 +358,7 @@ fn apply_one(
             for ack in acks {
                 let result = match txn.get(ack.id)? {
                     None => AckResult::Stale(None),
-                    Some(old)
-                        if old.state != JobState::Executing || old.attempt != ack.attempt =>
-                    {
+                    Some(old) if old.state != JobState::Executing || old.attempt != ack.attempt => {
                         AckResult::Stale(Some(old.state))
                     }
                     Some(old) => {

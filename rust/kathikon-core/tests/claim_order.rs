@@ -133,7 +133,11 @@ fn interrupt_releases_a_waiting_claim() {
     engine.interrupt("q");
     let (claimed, waited) = claimer.join().unwrap();
     assert!(claimed.is_empty());
-    assert!(interrupted.elapsed() < Duration::from_secs(1), "interrupt took {:?}", interrupted.elapsed());
+    assert!(
+        interrupted.elapsed() < Duration::from_secs(1),
+        "interrupt took {:?}",
+        interrupted.elapsed()
+    );
     assert!(waited >= Duration::from_millis(200));
     // An interrupt only releases claims already waiting: a later claim still gets jobs.
     insert_one(&engine, job("q", "w"));
@@ -160,8 +164,12 @@ fn cancelled_available_jobs_are_never_claimed() {
     let dir = tempfile::tempdir().unwrap();
     let path = store_path(&dir);
     let engine = open(&path);
-    let ids: Vec<JobId> =
-        engine.insert((0..10).map(|_| job("q", "w")).collect()).unwrap().iter().map(|j| j.id).collect();
+    let ids: Vec<JobId> = engine
+        .insert((0..10).map(|_| job("q", "w")).collect())
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     for id in ids.iter().filter(|id| *id % 2 == 0) {
         let (job, was) = engine.cancel(*id).unwrap();
         assert_eq!((was, job.state), (JobState::Available, JobState::Cancelled));
@@ -188,8 +196,12 @@ fn cancelled_available_jobs_are_never_claimed() {
 #[test]
 fn cancels_racing_claims_never_let_a_cancelled_job_run() {
     let engine = Arc::new(Engine::open(EngineConfig::default()).unwrap());
-    let ids: Vec<JobId> =
-        engine.insert((0..200).map(|_| job("q", "w")).collect()).unwrap().iter().map(|j| j.id).collect();
+    let ids: Vec<JobId> = engine
+        .insert((0..200).map(|_| job("q", "w")).collect())
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     let start = Arc::new(Barrier::new(3));
     let claimers: Vec<_> = (0..2)
         .map(|_| {
@@ -233,8 +245,12 @@ fn concurrent_claimers_never_get_the_same_job() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Arc::new(open(&store_path(&dir)));
     let total = 200;
-    let inserted: BTreeSet<JobId> =
-        engine.insert((0..total).map(|_| job("q", "w")).collect()).unwrap().iter().map(|j| j.id).collect();
+    let inserted: BTreeSet<JobId> = engine
+        .insert((0..total).map(|_| job("q", "w")).collect())
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
     let start = Arc::new(Barrier::new(4));
     let claimers: Vec<_> = (0..4_usize)
         .map(|t| {

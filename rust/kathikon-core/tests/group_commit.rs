@@ -118,7 +118,8 @@ fn a_refused_batch_does_not_disturb_batches_committed_with_it() {
                 start.wait();
                 let mut stored = 0;
                 for _ in 0..100 {
-                    stored += engine.insert(vec![job("good", "w"), job("good", "w")]).unwrap().len();
+                    stored +=
+                        engine.insert(vec![job("good", "w"), job("good", "w")]).unwrap().len();
                 }
                 stored
             })

@@ -102,9 +102,8 @@ fn jobs_left_executing_are_rescued_or_discarded_on_reopen() {
     // The rescued job runs again as attempt 2; the dead process's attempt is fenced off.
     let again = claim_one(&engine, "run");
     assert_eq!((again.id, again.attempt), (retried.id, 2));
-    let stale = engine
-        .ack(vec![Ack { id: again.id, attempt: 1, outcome: Outcome::Complete }])
-        .unwrap();
+    let stale =
+        engine.ack(vec![Ack { id: again.id, attempt: 1, outcome: Outcome::Complete }]).unwrap();
     assert_eq!(stale, vec![AckResult::Stale(Some(JobState::Executing))]);
     let done = finish(&engine, &again, Outcome::Complete);
     assert_eq!(done.state, JobState::Completed);

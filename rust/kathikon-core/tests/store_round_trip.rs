@@ -87,7 +87,10 @@ fn every_field_survives_close_and_reopen() {
     let failed_now = finish(
         &engine,
         &running,
-        Outcome::Fail { error: "Traceback …\nValueError: nope".into(), retry_in: Some(3600 * SECOND) },
+        Outcome::Fail {
+            error: "Traceback …\nValueError: nope".into(),
+            retry_in: Some(3600 * SECOND),
+        },
     );
     assert_eq!((failed_now.id, failed_now.state), (failed.id, JobState::Retryable));
 
@@ -108,11 +111,8 @@ fn every_field_survives_close_and_reopen() {
     assert_eq!(discarded.errors[0].error, "bad input");
 
     insert_one(&engine, job("q-snooze", "w.snooze"));
-    let snoozed = finish(
-        &engine,
-        &claim_one(&engine, "q-snooze"),
-        Outcome::Snooze { delay: 3600 * SECOND },
-    );
+    let snoozed =
+        finish(&engine, &claim_one(&engine, "q-snooze"), Outcome::Snooze { delay: 3600 * SECOND });
     assert_eq!((snoozed.state, snoozed.max_attempts), (JobState::Scheduled, 4));
 
     let before = all(&engine);
@@ -156,10 +156,8 @@ fn list_filters_by_state_queue_worker_limit_and_after() {
     let workers = ["w1", "w2", "w3"];
     for i in 0..12 {
         let (queue, worker) = (queues[i % 2], workers[i % 3]);
-        let new = NewJob {
-            scheduled_at: (i >= 9).then_some(now + 3600 * SECOND),
-            ..job(queue, worker)
-        };
+        let new =
+            NewJob { scheduled_at: (i >= 9).then_some(now + 3600 * SECOND), ..job(queue, worker) };
         let stored = insert_one(&engine, new);
         model.push((stored.id, queue, worker, stored.state));
     }
@@ -185,8 +183,14 @@ fn list_filters_by_state_queue_worker_limit_and_after() {
         let want = expect(&|m| m.3 == state);
         assert_eq!(got(ListFilter { state: Some(state), ..Default::default() }), want, "{state}");
     }
-    assert_eq!(got(ListFilter { state: Some(JobState::Completed), ..Default::default() }), vec![1, 3]);
-    assert_eq!(got(ListFilter { state: Some(JobState::Scheduled), ..Default::default() }), vec![10, 11, 12]);
+    assert_eq!(
+        got(ListFilter { state: Some(JobState::Completed), ..Default::default() }),
+        vec![1, 3]
+    );
+    assert_eq!(
+        got(ListFilter { state: Some(JobState::Scheduled), ..Default::default() }),
+        vec![10, 11, 12]
+    );
     assert_eq!(got(ListFilter { state: Some(JobState::Executing), ..Default::default() }), vec![2]);
     for queue in queues {
         let want = expect(&|m| m.1 == queue);
@@ -207,11 +211,17 @@ fn list_filters_by_state_queue_worker_limit_and_after() {
     };
     assert_eq!(got(combined), expect(&|m| m.3 == JobState::Available && m.1 == "a" && m.2 == "w2"));
     assert_eq!(expect(&|m| m.3 == JobState::Available && m.1 == "a" && m.2 == "w2"), vec![5]);
-    assert_eq!(got(ListFilter { queue: Some("nope".into()), ..Default::default() }), Vec::<JobId>::new());
+    assert_eq!(
+        got(ListFilter { queue: Some("nope".into()), ..Default::default() }),
+        Vec::<JobId>::new()
+    );
 
     // Limit counts matching jobs, not scanned ones.
     assert_eq!(got(ListFilter { limit: 3, ..Default::default() }), vec![1, 2, 3]);
-    assert_eq!(got(ListFilter { queue: Some("b".into()), limit: 2, ..Default::default() }), vec![2, 4]);
+    assert_eq!(
+        got(ListFilter { queue: Some("b".into()), limit: 2, ..Default::default() }),
+        vec![2, 4]
+    );
     // After is exclusive.
     assert_eq!(got(ListFilter { after: Some(9), ..Default::default() }), vec![10, 11, 12]);
     assert_eq!(got(ListFilter { after: Some(12), ..Default::default() }), Vec::<JobId>::new());

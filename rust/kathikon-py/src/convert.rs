@@ -6,16 +6,7 @@ use pyo3::prelude::*;
 
 /// A job to insert, as the Python layer sends it: already validated and JSON-encoded.
 #[derive(FromPyObject)]
-pub(crate) struct NewJobTuple(
-    String,
-    String,
-    String,
-    String,
-    Vec<String>,
-    u32,
-    u8,
-    Option<i64>,
-);
+pub(crate) struct NewJobTuple(String, String, String, String, Vec<String>, u32, u8, Option<i64>);
 
 impl From<NewJobTuple> for NewJob {
     fn from(t: NewJobTuple) -> Self {

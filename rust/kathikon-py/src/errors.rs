@@ -2,9 +2,9 @@
 //! `kathikon` namespace so tracebacks read `kathikon.JobNotFoundError`.
 
 use kathikon_core::Error;
+use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyLookupError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::create_exception;
 
 create_exception!(kathikon, KathikonError, PyException, "Base class of every Kathikon error.");
 create_exception!(
@@ -55,18 +55,8 @@ create_exception!(
     StorageError,
     "Another process, or another app in this process, holds the store file."
 );
-create_exception!(
-    kathikon,
-    NotAStoreError,
-    StorageError,
-    "The file is not a Kathikon store."
-);
-create_exception!(
-    kathikon,
-    CorruptStoreError,
-    StorageError,
-    "The store file is damaged."
-);
+create_exception!(kathikon, NotAStoreError, StorageError, "The file is not a Kathikon store.");
+create_exception!(kathikon, CorruptStoreError, StorageError, "The store file is damaged.");
 create_exception!(
     kathikon,
     StoreVersionError,
@@ -81,6 +71,7 @@ create_exception!(
 );
 
 /// A core error as the matching Python exception.
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(map_error)`
 pub(crate) fn map_error(error: Error) -> PyErr {
     let text = error.to_string();
     match error {

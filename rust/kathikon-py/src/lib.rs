@@ -1,4 +1,4 @@
-//! `kathikon._native`: PyO3 bindings over `kathikon-core`. A translation table and nothing
+//! `kathikon._native`: `PyO3` bindings over `kathikon-core`. A translation table and nothing
 //! more: types in, types out, core errors to Python exceptions, and the GIL released around
 //! every call that waits or touches storage.
 

@@ -1,5 +1,5 @@
 //! Storage behind a trait, so the engine does not care whether jobs live in redb (today) or
-//! PostgreSQL (later).
+//! `PostgreSQL` (later).
 //!
 //! A store only persists what the engine decided: it keeps each job record and the indexes
 //! derived from the record's state, and never changes a state itself. Transactions are closures

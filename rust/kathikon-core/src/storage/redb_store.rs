@@ -42,8 +42,7 @@ impl RedbStore {
     ///
     /// A new file is created readable and writable by its owner only.
     pub fn open(path: Option<&Path>, fsync: bool) -> Result<RedbStore> {
-        let durability =
-            if fsync { redb::Durability::Immediate } else { redb::Durability::None };
+        let durability = if fsync { redb::Durability::Immediate } else { redb::Durability::None };
         let Some(path) = path else {
             let db = Database::builder()
                 .create_with_backend(InMemoryBackend::new())
@@ -89,8 +88,7 @@ impl RedbStore {
     /// Initialise a fresh file, or check that an existing one is a store we can read.
     fn check_schema(&self) -> Result<()> {
         let txn = self.db.begin_read()?;
-        let names: Vec<String> =
-            txn.list_tables()?.map(|t| t.name().to_string()).collect();
+        let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
         drop(txn);
         if names.iter().any(|n| n == META.name()) {
             let txn = self.db.begin_read()?;
@@ -174,8 +172,7 @@ fn holder_pid(path: &Path) -> Option<u32> {
     let target = std::fs::canonicalize(path).ok()?;
     let me = std::process::id();
     for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
-        else {
+        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
         if pid == me {
@@ -207,7 +204,12 @@ impl WriteTables<'_> {
     fn unindex(&mut self, job: &Job) -> Result<()> {
         match job.state {
             JobState::Available => {
-                self.available.remove((job.queue.as_str(), job.priority, job.scheduled_at, job.id))?;
+                self.available.remove((
+                    job.queue.as_str(),
+                    job.priority,
+                    job.scheduled_at,
+                    job.id,
+                ))?;
             }
             JobState::Scheduled | JobState::Retryable => {
                 self.due.remove((job.scheduled_at, job.id))?;

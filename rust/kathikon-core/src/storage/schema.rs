@@ -5,10 +5,10 @@
 //!
 //! | table       | key                                      | holds jobs that are        |
 //! |-------------|------------------------------------------|----------------------------|
-//! | `available` | (queue, priority, scheduled_at, id)      | available (rebuilds claim queues at open) |
-//! | `due`       | (scheduled_at, id)                       | scheduled or retryable     |
+//! | `available` | `(queue, priority, scheduled_at, id)`    | available (rebuilds claim queues at open) |
+//! | `due`       | `(scheduled_at, id)`                     | scheduled or retryable     |
 //! | `executing` | id                                       | executing (rescued at open)|
-//! | `finished`  | (finished_at, id)                        | completed/cancelled/discarded (pruner) |
+//! | `finished`  | `(finished_at, id)`                      | completed/cancelled/discarded (pruner) |
 //!
 //! A record is one version byte followed by the postcard encoding of [`Job`]. A reader refuses
 //! a version byte newer than its own, so an old Kathikon never misreads a newer file.
