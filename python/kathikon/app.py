@@ -19,11 +19,12 @@ from .config import Config, QueueSpec, build_config
 from .errors import (
     ConfigurationError,
     InvalidJobError,
+    JobNotFoundError,
     KathikonError,
     UnknownQueueError,
     UnknownWorkerError,
 )
-from .execute import Attempt, run_async, run_sync
+from .execute import AckTuple, Attempt, run_async, run_sync
 from .job import Job, JobState
 from .options import (
     Seconds,
@@ -38,6 +39,7 @@ from .worker import Registration, Worker, WorkerFunction, make_registration, qua
 
 WorkerRef = Union[WorkerFunction, type[Worker], Worker, str]
 INSERT = ("kathikon", "job", "insert")
+MAX_JOB_ID = 2**64 - 1
 # Engine event names → telemetry events.
 _ENGINE_EVENTS = {
     "scheduler.tick": ("kathikon", "scheduler", "tick"),
@@ -364,6 +366,8 @@ class Kathikon:
             raise InvalidJobError(f"job id {job!r} must be an int or a kathikon.Job")
         if job < 0:
             raise InvalidJobError(f"job id {job} is negative; ids are positive ints")
+        if job > MAX_JOB_ID:
+            raise JobNotFoundError(f"no job with id {job}; ids are at most 2**64 - 1")
         return job
 
     def get(self, job: Union[Job, int]) -> Job:
@@ -469,8 +473,9 @@ class Kathikon:
                 self._engine.sync()  # promotes everything due as of now
                 ran = 0
                 for name in queues:
+                    attempts: list[Attempt] = []
+                    acks: list[AckTuple] = []
                     for record in self._engine.claim(name, 100, 0.0):
-                        ran += 1
                         job = Job(record)
                         attempt = Attempt(job, self._workers.get(job.worker))
                         reg = attempt.registration
@@ -479,8 +484,15 @@ class Kathikon:
                             ack = loop.run_until_complete(run_async(attempt))
                         else:
                             ack = run_sync(attempt)
-                        (stored,) = self._engine.ack([ack])
-                        result = Job(stored) if stored is not None else None
+                        attempts.append(attempt)
+                        acks.append(ack)
+                    if not attempts:
+                        continue
+                    ran += len(attempts)
+                    # One commit for the whole claimed batch.
+                    stored = self._engine.ack(acks)
+                    for attempt, after in zip(attempts, stored):
+                        result = Job(after) if after is not None else None
                         attempt.report(result)
                         counts[result.state.value if result else "ignored"] += 1
                 if ran == 0:

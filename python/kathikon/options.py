@@ -25,23 +25,39 @@ def _path(parts: Sequence[Union[str, int]]) -> str:
     return out
 
 
-def _find_unencodable(value: Any, parts: list[Union[str, int]], what: str) -> Optional[str]:
+# Deeper than this is refused: the stdlib decoder would need as deep a recursion to read it
+# back, and a worker should never fail on its own arguments.
+MAX_DEPTH = 200
+
+
+def _find_unencodable(
+    value: Any, parts: list[Union[str, int]], what: str, seen: Optional[set[int]] = None
+) -> Optional[str]:
     """Describe the first value under ``value`` that JSON cannot round-trip faithfully."""
     where = _path(parts).replace("args", what, 1)
+    if len(parts) > MAX_DEPTH:
+        return f"{what} is nested more than {MAX_DEPTH} levels deep (at {where[:80]}…); flatten it"
     if value is None or isinstance(value, (str, bool, int)):
         return None
     if isinstance(value, float):
         if math.isfinite(value):
             return None
         return f"{where} is {value!r}, which JSON cannot represent; use None or a string"
-    if isinstance(value, Mapping):
-        return _first_problem_in_mapping(value, parts, what, where)
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            found = _find_unencodable(item, [*parts, i], what)
-            if found:
-                return found
-        return None
+    if isinstance(value, (Mapping, list, tuple)):
+        seen = set() if seen is None else seen
+        if id(value) in seen:
+            return f"{where} contains itself; JSON cannot represent a cycle"
+        seen.add(id(value))
+        try:
+            if isinstance(value, Mapping):
+                return _first_problem_in_mapping(value, parts, what, where, seen)
+            for i, item in enumerate(value):
+                found = _find_unencodable(item, [*parts, i], what, seen)
+                if found:
+                    return found
+            return None
+        finally:
+            seen.discard(id(value))
     return (
         f"{where} is {type(value).__name__} ({value!r:.60}), which is not JSON-serialisable; "
         "pass str, int, float, bool, None, list or dict (e.g. an id instead of an object)"
@@ -49,7 +65,11 @@ def _find_unencodable(value: Any, parts: list[Union[str, int]], what: str) -> Op
 
 
 def _first_problem_in_mapping(
-    value: Mapping[Any, Any], parts: list[Union[str, int]], what: str, where: str
+    value: Mapping[Any, Any],
+    parts: list[Union[str, int]],
+    what: str,
+    where: str,
+    seen: set[int],
 ) -> Optional[str]:
     for key, item in value.items():
         if not isinstance(key, str):
@@ -57,7 +77,7 @@ def _first_problem_in_mapping(
                 f"{where} has the non-string key {key!r} ({type(key).__name__}); JSON keys "
                 "are strings, so it would come back changed: convert the key to str"
             )
-        found = _find_unencodable(item, [*parts, key], what)
+        found = _find_unencodable(item, [*parts, key], what, seen)
         if found:
             return found
     return None

@@ -76,6 +76,11 @@ def attach(handler_id: str, events: Iterable[Event], handler: Handler) -> None:
         ConfigurationError: ``handler_id`` is already attached, an event is unknown, or the
             handler is not callable.
     """
+    if isinstance(events, (str, tuple)) and events and isinstance(next(iter(events)), str):
+        raise ConfigurationError(
+            f"events={events!r} looks like a single event; pass a list of event tuples, "
+            'e.g. [("kathikon", "job", "stop")]'
+        )
     events = [tuple(e) for e in events]
     if not callable(handler):
         raise ConfigurationError(f"handler {handler!r} is not callable")

@@ -98,7 +98,10 @@ def make_registration(
         tags = check_tags(tags)
     except ValueError as exc:
         raise ConfigurationError(f"{where}: {exc}") from None
-    is_async = inspect.iscoroutinefunction(perform)
+    # Look through functools.wraps layers: a decorated `async def` is still async.
+    is_async = inspect.iscoroutinefunction(perform) or inspect.iscoroutinefunction(
+        inspect.unwrap(perform)
+    )
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigurationError(f"{where}: timeout={timeout!r} must be seconds above 0")

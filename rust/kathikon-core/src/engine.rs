@@ -91,6 +91,21 @@ fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
     OPEN.get_or_init(Default::default)
 }
 
+/// The path as the OS resolves it (symlinks and `..` followed), so two spellings of one file
+/// are recognised as the same store. The file itself may not exist yet.
+fn canonical(path: &std::path::Path) -> std::io::Result<PathBuf> {
+    if path.exists() {
+        return std::fs::canonicalize(path);
+    }
+    let abs = std::path::absolute(path)?;
+    match (abs.parent(), abs.file_name()) {
+        (Some(parent), Some(name)) if parent.exists() => {
+            Ok(std::fs::canonicalize(parent)?.join(name))
+        }
+        _ => Ok(abs),
+    }
+}
+
 /// The job engine. Cheap to share between threads (`&self` everywhere).
 pub struct Engine {
     tx: Sender<Command>,
@@ -115,7 +130,7 @@ impl Engine {
     pub fn open(config: EngineConfig) -> Result<Engine> {
         let registered_path = match &config.path {
             Some(path) => {
-                let abs = std::path::absolute(path)
+                let abs = canonical(path)
                     .map_err(|e| Error::Storage(format!("bad path {}: {e}", path.display())))?;
                 let mut open =
                     open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner);

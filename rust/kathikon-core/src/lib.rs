@@ -11,6 +11,7 @@ pub mod claim;
 pub mod clock;
 pub mod engine;
 pub mod error;
+mod guard;
 pub mod job;
 pub mod state;
 pub mod storage;

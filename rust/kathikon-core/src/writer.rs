@@ -127,11 +127,20 @@ impl Command {
     }
 }
 
+/// A change to an in-memory claim queue.
+enum QueueChange {
+    /// The job became available.
+    Ready(String, ClaimKey),
+    /// The job stopped being available.
+    Unready(String, ClaimKey),
+}
+
 /// Changes to the in-memory claim queues, applied only after the commit.
 #[derive(Default)]
 struct Effects {
-    ready: Vec<(String, ClaimKey)>,
-    unready: Vec<(String, ClaimKey)>,
+    /// In the order the batch made them, so a job made available and then cancelled in the
+    /// same batch ends up out of its queue, and one cancelled then retried ends up in it.
+    queue_changes: Vec<QueueChange>,
     promoted: u64,
     pruned: u64,
     next_due: Option<Micros>,
@@ -292,13 +301,17 @@ impl Writer {
     }
 
     fn publish(&self, effects: &Effects) {
-        for (queue, key) in &effects.unready {
-            self.queues.get(queue).remove(key);
-        }
         let mut touched = HashSet::new();
-        for (queue, key) in &effects.ready {
-            self.queues.get(queue).push(*key);
-            touched.insert(queue.as_str());
+        for change in &effects.queue_changes {
+            match change {
+                QueueChange::Ready(queue, key) => {
+                    self.queues.get(queue).push(*key);
+                    touched.insert(queue.as_str());
+                }
+                QueueChange::Unready(queue, key) => {
+                    self.queues.get(queue).remove(key);
+                }
+            }
         }
         for queue in touched {
             self.queues.get(queue).notify();
@@ -312,7 +325,7 @@ fn promote_due(txn: &mut dyn WriteTxn, now: Micros, effects: &mut Effects) -> Re
         let mut job = old.clone();
         job.promote()?;
         txn.put(Some(&old), &job)?;
-        effects.ready.push((job.queue.clone(), key_of(&job)));
+        effects.queue_changes.push(QueueChange::Ready(job.queue.clone(), key_of(&job)));
         effects.promoted += 1;
     }
     Ok(())
@@ -384,7 +397,7 @@ fn apply_one(
             job.cancel(now, "cancelled by user".into())?;
             txn.put(Some(&old), &job)?;
             if old.state == JobState::Available {
-                effects.unready.push((old.queue.clone(), key_of(&old)));
+                effects.queue_changes.push(QueueChange::Unready(old.queue.clone(), key_of(&old)));
             }
             Reply::Cancelled(Ok((job, old.state)))
         }
@@ -400,7 +413,7 @@ fn apply_one(
                 return Ok(Reply::Job(Err(e)));
             }
             txn.put(Some(&old), &job)?;
-            effects.ready.push((job.queue.clone(), key_of(&job)));
+            effects.queue_changes.push(QueueChange::Ready(job.queue.clone(), key_of(&job)));
             Reply::Job(Ok(job))
         }
         Command::Prune { before, .. } => {
@@ -441,7 +454,7 @@ fn insert(
         let job = new.clone().into_job(first + offset as u64, now);
         txn.put(None, &job)?;
         if job.state == JobState::Available {
-            effects.ready.push((job.queue.clone(), key_of(&job)));
+            effects.queue_changes.push(QueueChange::Ready(job.queue.clone(), key_of(&job)));
         }
         out.push(job);
     }

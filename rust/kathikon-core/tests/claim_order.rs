@@ -7,8 +7,8 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{finish, insert_one, job, open, store_path};
-use kathikon_core::clock::SECOND;
+use common::{finish, insert_one, job, open, store_path, T0};
+use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::{Clock, Engine, EngineConfig, JobId, JobState, NewJob, Outcome, SystemClock};
 
 /// Jobs in a deliberately scrambled insert order: (priority, seconds ago it was due).
@@ -91,8 +91,8 @@ fn claim_waits_for_an_insert_from_another_thread() {
     let started = Instant::now();
     let claimed = engine.claim("q", 5, Duration::from_secs(10)).unwrap();
     let waited = started.elapsed();
-    let inserted = inserter.join().unwrap();
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![inserted]);
+    let new_id = inserter.join().unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![new_id]);
     assert_eq!(claimed[0].state, JobState::Executing);
     assert!(waited >= Duration::from_millis(100), "returned before the insert: {waited:?}");
     assert!(waited < Duration::from_secs(2), "woke late: {waited:?}");
@@ -115,7 +115,7 @@ fn claim_times_out_empty_and_ignores_other_queues() {
 #[test]
 fn interrupt_releases_a_waiting_claim() {
     let engine = Arc::new(Engine::open(EngineConfig::default()).unwrap());
-    let claimer = {
+    let blocked = {
         let engine = engine.clone();
         thread::spawn(move || {
             let started = Instant::now();
@@ -128,15 +128,15 @@ fn interrupt_releases_a_waiting_claim() {
     engine.interrupt("elsewhere");
     insert_one(&engine, job("elsewhere", "w"));
     thread::sleep(Duration::from_millis(100));
-    assert!(!claimer.is_finished(), "claim returned without an interrupt of its queue");
-    let interrupted = Instant::now();
+    assert!(!blocked.is_finished(), "claim returned without an interrupt of its queue");
+    let interrupt_at = Instant::now();
     engine.interrupt("q");
-    let (claimed, waited) = claimer.join().unwrap();
+    let (claimed, waited) = blocked.join().unwrap();
     assert!(claimed.is_empty());
     assert!(
-        interrupted.elapsed() < Duration::from_secs(1),
+        interrupt_at.elapsed() < Duration::from_secs(1),
         "interrupt took {:?}",
-        interrupted.elapsed()
+        interrupt_at.elapsed()
     );
     assert!(waited >= Duration::from_millis(200));
     // An interrupt only releases claims already waiting: a later claim still gets jobs.
@@ -281,5 +281,28 @@ fn concurrent_claimers_never_get_the_same_job() {
         let job = engine.get(*id).unwrap();
         assert_eq!((job.state, job.attempt), (JobState::Completed, 1), "job {id}");
     }
+    assert_eq!(engine.ready_count("q"), 0);
+}
+
+#[test]
+fn a_job_promoted_and_cancelled_in_one_commit_is_not_left_ready() {
+    let clock = Arc::new(ManualClock::new(T0));
+    let engine = Engine::open(EngineConfig {
+        scheduler_interval: Duration::from_secs(60), // the writer wakes only for commands
+        clock: clock.clone(),
+        ..EngineConfig::default()
+    })
+    .unwrap();
+    let due = T0 + 10 * SECOND;
+    let doomed = insert_one(&engine, NewJob { scheduled_at: Some(due), ..job("q", "w") });
+    let kept = insert_one(&engine, NewJob { scheduled_at: Some(due), ..job("q", "w") });
+    clock.advance(20 * SECOND);
+    // The cancel's own commit first promotes both due jobs, then cancels one of them.
+    let (cancelled, was) = engine.cancel(doomed.id).unwrap();
+    assert_eq!((was, cancelled.state), (JobState::Available, JobState::Cancelled));
+    assert_eq!(engine.get(kept.id).unwrap().state, JobState::Available);
+    assert_eq!(engine.ready_count("q"), 1, "the cancelled job is still counted as ready");
+    let claimed = engine.claim("q", 10, Duration::ZERO).unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![kept.id]);
     assert_eq!(engine.ready_count("q"), 0);
 }

@@ -1,4 +1,4 @@
-//! Proves what each ack outcome, retry, cancel and prune does to stored jobs: complete, fail (retry at now + retry_in, or discard when attempts run out), snooze, cancel and discard with reasons; stale acks change nothing; due jobs are promoted by the writer's own timer; and old finished jobs are pruned.
+//! Proves what each ack outcome, retry, cancel and prune does to stored jobs: complete, fail (retry at now + `retry_in`, or discard when attempts run out), snooze, cancel and discard with reasons; stale acks change nothing; due jobs are promoted by the writer's own timer; and old finished jobs are pruned.
 
 mod common;
 

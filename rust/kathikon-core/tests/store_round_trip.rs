@@ -145,13 +145,16 @@ fn every_field_survives_close_and_reopen() {
     assert_eq!(insert_one(&engine, job("emails", "w")).id, 9);
 }
 
+/// What the list test knows about a job from its own actions: id, queue, worker, state.
+type Entry = (JobId, &'static str, &'static str, JobState);
+
 #[test]
 fn list_filters_by_state_queue_worker_limit_and_after() {
     let dir = tempfile::tempdir().unwrap();
     let engine = open(&store_path(&dir));
     let now = SystemClock.now();
     // Model of what we create: (id, queue, worker, state), filled from our own actions.
-    let mut model: Vec<(JobId, &str, &str, JobState)> = Vec::new();
+    let mut model: Vec<Entry> = Vec::new();
     let queues = ["a", "b"];
     let workers = ["w1", "w2", "w3"];
     for i in 0..12 {
@@ -173,7 +176,7 @@ fn list_filters_by_state_queue_worker_limit_and_after() {
     assert_eq!(running.id, 2);
     model[1].3 = JobState::Executing;
 
-    let expect = |keep: &dyn Fn(&(JobId, &str, &str, JobState)) -> bool| -> Vec<JobId> {
+    let expect = |keep: &dyn Fn(&Entry) -> bool| -> Vec<JobId> {
         model.iter().filter(|m| keep(m)).map(|m| m.0).collect()
     };
     let got = |filter: ListFilter| ids(&engine.list(&filter).unwrap());

@@ -3,7 +3,6 @@
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use redb::backends::InMemoryBackend;
@@ -16,11 +15,12 @@ use super::schema::{
 use super::{AvailableEntry, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
+use crate::guard::guarded;
 use crate::job::{Job, JobId};
 use crate::state::JobState;
 
 /// First bytes of every redb file; anything else is not a store at all.
-const REDB_MAGIC: &[u8; 4] = b"redb";
+const REDB_MAGIC: &[u8; 9] = &[b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
 /// Jobs in a redb database.
 pub struct RedbStore {
@@ -60,28 +60,22 @@ impl RedbStore {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
-        let mut head = Vec::with_capacity(4);
-        file.take(4)
+        let mut head = Vec::with_capacity(REDB_MAGIC.len());
+        file.take(REDB_MAGIC.len() as u64)
             .read_to_end(&mut head)
             .map_err(|e| Error::Storage(format!("cannot read {}: {e}", path.display())))?;
-        if !head.is_empty() && !REDB_MAGIC.starts_with(&head) && !head.starts_with(REDB_MAGIC) {
+        // A file shorter than the magic is refused too, unless it is empty (a new store).
+        if !head.is_empty() && head.as_slice() != REDB_MAGIC {
             return Err(Error::NotAStore {
                 path,
                 detail: "it does not start with a redb header".into(),
             });
         }
-        // redb may panic on some damaged files rather than return an error; a panic must never
-        // reach the caller (and never cross into Python), so it becomes a `Corrupted` error.
-        let opened = catch_unwind(AssertUnwindSafe(|| Database::builder().create(&path)));
-        let db = match opened {
-            Ok(Ok(db)) => db,
-            Ok(Err(e)) => return Err(open_error(&path, e)),
-            Err(panic) => {
-                return Err(Error::Corrupted { path, detail: panic_text(&panic) });
-            }
-        };
+        let db = guarded(&path, || {
+            Database::builder().create(&path).map_err(|e| open_error(&path, e))
+        })?;
         let store = RedbStore { db, durability, path };
-        store.check_schema()?;
+        guarded(&store.path, || store.check_schema())?;
         Ok(store)
     }
 
@@ -139,26 +133,32 @@ impl RedbStore {
     }
 }
 
-fn panic_text(panic: &Box<dyn std::any::Any + Send>) -> String {
-    let text = panic
-        .downcast_ref::<String>()
-        .cloned()
-        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_string()))
-        .unwrap_or_else(|| "redb panicked while opening it".into());
-    format!("redb could not open it: {text}")
-}
-
 fn open_error(path: &Path, e: DatabaseError) -> Error {
     match e {
-        DatabaseError::DatabaseAlreadyOpen => Error::StorageLocked {
-            path: path.to_path_buf(),
-            holder: holder_pid(path),
-            same_process: false,
-        },
+        DatabaseError::DatabaseAlreadyOpen => {
+            // The engine's registry of open paths misses the same file reached another way
+            // (a symlink, `..`); then the holder is this very process.
+            let same_process = open_in(Path::new("/proc/self"), path);
+            Error::StorageLocked {
+                path: path.to_path_buf(),
+                holder: if same_process { Some(std::process::id()) } else { holder_pid(path) },
+                same_process,
+            }
+        }
         DatabaseError::UpgradeRequired(v) => Error::NotAStore {
             path: path.to_path_buf(),
             detail: format!("it uses redb file format {v}, older than Kathikon reads"),
         },
+        // A cut-off header reads as UnexpectedEof, a bad header as InvalidData: both mean
+        // the file is damaged, not that the disk failed.
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Error::Corrupted { path: path.to_path_buf(), detail: io.to_string() }
+        }
         DatabaseError::Storage(redb::StorageError::Io(io)) => {
             Error::Storage(format!("cannot open {}: {io}", path.display()))
         }
@@ -175,17 +175,22 @@ fn holder_pid(path: &Path) -> Option<u32> {
         let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == me {
-            continue;
-        }
-        let Ok(fds) = std::fs::read_dir(proc_entry.path().join("fd")) else { continue };
-        for fd in fds.flatten() {
-            if std::fs::read_link(fd.path()).is_ok_and(|p| p == target) {
-                return Some(pid);
-            }
+        if pid != me && holds(&proc_entry.path(), &target) {
+            return Some(pid);
         }
     }
     None
+}
+
+/// Whether the process at `proc_dir` (a `/proc` entry) has `path` open.
+fn open_in(proc_dir: &Path, path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|target| holds(proc_dir, &target))
+}
+
+/// Whether the process at `proc_dir` has a descriptor on the canonical path `target`.
+fn holds(proc_dir: &Path, target: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else { return false };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == target))
 }
 
 type AvailKey<'a> = (&'a str, u8, i64, u64);
@@ -331,13 +336,22 @@ impl ReadTxn for ReadTables {
 
 impl Store for RedbStore {
     fn read(&self, f: &mut dyn FnMut(&mut dyn ReadTxn) -> Result<()>) -> Result<()> {
-        let txn = self.db.begin_read()?;
-        let mut tables =
-            ReadTables { jobs: txn.open_table(JOBS)?, available: txn.open_table(AVAILABLE)? };
-        f(&mut tables).map_err(|e| self.with_path(e))
+        guarded(&self.path, || {
+            let txn = self.db.begin_read()?;
+            let mut tables =
+                ReadTables { jobs: txn.open_table(JOBS)?, available: txn.open_table(AVAILABLE)? };
+            f(&mut tables)
+        })
+        .map_err(|e| self.with_path(e))
     }
 
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()> {
+        guarded(&self.path, || self.write_unguarded(f)).map_err(|e| self.with_path(e))
+    }
+}
+
+impl RedbStore {
+    fn write_unguarded(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(self.durability)?;
         {
@@ -349,7 +363,7 @@ impl Store for RedbStore {
                 finished: txn.open_table(FINISHED)?,
                 meta: txn.open_table(META)?,
             };
-            f(&mut tables).map_err(|e| self.with_path(e))?;
+            f(&mut tables)?;
         }
         txn.commit()?;
         Ok(())
