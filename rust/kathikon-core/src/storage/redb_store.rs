@@ -71,9 +71,8 @@ impl RedbStore {
                 detail: "it does not start with a redb header".into(),
             });
         }
-        let db = guarded(&path, || {
-            Database::builder().create(&path).map_err(|e| open_error(&path, e))
-        })?;
+        let db =
+            guarded(&path, || Database::builder().create(&path).map_err(|e| open_error(&path, e)))?;
         let store = RedbStore { db, durability, path };
         guarded(&store.path, || store.check_schema())?;
         Ok(store)
