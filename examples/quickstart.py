@@ -58,7 +58,8 @@ with app:  # workers run in background threads for the block
 app = kathikon.Kathikon(path=store)  # reopen: everything is still there
 print("final states:")
 for job in app.jobs():
-    print(f"  #{job.id} {job.worker.rsplit('.', 1)[-1]:<12} {job.state.value:<10} attempts={job.attempt}")
+    name = job.worker.rsplit(".", 1)[-1]
+    print(f"  #{job.id} {name:<12} {job.state.value:<10} attempts={job.attempt}")
 assert all(job.state is kathikon.JobState.COMPLETED for job in app.jobs())
 app.close()
 print("all jobs completed")

@@ -81,6 +81,7 @@ fn claims_by_priority_then_scheduled_time_then_id() {
 #[test]
 fn claim_waits_for_an_insert_from_another_thread() {
     let engine = Arc::new(Engine::open(EngineConfig::default()).unwrap());
+    let started = Instant::now();
     let inserter = {
         let engine = engine.clone();
         thread::spawn(move || {
@@ -88,7 +89,6 @@ fn claim_waits_for_an_insert_from_another_thread() {
             insert_one(&engine, job("q", "w")).id
         })
     };
-    let started = Instant::now();
     let claimed = engine.claim("q", 5, Duration::from_secs(10)).unwrap();
     let waited = started.elapsed();
     let new_id = inserter.join().unwrap();
@@ -115,14 +115,15 @@ fn claim_times_out_empty_and_ignores_other_queues() {
 #[test]
 fn interrupt_releases_a_waiting_claim() {
     let engine = Arc::new(Engine::open(EngineConfig::default()).unwrap());
+    let (started_tx, started_rx) = std::sync::mpsc::channel();
     let blocked = {
         let engine = engine.clone();
         thread::spawn(move || {
-            let started = Instant::now();
-            let claimed = engine.claim("q", 1, Duration::from_secs(20)).unwrap();
-            (claimed, started.elapsed())
+            started_tx.send(()).unwrap();
+            engine.claim("q", 1, Duration::from_secs(20)).unwrap()
         })
     };
+    started_rx.recv().unwrap();
     thread::sleep(Duration::from_millis(100));
     // Interrupting another queue does not wake it, nor does an insert elsewhere.
     engine.interrupt("elsewhere");
@@ -131,14 +132,13 @@ fn interrupt_releases_a_waiting_claim() {
     assert!(!blocked.is_finished(), "claim returned without an interrupt of its queue");
     let interrupt_at = Instant::now();
     engine.interrupt("q");
-    let (claimed, waited) = blocked.join().unwrap();
+    let claimed = blocked.join().unwrap();
     assert!(claimed.is_empty());
     assert!(
         interrupt_at.elapsed() < Duration::from_secs(1),
         "interrupt took {:?}",
         interrupt_at.elapsed()
     );
-    assert!(waited >= Duration::from_millis(200));
     // An interrupt only releases claims already waiting: a later claim still gets jobs.
     insert_one(&engine, job("q", "w"));
     assert_eq!(engine.claim("q", 1, Duration::from_secs(1)).unwrap().len(), 1);
