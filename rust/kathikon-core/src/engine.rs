@@ -255,8 +255,11 @@ impl Engine {
     /// Claim up to `max` jobs from `queue`, waiting up to `timeout` for one to be ready.
     ///
     /// Returned jobs are durably marked executing with their attempt counted. Returns an
-    /// empty list on timeout or after [`Engine::interrupt`].
+    /// empty list on timeout or after [`Engine::interrupt`], and at once when `max` is 0.
     pub fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let q = self.queues.get(queue);
         let deadline = Instant::now() + timeout;
         let interrupts = q.interrupts();
@@ -265,7 +268,7 @@ impl Engine {
                 return Err(Error::Closed);
             }
             let seen = q.generation();
-            let keys = q.pop(max.max(1));
+            let keys = q.pop(max);
             if !keys.is_empty() {
                 let queue = q.clone();
                 let jobs = self.call(|reply| Command::Claim { queue, keys, reply })?;

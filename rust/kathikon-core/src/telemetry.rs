@@ -1,4 +1,5 @@
-//! Events the engine's own threads report (scheduler, pruner, recovery).
+//! Events the engine's own threads report (scheduler, pruner). What the open rescued is
+//! returned by `Engine::recovery` instead: it happens before anyone can listen.
 //!
 //! The writer thread must never wait on anyone, so events go into a bounded channel that the
 //! host (the Python layer) drains when it has listeners; when nobody listens the channel is
@@ -29,13 +30,6 @@ pub enum EngineEvent {
         pruned: u64,
         /// Time spent, in microseconds (shared with its batch).
         duration_us: u64,
-    },
-    /// Jobs found executing at open were rescued.
-    Rescued {
-        /// Made available again.
-        available: u64,
-        /// Discarded: no attempts left.
-        discarded: u64,
     },
 }
 

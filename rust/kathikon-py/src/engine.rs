@@ -162,7 +162,7 @@ impl PyEngine {
     }
 
     /// Wait up to `timeout` seconds for engine events: `[(name, measurements), …]` where name
-    /// is "scheduler.tick", "pruner.tick" or "recovery".
+    /// is "scheduler.tick" or "pruner.tick".
     fn next_events<'py>(
         &self,
         py: Python<'py>,
@@ -183,11 +183,6 @@ impl PyEngine {
                     m.set_item("pruned", pruned)?;
                     m.set_item("duration", duration_us as f64 / 1e6)?;
                     "pruner.tick"
-                }
-                EngineEvent::Rescued { available, discarded } => {
-                    m.set_item("rescued", available)?;
-                    m.set_item("discarded", discarded)?;
-                    "recovery"
                 }
                 _ => continue,
             };
