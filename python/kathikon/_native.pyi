@@ -105,7 +105,13 @@ class Engine:
         scheduler_interval: float = 1.0,
         prune_interval: float = 30.0,
         retention_period: float = 86400.0,
+        manual_clock: Optional[int] = None,
     ) -> None: ...
+    def advance_clock(self, seconds: float) -> None:
+        """Move a manual clock (µs start given as ``manual_clock``) by ``seconds``."""
+    def counts(self) -> builtins.list[tuple[str, str, int]]:
+        """``(queue, state, count)`` for every non-empty pair."""
+    def oldest_available(self, queue: str) -> Optional[int]: ...
     def insert(self, jobs: list[NewJobRow]) -> list[JobRecord]:
         """Insert jobs in one commit (all or none); durable on return with fsync."""
     def claim(self, queue: str, max: int, timeout: float) -> list[JobRecord]:
@@ -125,8 +131,9 @@ class Engine:
         limit: int = 0,
     ) -> builtins.list[JobRecord]: ...
     def prune(self, older_than: float) -> int: ...
-    def sync(self) -> None:
-        """Wait until everything sent so far is committed and due jobs are promoted."""
+    def sync(self, promote_until: Optional[int] = None) -> None:
+        """Wait until everything sent so far is committed and due jobs are promoted (also
+        those due before ``promote_until`` µs, when given)."""
     def interrupt(self, queue: str) -> None: ...
     def ready_count(self, queue: str) -> int: ...
     @property

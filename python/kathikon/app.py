@@ -25,7 +25,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .execute import AckTuple, Attempt, run_async, run_sync
-from .job import Job, JobState
+from .job import Job, JobState, from_micros
 from .options import (
     Seconds,
     check_max_attempts,
@@ -33,6 +33,7 @@ from .options import (
     check_tags,
     encode_json,
     scheduled_at_micros,
+    seconds_of,
 )
 from .runner import Runner
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
@@ -45,6 +46,10 @@ _ENGINE_EVENTS = {
     "scheduler.tick": ("kathikon", "scheduler", "tick"),
     "pruner.tick": ("kathikon", "pruner", "tick"),
 }
+
+
+def _wall_micros() -> int:
+    return time.time_ns() // 1000
 
 
 class JobSpec:
@@ -85,6 +90,8 @@ class Kathikon:
             (86,400 = one day).
         durability: ``"fsync"`` (default: every insert is on disk before it returns) or
             ``"none"`` (faster; a crash loses what was not yet fsync'd).
+        clock: ``"system"`` (default) or ``"manual"``: time starts at now and moves only with
+            :meth:`advance_clock` — for tests of scheduling and backoff without sleeping.
 
     Raises:
         ConfigurationError: a setting is invalid.
@@ -103,7 +110,10 @@ class Kathikon:
         prune_interval: float = 30.0,
         retention_period: float = 86_400.0,
         durability: str = "fsync",
+        clock: str = "system",
     ) -> None:
+        if clock not in ("system", "manual"):
+            raise ConfigurationError(f'clock={clock!r}: use "system" (the default) or "manual"')
         self.config: Config = build_config(
             queues,
             max_attempts,
@@ -120,6 +130,7 @@ class Kathikon:
             scheduler_interval=self.config.scheduler_interval,
             prune_interval=self.config.prune_interval,
             retention_period=self.config.retention_period,
+            manual_clock=_wall_micros() if clock == "manual" else None,
         )
         self._workers: dict[str, Registration] = {}
         self._lock = threading.Lock()
@@ -417,9 +428,38 @@ class Kathikon:
         records = self._engine.list(state=state, queue=queue, worker=name, after=after, limit=limit)
         return [Job(r) for r in records]
 
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Jobs per queue and state, e.g. ``{"emails": {"available": 3, "completed": 9}}``.
+
+        Exact as of the last commit and cheap (one small table is read), so it can be called
+        every second. Every configured queue is present, with every state (0 when empty).
+        """
+        out = {q: {s.value: 0 for s in JobState} for q in self.config.queues}
+        for queue, state, count in self._engine.counts():
+            out.setdefault(queue, {s.value: 0 for s in JobState})[state] = count
+        return out
+
+    def queue_depths(self) -> dict[str, int]:
+        """Available (ready to run) jobs per queue."""
+        return {queue: states["available"] for queue, states in self.stats().items()}
+
+    def oldest_available(self, queue: str) -> Optional[datetime]:
+        """When the longest-waiting available job of ``queue`` became due (``None`` if none)."""
+        us = self._engine.oldest_available(queue)
+        return None if us is None else from_micros(us)
+
     def prune(self, older_than: float = 0.0) -> int:
         """Delete finished jobs that finished more than ``older_than`` seconds ago."""
         return self._engine.prune(older_than)
+
+    def now(self) -> datetime:
+        """The app's current time (the manual clock's, when ``clock="manual"``)."""
+        return from_micros(self._engine.now())
+
+    def advance_clock(self, seconds: Seconds) -> None:
+        """Move a ``clock="manual"`` app's time forward; jobs that become due are promoted."""
+        self._engine.advance_clock(seconds_of(seconds, "seconds"))
+        self._engine.sync()
 
     # -- running -------------------------------------------------------------------------
 

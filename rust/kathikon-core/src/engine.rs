@@ -323,7 +323,33 @@ impl Engine {
 
     /// Wait until everything sent before this call is committed, with due jobs promoted.
     pub fn sync(&self) -> Result<()> {
-        self.call(|reply| Command::Sync { reply })
+        self.call(|reply| Command::Sync { promote_until: None, reply })
+    }
+
+    /// Like [`Engine::sync`], and also promote every scheduled or retryable job due before
+    /// `until` as if that time had come (for tests: "run scheduled jobs now").
+    pub fn sync_promoting(&self, until: crate::Micros) -> Result<()> {
+        self.call(|reply| Command::Sync { promote_until: Some(until), reply })
+    }
+
+    /// Job counts per queue and state, exact as of the last commit. Reads one small table.
+    pub fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
+        let mut out = Vec::new();
+        self.store()?.read(&mut |txn| {
+            out = txn.counts()?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// When the oldest available job of `queue` became due, if it has any.
+    pub fn oldest_available(&self, queue: &str) -> Result<Option<crate::Micros>> {
+        let mut out = None;
+        self.store()?.read(&mut |txn| {
+            out = txn.oldest_available(queue)?;
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// The job with this id, as last committed.

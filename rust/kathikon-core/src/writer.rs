@@ -58,9 +58,10 @@ pub(crate) enum Command {
         before: Micros,
         reply: Sender<Result<u64>>,
     },
-    /// A barrier: answered once everything sent before it has committed (and due jobs are
-    /// promoted as of now).
+    /// A barrier: answered once everything sent before it has committed, with due jobs
+    /// promoted as of now (or as of `promote_until`, when later: "run scheduled jobs now").
     Sync {
+        promote_until: Option<Micros>,
         reply: Sender<Result<()>>,
     },
     Shutdown,
@@ -95,7 +96,7 @@ impl Command {
             (Command::Prune { reply, .. }, Reply::Count(r)) => {
                 let _ = reply.send(r);
             }
-            (Command::Sync { reply }, Reply::Unit) => {
+            (Command::Sync { reply, .. }, Reply::Unit) => {
                 let _ = reply.send(Ok(()));
             }
             _ => {}
@@ -119,7 +120,7 @@ impl Command {
             Command::Prune { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Sync { reply } => {
+            Command::Sync { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
             Command::Ack { reply: None, .. } | Command::Shutdown => {}
@@ -245,7 +246,14 @@ impl Writer {
         let result = self.store.write(&mut |txn| {
             replies.clear();
             effects = Effects::default();
-            promote_due(txn, now, &mut effects)?;
+            let until = batch
+                .iter()
+                .filter_map(|c| match c {
+                    Command::Sync { promote_until, .. } => *promote_until,
+                    _ => None,
+                })
+                .fold(now, Micros::max);
+            promote_due(txn, until, &mut effects)?;
             for cmd in batch.iter() {
                 replies.push(apply_one(txn, cmd, now, &mut effects)?);
             }

@@ -2,8 +2,10 @@
 //! the GIL released.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
+use kathikon_core::clock::ManualClock;
 use kathikon_core::{
     Ack, AckResult, Durability, Engine, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
 };
@@ -30,12 +32,14 @@ fn records(jobs: Vec<kathikon_core::Job>) -> Vec<PyJobRecord> {
 #[pyclass(frozen, module = "kathikon._native", name = "Engine")]
 pub(crate) struct PyEngine {
     inner: Engine,
+    /// Set when the engine runs on a hand-moved clock (`kathikon.testing`).
+    manual_clock: Option<Arc<ManualClock>>,
 }
 
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0))]
+    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0, manual_clock=None))]
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
@@ -43,8 +47,10 @@ impl PyEngine {
         scheduler_interval: f64,
         prune_interval: f64,
         retention_period: f64,
+        manual_clock: Option<i64>,
     ) -> PyResult<Self> {
-        let config = EngineConfig {
+        let manual_clock = manual_clock.map(|start| Arc::new(ManualClock::new(start)));
+        let mut config = EngineConfig {
             path,
             durability: if fsync { Durability::Fsync } else { Durability::None },
             scheduler_interval: seconds("scheduler_interval", scheduler_interval)?,
@@ -52,8 +58,36 @@ impl PyEngine {
             retention: seconds("retention_period", retention_period)?,
             ..EngineConfig::default()
         };
+        if let Some(clock) = &manual_clock {
+            config.clock = clock.clone();
+        }
         let inner = py.detach(|| Engine::open(config)).py_err()?;
-        Ok(Self { inner })
+        Ok(Self { inner, manual_clock })
+    }
+
+    /// Move a manual clock forward by `seconds` (may be negative).
+    fn advance_clock(&self, seconds: f64) -> PyResult<()> {
+        let clock = self.manual_clock.as_ref().ok_or_else(|| {
+            ConfigurationError::new_err("this engine runs on the system clock; it cannot be moved")
+        })?;
+        if !seconds.is_finite() {
+            return Err(ConfigurationError::new_err(format!(
+                "advance_clock({seconds}): pass a finite number of seconds"
+            )));
+        }
+        clock.advance((seconds * 1e6).round() as i64);
+        Ok(())
+    }
+
+    /// Job counts as `[(queue, state, count), …]`, exact as of the last commit.
+    fn counts(&self, py: Python<'_>) -> PyResult<Vec<(String, &'static str, u64)>> {
+        let counts = py.detach(|| self.inner.counts()).py_err()?;
+        Ok(counts.into_iter().map(|(q, s, n)| (q, s.as_str(), n)).collect())
+    }
+
+    /// The `scheduled_at` (µs) of the oldest available job in `queue`.
+    fn oldest_available(&self, py: Python<'_>, queue: &str) -> PyResult<Option<i64>> {
+        py.detach(|| self.inner.oldest_available(queue)).py_err()
     }
 
     /// Insert jobs in one commit; returns them as stored.
@@ -132,9 +166,14 @@ impl PyEngine {
         py.detach(|| self.inner.prune(age)).py_err()
     }
 
-    /// Wait until everything sent so far is committed and due jobs are promoted.
-    fn sync(&self, py: Python<'_>) -> PyResult<()> {
-        py.detach(|| self.inner.sync()).py_err()
+    /// Wait until everything sent so far is committed and due jobs are promoted; with
+    /// `promote_until` (µs), also promote jobs due before then.
+    #[pyo3(signature = (promote_until=None))]
+    fn sync(&self, py: Python<'_>, promote_until: Option<i64>) -> PyResult<()> {
+        match promote_until {
+            Some(until) => py.detach(|| self.inner.sync_promoting(until)).py_err(),
+            None => py.detach(|| self.inner.sync()).py_err(),
+        }
     }
 
     fn interrupt(&self, queue: &str) {

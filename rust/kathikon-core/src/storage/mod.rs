@@ -14,6 +14,7 @@ pub use schema::FORMAT_VERSION;
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Job, JobId};
+use crate::state::JobState;
 
 /// An available job's place in its queue: `(queue, priority, scheduled_at, id)`.
 pub type AvailableEntry = (String, u8, Micros, JobId);
@@ -40,6 +41,10 @@ pub trait ReadTxn {
     fn scan(&mut self, after: Option<JobId>, f: &mut dyn FnMut(Job) -> bool) -> Result<()>;
     /// Every available job's queue position.
     fn available(&mut self, f: &mut dyn FnMut(AvailableEntry)) -> Result<()>;
+    /// Job counts per `(queue, state)`, for every pair with at least one job.
+    fn counts(&mut self) -> Result<Vec<(String, JobState, u64)>>;
+    /// The earliest `scheduled_at` among `queue`'s available jobs.
+    fn oldest_available(&mut self, queue: &str) -> Result<Option<Micros>>;
 }
 
 /// Reads and writes inside one write transaction.
@@ -49,7 +54,7 @@ pub trait WriteTxn {
     /// Reserve `n` consecutive new ids and return the first.
     fn allocate_ids(&mut self, n: u64) -> Result<JobId>;
     /// Store `new`, replacing `old` (the same job as it was read in this transaction, or
-    /// `None` for an insert), and move its index entries to match its new state.
+    /// `None` for an insert), and move its index entries and counts to match its new state.
     fn put(&mut self, old: Option<&Job>, new: &Job) -> Result<()>;
     /// Delete a job and its index entries.
     fn remove(&mut self, job: &Job) -> Result<()>;

@@ -1,5 +1,6 @@
 //! The redb implementation of [`Store`]: one file per app, or redb's in-memory backend.
 
+use std::collections::HashMap;
 use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
@@ -9,8 +10,8 @@ use redb::backends::InMemoryBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, TableHandle};
 
 use super::schema::{
-    decode, encode, AVAILABLE, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META, META_FORMAT,
-    META_NEXT_ID,
+    decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META,
+    META_FORMAT, META_NEXT_ID,
 };
 use super::{AvailableEntry, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
@@ -108,6 +109,7 @@ impl RedbStore {
                 txn.open_table(DUE)?;
                 txn.open_table(EXECUTING)?;
                 txn.open_table(FINISHED)?;
+                txn.open_table(COUNTS)?;
             }
             txn.commit()?;
             Ok(())
@@ -202,9 +204,33 @@ struct WriteTables<'t> {
     executing: Table<'t, u64, ()>,
     finished: Table<'t, (i64, u64), ()>,
     meta: Table<'t, &'static str, u64>,
+    counts: Table<'t, (&'static str, u8), u64>,
+    /// Changes to `counts` made by this transaction, written once at its end.
+    deltas: HashMap<(String, JobState), i64>,
 }
 
 impl WriteTables<'_> {
+    fn count(&mut self, job: &Job, by: i64) {
+        *self.deltas.entry((job.queue.clone(), job.state)).or_default() += by;
+    }
+
+    fn flush_counts(&mut self) -> Result<()> {
+        for ((queue, state), delta) in self.deltas.drain() {
+            if delta == 0 {
+                continue;
+            }
+            let key = (queue.as_str(), state as u8);
+            let current = self.counts.get(key)?.map_or(0, |v| v.value());
+            let next = (current as i64 + delta).max(0) as u64;
+            if next == 0 {
+                self.counts.remove(key)?;
+            } else {
+                self.counts.insert(key, next)?;
+            }
+        }
+        Ok(())
+    }
+
     fn unindex(&mut self, job: &Job) -> Result<()> {
         match job.state {
             JobState::Available => {
@@ -262,13 +288,16 @@ impl WriteTxn for WriteTables<'_> {
     fn put(&mut self, old: Option<&Job>, new: &Job) -> Result<()> {
         if let Some(old) = old {
             self.unindex(old)?;
+            self.count(old, -1);
         }
+        self.count(new, 1);
         self.jobs.insert(new.id, encode(new).as_slice())?;
         self.index(new)
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
         self.unindex(job)?;
+        self.count(job, -1);
         self.jobs.remove(job.id)?;
         Ok(())
     }
@@ -305,6 +334,7 @@ impl WriteTxn for WriteTables<'_> {
 struct ReadTables {
     jobs: redb::ReadOnlyTable<u64, &'static [u8]>,
     available: redb::ReadOnlyTable<AvailKey<'static>, ()>,
+    counts: redb::ReadOnlyTable<(&'static str, u8), u64>,
 }
 
 impl ReadTxn for ReadTables {
@@ -331,14 +361,49 @@ impl ReadTxn for ReadTables {
         }
         Ok(())
     }
+
+    fn counts(&mut self) -> Result<Vec<(String, JobState, u64)>> {
+        let mut out = Vec::new();
+        for entry in self.counts.iter()? {
+            let (key, value) = entry?;
+            let (queue, state) = key.value();
+            let state = JobState::ALL
+                .get(usize::from(state))
+                .copied()
+                .ok_or_else(|| self_damaged(format!("counts: unknown state number {state}")))?;
+            out.push((queue.to_string(), state, value.value()));
+        }
+        Ok(out)
+    }
+
+    fn oldest_available(&mut self, queue: &str) -> Result<Option<Micros>> {
+        // The index orders by priority first, so look at the head of each priority's run.
+        let mut oldest: Option<Micros> = None;
+        for priority in 0..=crate::job::MAX_PRIORITY {
+            let start = (queue, priority, i64::MIN, 0_u64);
+            let end = (queue, priority, i64::MAX, u64::MAX);
+            if let Some(entry) = self.available.range(start..=end)?.next() {
+                let at = entry?.0.value().2;
+                oldest = Some(oldest.map_or(at, |o| o.min(at)));
+            }
+        }
+        Ok(oldest)
+    }
+}
+
+fn self_damaged(detail: String) -> Error {
+    Error::Corrupted { path: "<store>".into(), detail }
 }
 
 impl Store for RedbStore {
     fn read(&self, f: &mut dyn FnMut(&mut dyn ReadTxn) -> Result<()>) -> Result<()> {
         guarded(&self.path, || {
             let txn = self.db.begin_read()?;
-            let mut tables =
-                ReadTables { jobs: txn.open_table(JOBS)?, available: txn.open_table(AVAILABLE)? };
+            let mut tables = ReadTables {
+                jobs: txn.open_table(JOBS)?,
+                available: txn.open_table(AVAILABLE)?,
+                counts: txn.open_table(COUNTS)?,
+            };
             f(&mut tables)
         })
         .map_err(|e| self.with_path(e))
@@ -361,8 +426,11 @@ impl RedbStore {
                 executing: txn.open_table(EXECUTING)?,
                 finished: txn.open_table(FINISHED)?,
                 meta: txn.open_table(META)?,
+                counts: txn.open_table(COUNTS)?,
+                deltas: HashMap::new(),
             };
             f(&mut tables)?;
+            tables.flush_counts()?;
         }
         txn.commit()?;
         Ok(())

@@ -9,6 +9,7 @@
 //! | `due`       | `(scheduled_at, id)`                     | scheduled or retryable     |
 //! | `executing` | id                                       | executing (rescued at open)|
 //! | `finished`  | `(finished_at, id)`                      | completed/cancelled/discarded (pruner) |
+//! | `counts`    | `(queue, state)` → number of jobs        | (every job, counted)       |
 //!
 //! A record is one version byte followed by the postcard encoding of [`Job`]. A reader refuses
 //! a version byte newer than its own, so an old Kathikon never misreads a newer file.
@@ -27,6 +28,9 @@ pub(crate) const AVAILABLE: TableDefinition<(&str, u8, i64, u64), ()> =
 pub(crate) const DUE: TableDefinition<(i64, u64), ()> = TableDefinition::new("due");
 pub(crate) const EXECUTING: TableDefinition<u64, ()> = TableDefinition::new("executing");
 pub(crate) const FINISHED: TableDefinition<(i64, u64), ()> = TableDefinition::new("finished");
+/// Jobs per `(queue, state as u8)`, updated in the same transaction as the jobs, so stats
+/// are exact and cost one small range read.
+pub(crate) const COUNTS: TableDefinition<(&str, u8), u64> = TableDefinition::new("counts");
 /// `format_version` and `next_id`; its presence marks a file as a Kathikon store.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("kathikon_meta");
 
