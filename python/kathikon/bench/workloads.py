@@ -1,0 +1,257 @@
+"""Kathikon's benchmark workloads, each measured in-process on a fresh store.
+
+Every workload returns a :class:`Result`. All run at the app's default durability (an fsync
+per commit) unless told otherwise; the durability is part of every result.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+import kathikon
+
+
+@dataclass
+class Result:
+    """One measurement."""
+
+    workload: str
+    jobs: int
+    durability: str = "fsync"
+    jobs_per_s: Optional[float] = None
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@contextmanager
+def fresh_app(**options: Any) -> Iterator[kathikon.Kathikon]:
+    """An app on a new store file in a temporary directory, closed and deleted after."""
+    with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
+        app = kathikon.Kathikon(Path(tmp) / "bench.redb", **options)
+        try:
+            yield app
+        finally:
+            app.close(timeout=5)
+
+
+def percentiles(samples_ms: list[float]) -> dict[str, float]:
+    if not samples_ms:
+        return {}
+    ordered = sorted(samples_ms)
+    if len(ordered) == 1:
+        return dict.fromkeys(("p50", "p95", "p99", "max"), ordered[0])
+    q = statistics.quantiles(ordered, n=100, method="inclusive")
+    return {"p50": q[49], "p95": q[94], "p99": q[98], "max": ordered[-1]}
+
+
+def raw_fsync_rate(seconds: float = 1.0) -> float:
+    """4 KiB pwrite + fdatasync per iteration on this disk: the ceiling for one-by-one inserts."""
+    with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
+        fd = os.open(Path(tmp) / "fsync.bin", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            page = b"k" * 4096
+            n = 0
+            start = time.perf_counter()
+            while time.perf_counter() - start < seconds:
+                os.pwrite(fd, page, (n % 64) * 4096)
+                os.fdatasync(fd)
+                n += 1
+            return n / (time.perf_counter() - start)
+        finally:
+            os.close(fd)
+
+
+def insert_single(n: int, threads: int = 1) -> Result:
+    """``n`` single ``insert`` calls spread over ``threads`` threads; each waits for its fsync."""
+    with fresh_app(queues={"default": 10}) as app:
+
+        @app.worker
+        def noop(job: kathikon.Job) -> None:
+            pass
+
+        per_thread = n // threads
+
+        def work() -> None:
+            for _ in range(per_thread):
+                noop.insert()
+
+        workers = [threading.Thread(target=work) for _ in range(threads)]
+        start = time.perf_counter()
+        for t in workers:
+            t.start()
+        for t in workers:
+            t.join()
+        elapsed = time.perf_counter() - start
+        total = per_thread * threads
+    name = "insert" if threads == 1 else f"insert x{threads} threads"
+    return Result(name, total, jobs_per_s=total / elapsed)
+
+
+def insert_batches(n: int, batch: int = 1000) -> Result:
+    """``insert_all`` in batches of ``batch``; building the batch (``new``) is included."""
+    with fresh_app(queues={"default": 10}) as app:
+
+        @app.worker
+        def noop(job: kathikon.Job) -> None:
+            pass
+
+        start = time.perf_counter()
+        for offset in range(0, n, batch):
+            app.insert_all([noop.new() for _ in range(min(batch, n - offset))])
+        elapsed = time.perf_counter() - start
+    return Result(f"insert_all /{batch}", n, jobs_per_s=n / elapsed)
+
+
+def _wait_completed(app: kathikon.Kathikon, queue: str, n: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while app.stats()[queue]["completed"] < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {app.stats()[queue]} after {timeout} s")
+        time.sleep(0.001)
+
+
+def drain(n: int, concurrency: int, use_async: bool = False, timeout: float = 120.0) -> Result:
+    """``n`` no-op jobs stored first; then workers start; time until all are completed."""
+    with fresh_app(queues={"default": concurrency}) as app:
+        if use_async:
+
+            @app.worker
+            async def anoop(job: kathikon.Job) -> None:
+                pass
+
+            worker: Any = anoop
+        else:
+
+            @app.worker
+            def noop(job: kathikon.Job) -> None:
+                pass
+
+            worker = noop
+        for offset in range(0, n, 10_000):
+            app.insert_all([worker.new() for _ in range(min(10_000, n - offset))])
+        start = time.perf_counter()
+        app.start()
+        _wait_completed(app, "default", n, timeout)
+        elapsed = time.perf_counter() - start
+        app.stop(timeout=5)
+    kind = "async" if use_async else "sync"
+    return Result(f"drain {kind} c={concurrency}", n, jobs_per_s=n / elapsed)
+
+
+def latency(rate: float, n: int, concurrency: int = 10) -> Result:
+    """Insert at a steady ``rate`` while workers run; insert→start latency percentiles."""
+    started: dict[int, int] = {}
+    with fresh_app(queues={"default": concurrency}, poll_interval=1.0) as app:
+
+        @app.worker
+        def probe(job: kathikon.Job) -> None:
+            started[job.args["i"]] = time.perf_counter_ns()
+
+        app.start()
+        sent: list[int] = []
+        interval = 1.0 / rate
+        begin = time.perf_counter()
+        for i in range(n):
+            target = begin + i * interval
+            while (now := time.perf_counter()) < target:
+                if target - now > 0.0005:
+                    time.sleep(target - now - 0.0003)
+            sent.append(time.perf_counter_ns())
+            probe.insert({"i": i})
+        achieved = n / (time.perf_counter() - begin)
+        deadline = time.monotonic() + 30
+        while len(started) < n and time.monotonic() < deadline:
+            time.sleep(0.005)
+        app.stop(timeout=5)
+    samples = [(started[i] - sent[i]) / 1e6 for i in range(n) if i in started]
+    return Result(
+        f"latency @{rate:g}/s",
+        n,
+        latency_ms=percentiles(samples),
+        extra={"achieved_rate": achieved, "missing": n - len(samples)},
+    )
+
+
+def scheduled(n: int, ahead: float = 1.0) -> Result:
+    """Jobs scheduled ``ahead`` seconds out; lateness of their start."""
+    late: dict[int, float] = {}
+    with fresh_app(queues={"default": 10}) as app:
+        due: dict[int, datetime] = {}
+
+        @app.worker
+        def probe(job: kathikon.Job) -> None:
+            late[job.args["i"]] = (datetime.now(timezone.utc) - due[job.args["i"]]).total_seconds()
+
+        app.start()
+        spread = 0.5  # spread due times over half a second so they do not all tie
+        base = datetime.now(timezone.utc) + timedelta(seconds=ahead)
+        specs = []
+        for i in range(n):
+            due[i] = base + timedelta(seconds=spread * i / n)
+            specs.append(probe.new({"i": i}, schedule_at=due[i]))
+        app.insert_all(specs)
+        deadline = time.monotonic() + ahead + 30
+        while len(late) < n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        app.stop(timeout=5)
+    samples = [v * 1000 for v in late.values()]
+    result = percentiles(samples)
+    return Result(
+        f"scheduled +{ahead:g}s",
+        n,
+        latency_ms=result,
+        extra={"early": sum(1 for s in samples if s < 0), "missing": n - len(samples)},
+    )
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * resource.getpagesize()
+
+
+def open_recovery(n: int) -> Result:
+    """Open a store holding ``n`` jobs of mixed states and be ready to dispatch; file size per
+    job; resident memory per queued job."""
+    with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
+        path = Path(tmp) / "big.redb"
+        app = kathikon.Kathikon(path, queues={"default": 10})
+
+        @app.worker
+        def noop(job: kathikon.Job) -> None:
+            pass
+
+        for offset in range(0, n, 10_000):
+            specs = []
+            for i in range(offset, min(n, offset + 10_000)):
+                # a mix: most available, some scheduled, some to be completed
+                specs.append(noop.new(schedule_in=3600 if i % 10 == 0 else None))
+            app.insert_all(specs)
+        app.close()
+        size = path.stat().st_size
+        rss_before = _rss_bytes()
+        start = time.perf_counter()
+        app = kathikon.Kathikon(path, queues={"default": 10})
+        opened = time.perf_counter() - start
+        rss_after = _rss_bytes()
+        depth = app.queue_depths()["default"]
+        app.close()
+    return Result(
+        "open",
+        n,
+        extra={
+            "open_seconds": opened,
+            "file_bytes_per_job": size / n,
+            "rss_bytes_per_queued_job": (rss_after - rss_before) / max(1, depth),
+        },
+    )
