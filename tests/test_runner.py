@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -643,3 +644,92 @@ def test_stop_waits_for_jobs_that_finish_within_the_grace_period(
     assert started.wait(5)
     assert app.stop(timeout=5) is True
     assert app.get(job.id).state is S.COMPLETED
+
+
+# -- running some queues ------------------------------------------------------------------
+
+
+def test_start_runs_only_the_selected_queues(app: kathikon.Kathikon, wait_until: WaitUntil) -> None:
+    @app.worker(name="sel.default")
+    def on_default(job: kathikon.Job) -> None:
+        pass
+
+    @app.worker(name="sel.emails", queue="emails")
+    def on_emails(job: kathikon.Job) -> None:
+        pass
+
+    a, b = on_default.insert({}), on_emails.insert({})
+    app.start(queues=["default"])
+    try:
+        wait_until(lambda: app.get(a.id).state is S.COMPLETED, what="the default job")
+        time.sleep(0.3)  # a poll interval and more: the emails queue is not run
+        assert app.get(b.id).state is S.AVAILABLE
+    finally:
+        assert app.stop(timeout=5)
+    app.start(queues={"emails": 1})
+    try:
+        wait_until(lambda: app.get(b.id).state is S.COMPLETED, what="the emails job")
+    finally:
+        assert app.stop(timeout=5)
+
+
+@pytest.mark.parametrize(
+    ("queues", "message"),
+    [
+        (["nope"], "queue 'nope' is not configured in this app; configured queues: default"),
+        ([], "selects no queue"),
+        ({"emails": 0}, "queue 'emails' has concurrency 0"),
+    ],
+)
+def test_start_refuses_a_bad_queue_selection(
+    app: kathikon.Kathikon, queues: Any, message: str
+) -> None:
+    with pytest.raises(kathikon.ConfigurationError, match=re.escape(message)):
+        app.start(queues=queues)
+    app.start()  # nothing was left running
+    assert app.stop(timeout=5)
+
+
+def test_async_jobs_on_a_queue_of_concurrency_one_all_run(store_path: Path) -> None:
+    """A lane that claimed several async jobs must start them before waiting for a slot
+    (regression: it used to hold them while waiting on a slot only they could free)."""
+    app = kathikon.Kathikon(store_path, queues={"default": 1}, poll_interval=0.2)
+    done: list[int] = []
+    try:
+
+        @app.worker
+        async def quick(job: kathikon.Job) -> None:
+            done.append(job.args["i"])
+
+        app.insert_all([quick.new({"i": i}) for i in range(300)])
+        app.start()
+        deadline = time.monotonic() + 20
+        while app.stats()["default"]["completed"] < 300 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert app.stats()["default"]["completed"] == 300
+        assert sorted(done) == list(range(300))
+    finally:
+        app.close(timeout=5)
+
+
+def test_slow_jobs_are_not_claimed_ahead(store_path: Path) -> None:
+    """Lanes claim ahead only while jobs finish fast: jobs of 30 ms are taken one per lane, so
+    no job sits executing-but-waiting behind another."""
+    app = kathikon.Kathikon(store_path, queues={"default": 2}, poll_interval=0.2)
+    try:
+
+        @app.worker
+        def slow(job: kathikon.Job) -> None:
+            time.sleep(0.03)
+
+        app.insert_all([slow.new() for _ in range(20)])
+        app.start()
+        most_executing = 0
+        deadline = time.monotonic() + 20
+        while app.stats()["default"]["completed"] < 20 and time.monotonic() < deadline:
+            most_executing = max(most_executing, app.stats()["default"]["executing"])
+            time.sleep(0.002)
+        assert app.stats()["default"]["completed"] == 20
+        assert 1 <= most_executing <= 2
+    finally:
+        app.close(timeout=5)

@@ -332,7 +332,8 @@ def test_events_from_the_background_runner(
     m, md = only(claimed)
     assert md["queue"] == "emails"
     assert m["claimed"] == 1
-    assert m["demand"] == 2  # the emails queue's concurrency, all free
+    # An idle lane asks for one job; it claims ahead only once jobs prove quick.
+    assert m["demand"] == 1
     assert {md["queue"] for _, md in polls.of(POLL)} <= {"default", "emails"}
 
 

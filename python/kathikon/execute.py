@@ -91,6 +91,15 @@ class Attempt:
             return None
         return max(0, round(float(seconds) * 1e6))
 
+    def report_sent(self) -> None:
+        """Emit stop for an outcome sent without waiting for the stored result."""
+        if self.ack is not None and telemetry.has_handlers(STOP):
+            telemetry.execute(
+                STOP,
+                {"duration": self.duration, "queue_time": self.queue_time()},
+                {"job": self.job, "outcome": self.ack[2]},
+            )
+
     def report(self, stored: Optional[Job]) -> None:
         """Emit stop and the outcome's event; ``stored`` is the job after the ack (None if
         the ack was stale, e.g. the job was cancelled while it ran)."""

@@ -19,7 +19,8 @@ event                                        measurements                    met
 ===========================================  ==============================  =====================
 
 ``job`` is the :class:`~kathikon.Job` as claimed (``retry``/``discard``/… carry the job as it
-stands after the outcome was stored). Durations are seconds.
+stands after the outcome was stored). Durations are seconds. ``dispatcher.poll`` is one claim by
+one of a queue's lanes: ``demand`` is how many jobs it asked for, ``claimed`` how many it got.
 
 Emitting costs one dict lookup when nobody is attached. A handler that raises is detached and
 the error logged; it never reaches the job or the worker.
