@@ -83,21 +83,57 @@ def _first_problem_in_mapping(
     return None
 
 
+def _needs_checking(value: Any) -> bool:
+    """Whether ``value`` holds something ``json.dumps`` accepts but would not round-trip: a
+    non-string dict key (silently turned into a string) or nesting deeper than MAX_DEPTH.
+    Only containers are visited, so flat arguments cost one pass over their keys."""
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        if type(item) is dict:
+            for key, child in item.items():
+                if type(key) is not str:
+                    return True
+                if type(child) in (dict, list, tuple):
+                    stack.append((child, depth + 1))
+        elif type(item) in (list, tuple):
+            stack.extend((child, depth + 1) for child in item if type(child) in (dict, list, tuple))
+        elif isinstance(item, Mapping):  # a Mapping that is not a dict: check it the slow way
+            return True
+    return False
+
+
 def encode_json(value: Any, what: str) -> str:
-    """Encode job ``args``/``meta`` (a dict with string keys) as JSON text."""
+    """Encode job ``args``/``meta`` (a dict with string keys) as JSON text.
+
+    The common case is one C-speed ``json.dumps``; the slow walk that names the offending key
+    runs only when something is wrong.
+    """
     if value is None:
-        value = {}
+        return "{}"
     if not isinstance(value, Mapping):
         raise InvalidJobError(
             f"{what} must be a dict, got {type(value).__name__} ({value!r:.60}); "
             f'wrap it, e.g. {{"value": ...}}'
         )
+    if not value:
+        return "{}"
+    text: Optional[str] = None
+    if type(value) is dict and not _needs_checking(value):
+        try:
+            text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        except (TypeError, ValueError, RecursionError):
+            text = None
+    if text is not None:
+        return text
     problem = _find_unencodable(value, [], what)
     if problem:
         raise InvalidJobError(problem)
     try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
-    except (TypeError, ValueError, RecursionError) as exc:  # e.g. a self-referencing dict
+        return json.dumps(dict(value), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobError(f"{what} cannot be encoded as JSON: {exc}") from None
 
 
