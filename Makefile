@@ -17,10 +17,11 @@ help: ## list the targets
 $(TOOLS_PY):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS_PY) -m pip install -q --upgrade pip
-	$(TOOLS_PY) -m pip install -q "maturin==$(MATURIN_VERSION)" "ruff==0.17.6" "mypy==2.4.1"
+	$(TOOLS_PY) -m pip install -q "maturin==$(MATURIN_VERSION)" "ruff==0.17.6" "mypy==2.4.1" "pytest==9.2.0" \
+		"click==8.5.1" "rich==15.0.0"
 
 .PHONY: tools
-tools: $(TOOLS_PY) ## install maturin, ruff and mypy into .venv-tools
+tools: $(TOOLS_PY) ## install maturin, ruff, mypy (and pytest, click, rich for their types) into .venv-tools
 
 .PHONY: wheel
 wheel: tools ## build the release wheel into dist/

@@ -8,14 +8,14 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from datetime import datetime
+from collections.abc import Generator, Iterable, Mapping
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Callable, Optional, Union, overload
 
 from . import telemetry
 from ._native import Engine
-from .config import Config, QueueSpec, build_config
+from .config import Config, QueueSpec, build_config, parse_concurrency
 from .errors import (
     ConfigurationError,
     InvalidJobError,
@@ -39,6 +39,8 @@ from .runner import Runner
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
 
 WorkerRef = Union[WorkerFunction, type[Worker], Worker, str]
+# Which queues start()/run() run: names (at their configured concurrency) or name → concurrency.
+QueueSelection = Union[Iterable[str], Mapping[str, int]]
 INSERT = ("kathikon", "job", "insert")
 MAX_JOB_ID = 2**64 - 1
 # Engine event names → telemetry events.
@@ -463,13 +465,41 @@ class Kathikon:
 
     # -- running -------------------------------------------------------------------------
 
-    def start(self) -> None:
-        """Run workers in background threads until :meth:`stop`."""
+    def start(self, queues: Optional[QueueSelection] = None) -> None:
+        """Run workers in background threads until :meth:`stop`.
+
+        ``queues`` runs only some of the configured queues: their names (each at its
+        configured concurrency) or a dict of name → concurrency. Default: every queue.
+        """
+        selected = self._select_queues(queues)
         with self._lock:
             if self._runner is not None:
                 raise ConfigurationError("this app is already running; call stop() first")
-            self._runner = Runner(self)
+            self._runner = Runner(self, selected)
             self._runner.start()
+
+    def _select_queues(self, queues: Optional[QueueSelection]) -> dict[str, int]:
+        configured = self.config.queues
+        if queues is None:
+            return dict(configured)
+        if isinstance(queues, str):
+            queues = [queues]
+        pairs = (
+            list(queues.items())
+            if isinstance(queues, Mapping)
+            else [(name, configured.get(name)) for name in queues]
+        )
+        selected: dict[str, int] = {}
+        for name, concurrency in pairs:
+            if name not in configured:
+                raise ConfigurationError(
+                    f"queue {name!r} is not configured in this app; configured queues: "
+                    f"{', '.join(configured)}"
+                )
+            selected[name] = parse_concurrency(name, concurrency)
+        if not selected:
+            raise ConfigurationError("queues= selects no queue; name at least one, or pass None")
+        return selected
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop claiming jobs and wait up to ``timeout`` seconds for running ones. Jobs still
@@ -479,14 +509,15 @@ class Kathikon:
             runner, self._runner = self._runner, None
         return True if runner is None else runner.stop(timeout)
 
-    def run(self) -> None:
-        """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully."""
+    def run(self, queues: Optional[QueueSelection] = None) -> None:
+        """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully.
+        ``queues`` is as for :meth:`start`."""
         stop = threading.Event()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        self.start()
         try:
+            self.start(queues)
             while not stop.wait(0.5):
                 pass
         except KeyboardInterrupt:
@@ -496,22 +527,57 @@ class Kathikon:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 
-    def drain(self, queue: Optional[str] = None) -> dict[str, int]:
+    def drain(
+        self, queue: Optional[str] = None, *, with_scheduled: Union[bool, datetime] = False
+    ) -> dict[str, int]:
         """Run every job that is due now, in this thread, until none is left; for tests.
 
         Jobs a run makes due again at once (a zero backoff, ``Snooze(0)``) run too. Returns
         how many attempts ended in each state: ``completed``, ``retryable``, ``discarded``,
         ``cancelled``, ``scheduled`` (snoozed).
+
+        ``with_scheduled=True`` also runs scheduled and retryable jobs as if their time had
+        come, before every round, so retries run until the job completes or uses up its
+        attempts, and jobs scheduled by jobs run too; an aware datetime runs only those due
+        by then. Promotion is store-wide: with ``queue``, other queues' jobs due by then
+        become available (but do not run). The clock does not move.
         """
-        queues = list(self.config.queues) if queue is None else [queue]
+        counts: Counter[str] = Counter()
+        for ran in self._drain_rounds(queue, with_scheduled):
+            for _claimed, stored in ran:
+                counts[stored.state.value if stored is not None else "ignored"] += 1
+        return dict(counts)
+
+    def _drain_rounds(
+        self, queue: Optional[str], with_scheduled: Union[bool, datetime]
+    ) -> Generator[list[tuple[Job, Optional[Job]]], None, None]:
+        """Check :meth:`drain`'s arguments, then run due jobs in rounds (one claimed batch per
+        queue each), yielding each round's ``(job as claimed, job after its outcome)`` pairs
+        (``None`` after: the ack was stale) until a round runs nothing. Used by ``drain`` and
+        :func:`kathikon.testing.drain_jobs`; closing the generator ends the drain."""
         if queue is not None and queue not in self.config.queues:
             raise UnknownQueueError(f"queue {queue!r} is not configured in this app")
-        counts: Counter[str] = Counter()
+        queues = list(self.config.queues) if queue is None else [queue]
+        if with_scheduled is True:
+            until: Optional[int] = 2**63 - 1
+        elif with_scheduled is False:
+            until = None
+        elif isinstance(with_scheduled, datetime) and with_scheduled.utcoffset() is not None:
+            until = (with_scheduled - from_micros(0)) // timedelta(microseconds=1)
+        else:
+            raise InvalidJobError(
+                f"with_scheduled={with_scheduled!r}: pass True, False or an aware datetime"
+            )
+        return self._drain_loop(queues, until)
+
+    def _drain_loop(
+        self, queues: list[str], until: Optional[int]
+    ) -> Generator[list[tuple[Job, Optional[Job]]], None, None]:
         loop: Optional[asyncio.AbstractEventLoop] = None
         try:
             while True:
-                self._engine.sync()  # promotes everything due as of now
-                ran = 0
+                self._engine.sync(until)  # promotes everything due (as of `until`, if later)
+                ran: list[tuple[Job, Optional[Job]]] = []
                 for name in queues:
                     attempts: list[Attempt] = []
                     acks: list[AckTuple] = []
@@ -528,15 +594,15 @@ class Kathikon:
                         acks.append(ack)
                     if not attempts:
                         continue
-                    ran += len(attempts)
                     # One commit for the whole claimed batch.
                     stored = self._engine.ack(acks)
                     for attempt, after in zip(attempts, stored):
                         result = Job(after) if after is not None else None
                         attempt.report(result)
-                        counts[result.state.value if result else "ignored"] += 1
-                if ran == 0:
-                    return dict(counts)
+                        ran.append((attempt.job, result))
+                if not ran:
+                    return
+                yield ran
         finally:
             if loop is not None:
                 loop.close()

@@ -48,7 +48,8 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def _concurrency(queue: str, spec: Any) -> int:
+def parse_concurrency(queue: str, spec: Any) -> int:
+    """A queue's concurrency from an int or ``{"concurrency": n}``, checked."""
     value = spec.get("concurrency") if isinstance(spec, Mapping) else spec
     if isinstance(spec, Mapping):
         unknown = set(spec) - {"concurrency"}
@@ -85,7 +86,7 @@ def build_config(
     for name, spec in queues.items():
         if not isinstance(name, str) or not name or name != name.strip():
             raise ConfigurationError(f"queue name {name!r} must be a non-empty string")
-        parsed[name] = _concurrency(name, spec)
+        parsed[name] = parse_concurrency(name, spec)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ConfigurationError(f"max_attempts={max_attempts!r} must be an int of at least 1")
     if durability not in ("fsync", "none"):

@@ -1,0 +1,5 @@
+"""``python -m kathikon``: the ``kathikon`` command line."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,591 @@
+"""The ``kathikon`` command line, run for real as a subprocess (``python -m kathikon.cli``)
+against an app module written into a temporary directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import pty
+import re
+import runpy
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kathikon
+from kathikon import JobState
+
+S = JobState
+TIMEOUT = 30.0
+
+APP = textwrap.dedent(
+    """
+    import pathlib, time
+    import kathikon
+
+    HERE = pathlib.Path(__file__).resolve().parent
+    MARKS = HERE / "marks"
+    MARKS.mkdir(exist_ok=True)
+
+    app = kathikon.Kathikon(
+        HERE / "jobs.redb",
+        queues={"default": 2, "emails": 1},
+        poll_interval=0.1,
+        scheduler_interval=0.1,
+    )
+
+    def mark(job, what):
+        (MARKS / f"{job.id}.{what}").write_text("")
+
+    @app.worker(name="ok")
+    def ok(job):
+        mark(job, "done")
+
+    @app.worker(name="boom", max_attempts=3)
+    def boom(job):
+        raise ValueError("boom [bold]not markup[/bold]")
+
+    @app.worker(name="slow", queue="emails")
+    def slow(job):
+        mark(job, "start")
+        time.sleep(job.args["seconds"])
+        mark(job, "done")
+
+    not_an_app = 42
+    """
+)
+
+BROKEN = 'raise RuntimeError("no settings\\nfor this environment")\n'
+NEEDS_MISSING = "import kathikon_no_such_dependency\n"
+
+
+class Project:
+    """A directory with the app module ``cliapp`` and its store ``jobs.redb``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.store = root / "jobs.redb"
+        self.marks = root / "marks"
+
+    @contextmanager
+    def app(self) -> Iterator[dict[str, Any]]:
+        """The app module's namespace, loaded in this process (the store is held meanwhile)."""
+        ns = runpy.run_path(str(self.root / "cliapp.py"), run_name="cliapp_in_test")
+        try:
+            yield ns
+        finally:
+            ns["app"].close(timeout=5)
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        for name in ("COLUMNS", "LINES", "KATHIKON_DEBUG"):
+            env.pop(name, None)
+        env["RUST_BACKTRACE"] = "0"
+        return env
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "kathikon.cli", *args]
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*args),
+            cwd=self.root,
+            env=self.env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
+
+    def json(self, *args: str) -> Any:
+        result = self.cli(*args, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def marked(self, job_id: int, what: str) -> bool:
+        return (self.marks / f"{job_id}.{what}").exists()
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    (tmp_path / "cliapp.py").write_text(APP)
+    (tmp_path / "broken.py").write_text(BROKEN)
+    (tmp_path / "needs_missing.py").write_text(NEEDS_MISSING)
+    return Project(tmp_path)
+
+
+def assert_error_line(result: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    """One line on stderr, nothing on stdout, the exit status ``code``; returns the line."""
+    assert result.returncode == code, (result.returncode, result.stdout, result.stderr)
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("kathikon: error: "), lines[0]
+    assert result.stdout == ""
+    return lines[0]
+
+
+def wait_for(what: str, check: Any, timeout: float = TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+class WorkerProcess:
+    def __init__(self, proc: subprocess.Popen[str], log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    @property
+    def stderr(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(TIMEOUT)
+
+
+@contextmanager
+def worker(project: Project, *args: str) -> Iterator[WorkerProcess]:
+    """``kathikon worker cliapp:app ARGS`` running, once it has logged its start line."""
+    log = project.root / f"worker-{time.monotonic_ns()}.log"
+    with log.open("w") as err:
+        proc = subprocess.Popen(
+            project.command("worker", "cliapp:app", *args),
+            cwd=project.root,
+            env=project.env(),
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            text=True,
+        )
+    w = WorkerProcess(proc, log)
+    try:
+        wait_for(
+            "the worker's start line",
+            lambda: "worker started" in w.stderr or proc.poll() is not None,
+        )
+        assert proc.poll() is None, w.stderr
+        yield w
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT)
+
+
+def insert_sample(project: Project) -> dict[str, list[int]]:
+    """Three completed "ok" jobs, a retryable "boom", a scheduled "slow" and an available
+    "ok"; returns their ids by kind."""
+    with project.app() as ns:
+        app = ns["app"]
+        done = [ns["ok"].insert({"n": n}).id for n in range(3)]
+        failed = ns["boom"].insert({"n": 9}, tags=["t"]).id
+        app.drain()
+        later = ns["slow"].insert({"seconds": 0}, schedule_in=3600).id
+        waiting = ns["ok"].insert({"n": 5}, priority=3).id
+    return {"completed": done, "retryable": [failed], "scheduled": [later], "available": [waiting]}
+
+
+def store_jobs(project: Project) -> dict[int, kathikon.Job]:
+    app = kathikon.Kathikon(project.store)
+    try:
+        return {j.id: j for j in app.jobs(limit=10_000)}
+    finally:
+        app.close()
+
+
+# -- help -----------------------------------------------------------------------------------
+
+
+def test_help_lists_the_commands_and_version_prints_it(project: Project) -> None:
+    result = project.cli("--help")
+    assert result.returncode == 0, result.stderr
+    for command in ("worker", "jobs", "job", "retry", "cancel", "stats", "prune"):
+        assert re.search(rf"^\s+{command}\s", result.stdout, re.M), result.stdout
+    version = project.cli("--version")
+    assert version.returncode == 0
+    assert kathikon.__version__ in version.stdout
+
+
+# -- jobs / job -----------------------------------------------------------------------------
+
+
+def test_jobs_json_matches_the_store_and_filters(project: Project) -> None:
+    ids = insert_sample(project)
+    stored = store_jobs(project)
+    listed = project.json("jobs", "--app", "cliapp:app")
+    assert [j["id"] for j in listed] == sorted(stored)
+    for row in listed:
+        job = stored[row["id"]]
+        assert row["state"] == job.state.value
+        assert (row["queue"], row["worker"], row["args"]) == (job.queue, job.worker, job.args)
+        assert (row["attempt"], row["max_attempts"], row["priority"]) == (
+            job.attempt,
+            job.max_attempts,
+            job.priority,
+        )
+        assert row["tags"] == job.tags
+        assert row["inserted_at"] == job.inserted_at.isoformat()
+        assert row["scheduled_at"] == job.scheduled_at.isoformat()
+    # --path reads the same store the same way.
+    assert project.json("jobs", "--path", str(project.store)) == listed
+    # Filters.
+    by_state = project.json("jobs", "--path", "jobs.redb", "--state", "completed")
+    assert [j["id"] for j in by_state] == ids["completed"]
+    by_queue = project.json("jobs", "--path", "jobs.redb", "--queue", "emails")
+    assert [j["id"] for j in by_queue] == ids["scheduled"]
+    by_worker = project.json("jobs", "--path", "jobs.redb", "--worker", "boom")
+    assert [j["id"] for j in by_worker] == ids["retryable"]
+    page = project.json("jobs", "--path", "jobs.redb", "--limit", "2", "--after", "1")
+    assert [j["id"] for j in page] == sorted(stored)[1:3]
+    assert project.json("jobs", "--path", "jobs.redb", "--state", "discarded") == []
+
+
+def test_jobs_table(project: Project) -> None:
+    ids = insert_sample(project)
+    result = project.cli("jobs", "--app", "cliapp:app")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split()[:3] == ["ID", "STATE", "QUEUE"]
+    (boom_line,) = [line for line in lines if line.split()[:1] == [str(ids["retryable"][0])]]
+    assert "retryable" in boom_line and "boom" in boom_line
+    # The last error's line, with user text printed as it is (not read as markup).
+    assert "ValueError: boom [bold]not markup[/bold]" in boom_line
+    assert len(lines) == 1 + 6
+    limited = project.cli("jobs", "--app", "cliapp:app", "--limit", "2")
+    assert "--after 2" in limited.stdout
+
+
+def test_job_shows_every_field_and_the_tracebacks(project: Project) -> None:
+    (job_id,) = insert_sample(project)["retryable"]
+    (job,) = [j for j in store_jobs(project).values() if j.id == job_id]
+    data = project.json("job", str(job_id), "--path", "jobs.redb")
+    assert set(data) == {
+        "id",
+        "state",
+        "queue",
+        "worker",
+        "args",
+        "meta",
+        "tags",
+        "attempt",
+        "max_attempts",
+        "priority",
+        "errors",
+        "inserted_at",
+        "scheduled_at",
+        "attempted_at",
+        "completed_at",
+        "cancelled_at",
+        "discarded_at",
+    }
+    assert data["state"] == "retryable"
+    assert data["args"] == {"n": 9} and data["tags"] == ["t"]
+    assert job.attempted_at is not None
+    assert data["attempted_at"] == job.attempted_at.isoformat()
+    assert data["completed_at"] is None
+    (error,) = data["errors"]
+    assert error["attempt"] == 1
+    assert error["error"] == job.errors[0]["error"]
+    assert error["error"].startswith("Traceback (most recent call last):")
+
+    shown = project.cli("job", str(job_id), "--app", "cliapp:app")
+    assert shown.returncode == 0, shown.stderr
+    out = shown.stdout
+    for field in data:
+        assert re.search(rf"^{field}\b", out, re.M), (field, out)
+    assert "Traceback (most recent call last):" in out
+    assert 'raise ValueError("boom [bold]not markup[/bold]")' in out
+    assert "ValueError: boom [bold]not markup[/bold]" in out
+
+
+# -- retry / cancel -------------------------------------------------------------------------
+
+
+def test_retry_and_cancel(project: Project) -> None:
+    ids = insert_sample(project)
+    (failed,) = ids["retryable"]
+    (later,) = ids["scheduled"]
+    done = ids["completed"][0]
+
+    retried = project.cli("retry", str(failed), str(done), "--path", "jobs.redb")
+    assert retried.returncode == 0, retried.stderr
+    assert f"job {failed}: retryable → available" in retried.stdout
+    assert f"job {done}: completed → available" in retried.stdout
+
+    cancelled = project.json("cancel", str(later), str(failed), "--app", "cliapp:app")
+    assert [(r["id"], r["ok"], r["before"], r["job"]["state"]) for r in cancelled] == [
+        (later, True, "scheduled", "cancelled"),
+        (failed, True, "available", "cancelled"),
+    ]
+    stored = store_jobs(project)
+    assert stored[later].state is S.CANCELLED
+    assert stored[failed].state is S.CANCELLED
+    assert stored[done].state is S.AVAILABLE
+
+    # A finished job is left as it is.
+    again = project.cli("cancel", str(later), "--path", "jobs.redb")
+    assert again.returncode == 0
+    assert f"job {later}: cancelled (unchanged)" in again.stdout
+
+
+def test_retry_and_cancel_report_each_unknown_id_and_do_the_rest(project: Project) -> None:
+    ids = insert_sample(project)
+    (waiting,) = ids["available"]
+    result = project.cli("cancel", "999", str(waiting), "12345", "--path", "jobs.redb", "--json")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    errors = result.stderr.strip().splitlines()
+    assert len(errors) == 2
+    assert errors[0].startswith("kathikon: error: job 999: ") and "999" in errors[0]
+    assert "job 12345" in errors[1]
+    rows = json.loads(result.stdout)
+    assert [(r["id"], r["ok"]) for r in rows] == [(999, False), (waiting, True), (12345, False)]
+    assert rows[0]["type"] == "JobNotFoundError"
+    assert store_jobs(project)[waiting].state is S.CANCELLED
+    retry = project.cli("retry", "999", "--path", "jobs.redb")
+    assert "job 999" in assert_error_line(retry)
+
+
+def test_many_ids_show_a_progress_bar_on_a_terminal_only(project: Project) -> None:
+    with project.app() as ns:
+        ids = [j.id for j in ns["app"].insert_all([ns["ok"].new({"n": n}) for n in range(25)])]
+    args = ["cancel", *map(str, ids), "--path", "jobs.redb", "--json"]
+    # stderr not a terminal: no bar, nothing on stderr.
+    plain = project.cli(*args[:-1], "--json")
+    assert plain.returncode == 0 and plain.stderr == ""
+    # stderr a terminal (stdout still a pipe): the bar is drawn there, stdout stays JSON.
+    with project.app() as ns:
+        for job_id in ids:
+            ns["app"].retry(job_id)
+    leader, follower = pty.openpty()
+    drawn = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            drawn.extend(chunk)
+
+    env = project.env()
+    env["TERM"] = "xterm"
+    proc = subprocess.Popen(
+        project.command(*args), cwd=project.root, env=env, stdout=subprocess.PIPE, stderr=follower
+    )
+    os.close(follower)
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        out, _ = proc.communicate(timeout=TIMEOUT)
+    finally:
+        reader.join(5)
+        os.close(leader)
+    assert proc.returncode == 0, drawn
+    assert [r["job"]["state"] for r in json.loads(out)] == ["cancelled"] * 25
+    assert b"cancelling jobs" in drawn and b"25/25" in drawn, drawn
+
+
+# -- stats / prune --------------------------------------------------------------------------
+
+
+def test_stats_counts_match_the_store(project: Project) -> None:
+    insert_sample(project)
+    with project.app() as ns:
+        expected = ns["app"].stats()
+    data = project.json("stats", "--app", "cliapp:app")
+    assert {q: v["states"] for q, v in data["queues"].items()} == expected
+    assert data["queues"]["default"]["total"] == 5
+    assert data["queues"]["default"]["states"]["available"] == 1
+    age = data["queues"]["default"]["oldest_available_age"]
+    assert isinstance(age, float) and 0 <= age < 60
+    assert data["queues"]["default"]["oldest_available_at"] is not None
+    assert data["queues"]["emails"]["oldest_available_age"] is None
+    # By path, the queues that hold jobs (here both).
+    by_path = project.json("stats", "--path", "jobs.redb")
+    assert {q: v["states"] for q, v in by_path["queues"].items()} == expected
+
+    table = project.cli("stats", "--path", "jobs.redb")
+    assert table.returncode == 0, table.stderr
+    header, *rows = table.stdout.splitlines()
+    assert header.split()[:8] == ["queue", *(s.value for s in JobState)]
+    assert rows[0].split()[:9] == ["default", "0", "1", "0", "1", "3", "0", "0", "5"]
+    assert rows[0].split()[-1] == "s"  # "1.2 s": the oldest available job's wait
+
+
+def test_prune(project: Project) -> None:
+    ids = insert_sample(project)
+    kept = project.json("prune", "--app", "cliapp:app", "--older-than", "1h")
+    assert kept == {"pruned": 0, "older_than": 3600.0}
+    result = project.cli("prune", "--path", "jobs.redb")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "pruned 3 finished jobs"
+    assert sorted(store_jobs(project)) == sorted(
+        ids["retryable"] + ids["scheduled"] + ids["available"]
+    )
+    assert project.json("prune", "--path", "jobs.redb", "--older-than", "0") == {
+        "pruned": 0,
+        "older_than": 0.0,
+    }
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["jobs", "--app", "nosuchmodule:app"], 1, "no module named 'nosuchmodule'"),
+        (["jobs", "--app", "needs_missing:app"], 1, "kathikon_no_such_dependency"),
+        (["stats", "--app", "broken:app"], 1, "RuntimeError: no settings for this environment"),
+        (["jobs", "--app", "cliapp:nope"], 1, "no attribute 'nope'"),
+        (["jobs", "--app", "cliapp:not_an_app"], 1, "not a kathikon.Kathikon app"),
+        (["jobs", "--app", "not a module"], 1, "MODULE:ATTRIBUTE"),
+        (["worker", "nosuchmodule:app"], 1, "no module named 'nosuchmodule'"),
+        (["job", "424242", "--app", "cliapp:app"], 1, "no job with id 424242"),
+        (["job", "424242424242424242424242", "--path", "jobs.redb"], 1, "no job with id"),
+        (["job", "abc", "--path", "jobs.redb"], 2, "'abc' is not a valid integer"),
+        (["jobs"], 2, "--app MODULE:ATTRIBUTE or --path FILE"),
+        (["jobs", "--app", "cliapp:app", "--path", "jobs.redb"], 2, "--app"),
+        (["stats", "--path", "missing.redb"], 1, "no store at missing.redb"),
+        (["stats", "--path", "cliapp.py"], 1, "cliapp.py is not a Kathikon store"),
+        (["prune", "--path", "jobs.redb", "--older-than", "soon"], 2, "'soon' is not a duration"),
+        (["jobs", "--path", "jobs.redb", "--state", "lost"], 2, "'lost' is not one of"),
+        (["frobnicate"], 2, "No such command 'frobnicate'"),
+    ],
+)
+def test_errors_are_one_line_with_a_nonzero_status(
+    project: Project, args: list[str], code: int, needle: str
+) -> None:
+    kathikon.Kathikon(project.store).close()  # an empty store for the --path cases
+    line = assert_error_line(project.cli(*args), code)
+    assert needle in line, line
+
+
+# -- worker ---------------------------------------------------------------------------------
+
+
+def test_worker_runs_jobs_then_stops_gracefully_on_sigterm(project: Project) -> None:
+    with project.app() as ns:
+        quick = [ns["ok"].insert({"n": n}).id for n in range(4)]
+        first = ns["slow"].insert({"seconds": 1.0}).id
+        second = ns["slow"].insert({"seconds": 1.0}).id
+    with worker(project, "--grace", "10") as w:
+        start_line = w.stderr.strip().splitlines()[0]
+        assert f"kathikon {kathikon.__version__} worker started" in start_line
+        assert f"pid={w.proc.pid}" in start_line
+        assert f"store={project.store.resolve()}" in start_line
+        assert "queues=default:2,emails:1" in start_line
+        assert "concurrency=3" in start_line
+        wait_for("the quick jobs", lambda: all(project.marked(i, "done") for i in quick))
+        wait_for("the first slow job to start", lambda: project.marked(first, "start"))
+        assert not project.marked(first, "done")
+        sent = time.monotonic()
+        code = w.stop(signal.SIGTERM)
+        elapsed = time.monotonic() - sent
+        log = w.stderr
+    assert code == 0, log
+    assert elapsed < 10, f"took {elapsed:.1f} s, past the grace period"
+    assert "SIGTERM received" in log and "every running job finished" in log
+    assert "Traceback" not in log
+    # The running job was waited for; no new job was claimed once SIGTERM arrived.
+    assert project.marked(first, "done")
+    assert not project.marked(second, "start")
+    stored = store_jobs(project)
+    assert [stored[i].state for i in quick] == [S.COMPLETED] * 4
+    assert stored[first].state is S.COMPLETED
+    assert (stored[second].state, stored[second].attempt) == (S.AVAILABLE, 0)
+
+
+def test_worker_runs_only_the_selected_queues(project: Project) -> None:
+    with project.app() as ns:
+        quick = [ns["ok"].insert({"n": n}).id for n in range(3)]
+        mail = ns["slow"].insert({"seconds": 0}).id
+    with worker(project, "--queues", "default", "--concurrency", "1", "--grace", "5") as w:
+        assert "queues=default:1 concurrency=1" in w.stderr
+        wait_for("the default jobs", lambda: all(project.marked(i, "done") for i in quick))
+        assert w.stop(signal.SIGINT) == 0, w.stderr
+        assert "SIGINT received" in w.stderr
+    stored = store_jobs(project)
+    assert [stored[i].state for i in quick] == [S.COMPLETED] * 3
+    assert stored[mail].state is S.AVAILABLE
+
+
+def test_worker_queue_concurrency_syntax(project: Project) -> None:
+    with worker(project, "-q", "emails:3,default", "-c", "2") as w:
+        assert "queues=emails:3,default:2 concurrency=5" in w.stderr
+        assert w.stop() == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["--queues", "nope"], 1, "queue 'nope' is not configured"),
+        (["--queues", "emails:0"], 2, "at least 1"),
+        (["--queues", ","], 2, "name the queues"),
+        (["--concurrency", "0"], 2, "--concurrency"),
+    ],
+)
+def test_worker_refuses_bad_queue_options(
+    project: Project, args: list[str], code: int, needle: str
+) -> None:
+    line = assert_error_line(project.cli("worker", "cliapp:app", *args), code)
+    assert needle in line, line
+
+
+def test_worker_leaves_jobs_that_outlive_the_grace_period_to_recovery(project: Project) -> None:
+    with project.app() as ns:
+        stuck = ns["slow"].insert({"seconds": 60}).id
+    with worker(project, "--grace", "0.3") as w:
+        wait_for("the job to start", lambda: project.marked(stuck, "start"))
+        sent = time.monotonic()
+        assert w.stop() == 0, w.stderr
+        assert time.monotonic() - sent < 10
+        assert "grace period" in w.stderr
+    # The store was released; opening it rescues the abandoned job.
+    job = store_jobs(project)[stuck]
+    assert (job.state, job.attempt) == (S.AVAILABLE, 1)
+    assert job.errors[-1]["error"].startswith("orphaned")
+
+
+def test_a_second_signal_exits_at_once(project: Project) -> None:
+    with project.app() as ns:
+        stuck = ns["slow"].insert({"seconds": 60}).id
+    with worker(project, "--grace", "60") as w:
+        wait_for("the job to start", lambda: project.marked(stuck, "start"))
+        w.proc.send_signal(signal.SIGTERM)
+        wait_for("the first signal to be logged", lambda: "SIGTERM received" in w.stderr)
+        sent = time.monotonic()
+        assert w.stop() == 1
+        assert time.monotonic() - sent < 10
+    assert store_jobs(project)[stuck].state is S.AVAILABLE
+
+
+def test_a_store_held_by_a_worker_is_refused_naming_the_worker(project: Project) -> None:
+    kathikon.Kathikon(project.store).close()
+    with worker(project) as w:
+        pid = str(w.proc.pid)
+        for args in (
+            ["jobs", "--path", "jobs.redb"],
+            ["stats", "--app", "cliapp:app", "--json"],
+            ["cancel", "1", "--path", str(project.store)],
+        ):
+            line = assert_error_line(project.cli(*args))
+            assert "held by another process" in line and re.search(rf"\bpid {pid}\b", line), line
+            assert "not supported yet" in line, line
+        second = assert_error_line(project.cli("worker", "cliapp:app"))
+        assert re.search(rf"\bpid {pid}\b", second), second
+        assert w.stop() == 0
+    assert project.json("jobs", "--path", "jobs.redb") == []
