@@ -132,7 +132,6 @@ class Runner:
     def _lane(self, queue: str) -> None:
         slots = self._slots[queue]
         poll = self._app.config.poll_interval
-        workers = self._app._workers
         batch = 1
         pace = 0.0  # seconds per job, smoothed
         while not self._stopping.is_set():
@@ -152,34 +151,39 @@ class Runner:
                 batch = 1
                 continue
             started = time.perf_counter()
-            attempts: list[Attempt] = []
-            acks: list[AckTuple] = []
-            to_loop: list[Attempt] = []
-            for record in records:
-                attempt = Attempt(Job(record), workers.get(record.worker))
-                reg = attempt.registration
-                if not slots.try_take():
-                    # Async jobs taken so far hold slots: start them before waiting for one.
-                    if to_loop:
-                        self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
-                        to_loop = []
-                    slots.take()
-                if reg is not None and reg.is_async:
-                    to_loop.append(attempt)
-                    continue
-                try:
-                    acks.append(run_sync(attempt))
-                finally:
-                    slots.release()
-                attempts.append(attempt)
-            if to_loop:
-                # One hop to the loop thread for the whole batch.
-                self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
-            if acks:
-                self._ack(attempts, acks)
+            self._run_batch(records, slots)
             per_job = (time.perf_counter() - started) / len(records)
             pace = per_job if pace == 0.0 else 0.7 * pace + 0.3 * per_job
             batch = max(1, min(MAX_BATCH, int(PREFETCH_BUDGET / max(pace, 1e-7))))
+
+    def _run_batch(self, records: list[JobRecord], slots: Slots) -> None:
+        """Run a lane's claimed jobs in order: sync ones here, async ones on the loop."""
+        workers = self._app._workers
+        attempts: list[Attempt] = []
+        acks: list[AckTuple] = []
+        to_loop: list[Attempt] = []
+        for record in records:
+            attempt = Attempt(Job(record), workers.get(record.worker))
+            reg = attempt.registration
+            if not slots.try_take():
+                # Async jobs taken so far hold slots: start them before waiting for one.
+                if to_loop:
+                    self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
+                    to_loop = []
+                slots.take()
+            if reg is not None and reg.is_async:
+                to_loop.append(attempt)
+                continue
+            try:
+                acks.append(run_sync(attempt))
+            finally:
+                slots.release()
+            attempts.append(attempt)
+        if to_loop:
+            # One hop to the loop thread for the whole batch.
+            self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
+        if acks:
+            self._ack(attempts, acks)
 
     def _ack(self, attempts: list[Attempt], acks: list[AckTuple]) -> None:
         """Record outcomes. Without listeners for outcome events nothing needs the stored
