@@ -796,6 +796,16 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
+def _add_bench() -> None:
+    # Imported here so the other commands do not pay for the benchmark module.
+    from .bench.command import bench_command
+
+    cli.add_command(bench_command)
+
+
+_add_bench()
+
+
 def main() -> NoReturn:
     """The ``kathikon`` console script."""
     sys.exit(run())
