@@ -1,0 +1,65 @@
+"""`kathikon bench` runs its workloads for real and reports what it measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from kathikon.bench.peers import peer_medians
+
+
+def test_bench_command_measures_and_writes_json(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kathikon",
+            "bench",
+            "-w",
+            "fsync,insert,drain,scheduled",
+            "--scale",
+            "0.02",
+            "--rounds",
+            "2",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "drain sync c=10" in result.stdout
+    report = json.loads(out.read_text())
+    rows = {entry["kathikon"]["workload"]: entry["kathikon"] for entry in report["results"]}
+    assert {"raw fsync (4 KiB)", "insert", "insert_all /1000", "drain sync c=1"} <= set(rows)
+    for name in ("insert", "insert_all /1000", "drain sync c=10", "drain async c=100"):
+        row = rows[name]
+        assert row["rounds"] == 2
+        assert row["durability"] == "fsync"
+        assert row["jobs_per_s_min"] <= row["jobs_per_s"] <= row["jobs_per_s_max"]
+        assert row["jobs_per_s"] > 0
+    scheduled = rows["scheduled +1s"]
+    assert scheduled["missing"] == 0
+    assert scheduled["early"] == 0  # a scheduled job never starts before its time
+    assert 0 <= scheduled["p50_ms"] <= scheduled["p99_ms"] <= scheduled["max_ms"]
+
+
+def test_peer_results_are_matched_per_workload_and_setting() -> None:
+    runs = [
+        {"system": "huey", "workload": "drain", "concurrency": 10, "jobs_per_s": 100.0},
+        {"system": "huey", "workload": "drain", "concurrency": 10, "jobs_per_s": 300.0},
+        {"system": "huey", "workload": "drain", "concurrency": 10, "jobs_per_s": 200.0},
+        {"system": "huey", "workload": "drain", "concurrency": 1, "jobs_per_s": 9.0},
+        {"system": "rq", "workload": "drain", "concurrency": 10, "error": "timed out"},
+        {"system": "rq", "workload": "insert_bulk", "skipped": "no bulk API"},
+    ]
+    medians = peer_medians(runs, "drain sync c=10")
+    assert set(medians) == {"huey"}
+    assert medians["huey"]["jobs_per_s"] == 200.0
+    assert (medians["huey"]["jobs_per_s_min"], medians["huey"]["jobs_per_s_max"]) == (100.0, 300.0)
+    assert peer_medians(runs, "drain sync c=1")["huey"]["jobs_per_s"] == 9.0
+    assert peer_medians(runs, "insert_all /1000") == {}
