@@ -1,0 +1,31 @@
+"""The fixtures of the ``kathikon`` pytest plugin; pytest loads them through
+:mod:`kathikon.testing` (the ``pytest11`` entry point), which documents them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from .app import Kathikon
+
+
+@pytest.fixture
+def kathikon_app_options() -> dict[str, Any]:
+    """Keyword arguments for the app ``kathikon_app`` builds, on top of ``path=None`` and
+    ``clock="manual"`` (which they may override). Override this fixture to set queues etc."""
+    return {}
+
+
+@pytest.fixture
+def kathikon_app(kathikon_app_options: dict[str, Any]) -> Iterator[Kathikon]:
+    """A fresh in-memory app on a manual clock (``app.advance_clock(seconds)`` moves it),
+    built with ``kathikon_app_options`` and closed after the test."""
+    from .testing import make_app
+
+    app = make_app(**kathikon_app_options)
+    try:
+        yield app
+    finally:
+        app.close(timeout=5)
