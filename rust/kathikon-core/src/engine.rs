@@ -162,10 +162,10 @@ impl Engine {
             .write(&mut |txn| {
                 recovery = Recovery::default();
                 for id in txn.executing()? {
-                    let Some(old) = txn.get(id)? else { continue };
-                    let mut job = old.clone();
+                    let Some(mut job) = txn.get(id)? else { continue };
+                    let before = job.placement();
                     job.rescue(now)?;
-                    txn.put(Some(&old), &job)?;
+                    txn.put(Some(before), &job)?;
                     if job.state == JobState::Discarded {
                         recovery.discarded += 1;
                     } else {

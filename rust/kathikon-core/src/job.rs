@@ -70,6 +70,20 @@ pub struct Job {
     pub discarded_at: Option<Micros>,
 }
 
+/// The fields a job's index entries are made of. The queue and id never change, so together
+/// with them a placement says exactly which index keys a job had before a change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Placement {
+    /// The state.
+    pub state: JobState,
+    /// The priority.
+    pub priority: u8,
+    /// The due time.
+    pub scheduled_at: Micros,
+    /// When it finished, for a terminal job.
+    pub finished_at: Option<Micros>,
+}
+
 /// A job to insert.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewJob {
@@ -306,6 +320,16 @@ impl Job {
         self.cancelled_at = None;
         self.discarded_at = None;
         Ok(())
+    }
+
+    /// Where it sits in the indexes right now.
+    pub fn placement(&self) -> Placement {
+        Placement {
+            state: self.state,
+            priority: self.priority,
+            scheduled_at: self.scheduled_at,
+            finished_at: self.finished_at(),
+        }
     }
 
     /// When it reached its terminal state, if it has.

@@ -329,10 +329,10 @@ impl Writer {
 
 fn promote_due(txn: &mut dyn WriteTxn, now: Micros, effects: &mut Effects) -> Result<()> {
     for id in txn.due(now, PROMOTE_LIMIT)? {
-        let Some(old) = txn.get(id)? else { continue };
-        let mut job = old.clone();
+        let Some(mut job) = txn.get(id)? else { continue };
+        let before = job.placement();
         job.promote()?;
-        txn.put(Some(&old), &job)?;
+        txn.put(Some(before), &job)?;
         effects.queue_changes.push(QueueChange::Ready(job.queue.clone(), key_of(&job)));
         effects.promoted += 1;
     }
@@ -363,13 +363,13 @@ fn apply_one(
         Command::Claim { keys, .. } => {
             let mut claimed = Vec::with_capacity(keys.len());
             for &(_, _, id) in keys {
-                let Some(old) = txn.get(id)? else { continue };
-                if old.state != JobState::Available {
+                let Some(mut job) = txn.get(id)? else { continue };
+                if job.state != JobState::Available {
                     continue; // cancelled or retried since it was queued
                 }
-                let mut job = old.clone();
+                let before = job.placement();
                 job.claim(now)?;
-                txn.put(Some(&old), &job)?;
+                txn.put(Some(before), &job)?;
                 claimed.push(job);
             }
             Reply::Jobs(Ok(claimed))
@@ -382,10 +382,10 @@ fn apply_one(
                     Some(old) if old.state != JobState::Executing || old.attempt != ack.attempt => {
                         AckResult::Stale(Some(old.state))
                     }
-                    Some(old) => {
-                        let mut job = old.clone();
+                    Some(mut job) => {
+                        let before = job.placement();
                         job.finish(ack.outcome.clone(), now)?;
-                        txn.put(Some(&old), &job)?;
+                        txn.put(Some(before), &job)?;
                         AckResult::Applied(job)
                     }
                 };
@@ -401,13 +401,14 @@ fn apply_one(
                 let state = old.state;
                 return Ok(Reply::Cancelled(Ok((old, state))));
             }
-            let mut job = old.clone();
+            let mut job = old;
+            let (before, was_key) = (job.placement(), key_of(&job));
             job.cancel(now, "cancelled by user".into())?;
-            txn.put(Some(&old), &job)?;
-            if old.state == JobState::Available {
-                effects.queue_changes.push(QueueChange::Unready(old.queue.clone(), key_of(&old)));
+            txn.put(Some(before), &job)?;
+            if before.state == JobState::Available {
+                effects.queue_changes.push(QueueChange::Unready(job.queue.clone(), was_key));
             }
-            Reply::Cancelled(Ok((job, old.state)))
+            Reply::Cancelled(Ok((job, before.state)))
         }
         Command::Retry { id, .. } => {
             let Some(old) = txn.get(*id)? else {
@@ -416,11 +417,12 @@ fn apply_one(
             if old.state == JobState::Available {
                 return Ok(Reply::Job(Ok(old)));
             }
-            let mut job = old.clone();
+            let mut job = old;
+            let before = job.placement();
             if let Err(e) = job.retry(now) {
                 return Ok(Reply::Job(Err(e)));
             }
-            txn.put(Some(&old), &job)?;
+            txn.put(Some(before), &job)?;
             effects.queue_changes.push(QueueChange::Ready(job.queue.clone(), key_of(&job)));
             Reply::Job(Ok(job))
         }

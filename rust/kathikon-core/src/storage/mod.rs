@@ -13,7 +13,7 @@ pub use schema::FORMAT_VERSION;
 
 use crate::clock::Micros;
 use crate::error::Result;
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, Placement};
 use crate::state::JobState;
 
 /// An available job's place in its queue: `(queue, priority, scheduled_at, id)`.
@@ -53,9 +53,9 @@ pub trait WriteTxn {
     fn get(&mut self, id: JobId) -> Result<Option<Job>>;
     /// Reserve `n` consecutive new ids and return the first.
     fn allocate_ids(&mut self, n: u64) -> Result<JobId>;
-    /// Store `new`, replacing `old` (the same job as it was read in this transaction, or
-    /// `None` for an insert), and move its index entries and counts to match its new state.
-    fn put(&mut self, old: Option<&Job>, new: &Job) -> Result<()>;
+    /// Store `new`, which was at placement `old` when read in this transaction (`None` for
+    /// an insert), and move its index entries and counts to match its new state.
+    fn put(&mut self, old: Option<Placement>, new: &Job) -> Result<()>;
     /// Delete a job and its index entries.
     fn remove(&mut self, job: &Job) -> Result<()>;
     /// Ids of scheduled or retryable jobs due at or before `until`, earliest first.

@@ -17,7 +17,7 @@ use super::{AvailableEntry, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::guard::guarded;
-use crate::job::{Job, JobId};
+use crate::job::{Job, JobId, Placement};
 use crate::state::JobState;
 
 /// First bytes of every redb file; anything else is not a store at all.
@@ -205,21 +205,38 @@ struct WriteTables<'t> {
     finished: Table<'t, (i64, u64), ()>,
     meta: Table<'t, &'static str, u64>,
     counts: Table<'t, (&'static str, u8), u64>,
-    /// Changes to `counts` made by this transaction, written once at its end.
-    deltas: HashMap<(String, JobState), i64>,
+    /// Changes to `counts` made by this transaction per queue (indexed by state), written
+    /// once at its end.
+    deltas: HashMap<String, [i64; 7]>,
 }
 
 impl WriteTables<'_> {
-    fn count(&mut self, job: &Job, by: i64) {
-        *self.deltas.entry((job.queue.clone(), job.state)).or_default() += by;
+    fn count(&mut self, queue: &str, state: JobState, by: i64) {
+        // Allocate the queue name only the first time this transaction sees it.
+        if let Some(row) = self.deltas.get_mut(queue) {
+            row[state as usize] += by;
+        } else {
+            let mut row = [0; 7];
+            row[state as usize] = by;
+            self.deltas.insert(queue.to_string(), row);
+        }
     }
 
     fn flush_counts(&mut self) -> Result<()> {
-        for ((queue, state), delta) in self.deltas.drain() {
-            if delta == 0 {
-                continue;
+        let deltas: Vec<(String, [i64; 7])> = self.deltas.drain().collect();
+        for (queue, row) in &deltas {
+            for (state, &delta) in row.iter().enumerate() {
+                if delta != 0 {
+                    self.apply_count(queue, state as u8, delta)?;
+                }
             }
-            let key = (queue.as_str(), state as u8);
+        }
+        Ok(())
+    }
+
+    fn apply_count(&mut self, queue: &str, state: u8, delta: i64) -> Result<()> {
+        {
+            let key = (queue, state);
             let current = self.counts.get(key)?.map_or(0, |v| v.value());
             let next = (current as i64 + delta).max(0) as u64;
             if next == 0 {
@@ -231,24 +248,19 @@ impl WriteTables<'_> {
         Ok(())
     }
 
-    fn unindex(&mut self, job: &Job) -> Result<()> {
-        match job.state {
+    fn unindex(&mut self, queue: &str, id: JobId, at: Placement) -> Result<()> {
+        match at.state {
             JobState::Available => {
-                self.available.remove((
-                    job.queue.as_str(),
-                    job.priority,
-                    job.scheduled_at,
-                    job.id,
-                ))?;
+                self.available.remove((queue, at.priority, at.scheduled_at, id))?;
             }
             JobState::Scheduled | JobState::Retryable => {
-                self.due.remove((job.scheduled_at, job.id))?;
+                self.due.remove((at.scheduled_at, id))?;
             }
             JobState::Executing => {
-                self.executing.remove(job.id)?;
+                self.executing.remove(id)?;
             }
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
-                self.finished.remove((job.finished_at().unwrap_or(0), job.id))?;
+                self.finished.remove((at.finished_at.unwrap_or(0), id))?;
             }
         }
         Ok(())
@@ -285,19 +297,19 @@ impl WriteTxn for WriteTables<'_> {
         Ok(first)
     }
 
-    fn put(&mut self, old: Option<&Job>, new: &Job) -> Result<()> {
+    fn put(&mut self, old: Option<Placement>, new: &Job) -> Result<()> {
         if let Some(old) = old {
-            self.unindex(old)?;
-            self.count(old, -1);
+            self.unindex(&new.queue, new.id, old)?;
+            self.count(&new.queue, old.state, -1);
         }
-        self.count(new, 1);
+        self.count(&new.queue, new.state, 1);
         self.jobs.insert(new.id, encode(new).as_slice())?;
         self.index(new)
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
-        self.unindex(job)?;
-        self.count(job, -1);
+        self.unindex(&job.queue, job.id, job.placement())?;
+        self.count(&job.queue, job.state, -1);
         self.jobs.remove(job.id)?;
         Ok(())
     }
