@@ -72,6 +72,17 @@ test-python: test-env ## pytest against the installed wheel (run from tests/, so
 .PHONY: test
 test: lint test-rust test-python ## everything CI runs
 
+.PHONY: bench
+bench: test-env ## the main job: install the wheel and run `kathikon bench` on the embedded default
+	$(TESTENV)/bin/kathikon bench
+
+.PHONY: bench-peers
+bench-peers: test-env ## kathikon bench --peers (installs Redis, PostgreSQL and the peers), results and chart
+	bash benches/peers/setup.sh
+	$(TESTENV)/bin/kathikon bench --peers --json benches/results.json
+	$(TOOLS_PY) -m pip install -q "matplotlib==3.11.2"
+	$(TOOLS_PY) benches/chart.py benches/results.json benches/drain.png
+
 .PHONY: quickstart
 quickstart: test-env ## run examples/quickstart.py against the installed wheel
 	$(TEST_PY) examples/quickstart.py
