@@ -692,3 +692,31 @@ def test_retry_of_an_available_job_changes_nothing(
     assert fields(app.retry(job.id)) == fields(job)
     assert app.drain() == {"completed": 1}
     assert calls == [job.id]  # queued once, run once
+
+
+def test_drain_inside_a_running_event_loop_runs_async_jobs(app: kathikon.Kathikon) -> None:
+    """As in Jupyter or an async test: drain must not try to re-enter the running loop, and
+    must never leave jobs of the claimed batch executing."""
+    import asyncio
+
+    ran: list[str] = []
+
+    @app.worker
+    async def fetch(job: kathikon.Job) -> None:
+        await asyncio.sleep(0)
+        ran.append("async")
+
+    @app.worker
+    def plain(job: kathikon.Job) -> None:
+        ran.append("sync")
+
+    plain.insert()
+    fetch.insert()
+    plain.insert()
+
+    async def inside_a_loop() -> dict[str, int]:
+        return app.drain()
+
+    assert asyncio.run(inside_a_loop()) == {"completed": 3}
+    assert sorted(ran) == ["async", "sync", "sync"]
+    assert app.stats()["default"]["executing"] == 0

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Coroutine, Generator, Iterable, Mapping
 from datetime import datetime, timedelta
 from types import TracebackType
-from typing import Any, Callable, Optional, Union, overload
+from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from . import telemetry
 from ._native import Engine
@@ -39,6 +40,9 @@ from .runner import Runner
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
 
 WorkerRef = Union[WorkerFunction, type[Worker], Worker, str]
+# register() returns what it is given, class or instance, typed as given (it is a decorator).
+_Registrable = TypeVar("_Registrable", bound=Union[type[Worker], Worker])
+_T = TypeVar("_T")
 # Which queues start()/run() run: names (at their configured concurrency) or name → concurrency.
 QueueSelection = Union[Iterable[str], Mapping[str, int]]
 INSERT = ("kathikon", "job", "insert")
@@ -48,6 +52,16 @@ _ENGINE_EVENTS = {
     "scheduler.tick": ("kathikon", "scheduler", "tick"),
     "pruner.tick": ("kathikon", "pruner", "tick"),
 }
+
+
+def _run_to_completion(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:
+    """Run ``coro`` on ``loop``; when this thread already runs an event loop (Jupyter, an
+    async test), run it on ``loop`` in a helper thread instead, since a loop cannot be
+    re-entered."""
+    if asyncio._get_running_loop() is None:
+        return loop.run_until_complete(coro)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kathikon-drain") as pool:
+        return pool.submit(loop.run_until_complete, coro).result()
 
 
 def _wall_micros() -> int:
@@ -201,7 +215,7 @@ class Kathikon:
 
         return decorate(fn) if fn is not None else decorate
 
-    def register(self, worker: Union[type[Worker], Worker]) -> type[Worker] | Worker:
+    def register(self, worker: _Registrable) -> _Registrable:
         """Register a :class:`Worker` subclass (instantiated once, without arguments) or an
         instance. Returns what it was given, so it also works as a class decorator."""
         instance = worker() if isinstance(worker, type) else worker
@@ -581,21 +595,22 @@ class Kathikon:
                 for name in queues:
                     attempts: list[Attempt] = []
                     acks: list[AckTuple] = []
-                    for record in self._engine.claim(name, 100, 0.0):
-                        job = Job(record)
-                        attempt = Attempt(job, self._workers.get(job.worker))
-                        reg = attempt.registration
-                        if reg is not None and reg.is_async:
-                            loop = loop or asyncio.new_event_loop()
-                            ack = loop.run_until_complete(run_async(attempt))
-                        else:
-                            ack = run_sync(attempt)
-                        attempts.append(attempt)
-                        acks.append(ack)
-                    if not attempts:
-                        continue
-                    # One commit for the whole claimed batch.
-                    stored = self._engine.ack(acks)
+                    try:
+                        for record in self._engine.claim(name, 100, 0.0):
+                            job = Job(record)
+                            attempt = Attempt(job, self._workers.get(job.worker))
+                            reg = attempt.registration
+                            if reg is not None and reg.is_async:
+                                loop = loop or asyncio.new_event_loop()
+                                ack = _run_to_completion(loop, run_async(attempt))
+                            else:
+                                ack = run_sync(attempt)
+                            attempts.append(attempt)
+                            acks.append(ack)
+                    finally:
+                        # One commit for the whole claimed batch, also when the batch was cut
+                        # short, so jobs that ran are never left executing.
+                        stored = self._engine.ack(acks) if acks else []
                     for attempt, after in zip(attempts, stored):
                         result = Job(after) if after is not None else None
                         attempt.report(result)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Any, Optional
+from typing import Any, Optional, TypedDict
 
 from ._native import JobRecord
 
@@ -22,7 +22,8 @@ def _maybe(us: Optional[int]) -> Optional[datetime]:
 
 
 class JobState(str, Enum):
-    """Where a job is in its life (see docs/job_lifecycle.md)."""
+    """Where a job is in its life: waiting (scheduled, available, retryable), executing, or
+    finished (completed, cancelled, discarded)."""
 
     SCHEDULED = "scheduled"
     AVAILABLE = "available"
@@ -42,6 +43,17 @@ class JobState(str, Enum):
 
 
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
+
+
+class JobErrorEntry(TypedDict):
+    """One entry of :attr:`Job.errors` (a plain dict at run time)."""
+
+    at: datetime
+    """When the attempt ended (aware, UTC)."""
+    attempt: int
+    """The attempt it ended (1 = the first run)."""
+    error: str
+    """The traceback of what was raised, or the ``Cancel`` / ``Discard`` reason."""
 
 
 class Job:
@@ -81,13 +93,17 @@ class Job:
     @property
     def args(self) -> dict[str, Any]:
         if self._args is None:
-            self._args = json.loads(self._record.args_json)
+            decoded: dict[str, Any] = json.loads(self._record.args_json)
+            self._args = decoded
+            return decoded
         return self._args
 
     @property
     def meta(self) -> dict[str, Any]:
         if self._meta is None:
-            self._meta = json.loads(self._record.meta_json)
+            decoded: dict[str, Any] = json.loads(self._record.meta_json)
+            self._meta = decoded
+            return decoded
         return self._meta
 
     @property
@@ -107,7 +123,7 @@ class Job:
         return self._record.priority
 
     @property
-    def errors(self) -> list[dict[str, Any]]:
+    def errors(self) -> list[JobErrorEntry]:
         return [
             {"at": from_micros(at), "attempt": attempt, "error": error}
             for at, attempt, error in self._record.errors

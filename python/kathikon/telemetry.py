@@ -22,8 +22,9 @@ event                                        measurements                    met
 stands after the outcome was stored). Durations are seconds. ``dispatcher.poll`` is one claim by
 one of a queue's lanes: ``demand`` is how many jobs it asked for, ``claimed`` how many it got.
 
-Emitting costs one dict lookup when nobody is attached. A handler that raises is detached and
-the error logged; it never reaches the job or the worker.
+Emitting costs one dict lookup when nobody is attached. A handler that raises (anything,
+``KeyboardInterrupt`` and ``SystemExit`` included) is detached and the error logged; it never
+reaches the job or the worker.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ from typing import Any, Callable, Optional
 from .errors import ConfigurationError
 
 Event = tuple[str, ...]
-Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], None]
+# What a handler returns is ignored, so any return type is accepted.
+Handler = Callable[[Event, Mapping[str, Any], Mapping[str, Any]], object]
 
 EVENTS: tuple[Event, ...] = (
     ("kathikon", "job", "insert"),
@@ -62,6 +64,8 @@ ENGINE_EVENTS = frozenset(
         ("kathikon", "job", "prune"),
     }
 )
+
+POLL_EVENT: Event = ("kathikon", "dispatcher", "poll")
 
 _log = logging.getLogger("kathikon.telemetry")
 _lock = threading.Lock()
@@ -161,7 +165,9 @@ def execute(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str
     for handler_id, handler in list(handlers.items()):
         try:
             handler(event, measurements, metadata)
-        except Exception:
+        except BaseException:
+            # BaseException too: a KeyboardInterrupt or SystemExit raised by a handler would
+            # otherwise kill a runner lane, or leave a drained job executing in the store.
             _log.exception("telemetry handler %r raised on %s and was detached", handler_id, event)
             detach(handler_id)
 
@@ -204,6 +210,8 @@ def attach_default_logger(
     out = logger or logging.getLogger("kathikon")
 
     def log(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        if event == POLL_EVENT and not measurements.get("claimed"):
+            return  # an idle lane polls every poll_interval; those lines would drown the rest
         record: dict[str, Any] = {"event": ".".join(event[1:])}
         for key, value in metadata.items():
             plain = _plain(value)

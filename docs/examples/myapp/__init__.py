@@ -1,0 +1,1 @@
+"""The application the command-line and deployment pages run (``myapp.jobs:app``)."""
