@@ -128,6 +128,30 @@ impl std::fmt::Debug for Engine {
 impl Engine {
     /// Open the store, rescue jobs a dead process left executing, and start the writer.
     pub fn open(config: EngineConfig) -> Result<Engine> {
+        Self::open_on(config, RedbStore::open)
+    }
+
+    /// Like [`Engine::open`], but the store lives on `backend` instead of the file at
+    /// `config.path` (which still names the store in errors and counts as open in this
+    /// process), with a page cache of `cache_bytes` (`None`: redb's default; 0 sends every
+    /// read to the backend). For fault-injection tests: wrap `redb::backends::FileBackend` in
+    /// a backend that fails reads, writes or syncs on command. Not part of the stable API.
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        config: EngineConfig,
+        backend: impl redb::StorageBackend,
+        cache_bytes: Option<usize>,
+    ) -> Result<Engine> {
+        Self::open_on(config, |path, fsync| {
+            RedbStore::open_with_backend(backend, path, fsync, cache_bytes)
+        })
+    }
+
+    /// [`Engine::open`] with the store made by `make_store(path, fsync)`.
+    fn open_on(
+        config: EngineConfig,
+        make_store: impl FnOnce(Option<&std::path::Path>, bool) -> Result<RedbStore>,
+    ) -> Result<Engine> {
         let registered_path = match &config.path {
             Some(path) => {
                 let abs = canonical(path)
@@ -152,7 +176,7 @@ impl Engine {
             e
         };
         let store: Arc<dyn Store> = Arc::new(
-            RedbStore::open(config.path.as_deref(), config.durability == Durability::Fsync)
+            make_store(config.path.as_deref(), config.durability == Durability::Fsync)
                 .map_err(unregister)?,
         );
         let now = config.clock.now();

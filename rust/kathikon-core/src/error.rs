@@ -94,28 +94,88 @@ fn locked_message(path: &std::path::Path, holder: Option<u32>, same_process: boo
     }
 }
 
+/// redb's words for a storage failure, with Kathikon's advice where it has some: after any
+/// I/O error redb refuses every later access (`PreviousIo`) until the database is reopened,
+/// which for a user means reopening the app; a full disk is said to be one.
+fn storage_text(e: &redb::StorageError) -> String {
+    match e {
+        redb::StorageError::PreviousIo => "an earlier I/O error left the store unusable; \
+             close the app and open it again"
+            .into(),
+        redb::StorageError::Io(io) => format!("{e}{}", io_advice(io)),
+        other => other.to_string(),
+    }
+}
+
+/// What to do about an I/O error, when its kind says (empty otherwise).
+pub(crate) fn io_advice(io: &std::io::Error) -> &'static str {
+    match io.kind() {
+        std::io::ErrorKind::StorageFull => {
+            " (the disk is full: free some space, then close the app and open it again)"
+        }
+        std::io::ErrorKind::QuotaExceeded => {
+            " (the disk quota is exceeded: free some space or raise the quota, then close the \
+             app and open it again)"
+        }
+        _ => "",
+    }
+}
+
 impl From<redb::StorageError> for Error {
     fn from(e: redb::StorageError) -> Self {
-        Error::Storage(e.to_string())
+        match e {
+            // The store fills in its path (`RedbStore::with_path`).
+            redb::StorageError::Corrupted(detail) => {
+                Error::Corrupted { path: "<store>".into(), detail: format!("redb: {detail}") }
+            }
+            other => Error::Storage(storage_text(&other)),
+        }
     }
 }
 
 impl From<redb::TransactionError> for Error {
     fn from(e: redb::TransactionError) -> Self {
-        Error::Storage(e.to_string())
+        match e {
+            redb::TransactionError::Storage(e) => e.into(),
+            other => Error::Storage(other.to_string()),
+        }
     }
 }
 
 impl From<redb::TableError> for Error {
     fn from(e: redb::TableError) -> Self {
-        Error::Storage(e.to_string())
+        match e {
+            redb::TableError::Storage(e) => e.into(),
+            // Kathikon opens only its own tables, with the types it created them with: a
+            // mismatch or a missing table means the file is damaged. The store fills in its
+            // path (`RedbStore::with_path`).
+            redb::TableError::TableTypeMismatch { .. }
+            | redb::TableError::TypeDefinitionChanged { .. }
+            | redb::TableError::TableIsMultimap(_)
+            | redb::TableError::TableIsNotMultimap(_)
+            | redb::TableError::TableDoesNotExist(_) => {
+                Error::Corrupted { path: "<store>".into(), detail: format!("redb: {e}") }
+            }
+            other => Error::Storage(other.to_string()),
+        }
     }
 }
 
 impl From<redb::CommitError> for Error {
     fn from(e: redb::CommitError) -> Self {
-        Error::Storage(format!("commit failed, outcome unknown: {e}"))
+        commit_failed(std::path::Path::new("<store>"), &e)
     }
+}
+
+/// A failed commit of the store at `path`: always [`Error::Storage`], even when redb found
+/// the file damaged, because the outcome is unknown and the store must be reopened before it
+/// is written again (the writer stops on storage errors).
+pub(crate) fn commit_failed(path: &std::path::Path, e: &redb::CommitError) -> Error {
+    let detail = match e {
+        redb::CommitError::Storage(e) => storage_text(e),
+        other => other.to_string(),
+    };
+    Error::Storage(format!("commit to {} failed, outcome unknown: {detail}", path.display()))
 }
 
 impl From<redb::SetDurabilityError> for Error {

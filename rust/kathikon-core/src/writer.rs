@@ -230,6 +230,9 @@ impl Writer {
         if let Some(msg) = &self.failed {
             let msg = msg.clone();
             for cmd in batch.drain(..) {
+                // Put claimed keys back, so every later claim fails with this message too
+                // instead of finding an empty queue and waiting quietly.
+                requeue_claim(&cmd);
                 cmd.fail(&|| {
                     Error::Storage(format!(
                         "the engine stopped writing after a storage failure ({msg}); \
@@ -284,15 +287,14 @@ impl Writer {
             }
             Err(error) => {
                 let fatal = matches!(error, Error::Storage(_));
-                let text = error.to_string();
+                // The bare message: it is wrapped in `Error::Storage` again below, whose
+                // display adds the "storage error: " prefix.
+                let text = match &error {
+                    Error::Storage(msg) => msg.clone(),
+                    other => other.to_string(),
+                };
                 for cmd in batch.drain(..) {
-                    if let Command::Claim { queue, keys, .. } = &cmd {
-                        // Still available on disk: make them claimable again.
-                        for key in keys {
-                            queue.push(*key);
-                        }
-                        queue.notify();
-                    }
+                    requeue_claim(&cmd);
                     cmd.fail(&|| match &error {
                         Error::Corrupted { path, detail } => {
                             Error::Corrupted { path: path.clone(), detail: detail.clone() }
@@ -324,6 +326,16 @@ impl Writer {
         for queue in touched {
             self.queues.get(queue).notify();
         }
+    }
+}
+
+/// A failed claim's jobs are still available on disk: make them claimable again.
+fn requeue_claim(cmd: &Command) {
+    if let Command::Claim { queue, keys, .. } = cmd {
+        for key in keys {
+            queue.push(*key);
+        }
+        queue.notify();
     }
 }
 

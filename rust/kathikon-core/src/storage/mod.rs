@@ -11,6 +11,19 @@ mod schema;
 pub use redb_store::RedbStore;
 pub use schema::FORMAT_VERSION;
 
+/// Decode one stored job record (a value of the `jobs` table) as the store does; a record that
+/// does not decode is [`crate::Error::Corrupted`]. For the fuzz targets; not a stable API.
+#[doc(hidden)]
+pub fn decode_record(id: JobId, bytes: &[u8]) -> Result<Job> {
+    schema::decode(id, bytes)
+}
+
+/// Encode a job record as the store does. For the fuzz targets; not a stable API.
+#[doc(hidden)]
+pub fn encode_record(job: &Job) -> Vec<u8> {
+    schema::encode(job)
+}
+
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Job, JobId, Placement};

@@ -15,7 +15,7 @@ use super::schema::{
 };
 use super::{AvailableEntry, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
-use crate::error::{Error, Result};
+use crate::error::{commit_failed, Error, Result};
 use crate::guard::guarded;
 use crate::job::{Job, JobId, Placement};
 use crate::state::JobState;
@@ -43,14 +43,8 @@ impl RedbStore {
     ///
     /// A new file is created readable and writable by its owner only.
     pub fn open(path: Option<&Path>, fsync: bool) -> Result<RedbStore> {
-        let durability = if fsync { redb::Durability::Immediate } else { redb::Durability::None };
         let Some(path) = path else {
-            let db = Database::builder()
-                .create_with_backend(InMemoryBackend::new())
-                .map_err(|e| Error::Storage(e.to_string()))?;
-            let store = RedbStore { db, durability, path: "<memory>".into() };
-            store.check_schema()?;
-            return Ok(store);
+            return Self::open_with_backend(InMemoryBackend::new(), None, fsync, None);
         };
         let path = path.to_path_buf();
         let file = OpenOptions::new()
@@ -74,8 +68,36 @@ impl RedbStore {
         }
         let db =
             guarded(&path, || Database::builder().create(&path).map_err(|e| open_error(&path, e)))?;
-        let store = RedbStore { db, durability, path };
-        guarded(&store.path, || store.check_schema())?;
+        let store = RedbStore { db, durability: durability(fsync), path };
+        guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
+        Ok(store)
+    }
+
+    /// Open (or create) a store on a caller-supplied redb backend. `path` only names the store
+    /// in errors (`None`: `<memory>`); the caller made and checked whatever is behind the
+    /// backend, so the redb-header check and the owner-only file mode of [`RedbStore::open`]
+    /// are not applied. `cache_bytes` sizes redb's page cache (`None`: redb's default); 0
+    /// sends every page read to the backend.
+    ///
+    /// Used for the in-memory store, and by tests that wrap redb's `FileBackend` to fail
+    /// reads, writes or syncs on command.
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        path: Option<&Path>,
+        fsync: bool,
+        cache_bytes: Option<usize>,
+    ) -> Result<RedbStore> {
+        let path = path.map_or_else(|| PathBuf::from("<memory>"), Path::to_path_buf);
+        let db = guarded(&path, || {
+            let mut builder = Database::builder();
+            if let Some(bytes) = cache_bytes {
+                builder.set_cache_size(bytes);
+            }
+            builder.create_with_backend(backend).map_err(|e| open_error(&path, e))
+        })?;
+        let store = RedbStore { db, durability: durability(fsync), path };
+        guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
         Ok(store)
     }
 
@@ -111,7 +133,7 @@ impl RedbStore {
                 txn.open_table(FINISHED)?;
                 txn.open_table(COUNTS)?;
             }
-            txn.commit()?;
+            txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
             Ok(())
         } else {
             Err(Error::NotAStore {
@@ -131,6 +153,14 @@ impl RedbStore {
             Error::Corrupted { detail, .. } => self.damaged(detail),
             other => other,
         }
+    }
+}
+
+fn durability(fsync: bool) -> redb::Durability {
+    if fsync {
+        redb::Durability::Immediate
+    } else {
+        redb::Durability::None
     }
 }
 
@@ -160,9 +190,11 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
         {
             Error::Corrupted { path: path.to_path_buf(), detail: io.to_string() }
         }
-        DatabaseError::Storage(redb::StorageError::Io(io)) => {
-            Error::Storage(format!("cannot open {}: {io}", path.display()))
-        }
+        DatabaseError::Storage(redb::StorageError::Io(io)) => Error::Storage(format!(
+            "cannot open {}: {io}{}",
+            path.display(),
+            crate::error::io_advice(&io)
+        )),
         other => Error::Corrupted { path: path.to_path_buf(), detail: other.to_string() },
     }
 }
@@ -444,7 +476,7 @@ impl RedbStore {
             f(&mut tables)?;
             tables.flush_counts()?;
         }
-        txn.commit()?;
+        txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
         Ok(())
     }
 }

@@ -1,12 +1,17 @@
 //! Helpers shared by the integration tests: engines on real store files, job builders, clocks.
 #![allow(dead_code)] // every test binary uses its own subset of these helpers
 
+pub mod faulty;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use kathikon_core::clock::{ManualClock, SECOND};
-use kathikon_core::{Ack, AckResult, Engine, EngineConfig, Job, Micros, NewJob, Outcome};
+use kathikon_core::{
+    Ack, AckResult, Engine, EngineConfig, Job, JobState, ListFilter, Micros, NewJob, Outcome,
+};
 
 /// A fixed, realistic start time for manual clocks (2023-11-14T22:13:20Z).
 pub const T0: Micros = 1_700_000_000 * SECOND;
@@ -23,6 +28,18 @@ pub fn job(queue: &str, worker: &str) -> NewJob {
         priority: 0,
         scheduled_at: None,
     }
+}
+
+/// A scratch directory for a test's stores: on /dev/shm when there is one, since tests that
+/// open hundreds of stores would otherwise spend their time waiting for real fsyncs.
+pub fn scratch_dir() -> tempfile::TempDir {
+    let shm = Path::new("/dev/shm");
+    if shm.is_dir() {
+        if let Ok(dir) = tempfile::tempdir_in(shm) {
+            return dir;
+        }
+    }
+    tempfile::tempdir().expect("a temporary directory")
 }
 
 /// The store file inside `dir`.
@@ -75,4 +92,45 @@ pub fn finish(engine: &Engine, job: &Job, outcome: Outcome) -> Job {
         AckResult::Applied(job) => job,
         AckResult::Stale(state) => panic!("ack of job {} was stale (found {state:?})", job.id),
     }
+}
+
+/// Everything a reader can see of a store, to compare two stores or one store before and after.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every job, in id order.
+    pub jobs: Vec<Job>,
+    /// The stored counts per `(queue, state)`.
+    pub counts: BTreeMap<(String, JobState), u64>,
+    /// Jobs ready to claim per queue (the in-memory claim queues).
+    pub ready: BTreeMap<String, usize>,
+}
+
+/// What `engine` shows, after checking that its indexes agree with its records: the stored
+/// counts equal a tally of the jobs, and each claim queue holds exactly its available jobs.
+/// Those are written in the same transaction as the records, so a half-written batch shows
+/// up here as a mismatch.
+pub fn snapshot(engine: &Engine) -> Snapshot {
+    let jobs = engine.list(&ListFilter::default()).expect("list every job");
+    let mut tally: BTreeMap<(String, JobState), u64> = BTreeMap::new();
+    let mut available: BTreeMap<String, usize> = BTreeMap::new();
+    for j in &jobs {
+        *tally.entry((j.queue.clone(), j.state)).or_default() += 1;
+        if j.state == JobState::Available {
+            *available.entry(j.queue.clone()).or_default() += 1;
+        }
+    }
+    let counts: BTreeMap<(String, JobState), u64> =
+        engine.counts().expect("counts").into_iter().map(|(q, s, n)| ((q, s), n)).collect();
+    assert_eq!(counts, tally, "the stored counts disagree with the jobs");
+    let mut ready = BTreeMap::new();
+    for queue in jobs.iter().map(|j| j.queue.clone()) {
+        let n = engine.ready_count(&queue);
+        assert_eq!(
+            n,
+            available.get(&queue).copied().unwrap_or(0),
+            "claim queue {queue:?} disagrees with its available jobs"
+        );
+        ready.insert(queue, n);
+    }
+    Snapshot { jobs, counts, ready }
 }
