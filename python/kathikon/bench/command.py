@@ -39,6 +39,10 @@ def _fmt(value: Optional[float], unit: str) -> str:
 @click.option("--peers", is_flag=True, help="also run the peers of benches/peers (source checkout)")
 @click.option("--peers-dir", default=None, help="where run_peers.py is (default ./benches/peers)")
 @click.option("--systems", default=None, help="peers to run, comma-separated (default: all)")
+@click.option(
+    "--peer-concurrency", default="1,10,100", show_default=True, help="peers' drain concurrency"
+)
+@click.option("--peer-rates", default="1000,10000", show_default=True, help="peers' latency rates")
 @click.option("--json", "json_path", default=None, help="also write all results as JSON here")
 def bench_command(
     workloads: str,
@@ -47,6 +51,8 @@ def bench_command(
     peers: bool,
     peers_dir: Optional[str],
     systems: Optional[str],
+    peer_concurrency: str,
+    peer_rates: str,
     json_path: Optional[str],
 ) -> None:
     """Measure Kathikon on this machine (embedded store, fsync per commit), optionally side by
@@ -74,8 +80,8 @@ def bench_command(
             latency_jobs=int(2_000 * scale),
             scheduled_jobs=int(200 * scale),
             rounds=rounds,
-            concurrency=[1, 10, 100],
-            rates=[1000, 10000],
+            concurrency=[int(c) for c in peer_concurrency.split(",") if c.strip()],
+            rates=[int(r) for r in peer_rates.split(",") if r.strip()],
             systems=[s.strip() for s in systems.split(",")] if systems else None,
         )
     table = Table(title=f"Kathikon {machine()['kathikon']} — medians of {rounds} round(s)")
