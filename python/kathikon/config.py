@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Union
 
 from .errors import ConfigurationError
+from .options import not_utf8
 
 QueueSpec = Union[int, Mapping[str, Any]]
 
@@ -86,6 +87,8 @@ def build_config(
     for name, spec in queues.items():
         if not isinstance(name, str) or not name or name != name.strip():
             raise ConfigurationError(f"queue name {name!r} must be a non-empty string")
+        if not_utf8(name):
+            raise ConfigurationError(f"queue name {name!r} holds a lone surrogate; use UTF-8 text")
         parsed[name] = parse_concurrency(name, spec)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ConfigurationError(f"max_attempts={max_attempts!r} must be an int of at least 1")

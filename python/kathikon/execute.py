@@ -4,6 +4,7 @@ engine, and report telemetry. Shared by the background runner and ``app.drain``.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import traceback
 from dataclasses import dataclass
@@ -36,6 +37,9 @@ class Attempt:
     started: float = 0.0
     duration: float = 0.0
     ack: Optional[AckTuple] = None
+    # Set by the runner before it cancels the job's task (app.cancel, shutdown). A
+    # CancelledError nobody asked for is the job's own exception: its attempt failed.
+    cancel_requested: bool = False
 
     def begin(self) -> None:
         self.started = time.perf_counter()
@@ -142,6 +146,19 @@ def run_sync(attempt: Attempt) -> AckTuple:
         result = reg.perform(attempt.job)
     except BaseException as exc:
         return attempt.settle(error=exc)
+    if inspect.isawaitable(result):
+        # A sync callable that returns a coroutine (a lambda or a decorator without
+        # functools.wraps around an `async def`): its body never ran, so completing the job
+        # would lose the work silently. Fail the attempt instead, saying why.
+        if inspect.iscoroutine(result):
+            result.close()
+        return attempt.settle(
+            error=TypeError(
+                f"worker {reg.name!r} returned {type(result).__name__} {result!r:.80} instead of "
+                "running: it is registered as a sync function, so nothing awaited it. Make it "
+                "`async def` (or wrap the async function with functools.wraps)."
+            )
+        )
     return attempt.settle(result=result)
 
 
@@ -155,17 +172,38 @@ async def run_async(attempt: Attempt) -> AckTuple:
         coro = reg.perform(attempt.job)
         if reg.timeout is not None:
             try:
-                result = await asyncio.wait_for(coro, reg.timeout)
+                # Before Python 3.12 wait_for runs the coroutine in a task of its own, and a
+                # task re-raises KeyboardInterrupt and SystemExit out of the event loop (the
+                # drain or the runner's loop thread would die with the job left executing):
+                # catch them inside that task and hand them over as values.
+                failed, result = await asyncio.wait_for(_caught(coro), reg.timeout)
             except asyncio.TimeoutError:
                 raise TimeoutError(
                     f"job {attempt.job.id} ({reg.name}) timed out after {reg.timeout:g} s"
                 ) from None
+            if failed:
+                raise result
         else:
             result = await coro
-    except asyncio.CancelledError:
+    except asyncio.CancelledError as exc:
         # Cancelled by app.cancel (the store already says cancelled) or by shutdown (the job
         # stays executing and is rescued at the next open): either way there is nothing to ack.
-        raise
+        if attempt.cancel_requested:
+            raise
+        # Raised by the job itself (nothing cancelled its task): a failure like any other,
+        # not a reason to leave the job executing for as long as this process lives.
+        return attempt.settle(error=exc)
     except BaseException as exc:
         return attempt.settle(error=exc)
     return attempt.settle(result=result)
+
+
+async def _caught(coro: Any) -> tuple[bool, Any]:
+    """Await ``coro``; ``(True, exc)`` if it raised anything but a cancellation, else
+    ``(False, result)``."""
+    try:
+        return False, await coro
+    except asyncio.CancelledError:
+        raise
+    except BaseException as exc:
+        return True, exc

@@ -30,6 +30,18 @@ def _path(parts: Sequence[Union[str, int]]) -> str:
 MAX_DEPTH = 200
 
 
+def not_utf8(text: str) -> bool:
+    """Whether ``text`` holds a lone surrogate (e.g. from ``os.fsdecode`` of a bad file name),
+    which UTF-8 — and so the store — cannot hold. ``isascii`` is O(1) in CPython."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _find_unencodable(
     value: Any, parts: list[Union[str, int]], what: str, seen: Optional[set[int]] = None
 ) -> Optional[str]:
@@ -37,12 +49,8 @@ def _find_unencodable(
     where = _path(parts).replace("args", what, 1)
     if len(parts) > MAX_DEPTH:
         return f"{what} is nested more than {MAX_DEPTH} levels deep (at {where[:80]}…); flatten it"
-    if value is None or isinstance(value, (str, bool, int)):
-        return None
-    if isinstance(value, float):
-        if math.isfinite(value):
-            return None
-        return f"{where} is {value!r}, which JSON cannot represent; use None or a string"
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return _scalar_problem(value, where)
     if isinstance(value, (Mapping, list, tuple)):
         seen = set() if seen is None else seen
         if id(value) in seen:
@@ -64,6 +72,17 @@ def _find_unencodable(
     )
 
 
+def _scalar_problem(value: Any, where: str) -> Optional[str]:
+    if isinstance(value, str) and not_utf8(value):
+        return (
+            f"{where} is {value!r:.60}, which holds a lone surrogate and is not valid UTF-8; "
+            "pass text that encodes as UTF-8"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{where} is {value!r}, which JSON cannot represent; use None or a string"
+    return None
+
+
 def _first_problem_in_mapping(
     value: Mapping[Any, Any],
     parts: list[Union[str, int]],
@@ -76,6 +95,11 @@ def _first_problem_in_mapping(
             return (
                 f"{where} has the non-string key {key!r} ({type(key).__name__}); JSON keys "
                 "are strings, so it would come back changed: convert the key to str"
+            )
+        if not_utf8(key):
+            return (
+                f"{where} has the key {key!r:.60}, which holds a lone surrogate and is not "
+                "valid UTF-8; pass text that encodes as UTF-8"
             )
         found = _find_unencodable(item, [*parts, key], what, seen)
         if found:
@@ -126,15 +150,18 @@ def encode_json(value: Any, what: str) -> str:
             text = json.dumps(value, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
         except (TypeError, ValueError, RecursionError):
             text = None
-    if text is not None:
+    if text is not None and not not_utf8(text):
         return text
     problem = _find_unencodable(value, [], what)
     if problem:
         raise InvalidJobError(problem)
     try:
-        return json.dumps(dict(value), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+        text = json.dumps(dict(value), allow_nan=False, separators=(",", ":"), ensure_ascii=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidJobError(f"{what} cannot be encoded as JSON: {exc}") from None
+    if not_utf8(text):
+        raise InvalidJobError(f"{what} holds a lone surrogate, which is not valid UTF-8")
+    return text
 
 
 def check_priority(priority: Any) -> int:
@@ -167,6 +194,8 @@ def check_tags(tags: Any) -> list[str]:
     for tag in tags:
         if not isinstance(tag, str):
             raise InvalidJobError(f"tag {tag!r} in tags must be a string")
+        if not_utf8(tag):
+            raise InvalidJobError(f"tag {tag!r:.60} holds a lone surrogate; tags must be UTF-8")
     return list(tags)
 
 

@@ -87,6 +87,7 @@ class Runner:
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
         self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._attempts: dict[int, Attempt] = {}  # the async attempts running, by job id
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -118,7 +119,7 @@ class Runner:
         if loop is not None:
             # Jobs still running past the grace period stay executing in the store and are
             # rescued at the next open; cancel their tasks so the loop can stop.
-            loop.call_soon_threadsafe(_cancel_all, loop)
+            loop.call_soon_threadsafe(self._cancel_all, loop)
             if self._loop_thread is not None:
                 self._loop_thread.join(timeout=5)
         try:
@@ -213,6 +214,7 @@ class Runner:
         """On the loop thread: start a task per attempt."""
         loop = asyncio.get_running_loop()
         for attempt in attempts:
+            self._attempts[attempt.job.id] = attempt
             self._tasks[attempt.job.id] = loop.create_task(self._run_async(attempt, slots))
 
     async def _run_async(self, attempt: Attempt, slots: Slots) -> None:
@@ -228,17 +230,28 @@ class Runner:
             pass
         finally:
             self._tasks.pop(attempt.job.id, None)
+            self._attempts.pop(attempt.job.id, None)
             slots.release()
 
     def cancel_running(self, job_id: int) -> bool:
         """Cancel an async job running here; sync jobs cannot be interrupted (their late
         result is refused by the engine)."""
         task = self._tasks.get(job_id)
+        attempt = self._attempts.get(job_id)
         loop = self._loop
         if task is None or loop is None:
             return False
+        if attempt is not None:
+            attempt.cancel_requested = True
         loop.call_soon_threadsafe(task.cancel)
         return True
+
+    def _cancel_all(self, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop thread: cancel every task (the jobs' as asked for, so they stay
+        executing in the store rather than counting as failures) and stop the loop."""
+        for attempt in self._attempts.values():
+            attempt.cancel_requested = True
+        _cancel_all(loop)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
         with self._loop_lock:

@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
 
 from .errors import ConfigurationError
 from .job import Job
-from .options import check_max_attempts, check_priority, check_tags
+from .options import Seconds, check_max_attempts, check_priority, check_tags, not_utf8
 
 if TYPE_CHECKING:
     from .app import JobSpec, Kathikon
@@ -86,6 +87,8 @@ def make_registration(
 ) -> Registration:
     """Check a worker's settings at definition time, so mistakes surface at import."""
     where = f"worker {name!r}"
+    if not isinstance(name, str) or not name or not_utf8(name):
+        raise ConfigurationError(f"{where}: a worker name must be non-empty UTF-8 text")
     if queue not in known_queues:
         raise ConfigurationError(
             f"{where} uses queue {queue!r}, which this app does not have; "
@@ -151,13 +154,55 @@ class WorkerFunction:
     def __call__(self, job: Job) -> Any:
         return self._fn(job)
 
-    def new(self, args: Optional[dict[str, Any]] = None, **options: Any) -> JobSpec:
+    def new(
+        self,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        queue: Optional[str] = None,
+        priority: Optional[int] = None,
+        schedule_in: Optional[Seconds] = None,
+        schedule_at: Optional[datetime] = None,
+        max_attempts: Optional[int] = None,
+        tags: Optional[Iterable[str]] = None,
+        meta: Optional[Mapping[str, Any]] = None,
+    ) -> JobSpec:
         """An unsaved job for :meth:`Kathikon.insert_all`; options as for ``insert``."""
-        return self._app.new(self, args, **options)
+        return self._app.new(
+            self,
+            args,
+            queue=queue,
+            priority=priority,
+            schedule_in=schedule_in,
+            schedule_at=schedule_at,
+            max_attempts=max_attempts,
+            tags=tags,
+            meta=meta,
+        )
 
-    def insert(self, args: Optional[dict[str, Any]] = None, **options: Any) -> Job:
+    def insert(
+        self,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        queue: Optional[str] = None,
+        priority: Optional[int] = None,
+        schedule_in: Optional[Seconds] = None,
+        schedule_at: Optional[datetime] = None,
+        max_attempts: Optional[int] = None,
+        tags: Optional[Iterable[str]] = None,
+        meta: Optional[Mapping[str, Any]] = None,
+    ) -> Job:
         """Insert a job for this worker; see :meth:`Kathikon.insert` for the options."""
-        return self._app.insert(self, args, **options)
+        return self._app.insert(
+            self,
+            args,
+            queue=queue,
+            priority=priority,
+            schedule_in=schedule_in,
+            schedule_at=schedule_at,
+            max_attempts=max_attempts,
+            tags=tags,
+            meta=meta,
+        )
 
     def __repr__(self) -> str:
         return f"<WorkerFunction {self.name} queue={self.queue!r}>"
