@@ -593,3 +593,22 @@ def test_time_values_are_not_mistaken(memory_app: kathikon.Kathikon) -> None:
     assert w.insert({}, schedule_in=timedelta(seconds=5)).state is kathikon.JobState.SCHEDULED
     at = datetime.now(tz) + timedelta(hours=1)
     assert w.insert({}, schedule_at=at).scheduled_at == at
+
+
+def test_max_args_bytes_counts_utf8_bytes_and_must_be_sane(store_path: Path) -> None:
+    for bad in (0, 1, -5, True, 1.5, "1k"):
+        with pytest.raises(kathikon.ConfigurationError, match="max_args_bytes"):
+            kathikon.Kathikon(store_path, max_args_bytes=bad)
+    app = kathikon.Kathikon(store_path, max_args_bytes=100)
+    try:
+
+        @app.worker
+        def w(job: kathikon.Job) -> None:
+            pass
+
+        w.insert({"t": "é" * 40})  # 80 bytes of text + 8 of JSON: fits
+        with pytest.raises(kathikon.InvalidJobError, match="max_args_bytes=100"):
+            w.insert({"t": "é" * 50})  # 50 characters, but 108 bytes
+        assert len(app.jobs()) == 1
+    finally:
+        app.close()

@@ -106,6 +106,8 @@ class Kathikon:
             (86,400 = one day).
         durability: ``"fsync"`` (default: every insert is on disk before it returns) or
             ``"none"`` (faster; a crash loses what was not yet fsync'd).
+        max_args_bytes: refuse jobs whose ``args`` encode to more UTF-8 JSON bytes than this
+            (``InvalidJobError``); ``None`` (default) for no limit.
         clock: ``"system"`` (default) or ``"manual"``: time starts at now and moves only with
             :meth:`advance_clock` — for tests of scheduling and backoff without sleeping.
 
@@ -127,6 +129,7 @@ class Kathikon:
         retention_period: float = 86_400.0,
         durability: str = "fsync",
         clock: str = "system",
+        max_args_bytes: Optional[int] = None,
     ) -> None:
         if clock not in ("system", "manual"):
             raise ConfigurationError(f'clock={clock!r}: use "system" (the default) or "manual"')
@@ -138,6 +141,7 @@ class Kathikon:
             prune_interval,
             retention_period,
             durability,
+            max_args_bytes,
         )
         self.path: Optional[str] = None if path is None else os.fspath(path)
         self._engine = Engine(
@@ -304,10 +308,18 @@ class Kathikon:
             if max_attempts is not None
             else (reg.max_attempts or self.config.max_attempts)
         )
+        args_json = encode_json(args, "args")
+        limit = self.config.max_args_bytes
+        if limit is not None and len(args_json) > limit // 4 and len(args_json.encode()) > limit:
+            raise InvalidJobError(
+                f"args encode to {len(args_json.encode()):,} bytes of JSON, more than "
+                f"max_args_bytes={limit:,}; store large data elsewhere and pass a reference "
+                "(a path, a URL, an id), or raise the limit"
+            )
         row = (
             queue,
             reg.name,
-            encode_json(args, "args"),
+            args_json,
             encode_json(meta, "meta"),
             check_tags(list(reg.tags) if tags is None else tags),
             attempts,

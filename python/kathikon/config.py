@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any, Optional, Union
 
 from .errors import ConfigurationError
 from .options import not_utf8
@@ -28,6 +28,8 @@ class Config:
             next due time).
         prune_interval: how often finished jobs past ``retention_period`` are deleted.
         retention_period: how long completed, cancelled and discarded jobs are kept.
+        max_args_bytes: largest encoded ``args`` (UTF-8 JSON bytes) a job may carry; ``None``
+            (the default) for no limit.
         durability: ``"fsync"`` (each commit reaches the disk before ``insert`` returns) or
             ``"none"`` (faster; a crash loses changes since the last fsync'd commit).
     """
@@ -39,6 +41,7 @@ class Config:
     prune_interval: float = 30.0
     retention_period: float = 86_400.0
     durability: str = "fsync"
+    max_args_bytes: Optional[int] = None
 
 
 def _positive(name: str, value: Any) -> float:
@@ -67,6 +70,17 @@ def parse_concurrency(queue: str, spec: Any) -> int:
     return value
 
 
+def _byte_limit(value: Any) -> Optional[int]:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 2:
+        raise ConfigurationError(
+            f"max_args_bytes={value!r} must be None (no limit) or an int of at least 2 "
+            "(the size of {})"
+        )
+    return value
+
+
 def build_config(
     queues: Mapping[str, QueueSpec] | None,
     max_attempts: Any,
@@ -75,6 +89,7 @@ def build_config(
     prune_interval: Any,
     retention_period: Any,
     durability: Any,
+    max_args_bytes: Any = None,
 ) -> Config:
     """Check every setting and return the :class:`Config`."""
     queues = DEFAULT_QUEUES if queues is None else queues
@@ -102,4 +117,5 @@ def build_config(
         prune_interval=_positive("prune_interval", prune_interval),
         retention_period=_positive("retention_period", retention_period),
         durability=durability,
+        max_args_bytes=_byte_limit(max_args_bytes),
     )

@@ -86,8 +86,8 @@ class Runner:
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._loop_thread: Optional[threading.Thread] = None
         self._loop_lock = threading.Lock()
-        self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._attempts: dict[int, Attempt] = {}  # the async attempts running, by job id
+        # The async jobs running on the loop, by job id.
+        self._running: dict[int, tuple[Attempt, asyncio.Task[None]]] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -214,8 +214,8 @@ class Runner:
         """On the loop thread: start a task per attempt."""
         loop = asyncio.get_running_loop()
         for attempt in attempts:
-            self._attempts[attempt.job.id] = attempt
-            self._tasks[attempt.job.id] = loop.create_task(self._run_async(attempt, slots))
+            task = loop.create_task(self._run_async(attempt, slots))
+            self._running[attempt.job.id] = (attempt, task)
 
     async def _run_async(self, attempt: Attempt, slots: Slots) -> None:
         try:
@@ -229,27 +229,25 @@ class Runner:
         except asyncio.CancelledError:
             pass
         finally:
-            self._tasks.pop(attempt.job.id, None)
-            self._attempts.pop(attempt.job.id, None)
+            self._running.pop(attempt.job.id, None)
             slots.release()
 
     def cancel_running(self, job_id: int) -> bool:
         """Cancel an async job running here; sync jobs cannot be interrupted (their late
         result is refused by the engine)."""
-        task = self._tasks.get(job_id)
-        attempt = self._attempts.get(job_id)
+        running = self._running.get(job_id)
         loop = self._loop
-        if task is None or loop is None:
+        if running is None or loop is None:
             return False
-        if attempt is not None:
-            attempt.cancel_requested = True
+        attempt, task = running
+        attempt.cancel_requested = True
         loop.call_soon_threadsafe(task.cancel)
         return True
 
     def _cancel_all(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop thread: cancel every task (the jobs' as asked for, so they stay
         executing in the store rather than counting as failures) and stop the loop."""
-        for attempt in self._attempts.values():
+        for attempt, _ in self._running.values():
             attempt.cancel_requested = True
         _cancel_all(loop)
 
