@@ -190,7 +190,7 @@ class Runner:
         """Record outcomes. Without listeners for outcome events nothing needs the stored
         result, so the outcomes are sent without waiting: they join the next group commit,
         and one lost to a crash leaves its job executing, to be rescued and run again."""
-        wait = any(telemetry.has_handlers(e) for e in OUTCOME_EVENTS.values())
+        wait = _outcomes_watched()
         try:
             if wait:
                 stored: list[Optional[JobRecord]] = self._engine.ack(acks, wait=True)
@@ -220,7 +220,7 @@ class Runner:
     async def _run_async(self, attempt: Attempt, slots: Slots) -> None:
         try:
             ack = await run_async(attempt)
-            if any(telemetry.has_handlers(e) for e in OUTCOME_EVENTS.values()):
+            if _outcomes_watched():
                 # Waiting for the stored outcome blocks: do it off the loop.
                 loop = asyncio.get_running_loop()
                 await loop.run_in_executor(None, self._ack, [attempt], [ack])
@@ -271,6 +271,12 @@ class Runner:
                 ready.wait()
                 self._loop = loop
             return self._loop
+
+
+def _outcomes_watched() -> bool:
+    """Whether a handler listens for retry/discard/cancel/snooze events, which need the job
+    as stored after its outcome (so the ack must wait for its commit)."""
+    return any(telemetry.has_handlers(e) for e in OUTCOME_EVENTS.values())
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
