@@ -93,7 +93,7 @@ fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
 
 /// The path as the OS resolves it (symlinks and `..` followed), so two spellings of one file
 /// are recognised as the same store. The file itself may not exist yet.
-fn canonical(path: &std::path::Path) -> std::io::Result<PathBuf> {
+pub(crate) fn canonical(path: &std::path::Path) -> std::io::Result<PathBuf> {
     if path.exists() {
         return std::fs::canonicalize(path);
     }
@@ -343,6 +343,25 @@ impl Engine {
     pub fn prune(&self, age: Duration) -> Result<u64> {
         let before = self.clock.now() - age.as_micros() as i64;
         self.call(|reply| Command::Prune { before, reply })
+    }
+
+    /// Take jobs back from a worker that lost them: each `(id, attempt)` still executing that
+    /// attempt becomes available again (or discarded with no attempts left), with an error
+    /// entry starting with `cause`. Returns how many were rescued.
+    pub fn rescue(&self, jobs: Vec<(JobId, u32)>, cause: String) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        self.call(|reply| Command::Rescue { jobs, cause, reply })
+    }
+
+    /// Record, in each job's history, a report refused because its worker had lost the job:
+    /// `(id, attempt, text)`. The jobs' states are not touched. Returns how many were noted.
+    pub fn note_fenced(&self, notes: Vec<(JobId, u32, String)>) -> Result<u64> {
+        if notes.is_empty() {
+            return Ok(0);
+        }
+        self.call(|reply| Command::Fence { notes, reply })
     }
 
     /// Wait until everything sent before this call is committed, with due jobs promoted.

@@ -70,6 +70,22 @@ pub enum Error {
     /// may not be durable, and the engine must be reopened before it writes again.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The process that owns the store went away (or stopped answering) while this process
+    /// was using it through its socket. The call's outcome is unknown; the next call connects
+    /// to a new owner or takes the store over.
+    #[error("the process that owned the store {path} (pid {owner}) is gone ({detail}); this call's outcome is unknown: check or retry it, the next call reconnects or takes the store over")]
+    OwnerGone {
+        /// The store file.
+        path: PathBuf,
+        /// PID of the owner that went away.
+        owner: u32,
+        /// What the socket said.
+        detail: String,
+    },
+    /// The owner of a store and this process could not talk: a malformed or oversized frame,
+    /// or protocol versions that differ (the message says which).
+    #[error("{0}")]
+    Protocol(String),
     /// The engine was closed; open a new one.
     #[error("the Kathikon engine is closed; create a new app to use this store again")]
     Closed,

@@ -85,7 +85,7 @@ pub struct Placement {
 }
 
 /// A job to insert.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewJob {
     /// Queue name.
     pub queue: String,
@@ -159,7 +159,7 @@ impl NewJob {
 }
 
 /// How an attempt ended, as reported by the worker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     /// Returned normally.
     Complete,
@@ -189,7 +189,7 @@ pub enum Outcome {
 
 /// A worker's report on one attempt. `attempt` fences it: a report for an older attempt
 /// (the job was rescued and claimed again) is refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     /// The job.
     pub id: JobId,
@@ -202,7 +202,7 @@ pub struct Ack {
 /// What became of an [`Ack`].
 // Short-lived (one per ack, consumed at once), so boxing the job would cost more than it saves.
 #[allow(clippy::large_enum_variant)]
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum AckResult {
     /// Recorded; the job as it now stands.
     Applied(Job),
@@ -293,22 +293,33 @@ impl Job {
 
     /// Its process died while it was executing (found at open).
     pub fn rescue(&mut self, now: Micros) -> Result<()> {
+        let cause = format!(
+            "orphaned: the process running attempt {} died before reporting an outcome",
+            self.attempt
+        );
+        self.rescue_because(now, &cause)
+    }
+
+    /// Take it back from the worker running it (whose process died, disconnected or stopped
+    /// renewing its lease): available again, or discarded when no attempts are left. `cause`
+    /// opens the error entry; what became of the job follows it.
+    pub fn rescue_because(&mut self, now: Micros, cause: &str) -> Result<()> {
         let exhausted = self.attempt >= self.max_attempts;
         self.step(Event::Rescue { exhausted })?;
         let what = if exhausted { "discarded: no attempts left" } else { "made available again" };
-        self.record_error(
-            now,
-            format!(
-                "orphaned: the process running attempt {} died before reporting an outcome; {what}",
-                self.attempt
-            ),
-        );
+        self.record_error(now, format!("{cause}; {what}"));
         if exhausted {
             self.discarded_at = Some(now);
         } else {
             self.scheduled_at = now;
         }
         Ok(())
+    }
+
+    /// Note a refused report in its history without changing its state: an outcome for
+    /// `attempt` arrived from a worker that had lost the job (fencing).
+    pub fn note_fenced(&mut self, now: Micros, attempt: u32, text: String) {
+        self.errors.push(JobError { at: now, attempt, error: clip(text) });
     }
 
     /// Run it again now. A job that used up its attempts gets one more.

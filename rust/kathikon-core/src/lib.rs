@@ -13,6 +13,8 @@ pub mod engine;
 pub mod error;
 mod guard;
 pub mod job;
+#[cfg(unix)]
+pub mod net;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

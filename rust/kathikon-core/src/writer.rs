@@ -58,6 +58,19 @@ pub(crate) enum Command {
         before: Micros,
         reply: Sender<Result<u64>>,
     },
+    /// Take jobs back from a worker that lost them (its process disconnected or its lease
+    /// expired). Each `(id, attempt)` is rescued only if that attempt is still executing.
+    Rescue {
+        jobs: Vec<(JobId, u32)>,
+        cause: String,
+        reply: Sender<Result<u64>>,
+    },
+    /// Record refused reports: `(id, attempt, text)` appended to the job's history, state
+    /// untouched.
+    Fence {
+        notes: Vec<(JobId, u32, String)>,
+        reply: Sender<Result<u64>>,
+    },
     /// A barrier: answered once everything sent before it has committed, with due jobs
     /// promoted as of now (or as of `promote_until`, when later: "run scheduled jobs now").
     Sync {
@@ -93,7 +106,12 @@ impl Command {
             (Command::Retry { reply, .. }, Reply::Job(r)) => {
                 let _ = reply.send(r);
             }
-            (Command::Prune { reply, .. }, Reply::Count(r)) => {
+            (
+                Command::Prune { reply, .. }
+                | Command::Rescue { reply, .. }
+                | Command::Fence { reply, .. },
+                Reply::Count(r),
+            ) => {
                 let _ = reply.send(r);
             }
             (Command::Sync { reply, .. }, Reply::Unit) => {
@@ -117,7 +135,9 @@ impl Command {
             Command::Retry { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Prune { reply, .. } => {
+            Command::Prune { reply, .. }
+            | Command::Rescue { reply, .. }
+            | Command::Fence { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
             Command::Sync { reply, .. } => {
@@ -450,8 +470,47 @@ fn apply_one(
             effects.pruned += total;
             Reply::Count(Ok(total))
         }
+        Command::Rescue { jobs, cause, .. } => {
+            Reply::Count(Ok(rescue(txn, jobs, cause, now, effects)?))
+        }
+        Command::Fence { notes, .. } => {
+            let mut noted = 0;
+            for (id, attempt, text) in notes {
+                let Some(mut job) = txn.get(*id)? else { continue };
+                let before = job.placement();
+                job.note_fenced(now, *attempt, text.clone());
+                txn.put(Some(before), &job)?;
+                noted += 1;
+            }
+            Reply::Count(Ok(noted))
+        }
         Command::Sync { .. } | Command::Shutdown => Reply::Unit,
     })
+}
+
+/// Rescue each `(id, attempt)` that is still executing that attempt.
+fn rescue(
+    txn: &mut dyn WriteTxn,
+    jobs: &[(JobId, u32)],
+    cause: &str,
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<u64> {
+    let mut rescued = 0;
+    for &(id, attempt) in jobs {
+        let Some(mut job) = txn.get(id)? else { continue };
+        if job.state != JobState::Executing || job.attempt != attempt {
+            continue; // its outcome was recorded after all, or it was cancelled
+        }
+        let before = job.placement();
+        job.rescue_because(now, &format!("{cause} during attempt {attempt}"))?;
+        txn.put(Some(before), &job)?;
+        if job.state == JobState::Available {
+            effects.queue_changes.push(QueueChange::Ready(job.queue.clone(), key_of(&job)));
+        }
+        rescued += 1;
+    }
+    Ok(rescued)
 }
 
 fn insert(

@@ -1,0 +1,440 @@
+//! The client's side of the socket: what a process that does not own the store uses instead
+//! of an [`crate::Engine`]. Same calls, same answers, same promise (a call returns after the
+//! owner committed it), with the GIL-free blocking left to the caller's thread.
+//!
+//! Each calling thread borrows a connection from a small pool, so threads never queue behind
+//! each other's round trips (a claim may wait at the owner). A native heartbeat thread keeps
+//! the session's lease while the process lives; it proves the process is alive, not that a
+//! job makes progress (job timeouts cover that).
+
+use std::collections::HashMap;
+use std::io::{BufReader, BufWriter, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+
+use super::frame::{self, PROTOCOL_VERSION};
+use super::protocol::{Request, Response, WireError};
+use super::socket::{short, socket_path};
+use crate::clock::Micros;
+use crate::engine::ListFilter;
+use crate::error::{Error, Result};
+use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::state::JobState;
+
+/// Longest one claim request asks the owner to wait; longer waits are several requests, so an
+/// interrupt is noticed within this.
+const CLAIM_SLICE: Duration = Duration::from_millis(200);
+
+/// Idle connections kept for reuse.
+const POOL_SIZE: usize = 64;
+
+struct Conn {
+    reader: BufReader<UnixStream>,
+    writer: BufWriter<UnixStream>,
+    buf: Vec<u8>,
+}
+
+/// Why a round trip failed.
+enum TripError {
+    /// The request could not be encoded (too large): nothing was sent.
+    Encode(String),
+    /// The connection failed: the owner is gone, or answered garbage.
+    Lost(String),
+}
+
+impl Conn {
+    fn round_trip(&mut self, request: &Request) -> std::result::Result<Response, TripError> {
+        frame::encode(request, &mut self.buf).map_err(TripError::Encode)?;
+        frame::write_frame(&mut self.writer, &self.buf)
+            .and_then(|()| self.writer.flush())
+            .map_err(|e| TripError::Lost(format!("sending failed: {e}")))?;
+        frame::read_frame(&mut self.reader, &mut self.buf)
+            .map_err(|e| TripError::Lost(e.to_string()))?;
+        frame::decode(&self.buf).map_err(TripError::Lost)
+    }
+}
+
+/// Options of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// The store (canonical path); its socket is beside it.
+    pub store: PathBuf,
+    /// How long the owner keeps this process's claims without hearing from it.
+    pub lease: Duration,
+    /// How long to keep trying to reach the socket (an owner may be starting up).
+    pub connect_timeout: Duration,
+}
+
+/// A connection to the process that owns a store.
+pub struct Client {
+    store: PathBuf,
+    socket: PathBuf,
+    session: u64,
+    lease: Duration,
+    owner_pid: u32,
+    idle: Mutex<Vec<Conn>>,
+    /// Set once the owner is found gone: later calls fail at once with it.
+    gone: Mutex<Option<String>>,
+    closed: AtomicBool,
+    /// Per queue, bumped by [`Client::interrupt`].
+    interrupts: Mutex<HashMap<String, u64>>,
+    stop_heartbeat: Mutex<Option<Sender<()>>>,
+    heartbeat: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("socket", &self.socket)
+            .field("owner_pid", &self.owner_pid)
+            .finish_non_exhaustive()
+    }
+}
+
+fn new_session() -> u64 {
+    // Unique among live processes of this machine: the pid, plus the time to tell apart a
+    // process that reuses a pid.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    (u64::from(std::process::id()) << 32) ^ (nanos & 0xffff_ffff)
+}
+
+/// Open one connection and say hello. `Err` carries the reason the socket cannot be used.
+fn connect(
+    socket: &Path,
+    session: u64,
+    lease: Duration,
+) -> std::result::Result<(Conn, u32), ConnectError> {
+    let stream = {
+        let spelled = short(socket).map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        UnixStream::connect(&spelled.path).map_err(|e| ConnectError::Unreachable(e.to_string()))?
+    };
+    let read_half = stream.try_clone().map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+    let mut conn =
+        Conn { reader: BufReader::new(read_half), writer: BufWriter::new(stream), buf: Vec::new() };
+    let hello = Request::Hello {
+        version: PROTOCOL_VERSION,
+        pid: std::process::id(),
+        session,
+        lease_ms: lease.as_millis() as u64,
+    };
+    match conn.round_trip(&hello) {
+        Ok(Response::Hello { owner_pid, .. }) => Ok((conn, owner_pid)),
+        Ok(Response::Error(e)) => Err(ConnectError::Refused(e.into())),
+        Ok(other) => Err(ConnectError::Refused(Error::Protocol(format!(
+            "the store's owner answered the hello with {other:?}"
+        )))),
+        Err(TripError::Encode(msg) | TripError::Lost(msg)) => Err(ConnectError::Unreachable(msg)),
+    }
+}
+
+/// Why [`Client::connect`] failed.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// Nobody answers on the socket (no owner, or one still starting).
+    Unreachable(String),
+    /// The owner answered and refused (another protocol version).
+    Refused(Error),
+}
+
+impl Client {
+    /// Connect to the owner of `config.store`, trying for up to `config.connect_timeout`.
+    pub fn connect(config: &ClientConfig) -> std::result::Result<Client, ConnectError> {
+        let socket = socket_path(&config.store);
+        let session = new_session();
+        let deadline = Instant::now() + config.connect_timeout;
+        let (conn, owner_pid) = loop {
+            match connect(&socket, session, config.lease) {
+                Ok(ok) => break ok,
+                Err(ConnectError::Unreachable(msg)) if Instant::now() >= deadline => {
+                    return Err(ConnectError::Unreachable(msg));
+                }
+                Err(ConnectError::Unreachable(_)) => std::thread::sleep(Duration::from_millis(20)),
+                Err(refused) => return Err(refused),
+            }
+        };
+        let (heartbeat_conn, _) = connect(&socket, session, config.lease)?;
+        let (stop, stopped) = bounded::<()>(1);
+        let every = (config.lease / 3).max(Duration::from_millis(10));
+        let heartbeat = std::thread::Builder::new()
+            .name("kathikon-heartbeat".into())
+            .spawn(move || {
+                let mut conn = heartbeat_conn;
+                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    stopped.recv_timeout(every)
+                {
+                    if conn.round_trip(&Request::Heartbeat).is_err() {
+                        return; // the owner is gone; calls will say so
+                    }
+                }
+            })
+            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        Ok(Client {
+            store: config.store.clone(),
+            socket,
+            session,
+            lease: config.lease,
+            owner_pid,
+            idle: Mutex::new(vec![conn]),
+            gone: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            interrupts: Mutex::new(HashMap::new()),
+            stop_heartbeat: Mutex::new(Some(stop)),
+            heartbeat: Mutex::new(Some(heartbeat)),
+        })
+    }
+
+    /// The owner's process id.
+    pub fn owner_pid(&self) -> u32 {
+        self.owner_pid
+    }
+
+    fn owner_gone(&self, detail: String) -> Error {
+        *self.gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(detail.clone());
+        Error::OwnerGone { path: self.store.clone(), owner: self.owner_pid, detail }
+    }
+
+    /// Whether a call found the owner gone (every later call fails; open a new client).
+    pub fn is_gone(&self) -> bool {
+        self.gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
+    }
+
+    fn call(&self, request: &Request) -> Result<Response> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        if let Some(detail) =
+            self.gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+        {
+            return Err(Error::OwnerGone {
+                path: self.store.clone(),
+                owner: self.owner_pid,
+                detail,
+            });
+        }
+        let pooled = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
+        let mut conn = match pooled {
+            Some(conn) => conn,
+            None => match connect(&self.socket, self.session, self.lease) {
+                Ok((conn, _)) => conn,
+                Err(ConnectError::Unreachable(msg)) => return Err(self.owner_gone(msg)),
+                Err(ConnectError::Refused(e)) => return Err(e),
+            },
+        };
+        match conn.round_trip(request) {
+            // The request itself could not be encoded (too large): nothing was sent, so the
+            // connection is still good and the error is the caller's.
+            Err(TripError::Encode(msg)) => {
+                self.checkin(conn);
+                Err(Error::InvalidJob(msg))
+            }
+            Err(TripError::Lost(msg)) => Err(self.owner_gone(msg)),
+            Ok(Response::Error(WireError::Closed)) => {
+                Err(self.owner_gone("the owner closed the store".into()))
+            }
+            Ok(Response::Error(e)) => {
+                self.checkin(conn);
+                Err(e.into())
+            }
+            Ok(response) => {
+                self.checkin(conn);
+                Ok(response)
+            }
+        }
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if idle.len() < POOL_SIZE {
+            idle.push(conn);
+        }
+    }
+
+    fn unexpected<T>(response: &Response) -> Result<T> {
+        Err(Error::Protocol(format!("unexpected answer from the store's owner: {response:?}")))
+    }
+
+    /// [`crate::Engine::insert`].
+    pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        match self.call(&Request::Insert { jobs })? {
+            Response::Jobs(jobs) => Ok(jobs),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::claim`]. Jobs claimed are held by this process's session.
+    pub fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + timeout;
+        let seen = self.interrupt_generation(queue);
+        loop {
+            let slice = deadline.saturating_duration_since(Instant::now()).min(CLAIM_SLICE);
+            let request = Request::Claim {
+                queue: queue.to_string(),
+                max: max.min(u32::MAX as usize) as u32,
+                timeout_ms: slice.as_millis() as u64,
+            };
+            match self.call(&request)? {
+                Response::Jobs(jobs) if !jobs.is_empty() => return Ok(jobs),
+                Response::Jobs(_) => {}
+                other => return Self::unexpected(&other),
+            }
+            if Instant::now() >= deadline || self.interrupt_generation(queue) != seen {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    fn interrupt_generation(&self, queue: &str) -> u64 {
+        let interrupts = self.interrupts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        interrupts.get(queue).copied().unwrap_or(0)
+    }
+
+    /// Make this process's claims waiting on `queue` return (within [`CLAIM_SLICE`]).
+    pub fn interrupt(&self, queue: &str) {
+        let mut interrupts =
+            self.interrupts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *interrupts.entry(queue.to_string()).or_insert(0) += 1;
+    }
+
+    /// [`crate::Engine::ack`]. Acks for jobs this process no longer holds come back stale.
+    pub fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
+        match self.call(&Request::Ack { acks, wait: true })? {
+            Response::Acks(results) => Ok(results),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::ack_nowait`]: returns once the owner has the acks, before they commit.
+    pub fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
+        match self.call(&Request::Ack { acks, wait: false })? {
+            Response::Unit => Ok(()),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::cancel`].
+    pub fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
+        match self.call(&Request::Cancel { id })? {
+            Response::Cancelled(job, before) => Ok((job, before)),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::retry`].
+    pub fn retry(&self, id: JobId) -> Result<Job> {
+        match self.call(&Request::Retry { id })? {
+            Response::Job(job) => Ok(job),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::get`].
+    pub fn get(&self, id: JobId) -> Result<Job> {
+        match self.call(&Request::Get { id })? {
+            Response::Job(job) => Ok(job),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::list`].
+    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+        let request = Request::List {
+            state: filter.state,
+            queue: filter.queue.clone(),
+            worker: filter.worker.clone(),
+            after: filter.after,
+            limit: filter.limit as u64,
+        };
+        match self.call(&request)? {
+            Response::Jobs(jobs) => Ok(jobs),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::counts`].
+    pub fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
+        match self.call(&Request::Counts)? {
+            Response::Counts(counts) => Ok(counts),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::oldest_available`].
+    pub fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
+        match self.call(&Request::OldestAvailable { queue: queue.to_string() })? {
+            Response::Time(at) => Ok(at),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::ready_count`].
+    pub fn ready_count(&self, queue: &str) -> Result<usize> {
+        match self.call(&Request::ReadyCount { queue: queue.to_string() })? {
+            Response::Count(n) => Ok(n as usize),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::prune`].
+    pub fn prune(&self, age: Duration) -> Result<u64> {
+        match self.call(&Request::Prune { age_us: age.as_micros() as u64 })? {
+            Response::Count(n) => Ok(n),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// [`crate::Engine::sync`] / [`crate::Engine::sync_promoting`].
+    pub fn sync(&self, promote_until: Option<Micros>) -> Result<()> {
+        match self.call(&Request::Sync { promote_until })? {
+            Response::Unit => Ok(()),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    /// Close every connection (the owner then rescues anything this process still held).
+    /// Idempotent.
+    pub fn close(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.stop_heartbeat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(handle) =
+            self.heartbeat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        {
+            let _ = handle.join();
+        }
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
+    /// Whether [`Client::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+impl From<ConnectError> for Error {
+    fn from(e: ConnectError) -> Self {
+        match e {
+            ConnectError::Unreachable(msg) => {
+                Error::Storage(format!("cannot reach the store's owner: {msg}"))
+            }
+            ConnectError::Refused(e) => e,
+        }
+    }
+}

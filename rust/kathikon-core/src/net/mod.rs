@@ -1,0 +1,21 @@
+//! One store, many processes. redb lets one process own a file; that process (the owner)
+//! serves the store on a Unix socket beside it, and every other process that opens the same
+//! path talks to it there instead ([`Node`] decides which, and switches when the owner goes).
+//!
+//! - [`frame`]: length-prefixed postcard frames, versioned by the hello; the decoder is fuzzed.
+//! - [`protocol`]: the requests and responses, batched (claim N, ack N per round trip).
+//! - [`Server`]: the owner's side, with sessions, leases, rescue and fencing.
+//! - [`Client`]: the other side, a drop-in for the engine's calls.
+
+mod client;
+pub mod frame;
+mod node;
+pub mod protocol;
+mod server;
+mod socket;
+
+pub use client::{Client, ClientConfig, ConnectError};
+pub use frame::{MAX_FRAME, PROTOCOL_VERSION};
+pub use node::{Node, NodeConfig, Role};
+pub use server::Server;
+pub use socket::socket_path;

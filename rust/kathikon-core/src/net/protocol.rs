@@ -1,0 +1,230 @@
+//! The messages of the owner's socket. One request, one response, in order, per connection;
+//! the hot calls carry batches (claim N, ack N) so one round trip serves many jobs.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Micros;
+use crate::error::Error;
+use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::state::JobState;
+
+/// What a client asks. The first request on a connection must be [`Request::Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    /// Opens a connection. `session` groups the connections of one client process: its
+    /// claims are held by the session and rescued when the last connection closes or when
+    /// no request arrives for `lease_ms`.
+    Hello {
+        /// The client's [`super::PROTOCOL_VERSION`].
+        version: u32,
+        /// The client's process id (for messages and rescue reasons).
+        pid: u32,
+        /// The client's session.
+        session: u64,
+        /// How long the owner keeps the session's claims without hearing from it.
+        lease_ms: u64,
+    },
+    /// [`crate::Engine::insert`].
+    Insert {
+        /// The jobs, inserted all or none.
+        jobs: Vec<NewJob>,
+    },
+    /// [`crate::Engine::claim`], waiting at most `timeout_ms`.
+    Claim {
+        /// The queue.
+        queue: String,
+        /// At most this many.
+        max: u32,
+        /// Longest wait for a job.
+        timeout_ms: u64,
+    },
+    /// [`crate::Engine::ack`] (or `ack_nowait` when `wait` is false). Acks for jobs this
+    /// session no longer holds are refused (fenced) and noted in the jobs' histories.
+    Ack {
+        /// The outcomes.
+        acks: Vec<Ack>,
+        /// Answer after the commit (true) or as soon as the writer has them (false).
+        wait: bool,
+    },
+    /// [`crate::Engine::cancel`].
+    Cancel {
+        /// The job.
+        id: JobId,
+    },
+    /// [`crate::Engine::retry`].
+    Retry {
+        /// The job.
+        id: JobId,
+    },
+    /// [`crate::Engine::get`].
+    Get {
+        /// The job.
+        id: JobId,
+    },
+    /// [`crate::Engine::list`].
+    List {
+        /// Only jobs in this state.
+        state: Option<JobState>,
+        /// Only jobs in this queue.
+        queue: Option<String>,
+        /// Only jobs of this worker.
+        worker: Option<String>,
+        /// Only ids above this one.
+        after: Option<JobId>,
+        /// At most this many (0: no limit).
+        limit: u64,
+    },
+    /// [`crate::Engine::counts`].
+    Counts,
+    /// [`crate::Engine::oldest_available`].
+    OldestAvailable {
+        /// The queue.
+        queue: String,
+    },
+    /// [`crate::Engine::ready_count`].
+    ReadyCount {
+        /// The queue.
+        queue: String,
+    },
+    /// [`crate::Engine::prune`].
+    Prune {
+        /// Finished longer ago than this (µs).
+        age_us: u64,
+    },
+    /// [`crate::Engine::sync`] / [`crate::Engine::sync_promoting`].
+    Sync {
+        /// Also promote jobs due before this time.
+        promote_until: Option<Micros>,
+    },
+    /// Keeps the session's lease; answered with [`Response::Unit`].
+    Heartbeat,
+}
+
+/// What the owner answers.
+// One per request, consumed at once: boxing the job would cost more than it saves.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Response {
+    /// The connection is open.
+    Hello {
+        /// The owner's protocol version.
+        version: u32,
+        /// The owner's process id.
+        owner_pid: u32,
+    },
+    /// Inserted or claimed jobs.
+    Jobs(Vec<Job>),
+    /// What became of each ack, in order.
+    Acks(Vec<AckResult>),
+    /// A cancelled job and the state it was in.
+    Cancelled(Job, JobState),
+    /// One job.
+    Job(Job),
+    /// Job counts per queue and state.
+    Counts(Vec<(String, JobState, u64)>),
+    /// A time, if there is one.
+    Time(Option<Micros>),
+    /// A count.
+    Count(u64),
+    /// Done.
+    Unit,
+    /// The request was refused or failed.
+    Error(WireError),
+}
+
+/// [`Error`] as it crosses the socket, so the client raises the same typed error the owner
+/// would have raised in-process.
+#[allow(missing_docs)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireError {
+    InvalidJob(String),
+    JobNotFound(JobId),
+    IllegalTransition { id: JobId, from: JobState, action: String },
+    StorageLocked { path: PathBuf, holder: Option<u32>, same_process: bool },
+    NotAStore { path: PathBuf, detail: String },
+    Corrupted { path: PathBuf, detail: String },
+    FormatTooNew { path: PathBuf, found: u64, supported: u64 },
+    Storage(String),
+    Closed,
+    OwnerGone { path: PathBuf, owner: u32, detail: String },
+    Protocol(String),
+}
+
+impl From<&Error> for WireError {
+    fn from(e: &Error) -> Self {
+        match e {
+            Error::InvalidJob(m) => WireError::InvalidJob(m.clone()),
+            Error::JobNotFound(id) => WireError::JobNotFound(*id),
+            Error::IllegalTransition { id, from, action } => {
+                WireError::IllegalTransition { id: *id, from: *from, action: (*action).into() }
+            }
+            Error::StorageLocked { path, holder, same_process } => WireError::StorageLocked {
+                path: path.clone(),
+                holder: *holder,
+                same_process: *same_process,
+            },
+            Error::NotAStore { path, detail } => {
+                WireError::NotAStore { path: path.clone(), detail: detail.clone() }
+            }
+            Error::Corrupted { path, detail } => {
+                WireError::Corrupted { path: path.clone(), detail: detail.clone() }
+            }
+            Error::FormatTooNew { path, found, supported } => {
+                WireError::FormatTooNew { path: path.clone(), found: *found, supported: *supported }
+            }
+            Error::Storage(m) => WireError::Storage(m.clone()),
+            Error::Closed => WireError::Closed,
+            Error::OwnerGone { path, owner, detail } => {
+                WireError::OwnerGone { path: path.clone(), owner: *owner, detail: detail.clone() }
+            }
+            Error::Protocol(m) => WireError::Protocol(m.clone()),
+        }
+    }
+}
+
+/// The actions [`Error::IllegalTransition`] names (its field is `&'static str`).
+const ACTIONS: [&str; 9] = [
+    "promoted",
+    "claimed",
+    "completed",
+    "failed",
+    "snoozed",
+    "cancelled",
+    "discarded",
+    "rescued",
+    "retried",
+];
+
+impl From<WireError> for Error {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::InvalidJob(m) => Error::InvalidJob(m),
+            WireError::JobNotFound(id) => Error::JobNotFound(id),
+            WireError::IllegalTransition { id, from, action } => Error::IllegalTransition {
+                id,
+                from,
+                action: ACTIONS.into_iter().find(|a| *a == action).unwrap_or("changed"),
+            },
+            WireError::StorageLocked { path, holder, same_process } => {
+                Error::StorageLocked { path, holder, same_process }
+            }
+            WireError::NotAStore { path, detail } => Error::NotAStore { path, detail },
+            WireError::Corrupted { path, detail } => Error::Corrupted { path, detail },
+            WireError::FormatTooNew { path, found, supported } => {
+                Error::FormatTooNew { path, found, supported }
+            }
+            WireError::Storage(m) => Error::Storage(m),
+            WireError::Closed => Error::Storage(
+                "the owner of the store is closing; retry, and the next call reconnects or \
+                 takes the store over"
+                    .into(),
+            ),
+            WireError::OwnerGone { path, owner, detail } => {
+                Error::OwnerGone { path, owner, detail }
+            }
+            WireError::Protocol(m) => Error::Protocol(m),
+        }
+    }
+}
