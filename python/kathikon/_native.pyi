@@ -22,6 +22,8 @@ __all__ = [
     "CorruptStoreError",
     "StoreVersionError",
     "EngineClosedError",
+    "OwnerGoneError",
+    "ProtocolError",
     "JobRecord",
     "Engine",
     "FORMAT_VERSION",
@@ -67,6 +69,12 @@ class StoreVersionError(StorageError):
 
 class EngineClosedError(KathikonError):
     """The app was closed; create a new one to use the store again."""
+
+class OwnerGoneError(StorageError):
+    """The process that owned the store went away during this call; its outcome is unknown."""
+
+class ProtocolError(StorageError):
+    """This process and the store's owner could not talk (another kathikon version, or a bad frame)."""
 
 @final
 class JobRecord:
@@ -128,7 +136,14 @@ class Engine:
         prune_interval: float = 30.0,
         retention_period: float = 86400.0,
         manual_clock: Optional[int] = None,
+        connect: bool = True,
+        lease: float = 30.0,
     ) -> Engine: ...
+    @property
+    def role(self) -> str:
+        """``"owner"`` or ``"client"``."""
+    @property
+    def owner_pid(self) -> int: ...
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock (µs start given as ``manual_clock``) by ``seconds``."""
     def counts(self) -> builtins.list[tuple[str, str, int]]:

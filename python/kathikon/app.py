@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import os
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -14,9 +15,10 @@ from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
+from . import processes as _processes
 from . import telemetry
 from ._native import Engine
-from .config import Config, QueueSpec, build_config, parse_concurrency
+from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
 from .errors import (
     ConfigurationError,
     InvalidJobError,
@@ -110,10 +112,17 @@ class Kathikon:
             (``InvalidJobError``); ``None`` (default) for no limit.
         clock: ``"system"`` (default) or ``"manual"``: time starts at now and moves only with
             :meth:`advance_clock` — for tests of scheduling and backoff without sleeping.
+        connect: when another process already owns the store file, use it through that
+            process's socket (default ``True``; the app's :attr:`role` is then
+            ``"client"``). ``False`` raises :class:`StorageLockedError` instead.
+        lease: seconds the store's owner keeps this process's claimed jobs without hearing
+            from it (default 30); a native heartbeat renews it while the process lives.
+            Only used when this process is a client.
 
     Raises:
         ConfigurationError: a setting is invalid.
-        StorageLockedError: another process (or another app here) holds the file.
+        StorageLockedError: another app in this process holds the file, or another process
+            holds it and does not serve it (or ``connect=False``).
         NotAStoreError, CorruptStoreError, StoreVersionError: the file cannot be used.
     """
 
@@ -130,6 +139,8 @@ class Kathikon:
         durability: str = "fsync",
         clock: str = "system",
         max_args_bytes: Optional[int] = None,
+        connect: bool = True,
+        lease: float = 30.0,
     ) -> None:
         if clock not in ("system", "manual"):
             raise ConfigurationError(f'clock={clock!r}: use "system" (the default) or "manual"')
@@ -151,7 +162,12 @@ class Kathikon:
             prune_interval=self.config.prune_interval,
             retention_period=self.config.retention_period,
             manual_clock=_wall_micros() if clock == "manual" else None,
+            connect=bool(connect),
+            lease=positive_seconds("lease", lease),
         )
+        # The module that created the app: worker processes import it to find the app again.
+        self._origin: str = sys._getframe(1).f_globals.get("__name__", "__main__")
+        self._pool: Optional[_processes.ProcessPool] = None
         self._workers: dict[str, Registration] = {}
         self._lock = threading.Lock()
         self._runner: Optional[Runner] = None
@@ -159,6 +175,21 @@ class Kathikon:
         self._closed = threading.Event()
         self._unwatch = telemetry.watch(self._telemetry_changed)
         self._telemetry_changed()
+        _processes.remember(self)
+
+    @property
+    def role(self) -> str:
+        """``"owner"`` when this process owns the store file (and serves it to other
+        processes on a socket beside it), ``"client"`` when it uses the owner's socket. It can
+        change: a client whose owner went away becomes the owner on its next call if no other
+        process took the store first."""
+        return self._engine.role
+
+    @property
+    def owner_pid(self) -> int:
+        """The process id of the store's owner (``os.getpid()`` when :attr:`role` is
+        ``"owner"``)."""
+        return self._engine.owner_pid
 
     # -- workers -------------------------------------------------------------------------
 
@@ -491,18 +522,42 @@ class Kathikon:
 
     # -- running -------------------------------------------------------------------------
 
-    def start(self, queues: Optional[QueueSelection] = None) -> None:
+    def start(
+        self,
+        queues: Optional[QueueSelection] = None,
+        *,
+        processes: Optional[int] = None,
+        grace: float = 30.0,
+    ) -> None:
         """Run workers in background threads until :meth:`stop`.
 
         ``queues`` runs only some of the configured queues: their names (each at its
         configured concurrency) or a dict of name → concurrency. Default: every queue.
+
+        ``processes=N`` runs the jobs in N child processes instead (past the GIL, for
+        CPU-bound jobs); this process keeps the store and runs none itself. Each queue's
+        concurrency is split between the children, so it holds across them together. The
+        app must be created at module level, where the children can import it, and needs a
+        store file. ``grace`` is how long each child waits for its running jobs when stopped.
         """
         selected = self._select_queues(queues)
         with self._lock:
-            if self._runner is not None:
+            if self._runner is not None or self._pool is not None:
                 raise ConfigurationError("this app is already running; call stop() first")
+            if processes is not None:
+                pool = _processes.ProcessPool(self, selected, processes)
+                pool.start(grace)
+                self._pool = pool
+                return
             self._runner = Runner(self, selected)
             self._runner.start()
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the worker processes started by ``start(processes=N)`` (empty
+        otherwise)."""
+        pool = self._pool
+        return [] if pool is None else pool.pids
 
     def _select_queues(self, queues: Optional[QueueSelection]) -> dict[str, int]:
         configured = self.config.queues
@@ -533,17 +588,22 @@ class Kathikon:
         Returns whether every running job finished."""
         with self._lock:
             runner, self._runner = self._runner, None
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            return pool.stop(timeout)
         return True if runner is None else runner.stop(timeout)
 
-    def run(self, queues: Optional[QueueSelection] = None) -> None:
+    def run(
+        self, queues: Optional[QueueSelection] = None, *, processes: Optional[int] = None
+    ) -> None:
         """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully.
-        ``queues`` is as for :meth:`start`."""
+        ``queues`` and ``processes`` are as for :meth:`start`."""
         stop = threading.Event()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
         try:
-            self.start(queues)
+            self.start(queues, processes=processes)
             while not stop.wait(0.5):
                 pass
         except KeyboardInterrupt:

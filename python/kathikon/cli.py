@@ -65,8 +65,9 @@ SHORT_STATES = {
 }
 # Fewer ids than this are retried or cancelled without a progress bar.
 PROGRESS_MIN = 10
-HELD_WHILE_INSPECTING = "inspecting the store of a running worker is not supported yet"
-HELD_WHILE_WORKING = "one worker process per store for now"
+# A store held by a process that does not serve it (an older kathikon, or connect=False).
+HELD_WHILE_INSPECTING = "that process does not serve the store on its socket"
+HELD_WHILE_WORKING = HELD_WHILE_INSPECTING
 
 
 class CliError(Exception):
@@ -373,6 +374,14 @@ def _parse_queues(
     help="Jobs run at once per queue (default: each queue's configured concurrency).",
 )
 @click.option(
+    "--processes",
+    "-p",
+    type=click.IntRange(min=1),
+    help="Run the jobs in N worker processes (past the GIL, for CPU-bound jobs); this process "
+    "keeps the store. Each queue's concurrency is split between them. Default: run the jobs "
+    "in this process.",
+)
+@click.option(
     "--grace",
     type=click.FloatRange(min=0),
     default=30.0,
@@ -391,6 +400,7 @@ def worker(
     app_spec: str,
     queues: Optional[str],
     concurrency: Optional[int],
+    processes: Optional[int],
     grace: float,
     log_level: str,
 ) -> None:
@@ -414,13 +424,15 @@ def worker(
     log.setLevel(level)
     try:
         selected = _parse_queues(queues, concurrency, app.config.queues)
-        _run_worker(app, selected, grace)
+        _run_worker(app, selected, grace, processes)
     finally:
         if not app.closed:
             app.close(timeout=0)
 
 
-def _run_worker(app: Kathikon, selected: dict[str, int], grace: float) -> None:
+def _run_worker(
+    app: Kathikon, selected: dict[str, int], grace: float, processes: Optional[int]
+) -> None:
     stop = threading.Event()
     signals: list[int] = []
 
@@ -445,15 +457,18 @@ def _run_worker(app: Kathikon, selected: dict[str, int], grace: float) -> None:
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        app.start(selected)
+        app.start(selected, processes=processes, grace=grace)
         store = "memory" if app.path is None else os.path.abspath(app.path)
         log.info(
-            "kathikon %s worker started: pid=%d store=%s queues=%s concurrency=%d grace=%ss",
+            "kathikon %s worker started: pid=%d store=%s role=%s queues=%s concurrency=%d "
+            "processes=%s grace=%ss",
             __version__,
             os.getpid(),
             store,
+            app.role if app.role == "owner" else f"client of pid {app.owner_pid}",
             ",".join(f"{q}:{n}" for q, n in selected.items()),
             sum(selected.values()),
+            processes or 1,
             f"{grace:g}",
         )
         while not stop.wait(0.5):

@@ -44,7 +44,7 @@ class Config:
     max_args_bytes: Optional[int] = None
 
 
-def _positive(name: str, value: Any) -> float:
+def positive_seconds(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigurationError(f"{name}={value!r} must be a number of seconds")
     if not (value > 0 and math.isfinite(value)):
@@ -112,10 +112,10 @@ def build_config(
     return Config(
         queues=parsed,
         max_attempts=max_attempts,
-        poll_interval=_positive("poll_interval", poll_interval),
-        scheduler_interval=_positive("scheduler_interval", scheduler_interval),
-        prune_interval=_positive("prune_interval", prune_interval),
-        retention_period=_positive("retention_period", retention_period),
+        poll_interval=positive_seconds("poll_interval", poll_interval),
+        scheduler_interval=positive_seconds("scheduler_interval", scheduler_interval),
+        prune_interval=positive_seconds("prune_interval", prune_interval),
+        retention_period=positive_seconds("retention_period", retention_period),
         durability=durability,
         max_args_bytes=_byte_limit(max_args_bytes),
     )

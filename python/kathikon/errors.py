@@ -14,7 +14,9 @@ re-exported here and from :mod:`kathikon`::
     │   ├── StorageLockedError                 another process or app holds the file
     │   ├── NotAStoreError                     the file is not a Kathikon store
     │   ├── CorruptStoreError                  the store file is damaged
-    │   └── StoreVersionError                  written by a newer Kathikon
+    │   ├── StoreVersionError                  written by a newer Kathikon
+    │   ├── OwnerGoneError                     the process owning the store went away
+    │   └── ProtocolError                      could not talk to the store's owner
     └── EngineClosedError                      the app was closed
 """
 
@@ -27,6 +29,8 @@ from ._native import (
     JobStateError,
     KathikonError,
     NotAStoreError,
+    OwnerGoneError,
+    ProtocolError,
     StorageError,
     StorageLockedError,
     StoreVersionError,
@@ -43,6 +47,8 @@ __all__ = [
     "JobStateError",
     "KathikonError",
     "NotAStoreError",
+    "OwnerGoneError",
+    "ProtocolError",
     "StorageError",
     "StorageLockedError",
     "StoreVersionError",

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kathikon_core::clock::ManualClock;
+use kathikon_core::net::{Node, NodeConfig, Role};
 use kathikon_core::{
-    Ack, AckResult, Durability, Engine, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
+    Ack, AckResult, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
 };
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -28,10 +29,11 @@ fn records(jobs: Vec<kathikon_core::Job>) -> Vec<PyJobRecord> {
     jobs.into_iter().map(|inner| PyJobRecord { inner }).collect()
 }
 
-/// The job engine over one store.
+/// The job engine over one store: this process owns the store (and serves it to others on a
+/// socket beside the file), or talks to the process that does.
 #[pyclass(frozen, module = "kathikon._native", name = "Engine")]
 pub(crate) struct PyEngine {
-    inner: Engine,
+    inner: Node,
     /// Set when the engine runs on a hand-moved clock (`kathikon.testing`).
     manual_clock: Option<Arc<ManualClock>>,
 }
@@ -39,7 +41,8 @@ pub(crate) struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0, manual_clock=None))]
+    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0, manual_clock=None, connect=true, lease=30.0))]
+    #[allow(clippy::too_many_arguments)] // keyword-only in Python
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
@@ -48,6 +51,8 @@ impl PyEngine {
         prune_interval: f64,
         retention_period: f64,
         manual_clock: Option<i64>,
+        connect: bool,
+        lease: f64,
     ) -> PyResult<Self> {
         let manual_clock = manual_clock.map(|start| Arc::new(ManualClock::new(start)));
         let mut config = EngineConfig {
@@ -61,7 +66,22 @@ impl PyEngine {
         if let Some(clock) = &manual_clock {
             config.clock = clock.clone();
         }
-        let inner = py.detach(|| Engine::open(config)).py_err()?;
+        let lease = seconds("lease", lease)?;
+        if lease < Duration::from_millis(10) {
+            return Err(ConfigurationError::new_err(format!(
+                "lease={}: a lease shorter than 10 ms would expire between heartbeats; pass \
+                 at least 0.01 seconds",
+                lease.as_secs_f64()
+            )));
+        }
+        let config = NodeConfig {
+            engine: config,
+            // A hand-moved clock only makes sense in the process that owns the store.
+            connect: connect && manual_clock.is_none(),
+            lease,
+            ..NodeConfig::default()
+        };
+        let inner = py.detach(|| Node::open(config)).py_err()?;
         Ok(Self { inner, manual_clock })
     }
 
@@ -170,18 +190,30 @@ impl PyEngine {
     /// `promote_until` (µs), also promote jobs due before then.
     #[pyo3(signature = (promote_until=None))]
     fn sync(&self, py: Python<'_>, promote_until: Option<i64>) -> PyResult<()> {
-        match promote_until {
-            Some(until) => py.detach(|| self.inner.sync_promoting(until)).py_err(),
-            None => py.detach(|| self.inner.sync()).py_err(),
-        }
+        py.detach(|| self.inner.sync(promote_until)).py_err()
     }
 
     fn interrupt(&self, queue: &str) {
         self.inner.interrupt(queue);
     }
 
-    fn ready_count(&self, queue: &str) -> usize {
-        self.inner.ready_count(queue)
+    fn ready_count(&self, py: Python<'_>, queue: &str) -> PyResult<usize> {
+        py.detach(|| self.inner.ready_count(queue)).py_err()
+    }
+
+    /// "owner" when this process owns the store, "client" when it uses the owner's socket.
+    #[getter]
+    fn role(&self) -> &'static str {
+        match self.inner.role() {
+            Role::Owner => "owner",
+            Role::Client => "client",
+        }
+    }
+
+    /// The process id of the store's owner (this process's, when it owns the store).
+    #[getter]
+    fn owner_pid(&self) -> u32 {
+        self.inner.owner_pid()
     }
 
     /// `(rescued, discarded)`: jobs found executing when the store was opened.
@@ -193,7 +225,7 @@ impl PyEngine {
 
     /// The engine clock, in microseconds since the epoch.
     fn now(&self) -> i64 {
-        self.inner.clock().now()
+        self.inner.now()
     }
 
     fn set_events(&self, on: bool) {

@@ -65,6 +65,18 @@ create_exception!(
 );
 create_exception!(
     kathikon,
+    OwnerGoneError,
+    StorageError,
+    "The process that owned the store went away during this call; its outcome is unknown."
+);
+create_exception!(
+    kathikon,
+    ProtocolError,
+    StorageError,
+    "This process and the store's owner could not talk (another kathikon version, or a bad frame)."
+);
+create_exception!(
+    kathikon,
     EngineClosedError,
     KathikonError,
     "The app was closed; create a new one to use the store again."
@@ -83,6 +95,8 @@ pub(crate) fn map_error(error: Error) -> PyErr {
         Error::Corrupted { .. } => CorruptStoreError::new_err(text),
         Error::FormatTooNew { .. } => StoreVersionError::new_err(text),
         Error::Closed => EngineClosedError::new_err(text),
+        Error::OwnerGone { .. } => OwnerGoneError::new_err(text),
+        Error::Protocol(_) => ProtocolError::new_err(text),
         // Storage, and any variant added later: the general storage error.
         _ => StorageError::new_err(text),
     }
@@ -114,6 +128,8 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CorruptStoreError", py.get_type::<CorruptStoreError>())?;
     m.add("StoreVersionError", py.get_type::<StoreVersionError>())?;
     m.add("EngineClosedError", py.get_type::<EngineClosedError>())?;
+    m.add("OwnerGoneError", py.get_type::<OwnerGoneError>())?;
+    m.add("ProtocolError", py.get_type::<ProtocolError>())?;
     // ValueError / LookupError as second bases, so `except ValueError` works as users expect.
     // create_exception! allows one base only; patch __bases__ here, before any instance exists.
     for (name, extra) in [

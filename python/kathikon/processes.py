@@ -1,0 +1,188 @@
+"""Worker processes: ``app.start(processes=N)`` and ``kathikon worker --processes N``.
+
+The process that calls ``start`` keeps (or connects to) the store and runs no jobs itself;
+it starts N child processes with :mod:`multiprocessing`'s *spawn* method (a fresh
+interpreter: no inherited file locks, threads or sockets). Each child imports the app the
+same way the parent did, finds the store held, and becomes a client of its owner: it claims
+jobs over the owner's socket under a lease its native heartbeat thread renews.
+
+Concurrency is split, so each queue's limit holds across all processes together: a queue
+of concurrency C gets ``C // N`` lanes in every child, plus one more in the first ``C % N``
+children. A child whose share is empty is not started.
+
+A child that exits unexpectedly is started again (at most once a second); the jobs it was
+running are rescued by the owner as soon as its connections drop.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
+import weakref
+from typing import TYPE_CHECKING, Any, Optional
+
+from .errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
+
+    from .app import Kathikon
+
+log = logging.getLogger("kathikon")
+
+#: Apps alive in this process, by the real path of their store: how a child finds the app
+#: its parent meant once the app's module has been imported.
+_APPS: weakref.WeakValueDictionary[str, Kathikon] = weakref.WeakValueDictionary()
+
+
+def remember(app: Kathikon) -> None:
+    if app.path is not None:
+        _APPS[os.path.realpath(app.path)] = app
+
+
+def split(queues: dict[str, int], processes: int) -> list[dict[str, int]]:
+    """Each child's queues: concurrency divided so that the sum over children is the total."""
+    shares: list[dict[str, int]] = [{} for _ in range(processes)]
+    for name, concurrency in queues.items():
+        base, extra = divmod(concurrency, processes)
+        for i, share in enumerate(shares):
+            lanes = base + (1 if i < extra else 0)
+            if lanes:
+                share[name] = lanes
+    return [share for share in shares if share]
+
+
+def _find_app(origin: str, path: str) -> Kathikon:
+    """In a child: the app on ``path``, importing the module that created it if needed."""
+    key = os.path.realpath(path)
+    app = _APPS.get(key)
+    if app is None and origin not in ("__main__", "__mp_main__"):
+        importlib.import_module(origin)
+        app = _APPS.get(key)
+    if app is None:
+        raise ConfigurationError(
+            f"worker process {os.getpid()} imported {origin!r} but found no Kathikon app on "
+            f"{path!r}; create the app at module level (not under `if __name__ == "
+            '"__main__":`) so worker processes can import it'
+        )
+    return app
+
+
+def _child_main(origin: str, path: str, queues: dict[str, int], grace: float, parent: int) -> None:
+    """A worker process: run ``queues`` of the app until SIGTERM or the parent's death."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches both
+    app = _find_app(origin, path)
+    app.start(queues)
+    try:
+        while not stop.wait(0.5):
+            if os.getppid() != parent:
+                log.warning("worker process %d: its parent %d is gone; stopping", os.getpid(), parent)
+                break
+        finished = app.stop(timeout=grace)
+    finally:
+        app.close(timeout=0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Threads of jobs that outlived the grace period would keep the interpreter alive.
+    os._exit(0 if finished else 3)
+
+
+class ProcessPool:
+    """N worker processes for one app, kept running until :meth:`stop`."""
+
+    def __init__(self, app: Kathikon, queues: dict[str, int], processes: int) -> None:
+        if app.path is None:
+            raise ConfigurationError(
+                "processes= needs a store file: worker processes cannot reach an in-memory "
+                "store; pass path= to Kathikon"
+            )
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            raise ConfigurationError(f"processes={processes!r} must be an int of at least 1")
+        self._app = app
+        self._shares = split(queues, processes)
+        self._context = multiprocessing.get_context("spawn")
+        self._children: list[Optional[BaseProcess]] = [None] * len(self._shares)
+        self._started_at: list[float] = [0.0] * len(self._shares)
+        self._stopping = threading.Event()
+        self._grace = 30.0
+        self._lock = threading.Lock()
+        self._monitor = threading.Thread(target=self._watch, name="kathikon-processes", daemon=True)
+
+    @property
+    def pids(self) -> list[int]:
+        """The children's process ids (those running now)."""
+        with self._lock:
+            return [c.pid for c in self._children if c is not None and c.pid is not None]
+
+    def start(self, grace: float = 30.0) -> None:
+        self._grace = grace
+        for slot in range(len(self._shares)):
+            self._spawn(slot)
+        self._monitor.start()
+
+    def _spawn(self, slot: int) -> None:
+        args: tuple[Any, ...] = (
+            self._app._origin,
+            self._app.path,
+            self._shares[slot],
+            self._grace,
+            os.getpid(),
+        )
+        child = self._context.Process(
+            target=_child_main, args=args, name=f"kathikon-worker-{slot}", daemon=False
+        )
+        child.start()
+        with self._lock:
+            self._children[slot] = child
+            self._started_at[slot] = time.monotonic()
+        log.info("worker process %d started (queues %s)", child.pid, self._shares[slot])
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.2):
+            for slot, child in enumerate(list(self._children)):
+                if child is None or child.is_alive() or self._stopping.is_set():
+                    continue
+                log.warning(
+                    "worker process %s exited with status %s; its jobs are rescued by the "
+                    "store's owner; starting another",
+                    child.pid,
+                    child.exitcode,
+                )
+                # At most one restart a second per slot, so a child that fails at import
+                # does not spin.
+                wait = self._started_at[slot] + 1.0 - time.monotonic()
+                if wait > 0 and self._stopping.wait(wait):
+                    return
+                self._spawn(slot)
+
+    def stop(self, timeout: float) -> bool:
+        """SIGTERM every child, wait up to ``timeout`` s, then SIGKILL what is left. True if
+        every child finished its running jobs and exited cleanly."""
+        self._stopping.set()
+        if self._monitor.is_alive():
+            self._monitor.join()
+        with self._lock:
+            children = [c for c in self._children if c is not None]
+        for child in children:
+            if child.is_alive() and child.pid is not None:
+                os.kill(child.pid, signal.SIGTERM)
+        # The children wait `grace` themselves; a little more here for their exit.
+        deadline = time.monotonic() + timeout + 5.0
+        clean = True
+        for child in children:
+            child.join(max(0.0, deadline - time.monotonic()))
+            if child.is_alive():
+                child.kill()
+                child.join()
+                clean = False
+            elif child.exitcode != 0:
+                clean = False
+        return clean
