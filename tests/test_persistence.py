@@ -317,7 +317,7 @@ TRY_OPEN = """
 import json, os, sys
 import kathikon
 try:
-    kathikon.Kathikon(sys.argv[1]).close()
+    kathikon.Kathikon(sys.argv[1], connect=False).close()
     print(json.dumps({"opened": True, "pid": os.getpid()}))
 except kathikon.KathikonError as e:
     print(json.dumps({"opened": False, "type": type(e).__name__, "message": str(e),
@@ -344,6 +344,8 @@ while True:
 def test_second_process_gets_storage_locked_naming_path_and_holder_pid(
     app: kathikon.Kathikon, store_path: Path, tmp_path: Path
 ) -> None:
+    """With connect=False a second process is refused instead of becoming a client (the
+    client path is tested in multiprocess/)."""
     script = tmp_path / "try_open.py"
     script.write_text(TRY_OPEN)
     result = run_child(script, str(store_path))
@@ -398,7 +400,7 @@ def test_store_held_by_another_process_then_released_when_it_dies(
     proc, job_id = holder
     started = time.monotonic()
     with pytest.raises(kathikon.StorageLockedError) as info:
-        kathikon.Kathikon(store_path)
+        kathikon.Kathikon(store_path, connect=False)
     assert time.monotonic() - started < 5, "refusing the held store took too long"
     message = str(info.value)
     assert isinstance(info.value, kathikon.StorageError)
@@ -407,7 +409,7 @@ def test_store_held_by_another_process_then_released_when_it_dies(
     assert "this process" not in message
     # A failed open leaves nothing registered here: still refused for the same reason.
     with pytest.raises(kathikon.StorageLockedError):
-        kathikon.Kathikon(store_path)
+        kathikon.Kathikon(store_path, connect=False)
     os.kill(proc.pid, signal.SIGKILL)
     assert proc.wait(CHILD_TIMEOUT) == -signal.SIGKILL
     # The kernel released the lock with the process; the holder's insert is durable.

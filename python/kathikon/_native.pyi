@@ -74,7 +74,8 @@ class OwnerGoneError(StorageError):
     """The process that owned the store went away during this call; its outcome is unknown."""
 
 class ProtocolError(StorageError):
-    """This process and the store's owner could not talk (another kathikon version, or a bad frame)."""
+    """This process and the store's owner could not talk (another kathikon version, or a bad
+    frame)."""
 
 @final
 class JobRecord:

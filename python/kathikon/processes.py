@@ -84,7 +84,9 @@ def _child_main(origin: str, path: str, queues: dict[str, int], grace: float, pa
     try:
         while not stop.wait(0.5):
             if os.getppid() != parent:
-                log.warning("worker process %d: its parent %d is gone; stopping", os.getpid(), parent)
+                log.warning(
+                    "worker process %d: its parent %d is gone; stopping", os.getpid(), parent
+                )
                 break
         finished = app.stop(timeout=grace)
     finally:

@@ -117,10 +117,7 @@ def started_worker(setup: Setup, processes: int, *extra: str) -> subprocess.Pope
     # kathikon in their command line.
     wait_for(
         f"{processes} worker processes",
-        lambda: len(
-            [p for p in worker_pids(setup, w.pid) if _is_worker(p)]
-        )
-        >= processes,
+        lambda: len([p for p in worker_pids(setup, w.pid) if _is_worker(p)]) >= processes,
     )
     return w
 
@@ -235,7 +232,8 @@ def test_a_worker_process_killed_mid_job_has_its_job_rescued_and_run_elsewhere(
         done = app.get(job)
         assert done.attempt == 2
         assert any(
-            e["error"].startswith(f"rescued: worker process {victim} disconnected") for e in done.errors
+            e["error"].startswith(f"rescued: worker process {victim} disconnected")
+            for e in done.errors
         ), done.errors
         ends = [pid for what, pid, jid, attempt, _ in setup.runs() if what == "end"]
         assert ends and victim not in ends

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import kathikon
 
-from . import workloads
+from . import procs, workloads
 from .workloads import Result
 
 # name → (callable taking the scale factor, default job count)
@@ -38,6 +38,12 @@ WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
     ],
     "scheduled": lambda s: [workloads.scheduled(int(1_000 * s))],
     "open": lambda s: [workloads.open_recovery(int(1_000_000 * s))],
+    "processes": lambda s: [
+        procs.insert_clients(int(8_000 * s)),
+        procs.drain_processes(int(100_000 * s)),
+        procs.cpu_bound(int(2_000 * s), processes=0),
+        procs.cpu_bound(int(2_000 * s), processes=2),
+    ],
 }
 
 

@@ -1,0 +1,148 @@
+"""Benchmarks across processes: client processes inserting through the owner's socket, and
+worker processes draining jobs or running CPU-bound ones.
+
+Worker processes find their app by importing this module (``start(processes=N)`` spawns
+fresh interpreters): in a child, the module creates a client app on the store named by
+``KATHIKON_BENCH_STORE``. ``python -m kathikon.bench.procs insert N`` is one inserting client.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import kathikon
+
+from .workloads import Result
+
+STORE_ENV = "KATHIKON_BENCH_STORE"
+
+
+def make_app(path: str, concurrency: int = 10) -> kathikon.Kathikon:
+    """The bench app on ``path``, with a no-op worker and a ~1 ms pure-Python one."""
+    app = kathikon.Kathikon(path, queues={"default": concurrency}, poll_interval=0.2)
+
+    @app.worker(name="bench.noop")
+    def noop(job: kathikon.Job) -> None:
+        pass
+
+    @app.worker(name="bench.spin")
+    def spin(job: kathikon.Job) -> None:
+        deadline = time.perf_counter() + 0.001
+        n = 0
+        while time.perf_counter() < deadline:
+            n += 1
+
+    return app
+
+
+if multiprocessing.parent_process() is not None and os.environ.get(STORE_ENV):
+    # A worker process started by start(processes=N): its app, found again by path.
+    app = make_app(os.environ[STORE_ENV])
+
+
+def _wait_completed(app: kathikon.Kathikon, n: int, timeout: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout
+    while app.stats().get("default", {}).get("completed", 0) < n:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {app.stats()} after {timeout} s")
+        time.sleep(0.002)
+
+
+def insert_clients(n: int, clients: int = 4) -> Result:
+    """``clients`` processes each making ``n // clients`` single inserts through the owner."""
+    with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
+        path = str(Path(tmp) / "bench.redb")
+        owner = make_app(path)
+        try:
+            per = n // clients
+            env = dict(os.environ, **{STORE_ENV: path})
+            procs = [
+                subprocess.Popen(
+                    [sys.executable, "-m", "kathikon.bench.procs", "insert", str(per)],
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    text=True,
+                )
+                for _ in range(clients)
+            ]
+            # Each client reports its own insert time, measured after it connected.
+            rates = []
+            for p in procs:
+                out, _ = p.communicate(timeout=600)
+                if p.returncode != 0:
+                    raise RuntimeError(f"an inserting client failed (status {p.returncode})")
+                rates.append(float(out.split()[-1]))
+        finally:
+            owner.close(timeout=5)
+    return Result(f"insert x{clients} client processes", per * clients, jobs_per_s=sum(rates))
+
+
+def drain_processes(n: int, processes: int = 2, concurrency: int = 10) -> Result:
+    """``n`` no-op jobs stored; then ``processes`` worker processes drain them through the
+    owner's socket (their start-up time excluded: the clock starts at the first claim)."""
+    with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
+        path = str(Path(tmp) / "bench.redb")
+        os.environ[STORE_ENV] = path
+        app = make_app(path, concurrency)
+        try:
+            for offset in range(0, n, 10_000):
+                app.insert_all([app.new("bench.noop") for _ in range(min(10_000, n - offset))])
+            app.start(processes=processes)
+            while app.stats()["default"].get("executing", 0) == 0 and (
+                app.stats()["default"].get("completed", 0) == 0
+            ):
+                time.sleep(0.001)
+            start = time.perf_counter()
+            _wait_completed(app, n)
+            elapsed = time.perf_counter() - start
+            app.stop(timeout=10)
+        finally:
+            app.close(timeout=5)
+            os.environ.pop(STORE_ENV, None)
+    return Result(f"drain sync via {processes} worker processes", n, jobs_per_s=n / elapsed)
+
+
+def cpu_bound(n: int, processes: int) -> Result:
+    """``n`` jobs of ~1 ms pure Python each: in this process (``processes=0``) or in worker
+    processes; jobs/s from the first claim to the last completion."""
+    with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
+        path = str(Path(tmp) / "bench.redb")
+        os.environ[STORE_ENV] = path
+        app = make_app(path, concurrency=2)
+        try:
+            app.insert_all([app.new("bench.spin") for _ in range(n)])
+            app.start(processes=processes or None)
+            stats = app.stats
+            while stats()["default"].get("available", 0) == n:
+                time.sleep(0.001)
+            start = time.perf_counter()
+            _wait_completed(app, n)
+            elapsed = time.perf_counter() - start
+            app.stop(timeout=10)
+        finally:
+            app.close(timeout=5)
+            os.environ.pop(STORE_ENV, None)
+    where = "in-process" if not processes else f"{processes} worker processes"
+    return Result(f"cpu 1 ms jobs, {where}", n, jobs_per_s=n / elapsed)
+
+
+def _insert_main(count: int) -> None:
+    app = make_app(os.environ[STORE_ENV])
+    assert app.role == "client", app.role
+    start = time.perf_counter()
+    for _ in range(count):
+        app.insert("bench.noop")
+    elapsed = time.perf_counter() - start
+    app.close()
+    print(count / elapsed)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["insert"]:
+        _insert_main(int(sys.argv[2]))
