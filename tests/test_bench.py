@@ -48,6 +48,30 @@ def test_bench_command_measures_and_writes_json(tmp_path: Path) -> None:
     assert 0 <= scheduled["p50_ms"] <= scheduled["p99_ms"] <= scheduled["max_ms"]
 
 
+def test_the_processes_workload_runs_clients_and_worker_processes(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "kathikon", "bench", "-w", "processes", "--scale", "0.05"]
+        + ["--rounds", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {
+        e["kathikon"]["workload"]: e["kathikon"] for e in json.loads(out.read_text())["results"]
+    }
+    assert set(rows) == {
+        "insert x4 client processes",
+        "drain sync via 2 worker processes",
+        "cpu 1 ms jobs, in-process",
+        "cpu 1 ms jobs, 2 worker processes",
+    }
+    assert rows["insert x4 client processes"]["jobs"] == 400
+    assert all(row["jobs_per_s"] > 0 for row in rows.values())
+
+
 def test_peer_results_are_matched_per_workload_and_setting() -> None:
     runs = [
         {"system": "huey", "workload": "drain", "concurrency": 10, "jobs_per_s": 100.0},

@@ -489,6 +489,7 @@ def test_worker_runs_jobs_then_stops_gracefully_on_sigterm(project: Project) -> 
         assert f"store={project.store.resolve()}" in start_line
         assert "queues=default:2,emails:1" in start_line
         assert "concurrency=3" in start_line
+        assert "role=owner" in start_line and "processes=1" in start_line
         wait_for("the quick jobs", lambda: all(project.marked(i, "done") for i in quick))
         wait_for("the first slow job to start", lambda: project.marked(first, "start"))
         assert not project.marked(first, "done")

@@ -1,14 +1,13 @@
 """Benchmarks across processes: client processes inserting through the owner's socket, and
 worker processes draining jobs or running CPU-bound ones.
 
-Worker processes find their app by importing this module (``start(processes=N)`` spawns
-fresh interpreters): in a child, the module creates a client app on the store named by
-``KATHIKON_BENCH_STORE``. ``python -m kathikon.bench.procs insert N`` is one inserting client.
+Worker processes find their app by importing :mod:`kathikon.bench._procs_app`, which creates
+a client app on the store named by ``KATHIKON_BENCH_STORE``; :func:`insert_main` is one
+inserting client.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import subprocess
 import sys
@@ -21,6 +20,9 @@ import kathikon
 from .workloads import Result
 
 STORE_ENV = "KATHIKON_BENCH_STORE"
+INSERT_CLIENT = (
+    "import sys; from kathikon.bench.procs import insert_main; insert_main(int(sys.argv[1]))"
+)
 
 
 def make_app(path: str, concurrency: int = 10) -> kathikon.Kathikon:
@@ -41,9 +43,12 @@ def make_app(path: str, concurrency: int = 10) -> kathikon.Kathikon:
     return app
 
 
-if multiprocessing.parent_process() is not None and os.environ.get(STORE_ENV):
-    # A worker process started by start(processes=N): its app, found again by path.
-    app = make_app(os.environ[STORE_ENV])
+def _owner_app(path: str, concurrency: int) -> kathikon.Kathikon:
+    """The bench process's app on ``path``; its worker processes find theirs in _procs_app."""
+    os.environ[STORE_ENV] = path
+    app = make_app(path, concurrency)
+    app._origin = "kathikon.bench._procs_app"
+    return app
 
 
 def _wait_completed(app: kathikon.Kathikon, n: int, timeout: float = 300.0) -> None:
@@ -64,7 +69,7 @@ def insert_clients(n: int, clients: int = 4) -> Result:
             env = dict(os.environ, **{STORE_ENV: path})
             procs = [
                 subprocess.Popen(
-                    [sys.executable, "-m", "kathikon.bench.procs", "insert", str(per)],
+                    [sys.executable, "-c", INSERT_CLIENT, str(per)],
                     env=env,
                     stdout=subprocess.PIPE,
                     text=True,
@@ -88,8 +93,7 @@ def drain_processes(n: int, processes: int = 2, concurrency: int = 10) -> Result
     owner's socket (their start-up time excluded: the clock starts at the first claim)."""
     with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
         path = str(Path(tmp) / "bench.redb")
-        os.environ[STORE_ENV] = path
-        app = make_app(path, concurrency)
+        app = _owner_app(path, concurrency)
         try:
             for offset in range(0, n, 10_000):
                 app.insert_all([app.new("bench.noop") for _ in range(min(10_000, n - offset))])
@@ -113,8 +117,7 @@ def cpu_bound(n: int, processes: int) -> Result:
     processes; jobs/s from the first claim to the last completion."""
     with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
         path = str(Path(tmp) / "bench.redb")
-        os.environ[STORE_ENV] = path
-        app = make_app(path, concurrency=2)
+        app = _owner_app(path, concurrency=2)
         try:
             app.insert_all([app.new("bench.spin") for _ in range(n)])
             app.start(processes=processes or None)
@@ -132,7 +135,8 @@ def cpu_bound(n: int, processes: int) -> Result:
     return Result(f"cpu 1 ms jobs, {where}", n, jobs_per_s=n / elapsed)
 
 
-def _insert_main(count: int) -> None:
+def insert_main(count: int) -> None:
+    """An inserting client process: ``count`` single inserts; prints its jobs/s."""
     app = make_app(os.environ[STORE_ENV])
     assert app.role == "client", app.role
     start = time.perf_counter()
@@ -141,8 +145,3 @@ def _insert_main(count: int) -> None:
     elapsed = time.perf_counter() - start
     app.close()
     print(count / elapsed)
-
-
-if __name__ == "__main__":
-    if sys.argv[1:2] == ["insert"]:
-        _insert_main(int(sys.argv[2]))
