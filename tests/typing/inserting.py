@@ -153,6 +153,17 @@ def on_disk(directory: Path) -> None:
             assert isinstance(exc, kathikon.StorageError)
         except kathikon.KathikonError:
             raise
+        role: str = running.role
+        owner: int = running.owner_pid
+        assert role == "owner" and owner > 0
+        assert_type(running.worker_pids, list[int])
+    client = kathikon.Kathikon(store, connect=False, lease=5.0)
+    try:
+        assert_type(client.stats(), dict[str, dict[str, int]])
+    except kathikon.OwnerGoneError as exc:
+        assert isinstance(exc, kathikon.StorageError)
+    finally:
+        client.close()
 
 
 if __name__ == "__main__":
