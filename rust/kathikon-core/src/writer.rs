@@ -64,6 +64,11 @@ pub(crate) enum Command {
         promote_until: Option<Micros>,
         reply: Sender<Result<()>>,
     },
+    /// Move these records to the quarantine table if they still do not decode (a reader
+    /// found them; it cannot write). Unanswered.
+    Quarantine {
+        ids: Vec<JobId>,
+    },
     Shutdown,
 }
 
@@ -123,7 +128,7 @@ impl Command {
             Command::Sync { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Ack { reply: None, .. } | Command::Shutdown => {}
+            Command::Ack { reply: None, .. } | Command::Quarantine { .. } | Command::Shutdown => {}
         }
     }
 }
@@ -145,6 +150,8 @@ struct Effects {
     promoted: u64,
     pruned: u64,
     next_due: Option<Micros>,
+    /// Records moved to the quarantine table, with the reason.
+    quarantined: Vec<(JobId, String)>,
 }
 
 /// Timing knobs.
@@ -264,6 +271,7 @@ impl Writer {
                 effects.pruned += prune_before(txn, now - retention, PRUNE_LIMIT)?;
             }
             effects.next_due = txn.next_due()?;
+            effects.quarantined = txn.take_quarantined();
             Ok(())
         });
         let elapsed = started.elapsed().as_micros() as u64;
@@ -283,6 +291,9 @@ impl Writer {
                     let pruned = effects.pruned;
                     self.telemetry
                         .emit(|| EngineEvent::PrunerTick { pruned, duration_us: elapsed });
+                }
+                for (id, reason) in std::mem::take(&mut effects.quarantined) {
+                    self.telemetry.emit(|| EngineEvent::Quarantined { id, reason });
                 }
             }
             Err(error) => {
@@ -407,7 +418,7 @@ fn apply_one(
         }
         Command::Cancel { id, .. } => {
             let Some(old) = txn.get(*id)? else {
-                return Ok(Reply::Cancelled(Err(Error::JobNotFound(*id))));
+                return Ok(Reply::Cancelled(Err(txn.missing(*id)?)));
             };
             if old.state.is_terminal() {
                 let state = old.state;
@@ -424,7 +435,7 @@ fn apply_one(
         }
         Command::Retry { id, .. } => {
             let Some(old) = txn.get(*id)? else {
-                return Ok(Reply::Job(Err(Error::JobNotFound(*id))));
+                return Ok(Reply::Job(Err(txn.missing(*id)?)));
             };
             if old.state == JobState::Available {
                 return Ok(Reply::Job(Ok(old)));
@@ -449,6 +460,17 @@ fn apply_one(
             }
             effects.pruned += total;
             Reply::Count(Ok(total))
+        }
+        Command::Quarantine { ids } => {
+            for &id in ids {
+                // Moves the record aside if it still does not decode. Damage redb itself
+                // reports fails this command alone, not the batch.
+                match txn.get(id) {
+                    Ok(_) | Err(Error::Corrupted { .. }) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            Reply::Unit
         }
         Command::Sync { .. } | Command::Shutdown => Reply::Unit,
     })
