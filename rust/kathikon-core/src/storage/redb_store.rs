@@ -22,11 +22,6 @@ use crate::state::JobState;
 
 /// First bytes of every redb file; anything else is not a store at all.
 const REDB_MAGIC: &[u8; 9] = &[b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
-/// redb 4.6's header flags, in the byte after the magic: set while a process has the file open
-/// (`RECOVERY_REQUIRED`) or holds commits not yet fsync'd (`PRIMARY_UNFLUSHED`). With both
-/// clear, the file was closed cleanly. redb is pinned (`=4.6.0`), and its file format version
-/// is checked at open.
-const REDB_UNCLEAN_FLAGS: u8 = 2 | 8;
 
 /// Jobs in a redb database.
 pub struct RedbStore {
@@ -60,34 +55,25 @@ impl RedbStore {
             .mode(0o600)
             .open(&path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
-        let mut head = Vec::with_capacity(REDB_MAGIC.len() + 1);
-        file.take(REDB_MAGIC.len() as u64 + 1)
+        let mut head = Vec::with_capacity(REDB_MAGIC.len());
+        file.take(REDB_MAGIC.len() as u64)
             .read_to_end(&mut head)
             .map_err(|e| Error::Storage(format!("cannot read {}: {e}", path.display())))?;
         // A file shorter than the magic is refused too, unless it is empty (a new store).
-        if !head.is_empty() && head.get(..REDB_MAGIC.len()) != Some(REDB_MAGIC.as_slice()) {
+        if !head.is_empty() && head.as_slice() != REDB_MAGIC {
             return Err(Error::NotAStore {
                 path,
                 detail: "it does not start with a redb header".into(),
             });
         }
-        let closed_cleanly =
-            head.get(REDB_MAGIC.len()).is_some_and(|g| g & REDB_UNCLEAN_FLAGS == 0);
         // Verify every page checksum of the committed trees (records, indexes, counts, meta)
         // before trusting the file: redb otherwise verifies them only after a crash. A crash
         // may leave the newest commit torn (never acknowledged), and redb then falls back to the
-        // commit before; after a clean close the newest commit was acknowledged, so a newest
-        // commit that fails its checksums is damage, refused rather than silently rolled back.
+        // commit before. A clean close ends with a two-phase commit, whose damage redb refuses
+        // ("Primary is corrupted despite 2-phase commit") rather than rolling it back.
         let db = guarded(&path, || {
             Database::builder()
                 .set_check_integrity_on_open(true)
-                .set_repair_callback(move |session| {
-                    // redb reports 0.3 only when the newest commit failed verification.
-                    let newest_failed = (0.2..0.5).contains(&session.progress());
-                    if closed_cleanly && newest_failed {
-                        session.abort();
-                    }
-                })
                 .create(&path)
                 .map_err(|e| open_error(&path, e))
         })?;
@@ -215,12 +201,12 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
                 same_process,
             }
         }
-        DatabaseError::RepairAborted => Error::Corrupted {
+        DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => Error::Corrupted {
             path: path.to_path_buf(),
-            detail: "the newest commit fails its page checksums although the file was closed \
-                     cleanly: its data changed on disk (opening it would silently fall back to \
-                     the commit before)"
-                .into(),
+            detail: format!(
+                "the checks at open found pages whose checksums do not match, so the file \
+                 changed on disk after it was written (redb: {msg})"
+            ),
         },
         DatabaseError::UpgradeRequired(v) => Error::NotAStore {
             path: path.to_path_buf(),
