@@ -30,7 +30,7 @@ from .errors import (
     UnknownQueueError,
     UnknownWorkerError,
 )
-from .job import Job, JobErrorEntry, JobState
+from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .worker import Worker, WorkerFunction
 
@@ -54,6 +54,7 @@ __all__ = [
     "Kathikon",
     "KathikonError",
     "NotAStoreError",
+    "QuarantinedRecord",
     "Snooze",
     "StorageError",
     "StorageLockedError",
