@@ -573,6 +573,19 @@ def _damage_record(data: bytes) -> bytes:
     return bytes(out)
 
 
+def _flip_bit_in_record(data: bytes) -> bytes:
+    """Flip one bit in the padding of job i=150's args ("x" becomes "y"), in every copy of the
+    record: the record still decodes, to different args. Before record checksums and the
+    integrity check at open, this read back changed, silently (issue 4)."""
+    marker = b"MARK000150"
+    out = bytearray(data)
+    hits = [m.start() for m in re.finditer(re.escape(marker), data)]
+    assert hits, "the record to damage was not found in the file"
+    for at in hits:
+        out[at + len(marker) + 100] ^= 0x01
+    return bytes(out)
+
+
 def _middle_page(data: bytes) -> int:
     return (len(data) // 2) // 4096 * 4096
 
@@ -587,6 +600,7 @@ DAMAGES: dict[str, tuple[Callable[[bytes], bytes], bool]] = {
     "header-fields-zeroed": (lambda d: _overwrite(d, 9, b"\x00" * 55), True),
     "commit-slot-overwritten": (lambda d: _overwrite(d, 200, b"\xff" * 300), True),
     "job-record-overwritten": (_damage_record, True),
+    "job-record-one-bit-flipped": (_flip_bit_in_record, True),
     "first-page-after-header-zeroed": (lambda d: _overwrite(d, 4096, bytes(4096)), False),
     "middle-page-zeroed": (lambda d: _overwrite(d, _middle_page(d), bytes(4096)), False),
     "middle-page-random": (
@@ -616,6 +630,28 @@ def test_a_damaged_store_raises_a_typed_error_never_a_crash_or_hang(
         got = {int(k): v for k, v in result["args"].items()}
         want = {i + 1: expected_args(i) for i in range(STORE_JOBS)}
         assert got == want, "a damaged store opened but returned wrong jobs"
+
+
+def test_a_healthy_store_has_nothing_quarantined(tmp_path: Path) -> None:
+    """``app.quarantined()`` lists damaged records moved aside (the engine's tests damage one
+    for real, through redb); a healthy store has none, also after a reopen, and the event that
+    reports one can be listened to."""
+    path = tmp_path / "jobs.redb"
+    seen: list[Any] = []
+    kathikon.telemetry.attach(
+        "test-quarantine", [("kathikon", "job", "quarantine")], lambda *a: seen.append(a)
+    )
+    try:
+        for _ in range(2):
+            app = kathikon.Kathikon(path)
+            try:
+                _noop_worker(app).insert({"a": 1})
+                assert app.quarantined() == []
+            finally:
+                app.close()
+    finally:
+        kathikon.telemetry.detach("test-quarantine")
+    assert seen == []
 
 
 # -- permissions ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from .errors import (
     UnknownQueueError,
     UnknownWorkerError,
 )
-from .job import Job, JobErrorEntry, JobState
+from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .worker import Worker, WorkerFunction
 
@@ -58,6 +58,7 @@ __all__ = [
     "NotAStoreError",
     "OwnerGoneError",
     "ProtocolError",
+    "QuarantinedRecord",
     "Snooze",
     "StorageError",
     "StorageLockedError",

@@ -4,7 +4,7 @@ Users import from :mod:`kathikon`; this module is the engine's raw interface.
 """
 
 import builtins
-from typing import Final, Optional, final
+from typing import Any, Final, Optional, final
 
 from typing_extensions import TypeAlias
 
@@ -149,6 +149,8 @@ class Engine:
         """Move a manual clock (µs start given as ``manual_clock``) by ``seconds``."""
     def counts(self) -> builtins.list[tuple[str, str, int]]:
         """``(queue, state, count)`` for every non-empty pair."""
+    def quarantined(self) -> builtins.list[tuple[int, int, str, bytes]]:
+        """``(id, quarantined_at µs, reason, bytes)`` of every record moved aside."""
     def oldest_available(self, queue: str) -> Optional[int]: ...
     def insert(self, jobs: list[_NewJobRow]) -> list[JobRecord]:
         """Insert jobs in one commit (all or none); durable on return with fsync."""
@@ -179,7 +181,7 @@ class Engine:
         """``(rescued, discarded)`` at open."""
     def now(self) -> int: ...
     def set_events(self, on: bool) -> None: ...
-    def next_events(self, timeout: float) -> builtins.list[tuple[str, dict[str, float]]]: ...
+    def next_events(self, timeout: float) -> builtins.list[tuple[str, dict[str, Any]]]: ...
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...

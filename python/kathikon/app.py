@@ -28,7 +28,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .execute import AckTuple, Attempt, run_async, run_sync
-from .job import Job, JobState, from_micros
+from .job import Job, JobState, QuarantinedRecord, from_micros
 from .options import (
     Seconds,
     check_max_attempts,
@@ -48,6 +48,7 @@ _T = TypeVar("_T")
 # Which queues start()/run() run: names (at their configured concurrency) or name → concurrency.
 QueueSelection = Union[Iterable[str], Mapping[str, int]]
 INSERT = ("kathikon", "job", "insert")
+QUARANTINE = ("kathikon", "job", "quarantine")
 MAX_JOB_ID = 2**64 - 1
 # Engine event names → telemetry events.
 _ENGINE_EVENTS = {
@@ -441,8 +442,24 @@ class Kathikon:
         return job
 
     def get(self, job: Union[Job, int]) -> Job:
-        """The job as stored now. Raises :class:`JobNotFoundError` for an unknown id."""
+        """The job as stored now. Raises :class:`JobNotFoundError` for an unknown id, and
+        :class:`CorruptStoreError` (naming the file, the job and the damage) for a job whose
+        record was found damaged on disk and quarantined."""
         return Job(self._engine.get(self._id(job)))
+
+    def quarantined(self) -> list[QuarantinedRecord]:
+        """Job records found damaged on disk (they no longer decode, or fail their checksum)
+        and moved aside, so that the rest of the store keeps working: each with its id, when,
+        why, and its bytes as found. Each one also emits ``("kathikon", "job", "quarantine")``."""
+        return [
+            QuarantinedRecord(
+                id=id_,
+                quarantined_at=from_micros(at),
+                reason=reason,
+                data=data,
+            )
+            for id_, at, reason, data in self._engine.quarantined()
+        ]
 
     def cancel(self, job: Union[Job, int]) -> Job:
         """Cancel a scheduled, available, retryable or executing job.
@@ -720,6 +737,12 @@ class Kathikon:
                 if name == "pruner.tick":
                     telemetry.execute(
                         ("kathikon", "job", "prune"), {"count": measurements["pruned"]}, {}
+                    )
+                elif name == "job.quarantine":
+                    telemetry.execute(
+                        QUARANTINE,
+                        {"count": 1},
+                        {"id": measurements["id"], "reason": measurements["reason"]},
                     )
 
     # -- closing -------------------------------------------------------------------------

@@ -705,13 +705,25 @@ def stats_command(app_spec: Optional[str], path: Optional[str], as_json: bool) -
             counts = {q: c for q, c in counts.items() if any(c.values())}
         now = app.now()
         oldest = {q: app.oldest_available(q) for q in counts}
+        quarantined = app.quarantined()
     ages = {q: None if at is None else (now - at).total_seconds() for q, at in oldest.items()}
     if not as_json:
         _print_stats(counts, ages)
+        if quarantined:
+            _stdout().print(
+                f"{len(quarantined)} damaged job record(s) quarantined (ids "
+                f"{', '.join(str(r['id']) for r in quarantined[:20])}); "
+                "`kathikon stats --json` lists why",
+                style="bold red",
+            )
         return
     emit_json(
         {
             "now": _iso(now),
+            "quarantined": [
+                {"id": r["id"], "quarantined_at": _iso(r["quarantined_at"]), "reason": r["reason"]}
+                for r in quarantined
+            ],
             "queues": {
                 q: {
                     "states": c,

@@ -56,6 +56,21 @@ class JobErrorEntry(TypedDict):
     """The traceback of what was raised, or the ``Cancel`` / ``Discard`` reason."""
 
 
+class QuarantinedRecord(TypedDict):
+    """A job record found damaged on disk and moved aside (``app.quarantined()``; a plain dict
+    at run time). The job is gone from claims, lists and stats; ``app.get(id)`` raises
+    :class:`~kathikon.CorruptStoreError` naming it."""
+
+    id: int
+    """The job's id."""
+    quarantined_at: datetime
+    """When it was moved aside (aware, UTC)."""
+    reason: str
+    """What the decoder found, e.g. ``job 7: record checksum mismatch (…)``."""
+    data: bytes
+    """The record's bytes as found, for forensics."""
+
+
 class Job:
     """A stored job, as of when it was read. Immutable; read it again with ``app.get(id)``.
 

@@ -13,6 +13,7 @@ event                                        measurements                    met
 ``("kathikon", "job", "cancel")``            ``duration``                    ``job``, ``reason``
 ``("kathikon", "job", "snooze")``            ``duration``, ``delay``         ``job``
 ``("kathikon", "job", "prune")``             ``count``                       (none)
+``("kathikon", "job", "quarantine")``        ``count``                       ``id``, ``reason``
 ``("kathikon", "scheduler", "tick")``        ``promoted``, ``duration``      (none)
 ``("kathikon", "pruner", "tick")``           ``pruned``, ``duration``        (none)
 ``("kathikon", "dispatcher", "poll")``       ``claimed``, ``demand``         ``queue``
@@ -21,6 +22,7 @@ event                                        measurements                    met
 ``job`` is the :class:`~kathikon.Job` as claimed (``retry``/``discard``/… carry the job as it
 stands after the outcome was stored). Durations are seconds. ``dispatcher.poll`` is one claim by
 one of a queue's lanes: ``demand`` is how many jobs it asked for, ``claimed`` how many it got.
+``job.quarantine`` is a job record found damaged on disk and moved aside (``app.quarantined()``).
 
 Emitting costs one dict lookup when nobody is attached. A handler that raises (anything,
 ``KeyboardInterrupt`` and ``SystemExit`` included) is detached and the error logged; it never
@@ -50,6 +52,7 @@ EVENTS: tuple[Event, ...] = (
     ("kathikon", "job", "cancel"),
     ("kathikon", "job", "snooze"),
     ("kathikon", "job", "prune"),
+    ("kathikon", "job", "quarantine"),
     ("kathikon", "scheduler", "tick"),
     ("kathikon", "pruner", "tick"),
     ("kathikon", "dispatcher", "poll"),
@@ -62,6 +65,7 @@ ENGINE_EVENTS = frozenset(
         ("kathikon", "scheduler", "tick"),
         ("kathikon", "pruner", "tick"),
         ("kathikon", "job", "prune"),
+        ("kathikon", "job", "quarantine"),
     }
 )
 

@@ -395,32 +395,66 @@ impl Engine {
         Ok(out)
     }
 
-    /// The job with this id, as last committed.
+    /// The job with this id, as last committed. A record that no longer decodes is
+    /// [`Error::Corrupted`] naming the job, and is moved to the quarantine table.
     pub fn get(&self, id: JobId) -> Result<Job> {
         let mut found = None;
-        self.store()?.read(&mut |txn| {
+        let result = self.store()?.read(&mut |txn| {
             found = txn.get(id)?;
             Ok(())
-        })?;
+        });
+        if let Err(Error::Corrupted { detail, .. }) = &result {
+            if detail.starts_with(&format!("job {id}: ")) {
+                self.quarantine(vec![id]);
+            }
+        }
+        result?;
         found.ok_or(Error::JobNotFound(id))
     }
 
-    /// Jobs matching `filter`, in id order.
+    /// Jobs matching `filter`, in id order. A record that no longer decodes is left out and
+    /// moved to the quarantine table (see [`Engine::quarantined`]).
     pub fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
         let mut out = Vec::new();
+        let mut damaged = Vec::new();
         self.store()?.read(&mut |txn| {
             out.clear();
-            txn.scan(filter.after, &mut |job| {
-                let keep = filter.state.is_none_or(|s| s == job.state)
-                    && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
-                    && filter.worker.as_ref().is_none_or(|w| *w == job.worker);
-                if keep {
-                    out.push(job);
-                }
-                filter.limit == 0 || out.len() < filter.limit
-            })
+            damaged.clear();
+            txn.scan(
+                filter.after,
+                &mut |job| {
+                    let keep = filter.state.is_none_or(|s| s == job.state)
+                        && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
+                        && filter.worker.as_ref().is_none_or(|w| *w == job.worker);
+                    if keep {
+                        out.push(job);
+                    }
+                    filter.limit == 0 || out.len() < filter.limit
+                },
+                &mut damaged,
+            )
+        })?;
+        self.quarantine(damaged);
+        Ok(out)
+    }
+
+    /// Records that no longer decoded and were moved aside, by id: each with when, why, and
+    /// its bytes as found. Jobs whose record was quarantined are gone from every other call;
+    /// [`Engine::get`] says so with [`Error::Corrupted`].
+    pub fn quarantined(&self) -> Result<Vec<crate::storage::Quarantined>> {
+        let mut out = Vec::new();
+        self.store()?.read(&mut |txn| {
+            out = txn.quarantined()?;
+            Ok(())
         })?;
         Ok(out)
+    }
+
+    /// Ask the writer to move these undecodable records aside (it checks them again).
+    fn quarantine(&self, ids: Vec<JobId>) {
+        if !ids.is_empty() && !self.closed.load(Ordering::Acquire) {
+            let _ = self.tx.send(Command::Quarantine { ids });
+        }
     }
 
     /// How many jobs are ready to claim in `queue` right now.

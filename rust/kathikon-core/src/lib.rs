@@ -11,6 +11,8 @@ pub mod claim;
 pub mod clock;
 pub mod engine;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod guard;
 pub mod job;
 #[cfg(unix)]

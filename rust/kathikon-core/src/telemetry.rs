@@ -24,6 +24,14 @@ pub enum EngineEvent {
         /// Time the tick's transaction took, in microseconds (shared with its batch).
         duration_us: u64,
     },
+    /// A job record no longer decoded (damaged on disk) and was moved to the quarantine
+    /// table; the job is gone from claims, lists and counts. See `Engine::quarantined`.
+    Quarantined {
+        /// The job's id.
+        id: u64,
+        /// What the decoder said.
+        reason: String,
+    },
     /// The pruner deleted finished jobs past the retention period.
     PrunerTick {
         /// Jobs deleted.

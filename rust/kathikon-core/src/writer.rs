@@ -77,6 +77,11 @@ pub(crate) enum Command {
         promote_until: Option<Micros>,
         reply: Sender<Result<()>>,
     },
+    /// Move these records to the quarantine table if they still do not decode (a reader
+    /// found them; it cannot write). Unanswered.
+    Quarantine {
+        ids: Vec<JobId>,
+    },
     Shutdown,
 }
 
@@ -143,7 +148,7 @@ impl Command {
             Command::Sync { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Ack { reply: None, .. } | Command::Shutdown => {}
+            Command::Ack { reply: None, .. } | Command::Quarantine { .. } | Command::Shutdown => {}
         }
     }
 }
@@ -165,6 +170,8 @@ struct Effects {
     promoted: u64,
     pruned: u64,
     next_due: Option<Micros>,
+    /// Records moved to the quarantine table, with the reason.
+    quarantined: Vec<(JobId, String)>,
 }
 
 /// Timing knobs.
@@ -284,6 +291,7 @@ impl Writer {
                 effects.pruned += prune_before(txn, now - retention, PRUNE_LIMIT)?;
             }
             effects.next_due = txn.next_due()?;
+            effects.quarantined = txn.take_quarantined();
             Ok(())
         });
         let elapsed = started.elapsed().as_micros() as u64;
@@ -303,6 +311,9 @@ impl Writer {
                     let pruned = effects.pruned;
                     self.telemetry
                         .emit(|| EngineEvent::PrunerTick { pruned, duration_us: elapsed });
+                }
+                for (id, reason) in std::mem::take(&mut effects.quarantined) {
+                    self.telemetry.emit(|| EngineEvent::Quarantined { id, reason });
                 }
             }
             Err(error) => {
@@ -427,7 +438,7 @@ fn apply_one(
         }
         Command::Cancel { id, .. } => {
             let Some(old) = txn.get(*id)? else {
-                return Ok(Reply::Cancelled(Err(Error::JobNotFound(*id))));
+                return Ok(Reply::Cancelled(Err(txn.missing(*id)?)));
             };
             if old.state.is_terminal() {
                 let state = old.state;
@@ -444,7 +455,7 @@ fn apply_one(
         }
         Command::Retry { id, .. } => {
             let Some(old) = txn.get(*id)? else {
-                return Ok(Reply::Job(Err(Error::JobNotFound(*id))));
+                return Ok(Reply::Job(Err(txn.missing(*id)?)));
             };
             if old.state == JobState::Available {
                 return Ok(Reply::Job(Ok(old)));
@@ -473,19 +484,33 @@ fn apply_one(
         Command::Rescue { jobs, cause, .. } => {
             Reply::Count(Ok(rescue(txn, jobs, cause, now, effects)?))
         }
-        Command::Fence { notes, .. } => {
-            let mut noted = 0;
-            for (id, attempt, text) in notes {
-                let Some(mut job) = txn.get(*id)? else { continue };
-                let before = job.placement();
-                job.note_fenced(now, *attempt, text.clone());
-                txn.put(Some(before), &job)?;
-                noted += 1;
+        Command::Fence { notes, .. } => Reply::Count(Ok(note_fenced(txn, notes, now)?)),
+        Command::Quarantine { ids } => {
+            for &id in ids {
+                // Moves the record aside if it still does not decode. Damage redb itself
+                // reports fails this command alone, not the batch.
+                match txn.get(id) {
+                    Ok(_) | Err(Error::Corrupted { .. }) => {}
+                    Err(other) => return Err(other),
+                }
             }
-            Reply::Count(Ok(noted))
+            Reply::Unit
         }
         Command::Sync { .. } | Command::Shutdown => Reply::Unit,
     })
+}
+
+/// Append each refused report `(id, attempt, text)` to its job's history.
+fn note_fenced(txn: &mut dyn WriteTxn, notes: &[(JobId, u32, String)], now: Micros) -> Result<u64> {
+    let mut count = 0;
+    for (id, attempt, text) in notes {
+        let Some(mut job) = txn.get(*id)? else { continue };
+        let before = job.placement();
+        job.note_fenced(now, *attempt, text.clone());
+        txn.put(Some(before), &job)?;
+        count += 1;
+    }
+    Ok(count)
 }
 
 /// Rescue each `(id, attempt)` that is still executing that attempt.

@@ -11,7 +11,7 @@ use kathikon_core::{
     Ack, AckResult, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
 };
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyBytes, PyDict};
 
 use crate::convert::{AckTuple, NewJobTuple};
 use crate::errors::{ConfigurationError, IntoPy};
@@ -24,6 +24,9 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
         ))
     })
 }
+
+/// `(id, quarantined_at µs, reason, bytes)`.
+type QuarantinedRow<'py> = (u64, i64, String, Bound<'py, PyBytes>);
 
 fn records(jobs: Vec<kathikon_core::Job>) -> Vec<PyJobRecord> {
     jobs.into_iter().map(|inner| PyJobRecord { inner }).collect()
@@ -103,6 +106,16 @@ impl PyEngine {
     fn counts(&self, py: Python<'_>) -> PyResult<Vec<(String, &'static str, u64)>> {
         let counts = py.detach(|| self.inner.counts()).py_err()?;
         Ok(counts.into_iter().map(|(q, s, n)| (q, s.as_str(), n)).collect())
+    }
+
+    /// Records moved aside because they no longer decoded, as
+    /// `[(id, quarantined_at µs, reason, bytes), …]`.
+    fn quarantined<'py>(&self, py: Python<'py>) -> PyResult<Vec<QuarantinedRow<'py>>> {
+        let records = py.detach(|| self.inner.quarantined()).py_err()?;
+        Ok(records
+            .into_iter()
+            .map(|q| (q.id, q.at, q.reason, PyBytes::new(py, &q.bytes)))
+            .collect())
     }
 
     /// The `scheduled_at` (µs) of the oldest available job in `queue`.
@@ -254,6 +267,11 @@ impl PyEngine {
                     m.set_item("pruned", pruned)?;
                     m.set_item("duration", duration_us as f64 / 1e6)?;
                     "pruner.tick"
+                }
+                EngineEvent::Quarantined { id, reason } => {
+                    m.set_item("id", id)?;
+                    m.set_item("reason", reason)?;
+                    "job.quarantine"
                 }
                 _ => continue,
             };

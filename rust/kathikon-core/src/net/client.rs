@@ -369,6 +369,14 @@ impl Client {
         }
     }
 
+    /// [`crate::Engine::quarantined`].
+    pub fn quarantined(&self) -> Result<Vec<crate::storage::Quarantined>> {
+        match self.call(&Request::Quarantined)? {
+            Response::Quarantined(records) => Ok(records),
+            other => Self::unexpected(&other),
+        }
+    }
+
     /// [`crate::Engine::oldest_available`].
     pub fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
         match self.call(&Request::OldestAvailable { queue: queue.to_string() })? {

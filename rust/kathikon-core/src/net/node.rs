@@ -262,6 +262,14 @@ impl Node {
         }
     }
 
+    /// See [`Engine::quarantined`].
+    pub fn quarantined(&self) -> Result<Vec<crate::storage::Quarantined>> {
+        match self.current()? {
+            Current::Owner(o) => o.engine.quarantined(),
+            Current::Client(c) => c.quarantined(),
+        }
+    }
+
     /// See [`Engine::oldest_available`].
     pub fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
         match self.current()? {

@@ -78,6 +78,8 @@ pub enum Request {
     },
     /// [`crate::Engine::counts`].
     Counts,
+    /// [`crate::Engine::quarantined`].
+    Quarantined,
     /// [`crate::Engine::oldest_available`].
     OldestAvailable {
         /// The queue.
@@ -124,6 +126,8 @@ pub enum Response {
     Job(Job),
     /// Job counts per queue and state.
     Counts(Vec<(String, JobState, u64)>),
+    /// Records moved aside because they no longer decoded.
+    Quarantined(Vec<crate::storage::Quarantined>),
     /// A time, if there is one.
     Time(Option<Micros>),
     /// A count.

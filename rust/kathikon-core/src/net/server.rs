@@ -374,6 +374,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             Response::Jobs(engine.list(&filter)?)
         }
         Request::Counts => Response::Counts(engine.counts()?),
+        Request::Quarantined => Response::Quarantined(engine.quarantined()?),
         Request::OldestAvailable { queue } => Response::Time(engine.oldest_available(&queue)?),
         Request::ReadyCount { queue } => Response::Count(engine.ready_count(&queue) as u64),
         Request::Prune { age_us } => Response::Count(engine.prune(Duration::from_micros(age_us))?),

@@ -32,6 +32,19 @@ use crate::state::JobState;
 /// An available job's place in its queue: `(queue, priority, scheduled_at, id)`.
 pub type AvailableEntry = (String, u8, Micros, JobId);
 
+/// A job record that no longer decoded (damaged on disk), moved aside with why and when.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Quarantined {
+    /// The job's id (the key it was stored under).
+    pub id: JobId,
+    /// When it was moved aside (wall-clock microseconds since the Unix epoch).
+    pub at: Micros,
+    /// What the decoder said.
+    pub reason: String,
+    /// The record's bytes as found, for forensics.
+    pub bytes: Vec<u8>,
+}
+
 /// A store of jobs with the indexes the engine needs.
 pub trait Store: Send + Sync {
     /// Run `f` against a consistent snapshot of the last commit.
@@ -48,10 +61,20 @@ pub trait Store: Send + Sync {
 
 /// Reads inside a snapshot.
 pub trait ReadTxn {
-    /// The job with this id.
+    /// The job with this id; a record that does not decode, or was moved to the quarantine
+    /// table, is [`crate::Error::Corrupted`] saying so.
     fn get(&mut self, id: JobId) -> Result<Option<Job>>;
     /// Jobs in ascending id order, starting after `after`; stop when `f` returns false.
-    fn scan(&mut self, after: Option<JobId>, f: &mut dyn FnMut(Job) -> bool) -> Result<()>;
+    /// Records that do not decode are skipped and their ids added to `damaged` (a read cannot
+    /// move them aside; the engine asks the writer to).
+    fn scan(
+        &mut self,
+        after: Option<JobId>,
+        f: &mut dyn FnMut(Job) -> bool,
+        damaged: &mut Vec<JobId>,
+    ) -> Result<()>;
+    /// Every quarantined record, by id.
+    fn quarantined(&mut self) -> Result<Vec<Quarantined>>;
     /// Every available job's queue position.
     fn available(&mut self, f: &mut dyn FnMut(AvailableEntry)) -> Result<()>;
     /// Job counts per `(queue, state)`, for every pair with at least one job.
@@ -62,8 +85,15 @@ pub trait ReadTxn {
 
 /// Reads and writes inside one write transaction.
 pub trait WriteTxn {
-    /// The job with this id.
+    /// The job with this id. A record that does not decode is moved to the quarantine table
+    /// (see [`WriteTxn::take_quarantined`]) and reads as absent, so one damaged record never
+    /// fails a batch.
     fn get(&mut self, id: JobId) -> Result<Option<Job>>;
+    /// Why job `id` is not there: [`crate::Error::Corrupted`] if its record was quarantined,
+    /// else [`crate::Error::JobNotFound`].
+    fn missing(&mut self, id: JobId) -> Result<crate::Error>;
+    /// The records this transaction quarantined so far, with the reason, emptied.
+    fn take_quarantined(&mut self) -> Vec<(JobId, String)>;
     /// Reserve `n` consecutive new ids and return the first.
     fn allocate_ids(&mut self, n: u64) -> Result<JobId>;
     /// Store `new`, which was at placement `old` when read in this transaction (`None` for

@@ -11,9 +11,9 @@ use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, Tabl
 
 use super::schema::{
     decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META,
-    META_FORMAT, META_NEXT_ID,
+    META_FORMAT, META_NEXT_ID, QUARANTINE,
 };
-use super::{AvailableEntry, ReadTxn, Store, WriteTxn};
+use super::{AvailableEntry, Quarantined, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
 use crate::error::{commit_failed, Error, Result};
 use crate::guard::guarded;
@@ -66,8 +66,17 @@ impl RedbStore {
                 detail: "it does not start with a redb header".into(),
             });
         }
-        let db =
-            guarded(&path, || Database::builder().create(&path).map_err(|e| open_error(&path, e)))?;
+        // Verify every page checksum of the committed trees (records, indexes, counts, meta)
+        // before trusting the file: redb otherwise verifies them only after a crash. A crash
+        // may leave the newest commit torn (never acknowledged), and redb then falls back to the
+        // commit before. A clean close ends with a two-phase commit, whose damage redb refuses
+        // ("Primary is corrupted despite 2-phase commit") rather than rolling it back.
+        let db = guarded(&path, || {
+            Database::builder()
+                .set_check_integrity_on_open(true)
+                .create(&path)
+                .map_err(|e| open_error(&path, e))
+        })?;
         let store = RedbStore { db, durability: durability(fsync), path };
         guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
         Ok(store)
@@ -110,12 +119,15 @@ impl RedbStore {
             let txn = self.db.begin_read()?;
             let meta = txn.open_table(META)?;
             let version = meta.get(META_FORMAT)?.map(|v| v.value());
+            drop(meta);
+            drop(txn);
             match version {
                 Some(v) if v > FORMAT_VERSION => Err(Error::FormatTooNew {
                     path: self.path.clone(),
                     found: v,
                     supported: FORMAT_VERSION,
                 }),
+                Some(v) if v < FORMAT_VERSION => self.upgrade(),
                 Some(_) => Ok(()),
                 None => Err(self.damaged("the format version is missing".into())),
             }
@@ -132,6 +144,7 @@ impl RedbStore {
                 txn.open_table(EXECUTING)?;
                 txn.open_table(FINISHED)?;
                 txn.open_table(COUNTS)?;
+                txn.open_table(QUARANTINE)?;
             }
             txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
             Ok(())
@@ -141,6 +154,18 @@ impl RedbStore {
                 detail: format!("it is a redb database with other tables: {}", names.join(", ")),
             })
         }
+    }
+
+    /// Format 1 → 2: add the quarantine table. Records stay version 1 until they next change
+    /// (both versions are read), so the upgrade is one small commit.
+    fn upgrade(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            txn.open_table(QUARANTINE)?;
+            txn.open_table(META)?.insert(META_FORMAT, FORMAT_VERSION)?;
+        }
+        txn.commit().map_err(|e| commit_failed(&self.path, &e))
     }
 
     fn damaged(&self, detail: String) -> Error {
@@ -176,6 +201,13 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
                 same_process,
             }
         }
+        DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => Error::Corrupted {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the checks at open found pages whose checksums do not match, so the file \
+                 changed on disk after it was written (redb: {msg})"
+            ),
+        },
         DatabaseError::UpgradeRequired(v) => Error::NotAStore {
             path: path.to_path_buf(),
             detail: format!("it uses redb file format {v}, older than Kathikon reads"),
@@ -237,9 +269,13 @@ struct WriteTables<'t> {
     finished: Table<'t, (i64, u64), ()>,
     meta: Table<'t, &'static str, u64>,
     counts: Table<'t, (&'static str, u8), u64>,
+    quarantine: Table<'t, u64, (i64, &'static str, &'static [u8])>,
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
     /// once at its end.
     deltas: HashMap<String, [i64; 7]>,
+    /// Records this transaction moved to the quarantine table, with the reason.
+    quarantined: Vec<(JobId, String)>,
+    path: &'t Path,
 }
 
 impl WriteTables<'_> {
@@ -275,6 +311,57 @@ impl WriteTables<'_> {
                 self.counts.remove(key)?;
             } else {
                 self.counts.insert(key, next)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Move the undecodable record `bytes` of job `id` aside: keep it in the quarantine table
+    /// with `reason`, drop it and every index entry naming its id, and recount `counts` from
+    /// the records (its queue and state are unknown, so its count cannot simply be taken
+    /// back). Rare and slow on big stores (every record is read once); other records found
+    /// undecodable meanwhile are quarantined too.
+    fn quarantine_record(&mut self, id: JobId, bytes: &[u8], reason: &str) -> Result<()> {
+        let mut pending = vec![(id, bytes.to_vec(), reason.to_string())];
+        while !pending.is_empty() {
+            for (id, bytes, reason) in pending.drain(..) {
+                let at = now_micros();
+                self.quarantine.insert(id, (at, reason.as_str(), bytes.as_slice()))?;
+                self.jobs.remove(id)?;
+                self.executing.remove(id)?;
+                for key in keys_naming(&self.due, id)? {
+                    self.due.remove(key)?;
+                }
+                for key in keys_naming(&self.finished, id)? {
+                    self.finished.remove(key)?;
+                }
+                let mut available = Vec::new();
+                for entry in self.available.iter()? {
+                    let key = entry?.0;
+                    let (queue, priority, at, job) = key.value();
+                    if job == id {
+                        available.push((queue.to_string(), priority, at, job));
+                    }
+                }
+                for (queue, priority, at, job) in available {
+                    self.available.remove((queue.as_str(), priority, at, job))?;
+                }
+                self.quarantined.push((id, reason));
+            }
+            // Recount: the records as this transaction leaves them are the truth, so pending
+            // deltas are already part of the tally.
+            self.deltas.clear();
+            let mut tally: HashMap<(String, u8), u64> = HashMap::new();
+            for entry in self.jobs.iter()? {
+                let (k, v) = entry?;
+                match decode(k.value(), v.value()) {
+                    Ok(job) => *tally.entry((job.queue, job.state as u8)).or_default() += 1,
+                    Err(e) => pending.push((k.value(), v.value().to_vec(), reason_of(&e))),
+                }
+            }
+            self.counts.retain(|_, _| false)?;
+            for ((queue, state), n) in tally {
+                self.counts.insert((queue.as_str(), state), n)?;
             }
         }
         Ok(())
@@ -320,7 +407,26 @@ impl WriteTables<'_> {
 
 impl WriteTxn for WriteTables<'_> {
     fn get(&mut self, id: JobId) -> Result<Option<Job>> {
-        self.jobs.get(id)?.map(|v| decode(id, v.value())).transpose()
+        let (error, bytes) = match self.jobs.get(id)? {
+            None => return Ok(None),
+            Some(v) => match decode(id, v.value()) {
+                Ok(job) => return Ok(Some(job)),
+                Err(e) => (e, v.value().to_vec()),
+            },
+        };
+        self.quarantine_record(id, &bytes, &reason_of(&error))?;
+        Ok(None)
+    }
+
+    fn missing(&mut self, id: JobId) -> Result<Error> {
+        Ok(match self.quarantine.get(id)? {
+            Some(v) => quarantined_error(self.path, id, &v.value()),
+            None => Error::JobNotFound(id),
+        })
+    }
+
+    fn take_quarantined(&mut self) -> Vec<(JobId, String)> {
+        std::mem::take(&mut self.quarantined)
     }
 
     fn allocate_ids(&mut self, n: u64) -> Result<JobId> {
@@ -375,26 +481,59 @@ impl WriteTxn for WriteTables<'_> {
     }
 }
 
-struct ReadTables {
+struct ReadTables<'p> {
     jobs: redb::ReadOnlyTable<u64, &'static [u8]>,
     available: redb::ReadOnlyTable<AvailKey<'static>, ()>,
     counts: redb::ReadOnlyTable<(&'static str, u8), u64>,
+    quarantine: redb::ReadOnlyTable<u64, (i64, &'static str, &'static [u8])>,
+    path: &'p Path,
 }
 
-impl ReadTxn for ReadTables {
+impl ReadTxn for ReadTables<'_> {
     fn get(&mut self, id: JobId) -> Result<Option<Job>> {
-        self.jobs.get(id)?.map(|v| decode(id, v.value())).transpose()
+        if let Some(v) = self.jobs.get(id)? {
+            return decode(id, v.value()).map(Some);
+        }
+        match self.quarantine.get(id)? {
+            Some(v) => Err(quarantined_error(self.path, id, &v.value())),
+            None => Ok(None),
+        }
     }
 
-    fn scan(&mut self, after: Option<JobId>, f: &mut dyn FnMut(Job) -> bool) -> Result<()> {
+    fn scan(
+        &mut self,
+        after: Option<JobId>,
+        f: &mut dyn FnMut(Job) -> bool,
+        damaged: &mut Vec<JobId>,
+    ) -> Result<()> {
         let start = after.map_or(0, |a| a.saturating_add(1));
         for entry in self.jobs.range(start..)? {
             let (k, v) = entry?;
-            if !f(decode(k.value(), v.value())?) {
-                break;
+            match decode(k.value(), v.value()) {
+                Ok(job) => {
+                    if !f(job) {
+                        break;
+                    }
+                }
+                Err(_) => damaged.push(k.value()),
             }
         }
         Ok(())
+    }
+
+    fn quarantined(&mut self) -> Result<Vec<Quarantined>> {
+        let mut out = Vec::new();
+        for entry in self.quarantine.iter()? {
+            let (k, v) = entry?;
+            let (at, reason, bytes) = v.value();
+            out.push(Quarantined {
+                id: k.value(),
+                at,
+                reason: reason.to_string(),
+                bytes: bytes.to_vec(),
+            });
+        }
+        Ok(out)
     }
 
     fn available(&mut self, f: &mut dyn FnMut(AvailableEntry)) -> Result<()> {
@@ -435,6 +574,42 @@ impl ReadTxn for ReadTables {
     }
 }
 
+/// The words of a decode error, for the quarantine table.
+fn reason_of(e: &Error) -> String {
+    match e {
+        Error::Corrupted { detail, .. } => detail.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn quarantined_error(path: &Path, id: JobId, (at, reason, _): &(i64, &str, &[u8])) -> Error {
+    Error::Corrupted {
+        path: path.to_path_buf(),
+        detail: format!(
+            "job {id}'s record was damaged and was moved to the quarantine table at {at} µs \
+             since the epoch: {reason}"
+        ),
+    }
+}
+
+fn now_micros() -> Micros {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as Micros)
+}
+
+/// The keys of a `(time, id)` index that name job `id`.
+fn keys_naming(table: &Table<'_, (i64, u64), ()>, id: JobId) -> Result<Vec<(i64, u64)>> {
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let key = entry?.0.value();
+        if key.1 == id {
+            out.push(key);
+        }
+    }
+    Ok(out)
+}
+
 fn self_damaged(detail: String) -> Error {
     Error::Corrupted { path: "<store>".into(), detail }
 }
@@ -447,6 +622,8 @@ impl Store for RedbStore {
                 jobs: txn.open_table(JOBS)?,
                 available: txn.open_table(AVAILABLE)?,
                 counts: txn.open_table(COUNTS)?,
+                quarantine: txn.open_table(QUARANTINE)?,
+                path: &self.path,
             };
             f(&mut tables)
         })
@@ -471,7 +648,10 @@ impl RedbStore {
                 finished: txn.open_table(FINISHED)?,
                 meta: txn.open_table(META)?,
                 counts: txn.open_table(COUNTS)?,
+                quarantine: txn.open_table(QUARANTINE)?,
                 deltas: HashMap::new(),
+                quarantined: Vec::new(),
+                path: &self.path,
             };
             f(&mut tables)?;
             tables.flush_counts()?;

@@ -11,16 +11,31 @@
 //! | `finished`  | `(finished_at, id)`                      | completed/cancelled/discarded (pruner) |
 //! | `counts`    | `(queue, state)` → number of jobs        | (every job, counted)       |
 //!
-//! A record is one version byte followed by the postcard encoding of [`Job`]. A reader refuses
-//! a version byte newer than its own, so an old Kathikon never misreads a newer file.
+//! `quarantine` holds records that no longer decode (damaged on disk), moved aside under their
+//! id with the time and the reason, so the rest of the store keeps working and an operator can
+//! see what was lost: `(quarantined_at, reason, the record's bytes)`.
+//!
+//! A record is one version byte followed by its body. Version 2 (written since format 2): a
+//! CRC-32C of the postcard encoding of [`Job`] (4 bytes, little-endian), then that encoding, so
+//! damage inside a record that still decodes (a flipped bit in a timestamp, zeros in a long
+//! args string) is detected on every read. Version 1 (format 1): the postcard encoding alone;
+//! still read. A reader refuses a version byte newer than its own, so an old Kathikon never
+//! misreads a newer file, and a decoded record must carry the id it is stored under.
 
 use redb::TableDefinition;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
 
-/// Version of the record encoding and table layout this build writes.
-pub const FORMAT_VERSION: u64 = 1;
+/// Version of the record encoding and table layout this build writes. Format 1 stores are
+/// upgraded at open (the `quarantine` table is added; old records stay as they are and are
+/// rewritten as version 2 when they next change).
+pub const FORMAT_VERSION: u64 = 2;
+
+/// Record version 1: postcard alone.
+const RECORD_V1: u8 = 1;
+/// Record version 2: CRC-32C, then postcard.
+const RECORD_V2: u8 = 2;
 
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 pub(crate) const AVAILABLE: TableDefinition<(&str, u8, i64, u64), ()> =
@@ -33,32 +48,57 @@ pub(crate) const FINISHED: TableDefinition<(i64, u64), ()> = TableDefinition::ne
 pub(crate) const COUNTS: TableDefinition<(&str, u8), u64> = TableDefinition::new("counts");
 /// `format_version` and `next_id`; its presence marks a file as a Kathikon store.
 pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("kathikon_meta");
+/// Records that no longer decode, by id: `(quarantined_at, reason, record bytes)`.
+pub(crate) const QUARANTINE: TableDefinition<u64, (i64, &str, &[u8])> =
+    TableDefinition::new("quarantine");
 
 pub(crate) const META_FORMAT: &str = "format_version";
 pub(crate) const META_NEXT_ID: &str = "next_id";
 
-/// Encode a record.
+/// Encode a record (version 2).
 pub(crate) fn encode(job: &Job) -> Vec<u8> {
     // Sized up front so encoding never reallocates (it showed in profiles as growth copies).
     let errors: usize = job.errors.iter().map(|e| e.error.len() + 16).sum();
     let tags: usize = job.tags.iter().map(|t| t.len() + 2).sum();
     let capacity =
-        96 + job.queue.len() + job.worker.len() + job.args.len() + job.meta.len() + tags + errors;
+        100 + job.queue.len() + job.worker.len() + job.args.len() + job.meta.len() + tags + errors;
     let mut out = Vec::with_capacity(capacity);
-    out.push(FORMAT_VERSION as u8);
+    out.push(RECORD_V2);
+    out.extend_from_slice(&[0; 4]);
     // Serialising a plain struct into a Vec cannot fail.
-    postcard::to_extend(job, out).expect("postcard encodes a Job")
+    let mut out = postcard::to_extend(job, out).expect("postcard encodes a Job");
+    let crc = crc32c::crc32c(&out[5..]);
+    out[1..5].copy_from_slice(&crc.to_le_bytes());
+    out
 }
 
 /// Decode a record, naming the job id in any error.
 pub(crate) fn decode(id: u64, bytes: &[u8]) -> Result<Job> {
     let damaged = |detail: String| Error::Corrupted { path: "<store>".into(), detail };
-    match bytes.first() {
-        Some(&v) if u64::from(v) == FORMAT_VERSION => postcard::from_bytes(&bytes[1..])
-            .map_err(|e| damaged(format!("job {id}: record does not decode: {e}"))),
-        Some(&v) => Err(damaged(format!("job {id}: unknown record version {v}"))),
-        None => Err(damaged(format!("job {id}: empty record"))),
+    let body = match bytes.first() {
+        Some(&RECORD_V1) => &bytes[1..],
+        Some(&RECORD_V2) => {
+            let Some((stored, body)) = bytes[1..].split_first_chunk::<4>() else {
+                return Err(damaged(format!("job {id}: record cut short")));
+            };
+            let (stored, actual) = (u32::from_le_bytes(*stored), crc32c::crc32c(body));
+            if stored != actual {
+                return Err(damaged(format!(
+                    "job {id}: record checksum mismatch (stored {stored:08x}, computed \
+                     {actual:08x}): its bytes changed on disk"
+                )));
+            }
+            body
+        }
+        Some(&v) => return Err(damaged(format!("job {id}: unknown record version {v}"))),
+        None => return Err(damaged(format!("job {id}: empty record"))),
+    };
+    let job: Job = postcard::from_bytes(body)
+        .map_err(|e| damaged(format!("job {id}: record does not decode: {e}")))?;
+    if job.id != id {
+        return Err(damaged(format!("job {id}: the record stored under it is job {}'s", job.id)));
     }
+    Ok(job)
 }
 
 #[cfg(test)]
@@ -86,6 +126,59 @@ mod tests {
         assert!(decode(5, &newer).unwrap_err().to_string().contains("unknown record version 200"));
         assert!(decode(5, &bytes[..bytes.len() / 2]).is_err());
         assert!(decode(5, &[]).is_err());
+        assert!(decode(5, &[RECORD_V2, 1, 2]).unwrap_err().to_string().contains("cut short"));
+        // Stored under another id: refused, naming both.
+        let err = decode(6, &bytes).unwrap_err().to_string();
+        assert!(err.contains("job 6: the record stored under it is job 5's"), "{err}");
+    }
+
+    /// The version 1 encoding, as format 1 stores hold it.
+    pub(super) fn encode_v1(job: &Job) -> Vec<u8> {
+        postcard::to_extend(job, vec![RECORD_V1]).unwrap()
+    }
+
+    #[test]
+    fn version_1_records_are_still_read() {
+        let job = NewJob {
+            queue: "q".into(),
+            worker: "w".into(),
+            args: "[1]".into(),
+            meta: "{}".into(),
+            tags: vec![],
+            max_attempts: 3,
+            priority: 4,
+            scheduled_at: None,
+        }
+        .into_job(9, 10);
+        assert_eq!(decode(9, &encode_v1(&job)).unwrap(), job);
+        assert_eq!(encode(&job)[0], RECORD_V2);
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_long_args_string_is_caught() {
+        // The damage a page checksum would catch but postcard cannot: the record still decodes.
+        let mut job = NewJob {
+            queue: "q".into(),
+            worker: "w".into(),
+            args: format!("\"{}\"", "z".repeat(1000)),
+            meta: "{}".into(),
+            tags: vec![],
+            max_attempts: 3,
+            priority: 4,
+            scheduled_at: None,
+        }
+        .into_job(9, 10);
+        job.attempted_at = Some(123_456);
+        let bytes = encode(&job);
+        let mut v1 = encode_v1(&job);
+        let at = v1.len() / 2;
+        v1[at] ^= 0x01;
+        let misread = decode(9, &v1).unwrap();
+        assert_ne!(misread, job, "version 1 records cannot tell");
+        let mut v2 = bytes.clone();
+        v2[bytes.len() / 2] ^= 0x01;
+        let err = decode(9, &v2).unwrap_err().to_string();
+        assert!(err.contains("job 9: record checksum mismatch"), "{err}");
     }
 }
 
@@ -153,9 +246,23 @@ mod properties {
         prop_oneof![
             prop::collection::vec(any::<u8>(), 0..256),
             prop::collection::vec(any::<u8>(), 0..256).prop_map(|mut rest| {
-                rest.insert(0, FORMAT_VERSION as u8);
+                rest.insert(0, RECORD_V2);
                 rest
             }),
+            prop::collection::vec(any::<u8>(), 0..256).prop_map(|mut rest| {
+                rest.insert(0, RECORD_V1);
+                rest
+            }),
+            // A version 1 record with a few bytes changed (these may decode, changed).
+            (job(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6))
+                .prop_map(|(job, changes)| {
+                    let mut bytes = super::tests::encode_v1(&job);
+                    for (at, value) in changes {
+                        let i = at.index(bytes.len());
+                        bytes[i] = value;
+                    }
+                    bytes
+                }),
             (job(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6))
                 .prop_map(|(job, changes)| {
                     let mut bytes = encode(&job);
@@ -181,8 +288,17 @@ mod properties {
         #[test]
         fn every_job_round_trips(job in job()) {
             let bytes = encode(&job);
-            prop_assert_eq!(bytes[0], FORMAT_VERSION as u8);
+            prop_assert_eq!(bytes[0], RECORD_V2);
             prop_assert_eq!(decode(job.id, &bytes).unwrap(), job.clone());
+            prop_assert_eq!(decode(job.id, &super::tests::encode_v1(&job)).unwrap(), job.clone());
+            // Every single flipped bit is caught (CRC-32C detects every 1-, 2- and 3-bit error
+            // in records far longer than these).
+            let mut flipped = bytes.clone();
+            for bit in 0..bytes.len() * 8 {
+                flipped[bit / 8] ^= 1 << (bit % 8);
+                prop_assert!(decode(job.id, &flipped).is_err(), "bit {} flipped", bit);
+                flipped[bit / 8] ^= 1 << (bit % 8);
+            }
             // Every cut-off record is refused, never misread.
             for cut in 0..bytes.len() {
                 prop_assert!(decode(job.id, &bytes[..cut]).is_err(), "cut at {}", cut);
