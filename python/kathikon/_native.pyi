@@ -145,6 +145,9 @@ class Engine:
         """``"owner"`` or ``"client"``."""
     @property
     def owner_pid(self) -> int: ...
+    @property
+    def serve_error(self) -> Optional[str]:
+        """Why this owner does not serve the store to other processes, or ``None``."""
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock (µs start given as ``manual_clock``) by ``seconds``."""
     def counts(self) -> builtins.list[tuple[str, str, int]]:

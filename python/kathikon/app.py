@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import os
 import signal
 import sys
@@ -41,6 +42,7 @@ from .options import (
 from .runner import Runner
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
 
+log = logging.getLogger("kathikon")
 WorkerRef = Union[WorkerFunction, type[Worker], Worker, str]
 # register() returns what it is given, class or instance, typed as given (it is a decorator).
 _Registrable = TypeVar("_Registrable", bound=Union[type[Worker], Worker])
@@ -177,6 +179,13 @@ class Kathikon:
         self._unwatch = telemetry.watch(self._telemetry_changed)
         self._telemetry_changed()
         _processes.remember(self)
+        if self._engine.serve_error is not None:
+            log.warning(
+                "the store %s is not served to other processes: %s; other processes that open "
+                "it get StorageLockedError",
+                self.path,
+                self._engine.serve_error,
+            )
 
     @property
     def role(self) -> str:

@@ -393,3 +393,24 @@ def _probe(sock: Path, as_nobody: bool) -> str:
 def _connect_as_nobody(sock: Path) -> None:
     assert _probe(sock, as_nobody=False) == "answered"
     assert _probe(sock, as_nobody=True) == "closed"
+
+
+def test_an_owner_whose_socket_cannot_be_created_still_works_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = tmp_path / "jobs.redb"
+    blocker = tmp_path / "jobs.redb.sock"
+    blocker.mkdir()
+    (blocker / "keep").write_text("a directory where the socket should go")
+    with caplog.at_level("WARNING", logger="kathikon"):
+        app = kathikon.Kathikon(store)
+    try:
+        assert app.role == "owner"
+        assert app._engine.serve_error is not None and "jobs.redb.sock" in app._engine.serve_error
+        assert any("not served to other processes" in r.getMessage() for r in caplog.records)
+        done = app.worker(name="here")(lambda job: None)
+        job = done.insert()
+        assert app.drain() == {"completed": 1}
+        assert app.get(job).state is S.COMPLETED
+    finally:
+        app.close()

@@ -223,6 +223,13 @@ impl PyEngine {
         }
     }
 
+    /// Why this owner does not serve the store to other processes (its socket could not be
+    /// created), or `None`.
+    #[getter]
+    fn serve_error(&self) -> Option<String> {
+        self.inner.serve_error()
+    }
+
     /// The process id of the store's owner (this process's, when it owns the store).
     #[getter]
     fn owner_pid(&self) -> u32 {

@@ -61,6 +61,8 @@ pub enum Role {
 struct Owned {
     engine: Arc<Engine>,
     server: Mutex<Option<Server>>,
+    /// Why the store is not served, when its socket could not be created.
+    serve_error: Option<String>,
 }
 
 #[derive(Clone)]
@@ -89,13 +91,18 @@ impl std::fmt::Debug for Node {
 fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Current> {
     let locked = match Engine::open(config.engine.clone()) {
         Ok(engine) => {
-            let owned = Arc::new(Owned { engine: Arc::new(engine), server: Mutex::new(None) });
-            if let (true, Some(store)) = (config.serve, store) {
-                let server = Server::start(owned.engine.clone(), store)?;
-                *owned.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-                    Some(server);
-            }
-            return Ok(Current::Owner(owned));
+            let engine = Arc::new(engine);
+            // A socket that cannot be created (a read-only directory, say) must not make the
+            // store unusable to its owner: it runs unserved, and says why.
+            let (server, serve_error) = match (config.serve, store) {
+                (true, Some(store)) => match Server::start(engine.clone(), store) {
+                    Ok(server) => (Some(server), None),
+                    Err(e) => (None, Some(e.to_string())),
+                },
+                _ => (None, None),
+            };
+            let owned = Owned { engine, server: Mutex::new(server), serve_error };
+            return Ok(Current::Owner(Arc::new(owned)));
         }
         Err(e @ Error::StorageLocked { same_process: false, .. }) if config.connect => e,
         Err(e) => return Err(e),
@@ -155,6 +162,15 @@ impl Node {
         match &*self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Current::Owner(_) => Role::Owner,
             Current::Client(_) => Role::Client,
+        }
+    }
+
+    /// Why this owner does not serve its store to other processes, if its socket could not be
+    /// created (`None` when it serves, or is a client).
+    pub fn serve_error(&self) -> Option<String> {
+        match &*self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            Current::Owner(o) => o.serve_error.clone(),
+            Current::Client(_) => None,
         }
     }
 
