@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -414,3 +415,53 @@ def test_an_owner_whose_socket_cannot_be_created_still_works_and_says_why(
         assert app.get(job).state is S.COMPLETED
     finally:
         app.close()
+
+
+def test_worker_processes_killed_again_and_again_lose_nothing(setup: Setup) -> None:
+    """Producers insert while worker processes are SIGKILLed at random, 15 times: every
+    insert that returned completes; no job runs more often than it was claimed; every job
+    that ran more than once carries the rescue that explains it."""
+    setup.env["KATHIKON_MP_CONCURRENCY"] = "4"
+    w = started_worker(setup, 2)
+    # Jobs of 20 ms each: about 3 s of work for 4 lanes, so the kills land mid-job.
+    producers = [setup.spawn(sys.executable, "producer.py", "300", "0.02") for _ in range(2)]
+    rng = random.Random(20261128)
+    kills = 0
+    while kills < 15:
+        time.sleep(rng.uniform(0.1, 0.4))
+        live = [p for p in worker_pids(setup, w.pid) if _is_worker(p)]
+        if live:
+            os.kill(rng.choice(live), signal.SIGKILL)
+            kills += 1
+    acknowledged: set[int] = set()
+    for p in producers:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        acknowledged |= {int(line) for line in out.split()}
+    assert len(acknowledged) == 600
+    app = setup.client()
+    try:
+        wait_for(
+            "every acknowledged insert to complete",
+            lambda: app.stats()["default"].get("completed", 0) == 600,
+            timeout=120,
+        )
+        jobs = {j.id: j for j in app.jobs(limit=10_000)}
+    finally:
+        app.close()
+    assert {i for i, j in jobs.items() if j.state is S.COMPLETED} == acknowledged
+    starts: dict[int, int] = {}
+    for what, _, job, _, _ in setup.runs():
+        if what == "start":
+            starts[job] = starts.get(job, 0) + 1
+    assert set(starts) == acknowledged
+    for job_id, job in jobs.items():
+        assert starts[job_id] <= job.attempt, (job_id, starts[job_id], job.attempt)
+        rescues = [e for e in job.errors if e["error"].startswith("rescued: worker process")]
+        assert len(rescues) == job.attempt - 1, (job_id, job.attempt, job.errors)
+    rescued = sum(1 for job in jobs.values() if job.attempt > 1)
+    assert rescued >= 1, "no kill landed mid-job: the test proved nothing"
+    print(f"kills={kills} jobs={len(jobs)} rescued={rescued} lost=0")
+    w.send_signal(signal.SIGTERM)
+    _, err = w.communicate(timeout=60)
+    assert w.returncode == 0, err
