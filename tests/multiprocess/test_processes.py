@@ -465,3 +465,21 @@ def test_worker_processes_killed_again_and_again_lose_nothing(setup: Setup) -> N
     w.send_signal(signal.SIGTERM)
     _, err = w.communicate(timeout=60)
     assert w.returncode == 0, err
+
+
+def test_start_processes_from_a_script_runs_the_jobs_in_worker_processes(setup: Setup) -> None:
+    proc = setup.spawn(sys.executable, "start_processes.py")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["clean"] is True
+    assert len(report["pids"]) == 2 and report["me"] not in report["pids"]
+    ran = {job: pid for _, pid, job, _, _ in setup.runs()}
+    assert set(ran) == set(report["ids"])
+    assert set(ran.values()) <= set(report["pids"])
+    app = setup.client()  # the script closed the store: this process owns it now
+    try:
+        assert app.role == "owner"
+        assert all(app.get(i).state is S.COMPLETED for i in report["ids"])
+    finally:
+        app.close()
