@@ -9,7 +9,8 @@
 //!
 //! Each kind of damage is applied to two copies of one store: one closed cleanly, and one
 //! copied while the engine still had it open (what a crash leaves: redb recovers it at the
-//! next open, verifying every page's checksum). What the tests then assert about content:
+//! next open, verifying every page's checksum, and the engine applies its write-ahead log,
+//! copied intact beside it). What the tests then assert about content:
 //!
 //! - truncated, either copy: refused, or (when only unused space was cut) opened with exactly
 //!   the jobs written — never fewer, never changed;
@@ -45,6 +46,8 @@ struct Stores {
     clean: Vec<u8>,
     /// Copied while the engine had it open, after its last commit: a crash's leftovers.
     crashed: Vec<u8>,
+    /// The write-ahead log beside it at that moment.
+    crashed_log: Vec<u8>,
     /// Its jobs.
     written: Vec<Job>,
     /// Its jobs before the last commit (which cancels job 2).
@@ -85,10 +88,19 @@ fn healthy_store(dir: &Path) -> Stores {
     engine.cancel(2).unwrap();
     let written = engine.list(&ListFilter::default()).unwrap();
     let crashed = std::fs::read(&path).unwrap();
+    let crashed_log = std::fs::read(log_of(&path)).unwrap();
     engine.close();
     let clean = std::fs::read(&path).unwrap();
+    assert!(!log_of(&path).exists(), "a clean close leaves no write-ahead log");
     std::fs::remove_file(&path).unwrap();
-    Stores { clean, crashed, written, before_last }
+    Stores { clean, crashed, crashed_log, written, before_last }
+}
+
+/// The write-ahead log beside the store at `path`.
+fn log_of(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push("-wal");
+    name.into()
 }
 
 /// What a damaged store listed, compared with what was written.
@@ -204,9 +216,14 @@ fn exercise(path: &Path, stores: &Stores, label: &str) -> Fate {
 
 /// Run [`exercise`] on `bytes` written to a fresh file; no panic may escape, and the path is
 /// free again afterwards.
-fn attempt(dir: &Path, bytes: &[u8], stores: &Stores, label: &str) -> Fate {
+fn attempt(dir: &Path, (bytes, log): (&[u8], &[u8]), stores: &Stores, label: &str) -> Fate {
     let path = dir.join("damaged.redb");
     std::fs::write(&path, bytes).unwrap();
+    if log.is_empty() {
+        let _ = std::fs::remove_file(log_of(&path));
+    } else {
+        std::fs::write(log_of(&path), log).unwrap();
+    }
     let fate =
         catch_unwind(AssertUnwindSafe(|| exercise(&path, stores, label))).unwrap_or_else(|panic| {
             let text = panic
@@ -220,6 +237,7 @@ fn attempt(dir: &Path, bytes: &[u8], stores: &Stores, label: &str) -> Fate {
         assert!(!matches!(err, Error::StorageLocked { .. }), "{label}: the path stayed held");
     }
     std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(log_of(&path));
     fate
 }
 
@@ -253,16 +271,16 @@ impl Summary {
     }
 }
 
-/// The two copies of `stores`, with their names.
-fn copies(stores: &Stores) -> [(&'static str, &[u8]); 2] {
-    [("clean", &stores.clean), ("crashed", &stores.crashed)]
+/// The two copies of `stores`, with their names and logs (empty: none).
+fn copies(stores: &Stores) -> [(&'static str, &[u8], &[u8]); 2] {
+    [("clean", &stores.clean, &[]), ("crashed", &stores.crashed, &stores.crashed_log)]
 }
 
 #[test]
 fn a_truncated_file_is_refused_or_opens_intact_never_a_crash() {
     let dir = scratch_dir();
     let stores = healthy_store(dir.path());
-    for (copy, bytes) in copies(&stores) {
+    for (copy, bytes, log) in copies(&stores) {
         let len = bytes.len();
         let mut cuts: Vec<usize> = vec![1, 8, 9, 10, 16, 64, 100, 511, 512, 513, 1024];
         for page in (PAGE..len).step_by(PAGE.max(len / 12 / PAGE * PAGE)) {
@@ -274,7 +292,7 @@ fn a_truncated_file_is_refused_or_opens_intact_never_a_crash() {
         let mut summary = Summary::default();
         for cut in cuts.into_iter().filter(|&c| c < len) {
             let label = format!("{copy} copy cut at {cut} of {len}");
-            let fate = attempt(dir.path(), &bytes[..cut], &stores, &label);
+            let fate = attempt(dir.path(), (&bytes[..cut], log), &stores, &label);
             assert!(
                 matches!(fate.listed, None | Some(Listed::Intact)),
                 "{label}: jobs lost or changed silently: {fate:?}"
@@ -290,7 +308,7 @@ fn a_truncated_file_is_refused_or_opens_intact_never_a_crash() {
 fn a_zeroed_page_is_refused_or_recovered_never_a_crash() {
     let dir = scratch_dir();
     let stores = healthy_store(dir.path());
-    for (copy, bytes) in copies(&stores) {
+    for (copy, bytes, log) in copies(&stores) {
         let pages = bytes.len() / PAGE;
         let mut summary = Summary::default();
         for page in 0..pages {
@@ -300,7 +318,7 @@ fn a_zeroed_page_is_refused_or_recovered_never_a_crash() {
                 continue; // already zero: nothing damaged
             }
             let label = format!("{copy} copy, page {page} zeroed");
-            let fate = attempt(dir.path(), &torn, &stores, &label);
+            let fate = attempt(dir.path(), (&torn, log), &stores, &label);
             if copy == "crashed" {
                 assert_ne!(fate.listed, Some(Listed::Altered), "{label}: recovery missed it");
             }
@@ -338,7 +356,7 @@ fn random_bit_flips_never_crash() {
         .unwrap_or(0x6B61_7468_696B_6F6E);
     let dir = scratch_dir();
     let stores = healthy_store(dir.path());
-    for (copy, bytes) in copies(&stores) {
+    for (copy, bytes, log) in copies(&stores) {
         let mut rng = Rng(seed);
         let mut summary = Summary::default();
         for case in 0..cases {
@@ -355,7 +373,7 @@ fn random_bit_flips_never_crash() {
                 at.push(offset);
             }
             let label = format!("{copy} copy, seed {seed} case {case}: bits flipped at {at:?}");
-            let fate = attempt(dir.path(), &damaged, &stores, &label);
+            let fate = attempt(dir.path(), (&damaged, log), &stores, &label);
             if copy == "crashed" {
                 assert_ne!(fate.listed, Some(Listed::Altered), "{label}: recovery missed it");
             }
