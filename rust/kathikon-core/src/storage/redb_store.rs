@@ -733,19 +733,30 @@ impl RedbStore {
             txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
             return Ok(());
         }
-        // The log first: if the append fails, redb never sees the batch and the record is
-        // absent, torn (ignored at open) or whole (applied at open): before or after, never
-        // in between. If redb's commit then fails, the record is applied at the next open.
-        if let Err(e) = state.log.append(&mut log) {
-            state.poisoned = true;
-            return Err(Error::Storage(format!(
+        // The log first: if its write fails, redb never sees the batch, and the record is
+        // absent or torn (ignored at open): before. Then its fdatasync runs on the log's sync
+        // thread while redb commits (without a sync) here; the callers are answered only once
+        // both are done. A failed sync leaves the record whole (applied at open: after) or not
+        // (before); a failed redb commit after a good sync is applied at the next open: after.
+        let log_error = |e: &std::io::Error, log: &Wal| {
+            Error::Storage(format!(
                 "commit to {} failed, outcome unknown: I/O error on the write-ahead log {}: {e}{}",
                 self.path.display(),
-                state.log.path().display(),
-                crate::error::io_advice(&e)
-            )));
+                log.path().display(),
+                crate::error::io_advice(e)
+            ))
+        };
+        if let Err(e) = state.log.write(&mut log) {
+            state.poisoned = true;
+            return Err(log_error(&e, &state.log));
         }
-        if let Err(e) = txn.commit() {
+        state.log.start_sync();
+        let committed = txn.commit();
+        if let Err(e) = state.log.finish_sync() {
+            state.poisoned = true;
+            return Err(log_error(&e, &state.log));
+        }
+        if let Err(e) = committed {
             state.poisoned = true;
             return Err(commit_failed(&self.path, &e));
         }

@@ -39,6 +39,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use crossbeam_channel::{bounded, Receiver, Sender};
+
 use crate::job::JobId;
 
 const MAGIC: &[u8; 4] = b"KWAL";
@@ -191,6 +193,36 @@ pub(crate) struct Wal {
     next_seq: u64,
     store_id: u64,
     faults: Option<Arc<LogFaults>>,
+    /// Where the record written but not yet synced ends.
+    written: Option<u64>,
+    sync_started: bool,
+    syncer: Syncer,
+}
+
+/// The thread that runs the log's `fdatasync` while the writer commits redb.
+struct Syncer {
+    go: Sender<()>,
+    done: Receiver<io::Result<()>>,
+}
+
+impl Syncer {
+    fn spawn(file: File, faults: Option<Arc<LogFaults>>) -> io::Result<Syncer> {
+        let (go, requests) = bounded::<()>(1);
+        let (answers, done) = bounded(1);
+        std::thread::Builder::new().name("kathikon-log-sync".into()).spawn(move || {
+            for () in requests {
+                let result = match &faults {
+                    Some(faults) => faults.sync.pass("log fsync"),
+                    None => Ok(()),
+                }
+                .and_then(|()| file.sync_data());
+                if answers.send(result).is_err() {
+                    break;
+                }
+            }
+        })?;
+        Ok(Syncer { go, done })
+    }
 }
 
 impl Wal {
@@ -218,7 +250,19 @@ impl Wal {
             }
         }
         let len = file.metadata()?.len();
-        Ok(Wal { file, path: path.to_path_buf(), pos: 0, len, next_seq, store_id, faults })
+        let syncer = Syncer::spawn(file.try_clone()?, faults.clone())?;
+        Ok(Wal {
+            file,
+            path: path.to_path_buf(),
+            pos: 0,
+            len,
+            next_seq,
+            store_id,
+            faults,
+            written: None,
+            sync_started: false,
+            syncer,
+        })
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -237,7 +281,16 @@ impl Wal {
 
     /// Append `buf` as the next record and wait until it is on disk. On error the record may
     /// be on disk whole, torn, or absent; the caller must stop writing.
+    #[cfg(test)]
     pub(crate) fn append(&mut self, buf: &mut LogBuf) -> io::Result<()> {
+        self.write(buf)?;
+        self.start_sync();
+        self.finish_sync()
+    }
+
+    /// Write `buf` as the next record, not yet synced: [`Wal::start_sync`] and
+    /// [`Wal::finish_sync`] follow. On error the record may be in the file torn, or absent.
+    pub(crate) fn write(&mut self, buf: &mut LogBuf) -> io::Result<()> {
         let bytes = &mut buf.bytes;
         let payload_len = (bytes.len() - HEADER) as u64;
         bytes[0..4].copy_from_slice(MAGIC);
@@ -258,10 +311,29 @@ impl Wal {
             }
         }
         self.file.write_all_at(bytes, self.pos)?;
-        if let Some(faults) = &self.faults {
-            faults.sync.pass("log fsync")?;
-        }
-        self.file.sync_data()?;
+        self.written = Some(end);
+        Ok(())
+    }
+
+    /// Start syncing what [`Wal::write`] wrote, on the log's sync thread, so the caller can
+    /// do other work (commit redb) meanwhile.
+    pub(crate) fn start_sync(&mut self) {
+        self.sync_started = self.syncer.go.send(()).is_ok();
+    }
+
+    /// Wait for the sync [`Wal::start_sync`] started; on success the record counts as
+    /// appended. On error its outcome is unknown; the caller must stop writing.
+    pub(crate) fn finish_sync(&mut self) -> io::Result<()> {
+        let synced = if std::mem::take(&mut self.sync_started) {
+            self.syncer
+                .done
+                .recv()
+                .unwrap_or_else(|_| Err(io::Error::other("log sync thread gone")))
+        } else {
+            Err(io::Error::other("log sync thread gone"))
+        };
+        synced?;
+        let end = self.written.take().expect("a record written before its sync");
         self.pos = end;
         self.next_seq += 1;
         Ok(())
