@@ -339,11 +339,12 @@ impl Wal {
         Ok(())
     }
 
-    /// Extend the file with zeroes to hold `end` bytes, rounded up to whole chunks.
+    /// Extend the file to hold `end` bytes, rounded up to whole chunks of zeroes.
     fn grow(&mut self, end: u64) -> io::Result<()> {
         let target = end.div_ceil(CHUNK) * CHUNK;
         let zeros = vec![0_u8; CHUNK as usize];
-        let mut at = self.len;
+        // Up to `end` the record itself is about to be written: zero only what follows it.
+        let mut at = self.len.max(end);
         while at < target {
             let n = (target - at).min(CHUNK);
             if let Some(faults) = &self.faults {
