@@ -729,8 +729,9 @@ impl RedbStore {
             tables.log.take().expect("the batch's log")
         };
         if log.is_empty() {
-            // Nothing changed (a barrier, or calls that were all refused): nothing to log.
-            txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
+            // Nothing changed (a barrier, or calls that were all refused; every change goes
+            // through `put`, `remove` or `allocate_ids`, which log it): nothing to commit.
+            txn.abort()?;
             return Ok(());
         }
         // The log first: if its write fails, redb never sees the batch, and the record is
