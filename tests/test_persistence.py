@@ -586,6 +586,14 @@ def _flip_bit_in_record(data: bytes) -> bytes:
     return bytes(out)
 
 
+def _damage_live_commit_slot(data: bytes) -> bytes:
+    """Overwrite the commit slot redb reads (the god byte's primary bit says which of the two
+    128-byte slots, at offsets 64 and 192, is live), all but its first 8 bytes. Which slot is
+    live depends on how many durable commits the store has made, so the damage follows it."""
+    slot = 64 + 128 * (data[9] & 1)
+    return _overwrite(data, slot + 8, b"\xff" * 120)
+
+
 def _middle_page(data: bytes) -> int:
     return (len(data) // 2) // 4096 * 4096
 
@@ -598,7 +606,7 @@ DAMAGES: dict[str, tuple[Callable[[bytes], bytes], bool]] = {
     "truncated-inside-header": (lambda d: d[:100], True),
     "magic-tail-overwritten": (lambda d: _overwrite(d, 4, b"\x00" * 5), True),
     "header-fields-zeroed": (lambda d: _overwrite(d, 9, b"\x00" * 55), True),
-    "commit-slot-overwritten": (lambda d: _overwrite(d, 200, b"\xff" * 300), True),
+    "commit-slot-overwritten": (_damage_live_commit_slot, True),
     "job-record-overwritten": (_damage_record, True),
     "job-record-one-bit-flipped": (_flip_bit_in_record, True),
     "first-page-after-header-zeroed": (lambda d: _overwrite(d, 4096, bytes(4096)), False),

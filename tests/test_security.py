@@ -37,10 +37,14 @@ def test_the_store_file_is_created_owner_only_whatever_the_umask(
         os.umask(old)
     try:
         app.insert(app.worker(name="sec.noop")(lambda job: None), {"secret": "s3cr3t"})
+        # While open, the write-ahead log beside it holds the same data: owner-only too.
+        log = tmp_path / "jobs.redb-wal"
+        assert stat.S_IMODE(log.stat().st_mode) == 0o600
     finally:
         app.close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    # Nothing else appeared next to it (no lock or journal file with looser permissions).
+    # Nothing else is left next to it (no lock or journal file with looser permissions; a
+    # clean close folds the write-ahead log back into the store and removes it).
     assert [p.name for p in tmp_path.iterdir()] == ["jobs.redb"]
 
 

@@ -147,6 +147,34 @@ impl Engine {
         })
     }
 
+    /// [`Engine::open_with_backend`], with `log_faults` injected into the write-ahead log
+    /// kept beside `config.path`. For fault-injection tests; not part of the stable API.
+    #[doc(hidden)]
+    pub fn open_with_log_faults(
+        config: EngineConfig,
+        backend: impl redb::StorageBackend,
+        cache_bytes: Option<usize>,
+        log_faults: Arc<crate::storage::LogFaults>,
+    ) -> Result<Engine> {
+        Self::open_on(config, |path, fsync| {
+            RedbStore::open_with_backend_and_log_faults(
+                backend,
+                path,
+                fsync,
+                cache_bytes,
+                Some(log_faults),
+            )
+        })
+    }
+
+    /// Make every commit so far durable in the store file itself and start its write-ahead
+    /// log afresh (this happens on its own every few seconds and at close). For tests; not
+    /// part of the stable API.
+    #[doc(hidden)]
+    pub fn checkpoint(&self) -> Result<()> {
+        self.store()?.checkpoint()
+    }
+
     /// [`Engine::open`] with the store made by `make_store(path, fsync)`.
     fn open_on(
         config: EngineConfig,

@@ -9,7 +9,8 @@
 //!
 //! Each kind of damage is applied to two copies of one store: one closed cleanly, and one
 //! copied while the engine still had it open (what a crash leaves: redb recovers it at the
-//! next open, verifying every page's checksum). What the tests then assert about content:
+//! next open, verifying every page's checksum, and the engine applies its write-ahead log,
+//! copied intact beside it). What the tests then assert about content:
 //!
 //! - truncated, either copy: refused, or (when only unused space was cut) opened with exactly
 //!   the jobs written — never fewer, never changed;
@@ -45,6 +46,8 @@ struct Stores {
     clean: Vec<u8>,
     /// Copied while the engine had it open, after its last commit: a crash's leftovers.
     crashed: Vec<u8>,
+    /// The write-ahead log beside it at that moment.
+    crashed_log: Vec<u8>,
     /// Its jobs.
     written: Vec<Job>,
     /// Its jobs before the last commit (which cancels job 2).
@@ -81,14 +84,26 @@ fn healthy_store(dir: &Path) -> Stores {
         .map(|(j, outcome)| Ack { id: j.id, attempt: j.attempt, outcome })
         .collect();
     engine.ack(acks).unwrap();
+    // Into the store file itself, so the crashed copy has its jobs in redb's pages (what the
+    // damage hits) and only the last commit in its write-ahead log.
+    engine.checkpoint().unwrap();
     let before_last = engine.list(&ListFilter::default()).unwrap();
     engine.cancel(2).unwrap();
     let written = engine.list(&ListFilter::default()).unwrap();
     let crashed = std::fs::read(&path).unwrap();
+    let crashed_log = std::fs::read(log_of(&path)).unwrap();
     engine.close();
     let clean = std::fs::read(&path).unwrap();
+    assert!(!log_of(&path).exists(), "a clean close leaves no write-ahead log");
     std::fs::remove_file(&path).unwrap();
-    Stores { clean, crashed, written, before_last }
+    Stores { clean, crashed, crashed_log, written, before_last }
+}
+
+/// The write-ahead log beside the store at `path`.
+fn log_of(path: &Path) -> std::path::PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push("-wal");
+    name.into()
 }
 
 /// What a damaged store listed, compared with what was written.
@@ -213,9 +228,14 @@ fn exercise(path: &Path, stores: &Stores, label: &str) -> Fate {
 
 /// Run [`exercise`] on `bytes` written to a fresh file; no panic may escape, and the path is
 /// free again afterwards.
-fn attempt(dir: &Path, bytes: &[u8], stores: &Stores, label: &str) -> Fate {
+fn attempt(dir: &Path, (bytes, log): (&[u8], &[u8]), stores: &Stores, label: &str) -> Fate {
     let path = dir.join("damaged.redb");
     std::fs::write(&path, bytes).unwrap();
+    if log.is_empty() {
+        let _ = std::fs::remove_file(log_of(&path));
+    } else {
+        std::fs::write(log_of(&path), log).unwrap();
+    }
     let fate =
         catch_unwind(AssertUnwindSafe(|| exercise(&path, stores, label))).unwrap_or_else(|panic| {
             let text = panic
@@ -229,6 +249,7 @@ fn attempt(dir: &Path, bytes: &[u8], stores: &Stores, label: &str) -> Fate {
         assert!(!matches!(err, Error::StorageLocked { .. }), "{label}: the path stayed held");
     }
     std::fs::remove_file(&path).unwrap();
+    let _ = std::fs::remove_file(log_of(&path));
     fate
 }
 
@@ -277,16 +298,16 @@ fn assert_detected(copy: &str, fate: &Fate, label: &str) {
     }
 }
 
-/// The two copies of `stores`, with their names.
-fn copies(stores: &Stores) -> [(&'static str, &[u8]); 2] {
-    [("clean", &stores.clean), ("crashed", &stores.crashed)]
+/// The two copies of `stores`, with their names and logs (empty: none).
+fn copies(stores: &Stores) -> [(&'static str, &[u8], &[u8]); 2] {
+    [("clean", &stores.clean, &[]), ("crashed", &stores.crashed, &stores.crashed_log)]
 }
 
 #[test]
 fn a_truncated_file_is_refused_or_opens_intact_never_a_crash() {
     let dir = scratch_dir();
     let stores = healthy_store(dir.path());
-    for (copy, bytes) in copies(&stores) {
+    for (copy, bytes, log) in copies(&stores) {
         let len = bytes.len();
         let mut cuts: Vec<usize> = vec![1, 8, 9, 10, 16, 64, 100, 511, 512, 513, 1024];
         for page in (PAGE..len).step_by(PAGE.max(len / 12 / PAGE * PAGE)) {
@@ -298,7 +319,7 @@ fn a_truncated_file_is_refused_or_opens_intact_never_a_crash() {
         let mut summary = Summary::default();
         for cut in cuts.into_iter().filter(|&c| c < len) {
             let label = format!("{copy} copy cut at {cut} of {len}");
-            let fate = attempt(dir.path(), &bytes[..cut], &stores, &label);
+            let fate = attempt(dir.path(), (&bytes[..cut], log), &stores, &label);
             assert!(
                 matches!(fate.listed, None | Some(Listed::Intact)),
                 "{label}: jobs lost or changed silently: {fate:?}"
@@ -314,7 +335,7 @@ fn a_truncated_file_is_refused_or_opens_intact_never_a_crash() {
 fn a_zeroed_page_is_refused_or_recovered_never_a_crash() {
     let dir = scratch_dir();
     let stores = healthy_store(dir.path());
-    for (copy, bytes) in copies(&stores) {
+    for (copy, bytes, log) in copies(&stores) {
         let pages = bytes.len() / PAGE;
         let mut summary = Summary::default();
         for page in 0..pages {
@@ -324,7 +345,7 @@ fn a_zeroed_page_is_refused_or_recovered_never_a_crash() {
                 continue; // already zero: nothing damaged
             }
             let label = format!("{copy} copy, page {page} zeroed");
-            let fate = attempt(dir.path(), &torn, &stores, &label);
+            let fate = attempt(dir.path(), (&torn, log), &stores, &label);
             assert_detected(copy, &fate, &label);
             summary.add(&fate);
         }
@@ -360,7 +381,7 @@ fn random_bit_flips_never_crash() {
         .unwrap_or(0x6B61_7468_696B_6F6E);
     let dir = scratch_dir();
     let stores = healthy_store(dir.path());
-    for (copy, bytes) in copies(&stores) {
+    for (copy, bytes, log) in copies(&stores) {
         let mut rng = Rng(seed);
         let mut summary = Summary::default();
         for case in 0..cases {
@@ -377,7 +398,7 @@ fn random_bit_flips_never_crash() {
                 at.push(offset);
             }
             let label = format!("{copy} copy, seed {seed} case {case}: bits flipped at {at:?}");
-            let fate = attempt(dir.path(), &damaged, &stores, &label);
+            let fate = attempt(dir.path(), (&damaged, log), &stores, &label);
             assert_detected(copy, &fate, &label);
             summary.add(&fate);
         }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Faults, FaultyBackend, Trigger};
+use common::faulty::{Arm, Faults, FaultyBackend};
 use common::{config, job, scratch_dir, snapshot, store_path, Snapshot, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::{Ack, Engine, EngineConfig, Error, JobState, ListFilter, NewJob, Outcome};
@@ -65,7 +65,7 @@ fn open_faulty(
 ) -> kathikon_core::Result<Engine> {
     let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
     let backend = FaultyBackend::new(file.expect("open the store file"), faults.clone());
-    Engine::open_with_backend(settings(path), backend, cache_bytes)
+    Engine::open_with_log_faults(settings(path), backend, cache_bytes, faults.log.clone())
 }
 
 /// The store every case starts from, built once: job 1 completed, jobs 2, 3 and 4 available,
@@ -106,7 +106,7 @@ fn prelude(engine: &Engine) {
 type Op = fn(&Engine) -> kathikon_core::Result<()>;
 
 /// Which trigger a sweep arms.
-type Pick = fn(&Faults) -> &Trigger;
+type Pick = fn(&Faults) -> &dyn Arm;
 
 /// One sweep: fail the n-th operation of `pick`'s kind during `op`, for every n.
 struct Sweep<'a> {
@@ -162,13 +162,28 @@ const OPS: &[(&str, Op)] = &[
         assert_eq!(e.prune(Duration::ZERO)?, 1);
         Ok(())
     }),
+    // A checkpoint is the one commit that syncs redb's own file (every other commit is made
+    // durable by the write-ahead log); its failure fails the call, whose change the log holds.
+    ("insert + checkpoint", |e| {
+        e.insert(vec![job("q", "w")])?;
+        e.checkpoint()
+    }),
 ];
 
 /// A fresh copy of the base store, as `name` in `dir`.
 fn copy_of(base: &[u8], dir: &Path, name: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, base).unwrap();
+    // A failed case leaves its write-ahead log for the next open; the copy starts without.
+    let _ = std::fs::remove_file(log_of(&path));
     path
+}
+
+/// The write-ahead log beside the store at `path`.
+fn log_of(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_os_string();
+    name.push("-wal");
+    name.into()
 }
 
 /// Reopen `path` healthy, insert one probe job (so the next id is part of the comparison) and
@@ -299,8 +314,13 @@ fn sweep(base: &[u8], dir: &Path, sweep: &Sweep<'_>, tally: &mut Tally) {
 fn every_failed_write_fsync_or_resize_of_every_commit_leaves_all_or_nothing() {
     let dir = scratch_dir();
     let base = base_store(dir.path(), false);
-    let kinds: [(&str, Pick); 3] =
-        [("write", |f| &f.write), ("fsync", |f| &f.sync), ("set_len", |f| &f.set_len)];
+    let kinds: [(&str, Pick); 5] = [
+        ("write", |f| &f.write),
+        ("fsync", |f| &f.sync),
+        ("set_len", |f| &f.set_len),
+        ("log write", |f| &f.log.write),
+        ("log fsync", |f| &f.log.sync),
+    ];
     let mut total = Tally::default();
     for (kind, pick) in kinds {
         for (name, op) in OPS {
@@ -389,11 +409,13 @@ fn every_failed_read_write_or_fsync_of_the_open_is_a_typed_error() {
     // The open rescues jobs 2 and 3, so it writes as well as reads.
     let base = base_store(dir.path(), true);
     let expected = reference(&base, dir.path(), false, None);
-    let kinds: [(&str, Pick); 4] = [
+    let kinds: [(&str, Pick); 6] = [
         ("read", |f| &f.read),
         ("write", |f| &f.write),
         ("fsync", |f| &f.sync),
         ("set_len", |f| &f.set_len),
+        ("log write", |f| &f.log.write),
+        ("log fsync", |f| &f.log.sync),
     ];
     let mut total = Tally::default();
     for (kind, pick) in kinds {
@@ -439,16 +461,18 @@ fn after_a_failed_fsync_the_engine_refuses_writes_until_reopened_and_nothing_is_
     let acknowledged = engine.insert((0..5).map(|_| job("q", "w")).collect()).unwrap();
     let running = engine.claim("q", 1, Duration::ZERO).unwrap();
 
-    faults.sync.arm(0);
+    // A batch is durable once its write-ahead log record is synced: that is the fsync.
+    faults.log.sync.arm(0);
     let err = engine.insert((0..3).map(|_| job("q", "w")).collect()).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, Error::Storage(_)), "{err:?}");
     assert_eq!(
         text,
         format!(
-            "storage error: commit to {} failed, outcome unknown: I/O error: \
-             injected fsync fault: Input/output error (os error 5)",
-            path.display()
+            "storage error: commit to {} failed, outcome unknown: I/O error on the write-ahead \
+             log {}: injected log fsync fault: Input/output error (os error 5)",
+            path.display(),
+            log_of(&path).display()
         )
     );
     faults.heal(); // the disk recovers, but redb requires a reopen

@@ -7,9 +7,11 @@
 
 mod redb_store;
 mod schema;
+mod wal;
 
 pub use redb_store::RedbStore;
 pub use schema::FORMAT_VERSION;
+pub use wal::{LogFaults, LogTrigger};
 
 /// Decode one stored job record (a value of the `jobs` table) as the store does; a record that
 /// does not decode is [`crate::Error::Corrupted`]. For the fuzz targets; not a stable API.
@@ -57,6 +59,13 @@ pub trait Store: Send + Sync {
     /// itself fails, the outcome is unknown: the changes may or may not be durable, and the
     /// store must be reopened before it is written again.
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()>;
+
+    /// Make everything committed so far durable in the store itself, so its write-ahead log
+    /// (if it keeps one) can start afresh. For tests; stores without a log do nothing.
+    #[doc(hidden)]
+    fn checkpoint(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Reads inside a snapshot.

@@ -5,14 +5,17 @@ use std::fs::OpenOptions;
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use redb::backends::InMemoryBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, TableHandle};
 
 use super::schema::{
     decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META,
-    META_FORMAT, META_NEXT_ID, QUARANTINE,
+    META_FORMAT, META_NEXT_ID, META_STORE_ID, META_WAL_SEQ, QUARANTINE,
 };
+use super::wal::{self, LogBuf, LogFaults, Wal};
 use super::{AvailableEntry, Quarantined, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
 use crate::error::{commit_failed, Error, Result};
@@ -23,12 +26,32 @@ use crate::state::JobState;
 /// First bytes of every redb file; anything else is not a store at all.
 const REDB_MAGIC: &[u8; 9] = &[b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
 
+/// Checkpoint once the log holds this many bytes…
+const CHECKPOINT_BYTES: u64 = 1024 * 1024;
+/// …or this many records…
+const CHECKPOINT_RECORDS: u64 = 4096;
+/// …or its oldest record is this old.
+const CHECKPOINT_AGE: Duration = Duration::from_secs(2);
+
 /// Jobs in a redb database.
 pub struct RedbStore {
     db: Database,
     durability: redb::Durability,
     /// For error messages; `<memory>` for the in-memory backend.
     path: PathBuf,
+    /// The write-ahead log, for a store in a file with fsync'd commits; `None` otherwise.
+    wal: Option<Mutex<LogState>>,
+}
+
+/// The write-ahead log and what the store knows about it.
+struct LogState {
+    log: Wal,
+    /// Records appended since the last checkpoint, and when the first of them was.
+    since_checkpoint: u64,
+    first_at: Option<Instant>,
+    /// Set by a failed append, commit or checkpoint: the outcome is unknown, so nothing more
+    /// is written (not even the checkpoint at close) until the store is reopened.
+    poisoned: bool,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -46,6 +69,15 @@ impl RedbStore {
         let Some(path) = path else {
             return Self::open_with_backend(InMemoryBackend::new(), None, fsync, None);
         };
+        Self::open_file(path, fsync, None)
+    }
+
+    /// [`RedbStore::open`] of a file, with `log_faults` injected into its write-ahead log.
+    fn open_file(
+        path: &Path,
+        fsync: bool,
+        log_faults: Option<Arc<LogFaults>>,
+    ) -> Result<RedbStore> {
         let path = path.to_path_buf();
         let file = OpenOptions::new()
             .read(true)
@@ -77,8 +109,9 @@ impl RedbStore {
                 .create(&path)
                 .map_err(|e| open_error(&path, e))
         })?;
-        let store = RedbStore { db, durability: durability(fsync), path };
+        let mut store = RedbStore { db, durability: durability(fsync), path, wal: None };
         guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
+        store.attach_log(fsync, log_faults)?;
         Ok(store)
     }
 
@@ -90,6 +123,9 @@ impl RedbStore {
     ///
     /// Used for the in-memory store, and by tests that wrap redb's `FileBackend` to fail
     /// reads, writes or syncs on command.
+    ///
+    /// With a `path`, the store keeps its write-ahead log in a real file beside it (see
+    /// [`RedbStore::open_with_backend_and_log_faults`]).
     #[doc(hidden)]
     pub fn open_with_backend(
         backend: impl redb::StorageBackend,
@@ -97,6 +133,20 @@ impl RedbStore {
         fsync: bool,
         cache_bytes: Option<usize>,
     ) -> Result<RedbStore> {
+        Self::open_with_backend_and_log_faults(backend, path, fsync, cache_bytes, None)
+    }
+
+    /// [`RedbStore::open_with_backend`], with `log_faults` injected into the write-ahead log
+    /// (kept beside `path` when there is one and `fsync` is set). Not a stable API.
+    #[doc(hidden)]
+    pub fn open_with_backend_and_log_faults(
+        backend: impl redb::StorageBackend,
+        path: Option<&Path>,
+        fsync: bool,
+        cache_bytes: Option<usize>,
+        log_faults: Option<Arc<LogFaults>>,
+    ) -> Result<RedbStore> {
+        let in_file = path.is_some();
         let path = path.map_or_else(|| PathBuf::from("<memory>"), Path::to_path_buf);
         let db = guarded(&path, || {
             let mut builder = Database::builder();
@@ -105,9 +155,185 @@ impl RedbStore {
             }
             builder.create_with_backend(backend).map_err(|e| open_error(&path, e))
         })?;
-        let store = RedbStore { db, durability: durability(fsync), path };
+        let mut store = RedbStore { db, durability: durability(fsync), path, wal: None };
         guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
+        if in_file {
+            store.attach_log(fsync, log_faults)?;
+        }
         Ok(store)
+    }
+
+    /// Apply what the write-ahead log beside the file holds past the last checkpoint, then
+    /// (with `fsync`) open the log for this store's commits, or (without) delete it.
+    fn attach_log(&mut self, fsync: bool, faults: Option<Arc<LogFaults>>) -> Result<()> {
+        let log_path = wal::path_for(&self.path);
+        let exists = log_path.exists();
+        if !fsync && !exists {
+            return Ok(());
+        }
+        let bytes = if exists {
+            std::fs::read(&log_path).map_err(|e| {
+                Error::Storage(format!(
+                    "cannot read {}: {e}{}",
+                    log_path.display(),
+                    crate::error::io_advice(&e)
+                ))
+            })?
+        } else {
+            Vec::new()
+        };
+        let first = wal::first_record(&bytes);
+        let (store_id, checkpoint) = guarded(&self.path, || self.log_identity(first.map(|f| f.0)))
+            .map_err(|e| self.with_path(e))?;
+        // A log that does not follow on from the store's last checkpoint means the store file
+        // lost durable commits (or is an older copy): applying the log would skip changes,
+        // ignoring it would lose them. Refuse, and say how to open the store as it is.
+        if let Some((id, seq)) = first {
+            let other = id != store_id;
+            if other || seq > checkpoint + 1 {
+                let why = if other {
+                    "belongs to another store".to_string()
+                } else {
+                    format!(
+                        "starts at record {seq}, but the store's last checkpoint is record \
+                         {checkpoint}: the store file lost commits or is an older copy"
+                    )
+                };
+                return Err(self.damaged(format!(
+                    "its write-ahead log {} {why}; move the log away to open the store as it is",
+                    log_path.display()
+                )));
+            }
+        }
+        let mut last = checkpoint;
+        if exists {
+            let records = wal::records_after(&bytes, store_id, checkpoint);
+            if let Some(&(seq, _)) = records.last() {
+                guarded(&self.path, || self.replay(&records, seq))
+                    .map_err(|e| self.with_path(e))?;
+                last = seq;
+            }
+        }
+        if fsync {
+            let log = Wal::open(&log_path, store_id, last + 1, faults).map_err(|e| {
+                Error::Storage(format!(
+                    "cannot open {}: {e}{}",
+                    log_path.display(),
+                    crate::error::io_advice(&e)
+                ))
+            })?;
+            self.wal = Some(Mutex::new(LogState {
+                log,
+                since_checkpoint: 0,
+                first_at: None,
+                poisoned: false,
+            }));
+        } else {
+            std::fs::remove_file(&log_path).map_err(|e| {
+                Error::Storage(format!("cannot remove {}: {e}", log_path.display()))
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The store's id (made now if it has none) and the last log record its durable state
+    /// covers. A store without an id beside a log (of store `logged`) is refused.
+    fn log_identity(&self, logged: Option<u64>) -> Result<(u64, u64)> {
+        let txn = self.db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let id = meta.get(META_STORE_ID)?.map(|v| v.value());
+        let checkpoint = meta.get(META_WAL_SEQ)?.map_or(0, |v| v.value());
+        drop(meta);
+        drop(txn);
+        if let Some(id) = id {
+            return Ok((id, checkpoint));
+        }
+        if logged.is_some() {
+            return Err(self.damaged(format!(
+                "a write-ahead log ({}) lies beside a store that never had one; move the log \
+                 away to open the store as it is",
+                wal::path_for(&self.path).display()
+            )));
+        }
+        let id = {
+            use std::hash::{BuildHasher, Hasher};
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u128(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos()),
+            );
+            h.write_u32(std::process::id());
+            h.finish()
+        };
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.open_table(META)?.insert(META_STORE_ID, id)?;
+        txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
+        Ok((id, checkpoint))
+    }
+
+    /// Apply logged records to redb in one durable commit that also records `last` as
+    /// checkpointed.
+    fn replay(&self, records: &[(u64, &[u8])], last: u64) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            let mut tables = Self::tables(&txn, &self.path, None)?;
+            for &(seq, payload) in records {
+                let ops = wal::ops(payload).ok_or_else(|| {
+                    self.damaged(format!("write-ahead log record {seq} does not parse"))
+                })?;
+                for op in ops {
+                    match op {
+                        wal::Op::Put(id, bytes) => {
+                            let job = decode(id, bytes)?;
+                            match tables.get(id)? {
+                                Some(now) if now == job => {}
+                                Some(now) => tables.put(Some(now.placement()), &job)?,
+                                None => tables.put(None, &job)?,
+                            }
+                        }
+                        wal::Op::Delete(id) => {
+                            if let Some(now) = tables.get(id)? {
+                                tables.remove(&now)?;
+                            }
+                        }
+                        wal::Op::NextId(next) => {
+                            let now = tables.meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
+                            tables.meta.insert(META_NEXT_ID, now.max(next))?;
+                        }
+                    }
+                }
+            }
+            tables.meta.insert(META_WAL_SEQ, last)?;
+            tables.flush_counts()?;
+        }
+        txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
+        Ok(())
+    }
+
+    /// Open every table of `txn` for a batch, logging its effects into `log` when given.
+    fn tables<'t>(
+        txn: &'t redb::WriteTransaction,
+        path: &'t Path,
+        log: Option<LogBuf>,
+    ) -> Result<WriteTables<'t>> {
+        Ok(WriteTables {
+            jobs: txn.open_table(JOBS)?,
+            available: txn.open_table(AVAILABLE)?,
+            due: txn.open_table(DUE)?,
+            executing: txn.open_table(EXECUTING)?,
+            finished: txn.open_table(FINISHED)?,
+            meta: txn.open_table(META)?,
+            counts: txn.open_table(COUNTS)?,
+            quarantine: txn.open_table(QUARANTINE)?,
+            deltas: HashMap::new(),
+            quarantined: Vec::new(),
+            moved_aside: false,
+            path,
+            log,
+        })
     }
 
     /// Initialise a fresh file, or check that an existing one is a store we can read.
@@ -275,7 +501,12 @@ struct WriteTables<'t> {
     deltas: HashMap<String, [i64; 7]>,
     /// Records this transaction moved to the quarantine table, with the reason.
     quarantined: Vec<(JobId, String)>,
+    /// Whether this transaction moved any record aside (`quarantined` is emptied by the
+    /// writer before the commit; this is not).
+    moved_aside: bool,
     path: &'t Path,
+    /// The batch's effects, for the write-ahead log (when the store has one).
+    log: Option<LogBuf>,
 }
 
 impl WriteTables<'_> {
@@ -347,6 +578,7 @@ impl WriteTables<'_> {
                     self.available.remove((queue.as_str(), priority, at, job))?;
                 }
                 self.quarantined.push((id, reason));
+                self.moved_aside = true;
             }
             // Recount: the records as this transaction leaves them are the truth, so pending
             // deltas are already part of the tally.
@@ -432,6 +664,9 @@ impl WriteTxn for WriteTables<'_> {
     fn allocate_ids(&mut self, n: u64) -> Result<JobId> {
         let first = self.meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
         self.meta.insert(META_NEXT_ID, first + n)?;
+        if let Some(log) = &mut self.log {
+            log.next_id(first + n);
+        }
         Ok(first)
     }
 
@@ -441,7 +676,11 @@ impl WriteTxn for WriteTables<'_> {
             self.count(&new.queue, old.state, -1);
         }
         self.count(&new.queue, new.state, 1);
-        self.jobs.insert(new.id, encode(new).as_slice())?;
+        let record = encode(new);
+        self.jobs.insert(new.id, record.as_slice())?;
+        if let Some(log) = &mut self.log {
+            log.put(new.id, &record);
+        }
         self.index(new)
     }
 
@@ -449,6 +688,9 @@ impl WriteTxn for WriteTables<'_> {
         self.unindex(&job.queue, job.id, job.placement())?;
         self.count(&job.queue, job.state, -1);
         self.jobs.remove(job.id)?;
+        if let Some(log) = &mut self.log {
+            log.delete(job.id);
+        }
         Ok(())
     }
 
@@ -633,30 +875,144 @@ impl Store for RedbStore {
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()> {
         guarded(&self.path, || self.write_unguarded(f)).map_err(|e| self.with_path(e))
     }
+
+    fn checkpoint(&self) -> Result<()> {
+        let Some(wal) = &self.wal else { return Ok(()) };
+        guarded(&self.path, || self.checkpoint_locked(&mut lock(wal)))
+            .map_err(|e| self.with_path(e))
+    }
 }
 
 impl RedbStore {
     fn write_unguarded(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()> {
+        if let Some(wal) = &self.wal {
+            return self.write_logged(&mut lock(wal), f);
+        }
         let mut txn = self.db.begin_write()?;
         txn.set_durability(self.durability)?;
         {
-            let mut tables = WriteTables {
-                jobs: txn.open_table(JOBS)?,
-                available: txn.open_table(AVAILABLE)?,
-                due: txn.open_table(DUE)?,
-                executing: txn.open_table(EXECUTING)?,
-                finished: txn.open_table(FINISHED)?,
-                meta: txn.open_table(META)?,
-                counts: txn.open_table(COUNTS)?,
-                quarantine: txn.open_table(QUARANTINE)?,
-                deltas: HashMap::new(),
-                quarantined: Vec::new(),
-                path: &self.path,
-            };
+            let mut tables = Self::tables(&txn, &self.path, None)?;
             f(&mut tables)?;
             tables.flush_counts()?;
         }
         txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
         Ok(())
+    }
+
+    /// One batch through the write-ahead log: applied to redb without a sync, its effects
+    /// appended to the log and synced, then committed; a checkpoint follows when one is due.
+    fn write_logged(
+        &self,
+        state: &mut LogState,
+        f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>,
+    ) -> Result<()> {
+        if state.poisoned {
+            return Err(self.poisoned());
+        }
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::None)?;
+        let (mut log, moved_aside) = {
+            let mut tables = Self::tables(&txn, &self.path, Some(LogBuf::new()))?;
+            f(&mut tables)?;
+            tables.flush_counts()?;
+            (tables.log.take().expect("the batch's log"), tables.moved_aside)
+        };
+        if log.is_empty() && moved_aside {
+            // Only damaged records moved aside: not logged (a crash before the next checkpoint
+            // brings them back, and the next reader moves them aside again), but committed, so
+            // the records, indexes and counts agree from now on.
+            txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
+            return Ok(());
+        }
+        if log.is_empty() {
+            // Nothing changed (a barrier, or calls that were all refused; every change goes
+            // through `put`, `remove` or `allocate_ids`, which log it): nothing to commit.
+            txn.abort()?;
+            return Ok(());
+        }
+        // The log first: if its write fails, redb never sees the batch, and the record is
+        // absent or torn (ignored at open): before. Then its fdatasync runs on the log's sync
+        // thread while redb commits (without a sync) here; the callers are answered only once
+        // both are done. A failed sync leaves the record whole (applied at open: after) or not
+        // (before); a failed redb commit after a good sync is applied at the next open: after.
+        let log_error = |e: &std::io::Error, log: &Wal| {
+            Error::Storage(format!(
+                "commit to {} failed, outcome unknown: I/O error on the write-ahead log {}: {e}{}",
+                self.path.display(),
+                log.path().display(),
+                crate::error::io_advice(e)
+            ))
+        };
+        if let Err(e) = state.log.write(&mut log) {
+            state.poisoned = true;
+            return Err(log_error(&e, &state.log));
+        }
+        state.log.start_sync();
+        let committed = txn.commit();
+        if let Err(e) = state.log.finish_sync() {
+            state.poisoned = true;
+            return Err(log_error(&e, &state.log));
+        }
+        if let Err(e) = committed {
+            state.poisoned = true;
+            return Err(commit_failed(&self.path, &e));
+        }
+        state.since_checkpoint += 1;
+        let first_at = *state.first_at.get_or_insert_with(Instant::now);
+        if state.log.used() >= CHECKPOINT_BYTES
+            || state.since_checkpoint >= CHECKPOINT_RECORDS
+            || first_at.elapsed() >= CHECKPOINT_AGE
+        {
+            self.checkpoint_locked(state)?;
+        }
+        Ok(())
+    }
+
+    fn poisoned(&self) -> Error {
+        Error::Storage(format!(
+            "the engine stopped writing after a storage failure (an earlier commit to {} \
+             failed); close the app and open it again",
+            self.path.display()
+        ))
+    }
+
+    /// Make every commit so far durable in redb itself and start the log afresh.
+    fn checkpoint_locked(&self, state: &mut LogState) -> Result<()> {
+        if state.poisoned {
+            return Err(self.poisoned());
+        }
+        let result = (|| {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(redb::Durability::Immediate)?;
+            txn.open_table(META)?.insert(META_WAL_SEQ, state.log.last_seq())?;
+            txn.commit().map_err(|e| commit_failed(&self.path, &e))
+        })();
+        if let Err(e) = result {
+            state.poisoned = true;
+            return Err(e);
+        }
+        state.log.reset();
+        state.since_checkpoint = 0;
+        state.first_at = None;
+        Ok(())
+    }
+}
+
+fn lock(wal: &Mutex<LogState>) -> MutexGuard<'_, LogState> {
+    wal.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Drop for RedbStore {
+    /// A clean close: checkpoint and delete the log, so the store is one file again. After a
+    /// failure the log stays for the next open to read.
+    fn drop(&mut self) {
+        let Some(wal) = self.wal.take() else { return };
+        let mut state = wal.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let path = state.log.path().to_path_buf();
+        let done = guarded(&self.path, || self.checkpoint_locked(&mut state));
+        if done.is_ok() {
+            drop(state);
+            let _ = std::fs::remove_file(&path);
+        }
     }
 }

@@ -54,6 +54,11 @@ pub(crate) const QUARANTINE: TableDefinition<u64, (i64, &str, &[u8])> =
 
 pub(crate) const META_FORMAT: &str = "format_version";
 pub(crate) const META_NEXT_ID: &str = "next_id";
+/// A random id given to the store when it first gets a write-ahead log; each log record
+/// carries it, so a log found beside another store is ignored.
+pub(crate) const META_STORE_ID: &str = "store_id";
+/// The last write-ahead log record that redb's durable state includes.
+pub(crate) const META_WAL_SEQ: &str = "wal_seq";
 
 /// Encode a record (version 2).
 pub(crate) fn encode(job: &Job) -> Vec<u8> {

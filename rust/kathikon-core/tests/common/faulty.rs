@@ -13,6 +13,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use kathikon_core::storage::{LogFaults, LogTrigger};
 use redb::backends::FileBackend;
 use redb::{BackendError, StorageBackend};
 
@@ -77,9 +78,38 @@ impl Trigger {
     }
 }
 
+/// A countdown a sweep can arm: the backend's own, or the write-ahead log's.
+pub trait Arm {
+    /// Let `n` more operations through, then fail all later ones.
+    fn arm(&self, n: u64);
+    /// Operations failed on purpose so far.
+    fn failed(&self) -> u64;
+}
+
+impl Arm for Trigger {
+    fn arm(&self, n: u64) {
+        Trigger::arm(self, n);
+    }
+    fn failed(&self) -> u64 {
+        Trigger::failed(self)
+    }
+}
+
+impl Arm for LogTrigger {
+    fn arm(&self, n: u64) {
+        LogTrigger::arm(self, n);
+    }
+    fn failed(&self) -> u64 {
+        LogTrigger::failed(self)
+    }
+}
+
 /// The switches a test holds while the engine owns the backend.
 #[derive(Debug, Default)]
 pub struct Faults {
+    /// The write-ahead log's writes and fsyncs (a real file beside the store, failed by the
+    /// engine's own test hook).
+    pub log: Arc<LogFaults>,
     /// `StorageBackend::write`.
     pub write: Trigger,
     /// `StorageBackend::sync_data` (fsync).
@@ -96,11 +126,14 @@ impl Faults {
         for t in [&self.write, &self.sync, &self.read, &self.set_len] {
             t.disarm();
         }
+        self.log.heal();
     }
 
     /// Faults injected so far, of every kind.
     pub fn injected(&self) -> u64 {
-        [&self.write, &self.sync, &self.read, &self.set_len].iter().map(|t| t.failed()).sum()
+        [&self.write, &self.sync, &self.read, &self.set_len].iter().map(|t| t.failed()).sum::<u64>()
+            + self.log.write.failed()
+            + self.log.sync.failed()
     }
 }
 
