@@ -185,6 +185,8 @@ class ProcessPool:
                 child.kill()
                 child.join()
                 clean = False
-            elif child.exitcode != 0:
+            elif child.exitcode not in (0, -signal.SIGTERM):
+                # Killed by the SIGTERM itself: it came before the child installed its handler,
+                # that is before it had an app, so it held no jobs.
                 clean = False
         return clean
