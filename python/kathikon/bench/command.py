@@ -12,7 +12,7 @@ import click
 from . import WORKLOADS, machine, run
 from .peers import find_peers_dir, peer_medians, run_peers
 
-DEFAULT = "fsync,insert,drain,latency,scheduled,open"
+DEFAULT = "fsync,insert,drain,latency,scheduled,open,processes"
 # Row fields with a column of their own; the rest go to "notes".
 SHOWN = {"workload", "jobs", "rounds", "durability", "jobs_per_s", "p50_ms", "p95_ms"} | {
     "p99_ms",
