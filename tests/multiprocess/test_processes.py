@@ -112,15 +112,35 @@ def worker_pids(setup: Setup, parent: int) -> list[int]:
 
 
 def started_worker(setup: Setup, processes: int, *extra: str) -> subprocess.Popen[str]:
+    """``kathikon worker --processes N``, returned once every worker process is connected to
+    the owner (so every test starts with all of them able to claim)."""
     w = setup.worker(processes, *extra)
     wait_for("the worker's socket", lambda: Path(f"{setup.store}.sock").exists())
-    # multiprocessing's resource tracker is a child too; the workers are the ones with
-    # kathikon in their command line.
+    # multiprocessing's resource tracker is a child too; the workers are the others.
     wait_for(
-        f"{processes} worker processes",
-        lambda: len([p for p in worker_pids(setup, w.pid) if _is_worker(p)]) >= processes,
+        f"{processes} worker processes connected to the owner",
+        lambda: (
+            len([p for p in worker_pids(setup, w.pid) if _is_worker(p) and _connected(p)])
+            >= processes
+        ),
     )
     return w
+
+
+def _connected(pid: int) -> bool:
+    """Whether the process holds the two sockets of a client: its first pooled connection
+    and its heartbeat's (multiprocessing talks to a child through pipes, not sockets)."""
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return False
+    sockets = 0
+    for fd in fds:
+        try:
+            sockets += os.readlink(fd).startswith("socket:")
+        except OSError:
+            pass
+    return sockets >= 2
 
 
 def _is_worker(pid: int) -> bool:
