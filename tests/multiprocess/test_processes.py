@@ -143,6 +143,16 @@ def _connected(pid: int) -> bool:
     return sockets >= 2
 
 
+def acknowledged_by(producers: list[subprocess.Popen[str]]) -> set[int]:
+    """Wait for producer.py processes; the ids of every insert that returned in them."""
+    acknowledged: set[int] = set()
+    for p in producers:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        acknowledged |= {int(line) for line in out.split()}
+    return acknowledged
+
+
 def _is_worker(pid: int) -> bool:
     try:
         cmd = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -185,11 +195,7 @@ def test_a_second_process_is_a_client_with_the_same_api(setup: Setup) -> None:
 def test_four_producers_and_two_worker_processes_lose_nothing(setup: Setup) -> None:
     w = started_worker(setup, 2)
     producers = [setup.spawn(sys.executable, "producer.py", "150") for _ in range(4)]
-    acknowledged: set[int] = set()
-    for p in producers:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        acknowledged |= {int(line) for line in out.split()}
+    acknowledged = acknowledged_by(producers)
     assert len(acknowledged) == 600
     app = setup.client()
     try:
@@ -453,11 +459,7 @@ def test_worker_processes_killed_again_and_again_lose_nothing(setup: Setup) -> N
         if live:
             os.kill(rng.choice(live), signal.SIGKILL)
             kills += 1
-    acknowledged: set[int] = set()
-    for p in producers:
-        out, err = p.communicate(timeout=120)
-        assert p.returncode == 0, err
-        acknowledged |= {int(line) for line in out.split()}
+    acknowledged = acknowledged_by(producers)
     assert len(acknowledged) == 600
     app = setup.client()
     try:

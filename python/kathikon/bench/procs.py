@@ -17,7 +17,7 @@ from pathlib import Path
 
 import kathikon
 
-from .workloads import Result
+from .workloads import Result, wait_completed
 
 STORE_ENV = "KATHIKON_BENCH_STORE"
 INSERT_CLIENT = (
@@ -51,12 +51,8 @@ def _owner_app(path: str, concurrency: int) -> kathikon.Kathikon:
     return app
 
 
-def _wait_completed(app: kathikon.Kathikon, n: int, timeout: float = 300.0) -> None:
-    deadline = time.monotonic() + timeout
-    while app.stats().get("default", {}).get("completed", 0) < n:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {app.stats()} after {timeout} s")
-        time.sleep(0.002)
+#: Longest a processes workload waits for its jobs to complete, in seconds.
+TIMEOUT = 300.0
 
 
 def insert_clients(n: int, clients: int = 4) -> Result:
@@ -103,7 +99,7 @@ def drain_processes(n: int, processes: int = 2, concurrency: int = 10) -> Result
             ):
                 time.sleep(0.001)
             start = time.perf_counter()
-            _wait_completed(app, n)
+            wait_completed(app, "default", n, TIMEOUT)
             elapsed = time.perf_counter() - start
             app.stop(timeout=10)
         finally:
@@ -124,10 +120,10 @@ def cpu_bound(n: int, processes: int) -> Result:
             app.start(processes=processes or None)
             warm = 10 * max(processes, 1)
             app.insert_all([app.new("bench.spin") for _ in range(warm)])
-            _wait_completed(app, warm)
+            wait_completed(app, "default", warm, TIMEOUT)
             start = time.perf_counter()
             app.insert_all([app.new("bench.spin") for _ in range(n)])
-            _wait_completed(app, warm + n)
+            wait_completed(app, "default", warm + n, TIMEOUT)
             elapsed = time.perf_counter() - start
             app.stop(timeout=10)
         finally:

@@ -113,7 +113,8 @@ def insert_batches(n: int, batch: int = 1000) -> Result:
     return Result(f"insert_all /{batch}", n, jobs_per_s=n / elapsed)
 
 
-def _wait_completed(app: kathikon.Kathikon, queue: str, n: int, timeout: float) -> None:
+def wait_completed(app: kathikon.Kathikon, queue: str, n: int, timeout: float) -> None:
+    """Wait until ``n`` jobs of ``queue`` are completed; ``TimeoutError`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while app.stats()[queue]["completed"] < n:
         if time.monotonic() > deadline:
@@ -142,7 +143,7 @@ def drain(n: int, concurrency: int, use_async: bool = False, timeout: float = 12
             app.insert_all([worker.new() for _ in range(min(10_000, n - offset))])
         start = time.perf_counter()
         app.start()
-        _wait_completed(app, "default", n, timeout)
+        wait_completed(app, "default", n, timeout)
         elapsed = time.perf_counter() - start
         app.stop(timeout=5)
     kind = "async" if use_async else "sync"

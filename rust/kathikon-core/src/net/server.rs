@@ -315,17 +315,15 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             let mut passed = Vec::with_capacity(acks.len());
             {
                 let mut sessions = shared.sessions();
-                let held = sessions.get_mut(&session).map(|s| &mut s.held);
-                let mut held = held;
+                let mut held = sessions.get_mut(&session).map(|s| &mut s.held);
                 for (i, ack) in acks.into_iter().enumerate() {
-                    let holds = held.as_mut().is_some_and(|h| h.get(&ack.id) == Some(&ack.attempt));
-                    if holds {
-                        if let Some(h) = held.as_mut() {
+                    // Passed (and let go) only when the session holds exactly this attempt.
+                    match held.as_mut() {
+                        Some(h) if h.get(&ack.id) == Some(&ack.attempt) => {
                             h.remove(&ack.id);
+                            passed.push((i, ack));
                         }
-                        passed.push((i, ack));
-                    } else {
-                        fenced.push((i, ack));
+                        _ => fenced.push((i, ack)),
                     }
                 }
             }
