@@ -239,3 +239,73 @@ fn the_log_is_owner_only_and_a_clean_close_removes_it() {
     assert!(!log_of(&path).exists());
     engine.close();
 }
+
+/// Batches are applied in one redb transaction that stays open between them (it is committed
+/// only when a reader needs it, or at a checkpoint). A batch that fails part way leaves that
+/// transaction holding its partial changes: they must vanish, and every batch logged before
+/// it must stay, both for readers now and after a crash.
+#[test]
+fn a_batch_that_fails_part_way_leaves_exactly_the_batches_before_it() {
+    use kathikon_core::storage::{RedbStore, Store};
+    let dir = scratch_dir();
+    let path = dir.path().join("jobs.redb");
+    let store = RedbStore::open(Some(&path), true).unwrap();
+    let insert = |txn: &mut dyn kathikon_core::storage::WriteTxn, queue: &str| {
+        let id = txn.allocate_ids(1)?;
+        txn.put(None, &job(queue, "w").into_job(id, 1_000))?;
+        Ok::<Job, Error>(txn.get(id)?.expect("just put"))
+    };
+    let mut first = None;
+    store
+        .write(&mut |txn| {
+            first = Some(insert(txn, "kept")?);
+            Ok(())
+        })
+        .unwrap();
+    let first = first.unwrap();
+    let failed = store.write(&mut |txn| {
+        insert(txn, "lost")?;
+        Err(Error::Storage("the batch fails after writing".into()))
+    });
+    assert!(failed.is_err());
+    let mut third = None;
+    store
+        .write(&mut |txn| {
+            third = Some(insert(txn, "after")?);
+            Ok(())
+        })
+        .unwrap();
+    let third = third.unwrap();
+    assert_eq!(third.id, first.id + 1, "the failed batch's id allocation is undone too");
+
+    let read = |store: &RedbStore| {
+        let mut out = (Vec::new(), Vec::new());
+        store
+            .read(&mut |txn| {
+                let mut damaged = Vec::new();
+                out.0.clear();
+                txn.scan(
+                    None,
+                    &mut |j| {
+                        out.0.push(j);
+                        true
+                    },
+                    &mut damaged,
+                )?;
+                out.1 = txn.counts()?;
+                Ok(())
+            })
+            .unwrap();
+        out
+    };
+    let (jobs, counts) = read(&store);
+    assert_eq!(jobs, vec![first.clone(), third.clone()]);
+    let queues: Vec<&str> = counts.iter().map(|(q, _, _)| q.as_str()).collect();
+    assert_eq!(queues, ["after", "kept"], "{counts:?}");
+
+    // A crash now (the reads above committed redb without a sync; nothing is checkpointed).
+    let copy = crash_copy(&path);
+    drop(store);
+    let back = reopen(dir.path(), "copy.redb", &copy.store, Some(&copy.log)).unwrap();
+    assert_eq!(back, vec![first, third]);
+}

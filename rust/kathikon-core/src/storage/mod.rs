@@ -54,10 +54,11 @@ pub trait Store: Send + Sync {
 
     /// Run `f` in one write transaction and commit it.
     ///
-    /// On `Ok`, everything `f` wrote is committed, and durable on disk when the store's
-    /// durability is immediate. If `f` returns `Err`, nothing it wrote is kept. If the commit
-    /// itself fails, the outcome is unknown: the changes may or may not be durable, and the
-    /// store must be reopened before it is written again.
+    /// On `Ok`, everything `f` wrote is committed: visible to every later read, and durable
+    /// on disk when the store's durability is immediate. If `f` returns `Err`, nothing it
+    /// wrote is kept. If the commit itself fails, the outcome is unknown: the changes may or
+    /// may not be durable, and the store must be reopened before it is written again (reads
+    /// then either show every change committed before the failure or fail the same way).
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()>;
 
     /// Make everything committed so far durable in the store itself, so its write-ahead log
