@@ -1,9 +1,9 @@
 //! The writer thread: the only code that changes stored jobs.
 //!
 //! Callers send [`Command`]s. The writer takes everything waiting (up to [`MAX_BATCH`]),
-//! applies it in one write transaction together with the scheduler's promotions and the
-//! pruner's deletions, commits once (one fsync for the whole batch: group commit), and only
-//! then answers each caller and makes new jobs claimable. So a caller that got an answer knows
+//! applies it as one store write together with the scheduler's promotions and the pruner's
+//! deletions, commits once (one fsync for the whole batch: group commit), and only then
+//! answers each caller and makes new jobs claimable. So a caller that got an answer knows
 //! its change is durable, and a worker can never claim a job whose insert could still be lost.
 //!
 //! The scheduler needs no thread of its own: the writer sleeps until the earliest due time
