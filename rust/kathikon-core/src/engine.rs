@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, unbounded, Sender, TryRecvError};
+use crossbeam_channel::{bounded, unbounded, Sender};
 
 use crate::claim::ClaimQueues;
 use crate::clock::{Clock, SystemClock};
@@ -18,10 +18,6 @@ use crate::state::JobState;
 use crate::storage::{RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
 use crate::writer::{Command, Intervals, Writer};
-
-/// How long a call polls for the writer's answer before it parks its thread (see
-/// `Engine::call`): a little over two fsyncs on the disks measured.
-const CALL_POLL: Duration = Duration::from_micros(100);
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -289,17 +285,6 @@ impl Engine {
         }
         let (reply, answer) = bounded(1);
         self.tx.send(make(reply)).map_err(|_| Error::Closed)?;
-        // Most answers come within one fsync. Waiting for them by polling (yielding the CPU
-        // between polls) skips the wake-up of a parked thread, which costs ~10 µs on a VM:
-        // measured, one-by-one inserts went from 71 to 58 µs each (examples/single.rs).
-        let polling = Instant::now();
-        while polling.elapsed() < CALL_POLL {
-            match answer.try_recv() {
-                Ok(answer) => return answer,
-                Err(TryRecvError::Empty) => std::thread::yield_now(),
-                Err(TryRecvError::Disconnected) => return Err(Error::Closed),
-            }
-        }
         answer.recv().map_err(|_| Error::Closed)?
     }
 
