@@ -1,5 +1,7 @@
 //! Instruction profile of the job cycle (insert, claim, ack) for callgrind:
 //! `valgrind --tool=callgrind target/release/examples/cycle`.
+mod common;
+
 use std::time::Duration;
 
 use kathikon_core::{Ack, Durability, Engine, EngineConfig, NewJob, Outcome};
@@ -11,16 +13,7 @@ fn main() {
         ..EngineConfig::default()
     })
     .unwrap();
-    let job = NewJob {
-        queue: "default".into(),
-        worker: "m.f".into(),
-        args: "{}".into(),
-        meta: "{}".into(),
-        tags: vec![],
-        max_attempts: 20,
-        priority: 0,
-        scheduled_at: None,
-    };
+    let job = NewJob { worker: "m.f".into(), ..common::noop_job() };
     let n = 20_000;
     engine.insert(vec![job; n]).unwrap();
     loop {

@@ -1,25 +1,18 @@
 //! Profile `insert` of 1,000-job batches into a file store with the default durability:
 //! `cargo run --release --example insert_all` for the rate, or under
 //! `valgrind --tool=callgrind` for where the instructions go.
+mod common;
+
 use std::time::Instant;
 
-use kathikon_core::{Engine, EngineConfig, NewJob};
+use kathikon_core::{Engine, EngineConfig};
 
 fn main() {
     let dir = tempfile::tempdir().unwrap();
     let engine =
         Engine::open(EngineConfig { path: Some(dir.path().join("p.redb")), ..Default::default() })
             .unwrap();
-    let job = NewJob {
-        queue: "default".into(),
-        worker: "bench.noop".into(),
-        args: "{}".into(),
-        meta: "{}".into(),
-        tags: vec![],
-        max_attempts: 20,
-        priority: 0,
-        scheduled_at: None,
-    };
+    let job = common::noop_job();
     let (batches, size): (u32, u32) = (100, 1000);
     let t = Instant::now();
     for _ in 0..batches {

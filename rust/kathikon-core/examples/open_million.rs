@@ -1,6 +1,8 @@
 //! Time the open of a store of `N` jobs (default 1,000,000: 90 % available, 10 % scheduled, as
 //! `kathikon bench`'s open workload): `cargo run --release --example open_million [N] [PATH]`.
 //! The store is built once at `PATH` (default: a temporary file) and opened three times.
+mod common;
+
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -20,14 +22,8 @@ fn main() {
         while i < n {
             let batch = (i..n.min(i + 10_000))
                 .map(|k| NewJob {
-                    queue: "default".into(),
-                    worker: "bench.noop".into(),
-                    args: "{}".into(),
-                    meta: "{}".into(),
-                    tags: vec![],
-                    max_attempts: 20,
-                    priority: 0,
                     scheduled_at: (k % 10 == 0).then_some(far),
+                    ..common::noop_job()
                 })
                 .collect();
             engine.insert(batch).unwrap();

@@ -1,18 +1,11 @@
 //! Profile claim and ack batches: `cargo run --release -p kathikon-core --example probe`.
+mod common;
+
 use kathikon_core::{Engine, EngineConfig, NewJob};
 use std::time::{Duration, Instant};
 
 fn job() -> NewJob {
-    NewJob {
-        queue: "default".into(),
-        worker: "m.f".into(),
-        args: "{\"i\":1}".into(),
-        meta: "{}".into(),
-        tags: vec![],
-        max_attempts: 20,
-        priority: 0,
-        scheduled_at: None,
-    }
+    NewJob { worker: "m.f".into(), args: "{\"i\":1}".into(), ..common::noop_job() }
 }
 
 fn main() {

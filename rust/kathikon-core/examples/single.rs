@@ -1,6 +1,8 @@
 //! Profile one-by-one inserts: `cargo run --release --example single`. Prints the raw rate of
 //! small appends + `fdatasync` to a preallocated file in the same directory first, the floor
 //! a durable one-by-one insert is measured against.
+mod common;
+
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
@@ -25,16 +27,7 @@ fn main() {
     let engine =
         Engine::open(EngineConfig { path: Some(dir.path().join("p.redb")), ..Default::default() })
             .unwrap();
-    let job = NewJob {
-        queue: "default".into(),
-        worker: "m.f".into(),
-        args: "{}".into(),
-        meta: "{}".into(),
-        tags: vec![],
-        max_attempts: 20,
-        priority: 0,
-        scheduled_at: None,
-    };
+    let job = NewJob { worker: "m.f".into(), ..common::noop_job() };
     let t = Instant::now();
     for _ in 0..n {
         engine.insert(vec![job.clone()]).unwrap();

@@ -1,9 +1,7 @@
 //! The redb implementation of [`Store`]: one file per app, or redb's in-memory backend.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
 use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -92,13 +90,7 @@ impl RedbStore {
         log_faults: Option<Arc<LogFaults>>,
     ) -> Result<RedbStore> {
         let path = path.to_path_buf();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(&path)
+        let file = wal::open_owner_only(&path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
         let mut head = Vec::with_capacity(REDB_MAGIC.len());
         file.take(REDB_MAGIC.len() as u64)
@@ -122,14 +114,7 @@ impl RedbStore {
                 .create(&path)
                 .map_err(|e| open_error(&path, e))
         })?;
-        let mut store = RedbStore {
-            db,
-            durability: durability(fsync),
-            path: path.into(),
-            wal: None,
-            unpublished: AtomicBool::new(false),
-        };
-        guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
+        let mut store = Self::checked(db, path, fsync)?;
         store.attach_log(fsync, log_faults)?;
         Ok(store)
     }
@@ -174,14 +159,7 @@ impl RedbStore {
             }
             builder.create_with_backend(backend).map_err(|e| open_error(&path, e))
         })?;
-        let mut store = RedbStore {
-            db,
-            durability: durability(fsync),
-            path: path.into(),
-            wal: None,
-            unpublished: AtomicBool::new(false),
-        };
-        guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
+        let mut store = Self::checked(db, path, fsync)?;
         if in_file {
             store.attach_log(fsync, log_faults)?;
         }
@@ -340,6 +318,19 @@ impl RedbStore {
             path: path.clone(),
             log,
         })
+    }
+
+    /// The store on `db` (opened from `path`), its schema initialised or checked; no log yet.
+    fn checked(db: Database, path: PathBuf, fsync: bool) -> Result<RedbStore> {
+        let store = RedbStore {
+            db,
+            durability: durability(fsync),
+            path: path.into(),
+            wal: None,
+            unpublished: AtomicBool::new(false),
+        };
+        guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
+        Ok(store)
     }
 
     /// Initialise a fresh file, or check that an existing one is a store we can read.

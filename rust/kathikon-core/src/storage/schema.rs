@@ -142,19 +142,24 @@ mod tests {
         postcard::to_extend(job, vec![RECORD_V1]).unwrap()
     }
 
-    #[test]
-    fn version_1_records_are_still_read() {
-        let job = NewJob {
+    /// Job 9 of queue `q` with these args, inserted at time 10.
+    fn job_with_args(args: &str) -> Job {
+        NewJob {
             queue: "q".into(),
             worker: "w".into(),
-            args: "[1]".into(),
+            args: args.into(),
             meta: "{}".into(),
             tags: vec![],
             max_attempts: 3,
             priority: 4,
             scheduled_at: None,
         }
-        .into_job(9, 10);
+        .into_job(9, 10)
+    }
+
+    #[test]
+    fn version_1_records_are_still_read() {
+        let job = job_with_args("[1]");
         assert_eq!(decode(9, &encode_v1(&job)).unwrap(), job);
         assert_eq!(encode(&job)[0], RECORD_V2);
     }
@@ -162,17 +167,7 @@ mod tests {
     #[test]
     fn a_flipped_bit_in_a_long_args_string_is_caught() {
         // The damage a page checksum would catch but postcard cannot: the record still decodes.
-        let mut job = NewJob {
-            queue: "q".into(),
-            worker: "w".into(),
-            args: format!("\"{}\"", "z".repeat(1000)),
-            meta: "{}".into(),
-            tags: vec![],
-            max_attempts: 3,
-            priority: 4,
-            scheduled_at: None,
-        }
-        .into_job(9, 10);
+        let mut job = job_with_args(&format!("\"{}\"", "z".repeat(1000)));
         job.attempted_at = Some(123_456);
         let bytes = encode(&job);
         let mut v1 = encode_v1(&job);

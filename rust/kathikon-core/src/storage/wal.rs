@@ -56,6 +56,12 @@ const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_NEXT_ID: u8 = 3;
 
+/// Open `path` for reading and writing, creating it readable and writable by its owner only
+/// (an existing file keeps its mode): the store file and its log hold the same jobs.
+pub(crate) fn open_owner_only(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
+}
+
 /// The log file beside the store at `store`: its name with `-wal` appended.
 pub(crate) fn path_for(store: &Path) -> PathBuf {
     let mut name = store.as_os_str().to_os_string();
@@ -211,13 +217,7 @@ impl Wal {
         faults: Option<Arc<LogFaults>>,
     ) -> io::Result<Wal> {
         let existed = path.exists();
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(0o600)
-            .open(path)?;
+        let file = open_owner_only(path)?;
         if !existed {
             // Make the new file's name durable, so a log synced later cannot vanish with its
             // directory entry.
