@@ -330,6 +330,41 @@ def test_async_jobs_run_concurrently_on_the_loop(make_app: MakeApp, wait_until: 
     assert time.monotonic() - started < 0.9 * 3  # far below 9 × 0.1 s run one by one
 
 
+def test_sync_and_async_jobs_of_one_queue_share_its_concurrency(
+    make_app: MakeApp, wait_until: WaitUntil
+) -> None:
+    """Lanes hold a slot while they run sync jobs and hand it to the async jobs they meet:
+    mixed in one queue, never more than its concurrency run at once, and every job runs."""
+    app = make_app(queues={"default": 3})
+    gauge = Gauge()
+
+    @app.worker
+    def blocking(job: kathikon.Job) -> None:
+        gauge.enter()
+        try:
+            time.sleep(0.01)
+        finally:
+            gauge.leave()
+
+    @app.worker
+    async def waiting(job: kathikon.Job) -> None:
+        gauge.enter()
+        try:
+            await asyncio.sleep(0.02)
+        finally:
+            gauge.leave()
+
+    specs = [(blocking if i % 3 else waiting).new({"i": i}) for i in range(60)]
+    app.insert_all(specs)
+    app.start()
+    try:
+        wait_until(all_completed(app, 60), timeout=20)
+    finally:
+        assert app.stop(timeout=5)
+    assert gauge.done == 60
+    assert 2 <= gauge.max <= 3
+
+
 def test_async_jobs_overlap(make_app: MakeApp, wait_until: WaitUntil) -> None:
     """Five async jobs that can only finish once all five are running at the same time."""
     app = make_app(queues={"default": 5})

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import telemetry
+from ._native import JobRecord
 from .job import Job
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .worker import Registration
@@ -52,7 +53,8 @@ class Attempt:
 
     def settle(self, result: Any = None, error: Optional[BaseException] = None) -> AckTuple:
         """Turn the callback's return value or exception into the ack for the engine."""
-        self.duration = time.perf_counter() - self.started
+        # Not begun: run unwatched (run_sync_unwatched), where nothing reads the duration.
+        self.duration = time.perf_counter() - self.started if self.started else 0.0
         job = self.job
         outcome = error if isinstance(error, JobOutcome) else result
         if isinstance(outcome, Cancel):
@@ -146,6 +148,27 @@ def run_sync(attempt: Attempt) -> AckTuple:
         result = reg.perform(attempt.job)
     except BaseException as exc:
         return attempt.settle(error=exc)
+    return _settle_sync(attempt, result)
+
+
+def run_sync_unwatched(record: JobRecord, reg: Registration) -> AckTuple:
+    """:func:`run_sync` for when no telemetry handler listens to job events (the runner
+    checks per batch): nothing is timed or reported, so a job that returns ``None``, the
+    common case, completes without an :class:`Attempt`. Outcomes are as with ``run_sync``."""
+    job = Job(record)
+    try:
+        result = reg.perform(job)
+    except BaseException as exc:
+        return Attempt(job, reg).settle(error=exc)
+    if result is None:
+        return (record.id, record.attempt, "complete", None, None)
+    return _settle_sync(Attempt(job, reg), result)
+
+
+def _settle_sync(attempt: Attempt, result: Any) -> AckTuple:
+    """The ack for what a sync worker returned."""
+    reg = attempt.registration
+    assert reg is not None
     if inspect.isawaitable(result):
         # A sync callable that returns a coroutine (a lambda or a decorator without
         # functools.wraps around an `async def`): its body never ran, so completing the job

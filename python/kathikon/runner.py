@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING, Optional
 from . import telemetry
 from ._native import Engine, JobRecord
 from .errors import EngineClosedError, KathikonError
-from .execute import OUTCOME_EVENTS, AckTuple, Attempt, run_async, run_sync
+from .execute import (
+    OUTCOME_EVENTS,
+    START,
+    STOP,
+    AckTuple,
+    Attempt,
+    run_async,
+    run_sync,
+    run_sync_unwatched,
+)
 from .job import Job
 
 if TYPE_CHECKING:
@@ -165,31 +174,43 @@ class Runner:
             batch = max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7))))
 
     def _run_batch(self, records: list[JobRecord], slots: Slots) -> None:
-        """Run a lane's claimed jobs in order: sync ones here, async ones on the loop."""
+        """Run a lane's claimed jobs in order: sync ones here, async ones on the loop.
+
+        The lane holds one of the queue's slots while it runs sync jobs one after another,
+        and hands it to an async job when one comes (taking another for the next sync job),
+        so sync and async jobs together never run more than the queue's concurrency."""
         workers = self._app._workers
+        watched = _jobs_watched()
         attempts: list[Attempt] = []
         acks: list[AckTuple] = []
         to_loop: list[Attempt] = []
-        for record in records:
-            attempt = Attempt(Job(record), workers.get(record.worker))
-            reg = attempt.registration
-            if not slots.try_take():
-                # Async jobs taken so far hold slots: start them before waiting for one.
-                if to_loop:
-                    self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
-                    to_loop = []
-                slots.take()
-            if reg is not None and reg.is_async:
-                to_loop.append(attempt)
-                continue
-            try:
-                acks.append(run_sync(attempt))
-            finally:
+        held = False
+        try:
+            for record in records:
+                reg = workers.get(record.worker)
+                if not held:
+                    if not slots.try_take():
+                        # Async jobs taken so far hold slots: start them before waiting.
+                        if to_loop:
+                            self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
+                            to_loop = []
+                        slots.take()
+                    held = True
+                if reg is not None and reg.is_async:
+                    to_loop.append(Attempt(Job(record), reg))
+                    held = False  # the slot is the async job's now; it releases it
+                elif watched or reg is None:
+                    attempt = Attempt(Job(record), reg)
+                    acks.append(run_sync(attempt))
+                    attempts.append(attempt)
+                else:
+                    acks.append(run_sync_unwatched(record, reg))
+        finally:
+            if held:
                 slots.release()
-            attempts.append(attempt)
-        if to_loop:
-            # One hop to the loop thread for the whole batch.
-            self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
+            if to_loop:
+                # One hop to the loop thread for the whole batch.
+                self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
         if acks:
             self._ack(attempts, acks)
 
@@ -198,6 +219,9 @@ class Runner:
         result, so the outcomes are sent without waiting: they join the next group commit,
         and one lost to a crash leaves its job executing, to be rescued and run again."""
         wait = _outcomes_watched()
+        if wait and len(attempts) < len(acks):
+            # Handlers came after the batch ran unwatched: nothing to report for it.
+            wait, attempts = False, []
         try:
             if wait:
                 stored: list[Optional[JobRecord]] = self._engine.ack(acks, wait=True)
@@ -278,6 +302,11 @@ class Runner:
                 ready.wait()
                 self._loop = loop
             return self._loop
+
+
+def _jobs_watched() -> bool:
+    """Whether a handler listens for any job event (start, stop or an outcome)."""
+    return telemetry.has_handlers(START) or telemetry.has_handlers(STOP) or _outcomes_watched()
 
 
 def _outcomes_watched() -> bool:
