@@ -19,7 +19,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{scratch_dir, snapshot, T0};
+use common::{assert_indexes_match_records, scratch_dir, snapshot, T0};
 use kathikon_core::backoff::default_backoff;
 use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::{
@@ -447,6 +447,7 @@ fn apply(
         }
         Step::Reopen => {
             engine.close();
+            assert_indexes_match_records(path);
             *engine = open(path, clock);
             let (rescued, discarded) = model.rescue();
             let recovery = engine.recovery();
@@ -479,6 +480,7 @@ fn run(steps: &[Step]) -> Result<(), TestCaseError> {
             .map_err(|e| TestCaseError::fail(format!("after step {i} {step:?}: {e}")))?;
     }
     engine.close();
+    assert_indexes_match_records(&path);
     Ok(())
 }
 

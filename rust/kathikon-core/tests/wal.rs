@@ -55,6 +55,7 @@ fn reopen(dir: &Path, name: &str, store: &[u8], log: Option<&[u8]>) -> Result<Ve
     let snap = common::snapshot(&engine); // checks counts and claim queues against the jobs
     engine.close();
     assert!(!log_of(&path).exists(), "a clean close leaves no log");
+    common::assert_indexes_match_records(&path); // the replayed batches' index entries too
     std::fs::remove_file(&path).unwrap();
     Ok(snap.jobs)
 }

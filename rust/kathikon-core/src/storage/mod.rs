@@ -6,6 +6,7 @@
 //! so an implementation can keep its open tables on the stack for the whole batch.
 
 mod redb_store;
+mod removals;
 mod schema;
 mod wal;
 

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use redb::backends::InMemoryBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, TableHandle};
 
+use super::removals::Removals;
 use super::schema::{
     decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META,
     META_FORMAT, META_NEXT_ID, META_STORE_ID, META_WAL_SEQ, QUARANTINE,
@@ -291,7 +292,7 @@ impl RedbStore {
                 })??;
             }
             tables.meta.insert(META_WAL_SEQ, last)?;
-            tables.flush_counts()?;
+            tables.finish()?;
         }
         txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
         Ok(())
@@ -313,6 +314,7 @@ impl RedbStore {
             counts: txn.open_table(COUNTS)?,
             quarantine: txn.open_table(QUARANTINE)?,
             deltas: HashMap::new(),
+            gone: Removals::default(),
             quarantined: Vec::new(),
             moved_aside: false,
             path: path.clone(),
@@ -496,6 +498,8 @@ struct WriteTables<'t> {
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
     /// once at its end.
     deltas: HashMap<String, [i64; 7]>,
+    /// Entries of `available` and `executing` this batch removed, deleted together at its end.
+    gone: Removals,
     /// Records this transaction moved to the quarantine table, with the reason.
     quarantined: Vec<(JobId, String)>,
     /// Whether this transaction moved any record aside (`quarantined` is emptied by the
@@ -526,6 +530,12 @@ impl WriteTables<'_> {
             row[state as usize] = by;
             self.deltas.insert(queue.to_string(), row);
         }
+    }
+
+    /// Write what the batch deferred: the index removals, then the counts.
+    fn finish(&mut self) -> Result<()> {
+        self.gone.flush(&mut self.available, &mut self.executing)?;
+        self.flush_counts()
     }
 
     fn flush_counts(&mut self) -> Result<()> {
@@ -560,6 +570,7 @@ impl WriteTables<'_> {
     /// back). Rare and slow on big stores (every record is read once); other records found
     /// undecodable meanwhile are quarantined too.
     fn quarantine_record(&mut self, id: JobId, bytes: &[u8], reason: &str) -> Result<()> {
+        self.gone.flush(&mut self.available, &mut self.executing)?;
         let mut pending = vec![(id, bytes.to_vec(), reason.to_string())];
         while !pending.is_empty() {
             for (id, bytes, reason) in pending.drain(..) {
@@ -608,15 +619,11 @@ impl WriteTables<'_> {
 
     fn unindex(&mut self, queue: &str, id: JobId, at: Placement) -> Result<()> {
         match at.state {
-            JobState::Available => {
-                self.available.remove((queue, at.priority, at.scheduled_at, id))?;
-            }
+            JobState::Available => self.gone.available(queue, (at.priority, at.scheduled_at, id)),
             JobState::Scheduled | JobState::Retryable => {
                 self.due.remove((at.scheduled_at, id))?;
             }
-            JobState::Executing => {
-                self.executing.remove(id)?;
-            }
+            JobState::Executing => self.gone.executing(id),
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
                 self.finished.remove((at.finished_at.unwrap_or(0), id))?;
             }
@@ -627,14 +634,18 @@ impl WriteTables<'_> {
     fn index(&mut self, job: &Job) -> Result<()> {
         match job.state {
             JobState::Available => {
-                self.available
-                    .insert((job.queue.as_str(), job.priority, job.scheduled_at, job.id), ())?;
+                let key = (job.priority, job.scheduled_at, job.id);
+                if !self.gone.keep_available(&job.queue, key) {
+                    self.available.insert((job.queue.as_str(), key.0, key.1, key.2), ())?;
+                }
             }
             JobState::Scheduled | JobState::Retryable => {
                 self.due.insert((job.scheduled_at, job.id), ())?;
             }
             JobState::Executing => {
-                self.executing.insert(job.id, ())?;
+                if !self.gone.keep_executing(job.id) {
+                    self.executing.insert(job.id, ())?;
+                }
             }
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
                 self.finished.insert((job.finished_at().unwrap_or(0), job.id), ())?;
@@ -722,6 +733,7 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn executing(&mut self) -> Result<Vec<JobId>> {
+        self.gone.flush(&mut self.available, &mut self.executing)?;
         let mut out = Vec::new();
         for entry in self.executing.iter()? {
             out.push(entry?.0.value());
@@ -908,7 +920,7 @@ impl RedbStore {
         {
             let mut tables = Self::tables(&txn, &self.path, None)?;
             f(&mut tables)?;
-            tables.flush_counts()?;
+            tables.finish()?;
         }
         txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
         Ok(())
@@ -925,7 +937,7 @@ impl RedbStore {
         let applied = open.with_dependent_mut(|_, tables| {
             tables.log = Some(LogBuf::new());
             tables.moved_aside = false;
-            let result = f(tables).and_then(|()| tables.flush_counts());
+            let result = f(tables).and_then(|()| tables.finish());
             let log = tables.log.take().expect("the batch's log");
             result.map(|()| (log, tables.moved_aside))
         });
@@ -998,7 +1010,7 @@ impl RedbStore {
                         self.damaged("a pending log record does not parse".into())
                     })??;
                 }
-                tables.flush_counts()
+                tables.finish()
             })?;
             Ok(open)
         })();

@@ -134,3 +134,64 @@ pub fn snapshot(engine: &Engine) -> Snapshot {
     }
     Snapshot { jobs, counts, ready }
 }
+
+/// Read the closed store at `path` with redb directly and check that its index tables hold
+/// exactly the entries its job records call for: one per job, in the table of its state
+/// (`available`, `due`, `executing` or `finished`), and nothing else. The table layout is
+/// written out here on purpose, apart from the engine's own, so the check does not share
+/// the code it checks.
+pub fn assert_indexes_match_records(path: &Path) {
+    use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+    const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+    const AVAILABLE: TableDefinition<(&str, u8, i64, u64), ()> = TableDefinition::new("available");
+    const DUE: TableDefinition<(i64, u64), ()> = TableDefinition::new("due");
+    const EXECUTING: TableDefinition<u64, ()> = TableDefinition::new("executing");
+    const FINISHED: TableDefinition<(i64, u64), ()> = TableDefinition::new("finished");
+
+    type Entries = (Vec<(String, u8, i64, u64)>, Vec<(i64, u64)>, Vec<u64>, Vec<(i64, u64)>);
+    let db = redb::Database::open(path).expect("open the closed store with redb");
+    let txn = db.begin_read().expect("read transaction");
+    let mut expected: Entries = Default::default();
+    let jobs = txn.open_table(JOBS).expect("jobs");
+    for entry in jobs.iter().expect("iterate jobs") {
+        let (id, bytes) = entry.expect("a jobs entry");
+        let job = kathikon_core::storage::decode_record(id.value(), bytes.value()).expect("decode");
+        match job.state {
+            JobState::Available => {
+                expected.0.push((job.queue.clone(), job.priority, job.scheduled_at, job.id));
+            }
+            JobState::Scheduled | JobState::Retryable => {
+                expected.1.push((job.scheduled_at, job.id));
+            }
+            JobState::Executing => expected.2.push(job.id),
+            _ => expected.3.push((job.finished_at().expect("finished_at"), job.id)),
+        }
+    }
+    let mut found: Entries = Default::default();
+    let available = txn.open_table(AVAILABLE).expect("available");
+    for e in available.iter().expect("iterate") {
+        let key = e.expect("entry").0;
+        let (q, p, t, id) = key.value();
+        found.0.push((q.to_string(), p, t, id));
+    }
+    let due = txn.open_table(DUE).expect("due");
+    for e in due.iter().expect("iterate") {
+        found.1.push(e.expect("entry").0.value());
+    }
+    let executing = txn.open_table(EXECUTING).expect("executing");
+    for e in executing.iter().expect("iterate") {
+        found.2.push(e.expect("entry").0.value());
+    }
+    let finished = txn.open_table(FINISHED).expect("finished");
+    for e in finished.iter().expect("iterate") {
+        found.3.push(e.expect("entry").0.value());
+    }
+    expected.0.sort();
+    expected.1.sort_unstable();
+    expected.2.sort_unstable();
+    expected.3.sort_unstable();
+    assert_eq!(
+        found, expected,
+        "index tables (available, due, executing, finished) disagree with the job records"
+    );
+}
