@@ -9,6 +9,11 @@ mod job;
 
 use pyo3::prelude::*;
 
+/// Rust allocations in this module (not Python's) go to mimalloc: see the workspace
+/// Cargo.toml for the measurement.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
