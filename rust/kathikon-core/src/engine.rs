@@ -17,7 +17,7 @@ use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::state::JobState;
 use crate::storage::{RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
-use crate::writer::{Command, Intervals, Writer};
+use crate::writer::{self, Applier, Command, Intervals, SharedApplier, Writer};
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -109,6 +109,8 @@ pub(crate) fn canonical(path: &std::path::Path) -> std::io::Result<PathBuf> {
 /// The job engine. Cheap to share between threads (`&self` everywhere).
 pub struct Engine {
     tx: Sender<Command>,
+    /// Shared with the writer thread: an insert that finds it idle applies itself.
+    applier: SharedApplier,
     store: RwLock<Option<Arc<dyn Store>>>,
     queues: Arc<ClaimQueues>,
     telemetry: Arc<Telemetry>,
@@ -238,19 +240,25 @@ impl Engine {
             .map_err(unregister)?;
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
-        let writer = Writer {
+        let intervals = Intervals {
+            scheduler: config.scheduler_interval,
+            prune: config.prune_interval,
+            retention: config.retention,
+        };
+        let applier: SharedApplier = Arc::new(Mutex::new(Some(Applier {
             store: store.clone(),
             queues: queues.clone(),
             telemetry: telemetry.clone(),
-            clock: config.clock.clone(),
-            rx,
-            intervals: Intervals {
-                scheduler: config.scheduler_interval,
-                prune: config.prune_interval,
-                retention: config.retention,
-            },
+            intervals,
             next_due,
             failed: None,
+        })));
+        let writer = Writer {
+            applier: applier.clone(),
+            telemetry: telemetry.clone(),
+            clock: config.clock.clone(),
+            rx,
+            intervals,
         };
         let handle = std::thread::Builder::new()
             .name("kathikon-writer".into())
@@ -258,6 +266,7 @@ impl Engine {
             .map_err(|e| unregister(Error::Storage(format!("cannot start writer thread: {e}"))))?;
         Ok(Engine {
             tx,
+            applier,
             store: RwLock::new(Some(store)),
             queues,
             telemetry,
@@ -288,6 +297,26 @@ impl Engine {
         answer.recv().map_err(|_| Error::Closed)?
     }
 
+    /// [`Engine::call`], except that when the writer is idle (nothing queued, nobody
+    /// applying) the command is applied here, in the caller's thread, saving the two thread
+    /// hand-offs. Only for commands whose order against calls still on their way to the writer
+    /// does not matter (inserts: each makes new jobs).
+    fn call_leading<T>(&self, make: impl FnOnce(Sender<Result<T>>) -> Command) -> Result<T> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let idle = if self.tx.is_empty() { writer::try_lock(&self.applier) } else { None };
+        let Some(mut guard) = idle else { return self.call(make) };
+        let Some(applier) = guard.as_mut() else { return Err(Error::Closed) };
+        let (reply, answer) = bounded(1);
+        let wake = applier.apply_own(make(reply), self.clock.now());
+        drop(guard);
+        if wake {
+            let _ = self.tx.send(Command::Wake);
+        }
+        answer.recv().map_err(|_| Error::Closed)?
+    }
+
     fn store(&self) -> Result<Arc<dyn Store>> {
         self.store
             .read()
@@ -301,7 +330,7 @@ impl Engine {
     /// Returns once the jobs are committed (durable with [`Durability::Fsync`]). On
     /// [`Error::InvalidJob`] nothing was written; on [`Error::Storage`] the outcome is unknown.
     pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        self.call(|reply| Command::Insert { jobs, reply })
+        self.call_leading(|reply| Command::Insert { jobs, reply })
     }
 
     /// Claim up to `max` jobs from `queue`, waiting up to `timeout` for one to be ready.

@@ -1,4 +1,5 @@
-//! The writer thread: the only code that changes stored jobs.
+//! The writer: the only code that changes stored jobs, on its own thread or on the thread of
+//! a caller that found it idle.
 //!
 //! Callers send [`Command`]s. The writer takes everything waiting (up to [`MAX_BATCH`]),
 //! applies it as one store write together with the scheduler's promotions and the pruner's
@@ -6,12 +7,18 @@
 //! answers each caller and makes new jobs claimable. So a caller that got an answer knows
 //! its change is durable, and a worker can never claim a job whose insert could still be lost.
 //!
+//! An insert that finds the writer idle (nothing queued, nobody applying) does not wait for
+//! the thread: the caller takes the [`Applier`] and applies its own one-command batch, the
+//! way a leader does in the group commit of `LevelDB` and `RocksDB`. That saves the two thread
+//! hand-offs (~10-20 µs on this VM, a fifth of a durable single insert). Calls that come
+//! meanwhile queue up for the thread and form its next batch, so group commit is unchanged.
+//!
 //! The scheduler needs no thread of its own: the writer sleeps until the earliest due time
 //! (read from the `due` index after every commit), so due jobs are promoted on time without
 //! polling rows.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
@@ -82,6 +89,8 @@ pub(crate) enum Command {
     Quarantine {
         ids: Vec<JobId>,
     },
+    /// Look at the due time again: a caller's own batch moved it earlier. Unanswered.
+    Wake,
     Shutdown,
 }
 
@@ -148,7 +157,10 @@ impl Command {
             Command::Sync { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Ack { reply: None, .. } | Command::Quarantine { .. } | Command::Shutdown => {}
+            Command::Ack { reply: None, .. }
+            | Command::Quarantine { .. }
+            | Command::Wake
+            | Command::Shutdown => {}
         }
     }
 }
@@ -182,12 +194,27 @@ pub(crate) struct Intervals {
     pub retention: Duration,
 }
 
-pub(crate) struct Writer {
+/// What applies batches: the writer thread, or a caller that found it idle. `None` once the
+/// writer has shut down (which releases the store).
+pub(crate) type SharedApplier = Arc<Mutex<Option<Applier>>>;
+
+pub(crate) fn lock(applier: &SharedApplier) -> MutexGuard<'_, Option<Applier>> {
+    applier.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The applier when no one else holds it, else `None`.
+pub(crate) fn try_lock(applier: &SharedApplier) -> Option<MutexGuard<'_, Option<Applier>>> {
+    match applier.try_lock() {
+        Ok(guard) => Some(guard),
+        Err(std::sync::TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(std::sync::TryLockError::WouldBlock) => None,
+    }
+}
+
+pub(crate) struct Applier {
     pub store: Arc<dyn Store>,
     pub queues: Arc<ClaimQueues>,
     pub telemetry: Arc<Telemetry>,
-    pub clock: Arc<dyn Clock>,
-    pub rx: Receiver<Command>,
     pub intervals: Intervals,
     pub next_due: Option<Micros>,
     /// Set after a failed commit: redb refuses writes until reopened, and the batch's outcome
@@ -195,14 +222,24 @@ pub(crate) struct Writer {
     pub failed: Option<String>,
 }
 
+pub(crate) struct Writer {
+    pub applier: SharedApplier,
+    pub telemetry: Arc<Telemetry>,
+    pub clock: Arc<dyn Clock>,
+    pub rx: Receiver<Command>,
+    pub intervals: Intervals,
+}
+
 impl Writer {
-    pub(crate) fn run(mut self) {
+    pub(crate) fn run(self) {
         let mut next_prune = Instant::now() + self.intervals.prune;
         let mut next_tick = Instant::now() + self.intervals.scheduler;
         let mut batch = Vec::new();
         loop {
             let timer = next_prune.min(next_tick).saturating_duration_since(Instant::now());
-            let wait = self.until_next_due().min(timer);
+            let until_due =
+                lock(&self.applier).as_ref().map_or(timer, |a| a.until_next_due(&*self.clock));
+            let wait = until_due.min(timer);
             let mut shutdown = false;
             match self.rx.recv_timeout(wait) {
                 Ok(Command::Shutdown) => shutdown = true,
@@ -217,16 +254,20 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let now = self.clock.now();
-            let prune = Instant::now() >= next_prune;
-            let promote = self.next_due.is_some_and(|due| due <= now);
-            if !batch.is_empty() || promote || prune {
-                let effects = self.apply(&mut batch, now, prune);
-                if prune {
-                    // A full chunk means more is waiting: come back at once.
-                    let full = effects.pruned >= PRUNE_LIMIT as u64;
-                    next_prune =
-                        Instant::now() + if full { Duration::ZERO } else { self.intervals.prune };
+            {
+                let mut guard = lock(&self.applier);
+                let Some(applier) = guard.as_mut() else { return };
+                let now = self.clock.now();
+                let prune = Instant::now() >= next_prune;
+                let promote = applier.next_due.is_some_and(|due| due <= now);
+                if !batch.is_empty() || promote || prune {
+                    let effects = applier.apply(&mut batch, now, prune);
+                    if prune {
+                        // A full chunk means more is waiting: come back at once.
+                        let full = effects.pruned >= PRUNE_LIMIT as u64;
+                        next_prune = Instant::now()
+                            + if full { Duration::ZERO } else { self.intervals.prune };
+                    }
                 }
             }
             if Instant::now() >= next_tick {
@@ -234,6 +275,8 @@ impl Writer {
                 self.telemetry.emit(|| EngineEvent::SchedulerTick { promoted: 0, duration_us: 0 });
             }
             if shutdown {
+                // Dropping the applier releases the store; callers find `None` from now on.
+                lock(&self.applier).take();
                 for cmd in self.rx.try_iter() {
                     cmd.fail(&|| Error::Closed);
                 }
@@ -241,15 +284,26 @@ impl Writer {
             }
         }
     }
+}
 
-    fn until_next_due(&self) -> Duration {
+impl Applier {
+    fn until_next_due(&self, clock: &dyn Clock) -> Duration {
         match self.next_due {
             Some(due) => {
-                let ahead = due - self.clock.now();
+                let ahead = due - clock.now();
                 Duration::from_micros(ahead.max(0) as u64)
             }
             None => Duration::from_secs(3600),
         }
+    }
+
+    /// Apply one caller's command in the caller's thread, as a batch of its own. Returns
+    /// whether it brought the next due time forward (the writer thread, asleep until the old
+    /// one, must then be woken).
+    pub(crate) fn apply_own(&mut self, cmd: Command, now: Micros) -> bool {
+        let before = self.next_due;
+        self.apply(&mut vec![cmd], now, false);
+        self.next_due.is_some_and(|due| before.is_none_or(|b| due < b))
     }
 
     /// Apply `batch` (emptying it) in one transaction, then answer and publish.
@@ -496,7 +550,7 @@ fn apply_one(
             }
             Reply::Unit
         }
-        Command::Sync { .. } | Command::Shutdown => Reply::Unit,
+        Command::Sync { .. } | Command::Wake | Command::Shutdown => Reply::Unit,
     })
 }
 

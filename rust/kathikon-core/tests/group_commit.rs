@@ -145,3 +145,31 @@ fn a_refused_batch_does_not_disturb_batches_committed_with_it() {
     assert_eq!(engine.ready_count("bad"), 0);
     assert_eq!(stored.last().unwrap().id, 800, "a refused batch used up ids");
 }
+
+/// An insert into an idle engine is applied by its caller's thread, not the writer's. When
+/// it brings the next due time forward, the writer (asleep until its old due time, here an
+/// hour away) must be woken, or the job would not be promoted on time.
+#[test]
+fn a_scheduled_insert_applied_by_its_caller_still_runs_on_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = kathikon_core::Engine::open(kathikon_core::EngineConfig {
+        path: Some(store_path(&dir)),
+        scheduler_interval: std::time::Duration::from_secs(3600),
+        prune_interval: std::time::Duration::from_secs(3600),
+        ..kathikon_core::EngineConfig::default()
+    })
+    .unwrap();
+    // Let the writer thread settle into its sleep, so the insert finds it idle.
+    engine.sync().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let due = engine.clock().now() + 300_000; // 0.3 s ahead
+    let started = std::time::Instant::now();
+    let stored = insert_one(&engine, NewJob { scheduled_at: Some(due), ..job("q", "w") });
+    assert_eq!(stored.state, JobState::Scheduled);
+    let claimed = engine.claim("q", 1, std::time::Duration::from_secs(5)).unwrap();
+    let waited = started.elapsed();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![stored.id]);
+    assert!(waited >= std::time::Duration::from_millis(250), "claimed before due: {waited:?}");
+    assert!(waited < std::time::Duration::from_secs(2), "promoted late: {waited:?}");
+    engine.close();
+}
