@@ -1,8 +1,9 @@
 //! Kathikon's engine: durable jobs on redb, the job state machine, per-queue claim queues,
 //! the scheduler and the pruner. This crate knows nothing of Python; `kathikon-py` wraps it.
 //!
-//! The shape, in one breath: every mutation is a [`writer`] command applied by one thread,
-//! batch by batch, each batch made durable by one fsync (group commit); the [`state`] module alone decides
+//! The shape, in one breath: every mutation is a [`writer`] command applied by one applier at
+//! a time (the writer thread, or an inserting caller that found it idle), batch by batch, each
+//! batch made durable by one fsync (group commit); the [`state`] module alone decides
 //! which state may follow which; [`claim`] holds the in-memory ready queues that workers pop
 //! without a lock; [`Engine`] is the public face that ties them together.
 
