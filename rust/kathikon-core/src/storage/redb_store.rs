@@ -498,7 +498,7 @@ struct WriteTables<'t> {
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
     /// once at its end.
     deltas: HashMap<String, [i64; 7]>,
-    /// Entries of `available` and `executing` this batch removed, deleted together at its end.
+    /// Index entries this batch removed, deleted together at its end (`removals.rs`).
     gone: Removals,
     /// Records this transaction moved to the quarantine table, with the reason.
     quarantined: Vec<(JobId, String)>,
@@ -534,8 +534,15 @@ impl WriteTables<'_> {
 
     /// Write what the batch deferred: the index removals, then the counts.
     fn finish(&mut self) -> Result<()> {
-        self.gone.flush(&mut self.available, &mut self.executing)?;
+        self.flush_removals()?;
         self.flush_counts()
+    }
+
+    fn flush_removals(&mut self) -> Result<()> {
+        self.gone.flush_available(&mut self.available)?;
+        self.gone.executing.flush(&mut self.executing)?;
+        self.gone.due.flush(&mut self.due)?;
+        self.gone.finished.flush(&mut self.finished)
     }
 
     fn flush_counts(&mut self) -> Result<()> {
@@ -570,7 +577,7 @@ impl WriteTables<'_> {
     /// back). Rare and slow on big stores (every record is read once); other records found
     /// undecodable meanwhile are quarantined too.
     fn quarantine_record(&mut self, id: JobId, bytes: &[u8], reason: &str) -> Result<()> {
-        self.gone.flush(&mut self.available, &mut self.executing)?;
+        self.flush_removals()?;
         let mut pending = vec![(id, bytes.to_vec(), reason.to_string())];
         while !pending.is_empty() {
             for (id, bytes, reason) in pending.drain(..) {
@@ -617,18 +624,18 @@ impl WriteTables<'_> {
         Ok(())
     }
 
-    fn unindex(&mut self, queue: &str, id: JobId, at: Placement) -> Result<()> {
+    /// Drop the index entry of a job that was at `at` (deleted at the end of the batch).
+    fn unindex(&mut self, queue: &str, id: JobId, at: Placement) {
         match at.state {
             JobState::Available => self.gone.available(queue, (at.priority, at.scheduled_at, id)),
             JobState::Scheduled | JobState::Retryable => {
-                self.due.remove((at.scheduled_at, id))?;
+                self.gone.due.remove((at.scheduled_at, id));
             }
-            JobState::Executing => self.gone.executing(id),
+            JobState::Executing => self.gone.executing.remove(id),
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
-                self.finished.remove((at.finished_at.unwrap_or(0), id))?;
+                self.gone.finished.remove((at.finished_at.unwrap_or(0), id));
             }
         }
-        Ok(())
     }
 
     fn index(&mut self, job: &Job) -> Result<()> {
@@ -640,15 +647,21 @@ impl WriteTables<'_> {
                 }
             }
             JobState::Scheduled | JobState::Retryable => {
-                self.due.insert((job.scheduled_at, job.id), ())?;
+                let key = (job.scheduled_at, job.id);
+                if !self.gone.due.keep(key) {
+                    self.due.insert(key, ())?;
+                }
             }
             JobState::Executing => {
-                if !self.gone.keep_executing(job.id) {
+                if !self.gone.executing.keep(job.id) {
                     self.executing.insert(job.id, ())?;
                 }
             }
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
-                self.finished.insert((job.finished_at().unwrap_or(0), job.id), ())?;
+                let key = (job.finished_at().unwrap_or(0), job.id);
+                if !self.gone.finished.keep(key) {
+                    self.finished.insert(key, ())?;
+                }
             }
         }
         Ok(())
@@ -690,7 +703,7 @@ impl WriteTxn for WriteTables<'_> {
 
     fn put(&mut self, old: Option<Placement>, new: &Job) -> Result<()> {
         if let Some(old) = old {
-            self.unindex(&new.queue, new.id, old)?;
+            self.unindex(&new.queue, new.id, old);
             self.count(&new.queue, old.state, -1);
         }
         self.count(&new.queue, new.state, 1);
@@ -703,7 +716,7 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
-        self.unindex(&job.queue, job.id, job.placement())?;
+        self.unindex(&job.queue, job.id, job.placement());
         self.count(&job.queue, job.state, -1);
         self.jobs.remove(job.id)?;
         if let Some(log) = &mut self.log {
@@ -713,6 +726,7 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn due(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
+        self.gone.due.flush(&mut self.due)?;
         let mut out = Vec::new();
         for entry in self.due.range(..=(until, u64::MAX))?.take(limit) {
             out.push(entry?.0.value().1);
@@ -721,10 +735,12 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn next_due(&mut self) -> Result<Option<Micros>> {
+        self.gone.due.flush(&mut self.due)?;
         Ok(self.due.first()?.map(|(k, _)| k.value().0))
     }
 
     fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
+        self.gone.finished.flush(&mut self.finished)?;
         let mut out = Vec::new();
         for entry in self.finished.range(..=(until, u64::MAX))?.take(limit) {
             out.push(entry?.0.value().1);
@@ -733,7 +749,7 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn executing(&mut self) -> Result<Vec<JobId>> {
-        self.gone.flush(&mut self.available, &mut self.executing)?;
+        self.gone.executing.flush(&mut self.executing)?;
         let mut out = Vec::new();
         for entry in self.executing.iter()? {
             out.push(entry?.0.value());

@@ -1,13 +1,15 @@
-//! Index entries a batch removes from `available` and `executing`, deleted from redb together
-//! at the end of the batch.
+//! Index entries a batch removes, deleted from redb together at the end of the batch (or
+//! before anything in the transaction reads their table).
 //!
-//! Claims remove keys from the front of a queue's `available` index and acks from the front
-//! of `executing`. Deleted one by one, such keys cost ~13k instructions each in redb (3.5× an
+//! Claims remove keys from the front of a queue's `available` index, acks from the front of
+//! `executing`, promotions from the front of `due` and the pruner from the front of
+//! `finished`. Deleted one by one, such keys cost ~13k instructions each in redb (3.5× an
 //! insert, measured with callgrind on `examples/drain.rs`): once the front leaf is under half
 //! full, every further delete merges it with its neighbour and builds a new page. Deleted
 //! together, a run of neighbouring keys costs one pass over its leaves.
 
 use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 
 use redb::{ReadableTable, Table};
 
@@ -21,7 +23,50 @@ type QueueKey = (u8, i64, u64);
 #[derive(Default)]
 pub(super) struct Removals {
     available: HashMap<String, HashSet<QueueKey>>,
-    executing: HashSet<JobId>,
+    pub(super) executing: Pending<JobId>,
+    pub(super) due: Pending<(i64, JobId)>,
+    pub(super) finished: Pending<(i64, JobId)>,
+}
+
+/// Keys to remove from one table whose keys are plain values.
+pub(super) struct Pending<K> {
+    keys: HashSet<K>,
+}
+
+impl<K> Default for Pending<K> {
+    fn default() -> Self {
+        Self { keys: HashSet::new() }
+    }
+}
+
+impl<K: Copy + Ord + Hash> Pending<K> {
+    pub(super) fn remove(&mut self, key: K) {
+        self.keys.insert(key);
+    }
+
+    /// The entry is indexed again: if its removal is pending, drop the removal (the entry is
+    /// still there) and return true.
+    pub(super) fn keep(&mut self, key: K) -> bool {
+        self.keys.remove(&key)
+    }
+
+    /// Apply the pending removals to `table`.
+    pub(super) fn flush<T>(&mut self, table: &mut Table<'_, T, ()>) -> Result<()>
+    where
+        T: redb::Key + 'static + for<'a> redb::Value<SelfType<'a> = K>,
+    {
+        if self.keys.is_empty() {
+            return Ok(());
+        }
+        let mut sorted: Vec<K> = self.keys.drain().collect();
+        sorted.sort_unstable();
+        for (first, last) in
+            runs(&sorted, |from| Ok(table.range(from..)?.map(|e| e.map(|(k, _)| k.value()))))?
+        {
+            table.retain_in(first..=last, |_, ()| false)?;
+        }
+        Ok(())
+    }
 }
 
 impl Removals {
@@ -34,25 +79,15 @@ impl Removals {
         }
     }
 
-    pub(super) fn executing(&mut self, id: JobId) {
-        self.executing.insert(id);
-    }
-
-    /// The entry is indexed again: if its removal is pending, drop the removal (the entry is
-    /// still there) and return true.
+    /// See [`Pending::keep`].
     pub(super) fn keep_available(&mut self, queue: &str, key: QueueKey) -> bool {
         self.available.get_mut(queue).is_some_and(|keys| keys.remove(&key))
     }
 
-    pub(super) fn keep_executing(&mut self, id: JobId) -> bool {
-        self.executing.remove(&id)
-    }
-
-    /// Apply every pending removal.
-    pub(super) fn flush(
+    /// Apply the pending removals from `available`.
+    pub(super) fn flush_available(
         &mut self,
         available: &mut Table<'_, (&'static str, u8, i64, u64), ()>,
-        executing: &mut Table<'_, u64, ()>,
     ) -> Result<()> {
         for (queue, keys) in &mut self.available {
             if keys.is_empty() {
@@ -71,15 +106,6 @@ impl Removals {
                 }))
             })? {
                 available.retain_in(full(first)..=full(last), |_, ()| false)?;
-            }
-        }
-        if !self.executing.is_empty() {
-            let mut sorted: Vec<JobId> = self.executing.drain().collect();
-            sorted.sort_unstable();
-            for (first, last) in runs(&sorted, |from| {
-                Ok(executing.range(from..)?.map(|e| e.map(|(k, _)| k.value())))
-            })? {
-                executing.retain_in(first..=last, |_, ()| false)?;
             }
         }
         Ok(())
