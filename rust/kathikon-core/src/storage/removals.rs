@@ -59,6 +59,11 @@ impl<K: Copy + Ord + Hash> Pending<K> {
             return Ok(());
         }
         let mut sorted: Vec<K> = self.keys.drain().collect();
+        if let [only] = sorted[..] {
+            // One key (an ack or claim alone in its batch): a plain delete is cheapest.
+            table.remove(only)?;
+            return Ok(());
+        }
         sorted.sort_unstable();
         for (first, last) in
             runs(&sorted, |from| Ok(table.range(from..)?.map(|e| e.map(|(k, _)| k.value()))))?
@@ -94,9 +99,13 @@ impl Removals {
                 continue;
             }
             let mut sorted: Vec<QueueKey> = keys.drain().collect();
-            sorted.sort_unstable();
             let q = queue.as_str();
             let full = |(p, t, id): QueueKey| (q, p, t, id);
+            if let [only] = sorted[..] {
+                available.remove(full(only))?;
+                continue;
+            }
+            sorted.sort_unstable();
             for (first, last) in runs(&sorted, |from| {
                 Ok(available.range(full(from)..)?.map(|e| {
                     e.map(|(k, _)| {
