@@ -64,6 +64,12 @@ class Gauge:
             self.running -= 1
             self.done += 1
 
+    def __enter__(self) -> None:
+        self.enter()
+
+    def __exit__(self, *exc: object) -> None:
+        self.leave()
+
 
 def states(app: kathikon.Kathikon) -> list[str]:
     return [j.state.value for j in app.jobs(limit=10_000)]
@@ -311,11 +317,8 @@ def test_async_jobs_run_concurrently_on_the_loop(make_app: MakeApp, wait_until: 
     @app.worker
     async def nap(job: kathikon.Job) -> None:
         threads.add(threading.get_ident())
-        gauge.enter()
-        try:
+        with gauge:
             await asyncio.sleep(0.1)
-        finally:
-            gauge.leave()
 
     app.insert_all([nap.new({"i": i}) for i in range(9)])
     started = time.monotonic()
@@ -340,19 +343,13 @@ def test_sync_and_async_jobs_of_one_queue_share_its_concurrency(
 
     @app.worker
     def blocking(job: kathikon.Job) -> None:
-        gauge.enter()
-        try:
+        with gauge:
             time.sleep(0.01)
-        finally:
-            gauge.leave()
 
     @app.worker
     async def waiting(job: kathikon.Job) -> None:
-        gauge.enter()
-        try:
+        with gauge:
             await asyncio.sleep(0.02)
-        finally:
-            gauge.leave()
 
     specs = [(blocking if i % 3 else waiting).new({"i": i}) for i in range(60)]
     app.insert_all(specs)
