@@ -240,16 +240,13 @@ impl Engine {
             .map_err(unregister)?;
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
-        let intervals = Intervals {
-            scheduler: config.scheduler_interval,
-            prune: config.prune_interval,
-            retention: config.retention,
-        };
+        let intervals =
+            Intervals { scheduler: config.scheduler_interval, prune: config.prune_interval };
         let applier: SharedApplier = Arc::new(Mutex::new(Some(Applier {
             store: store.clone(),
             queues: queues.clone(),
             telemetry: telemetry.clone(),
-            intervals,
+            retention: config.retention,
             next_due,
             failed: None,
         })));

@@ -186,12 +186,11 @@ struct Effects {
     quarantined: Vec<(JobId, String)>,
 }
 
-/// Timing knobs.
+/// The writer thread's timers.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Intervals {
     pub scheduler: Duration,
     pub prune: Duration,
-    pub retention: Duration,
 }
 
 /// What applies batches: the writer thread, or a caller that found it idle. `None` once the
@@ -215,7 +214,8 @@ pub(crate) struct Applier {
     pub store: Arc<dyn Store>,
     pub queues: Arc<ClaimQueues>,
     pub telemetry: Arc<Telemetry>,
-    pub intervals: Intervals,
+    /// How long finished jobs are kept (the writer thread keeps the other intervals).
+    pub retention: Duration,
     pub next_due: Option<Micros>,
     /// Set after a failed commit: redb refuses writes until reopened, and the batch's outcome
     /// is unknown, so every later command fails with this message.
@@ -326,7 +326,7 @@ impl Applier {
         let started = Instant::now();
         let mut replies = Vec::with_capacity(batch.len());
         let mut effects = Effects::default();
-        let retention = self.intervals.retention.as_micros() as Micros;
+        let retention = self.retention.as_micros() as Micros;
         let result = self.store.write(&mut |txn| {
             replies.clear();
             effects = Effects::default();

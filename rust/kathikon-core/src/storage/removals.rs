@@ -22,13 +22,14 @@ type QueueKey = (u8, i64, u64);
 /// Removals not yet applied. Every entry named here is still in its table.
 #[derive(Default)]
 pub(super) struct Removals {
-    available: HashMap<String, HashSet<QueueKey>>,
+    /// Per queue (the first part of every `available` key).
+    available: HashMap<String, Pending<QueueKey>>,
     pub(super) executing: Pending<JobId>,
     pub(super) due: Pending<(i64, JobId)>,
     pub(super) finished: Pending<(i64, JobId)>,
 }
 
-/// Keys to remove from one table whose keys are plain values.
+/// Keys to remove from one table (or one queue's part of `available`).
 pub(super) struct Pending<K> {
     keys: HashSet<K>,
 }
@@ -37,6 +38,15 @@ impl<K> Default for Pending<K> {
     fn default() -> Self {
         Self { keys: HashSet::new() }
     }
+}
+
+/// What a flush has to delete.
+enum Batch<K> {
+    Nothing,
+    /// One key (an ack or claim alone in its batch): a plain delete is cheapest.
+    One(K),
+    /// Ascending, to be split into runs.
+    Many(Vec<K>),
 }
 
 impl<K: Copy + Ord + Hash> Pending<K> {
@@ -50,25 +60,34 @@ impl<K: Copy + Ord + Hash> Pending<K> {
         self.keys.remove(&key)
     }
 
+    fn take(&mut self) -> Batch<K> {
+        let mut keys: Vec<K> = self.keys.drain().collect();
+        match keys[..] {
+            [] => Batch::Nothing,
+            [only] => Batch::One(only),
+            _ => {
+                keys.sort_unstable();
+                Batch::Many(keys)
+            }
+        }
+    }
+
     /// Apply the pending removals to `table`.
     pub(super) fn flush<T>(&mut self, table: &mut Table<'_, T, ()>) -> Result<()>
     where
         T: redb::Key + 'static + for<'a> redb::Value<SelfType<'a> = K>,
     {
-        if self.keys.is_empty() {
-            return Ok(());
-        }
-        let mut sorted: Vec<K> = self.keys.drain().collect();
-        if let [only] = sorted[..] {
-            // One key (an ack or claim alone in its batch): a plain delete is cheapest.
-            table.remove(only)?;
-            return Ok(());
-        }
-        sorted.sort_unstable();
-        for (first, last) in
-            runs(&sorted, |from| Ok(table.range(from..)?.map(|e| e.map(|(k, _)| k.value()))))?
-        {
-            table.retain_in(first..=last, |_, ()| false)?;
+        match self.take() {
+            Batch::Nothing => {}
+            Batch::One(key) => drop(table.remove(key)?),
+            Batch::Many(sorted) => {
+                let table_runs = runs(&sorted, |from| {
+                    Ok(table.range(from..)?.map(|e| e.map(|(k, _)| k.value())))
+                })?;
+                for (first, last) in table_runs {
+                    table.retain_in(first..=last, |_, ()| false)?;
+                }
+            }
         }
         Ok(())
     }
@@ -78,43 +97,44 @@ impl Removals {
     pub(super) fn available(&mut self, queue: &str, key: QueueKey) {
         // Allocate the queue name only the first time it is seen.
         if let Some(keys) = self.available.get_mut(queue) {
-            keys.insert(key);
+            keys.remove(key);
         } else {
-            self.available.insert(queue.to_string(), HashSet::from([key]));
+            let mut keys = Pending::default();
+            keys.remove(key);
+            self.available.insert(queue.to_string(), keys);
         }
     }
 
     /// See [`Pending::keep`].
     pub(super) fn keep_available(&mut self, queue: &str, key: QueueKey) -> bool {
-        self.available.get_mut(queue).is_some_and(|keys| keys.remove(&key))
+        self.available.get_mut(queue).is_some_and(|keys| keys.keep(key))
     }
 
-    /// Apply the pending removals from `available`.
+    /// Apply the pending removals from `available`: [`Pending::flush`], with each key under
+    /// its queue's name.
     pub(super) fn flush_available(
         &mut self,
         available: &mut Table<'_, (&'static str, u8, i64, u64), ()>,
     ) -> Result<()> {
         for (queue, keys) in &mut self.available {
-            if keys.is_empty() {
-                continue;
-            }
-            let mut sorted: Vec<QueueKey> = keys.drain().collect();
             let q = queue.as_str();
             let full = |(p, t, id): QueueKey| (q, p, t, id);
-            if let [only] = sorted[..] {
-                available.remove(full(only))?;
-                continue;
-            }
-            sorted.sort_unstable();
-            for (first, last) in runs(&sorted, |from| {
-                Ok(available.range(full(from)..)?.map(|e| {
-                    e.map(|(k, _)| {
-                        let (_, p, t, id) = k.value();
-                        (p, t, id)
-                    })
-                }))
-            })? {
-                available.retain_in(full(first)..=full(last), |_, ()| false)?;
+            match keys.take() {
+                Batch::Nothing => {}
+                Batch::One(key) => drop(available.remove(full(key))?),
+                Batch::Many(sorted) => {
+                    let table_runs = runs(&sorted, |from| {
+                        Ok(available.range(full(from)..)?.map(|e| {
+                            e.map(|(k, _)| {
+                                let (_, p, t, id) = k.value();
+                                (p, t, id)
+                            })
+                        }))
+                    })?;
+                    for (first, last) in table_runs {
+                        available.retain_in(full(first)..=full(last), |_, ()| false)?;
+                    }
+                }
             }
         }
         Ok(())
