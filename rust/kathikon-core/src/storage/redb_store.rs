@@ -15,7 +15,7 @@ use super::schema::{
     decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META,
     META_FORMAT, META_NEXT_ID, META_STORE_ID, META_WAL_SEQ, QUARANTINE,
 };
-use super::wal::{self, LogBuf, LogFaults, Wal};
+use super::wal::{self, LogBuf, LogFaults, Payloads, Wal};
 use super::{AvailableEntry, Quarantined, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
 use crate::error::{commit_failed, Error, Result};
@@ -57,7 +57,9 @@ struct LogState {
     /// Every batch logged since the last redb commit, in order. When a batch fails part way,
     /// `open` (holding its partial changes mixed with these) is aborted, and these are applied
     /// again to a fresh transaction, as at open after a crash.
-    pending: Vec<LogBuf>,
+    pending: Payloads,
+    /// The last batch's log buffer, reused by the next batch.
+    spare: Option<LogBuf>,
     /// Records appended since the last checkpoint, and when the first of them was.
     since_checkpoint: u64,
     first_at: Option<Instant>,
@@ -229,7 +231,8 @@ impl RedbStore {
             self.wal = Some(Mutex::new(LogState {
                 log,
                 open: None,
-                pending: Vec::new(),
+                pending: Payloads::default(),
+                spare: None,
                 since_checkpoint: 0,
                 first_at: None,
                 poisoned: false,
@@ -950,8 +953,10 @@ impl RedbStore {
         f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>,
     ) -> Result<()> {
         let mut open = self.open_txn(state)?;
+        let mut buf = state.spare.take().unwrap_or_else(LogBuf::new);
+        buf.clear();
         let applied = open.with_dependent_mut(|_, tables| {
-            tables.log = Some(LogBuf::new());
+            tables.log = Some(buf);
             tables.moved_aside = false;
             let result = f(tables).and_then(|()| tables.finish());
             let log = tables.log.take().expect("the batch's log");
@@ -973,6 +978,7 @@ impl RedbStore {
             // before the next checkpoint brings them back, and the next reader moves them
             // aside again.
             state.open = Some(open);
+            state.spare = Some(log);
             if moved_aside {
                 self.unpublished.store(true, Ordering::Release);
             }
@@ -994,7 +1000,8 @@ impl RedbStore {
             )));
         }
         state.open = Some(open);
-        state.pending.push(log);
+        state.pending.push(&log);
+        state.spare = Some(log);
         self.unpublished.store(true, Ordering::Release);
         state.since_checkpoint += 1;
         let first_at = *state.first_at.get_or_insert_with(Instant::now);
@@ -1021,8 +1028,8 @@ impl RedbStore {
             txn.set_durability(redb::Durability::None)?;
             let mut open = OpenTxn::try_new(txn, |txn| Self::tables(txn, &self.path, None))?;
             open.with_dependent_mut(|_, tables| {
-                for batch in &state.pending {
-                    apply_logged(tables, batch.payload()).ok_or_else(|| {
+                for payload in state.pending.iter() {
+                    apply_logged(tables, payload).ok_or_else(|| {
                         self.damaged("a pending log record does not parse".into())
                     })??;
                 }

@@ -86,6 +86,11 @@ impl LogBuf {
         self.bytes.len() == HEADER
     }
 
+    /// Empty it for the next batch, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.truncate(HEADER);
+    }
+
     /// The operations, without the header.
     pub(crate) fn payload(&self) -> &[u8] {
         &self.bytes[HEADER..]
@@ -106,6 +111,42 @@ impl LogBuf {
     pub(crate) fn next_id(&mut self, next: u64) {
         self.bytes.push(OP_NEXT_ID);
         self.bytes.extend_from_slice(&next.to_le_bytes());
+    }
+}
+
+/// The payloads of the records appended since the last redb commit, back to back in one
+/// buffer that is emptied, not freed, at each commit. (A buffer per record, all freed at the
+/// commit, made the allocator fault in fresh memory every few hundred inserts: ~0.5 ms each,
+/// 3 % of a run of single inserts.)
+#[derive(Default)]
+pub(crate) struct Payloads {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Payloads {
+    pub(crate) fn push(&mut self, buf: &LogBuf) {
+        self.bytes.extend_from_slice(buf.payload());
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Forget them all; memory beyond what a checkpoint interval normally needs is returned.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        if self.bytes.capacity() > KEEP as usize {
+            self.bytes.shrink_to(CHUNK as usize);
+        }
+    }
+
+    /// Each payload, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let payload = &self.bytes[start..end];
+            start = end;
+            payload
+        })
     }
 }
 
@@ -394,6 +435,21 @@ mod tests {
             wal.append(&mut buf).unwrap();
         }
         std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn payloads_come_back_in_order_and_clear_keeps_none() {
+        let mut payloads = Payloads::default();
+        let mut buf = LogBuf::new();
+        for id in [3, 1, 2] {
+            buf.clear();
+            buf.delete(id);
+            payloads.push(&buf);
+        }
+        let ids: Vec<_> = payloads.iter().map(|p| ops(p).unwrap()).collect();
+        assert_eq!(ids, [[Op::Delete(3)], [Op::Delete(1)], [Op::Delete(2)]]);
+        payloads.clear();
+        assert_eq!(payloads.iter().count(), 0);
     }
 
     #[test]
