@@ -51,6 +51,15 @@ pub(crate) const HEADER: usize = 32;
 const CHUNK: u64 = 1024 * 1024;
 /// After a checkpoint, a log grown beyond this (by a huge batch) is cut back to one chunk.
 const KEEP: u64 = 4 * 1024 * 1024;
+/// How much of the log is kept in the page cache on each side of the write position.
+///
+/// `fdatasync`'s CPU cost grows with the number of the file's pages in the page cache, dirty
+/// or not (measured on ext4, 300-byte appends: 13 µs a call with 16 pages cached, 18 µs with
+/// 256, 28 µs with 1,024; the wall time follows). So pages behind the write position, once
+/// synced, are dropped from the cache, and only this much zeroed space ahead of it is
+/// prepared — written as zeroes, so that the next appends, which fill pages part by part,
+/// never have to read a page back from the disk.
+const WINDOW: u64 = 64 * 1024;
 
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
@@ -243,6 +252,12 @@ pub(crate) struct Wal {
     pos: u64,
     /// The file's length (zeroed space past `pos` is already allocated).
     len: u64,
+    /// Up to here (from `pos`) the file holds zeroes that are in the page cache.
+    zeroed: u64,
+    /// Pages before this offset have been dropped from the page cache.
+    dropped: u64,
+    /// Zeroes written past the window, from here to the end, to drop once synced.
+    uncache_after_sync: Option<u64>,
     next_seq: u64,
     store_id: u64,
     faults: Option<Arc<LogFaults>>,
@@ -267,7 +282,20 @@ impl Wal {
             }
         }
         let len = file.metadata()?.len();
-        Ok(Wal { file, path: path.to_path_buf(), pos: 0, len, next_seq, store_id, faults })
+        let wal = Wal {
+            file,
+            path: path.to_path_buf(),
+            pos: 0,
+            len,
+            zeroed: 0,
+            dropped: 0,
+            uncache_after_sync: None,
+            next_seq,
+            store_id,
+            faults,
+        };
+        wal.uncache(0, 0);
+        Ok(wal)
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -298,8 +326,8 @@ impl Wal {
         let crc = crc32c::crc32c(&bytes[8..]);
         bytes[4..8].copy_from_slice(&crc.to_le_bytes());
         let end = self.pos + bytes.len() as u64;
-        if end > self.len {
-            self.grow(end)?;
+        if end > self.zeroed {
+            self.zero_ahead(end)?;
         }
         if let Some(faults) = &self.faults {
             if let Err(e) = faults.write.pass("log write") {
@@ -315,33 +343,76 @@ impl Wal {
         self.file.sync_data()?;
         self.pos = end;
         self.next_seq += 1;
+        if let Some(from) = self.uncache_after_sync.take() {
+            self.uncache(from, self.len - from);
+        }
+        // Whole windows behind the write position are synced: let them go.
+        let behind = self.pos / WINDOW * WINDOW;
+        if behind >= self.dropped + WINDOW {
+            self.uncache(self.dropped, behind - self.dropped);
+            self.dropped = behind;
+        }
         Ok(())
     }
 
-    /// Extend the file to hold `end` bytes, rounded up to whole chunks of zeroes.
-    fn grow(&mut self, end: u64) -> io::Result<()> {
-        let target = end.div_ceil(CHUNK) * CHUNK;
-        let zeros = vec![0_u8; CHUNK as usize];
-        // Up to `end` the record itself is about to be written: zero only what follows it.
-        let mut at = self.len.max(end);
-        while at < target {
-            let n = (target - at).min(CHUNK);
+    /// Write zeroes from `zeroed` to a window past `end`, so the pages the next appends fill
+    /// are in the page cache. Past the file's end it grows by whole chunks of zeroes (its size
+    /// then rarely changes, so `fdatasync` rarely has metadata to write); the part of those
+    /// beyond the window leaves the cache once synced.
+    fn zero_ahead(&mut self, end: u64) -> io::Result<()> {
+        let window = (end + WINDOW).div_ceil(WINDOW) * WINDOW;
+        let fill = if window > self.len { window.div_ceil(CHUNK) * CHUNK } else { window };
+        let zeros = vec![0_u8; WINDOW as usize];
+        let mut at = self.zeroed;
+        while at < fill {
+            // One write per window-aligned block: the kernel sizes the page-cache folios it
+            // makes by the write, and a folio is dropped only when a dropped range covers it
+            // whole; the ranges dropped are whole windows too.
+            let n = (WINDOW - at % WINDOW).min(fill - at);
             if let Some(faults) = &self.faults {
                 faults.write.pass("log write")?;
             }
             self.file.write_all_at(&zeros[..n as usize], at)?;
             at += n;
         }
-        self.len = target;
+        if fill > window {
+            self.uncache_after_sync = Some(window);
+        }
+        self.zeroed = window;
+        self.len = self.len.max(fill);
         Ok(())
+    }
+
+    /// Drop `len` bytes from `offset` (0: to the end) from the page cache; they must be synced.
+    /// Only a hint: nothing is lost if the kernel ignores it.
+    fn uncache(&self, offset: u64, len: u64) {
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain syscall on a descriptor this struct owns; it reads no memory.
+            unsafe {
+                libc::posix_fadvise(
+                    self.file.as_raw_fd(),
+                    offset as libc::off_t,
+                    len as libc::off_t,
+                    libc::POSIX_FADV_DONTNEED,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = (offset, len);
     }
 
     /// Everything appended so far is covered by a checkpoint: write from the start again.
     pub(crate) fn reset(&mut self) {
-        self.pos = 0;
         if self.len > KEEP && self.file.set_len(CHUNK).is_ok() {
             self.len = CHUNK;
         }
+        self.uncache(0, 0);
+        self.pos = 0;
+        self.zeroed = 0;
+        self.dropped = 0;
+        self.uncache_after_sync = None;
     }
 }
 
@@ -450,6 +521,39 @@ mod tests {
         assert_eq!(ids, [[Op::Delete(3)], [Op::Delete(1)], [Op::Delete(2)]]);
         payloads.clear();
         assert_eq!(payloads.iter().count(), 0);
+    }
+
+    #[test]
+    fn records_across_windows_chunks_and_a_reset_read_back_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-wal");
+        let mut wal = Wal::open(&path, 42, 1, None).unwrap();
+        let record = |i: u64| -> LogBuf {
+            let mut buf = LogBuf::new();
+            buf.put(i, &vec![i as u8; 3000 + (i as usize % 7) * 500]);
+            buf
+        };
+        // Past one chunk, so the file grows twice and many windows are dropped behind.
+        let n = 2 * CHUNK / 3000;
+        for i in 1..=n {
+            wal.append(&mut record(i)).unwrap();
+        }
+        assert!(wal.len > CHUNK && wal.dropped > 0 && wal.zeroed > wal.pos);
+        let bytes = std::fs::read(&path).unwrap();
+        let back = records_after(&bytes, 42, 0);
+        assert_eq!(back.len() as u64, n);
+        for (i, (seq, payload)) in (1..).zip(&back) {
+            assert_eq!((*seq, *payload), (i, record(i).payload()));
+        }
+        // After a checkpoint the log is written from its start again: the first records are
+        // read back, the old ones after them are not.
+        wal.reset();
+        for i in n + 1..=n + 5 {
+            wal.append(&mut record(i)).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let seqs: Vec<_> = records_after(&bytes, 42, n).into_iter().map(|r| r.0).collect();
+        assert_eq!(seqs, (n + 1..=n + 5).collect::<Vec<_>>());
     }
 
     #[test]
