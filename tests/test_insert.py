@@ -176,6 +176,28 @@ def test_insert_options_override_the_decorator(
     )
 
 
+def test_defaults_hold_for_every_plain_insert_between_overridden_ones(
+    app: kathikon.Kathikon, send: kathikon.WorkerFunction
+) -> None:
+    # The checked defaults are kept after the first plain insert: later plain inserts must
+    # still check their own args and get the defaults, whatever options came in between.
+    first = send.insert({"n": 1})
+    send.insert({"n": 2}, queue="default", priority=9, tags=["other"], meta={"m": 1})
+    again = send.insert({"n": 3})
+    for job, n in ((first, 1), (again, 3)):
+        assert (job.queue, job.priority, job.max_attempts, job.tags, job.meta) == (
+            "emails",
+            3,
+            7,
+            ["mail", "x"],
+            {},
+        )
+        assert job.args == {"n": n}
+    with pytest.raises(kathikon.InvalidJobError, match="args must be a dict"):
+        send.insert(["not", "a", "dict"])  # type: ignore[arg-type]
+    assert len(app.jobs(limit=10)) == 3
+
+
 def test_defaults_come_from_a_worker_class(app: kathikon.Kathikon) -> None:
     app.register(Report)
     job = app.insert(Report, {"day": "2024-01-01"})

@@ -540,7 +540,7 @@ def _prepare(
         worker=name,
         args_json=args_json,
         meta_json=meta_json,
-        tags=tags,
+        tags=list(tags),
         attempt=attempt,
         max_attempts=max_attempts,
         priority=priority,
