@@ -499,7 +499,7 @@ struct WriteTables<'t> {
     counts: Table<'t, (&'static str, u8), u64>,
     quarantine: Table<'t, u64, (i64, &'static str, &'static [u8])>,
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
-    /// once at its end.
+    /// once at its end (the log's long transaction: just before it is committed).
     deltas: HashMap<String, [i64; 7]>,
     /// Index entries this batch removed, deleted together at its end (`removals.rs`).
     gone: Removals,
@@ -958,7 +958,9 @@ impl RedbStore {
         let applied = open.with_dependent_mut(|_, tables| {
             tables.log = Some(buf);
             tables.moved_aside = false;
-            let result = f(tables).and_then(|()| tables.finish());
+            // The counts wait for the transaction's commit: rewriting them costs more than
+            // a one-job batch's own changes, and nothing reads them before then.
+            let result = f(tables).and_then(|()| tables.flush_removals());
             let log = tables.log.take().expect("the batch's log");
             result.map(|()| (log, tables.moved_aside))
         });
@@ -1046,10 +1048,13 @@ impl RedbStore {
     /// Make the open transaction's changes visible to readers (committed without a sync:
     /// the log already made them durable).
     fn publish(&self, state: &mut LogState) -> Result<()> {
-        let txn = self.open_txn(state)?.into_owner();
-        if let Err(e) = txn.commit() {
+        let mut open = self.open_txn(state)?;
+        let result = open
+            .with_dependent_mut(|_, tables| tables.flush_counts())
+            .and_then(|()| open.into_owner().commit().map_err(|e| commit_failed(&self.path, &e)));
+        if let Err(e) = result {
             state.poisoned = true;
-            return Err(commit_failed(&self.path, &e));
+            return Err(e);
         }
         state.pending.clear();
         self.unpublished.store(false, Ordering::Release);
@@ -1073,7 +1078,10 @@ impl RedbStore {
         let mut open = self.open_txn(state)?;
         let last = state.log.last_seq();
         let result = open
-            .with_dependent_mut(|_, tables| Ok(tables.meta.insert(META_WAL_SEQ, last).map(drop)?))
+            .with_dependent_mut(|_, tables| {
+                tables.flush_counts()?;
+                Ok(tables.meta.insert(META_WAL_SEQ, last).map(drop)?)
+            })
             .and_then(|()| {
                 let mut txn = open.into_owner();
                 txn.set_durability(redb::Durability::Immediate)?;
