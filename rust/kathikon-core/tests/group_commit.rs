@@ -1,4 +1,4 @@
-//! Proves the group-commit writer handles many concurrent single inserts into one store file without losing or duplicating any, and that an invalid job refuses its whole batch (naming it) while writing nothing of it.
+//! Proves the group-commit writer handles many concurrent single inserts into one store file without losing or duplicating any, that an invalid job refuses its whole batch (naming it) while writing nothing of it, and that the writer's timer for due jobs follows the inserts and cancels applied around it.
 
 mod common;
 
@@ -171,5 +171,48 @@ fn a_scheduled_insert_applied_by_its_caller_still_runs_on_time() {
     assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![stored.id]);
     assert!(waited >= std::time::Duration::from_millis(250), "claimed before due: {waited:?}");
     assert!(waited < std::time::Duration::from_secs(2), "promoted late: {waited:?}");
+    engine.close();
+}
+
+/// CPU time (user + system, in clock ticks) of this process's threads named `name`.
+fn thread_cpu_ticks(name: &str) -> u64 {
+    let mut ticks = 0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap() {
+        let dir = task.unwrap().path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if comm.trim() != name {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        ticks += fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    }
+    ticks
+}
+
+/// The store remembers the earliest due time between batches. A job leaving the due index
+/// (here cancelled) must make it forget it: otherwise the writer wakes at that time, finds
+/// nothing due but the remembered time still past, and looks again and again without sleeping.
+#[test]
+fn a_cancelled_scheduled_job_leaves_the_writer_asleep() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = kathikon_core::Engine::open(kathikon_core::EngineConfig {
+        path: Some(store_path(&dir)),
+        scheduler_interval: std::time::Duration::from_secs(3600),
+        prune_interval: std::time::Duration::from_secs(3600),
+        ..kathikon_core::EngineConfig::default()
+    })
+    .unwrap();
+    let due = engine.clock().now() + 50_000; // 50 ms ahead
+    let stored = insert_one(&engine, NewJob { scheduled_at: Some(due), ..job("q", "w") });
+    let (cancelled, _) = engine.cancel(stored.id).unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+    let before = thread_cpu_ticks("kathikon-writer");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let used = thread_cpu_ticks("kathikon-writer") - before;
+    // Clock ticks are 10 ms; a writer asleep uses none, a spinning one about 50.
+    assert!(used < 10, "the writer used {used} ticks of CPU in 0.5 s with nothing to do");
     engine.close();
 }

@@ -318,6 +318,7 @@ impl RedbStore {
             quarantine: txn.open_table(QUARANTINE)?,
             deltas: HashMap::new(),
             gone: Removals::default(),
+            first_due: None,
             quarantined: Vec::new(),
             moved_aside: false,
             path: path.clone(),
@@ -503,6 +504,9 @@ struct WriteTables<'t> {
     deltas: HashMap<String, [i64; 7]>,
     /// Index entries this batch removed, deleted together at its end (`removals.rs`).
     gone: Removals,
+    /// The earliest due time, while known: kept until the due index changes, so that the
+    /// writer's look for due jobs, made every batch, costs nothing when none has changed.
+    first_due: Option<Option<Micros>>,
     /// Records this transaction moved to the quarantine table, with the reason.
     quarantined: Vec<(JobId, String)>,
     /// Whether this transaction moved any record aside (`quarantined` is emptied by the
@@ -590,6 +594,7 @@ impl WriteTables<'_> {
                 self.executing.remove(id)?;
                 for key in keys_naming(&self.due, id)? {
                     self.due.remove(key)?;
+                    self.first_due = None;
                 }
                 for key in keys_naming(&self.finished, id)? {
                     self.finished.remove(key)?;
@@ -633,6 +638,7 @@ impl WriteTables<'_> {
             JobState::Available => self.gone.available(queue, (at.priority, at.scheduled_at, id)),
             JobState::Scheduled | JobState::Retryable => {
                 self.gone.due.remove((at.scheduled_at, id));
+                self.first_due = None;
             }
             JobState::Executing => self.gone.executing.remove(id),
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
@@ -654,6 +660,7 @@ impl WriteTables<'_> {
                 if !self.gone.due.keep(key) {
                     self.due.insert(key, ())?;
                 }
+                self.first_due = None;
             }
             JobState::Executing => {
                 if !self.gone.executing.keep(job.id) {
@@ -729,6 +736,9 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn due(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
+        if self.first_due.is_some_and(|first| first.is_none_or(|at| at > until)) {
+            return Ok(Vec::new());
+        }
         self.gone.due.flush(&mut self.due)?;
         let mut out = Vec::new();
         for entry in self.due.range(..=(until, u64::MAX))?.take(limit) {
@@ -738,8 +748,13 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn next_due(&mut self) -> Result<Option<Micros>> {
+        if let Some(first) = self.first_due {
+            return Ok(first);
+        }
         self.gone.due.flush(&mut self.due)?;
-        Ok(self.due.first()?.map(|(k, _)| k.value().0))
+        let first = self.due.first()?.map(|(k, _)| k.value().0);
+        self.first_due = Some(first);
+        Ok(first)
     }
 
     fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
