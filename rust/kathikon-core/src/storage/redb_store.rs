@@ -318,7 +318,7 @@ impl RedbStore {
             quarantine: txn.open_table(QUARANTINE)?,
             deltas: HashMap::new(),
             gone: Removals::default(),
-            first_due: None,
+            first_due: FirstDue::Unknown,
             quarantined: Vec::new(),
             moved_aside: false,
             path: path.clone(),
@@ -506,7 +506,7 @@ struct WriteTables<'t> {
     gone: Removals,
     /// The earliest due time, while known: kept until the due index changes, so that the
     /// writer's look for due jobs, made every batch, costs nothing when none has changed.
-    first_due: Option<Option<Micros>>,
+    first_due: FirstDue,
     /// Records this transaction moved to the quarantine table, with the reason.
     quarantined: Vec<(JobId, String)>,
     /// Whether this transaction moved any record aside (`quarantined` is emptied by the
@@ -515,6 +515,14 @@ struct WriteTables<'t> {
     path: Arc<Path>,
     /// The batch's effects, for the write-ahead log (when the store has one).
     log: Option<LogBuf>,
+}
+
+/// The earliest due time of a transaction's due index, once looked up.
+#[derive(Clone, Copy)]
+enum FirstDue {
+    Unknown,
+    /// `None`: no job is due at all.
+    Known(Option<Micros>),
 }
 
 self_cell::self_cell!(
@@ -594,7 +602,7 @@ impl WriteTables<'_> {
                 self.executing.remove(id)?;
                 for key in keys_naming(&self.due, id)? {
                     self.due.remove(key)?;
-                    self.first_due = None;
+                    self.first_due = FirstDue::Unknown;
                 }
                 for key in keys_naming(&self.finished, id)? {
                     self.finished.remove(key)?;
@@ -638,7 +646,7 @@ impl WriteTables<'_> {
             JobState::Available => self.gone.available(queue, (at.priority, at.scheduled_at, id)),
             JobState::Scheduled | JobState::Retryable => {
                 self.gone.due.remove((at.scheduled_at, id));
-                self.first_due = None;
+                self.first_due = FirstDue::Unknown;
             }
             JobState::Executing => self.gone.executing.remove(id),
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
@@ -660,7 +668,7 @@ impl WriteTables<'_> {
                 if !self.gone.due.keep(key) {
                     self.due.insert(key, ())?;
                 }
-                self.first_due = None;
+                self.first_due = FirstDue::Unknown;
             }
             JobState::Executing => {
                 if !self.gone.executing.keep(job.id) {
@@ -736,8 +744,10 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn due(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
-        if self.first_due.is_some_and(|first| first.is_none_or(|at| at > until)) {
-            return Ok(Vec::new());
+        if let FirstDue::Known(first) = self.first_due {
+            if first.is_none_or(|at| at > until) {
+                return Ok(Vec::new());
+            }
         }
         self.gone.due.flush(&mut self.due)?;
         let mut out = Vec::new();
@@ -748,12 +758,12 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn next_due(&mut self) -> Result<Option<Micros>> {
-        if let Some(first) = self.first_due {
+        if let FirstDue::Known(first) = self.first_due {
             return Ok(first);
         }
         self.gone.due.flush(&mut self.due)?;
         let first = self.due.first()?.map(|(k, _)| k.value().0);
-        self.first_due = Some(first);
+        self.first_due = FirstDue::Known(first);
         Ok(first)
     }
 
