@@ -319,6 +319,7 @@ impl RedbStore {
             deltas: HashMap::new(),
             gone: Removals::default(),
             first_due: FirstDue::Unknown,
+            next_id: None,
             quarantined: Vec::new(),
             moved_aside: false,
             path: path.clone(),
@@ -507,6 +508,9 @@ struct WriteTables<'t> {
     /// The earliest due time, while known: kept until the due index changes, so that the
     /// writer's look for due jobs, made every batch, costs nothing when none has changed.
     first_due: FirstDue,
+    /// The next free id as this transaction leaves it, when it has allocated any: written to
+    /// `meta` with the counts.
+    next_id: Option<u64>,
     /// Records this transaction moved to the quarantine table, with the reason.
     quarantined: Vec<(JobId, String)>,
     /// Whether this transaction moved any record aside (`quarantined` is emptied by the
@@ -547,10 +551,10 @@ impl WriteTables<'_> {
         }
     }
 
-    /// Write what the batch deferred: the index removals, then the counts.
+    /// Write what the batch deferred: the index removals, then the counts and next id.
     fn finish(&mut self) -> Result<()> {
         self.flush_removals()?;
-        self.flush_counts()
+        self.flush_deferred()
     }
 
     fn flush_removals(&mut self) -> Result<()> {
@@ -560,7 +564,19 @@ impl WriteTables<'_> {
         self.gone.finished.flush(&mut self.finished)
     }
 
-    fn flush_counts(&mut self) -> Result<()> {
+    /// The next free id: as this transaction left it, or as stored.
+    fn next_id(&self) -> Result<u64> {
+        match self.next_id {
+            Some(next) => Ok(next),
+            None => Ok(self.meta.get(META_NEXT_ID)?.map_or(1, |v| v.value())),
+        }
+    }
+
+    /// Write the counts and the next free id, which wait for the end of the transaction.
+    fn flush_deferred(&mut self) -> Result<()> {
+        if let Some(next) = self.next_id.take() {
+            self.meta.insert(META_NEXT_ID, next)?;
+        }
         let deltas: Vec<(String, [i64; 7])> = self.deltas.drain().collect();
         for (queue, row) in &deltas {
             for (state, &delta) in row.iter().enumerate() {
@@ -711,8 +727,8 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn allocate_ids(&mut self, n: u64) -> Result<JobId> {
-        let first = self.meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
-        self.meta.insert(META_NEXT_ID, first + n)?;
+        let first = self.next_id()?;
+        self.next_id = Some(first + n);
         if let Some(log) = &mut self.log {
             log.next_id(first + n);
         }
@@ -1075,7 +1091,7 @@ impl RedbStore {
     fn publish(&self, state: &mut LogState) -> Result<()> {
         let mut open = self.open_txn(state)?;
         let result = open
-            .with_dependent_mut(|_, tables| tables.flush_counts())
+            .with_dependent_mut(|_, tables| tables.flush_deferred())
             .and_then(|()| open.into_owner().commit().map_err(|e| commit_failed(&self.path, &e)));
         if let Err(e) = result {
             state.poisoned = true;
@@ -1104,7 +1120,7 @@ impl RedbStore {
         let last = state.log.last_seq();
         let result = open
             .with_dependent_mut(|_, tables| {
-                tables.flush_counts()?;
+                tables.flush_deferred()?;
                 Ok(tables.meta.insert(META_WAL_SEQ, last).map(drop)?)
             })
             .and_then(|()| {
@@ -1146,8 +1162,8 @@ fn apply_logged(tables: &mut WriteTables<'_>, payload: &[u8]) -> Option<Result<(
                     }
                 }
                 wal::Op::NextId(next) => {
-                    let now = tables.meta.get(META_NEXT_ID)?.map_or(1, |v| v.value());
-                    tables.meta.insert(META_NEXT_ID, now.max(next))?;
+                    let now = tables.next_id()?;
+                    tables.next_id = Some(now.max(next));
                 }
             }
         }
