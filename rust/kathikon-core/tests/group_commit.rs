@@ -146,19 +146,25 @@ fn a_refused_batch_does_not_disturb_batches_committed_with_it() {
     assert_eq!(stored.last().unwrap().id, 800, "a refused batch used up ids");
 }
 
+/// An engine whose writer sleeps until the next due job: its scheduler tick and pruning are an
+/// hour apart.
+fn open_idle(dir: &tempfile::TempDir) -> kathikon_core::Engine {
+    kathikon_core::Engine::open(kathikon_core::EngineConfig {
+        path: Some(store_path(dir)),
+        scheduler_interval: std::time::Duration::from_secs(3600),
+        prune_interval: std::time::Duration::from_secs(3600),
+        ..kathikon_core::EngineConfig::default()
+    })
+    .unwrap()
+}
+
 /// An insert into an idle engine is applied by its caller's thread, not the writer's. When
 /// it brings the next due time forward, the writer (asleep until its old due time, here an
 /// hour away) must be woken, or the job would not be promoted on time.
 #[test]
 fn a_scheduled_insert_applied_by_its_caller_still_runs_on_time() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = kathikon_core::Engine::open(kathikon_core::EngineConfig {
-        path: Some(store_path(&dir)),
-        scheduler_interval: std::time::Duration::from_secs(3600),
-        prune_interval: std::time::Duration::from_secs(3600),
-        ..kathikon_core::EngineConfig::default()
-    })
-    .unwrap();
+    let engine = open_idle(&dir);
     // Let the writer thread settle into its sleep, so the insert finds it idle.
     engine.sync().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(50));
@@ -198,13 +204,7 @@ fn thread_cpu_ticks(name: &str) -> u64 {
 #[test]
 fn a_cancelled_scheduled_job_leaves_the_writer_asleep() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = kathikon_core::Engine::open(kathikon_core::EngineConfig {
-        path: Some(store_path(&dir)),
-        scheduler_interval: std::time::Duration::from_secs(3600),
-        prune_interval: std::time::Duration::from_secs(3600),
-        ..kathikon_core::EngineConfig::default()
-    })
-    .unwrap();
+    let engine = open_idle(&dir);
     let due = engine.clock().now() + 50_000; // 50 ms ahead
     let stored = insert_one(&engine, NewJob { scheduled_at: Some(due), ..job("q", "w") });
     let (cancelled, _) = engine.cancel(stored.id).unwrap();
