@@ -999,8 +999,8 @@ impl RedbStore {
         let applied = open.with_dependent_mut(|_, tables| {
             tables.log = Some(buf);
             tables.moved_aside = false;
-            // The counts wait for the transaction's commit: rewriting them costs more than
-            // a one-job batch's own changes, and nothing reads them before then.
+            // The counts and next id wait for the transaction's commit: rewriting them costs
+            // more than a one-job batch's own changes, and nothing reads them before then.
             let result = f(tables).and_then(|()| tables.flush_removals());
             let log = tables.log.take().expect("the batch's log");
             result.map(|()| (log, tables.moved_aside))
