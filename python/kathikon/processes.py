@@ -11,7 +11,11 @@ of concurrency C gets ``C // N`` lanes in every child, plus one more in the firs
 children. A child whose share is empty is not started.
 
 A child that exits unexpectedly is started again (at most once a second); the jobs it was
-running are rescued by the owner as soon as its connections drop.
+running are rescued by the owner as soon as its connections drop. A child that exits with an
+error before it started its app (an import error, no app found) is tried again after 1 s,
+then 2, 4, … up to a minute, each failure logged as an error: a broken deployment neither
+spins nor floods the log, and one that gets fixed (a file restored, a service back)
+recovers by itself.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ def split(queues: dict[str, int], processes: int) -> list[dict[str, int]]:
     return [share for share in shares if share]
 
 
+def restart_delay(failures: int) -> float:
+    """Seconds before starting a child again after ``failures`` starts in a row that failed."""
+    return min(60.0, 2.0 ** (failures - 1)) if failures > 0 else 1.0
+
+
 def _find_app(origin: str, path: str) -> Kathikon:
     """In a child: the app on ``path``, importing the module that created it if needed."""
     key = os.path.realpath(path)
@@ -74,13 +83,16 @@ def _find_app(origin: str, path: str) -> Kathikon:
     return app
 
 
-def _child_main(origin: str, path: str, queues: dict[str, int], grace: float, parent: int) -> None:
+def _child_main(
+    origin: str, path: str, queues: dict[str, int], grace: float, parent: int, ready: Any
+) -> None:
     """A worker process: run ``queues`` of the app until SIGTERM or the parent's death."""
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches both
     app = _find_app(origin, path)
     app.start(queues)
+    ready.set()
     try:
         while not stop.wait(0.5):
             if os.getppid() != parent:
@@ -113,6 +125,10 @@ class ProcessPool:
         self._context = multiprocessing.get_context("spawn")
         self._children: list[Optional[BaseProcess]] = [None] * len(self._shares)
         self._started_at: list[float] = [0.0] * len(self._shares)
+        # Set by each child once its app runs.
+        self._ready: list[Any] = [None] * len(self._shares)
+        self._failures: list[int] = [0] * len(self._shares)
+        self.start_failures = 0
         self._stopping = threading.Event()
         self._grace = 30.0
         self._lock = threading.Lock()
@@ -131,12 +147,14 @@ class ProcessPool:
         self._monitor.start()
 
     def _spawn(self, slot: int) -> None:
+        ready = self._context.Event()
         args: tuple[Any, ...] = (
             self._app._origin,
             self._app.path,
             self._shares[slot],
             self._grace,
             os.getpid(),
+            ready,
         )
         child = self._context.Process(
             target=_child_main, args=args, name=f"kathikon-worker-{slot}", daemon=False
@@ -144,6 +162,7 @@ class ProcessPool:
         child.start()
         with self._lock:
             self._children[slot] = child
+            self._ready[slot] = ready
             self._started_at[slot] = time.monotonic()
         log.info("worker process %d started (queues %s)", child.pid, self._shares[slot])
 
@@ -152,15 +171,31 @@ class ProcessPool:
             for slot, child in enumerate(list(self._children)):
                 if child is None or child.is_alive() or self._stopping.is_set():
                     continue
-                log.warning(
-                    "worker process %s exited with status %s; its jobs are rescued by the "
-                    "store's owner; starting another",
-                    child.pid,
-                    child.exitcode,
-                )
-                # At most one restart a second per slot, so a child that fails at import
-                # does not spin.
-                wait = self._started_at[slot] + 1.0 - time.monotonic()
+                # An error exit before the app ran is the child's own failure (killed by a
+                # signal is not): it would fail the same way at once, so back off.
+                failed_to_start = not self._ready[slot].is_set() and (child.exitcode or 0) > 0
+                if not failed_to_start:
+                    self._failures[slot] = 0
+                    log.warning(
+                        "worker process %s exited with status %s; its jobs are rescued by the "
+                        "store's owner; starting another",
+                        child.pid,
+                        child.exitcode,
+                    )
+                    # At most one restart a second per slot.
+                    wait = self._started_at[slot] + 1.0 - time.monotonic()
+                else:
+                    self._failures[slot] += 1
+                    self.start_failures += 1
+                    wait = restart_delay(self._failures[slot])
+                    log.error(
+                        "worker process %s exited with status %s before it started (%d time(s) "
+                        "in a row; its error is above); trying again in %g s",
+                        child.pid,
+                        child.exitcode,
+                        self._failures[slot],
+                        wait,
+                    )
                 if wait > 0 and self._stopping.wait(wait):
                     return
                 self._spawn(slot)

@@ -505,3 +505,31 @@ def test_start_processes_from_a_script_runs_the_jobs_in_worker_processes(setup: 
         assert all(app.get(i).state is S.COMPLETED for i in report["ids"])
     finally:
         app.close()
+
+
+def test_restart_delay_doubles_from_one_second_to_a_minute() -> None:
+    from kathikon.processes import restart_delay
+
+    assert [restart_delay(n) for n in range(9)] == [1, 1, 2, 4, 8, 16, 32, 60, 60]
+
+
+def test_a_worker_process_that_cannot_start_is_retried_with_growing_delays(
+    setup: Setup,
+) -> None:
+    """The app is created under the main guard, so worker processes find no app: each exits
+    with the error that says so, and the pool tries again after 1 s, then 2 s (not once a
+    second forever), logging each failure as an error; stopping does not wait the delay out."""
+    proc = setup.spawn(sys.executable, "start_broken.py")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    report = json.loads(out)
+    assert report["failures"] == 2, err
+    assert report["clean"] is False  # a child exited with an error
+    assert report["stopped_in"] < 1.5, report
+    assert err.count("found no Kathikon app") >= 2, err
+    delays = [
+        line.rsplit("trying again in ", 1)[1]
+        for line in err.splitlines()
+        if "trying again in" in line
+    ]
+    assert delays[:2] == ["1 s", "2 s"], err
