@@ -114,7 +114,8 @@ class Kathikon:
         retention_period: how long completed/cancelled/discarded jobs are kept, seconds
             (86,400 = one day).
         durability: ``"fsync"`` (default: every insert is on disk before it returns) or
-            ``"none"`` (faster; a crash loses what was not yet fsync'd).
+            ``"none"`` (~5× faster single inserts; a killed process loses nothing, a power loss
+            or an OS crash up to the last ~2 s).
         max_args_bytes: refuse jobs whose ``args`` encode to more UTF-8 JSON bytes than this
             (``InvalidJobError``); ``None`` (default) for no limit.
         clock: ``"system"`` (default) or ``"manual"``: time starts at now and moves only with

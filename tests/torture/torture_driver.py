@@ -106,7 +106,11 @@ class Torture:
     workdir: Path
     kills: int
     seed: int
-    durability: str = "fsync"  # "none" only to show the checker catches real loss
+    durability: str = "fsync"
+    # Delete the store's log after each kill: what a power loss can do to a log that was never
+    # synced (durability="none"), which a test cannot cause for real. Only to show that the
+    # checker catches real loss.
+    lose_unsynced_log: bool = False
     # Called with the reopened store before each check: the tests' way of breaking a
     # promise on purpose, to show the checker notices.
     sabotage: Optional[Callable[[kathikon.Kathikon, History], None]] = None
@@ -201,6 +205,8 @@ class Torture:
             self._alive(proc, err, "the kill")
             os.kill(proc.pid, signal.SIGKILL)
             assert proc.wait(10) == -signal.SIGKILL, f"child {no} {self.why()}"
+            if self.lose_unsynced_log:
+                self.store.with_name(self.store.name + "-wal").unlink(missing_ok=True)
         finally:
             if proc.poll() is None:
                 proc.kill()

@@ -25,8 +25,9 @@ pub enum Durability {
     /// Each commit waits for fsync: an acknowledged change survives a power loss.
     #[default]
     Fsync,
-    /// Commits stay in memory until a later fsync'd one: a crash of any kind, even of the
-    /// process alone, can lose every change since the last fsync'd commit.
+    /// A file store's log is written but not synced: a killed process loses nothing, a
+    /// power loss or an OS crash what was written since the last checkpoint (at most ~2 s).
+    /// An in-memory store loses everything at close either way.
     None,
 }
 

@@ -230,15 +230,41 @@ fn the_log_is_owner_only_and_a_clean_close_removes_it() {
     assert_eq!(store_mode & 0o777, 0o600, "store mode {store_mode:o}");
     engine.close();
     assert!(!log_of(&path).exists());
-    // Without fsync there is no log at all.
-    let engine = Engine::open(kathikon_core::EngineConfig {
-        durability: kathikon_core::Durability::None,
-        ..config(&path)
-    })
+}
+
+/// With `durability="none"` the log is written all the same, only never synced: what a
+/// killed process leaves (the files as the page cache holds them) still has every batch it
+/// acknowledged. (What a power loss would take, the unsynced tail, cannot be made here.)
+#[test]
+fn without_fsync_the_log_is_never_synced_and_still_keeps_what_a_killed_process_acknowledged() {
+    let dir = scratch_dir();
+    let path = dir.path().join("jobs.redb");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .unwrap();
+    let backend = redb::backends::FileBackend::new(file).unwrap();
+    let faults = std::sync::Arc::new(kathikon_core::storage::LogFaults::default());
+    let engine = Engine::open_with_log_faults(
+        kathikon_core::EngineConfig {
+            durability: kathikon_core::Durability::None,
+            ..config(&path)
+        },
+        backend,
+        None,
+        faults.clone(),
+    )
     .unwrap();
-    engine.insert(vec![job("q", "w")]).unwrap();
-    assert!(!log_of(&path).exists());
+    let ids: Vec<u64> = (0..3).map(|_| engine.insert(vec![job("q", "w")]).unwrap()[0].id).collect();
+    assert!(faults.write.seen() >= 3, "the batches were not logged");
+    assert_eq!(faults.sync.seen(), 0, "a batch was synced");
+    let copy = crash_copy(&path);
     engine.close();
+    let jobs = reopen(dir.path(), "copy.redb", &copy.store, Some(&copy.log)).unwrap();
+    assert_eq!(jobs.iter().map(|j| j.id).collect::<Vec<_>>(), ids);
 }
 
 /// Batches are applied in one redb transaction that stays open between them (it is committed

@@ -39,7 +39,8 @@ pub struct RedbStore {
     durability: redb::Durability,
     /// For error messages; `<memory>` for the in-memory backend.
     path: Arc<Path>,
-    /// The write-ahead log, for a store in a file with fsync'd commits; `None` otherwise.
+    /// The write-ahead log, for a store in a file (synced per batch only with fsync); `None`
+    /// in memory.
     wal: Option<Mutex<LogState>>,
     /// Whether the log's open transaction holds changes readers cannot see yet: a read
     /// commits it first.
@@ -144,7 +145,7 @@ impl RedbStore {
     }
 
     /// [`RedbStore::open_with_backend`], with `log_faults` injected into the write-ahead log
-    /// (kept beside `path` when there is one and `fsync` is set). Not a stable API.
+    /// (kept beside `path` when there is one). Not a stable API.
     #[doc(hidden)]
     pub fn open_with_backend_and_log_faults(
         backend: impl redb::StorageBackend,
@@ -170,13 +171,11 @@ impl RedbStore {
     }
 
     /// Apply what the write-ahead log beside the file holds past the last checkpoint, then
-    /// (with `fsync`) open the log for this store's commits, or (without) delete it.
+    /// open the log for this store's commits: synced per batch with `fsync`, not without
+    /// (a killed process then loses nothing, a power loss what was not yet checkpointed).
     fn attach_log(&mut self, fsync: bool, faults: Option<Arc<LogFaults>>) -> Result<()> {
         let log_path = wal::path_for(&self.path);
         let exists = log_path.exists();
-        if !fsync && !exists {
-            return Ok(());
-        }
         let bytes = if exists {
             std::fs::read(&log_path).map_err(|e| {
                 Error::Storage(format!(
@@ -220,28 +219,22 @@ impl RedbStore {
                 last = seq;
             }
         }
-        if fsync {
-            let log = Wal::open(&log_path, store_id, last + 1, faults).map_err(|e| {
-                Error::Storage(format!(
-                    "cannot open {}: {e}{}",
-                    log_path.display(),
-                    crate::error::io_advice(&e)
-                ))
-            })?;
-            self.wal = Some(Mutex::new(LogState {
-                log,
-                open: None,
-                pending: Payloads::default(),
-                spare: None,
-                since_checkpoint: 0,
-                first_at: None,
-                poisoned: false,
-            }));
-        } else {
-            std::fs::remove_file(&log_path).map_err(|e| {
-                Error::Storage(format!("cannot remove {}: {e}", log_path.display()))
-            })?;
-        }
+        let log = Wal::open(&log_path, store_id, last + 1, faults).map_err(|e| {
+            Error::Storage(format!(
+                "cannot open {}: {e}{}",
+                log_path.display(),
+                crate::error::io_advice(&e)
+            ))
+        })?;
+        self.wal = Some(Mutex::new(LogState {
+            log: if fsync { log } else { log.unsynced() },
+            open: None,
+            pending: Payloads::default(),
+            spare: None,
+            since_checkpoint: 0,
+            first_at: None,
+            poisoned: false,
+        }));
         Ok(())
     }
 

@@ -258,6 +258,8 @@ pub(crate) struct Wal {
     dropped: u64,
     /// Zeroes written past the window, from here to the end, to drop once synced.
     uncache_after_sync: Option<u64>,
+    /// Whether each append waits for `fdatasync` (not with `durability="none"`).
+    sync: bool,
     next_seq: u64,
     store_id: u64,
     faults: Option<Arc<LogFaults>>,
@@ -290,6 +292,7 @@ impl Wal {
             zeroed: 0,
             dropped: 0,
             uncache_after_sync: None,
+            sync: true,
             next_seq,
             store_id,
             faults,
@@ -302,6 +305,13 @@ impl Wal {
         &self.path
     }
 
+    /// Appends without `fdatasync`: a record reaches the page cache only, which a killed
+    /// process cannot take with it, but a power loss or an OS crash can.
+    pub(crate) fn unsynced(mut self) -> Wal {
+        self.sync = false;
+        self
+    }
+
     /// Sequence number of the last record appended (or of the checkpoint the log started at).
     pub(crate) fn last_seq(&self) -> u64 {
         self.next_seq - 1
@@ -312,9 +322,9 @@ impl Wal {
         self.pos
     }
 
-    /// Append `buf` as the next record and wait until it is on disk (`fdatasync`, on the
-    /// calling thread: nothing else would run meanwhile, so a hand-off to another thread
-    /// would only add two wake-ups). On error the record may be on disk whole, torn, or
+    /// Append `buf` as the next record and (unless [`Wal::unsynced`]) wait until it is on
+    /// disk (`fdatasync`, on the calling thread: nothing else would run meanwhile, so a
+    /// hand-off to another thread would only add two wake-ups). On error the record may be on disk whole, torn, or
     /// absent; the caller must stop writing.
     pub(crate) fn append(&mut self, buf: &mut LogBuf) -> io::Result<()> {
         let bytes = &mut buf.bytes;
@@ -337,12 +347,17 @@ impl Wal {
             }
         }
         self.file.write_all_at(bytes, self.pos)?;
-        if let Some(faults) = &self.faults {
-            faults.sync.pass("log fsync")?;
+        if self.sync {
+            if let Some(faults) = &self.faults {
+                faults.sync.pass("log fsync")?;
+            }
+            self.file.sync_data()?;
         }
-        self.file.sync_data()?;
         self.pos = end;
         self.next_seq += 1;
+        if !self.sync {
+            return Ok(()); // the pages are dirty: there is nothing to drop from the cache
+        }
         if let Some(from) = self.uncache_after_sync.take() {
             self.uncache(from, self.len - from);
         }
