@@ -463,12 +463,11 @@ class Kathikon:
             return [Job(r) for r in self._engine.insert(rows)]
         started = time.perf_counter()
         jobs = [Job(r) for r in self._engine.insert(rows)]
-        if telemetry.has_handlers(INSERT):
-            telemetry.execute(
-                INSERT,
-                {"count": len(jobs), "duration": time.perf_counter() - started},
-                {"jobs": jobs},
-            )
+        telemetry.execute(
+            INSERT,
+            {"count": len(jobs), "duration": time.perf_counter() - started},
+            {"jobs": jobs},
+        )
         return jobs
 
     # -- managing jobs -------------------------------------------------------------------
