@@ -375,9 +375,10 @@ impl Wal {
     /// then rarely changes, so `fdatasync` rarely has metadata to write); the part of those
     /// beyond the window leaves the cache once synced.
     fn zero_ahead(&mut self, end: u64) -> io::Result<()> {
+        // Static rather than a fresh 64 KiB allocation per call: nothing ever writes to it.
+        static ZEROS: [u8; WINDOW as usize] = [0; WINDOW as usize];
         let window = (end + WINDOW).div_ceil(WINDOW) * WINDOW;
         let fill = if window > self.len { window.div_ceil(CHUNK) * CHUNK } else { window };
-        let zeros = vec![0_u8; WINDOW as usize];
         let mut at = self.zeroed;
         while at < fill {
             // One write per window-aligned block: the kernel sizes the page-cache folios it
@@ -387,7 +388,7 @@ impl Wal {
             if let Some(faults) = &self.faults {
                 faults.write.pass("log write")?;
             }
-            self.file.write_all_at(&zeros[..n as usize], at)?;
+            self.file.write_all_at(&ZEROS[..n as usize], at)?;
             at += n;
         }
         if fill > window {
