@@ -765,3 +765,91 @@ def test_slow_jobs_are_not_claimed_ahead(store_path: Path) -> None:
         assert 1 <= most_executing <= 2
     finally:
         app.close(timeout=5)
+
+
+def test_slow_async_jobs_are_not_claimed_ahead(store_path: Path) -> None:
+    """Lanes size their claims of async jobs by how fast the loop finishes them: jobs of
+    30 ms are taken one at a time, so at most one more per lane waits for a slot."""
+    app = kathikon.Kathikon(store_path, queues={"default": 2}, poll_interval=0.2)
+    try:
+
+        @app.worker
+        async def slow(job: kathikon.Job) -> None:
+            await asyncio.sleep(0.03)
+
+        app.insert_all([slow.new() for _ in range(20)])
+        app.start()
+        most_executing = 0
+        deadline = time.monotonic() + 20
+        while app.stats()["default"]["completed"] < 20 and time.monotonic() < deadline:
+            most_executing = max(most_executing, app.stats()["default"]["executing"])
+            time.sleep(0.002)
+        assert app.stats()["default"]["completed"] == 20
+        # Two running and, per lane, one claimed and handed to the loop.
+        assert 2 <= most_executing <= 4
+    finally:
+        app.close(timeout=5)
+
+
+def test_a_slot_freed_by_a_sync_job_starts_an_async_job_waiting_for_one(
+    make_app: MakeApp, wait_until: WaitUntil
+) -> None:
+    """Concurrency 2: a sync job (0.3 s) and a long async job hold both slots while a short
+    async job waits on the loop. The sync job's lane frees its slot at 0.3 s, and the short
+    job must start then, not when the long one ends at 1.5 s."""
+    app = make_app(queues={"default": 2})
+    started: dict[str, float] = {}
+
+    @app.worker
+    def sync_first(job: kathikon.Job) -> None:
+        started["sync"] = time.monotonic()
+        time.sleep(0.3)
+
+    @app.worker
+    async def long_async(job: kathikon.Job) -> None:
+        started["long"] = time.monotonic()
+        await asyncio.sleep(1.5)
+
+    @app.worker
+    async def short_async(job: kathikon.Job) -> None:
+        started["short"] = time.monotonic()
+
+    app.start()
+    try:
+        # Lanes claim one job at a time until jobs prove quick: one lane takes the sync job,
+        # the other the long async job and then the short one, which waits for a slot.
+        _, long_job, _ = app.insert_all([sync_first.new(), long_async.new(), short_async.new()])
+        wait_until(lambda: app.stats()["default"]["completed"] == 2, timeout=10)
+        assert set(started) == {"sync", "long", "short"}
+        assert started["short"] - started["sync"] < 1.0
+        assert app.get(long_job).state is S.EXECUTING  # still running
+    finally:
+        assert app.stop(timeout=5)
+
+
+def test_stop_releases_lanes_whose_async_jobs_wait_for_a_slot(app: kathikon.Kathikon) -> None:
+    """Concurrency 1: the lane hands a second async job to the loop and waits for it to
+    start, which it cannot while the first runs. Past the grace period both stay executing
+    (to be rescued at the next open) and the lane thread ends."""
+    started = threading.Event()
+
+    @app.worker
+    async def sleepy(job: kathikon.Job) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    first, second = sleepy.insert({}), sleepy.insert({})
+    app.start(queues={"default": 1})
+    assert started.wait(5)
+    deadline = time.monotonic() + 5
+    while app.get(second.id).state is not S.EXECUTING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert app.stop(timeout=0.2) is False
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+        t.name.startswith("kathikon-default-") for t in threading.enumerate()
+    ):
+        time.sleep(0.01)
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("kathikon-default-")]
+    assert app.get(first.id).state is S.EXECUTING
+    assert app.get(second.id).state is S.EXECUTING

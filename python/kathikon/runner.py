@@ -9,8 +9,11 @@ jobs are therefore claimed one at a time and never wait behind each other, while
 jobs share one fsync per batch instead of paying one each.
 
 Async jobs run on the app's asyncio loop thread; a queue's :class:`Slots` bound sync and async
-jobs together. The engine's claim waits with the GIL released and is woken as soon as a job
-lands, so idle queues cost nothing.
+jobs together. A lane hands its claimed async jobs to the loop in one hop and waits until the
+loop has started them all; the loop starts each as a slot frees, with no thread in between,
+and sends the outcomes of all the jobs that finished in one pass of the loop in one call. The
+engine's claim waits with the GIL released and is woken as soon as a job lands, so idle queues
+cost nothing.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import asyncio
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Optional
+from collections import deque
+from typing import TYPE_CHECKING, Callable, Optional
 
 from . import telemetry
 from ._native import Engine, JobRecord
@@ -59,6 +63,9 @@ class Slots:
         self.limit = limit
         self.running = 0
         self._cond = threading.Condition()
+        #: Called after each release (outside the lock): the runner starts async jobs
+        #: waiting for a slot.
+        self.on_release: Optional[Callable[[], None]] = None
 
     def try_take(self) -> bool:
         """Take a free slot if there is one."""
@@ -79,6 +86,8 @@ class Slots:
         with self._cond:
             self.running -= 1
             self._cond.notify()
+        if self.on_release is not None:
+            self.on_release()
 
     def wait_idle(self, deadline: float) -> bool:
         with self._cond:
@@ -103,12 +112,22 @@ class Runner:
         self._loop_lock = threading.Lock()
         # The async jobs running on the loop, by job id.
         self._running: dict[int, tuple[Attempt, asyncio.Task[None]]] = {}
+        # Loop thread only: per queue, async jobs handed over by lanes and waiting for a
+        # slot, each with the event its lane waits on when it is the last of a hand-over.
+        self._waiting: dict[str, deque[tuple[Attempt, Optional[threading.Event]]]] = {}
+        # Loop thread only: finished async jobs whose outcomes the next flush sends.
+        self._finished: list[tuple[Attempt, AckTuple, str]] = []
+        # Per queue, async jobs finished per second (smoothed) and when the last were; the
+        # lanes size their claims of async jobs by it.
+        self._async_rate: dict[str, float] = {}
+        self._async_done_at: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
         for queue, concurrency in self._queues.items():
-            self._slots[queue] = Slots(concurrency)
+            slots = self._slots[queue] = Slots(concurrency)
+            slots.on_release = self._release_hook(queue)
             for lane in range(concurrency):
                 t = threading.Thread(
                     target=self._lane,
@@ -167,39 +186,48 @@ class Runner:
                 batch = 1
                 continue
             started = time.perf_counter()
-            self._run_batch(records, slots)
+            had_async = self._run_batch(queue, records, slots)
+            budget = PREFETCH_BUDGET if self._engine.role == "owner" else CLIENT_PREFETCH_BUDGET
+            if had_async:
+                # How long this lane waited says little: its async jobs queued behind other
+                # lanes'. What the loop finishes per second says how many more it can take
+                # without them waiting longer than the budget.
+                ahead = budget * self._async_rate.get(queue, 0.0) - len(
+                    self._waiting.get(queue, ())
+                )
+                batch = max(1, min(MAX_BATCH, int(ahead)))
+                continue
             per_job = (time.perf_counter() - started) / len(records)
             pace = per_job if pace == 0.0 else 0.7 * pace + 0.3 * per_job
-            budget = PREFETCH_BUDGET if self._engine.role == "owner" else CLIENT_PREFETCH_BUDGET
             batch = max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7))))
 
-    def _run_batch(self, records: list[JobRecord], slots: Slots) -> None:
-        """Run a lane's claimed jobs in order: sync ones here, async ones on the loop.
-
-        The lane holds one of the queue's slots while it runs sync jobs one after another,
-        and hands it to an async job when one comes (taking another for the next sync job),
-        so sync and async jobs together never run more than the queue's concurrency."""
+    def _run_batch(self, queue: str, records: list[JobRecord], slots: Slots) -> bool:
+        """Run a lane's claimed jobs in order: sync ones here, holding one of the queue's
+        slots while they run one after another; async ones handed to the loop, which starts
+        each when a slot is free. Returns once every job has run or started, so a lane does
+        not claim more while its async jobs still wait for a slot. True if there were async
+        jobs."""
         workers = self._app._workers
         watched = _jobs_watched()
         attempts: list[Attempt] = []
         acks: list[AckTuple] = []
         to_loop: list[Attempt] = []
+        handed: list[threading.Event] = []
         held = False
         try:
             for record in records:
                 reg = workers.get(record.worker)
-                if not held:
-                    if not slots.try_take():
-                        # Async jobs taken so far hold slots: start them before waiting.
-                        if to_loop:
-                            self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
-                            to_loop = []
-                        slots.take()
-                    held = True
                 if reg is not None and reg.is_async:
                     to_loop.append(Attempt(Job(record), reg))
-                    held = False  # the slot is the async job's now; it releases it
-                elif watched or reg is None:
+                    continue
+                if to_loop:
+                    # Start them while this lane runs the sync jobs after them.
+                    handed.append(self._hand_over(queue, to_loop))
+                    to_loop = []
+                if not held:
+                    slots.take()
+                    held = True
+                if watched or reg is None:
                     attempt = Attempt(Job(record), reg)
                     acks.append(run_sync(attempt))
                     attempts.append(attempt)
@@ -209,10 +237,18 @@ class Runner:
             if held:
                 slots.release()
             if to_loop:
-                # One hop to the loop thread for the whole batch.
-                self._event_loop().call_soon_threadsafe(self._spawn, to_loop, slots)
+                handed.append(self._hand_over(queue, to_loop))
         if acks:
             self._ack(attempts, acks)
+        for started in handed:
+            self._wait_started(started)
+        return bool(handed)
+
+    def _wait_started(self, started: threading.Event) -> None:
+        while not started.wait(0.5):
+            loop = self._loop
+            if loop is None or not loop.is_running():
+                return  # handed over as the runner stopped: nothing will start them
 
     def _ack(self, attempts: list[Attempt], acks: list[AckTuple]) -> None:
         """Record outcomes. Without listeners for outcome events nothing needs the stored
@@ -241,27 +277,104 @@ class Runner:
 
     # -- async ---------------------------------------------------------------------------
 
-    def _spawn(self, attempts: list[Attempt], slots: Slots) -> None:
-        """On the loop thread: start a task per attempt."""
-        loop = asyncio.get_running_loop()
-        for attempt in attempts:
-            task = loop.create_task(self._run_async(attempt, slots))
-            self._running[attempt.job.id] = (attempt, task)
+    def _hand_over(self, queue: str, attempts: list[Attempt]) -> threading.Event:
+        """Give async jobs to the loop (one hop for all of them); the event is set once the
+        last of them has started (or the runner stopped before it could)."""
+        started = threading.Event()
+        try:
+            self._event_loop().call_soon_threadsafe(self._enqueue, queue, attempts, started)
+        except RuntimeError:
+            # The loop is closed (the runner stopped past its grace period while this lane
+            # ran a sync job): the jobs stay executing, to be rescued at the next open.
+            started.set()
+        return started
 
-    async def _run_async(self, attempt: Attempt, slots: Slots) -> None:
+    def _enqueue(self, queue: str, attempts: list[Attempt], started: threading.Event) -> None:
+        """On the loop thread: queue handed-over jobs behind earlier ones, start what fits."""
+        waiting = self._waiting.setdefault(queue, deque())
+        waiting.extend((attempt, None) for attempt in attempts[:-1])
+        waiting.append((attempts[-1], started))
+        self._start_waiting(queue)
+
+    def _start_waiting(self, queue: str) -> None:
+        """On the loop thread: start waiting async jobs of ``queue`` while slots are free."""
+        waiting = self._waiting.get(queue)
+        if not waiting:
+            return
+        slots = self._slots[queue]
+        loop = asyncio.get_running_loop()
+        while waiting and slots.try_take():
+            attempt, started = waiting.popleft()
+            task = loop.create_task(self._run_async(queue, attempt))
+            self._running[attempt.job.id] = (attempt, task)
+            if started is not None:
+                started.set()
+
+    def _release_hook(self, queue: str) -> Callable[[], None]:
+        """What a slot's release does beyond waking a lane: a slot freed by a lane may be
+        what an async job waiting on the loop needs (the loop's own releases start waiting
+        jobs themselves)."""
+
+        def released() -> None:
+            loop = self._loop
+            if not self._waiting.get(queue) or loop is None:
+                return
+            if threading.current_thread() is self._loop_thread:
+                return
+            try:
+                loop.call_soon_threadsafe(self._start_waiting, queue)
+            except RuntimeError:
+                pass  # the loop is closed: the runner has stopped
+
+        return released
+
+    async def _run_async(self, queue: str, attempt: Attempt) -> None:
+        ack: Optional[AckTuple] = None
         try:
             ack = await run_async(attempt)
-            if _outcomes_watched():
-                # Waiting for the stored outcome blocks: do it off the loop.
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(None, self._ack, [attempt], [ack])
-            else:
-                self._ack([attempt], [ack])  # sent without waiting: does not block the loop
         except asyncio.CancelledError:
-            pass
+            pass  # cancelled as asked (app.cancel, shutdown): there is nothing to send
         finally:
             self._running.pop(attempt.job.id, None)
-            slots.release()
+            if ack is None:
+                self._slots[queue].release()
+                self._start_waiting(queue)
+        if ack is not None:
+            # Sent with every other outcome of this pass of the loop, in one call; the slot
+            # is freed once it is sent.
+            if not self._finished:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._finished.append((attempt, ack, queue))
+
+    def _flush(self) -> None:
+        """On the loop thread: send the finished async jobs' outcomes, then free their slots
+        and start the jobs waiting for them."""
+        finished, self._finished = self._finished, []
+        attempts = [attempt for attempt, _, _ in finished]
+        acks = [ack for _, ack, _ in finished]
+        if _outcomes_watched():
+            # Waiting for the stored outcomes blocks: do it off the loop.
+            loop = asyncio.get_running_loop()
+            sent = loop.run_in_executor(None, self._ack, attempts, acks)
+            sent.add_done_callback(lambda _: self._release(finished))
+        else:
+            self._ack(attempts, acks)  # sent without waiting: does not block the loop
+            self._release(finished)
+
+    def _release(self, finished: list[tuple[Attempt, AckTuple, str]]) -> None:
+        done: dict[str, int] = {}
+        for _, _, queue in finished:
+            self._slots[queue].release()
+            done[queue] = done.get(queue, 0) + 1
+        now = time.perf_counter()
+        for queue, n in done.items():
+            last = self._async_done_at.get(queue)
+            self._async_done_at[queue] = now
+            if last is not None and now > last:
+                rate = n / (now - last)
+                before = self._async_rate.get(queue)
+                self._async_rate[queue] = rate if before is None else 0.7 * before + 0.3 * rate
+            self._start_waiting(queue)
 
     def cancel_running(self, job_id: int) -> bool:
         """Cancel an async job running here; sync jobs cannot be interrupted (their late
@@ -280,6 +393,13 @@ class Runner:
         executing in the store rather than counting as failures) and stop the loop."""
         for attempt, _ in self._running.values():
             attempt.cancel_requested = True
+        # Jobs still waiting for a slot stay executing in the store, to be rescued at the
+        # next open like the cancelled ones; their lanes stop waiting for them.
+        for waiting in self._waiting.values():
+            for _, started in waiting:
+                if started is not None:
+                    started.set()
+            waiting.clear()
         _cancel_all(loop)
 
     def _event_loop(self) -> asyncio.AbstractEventLoop:
