@@ -567,6 +567,36 @@ def test_cancel_executing_async_job(app: kathikon.Kathikon, wait_until: WaitUnti
     assert app.get(job.id).state is S.CANCELLED
 
 
+def test_cancel_an_async_job_claimed_but_waiting_for_a_slot(
+    make_app: MakeApp, wait_until: WaitUntil
+) -> None:
+    """Concurrency 1: the second async job is claimed (executing in the store) and handed to
+    the loop while the first runs. Cancelled then, it must never start."""
+    app = make_app(queues={"default": 1})
+    ran: list[int] = []
+    release = threading.Event()
+
+    @app.worker
+    async def step(job: kathikon.Job) -> None:
+        ran.append(job.args["i"])
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+
+    first, second = app.insert_all([step.new({"i": 1}), step.new({"i": 2})])
+    app.start()
+    try:
+        wait_until(lambda: app.get(second).state is S.EXECUTING, what="the second job claimed")
+        assert ran == [1]
+        assert app.cancel(second).state is S.CANCELLED
+        release.set()
+        wait_until(lambda: app.get(first).state is S.COMPLETED, what="the first job")
+        time.sleep(0.2)  # time enough for a wrongly started job to run
+    finally:
+        assert app.stop(timeout=5)
+    assert ran == [1]
+    assert app.get(second).state is S.CANCELLED
+
+
 @pytest.mark.parametrize("late", ["return", "raise", "snooze"])
 def test_cancel_executing_sync_job_ignores_its_late_result(
     app: kathikon.Kathikon, wait_until: WaitUntil, late: str

@@ -376,17 +376,32 @@ class Runner:
                 self._async_rate[queue] = rate if before is None else 0.7 * before + 0.3 * rate
             self._start_waiting(queue)
 
-    def cancel_running(self, job_id: int) -> bool:
-        """Cancel an async job running here; sync jobs cannot be interrupted (their late
-        result is refused by the engine)."""
-        running = self._running.get(job_id)
+    def cancel_running(self, job_id: int) -> None:
+        """Cancel an async job running here, or drop it if it still waits for a slot (the
+        store already says cancelled, so it must not start). Sync jobs cannot be
+        interrupted: their late result is refused by the engine."""
         loop = self._loop
-        if running is None or loop is None:
-            return False
-        attempt, task = running
-        attempt.cancel_requested = True
-        loop.call_soon_threadsafe(task.cancel)
-        return True
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._cancel_on_loop, job_id)
+        except RuntimeError:
+            pass  # the loop is closed: nothing of this runner runs any more
+
+    def _cancel_on_loop(self, job_id: int) -> None:
+        running = self._running.get(job_id)
+        if running is not None:
+            attempt, task = running
+            attempt.cancel_requested = True
+            task.cancel()
+            return
+        for waiting in self._waiting.values():
+            for i, (attempt, started) in enumerate(waiting):
+                if attempt.job.id == job_id:
+                    del waiting[i]
+                    if started is not None:
+                        started.set()  # its lane may claim again a little early
+                    return
 
     def _cancel_all(self, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop thread: cancel every task (the jobs' as asked for, so they stay
