@@ -67,13 +67,12 @@ class Slots:
         #: waiting for a slot.
         self.on_release: Optional[Callable[[], None]] = None
 
-    def try_take(self) -> bool:
-        """Take a free slot if there is one."""
+    def take_up_to(self, n: int) -> int:
+        """Take as many free slots as there are, up to ``n``; returns how many."""
         with self._cond:
-            if self.running >= self.limit:
-                return False
-            self.running += 1
-            return True
+            taken = max(0, min(n, self.limit - self.running))
+            self.running += taken
+            return taken
 
     def take(self) -> None:
         """Wait for a free slot and take it."""
@@ -82,10 +81,10 @@ class Slots:
                 self._cond.wait(0.5)
             self.running += 1
 
-    def release(self) -> None:
+    def release(self, n: int = 1) -> None:
         with self._cond:
-            self.running -= 1
-            self._cond.notify()
+            self.running -= n
+            self._cond.notify(n)
         if self.on_release is not None:
             self.on_release()
 
@@ -301,12 +300,12 @@ class Runner:
         waiting = self._waiting.get(queue)
         if not waiting:
             return
-        slots = self._slots[queue]
         loop = asyncio.get_running_loop()
-        while waiting and slots.try_take():
+        for _ in range(self._slots[queue].take_up_to(len(waiting))):
             attempt, started = waiting.popleft()
-            task = loop.create_task(self._run_async(queue, attempt))
-            self._running[attempt.job.id] = (attempt, task)
+            job_id = attempt.job.id
+            task = loop.create_task(self._run_async(queue, job_id, attempt))
+            self._running[job_id] = (attempt, task)
             if started is not None:
                 started.set()
 
@@ -328,14 +327,14 @@ class Runner:
 
         return released
 
-    async def _run_async(self, queue: str, attempt: Attempt) -> None:
+    async def _run_async(self, queue: str, job_id: int, attempt: Attempt) -> None:
         ack: Optional[AckTuple] = None
         try:
             ack = await run_async(attempt)
         except asyncio.CancelledError:
             pass  # cancelled as asked (app.cancel, shutdown): there is nothing to send
         finally:
-            self._running.pop(attempt.job.id, None)
+            self._running.pop(job_id, None)
             if ack is None:
                 self._slots[queue].release()
                 self._start_waiting(queue)
@@ -364,10 +363,10 @@ class Runner:
     def _release(self, finished: list[tuple[Attempt, AckTuple, str]]) -> None:
         done: dict[str, int] = {}
         for _, _, queue in finished:
-            self._slots[queue].release()
             done[queue] = done.get(queue, 0) + 1
         now = time.perf_counter()
         for queue, n in done.items():
+            self._slots[queue].release(n)
             last = self._async_done_at.get(queue)
             self._async_done_at[queue] = now
             if last is not None and now > last:
