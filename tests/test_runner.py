@@ -883,3 +883,26 @@ def test_stop_releases_lanes_whose_async_jobs_wait_for_a_slot(app: kathikon.Kath
     assert not [t.name for t in threading.enumerate() if t.name.startswith("kathikon-default-")]
     assert app.get(first.id).state is S.EXECUTING
     assert app.get(second.id).state is S.EXECUTING
+
+
+def test_stop_leaves_no_claimed_async_job_executing(
+    make_app: MakeApp, wait_until: WaitUntil
+) -> None:
+    """Stopping part way through many short async jobs: every job a lane claimed and handed
+    to the loop still runs, none is left executing."""
+    app = make_app(queues={"default": 1})
+
+    @app.worker
+    async def brief(job: kathikon.Job) -> None:
+        await asyncio.sleep(0.001)
+
+    app.insert_all([brief.new() for _ in range(5_000)])
+    app.start()
+    try:
+        wait_until(lambda: app.stats()["default"]["completed"] >= 300, timeout=20)
+    finally:
+        assert app.stop(timeout=10)
+    counts = app.stats()["default"]
+    assert counts["executing"] == 0
+    assert counts["completed"] + counts["available"] == 5_000
+    assert counts["available"] > 0  # it did stop part way
