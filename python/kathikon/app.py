@@ -358,12 +358,9 @@ class Kathikon:
             and meta is None
         )
         if plain:
-            cached = self._plain_rows.get(reg.name)
-            if cached is not None and cached[0] is reg:
-                q, name, _, meta_json, tags_, attempts, prio, _ = cached[1]
-                return JobSpec(
-                    (q, name, self._args_json(args), meta_json, tags_, attempts, prio, None)
-                )
+            spec = self._new_plain(reg, args)
+            if spec is not None:
+                return spec
         queue = reg.queue if queue is None else queue
         if queue not in self.config.queues:
             raise UnknownQueueError(
@@ -390,6 +387,15 @@ class Kathikon:
         if plain:
             self._plain_rows[reg.name] = (reg, row)
         return JobSpec(row)
+
+    def _new_plain(self, reg: Registration, args: Optional[Mapping[str, Any]]) -> Optional[JobSpec]:
+        """A job of ``reg`` (registered with this app) with only ``args`` given, from the row
+        its worker's defaults made last time; ``None`` if there is none yet."""
+        cached = self._plain_rows.get(reg.name)
+        if cached is None or cached[0] is not reg:
+            return None
+        q, name, _, meta_json, tags, attempts, priority, _ = cached[1]
+        return JobSpec((q, name, self._args_json(args), meta_json, tags, attempts, priority, None))
 
     def _args_json(self, args: Optional[Mapping[str, Any]]) -> str:
         args_json = encode_json(args, "args")
