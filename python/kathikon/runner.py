@@ -116,9 +116,11 @@ class Runner:
         self._waiting: dict[str, deque[tuple[Attempt, Optional[threading.Event]]]] = {}
         # Loop thread only: finished async jobs whose outcomes the next flush sends.
         self._finished: list[tuple[Attempt, AckTuple, str]] = []
-        # Per queue, async jobs finished per second (smoothed) and when the last were; the
-        # lanes size their claims of async jobs by it.
+        # Per queue, for lanes to size their claims of async jobs by: jobs the loop
+        # finishes per second and how long one runs (both smoothed), and when the last
+        # ones finished.
         self._async_rate: dict[str, float] = {}
+        self._async_run_time: dict[str, float] = {}
         self._async_done_at: dict[str, float] = {}
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -188,17 +190,25 @@ class Runner:
             had_async = self._run_batch(queue, records, slots)
             budget = PREFETCH_BUDGET if self._engine.role == "owner" else CLIENT_PREFETCH_BUDGET
             if had_async:
-                # How long this lane waited says little: its async jobs queued behind other
-                # lanes'. What the loop finishes per second says how many more it can take
-                # without them waiting longer than the budget.
-                ahead = budget * self._async_rate.get(queue, 0.0) - len(
-                    self._waiting.get(queue, ())
-                )
-                batch = max(1, min(MAX_BATCH, int(ahead)))
+                batch = self._next_async_claim(queue, budget, slots.limit)
                 continue
             per_job = (time.perf_counter() - started) / len(records)
             pace = per_job if pace == 0.0 else 0.7 * pace + 0.3 * per_job
             batch = max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7))))
+
+    def _next_async_claim(self, queue: str, budget: float, concurrency: int) -> int:
+        """How many jobs a lane claims after handing async jobs to the loop.
+
+        How long the lane waited says little: its jobs queued behind other lanes'. A job
+        claimed now waits for the ones already waiting and for those claimed with it, at
+        the pace the loop finishes jobs (its CPU) and at least at the pace slots free up
+        (the jobs' run time over the concurrency). The claim is what keeps that wait within
+        ``budget``. Both paces are needed: jobs that run side by side finish a few µs apart,
+        so the loop's rate alone can look huge for jobs that each sleep for seconds."""
+        per_job = 1.0 / max(self._async_rate.get(queue, 0.0), 1e-9)
+        per_job = max(per_job, self._async_run_time.get(queue, 0.0) / concurrency)
+        ahead = budget / per_job - len(self._waiting.get(queue, ()))
+        return max(1, min(MAX_BATCH, int(ahead)))
 
     def _run_batch(self, queue: str, records: list[JobRecord], slots: Slots) -> bool:
         """Run a lane's claimed jobs in order: sync ones here, holding one of the queue's
@@ -362,11 +372,16 @@ class Runner:
 
     def _release(self, finished: list[tuple[Attempt, AckTuple, str]]) -> None:
         done: dict[str, int] = {}
-        for _, _, queue in finished:
+        run_time: dict[str, float] = {}
+        for attempt, _, queue in finished:
             done[queue] = done.get(queue, 0) + 1
+            run_time[queue] = run_time.get(queue, 0.0) + attempt.duration
         now = time.perf_counter()
         for queue, n in done.items():
             self._slots[queue].release(n)
+            run = self._async_run_time.get(queue)
+            mean = run_time[queue] / n
+            self._async_run_time[queue] = mean if run is None else 0.7 * run + 0.3 * mean
             last = self._async_done_at.get(queue)
             self._async_done_at[queue] = now
             if last is not None and now > last:
