@@ -782,8 +782,8 @@ def test_async_jobs_on_a_queue_of_concurrency_one_all_run(store_path: Path) -> N
 )
 def test_slow_jobs_are_not_claimed_ahead(store_path: Path, kind: str, most_allowed: int) -> None:
     """Lanes claim ahead only while jobs finish fast (sync ones by the pace the lane measures,
-    async ones by how fast the loop finishes them): jobs of 30 ms are taken one at a time, so
-    no job sits executing-but-waiting behind another for long."""
+    async ones by the loop's pace and the jobs' run time): jobs of 30 ms are taken one at a
+    time, so no job sits executing-but-waiting behind another for long."""
     app = kathikon.Kathikon(store_path, queues={"default": 2}, poll_interval=0.2)
     try:
         if kind == "sync":

@@ -202,8 +202,8 @@ class Runner:
         How long the lane waited says little: its jobs queued behind other lanes'. A job
         claimed now waits for the ones already waiting and for those claimed with it, at
         the pace the loop finishes jobs (its CPU) and at least at the pace slots free up
-        (the jobs' run time over the concurrency). The claim is what keeps that wait within
-        ``budget``. Both paces are needed: jobs that run side by side finish a few µs apart,
+        (the jobs' run time over the concurrency). The claim is sized to keep that wait
+        within ``budget``. Both paces are needed: jobs that run side by side finish a few µs apart,
         so the loop's rate alone can look huge for jobs that each sleep for seconds."""
         per_job = 1.0 / max(self._async_rate.get(queue, 0.0), 1e-9)
         per_job = max(per_job, self._async_run_time.get(queue, 0.0) / concurrency)
