@@ -169,7 +169,7 @@ class Runner:
         slots = self._slots[queue]
         poll = self._app.config.poll_interval
         batch = 1
-        pace = 0.0  # seconds per job, smoothed
+        pace: Optional[float] = None  # seconds per job, smoothed
         while not self._stopping.is_set():
             try:
                 records = self._engine.claim(queue, batch, poll)
@@ -193,7 +193,7 @@ class Runner:
                 batch = self._next_async_claim(queue, budget, slots.limit)
                 continue
             per_job = (time.perf_counter() - started) / len(records)
-            pace = per_job if pace == 0.0 else 0.7 * pace + 0.3 * per_job
+            pace = _smoothed(pace, per_job)
             batch = max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7))))
 
     def _next_async_claim(self, queue: str, budget: float, concurrency: int) -> int:
@@ -203,8 +203,9 @@ class Runner:
         claimed now waits for the ones already waiting and for those claimed with it, at
         the pace the loop finishes jobs (its CPU) and at least at the pace slots free up
         (the jobs' run time over the concurrency). The claim is sized to keep that wait
-        within ``budget``. Both paces are needed: jobs that run side by side finish a few µs apart,
-        so the loop's rate alone can look huge for jobs that each sleep for seconds."""
+        within ``budget``. Both paces are needed: jobs that run side by side finish a few
+        µs apart, so the loop's rate alone can look huge for jobs that each sleep for
+        seconds."""
         per_job = 1.0 / max(self._async_rate.get(queue, 0.0), 1e-9)
         per_job = max(per_job, self._async_run_time.get(queue, 0.0) / concurrency)
         ahead = budget / per_job - len(self._waiting.get(queue, ()))
@@ -379,15 +380,13 @@ class Runner:
         now = time.perf_counter()
         for queue, n in done.items():
             self._slots[queue].release(n)
-            run = self._async_run_time.get(queue)
-            mean = run_time[queue] / n
-            self._async_run_time[queue] = mean if run is None else 0.7 * run + 0.3 * mean
+            self._async_run_time[queue] = _smoothed(
+                self._async_run_time.get(queue), run_time[queue] / n
+            )
             last = self._async_done_at.get(queue)
             self._async_done_at[queue] = now
             if last is not None and now > last:
-                rate = n / (now - last)
-                before = self._async_rate.get(queue)
-                self._async_rate[queue] = rate if before is None else 0.7 * before + 0.3 * rate
+                self._async_rate[queue] = _smoothed(self._async_rate.get(queue), n / (now - last))
             self._start_waiting(queue)
 
     def cancel_running(self, job_id: int) -> None:
@@ -451,6 +450,11 @@ class Runner:
                 ready.wait()
                 self._loop = loop
             return self._loop
+
+
+def _smoothed(before: Optional[float], sample: float) -> float:
+    """An exponentially weighted average: the sample alone at first, then 30 % of each."""
+    return sample if before is None else 0.7 * before + 0.3 * sample
 
 
 def _jobs_watched() -> bool:

@@ -324,8 +324,8 @@ impl Wal {
 
     /// Append `buf` as the next record and (unless [`Wal::unsynced`]) wait until it is on
     /// disk (`fdatasync`, on the calling thread: nothing else would run meanwhile, so a
-    /// hand-off to another thread would only add two wake-ups). On error the record may be on disk whole, torn, or
-    /// absent; the caller must stop writing.
+    /// hand-off to another thread would only add two wake-ups). On error the record may be
+    /// on disk whole, torn, or absent; the caller must stop writing.
     pub(crate) fn append(&mut self, buf: &mut LogBuf) -> io::Result<()> {
         let bytes = &mut buf.bytes;
         let payload_len = (bytes.len() - HEADER) as u64;
