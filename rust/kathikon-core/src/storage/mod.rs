@@ -8,6 +8,7 @@
 mod redb_store;
 mod removals;
 mod schema;
+mod unfiled;
 mod wal;
 
 pub use redb_store::RedbStore;
@@ -53,7 +54,8 @@ pub trait Store: Send + Sync {
     /// Run `f` against a consistent snapshot of the last commit.
     fn read(&self, f: &mut dyn FnMut(&mut dyn ReadTxn) -> Result<()>) -> Result<()>;
 
-    /// Run `f` in one write transaction and commit it.
+    /// Run `f` in one write transaction and commit it. `f` runs once (the writer moves the
+    /// inserted jobs out of their commands).
     ///
     /// On `Ok`, everything `f` wrote is committed: visible to every later read, and durable
     /// on disk when the store's durability is immediate. If `f` returns `Err`, nothing it
@@ -67,6 +69,21 @@ pub trait Store: Send + Sync {
     #[doc(hidden)]
     fn checkpoint(&self) -> Result<()> {
         Ok(())
+    }
+
+    /// Whether the store put work off for the writer's idle time: new jobs to file (see
+    /// [`WriteTxn::put_new`]), or making its write-ahead log's batches durable in the store
+    /// itself (a checkpoint).
+    fn has_background_work(&self) -> bool {
+        false
+    }
+
+    /// Do a piece of that work: file up to `limit` new jobs or, once none is left, the
+    /// checkpoint; returns whether more remains. An `Err` is a failed write: the store drops
+    /// its uncommitted work, as after a failed batch.
+    fn do_background_work(&self, limit: usize) -> Result<bool> {
+        let _ = limit;
+        Ok(false)
     }
 }
 
@@ -110,6 +127,13 @@ pub trait WriteTxn {
     /// Store `new`, which was at placement `old` when read in this transaction (`None` for
     /// an insert), and move its index entries and counts to match its new state.
     fn put(&mut self, old: Option<Placement>, new: &Job) -> Result<()>;
+    /// Store a job an insert just made: the same as `put(None, new)`, except that the store
+    /// may write it to its tables later, as long as it is as durable as the batch when the
+    /// batch is, and no read (in this transaction or after it) can miss it. Nothing can name
+    /// the job yet, so this saves the caller the filing.
+    fn put_new(&mut self, new: &Job) -> Result<()> {
+        self.put(None, new)
+    }
     /// Delete a job and its index entries.
     fn remove(&mut self, job: &Job) -> Result<()>;
     /// Ids of scheduled or retryable jobs due at or before `until`, earliest first.

@@ -15,6 +15,7 @@ use super::schema::{
     decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META,
     META_FORMAT, META_NEXT_ID, META_STORE_ID, META_WAL_SEQ, QUARANTINE,
 };
+use super::unfiled::Unfiled;
 use super::wal::{self, LogBuf, LogFaults, Payloads, Wal};
 use super::{AvailableEntry, Quarantined, ReadTxn, Store, WriteTxn};
 use crate::clock::Micros;
@@ -30,8 +31,10 @@ const REDB_MAGIC: &[u8; 9] = &[b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0
 const CHECKPOINT_BYTES: u64 = 1024 * 1024;
 /// …or this many records…
 const CHECKPOINT_RECORDS: u64 = 4096;
-/// …or its oldest record is this old.
+/// …or its oldest record is this old. The writer checkpoints when it has nothing else to do;
+/// a batch that finds the log this many times over any of these limits checkpoints itself.
 const CHECKPOINT_AGE: Duration = Duration::from_secs(2);
+const CHECKPOINT_OVERDUE: u32 = 4;
 
 /// Jobs in a redb database.
 pub struct RedbStore {
@@ -45,6 +48,10 @@ pub struct RedbStore {
     /// Whether the log's open transaction holds changes readers cannot see yet: a read
     /// commits it first.
     unpublished: AtomicBool,
+    /// Whether work waits for the writer's idle time: new jobs the open transaction has not
+    /// filed in its tables yet (`unfiled.rs`), or a checkpoint. May read true after it was
+    /// done or dropped; never false while some waits.
+    background: AtomicBool,
 }
 
 /// The write-ahead log and what the store knows about it.
@@ -317,6 +324,7 @@ impl RedbStore {
             moved_aside: false,
             path: path.clone(),
             log,
+            unfiled: Unfiled::default(),
         })
     }
 
@@ -328,6 +336,7 @@ impl RedbStore {
             path: path.into(),
             wal: None,
             unpublished: AtomicBool::new(false),
+            background: AtomicBool::new(false),
         };
         guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
         Ok(store)
@@ -512,6 +521,8 @@ struct WriteTables<'t> {
     path: Arc<Path>,
     /// The batch's effects, for the write-ahead log (when the store has one).
     log: Option<LogBuf>,
+    /// New jobs logged but not yet in `jobs` and `available` (only with a log).
+    unfiled: Unfiled,
 }
 
 /// The earliest due time of a transaction's due index, once looked up.
@@ -565,8 +576,15 @@ impl WriteTables<'_> {
         }
     }
 
-    /// Write the counts and the next free id, which wait for the end of the transaction.
+    /// File up to `limit` unfiled jobs; returns whether any are left.
+    fn file(&mut self, limit: usize) -> Result<bool> {
+        self.unfiled.file(&mut self.jobs, &mut self.available, limit)
+    }
+
+    /// Write what waits for the end of the transaction: the unfiled jobs, the counts and the
+    /// next free id.
     fn flush_deferred(&mut self) -> Result<()> {
+        self.file(usize::MAX)?;
         if let Some(next) = self.next_id.take() {
             self.meta.insert(META_NEXT_ID, next)?;
         }
@@ -601,6 +619,7 @@ impl WriteTables<'_> {
     /// back). Rare and slow on big stores (every record is read once); other records found
     /// undecodable meanwhile are quarantined too.
     fn quarantine_record(&mut self, id: JobId, bytes: &[u8], reason: &str) -> Result<()> {
+        self.file(usize::MAX)?;
         self.flush_removals()?;
         let mut pending = vec![(id, bytes.to_vec(), reason.to_string())];
         while !pending.is_empty() {
@@ -697,6 +716,9 @@ impl WriteTables<'_> {
 
 impl WriteTxn for WriteTables<'_> {
     fn get(&mut self, id: JobId) -> Result<Option<Job>> {
+        if self.unfiled.may_hold(id) {
+            self.file(usize::MAX)?;
+        }
         let (error, bytes) = match self.jobs.get(id)? {
             None => return Ok(None),
             Some(v) => match decode(id, v.value()) {
@@ -740,6 +762,18 @@ impl WriteTxn for WriteTables<'_> {
             log.put(new.id, &record);
         }
         self.index(new)
+    }
+
+    fn put_new(&mut self, new: &Job) -> Result<()> {
+        if self.log.is_none() || new.state != JobState::Available {
+            return self.put(None, new);
+        }
+        self.count(&new.queue, new.state, 1);
+        let record = self.unfiled.push(new);
+        if let Some(log) = &mut self.log {
+            log.put(new.id, record);
+        }
+        Ok(())
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
@@ -961,6 +995,23 @@ impl Store for RedbStore {
         guarded(&self.path, || self.checkpoint_locked(&mut lock(wal)))
             .map_err(|e| self.with_path(e))
     }
+
+    fn has_background_work(&self) -> bool {
+        self.background.load(Ordering::Acquire)
+    }
+
+    fn do_background_work(&self, limit: usize) -> Result<bool> {
+        let Some(wal) = self.wal.as_ref().filter(|_| self.has_background_work()) else {
+            return Ok(false);
+        };
+        guarded(&self.path, || {
+            let mut state = lock(wal);
+            let more = self.background_locked(&mut state, limit);
+            self.background.store(matches!(more, Ok(true)), Ordering::Release);
+            more
+        })
+        .map_err(|e| self.with_path(e))
+    }
 }
 
 impl RedbStore {
@@ -996,9 +1047,9 @@ impl RedbStore {
             // more than a one-job batch's own changes, and nothing reads them before then.
             let result = f(tables).and_then(|()| tables.flush_removals());
             let log = tables.log.take().expect("the batch's log");
-            result.map(|()| (log, tables.moved_aside))
+            result.map(|()| (log, tables.moved_aside, !tables.unfiled.is_empty()))
         });
-        let (mut log, moved_aside) = match applied {
+        let (mut log, moved_aside, unfiled) = match applied {
             Ok(done) => done,
             Err(e) => {
                 // The batch's partial changes are mixed with the pending ones: drop them all;
@@ -1040,12 +1091,11 @@ impl RedbStore {
         state.spare = Some(log);
         self.unpublished.store(true, Ordering::Release);
         state.since_checkpoint += 1;
-        let first_at = *state.first_at.get_or_insert_with(Instant::now);
-        if state.log.used() >= CHECKPOINT_BYTES
-            || state.since_checkpoint >= CHECKPOINT_RECORDS
-            || first_at.elapsed() >= CHECKPOINT_AGE
-        {
+        state.first_at.get_or_insert_with(Instant::now);
+        if checkpoint_due(state, CHECKPOINT_OVERDUE) {
             self.checkpoint_locked(state)?;
+        } else if unfiled || checkpoint_due(state, 1) {
+            self.background.store(true, Ordering::Release);
         }
         Ok(())
     }
@@ -1101,6 +1151,31 @@ impl RedbStore {
              failed); close the app and open it again",
             self.path.display()
         ))
+    }
+
+    /// File up to `limit` new jobs; once none is left, checkpoint if one is due.
+    fn background_locked(&self, state: &mut LogState, limit: usize) -> Result<bool> {
+        if state.poisoned {
+            return Ok(false);
+        }
+        if let Some(open) = state.open.as_mut() {
+            match open.with_dependent_mut(|_, tables| tables.file(limit)) {
+                Ok(true) => return Ok(true),
+                Ok(false) => {}
+                Err(e) => {
+                    // As after a failed batch: the open transaction goes, and the next use of
+                    // the log applies the logged batches (these jobs included) again.
+                    if let Some(open) = state.open.take() {
+                        let _ = open.into_owner().abort();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if checkpoint_due(state, 1) {
+            self.checkpoint_locked(state)?;
+        }
+        Ok(false)
     }
 
     /// Make every commit so far durable in redb itself and start the log afresh.
@@ -1162,6 +1237,13 @@ fn apply_logged(tables: &mut WriteTables<'_>, payload: &[u8]) -> Option<Result<(
         }
         Ok(())
     })())
+}
+
+/// Whether the log has reached `times` its checkpoint limits (in size, records or age).
+fn checkpoint_due(state: &LogState, times: u32) -> bool {
+    state.log.used() >= CHECKPOINT_BYTES * u64::from(times)
+        || state.since_checkpoint >= CHECKPOINT_RECORDS * u64::from(times)
+        || state.first_at.is_some_and(|at| at.elapsed() >= CHECKPOINT_AGE * times)
 }
 
 fn lock(wal: &Mutex<LogState>) -> MutexGuard<'_, LogState> {

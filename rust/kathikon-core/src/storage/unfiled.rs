@@ -1,0 +1,114 @@
+//! New jobs that are logged but not yet filed in redb's tables.
+//!
+//! With a write-ahead log, an insert is durable once its record is in the log. Filing the
+//! record in redb (an insert into `jobs` and one into `available`) is most of what a new job
+//! costs the engine: ~10k of its ~18k instructions (callgrind, `examples/insert_all.rs`). So a
+//! logged batch only encodes, counts and logs a new available job, and leaves it here; it is
+//! filed later, by the writer thread when it has nothing else to do (on the other core, while
+//! the caller goes on), or at once when anything in the transaction needs it: a read of that
+//! id, a scan, a commit. Nothing outside the open transaction can tell: readers see redb's
+//! last commit, and every commit files everything first.
+//!
+//! Only available jobs wait here. Their only index is `available`, which the transaction
+//! itself reads only to delete keys of jobs it read first, so an unfiled job is never missed
+//! by an index lookup. Scheduled jobs go to `due`, which the writer reads after every batch,
+//! and are filed at once.
+
+use redb::Table;
+
+use crate::error::Result;
+use crate::job::{Job, JobId};
+
+use super::schema::encode_into;
+
+/// Unfiled jobs, in id order (ids are allocated in order, and only new jobs come here).
+#[derive(Default)]
+pub(super) struct Unfiled {
+    rows: Vec<Row>,
+    /// The rows' records, back to back: one buffer reused from batch to batch rather than an
+    /// allocation per job, freed on another thread.
+    records: Vec<u8>,
+    /// Queue names, which rows refer to by position.
+    queues: Vec<String>,
+    /// `rows[..filed]` are in the tables already.
+    filed: usize,
+}
+
+struct Row {
+    id: JobId,
+    queue: u32,
+    priority: u8,
+    scheduled_at: i64,
+    /// Where its record is in `records`.
+    start: usize,
+    end: usize,
+}
+
+impl Unfiled {
+    /// Encode `job` (available, with a new id above every id here) and keep it for filing;
+    /// returns its record.
+    pub(super) fn push(&mut self, job: &Job) -> &[u8] {
+        debug_assert!(self.rows.last().is_none_or(|r| r.id < job.id), "ids out of order");
+        // A run of jobs of one queue shares its name (a name may be kept twice: harmless).
+        if self.queues.last() != Some(&job.queue) {
+            self.queues.push(job.queue.clone());
+        }
+        let queue = self.queues.len() - 1;
+        let start = self.records.len();
+        encode_into(job, &mut self.records);
+        let end = self.records.len();
+        self.rows.push(Row {
+            id: job.id,
+            queue: queue as u32,
+            priority: job.priority,
+            scheduled_at: job.scheduled_at,
+            start,
+            end,
+        });
+        &self.records[start..end]
+    }
+
+    pub(super) fn is_empty(&self) -> bool {
+        self.filed == self.rows.len()
+    }
+
+    /// Whether job `id` may be here (ids at or above the first unfiled one).
+    pub(super) fn may_hold(&self, id: JobId) -> bool {
+        self.rows.get(self.filed).is_some_and(|row| id >= row.id)
+    }
+
+    /// File up to `limit` jobs in `jobs` and `available`, oldest first; returns whether any
+    /// are left.
+    pub(super) fn file(
+        &mut self,
+        jobs: &mut Table<'_, u64, &'static [u8]>,
+        available: &mut Table<'_, (&'static str, u8, i64, u64), ()>,
+        limit: usize,
+    ) -> Result<bool> {
+        let end = self.rows.len().min(self.filed.saturating_add(limit));
+        let chunk = &self.rows[self.filed..end];
+        // One table, then the other: each pass appends to the right edge of one B-tree, whose
+        // pages stay in cache.
+        for row in chunk {
+            jobs.insert(row.id, &self.records[row.start..row.end])?;
+        }
+        for row in chunk {
+            let queue = self.queues[row.queue as usize].as_str();
+            available.insert((queue, row.priority, row.scheduled_at, row.id), ())?;
+        }
+        self.filed = end;
+        if self.is_empty() {
+            self.clear();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// Forget every row (filed, or dropped with the transaction), keeping the buffers.
+    pub(super) fn clear(&mut self) {
+        self.rows.clear();
+        self.records.clear();
+        self.queues.clear();
+        self.filed = 0;
+    }
+}
