@@ -1,6 +1,7 @@
 //! Property tests of the engine's public entry points (proptest):
 //!
-//! - a model test: random sequences of insert (valid and invalid), claim, ack with every
+//! - a model test: random sequences of insert (valid and invalid; batches of 1-3 jobs, and
+//!   of 32-39, which the writer files in its idle time), claim, ack with every
 //!   outcome (and stale acks), cancel, retry, prune, time passing, and close + reopen of a
 //!   store file, run against the engine and against a plain reference model of the state
 //!   machine (a `BTreeMap` of jobs, like redb's own fuzzer checks redb against one). After
@@ -91,6 +92,9 @@ fn fate() -> impl Strategy<Value = Fate> {
 fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => (prop::collection::vec(spec(), 1..4), prop::bool::weighted(0.1))
+            .prop_map(|(jobs, invalid)| Step::Insert { jobs, invalid }),
+        // Big enough that the writer leaves the jobs for its idle time to file.
+        1 => (prop::collection::vec(spec(), 32..40), prop::bool::weighted(0.1))
             .prop_map(|(jobs, invalid)| Step::Insert { jobs, invalid }),
         4 => (0..QUEUES.len(), 1..4_usize).prop_map(|(queue, max)| Step::Claim { queue, max }),
         4 => (prop::collection::vec((0..8_usize, fate()), 1..3), prop::bool::weighted(0.1))
