@@ -168,6 +168,12 @@ const OPS: &[(&str, Op)] = &[
         e.insert(vec![job("q", "w")])?;
         e.checkpoint()
     }),
+    // Big enough to be filed after the insert returns (`storage/unfiled.rs`): by the idle
+    // writer, or at the latest by the checkpoint.
+    ("insert 40 + checkpoint", |e| {
+        e.insert((0..40).map(|_| job("q", "w")).collect())?;
+        e.checkpoint()
+    }),
 ];
 
 /// A fresh copy of the base store, as `name` in `dir`.
