@@ -155,20 +155,37 @@ fn a_crash_before_new_jobs_are_filed_loses_none() {
 }
 
 #[test]
-fn scheduled_jobs_and_stores_without_a_log_are_filed_at_once() {
+fn a_new_scheduled_job_is_due_at_once_and_read_when_due() {
     let dir = scratch_dir();
-    // A scheduled job goes to the `due` index, which the writer reads after every batch.
     let store = RedbStore::open(Some(&dir.path().join("jobs.redb")), true).unwrap();
+    let mut later = None;
     store
         .write(&mut |txn| {
             let id = txn.allocate_ids(1)?;
-            let later = kathikon_core::NewJob { scheduled_at: Some(5_000), ..job("q", "w") };
-            txn.put_new(&later.into_job(id, 1_000))?;
+            let job = kathikon_core::NewJob { scheduled_at: Some(5_000), ..job("q", "w") };
+            let job = job.into_job(id, 1_000);
+            txn.put_new(&job)?;
+            later = Some(job);
+            // The writer asks for the next due time after every batch: it must be there.
             assert_eq!(txn.next_due()?, Some(5_000));
             Ok(())
         })
         .unwrap();
-    assert!(!store.has_background_work());
+    let later = later.unwrap();
+    assert!(store.has_background_work(), "its record waits to be filed");
+    // Promotion, as the writer makes it: the due ids, then each job read by id.
+    store
+        .write(&mut |txn| {
+            assert_eq!(txn.due(5_000, 10)?, vec![later.id]);
+            assert_eq!(txn.get(later.id)?.as_ref(), Some(&later));
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(read_all(&store).0, vec![later]);
+}
+
+#[test]
+fn a_store_without_a_log_files_new_jobs_at_once() {
     // In memory there is no log to make an unfiled job durable.
     let memory = RedbStore::open(None, true).unwrap();
     insert_new(&memory, "q", 3);

@@ -765,15 +765,24 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn put_new(&mut self, new: &Job) -> Result<()> {
-        if self.log.is_none() || new.state != JobState::Available {
+        let available = match new.state {
+            JobState::Available => true,
+            JobState::Scheduled => false,
+            _ => return self.put(None, new),
+        };
+        if self.log.is_none() {
             return self.put(None, new);
         }
         self.count(&new.queue, new.state, 1);
-        let record = self.unfiled.push(new);
+        let record = self.unfiled.push(new, available);
         if let Some(log) = &mut self.log {
             log.put(new.id, record);
         }
-        Ok(())
+        if available {
+            Ok(())
+        } else {
+            self.index(new) // its `due` entry, read after every batch
+        }
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
