@@ -175,7 +175,12 @@ impl Engine {
     /// part of the stable API.
     #[doc(hidden)]
     pub fn checkpoint(&self) -> Result<()> {
-        self.store()?.checkpoint()
+        // Through the applier, so it waits for the writer's idle work (filing new jobs) and
+        // fails as every write does once that work failed.
+        match writer::lock(&self.applier).as_mut() {
+            Some(applier) => applier.checkpoint(),
+            None => Err(Error::Closed),
+        }
     }
 
     /// [`Engine::open`] with the store made by `make_store(path, fsync)`.

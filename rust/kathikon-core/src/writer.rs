@@ -295,7 +295,7 @@ impl Writer {
                 }
             }
             // With nothing else to do, do what the store put off (filing new jobs, see
-            // `storage/unfiled.rs`; checkpoints): here, on this thread, it costs no caller.
+            // `storage/unfiled.rs`): here, on this thread, it costs no caller.
             while !shutdown && self.rx.is_empty() {
                 let mut guard = lock(&self.applier);
                 let Some(applier) = guard.as_mut() else { return };
@@ -340,7 +340,23 @@ impl Applier {
             || self.store.has_background_work()
     }
 
-    /// Do a piece of the work the store put off (filing new jobs, a checkpoint); returns
+    /// Checkpoint the store (see [`Store::checkpoint`]), unless the writer stopped.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        if let Some(msg) = &self.failed {
+            return Err(stopped(msg));
+        }
+        self.store.checkpoint().inspect_err(|error| self.fail(error))
+    }
+
+    /// Stop writing after `error`, if it is a storage failure.
+    fn fail(&mut self, error: &Error) {
+        self.failed = Some(match error {
+            Error::Storage(msg) => msg.clone(),
+            other => other.to_string(),
+        });
+    }
+
+    /// Do a piece of the work the store put off (filing new jobs); returns
     /// whether more waits. A failure stops the engine's writes, as a failed batch does.
     fn background_work(&mut self) -> bool {
         if self.failed.is_some() || !self.store.has_background_work() {
@@ -349,10 +365,7 @@ impl Applier {
         match self.store.do_background_work(FILE_CHUNK) {
             Ok(more) => more,
             Err(error) => {
-                self.failed = Some(match error {
-                    Error::Storage(msg) => msg,
-                    other => other.to_string(),
-                });
+                self.fail(&error);
                 false
             }
         }
@@ -361,17 +374,11 @@ impl Applier {
     /// Apply `batch` (emptying it) in one transaction, then answer and publish.
     fn apply(&mut self, batch: &mut Vec<Command>, now: Micros, prune: bool) -> Effects {
         if let Some(msg) = &self.failed {
-            let msg = msg.clone();
             for cmd in batch.drain(..) {
                 // Put claimed keys back, so every later claim fails with this message too
                 // instead of finding an empty queue and waiting quietly.
                 requeue_claim(&cmd);
-                cmd.fail(&|| {
-                    Error::Storage(format!(
-                        "the engine stopped writing after a storage failure ({msg}); \
-                         close the app and open it again"
-                    ))
-                });
+                cmd.fail(&|| stopped(msg));
             }
             return Effects::default();
         }
@@ -467,6 +474,14 @@ impl Applier {
             self.queues.get(queue).notify();
         }
     }
+}
+
+/// What every write is refused with once the writer stopped after the storage failure `msg`.
+fn stopped(msg: &str) -> Error {
+    Error::Storage(format!(
+        "the engine stopped writing after a storage failure ({msg}); close the app and open it \
+         again"
+    ))
 }
 
 /// A failed claim's jobs are still available on disk: make them claimable again.

@@ -72,14 +72,12 @@ pub trait Store: Send + Sync {
     }
 
     /// Whether the store put work off for the writer's idle time: new jobs to file (see
-    /// [`WriteTxn::put_new`]), or making its write-ahead log's batches durable in the store
-    /// itself (a checkpoint).
+    /// [`WriteTxn::put_new`]).
     fn has_background_work(&self) -> bool {
         false
     }
 
-    /// Do a piece of that work: file up to `limit` new jobs or, once none is left, the
-    /// checkpoint; returns whether more remains. An `Err` is a failed write: the store drops
+    /// Do a piece of that work: file up to `limit` new jobs; returns whether more remains. An `Err` is a failed write: the store drops
     /// its uncommitted work, as after a failed batch.
     fn do_background_work(&self, limit: usize) -> Result<bool> {
         let _ = limit;

@@ -31,10 +31,8 @@ const REDB_MAGIC: &[u8; 9] = &[b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0
 const CHECKPOINT_BYTES: u64 = 1024 * 1024;
 /// …or this many records…
 const CHECKPOINT_RECORDS: u64 = 4096;
-/// …or its oldest record is this old. The writer checkpoints when it has nothing else to do;
-/// a batch that finds the log this many times over any of these limits checkpoints itself.
+/// …or its oldest record is this old.
 const CHECKPOINT_AGE: Duration = Duration::from_secs(2);
-const CHECKPOINT_OVERDUE: u32 = 4;
 
 /// Jobs in a redb database.
 pub struct RedbStore {
@@ -48,9 +46,9 @@ pub struct RedbStore {
     /// Whether the log's open transaction holds changes readers cannot see yet: a read
     /// commits it first.
     unpublished: AtomicBool,
-    /// Whether work waits for the writer's idle time: new jobs the open transaction has not
-    /// filed in its tables yet (`unfiled.rs`), or a checkpoint. May read true after it was
-    /// done or dropped; never false while some waits.
+    /// Whether new jobs wait for the writer's idle time to be filed in the open transaction's
+    /// tables (`unfiled.rs`). May read true after they were filed or dropped; never false
+    /// while some wait.
     background: AtomicBool,
 }
 
@@ -1015,7 +1013,7 @@ impl Store for RedbStore {
         };
         guarded(&self.path, || {
             let mut state = lock(wal);
-            let more = self.background_locked(&mut state, limit);
+            let more = file_unfiled(&mut state, limit);
             self.background.store(matches!(more, Ok(true)), Ordering::Release);
             more
         })
@@ -1101,10 +1099,14 @@ impl RedbStore {
         self.unpublished.store(true, Ordering::Release);
         state.since_checkpoint += 1;
         state.first_at.get_or_insert_with(Instant::now);
-        if checkpoint_due(state, CHECKPOINT_OVERDUE) {
-            self.checkpoint_locked(state)?;
-        } else if unfiled || checkpoint_due(state, 1) {
+        if unfiled {
             self.background.store(true, Ordering::Release);
+        }
+        // In the batch, not in the writer's idle time: moved there, checkpoints came later
+        // after reads had committed redb without a sync (whose freed pages redb cannot reuse
+        // until a durable commit), and a store on a nearly full disk grew past it.
+        if checkpoint_due(state) {
+            self.checkpoint_locked(state)?;
         }
         Ok(())
     }
@@ -1160,31 +1162,6 @@ impl RedbStore {
              failed); close the app and open it again",
             self.path.display()
         ))
-    }
-
-    /// File up to `limit` new jobs; once none is left, checkpoint if one is due.
-    fn background_locked(&self, state: &mut LogState, limit: usize) -> Result<bool> {
-        if state.poisoned {
-            return Ok(false);
-        }
-        if let Some(open) = state.open.as_mut() {
-            match open.with_dependent_mut(|_, tables| tables.file(limit)) {
-                Ok(true) => return Ok(true),
-                Ok(false) => {}
-                Err(e) => {
-                    // As after a failed batch: the open transaction goes, and the next use of
-                    // the log applies the logged batches (these jobs included) again.
-                    if let Some(open) = state.open.take() {
-                        let _ = open.into_owner().abort();
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        if checkpoint_due(state, 1) {
-            self.checkpoint_locked(state)?;
-        }
-        Ok(false)
     }
 
     /// Make every commit so far durable in redb itself and start the log afresh.
@@ -1248,11 +1225,32 @@ fn apply_logged(tables: &mut WriteTables<'_>, payload: &[u8]) -> Option<Result<(
     })())
 }
 
-/// Whether the log has reached `times` its checkpoint limits (in size, records or age).
-fn checkpoint_due(state: &LogState, times: u32) -> bool {
-    state.log.used() >= CHECKPOINT_BYTES * u64::from(times)
-        || state.since_checkpoint >= CHECKPOINT_RECORDS * u64::from(times)
-        || state.first_at.is_some_and(|at| at.elapsed() >= CHECKPOINT_AGE * times)
+/// File up to `limit` new jobs; returns whether any are left.
+fn file_unfiled(state: &mut LogState, limit: usize) -> Result<bool> {
+    if state.poisoned {
+        return Ok(false);
+    }
+    if let Some(open) = state.open.as_mut() {
+        match open.with_dependent_mut(|_, tables| tables.file(limit)) {
+            Ok(more) => return Ok(more),
+            Err(e) => {
+                // As after a failed batch: the open transaction goes, and the next use of
+                // the log applies the logged batches (these jobs included) again.
+                if let Some(open) = state.open.take() {
+                    let _ = open.into_owner().abort();
+                }
+                return Err(e);
+            }
+        }
+    }
+    Ok(false)
+}
+
+/// Whether the log has reached its checkpoint limits (in size, records or age).
+fn checkpoint_due(state: &LogState) -> bool {
+    state.log.used() >= CHECKPOINT_BYTES
+        || state.since_checkpoint >= CHECKPOINT_RECORDS
+        || state.first_at.is_some_and(|at| at.elapsed() >= CHECKPOINT_AGE)
 }
 
 fn lock(wal: &Mutex<LogState>) -> MutexGuard<'_, LogState> {
