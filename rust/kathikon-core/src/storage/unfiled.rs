@@ -3,7 +3,7 @@
 //! With a write-ahead log, an insert is durable once its record is in the log. Filing the
 //! record in redb (an insert into `jobs` and one into `available`) is most of what a new job
 //! costs the engine: ~10k of its ~18k instructions (callgrind, `examples/insert_all.rs`). So a
-//! logged batch only encodes, counts and logs a new available job, and leaves it here; it is
+//! logged batch only encodes, counts and logs a new job, and leaves it here; it is
 //! filed later, by the writer thread when it has nothing else to do (on the other core, while
 //! the caller goes on), or at once when anything in the transaction needs it: a read of that
 //! id, a scan, a commit. Nothing outside the open transaction can tell: readers see redb's
