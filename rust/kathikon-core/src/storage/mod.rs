@@ -77,8 +77,8 @@ pub trait Store: Send + Sync {
         false
     }
 
-    /// Do a piece of that work: file up to `limit` new jobs; returns whether more remains. An `Err` is a failed write: the store drops
-    /// its uncommitted work, as after a failed batch.
+    /// Do a piece of that work: file up to `limit` new jobs; returns whether more remains. An
+    /// `Err` is a failed write: the store drops its uncommitted work, as after a failed batch.
     fn do_background_work(&self, limit: usize) -> Result<bool> {
         let _ = limit;
         Ok(false)
