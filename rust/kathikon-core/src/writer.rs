@@ -348,12 +348,10 @@ impl Applier {
         self.store.checkpoint().inspect_err(|error| self.fail(error))
     }
 
-    /// Stop writing after `error`, if it is a storage failure.
+    /// Stop writing after `error` (outside a batch, whatever failed is storage), naming it in
+    /// every later refusal.
     fn fail(&mut self, error: &Error) {
-        self.failed = Some(match error {
-            Error::Storage(msg) => msg.clone(),
-            other => other.to_string(),
-        });
+        self.failed = Some(bare_message(error));
     }
 
     /// Do a piece of the work the store put off (filing new jobs); returns
@@ -431,12 +429,7 @@ impl Applier {
             }
             Err(error) => {
                 let fatal = matches!(error, Error::Storage(_));
-                // The bare message: it is wrapped in `Error::Storage` again below, whose
-                // display adds the "storage error: " prefix.
-                let text = match &error {
-                    Error::Storage(msg) => msg.clone(),
-                    other => other.to_string(),
-                };
+                let text = bare_message(&error);
                 for cmd in batch.drain(..) {
                     requeue_claim(&cmd);
                     cmd.fail(&|| match &error {
@@ -473,6 +466,15 @@ impl Applier {
         for queue in touched {
             self.queues.get(queue).notify();
         }
+    }
+}
+
+/// `error`'s message without the "storage error: " prefix, which wrapping it in
+/// `Error::Storage` again adds back.
+fn bare_message(error: &Error) -> String {
+    match error {
+        Error::Storage(msg) => msg.clone(),
+        other => other.to_string(),
     }
 }
 

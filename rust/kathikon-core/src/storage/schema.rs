@@ -78,12 +78,12 @@ pub(crate) fn encode_into(job: &Job, out: &mut Vec<u8>) {
     let start = out.len();
     out.push(RECORD_V2);
     out.extend_from_slice(&[0; 4]);
-    // Serialising a plain struct into a Vec cannot fail.
+    // Serialising a plain struct into a Vec cannot fail. `to_extend` takes its Vec by value
+    // (`&mut Vec` is not `Extend`), so it is lent and put back.
+    *out = postcard::to_extend(job, std::mem::take(out)).expect("postcard encodes a Job");
     let body = start + 5;
-    let mut taken = postcard::to_extend(job, std::mem::take(out)).expect("postcard encodes a Job");
-    let crc = crc32c::crc32c(&taken[body..]);
-    taken[start + 1..body].copy_from_slice(&crc.to_le_bytes());
-    *out = taken;
+    let crc = crc32c::crc32c(&out[body..]);
+    out[start + 1..body].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// Decode a record, naming the job id in any error.

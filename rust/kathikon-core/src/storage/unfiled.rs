@@ -28,8 +28,8 @@ use super::schema::encode_into;
 #[derive(Default)]
 pub(super) struct Unfiled {
     rows: Vec<Row>,
-    /// The rows' records, back to back: one buffer reused from batch to batch rather than an
-    /// allocation per job, freed on another thread.
+    /// The rows' records, back to back: one buffer for the transaction's lifetime rather than
+    /// an allocation per job (which the writer thread would then free).
     records: Vec<u8>,
     /// Queue names, which rows refer to by position.
     queues: Vec<String>,
@@ -110,8 +110,8 @@ impl Unfiled {
         Ok(true)
     }
 
-    /// Forget every row (filed, or dropped with the transaction), keeping the buffers.
-    pub(super) fn clear(&mut self) {
+    /// Forget every row (all filed), keeping the buffers.
+    fn clear(&mut self) {
         self.rows.clear();
         self.records.clear();
         self.queues.clear();
