@@ -8,9 +8,9 @@
 
 mod common;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
-use common::{job, scratch_dir};
+use common::{job, scratch_dir, store_contents};
 use kathikon_core::storage::{RedbStore, Store};
 use kathikon_core::{Error, Job, JobState};
 
@@ -30,28 +30,6 @@ fn insert_new(store: &RedbStore, queue: &str, n: u64) -> Vec<Job> {
     out
 }
 
-/// Every job and the counts, as a reader sees them.
-fn read_all(store: &RedbStore) -> (Vec<Job>, Vec<(String, JobState, u64)>) {
-    let mut out = (Vec::new(), Vec::new());
-    store
-        .read(&mut |txn| {
-            let mut damaged = Vec::new();
-            txn.scan(
-                None,
-                &mut |j| {
-                    out.0.push(j);
-                    true
-                },
-                &mut damaged,
-            )?;
-            assert!(damaged.is_empty());
-            out.1 = txn.counts()?;
-            Ok(())
-        })
-        .unwrap();
-    out
-}
-
 /// The `available` index as a reader sees it: `(queue, id)` in index order.
 fn available(store: &RedbStore) -> Vec<(String, u64)> {
     let mut out = Vec::new();
@@ -64,10 +42,24 @@ fn available(store: &RedbStore) -> Vec<(String, u64)> {
     out
 }
 
-fn log_of(path: &Path) -> std::path::PathBuf {
+fn log_of(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_os_string();
     name.push("-wal");
     name.into()
+}
+
+/// What a `SIGKILL` leaves of the open `store` at `path` now (its file, and its log when
+/// `with_log`), written as `copy.redb` beside it; `store` is dropped after the copy.
+fn crash_copy(store: RedbStore, path: &Path, with_log: bool) -> PathBuf {
+    let file = std::fs::read(path).unwrap();
+    let log = with_log.then(|| std::fs::read(log_of(path)).unwrap());
+    drop(store);
+    let copy = path.with_file_name("copy.redb");
+    std::fs::write(&copy, file).unwrap();
+    if let Some(log) = log {
+        std::fs::write(log_of(&copy), log).unwrap();
+    }
+    copy
 }
 
 #[test]
@@ -76,7 +68,7 @@ fn a_read_files_new_jobs_first() {
     let store = RedbStore::open(Some(&dir.path().join("jobs.redb")), true).unwrap();
     let jobs = insert_new(&store, "q", 3);
     assert!(store.has_background_work(), "the jobs were filed at once");
-    let (seen, counts) = read_all(&store);
+    let (seen, counts) = store_contents(&store);
     assert_eq!(seen, jobs);
     assert_eq!(counts, vec![("q".to_string(), JobState::Available, 3)]);
     assert_eq!(available(&store), [1, 2, 3].map(|id| ("q".to_string(), id)));
@@ -97,7 +89,7 @@ fn a_batch_that_reads_an_unfiled_job_finds_it_and_can_change_it() {
             txn.put(Some(before), &job)
         })
         .unwrap();
-    let (seen, counts) = read_all(&store);
+    let (seen, counts) = store_contents(&store);
     assert_eq!(seen[3].state, JobState::Executing);
     assert_eq!(
         counts,
@@ -121,7 +113,7 @@ fn background_work_files_a_chunk_at_a_time_and_a_close_files_the_rest() {
     assert!(!store.do_background_work(128).unwrap(), "310 of 310 filed; no checkpoint is due");
     assert!(!store.has_background_work());
     jobs.extend(more);
-    assert_eq!(read_all(&store).0, jobs);
+    assert_eq!(store_contents(&store).0, jobs);
     // Unfiled again, then a clean close: the close's checkpoint files them.
     let last = insert_new(&store, "c", 7);
     assert!(store.has_background_work());
@@ -130,7 +122,7 @@ fn background_work_files_a_chunk_at_a_time_and_a_close_files_the_rest() {
     common::assert_indexes_match_records(&path);
     jobs.extend(last);
     let store = RedbStore::open(Some(&path), true).unwrap();
-    assert_eq!(read_all(&store).0, jobs);
+    assert_eq!(store_contents(&store).0, jobs);
 }
 
 #[test]
@@ -140,14 +132,10 @@ fn a_crash_before_new_jobs_are_filed_loses_none() {
     let store = RedbStore::open(Some(&path), true).unwrap();
     let jobs = insert_new(&store, "q", 50);
     assert!(store.has_background_work());
-    // What a SIGKILL leaves now: the store at its last checkpoint (empty) and the log.
-    let (file, log) = (std::fs::read(&path).unwrap(), std::fs::read(log_of(&path)).unwrap());
-    drop(store);
-    let copy = dir.path().join("copy.redb");
-    std::fs::write(&copy, file).unwrap();
-    std::fs::write(log_of(&copy), log).unwrap();
+    // The store file is at its last checkpoint (empty): the log holds the jobs.
+    let copy = crash_copy(store, &path, true);
     let store = RedbStore::open(Some(&copy), true).unwrap();
-    let (seen, counts) = read_all(&store);
+    let (seen, counts) = store_contents(&store);
     assert_eq!(seen, jobs);
     assert_eq!(counts, vec![("q".to_string(), JobState::Available, 50)]);
     drop(store);
@@ -181,7 +169,7 @@ fn a_new_scheduled_job_is_due_at_once_and_read_when_due() {
             Ok(())
         })
         .unwrap();
-    assert_eq!(read_all(&store).0, vec![later]);
+    assert_eq!(store_contents(&store).0, vec![later]);
 }
 
 #[test]
@@ -190,7 +178,7 @@ fn a_store_without_a_log_files_new_jobs_at_once() {
     let memory = RedbStore::open(None, true).unwrap();
     insert_new(&memory, "q", 3);
     assert!(!memory.has_background_work());
-    assert_eq!(read_all(&memory).0.len(), 3);
+    assert_eq!(store_contents(&memory).0.len(), 3);
 }
 
 #[test]
@@ -202,12 +190,9 @@ fn a_checkpoint_files_new_jobs_and_leaves_the_store_file_complete_on_its_own() {
     assert!(store.has_background_work());
     store.checkpoint().unwrap();
     // A crash now leaves a store file that needs no log.
-    let file = std::fs::read(&path).unwrap();
-    drop(store);
-    let copy = dir.path().join("copy.redb");
-    std::fs::write(&copy, file).unwrap();
+    let copy = crash_copy(store, &path, false);
     let store = RedbStore::open(Some(&copy), true).unwrap();
-    assert_eq!(read_all(&store).0, jobs);
+    assert_eq!(store_contents(&store).0, jobs);
     drop(store);
     common::assert_indexes_match_records(&copy);
 }
@@ -224,7 +209,7 @@ fn an_invalid_batch_after_unfiled_jobs_keeps_them() {
         Err(Error::Storage("the batch fails after writing".into()))
     });
     assert!(failed.is_err());
-    let (seen, counts) = read_all(&store);
+    let (seen, counts) = store_contents(&store);
     assert_eq!(seen, jobs, "the earlier batch's jobs stay, the failed one's go");
     assert_eq!(counts, vec![("q".to_string(), JobState::Available, 4)]);
 }

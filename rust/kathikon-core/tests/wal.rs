@@ -305,27 +305,7 @@ fn a_batch_that_fails_part_way_leaves_exactly_the_batches_before_it() {
     let third = third.unwrap();
     assert_eq!(third.id, first.id + 1, "the failed batch's id allocation is undone too");
 
-    let read = |store: &RedbStore| {
-        let mut out = (Vec::new(), Vec::new());
-        store
-            .read(&mut |txn| {
-                let mut damaged = Vec::new();
-                out.0.clear();
-                txn.scan(
-                    None,
-                    &mut |j| {
-                        out.0.push(j);
-                        true
-                    },
-                    &mut damaged,
-                )?;
-                out.1 = txn.counts()?;
-                Ok(())
-            })
-            .unwrap();
-        out
-    };
-    let (jobs, counts) = read(&store);
+    let (jobs, counts) = common::store_contents(&store);
     assert_eq!(jobs, vec![first.clone(), third.clone()]);
     let queues: Vec<&str> = counts.iter().map(|(q, _, _)| q.as_str()).collect();
     assert_eq!(queues, ["after", "kept"], "{counts:?}");

@@ -195,3 +195,30 @@ pub fn assert_indexes_match_records(path: &Path) {
         "index tables (available, due, executing, finished) disagree with the job records"
     );
 }
+
+/// Every job in `store` (in id order) and its counts per queue and state, as a reader sees
+/// them; no record may be damaged.
+pub fn store_contents(
+    store: &kathikon_core::storage::RedbStore,
+) -> (Vec<Job>, Vec<(String, JobState, u64)>) {
+    use kathikon_core::storage::Store;
+    let mut out = (Vec::new(), Vec::new());
+    store
+        .read(&mut |txn| {
+            let mut damaged = Vec::new();
+            out.0.clear();
+            txn.scan(
+                None,
+                &mut |j| {
+                    out.0.push(j);
+                    true
+                },
+                &mut damaged,
+            )?;
+            assert!(damaged.is_empty(), "damaged records: {damaged:?}");
+            out.1 = txn.counts()?;
+            Ok(())
+        })
+        .expect("read the store");
+    out
+}
