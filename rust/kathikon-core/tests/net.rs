@@ -329,6 +329,27 @@ fn a_stopped_owner_leaves_clients_with_a_clear_error_not_a_hang() {
 }
 
 #[test]
+fn an_owner_whose_directory_was_deleted_still_stops_at_once() {
+    // A script that removes its temporary directory before closing the app (an exception
+    // inside `with TemporaryDirectory()`) takes the socket file with it; stopping must not
+    // need it.
+    let mut owned = serve();
+    let c = client(&owned.store, Duration::from_secs(30));
+    c.insert(vec![job("default", "w")]).unwrap();
+    std::fs::remove_dir_all(owned.store.parent().unwrap()).unwrap();
+    let (done, stopped) = std::sync::mpsc::channel();
+    let stopping = std::thread::spawn(move || {
+        owned.server.stop();
+        done.send(()).unwrap();
+    });
+    assert!(
+        stopped.recv_timeout(Duration::from_secs(5)).is_ok(),
+        "stop() hung with the socket file gone"
+    );
+    stopping.join().unwrap();
+}
+
+#[test]
 fn the_socket_is_owner_only_and_beside_the_store_even_in_a_long_directory() {
     let dir = scratch_dir();
     let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));

@@ -12,6 +12,7 @@
 use std::collections::HashMap;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
+use std::os::unix::io::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +65,8 @@ impl Shared {
 pub struct Server {
     shared: Arc<Shared>,
     socket: PathBuf,
+    /// The listening socket, shared with the accept loop so that `stop` can wake it.
+    listener: Arc<UnixListener>,
     accept: Option<JoinHandle<()>>,
     lease: Option<JoinHandle<()>>,
     stop_lease: Option<Sender<()>>,
@@ -104,8 +107,9 @@ impl Server {
             next_conn: AtomicU64::new(0),
             handlers: Mutex::new(Vec::new()),
         });
+        let listener = Arc::new(listener);
         let accept = {
-            let shared = shared.clone();
+            let (shared, listener) = (shared.clone(), listener.clone());
             std::thread::Builder::new()
                 .name("kathikon-accept".into())
                 .spawn(move || accept_loop(&shared, &listener))
@@ -122,6 +126,7 @@ impl Server {
         Ok(Server {
             shared,
             socket,
+            listener,
             accept: Some(accept),
             lease: Some(lease),
             stop_lease: Some(stop_lease),
@@ -144,10 +149,12 @@ impl Server {
         if self.shared.stopping.swap(true, Ordering::AcqRel) {
             return;
         }
-        // Wake the accept loop with a connection of our own; it sees `stopping` and returns.
-        if let Ok(spelled) = short(&self.socket) {
-            let _ = UnixStream::connect(&spelled.path);
-        }
+        // Wake the accept loop: a listening socket shut down fails a blocked accept at once
+        // (EINVAL on Linux); the loop then sees `stopping` and returns. Not a connection of
+        // our own, which needs the socket file: with the store's directory deleted under a
+        // running owner, that connect failed and this join waited for ever.
+        // SAFETY: the descriptor belongs to `self.listener`, alive for the whole call.
+        unsafe { libc::shutdown(self.listener.as_raw_fd(), libc::SHUT_RDWR) };
         if let Some(handle) = self.accept.take() {
             let _ = handle.join();
         }
