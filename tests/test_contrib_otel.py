@@ -391,7 +391,7 @@ def test_an_insert_event_after_the_job_ran_still_links(
     memory_app.worker(name="w")(lambda job: None)
     job = memory_app.insert("w", {})  # not instrumented yet: no insert event seen
     ot = make_otel()
-    (claimed,) = [kathikon.Job(r) for r in memory_app._engine.claim("default", 1, 0.0)]
+    (claimed,) = memory_app._engine.claim("default", 1, 0.0)
     insert = (("kathikon", "job", "insert"), {"count": 1, "duration": 0.001}, {"jobs": [job]})
     telemetry.execute(("kathikon", "job", "start"), {"queue_time": 0.0}, {"job": claimed})
     if insert_after == "start":

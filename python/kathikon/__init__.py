@@ -13,8 +13,8 @@ hello world
 """
 
 from . import telemetry
-from ._native import FORMAT_VERSION
-from .app import JobSpec, Kathikon
+from ._native import FORMAT_VERSION, JobSpec
+from .app import Kathikon
 from .errors import (
     ConfigurationError,
     CorruptStoreError,

@@ -4,9 +4,12 @@ Users import from :mod:`kathikon`; this module is the engine's raw interface.
 """
 
 import builtins
+from datetime import datetime
 from typing import Any, Final, Optional, final
 
 from typing_extensions import TypeAlias
+
+from .job import JobErrorEntry, JobState
 
 __all__ = [
     "KathikonError",
@@ -24,7 +27,10 @@ __all__ = [
     "EngineClosedError",
     "OwnerGoneError",
     "ProtocolError",
-    "JobRecord",
+    "Job",
+    "JobSpec",
+    "job_spec",
+    "unsaved_job",
     "Engine",
     "FORMAT_VERSION",
 ]
@@ -78,21 +84,31 @@ class ProtocolError(StorageError):
     frame)."""
 
 @final
-class JobRecord:
-    """A job as stored; times are microseconds since the Unix epoch (UTC)."""
+class Job:
+    """A stored job, as of when it was read. Immutable; read it again with ``app.get(id)``.
+
+    Attributes mirror the store: ``id``, ``state``, ``queue``, ``worker`` (the registered
+    name), ``args`` and ``meta`` (dicts decoded from JSON), ``tags``, ``attempt``,
+    ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
+    ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
+    ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
+    ``discarded_at``.
+    """
 
     @property
     def id(self) -> int: ...
     @property
-    def state(self) -> str: ...
+    def state(self) -> JobState: ...
     @property
     def queue(self) -> str: ...
     @property
     def worker(self) -> str: ...
     @property
-    def args_json(self) -> str: ...
+    def args(self) -> dict[str, Any]:
+        """The job's arguments, decoded from JSON on first read (the same dict after that)."""
     @property
-    def meta_json(self) -> str: ...
+    def meta(self) -> dict[str, Any]:
+        """Metadata kept with the job, decoded from JSON on first read."""
     @property
     def tags(self) -> list[str]: ...
     @property
@@ -102,25 +118,56 @@ class JobRecord:
     @property
     def priority(self) -> int: ...
     @property
-    def errors(self) -> list[tuple[int, int, str]]:
-        """``(at, attempt, error)`` per entry, oldest first."""
+    def errors(self) -> list[JobErrorEntry]:
+        """One ``{"at", "attempt", "error"}`` dict per failed or ended attempt, oldest first."""
     @property
-    def inserted_at(self) -> int: ...
+    def inserted_at(self) -> datetime: ...
     @property
-    def scheduled_at(self) -> int: ...
+    def scheduled_at(self) -> datetime: ...
     @property
-    def attempted_at(self) -> Optional[int]: ...
+    def attempted_at(self) -> Optional[datetime]: ...
     @property
-    def completed_at(self) -> Optional[int]: ...
+    def completed_at(self) -> Optional[datetime]: ...
     @property
-    def cancelled_at(self) -> Optional[int]: ...
+    def cancelled_at(self) -> Optional[datetime]: ...
     @property
-    def discarded_at(self) -> Optional[int]: ...
+    def discarded_at(self) -> Optional[datetime]: ...
+    def __eq__(self, other: object) -> bool:
+        """Two reads of a job are equal when they are the same job at the same point of its
+        life: same id, state, attempt and schedule."""
+    def __hash__(self) -> int: ...
+
+@final
+class JobSpec:
+    """An unsaved job, made by :meth:`Kathikon.new` or ``worker.new(...)``, for
+    :meth:`Kathikon.insert_all`. Immutable: one spec may be inserted any number of times."""
+
+    @property
+    def queue(self) -> str: ...
+    @property
+    def worker(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+    def _with_args(self, args: str) -> JobSpec:
+        """The same job with other args (JSON text already checked): ``new()``'s cached path."""
+
+def job_spec(
+    queue: str,
+    worker: str,
+    args: str,
+    meta: str,
+    tags: list[str],
+    max_attempts: int,
+    priority: int,
+    scheduled_at: Optional[int],
+) -> JobSpec:
+    """A ``JobSpec`` from values ``kathikon.app`` has checked and encoded."""
+
+def unsaved_job(spec: JobSpec, attempt: int, now: int) -> Job:
+    """The job ``perform_job`` runs a worker on, never stored: ``spec`` with id 0, executing
+    its ``attempt``, inserted, scheduled and attempted at ``now`` (µs)."""
 
 # Stub-only aliases (private, so stubtest does not look for them at run time).
-_NewJobRow: TypeAlias = tuple[str, str, str, str, list[str], int, int, Optional[int]]
-"""(queue, worker, args_json, meta_json, tags, max_attempts, priority, scheduled_at_us)"""
-
 _AckRow: TypeAlias = tuple[int, int, str, Optional[str], Optional[int]]
 """(id, attempt, kind, text, delay_us); kind: complete, fail, snooze, cancel, discard"""
 
@@ -155,16 +202,17 @@ class Engine:
     def quarantined(self) -> builtins.list[tuple[int, int, str, bytes]]:
         """``(id, quarantined_at µs, reason, bytes)`` of every record moved aside."""
     def oldest_available(self, queue: str) -> Optional[int]: ...
-    def insert(self, jobs: list[_NewJobRow]) -> list[JobRecord]:
-        """Insert jobs in one commit (all or none); durable on return with fsync."""
-    def claim(self, queue: str, max: int, timeout: float) -> list[JobRecord]:
+    def insert(self, specs: builtins.list[JobSpec]) -> builtins.list[Job]:
+        """Insert jobs in one commit (all or none); durable on return with fsync. Raises
+        ``InvalidJobError`` naming any item that is not a ``JobSpec``."""
+    def claim(self, queue: str, max: int, timeout: float) -> list[Job]:
         """Claim up to ``max`` jobs, waiting up to ``timeout`` s; durably marked executing."""
-    def ack(self, acks: list[_AckRow], wait: bool = True) -> list[Optional[JobRecord]]:
+    def ack(self, acks: list[_AckRow], wait: bool = True) -> list[Optional[Job]]:
         """Record outcomes; ``None`` where the ack was stale."""
-    def cancel(self, id: int) -> tuple[JobRecord, str]:
+    def cancel(self, id: int) -> tuple[Job, str]:
         """Cancel; returns the job and the state it was in before."""
-    def retry(self, id: int) -> JobRecord: ...
-    def get(self, id: int) -> JobRecord: ...
+    def retry(self, id: int) -> Job: ...
+    def get(self, id: int) -> Job: ...
     def list(
         self,
         state: Optional[str] = None,
@@ -172,7 +220,7 @@ class Engine:
         worker: Optional[str] = None,
         after: Optional[int] = None,
         limit: int = 0,
-    ) -> builtins.list[JobRecord]: ...
+    ) -> builtins.list[Job]: ...
     def prune(self, older_than: float) -> int: ...
     def sync(self, promote_until: Optional[int] = None) -> None:
         """Wait until everything sent so far is committed and due jobs are promoted (also

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from . import processes as _processes
 from . import telemetry
-from ._native import Engine
+from ._native import Engine, JobSpec, job_spec
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
 from .errors import (
     ConfigurationError,
@@ -71,31 +71,6 @@ def _run_to_completion(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any
 
 def _wall_micros() -> int:
     return time.time_ns() // 1000
-
-
-# queue, worker, args JSON, meta JSON, tags, max_attempts, priority, scheduled_at (µs or None)
-_Row = tuple[str, str, str, str, tuple[str, ...], int, int, Optional[int]]
-
-
-class JobSpec:
-    """An unsaved job, made by :meth:`Kathikon.new` or ``worker.new(...)``, for
-    :meth:`Kathikon.insert_all`."""
-
-    __slots__ = ("row",)
-
-    def __init__(self, row: _Row):
-        self.row = row
-
-    @property
-    def queue(self) -> str:
-        return self.row[0]
-
-    @property
-    def worker(self) -> str:
-        return self.row[1]
-
-    def __repr__(self) -> str:
-        return f"JobSpec(worker={self.worker!r}, queue={self.queue!r})"
 
 
 class Kathikon:
@@ -181,7 +156,7 @@ class Kathikon:
         # that, and re-checking the worker's defaults each time cost ~1 µs of a ~2 µs new().
         # Valid while the registration and the app's queues stay as they are (both are fixed
         # once made today; dynamic queues would have to clear it).
-        self._plain_rows: dict[str, tuple[Registration, _Row]] = {}
+        self._plain_specs: dict[str, tuple[Registration, JobSpec]] = {}
         self._lock = threading.Lock()
         self._runner: Optional[Runner] = None
         self._pump: Optional[threading.Thread] = None
@@ -384,13 +359,12 @@ class Kathikon:
             and meta is None
         )
         if plain:
-            # Only args given: the row the worker's defaults made last time serves again.
-            cached = self._plain_rows.get(reg.name)
+            # Only args given: the spec the worker's defaults made last time serves again,
+            # as it is (specs are immutable) or with these args.
+            cached = self._plain_specs.get(reg.name)
             if cached is not None and cached[0] is reg:
-                q, name, _, meta_json, tags_, attempts, prio, _ = cached[1]
-                return JobSpec(
-                    (q, name, self._args_json(args), meta_json, tags_, attempts, prio, None)
-                )
+                args_json = self._args_json(args)
+                return cached[1] if args_json == "{}" else cached[1]._with_args(args_json)
         queue = reg.queue if queue is None else queue
         if queue not in self.config.queues:
             raise UnknownQueueError(
@@ -402,12 +376,13 @@ class Kathikon:
             if max_attempts is not None
             else (reg.max_attempts or self.config.max_attempts)
         )
-        row: _Row = (
+        args_json = self._args_json(args)
+        spec = job_spec(
             queue,
             reg.name,
-            self._args_json(args),
+            args_json,
             encode_json(meta, "meta"),
-            tuple(check_tags(reg.tags if tags is None else tags)),
+            check_tags(reg.tags if tags is None else tags),
             attempts,
             check_priority(reg.priority if priority is None else priority),
             None
@@ -415,8 +390,10 @@ class Kathikon:
             else scheduled_at_micros(self._engine.now(), schedule_in, schedule_at),
         )
         if plain:
-            self._plain_rows[reg.name] = (reg, row)
-        return JobSpec(row)
+            # Kept with no args, so that the cached path above may hand it out as it is.
+            bare = spec if args_json == "{}" else spec._with_args("{}")
+            self._plain_specs[reg.name] = (reg, bare)
+        return spec
 
     def _args_json(self, args: Optional[Mapping[str, Any]]) -> str:
         args_json = encode_json(args, "args")
@@ -471,25 +448,17 @@ class Kathikon:
             tags=tags,
             meta=meta,
         )
-        return self._insert_rows([spec.row])[0]
+        return self._insert_specs([spec])[0]
 
     def insert_all(self, specs: Iterable[JobSpec]) -> list[Job]:
         """Store many jobs in one commit: all of them or, on any error, none."""
-        rows = []
-        for i, spec in enumerate(specs):
-            if not isinstance(spec, JobSpec):
-                raise InvalidJobError(
-                    f"insert_all item {i} is {spec!r}, not an unsaved job; build items with "
-                    "worker.new(args) or app.new(worker, args)"
-                )
-            rows.append(spec.row)
-        return self._insert_rows(rows)
+        return self._insert_specs(specs if type(specs) is list else list(specs))
 
-    def _insert_rows(self, rows: list[Any]) -> list[Job]:
+    def _insert_specs(self, specs: list[JobSpec]) -> list[Job]:
         if not telemetry.has_handlers(INSERT):
-            return [Job(r) for r in self._engine.insert(rows)]
+            return self._engine.insert(specs)
         started = time.perf_counter()
-        jobs = [Job(r) for r in self._engine.insert(rows)]
+        jobs = self._engine.insert(specs)
         telemetry.execute(
             INSERT,
             {"count": len(jobs), "duration": time.perf_counter() - started},
@@ -515,7 +484,7 @@ class Kathikon:
         """The job as stored now. Raises :class:`JobNotFoundError` for an unknown id, and
         :class:`CorruptStoreError` (naming the file, the job and the damage) for a job whose
         record was found damaged on disk and quarantined."""
-        return Job(self._engine.get(self._id(job)))
+        return self._engine.get(self._id(job))
 
     def quarantined(self) -> list[QuarantinedRecord]:
         """Job records found damaged on disk (they no longer decode, or fail their checksum)
@@ -540,12 +509,12 @@ class Kathikon:
         record, before = self._engine.cancel(self._id(job))
         if before == "executing" and self._runner is not None:
             self._runner.cancel_running(record.id)
-        return Job(record)
+        return record
 
     def retry(self, job: Union[Job, int]) -> Job:
         """Make a scheduled, retryable or finished job available now (one more attempt is
         allowed if it had used them all). Raises :class:`JobStateError` for an executing job."""
-        return Job(self._engine.retry(self._id(job)))
+        return self._engine.retry(self._id(job))
 
     def jobs(
         self,
@@ -572,7 +541,7 @@ class Kathikon:
             else (worker if isinstance(worker, str) else self._resolve(worker).name)
         )
         records = self._engine.list(state=state, queue=queue, worker=name, after=after, limit=limit)
-        return [Job(r) for r in records]
+        return records
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Jobs per queue and state, e.g. ``{"emails": {"available": 3, "completed": 9}}``.
@@ -755,8 +724,7 @@ class Kathikon:
                     attempts: list[Attempt] = []
                     acks: list[AckTuple] = []
                     try:
-                        for record in self._engine.claim(name, 100, 0.0):
-                            job = Job(record)
+                        for job in self._engine.claim(name, 100, 0.0):
                             attempt = Attempt(job, self._workers.get(job.worker))
                             reg = attempt.registration
                             if reg is not None and reg.is_async:
@@ -771,9 +739,8 @@ class Kathikon:
                         # short, so jobs that ran are never left executing.
                         stored = self._engine.ack(acks) if acks else []
                     for attempt, after in zip(attempts, stored):
-                        result = Job(after) if after is not None else None
-                        attempt.report(result)
-                        ran.append((attempt.job, result))
+                        attempt.report(after)
+                        ran.append((attempt.job, after))
                 if not ran:
                     return
                 yield ran

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import telemetry
-from ._native import JobRecord
 from .job import Job
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .worker import Registration
@@ -151,17 +150,16 @@ def run_sync(attempt: Attempt) -> AckTuple:
     return _settle_sync(attempt, result)
 
 
-def run_sync_unwatched(record: JobRecord, reg: Registration) -> AckTuple:
+def run_sync_unwatched(job: Job, reg: Registration) -> AckTuple:
     """:func:`run_sync` for when no telemetry handler listens to job events (the runner
     checks per batch): nothing is timed or reported, so a job that returns ``None``, the
     common case, completes without an :class:`Attempt`. Outcomes are as with ``run_sync``."""
-    job = Job(record)
     try:
         result = reg.perform(job)
     except BaseException as exc:
         return Attempt(job, reg).settle(error=exc)
     if result is None:
-        return (record.id, record.attempt, "complete", None, None)
+        return (job.id, job.attempt, "complete", None, None)
     return _settle_sync(Attempt(job, reg), result)
 
 

@@ -26,7 +26,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional
 
 from . import telemetry
-from ._native import Engine, JobRecord
+from ._native import Engine
 from .errors import EngineClosedError, KathikonError
 from .execute import (
     OUTCOME_EVENTS,
@@ -211,7 +211,7 @@ class Runner:
         ahead = budget / per_job - len(self._waiting.get(queue, ()))
         return max(1, min(MAX_BATCH, int(ahead)))
 
-    def _run_batch(self, queue: str, records: list[JobRecord], slots: Slots) -> bool:
+    def _run_batch(self, queue: str, jobs: list[Job], slots: Slots) -> bool:
         """Run a lane's claimed jobs in order: sync ones here, holding one of the queue's
         slots while they run one after another; async ones handed to the loop, which starts
         each when a slot is free. Returns once every job has run or started, so a lane does
@@ -225,10 +225,10 @@ class Runner:
         handed: list[threading.Event] = []
         held = False
         try:
-            for record in records:
-                reg = workers.get(record.worker)
+            for job in jobs:
+                reg = workers.get(job.worker)
                 if reg is not None and reg.is_async:
-                    to_loop.append(Attempt(Job(record), reg))
+                    to_loop.append(Attempt(job, reg))
                     continue
                 if to_loop:
                     # Start them while this lane runs the sync jobs after them.
@@ -238,11 +238,11 @@ class Runner:
                     slots.take()
                     held = True
                 if watched or reg is None:
-                    attempt = Attempt(Job(record), reg)
+                    attempt = Attempt(job, reg)
                     acks.append(run_sync(attempt))
                     attempts.append(attempt)
                 else:
-                    acks.append(run_sync_unwatched(record, reg))
+                    acks.append(run_sync_unwatched(job, reg))
         finally:
             if held:
                 slots.release()
@@ -270,7 +270,7 @@ class Runner:
             wait, attempts = False, []
         try:
             if wait:
-                stored: list[Optional[JobRecord]] = self._engine.ack(acks, wait=True)
+                stored: list[Optional[Job]] = self._engine.ack(acks, wait=True)
             else:
                 self._engine.ack(acks, wait=False)
                 stored = []
@@ -279,8 +279,8 @@ class Runner:
             log.exception("recording the outcome of %d job(s) failed", len(acks))
             return
         if wait:
-            for attempt, record in zip(attempts, stored):
-                attempt.report(Job(record) if record is not None else None)
+            for attempt, after in zip(attempts, stored):
+                attempt.report(after)
         else:
             for attempt in attempts:
                 attempt.report_sent()

@@ -35,7 +35,7 @@ from datetime import datetime
 from importlib.util import find_spec
 from typing import Any, Optional, Union, cast
 
-from ._native import JobRecord
+from ._native import unsaved_job
 from .app import Kathikon, WorkerRef
 from .errors import InvalidJobError
 from .execute import Attempt
@@ -468,29 +468,6 @@ class PerformResult:
     retry_in: Optional[float] = None
 
 
-@dataclass(frozen=True)
-class _Record:
-    """The fields of a :class:`JobRecord`, for a job that is never stored."""
-
-    id: int
-    state: str
-    queue: str
-    worker: str
-    args_json: str
-    meta_json: str
-    tags: list[str]
-    attempt: int
-    max_attempts: int
-    priority: int
-    errors: list[tuple[int, int, str]]
-    inserted_at: int
-    scheduled_at: int
-    attempted_at: Optional[int]
-    completed_at: Optional[int] = None
-    cancelled_at: Optional[int] = None
-    discarded_at: Optional[int] = None
-
-
 def _prepare(
     worker: WorkerRef,
     args: Optional[Mapping[str, Any]],
@@ -519,13 +496,13 @@ def _prepare(
     try:
         if own is not None:
             own.register(cast("Union[type[Worker], Worker]", worker))
-        row = app.new(worker, args, **options).row
+        spec = app.new(worker, args, **options)
         reg = app._resolve(worker)
         now = app._engine.now()
     finally:
         if own is not None:
             own.close()
-    queue, name, args_json, meta_json, tags, max_attempts, priority, _at = row
+    max_attempts = spec.max_attempts
     if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
         raise InvalidJobError(f"attempt {attempt!r} must be an int of at least 1")
     if attempt > max_attempts:
@@ -533,23 +510,7 @@ def _prepare(
             f"attempt {attempt} is more than max_attempts {max_attempts}; a job never runs "
             "past its last attempt (pass max_attempts=... too)"
         )
-    record = _Record(
-        id=0,
-        state="executing",
-        queue=queue,
-        worker=name,
-        args_json=args_json,
-        meta_json=meta_json,
-        tags=list(tags),
-        attempt=attempt,
-        max_attempts=max_attempts,
-        priority=priority,
-        errors=[],
-        inserted_at=now,
-        scheduled_at=now,
-        attempted_at=now,
-    )
-    return Job(cast(JobRecord, record)), reg
+    return unsaved_job(spec, attempt, now), reg
 
 
 async def _call_async(reg: Registration, job: Job) -> tuple[Any, Optional[Exception]]:

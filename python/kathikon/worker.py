@@ -14,7 +14,8 @@ from .job import Job
 from .options import Seconds, check_max_attempts, check_priority, check_tags, not_utf8
 
 if TYPE_CHECKING:
-    from .app import JobSpec, Kathikon
+    from ._native import JobSpec
+    from .app import Kathikon
 
 
 class Worker:

@@ -24,7 +24,6 @@ Invariants (each violation is a line in :attr:`History.violations`; a lost job a
 
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,7 +60,7 @@ class View:
 
     @classmethod
     def of(cls, job: kathikon.Job) -> View:
-        args = json.loads(job._record.args_json)
+        args = job.args
         return cls(
             id=job.id,
             state=job.state.value,

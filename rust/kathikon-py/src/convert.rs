@@ -1,19 +1,8 @@
 //! Python values to core types.
 
-use kathikon_core::{Ack, NewJob, Outcome};
+use kathikon_core::{Ack, Outcome};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
-
-/// A job to insert, as the Python layer sends it: already validated and JSON-encoded.
-#[derive(FromPyObject)]
-pub(crate) struct NewJobTuple(String, String, String, String, Vec<String>, u32, u8, Option<i64>);
-
-impl From<NewJobTuple> for NewJob {
-    fn from(t: NewJobTuple) -> Self {
-        let NewJobTuple(queue, worker, args, meta, tags, max_attempts, priority, scheduled_at) = t;
-        NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at }
-    }
-}
 
 /// `(id, attempt, kind, text, delay_us)` with kind one of complete, fail, snooze, cancel,
 /// discard.

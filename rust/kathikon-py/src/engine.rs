@@ -11,11 +11,11 @@ use kathikon_core::{
     Ack, AckResult, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
 };
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyList};
 
-use crate::convert::{AckTuple, NewJobTuple};
-use crate::errors::{ConfigurationError, IntoPy};
-use crate::job::PyJobRecord;
+use crate::convert::AckTuple;
+use crate::errors::{ConfigurationError, IntoPy, InvalidJobError};
+use crate::job::{untracked, PyJob, PyJobSpec};
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
@@ -28,8 +28,8 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 /// `(id, quarantined_at µs, reason, bytes)`.
 type QuarantinedRow<'py> = (u64, i64, String, Bound<'py, PyBytes>);
 
-fn records(jobs: Vec<kathikon_core::Job>) -> Vec<PyJobRecord> {
-    jobs.into_iter().map(|inner| PyJobRecord { inner }).collect()
+fn records(py: Python<'_>, jobs: Vec<kathikon_core::Job>) -> PyResult<Vec<Bound<'_, PyJob>>> {
+    jobs.into_iter().map(|job| untracked(py, PyJob::new(job))).collect()
 }
 
 /// The job engine over one store: this process owns the store (and serves it to others on a
@@ -123,33 +123,43 @@ impl PyEngine {
         py.detach(|| self.inner.oldest_available(queue)).py_err()
     }
 
-    /// Insert jobs in one commit; returns them as stored.
-    fn insert(&self, py: Python<'_>, jobs: Vec<NewJobTuple>) -> PyResult<Vec<PyJobRecord>> {
-        let jobs: Vec<NewJob> = jobs.into_iter().map(NewJob::from).collect();
-        py.detach(|| self.inner.insert(jobs)).py_err().map(records)
+    /// Insert `JobSpec`s in one commit; returns them as stored. Anything else in the list
+    /// raises `InvalidJobError` naming it, before anything is stored.
+    fn insert<'py>(
+        &self,
+        py: Python<'py>,
+        specs: &Bound<'py, PyList>,
+    ) -> PyResult<Vec<Bound<'py, PyJob>>> {
+        let mut jobs: Vec<NewJob> = Vec::with_capacity(specs.len());
+        for (i, item) in specs.iter().enumerate() {
+            let Ok(spec) = item.cast::<PyJobSpec>() else {
+                let shown: String = item.repr()?.to_string().chars().take(60).collect();
+                return Err(InvalidJobError::new_err(format!(
+                    "insert_all item {i} is {shown}, not an unsaved job; build items with \
+                     worker.new(args) or app.new(worker, args)"
+                )));
+            };
+            jobs.push(spec.get().job.clone());
+        }
+        records(py, py.detach(|| self.inner.insert(jobs)).py_err()?)
     }
 
     /// Claim up to `max` jobs from `queue`, waiting up to `timeout` seconds.
-    fn claim(
+    fn claim<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         queue: &str,
         max: usize,
         timeout: f64,
-    ) -> PyResult<Vec<PyJobRecord>> {
+    ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let timeout = seconds("timeout", timeout)?;
-        py.detach(|| self.inner.claim(queue, max, timeout)).py_err().map(records)
+        records(py, py.detach(|| self.inner.claim(queue, max, timeout)).py_err()?)
     }
 
     /// Record outcomes. With `wait`, returns each job as it now is (or `None` where the ack
     /// was stale); without, returns an empty list at once.
     #[pyo3(signature = (acks, wait=true))]
-    fn ack(
-        &self,
-        py: Python<'_>,
-        acks: Vec<AckTuple>,
-        wait: bool,
-    ) -> PyResult<Vec<Option<PyJobRecord>>> {
+    fn ack(&self, py: Python<'_>, acks: Vec<AckTuple>, wait: bool) -> PyResult<Vec<Option<PyJob>>> {
         let acks = acks.into_iter().map(Ack::try_from).collect::<PyResult<Vec<_>>>()?;
         if !wait {
             return py.detach(|| self.inner.ack_nowait(acks)).py_err().map(|()| Vec::new());
@@ -158,39 +168,39 @@ impl PyEngine {
         Ok(results
             .into_iter()
             .map(|r| match r {
-                AckResult::Applied(inner) => Some(PyJobRecord { inner }),
+                AckResult::Applied(inner) => Some(PyJob::new(inner)),
                 AckResult::Stale(_) => None,
             })
             .collect())
     }
 
     /// Cancel a job; returns it and the state it was in before.
-    fn cancel(&self, py: Python<'_>, id: u64) -> PyResult<(PyJobRecord, &'static str)> {
+    fn cancel(&self, py: Python<'_>, id: u64) -> PyResult<(PyJob, &'static str)> {
         let (inner, before) = py.detach(|| self.inner.cancel(id)).py_err()?;
-        Ok((PyJobRecord { inner }, before.as_str()))
+        Ok((PyJob::new(inner), before.as_str()))
     }
 
-    fn retry(&self, py: Python<'_>, id: u64) -> PyResult<PyJobRecord> {
-        py.detach(|| self.inner.retry(id)).py_err().map(|inner| PyJobRecord { inner })
+    fn retry(&self, py: Python<'_>, id: u64) -> PyResult<PyJob> {
+        py.detach(|| self.inner.retry(id)).py_err().map(PyJob::new)
     }
 
-    fn get(&self, py: Python<'_>, id: u64) -> PyResult<PyJobRecord> {
-        py.detach(|| self.inner.get(id)).py_err().map(|inner| PyJobRecord { inner })
+    fn get(&self, py: Python<'_>, id: u64) -> PyResult<PyJob> {
+        py.detach(|| self.inner.get(id)).py_err().map(PyJob::new)
     }
 
     #[pyo3(signature = (state=None, queue=None, worker=None, after=None, limit=0))]
-    fn list(
+    fn list<'py>(
         &self,
-        py: Python<'_>,
+        py: Python<'py>,
         state: Option<&str>,
         queue: Option<String>,
         worker: Option<String>,
         after: Option<u64>,
         limit: usize,
-    ) -> PyResult<Vec<PyJobRecord>> {
+    ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let state = state.map(JobState::parse).transpose().py_err()?;
         let filter = ListFilter { state, queue, worker, after, limit };
-        py.detach(|| self.inner.list(&filter)).py_err().map(records)
+        records(py, py.detach(|| self.inner.list(&filter)).py_err()?)
     }
 
     /// Delete jobs finished more than `older_than` seconds ago; returns how many.

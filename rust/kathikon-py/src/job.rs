@@ -1,24 +1,113 @@
-//! `JobRecord`: a stored job handed to Python. Fields are converted only when read.
+//! `kathikon.Job`, the stored job users see, and `kathikon.JobSpec`, an unsaved one.
+//!
+//! Both are Rust classes rather than Python wrappers around one: a bulk insert or a claim
+//! hands back thousands of jobs, and a Python object per job (with its `__init__`, and for a
+//! spec a row tuple besides) was two fifths of what `insert_all` cost the calling thread
+//! (benches/RESULTS.md, session 8). Fields convert when read; the JSON is decoded once, on
+//! first read. The bulk paths also take their objects off the garbage collector's lists
+//! (`untracked`).
 
-use kathikon_core::Job;
+use std::collections::hash_map::DefaultHasher;
+use std::hash::{Hash, Hasher};
+
+use kathikon_core::{Job, JobState, NewJob};
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyDict, PyList, PyString};
+use pyo3::IntoPyObjectExt;
+use pyo3::PyClass;
 
-/// A job as stored. Times are microseconds since the Unix epoch (UTC); the Python `Job`
-/// wrapper turns them into aware datetimes and parses the JSON.
-#[pyclass(frozen, module = "kathikon._native", name = "JobRecord")]
-pub(crate) struct PyJobRecord {
+/// Python helpers the getters call: `kathikon.job`'s `JobState` members (in `JobState::ALL`
+/// order) and `from_micros`, and `json.loads`. Looked up once.
+struct Helpers {
+    states: Vec<Py<PyAny>>,
+    from_micros: Py<PyAny>,
+    loads: Py<PyAny>,
+}
+
+static HELPERS: PyOnceLock<Helpers> = PyOnceLock::new();
+
+fn helpers(py: Python<'_>) -> PyResult<&'static Helpers> {
+    HELPERS.get_or_try_init(py, || {
+        let module = py.import("kathikon.job")?;
+        let enum_class = module.getattr("JobState")?;
+        let states = JobState::ALL
+            .iter()
+            .map(|s| enum_class.call1((s.as_str(),)).map(Bound::unbind))
+            .collect::<PyResult<_>>()?;
+        Ok(Helpers {
+            states,
+            from_micros: module.getattr("from_micros")?.unbind(),
+            loads: py.import("json")?.getattr("loads")?.unbind(),
+        })
+    })
+}
+
+/// `value` as a new Python object that the garbage collector does not track. Every `pyclass`
+/// is created tracked, and a collection then walks each job of a batch still alive; but
+/// neither class can close a cycle the collector could break: without `__traverse__` it
+/// reports no references (a job's decoded `args` dict, the only one it holds, is invisible to
+/// the collector either way). `CPython` untracks tuples and dicts of plain values the same way.
+/// Measured over `insert_all` of 1,000-job batches: the collector took ~0.5 µs a job.
+pub(crate) fn untracked<T: PyClass>(py: Python<'_>, value: T) -> PyResult<Bound<'_, T>>
+where
+    PyClassInitializer<T>: From<T>,
+{
+    let object = Bound::new(py, value)?;
+    // SAFETY: `object` is a live object of a GC type (every pyclass is one); untracking an
+    // object only takes it off the collector's lists, and its dealloc untracks again safely.
+    unsafe { pyo3::ffi::PyObject_GC_UnTrack(object.as_ptr().cast()) };
+    Ok(object)
+}
+
+fn datetime(py: Python<'_>, micros: i64) -> PyResult<Py<PyAny>> {
+    helpers(py)?.from_micros.call1(py, (micros,))
+}
+
+fn maybe_datetime(py: Python<'_>, micros: Option<i64>) -> PyResult<Option<Py<PyAny>>> {
+    micros.map(|us| datetime(py, us)).transpose()
+}
+
+/// A stored job, as of when it was read. Immutable; read it again with ``app.get(id)``.
+///
+/// Attributes mirror the store: ``id``, ``state``, ``queue``, ``worker`` (the registered
+/// name), ``args`` and ``meta`` (dicts decoded from JSON), ``tags``, ``attempt``,
+/// ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
+/// ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
+/// ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
+/// ``discarded_at``.
+#[pyclass(frozen, module = "kathikon", name = "Job")]
+pub(crate) struct PyJob {
     pub(crate) inner: Job,
+    args: PyOnceLock<Py<PyAny>>,
+    meta: PyOnceLock<Py<PyAny>>,
+}
+
+impl PyJob {
+    pub(crate) fn new(inner: Job) -> Self {
+        PyJob { inner, args: PyOnceLock::new(), meta: PyOnceLock::new() }
+    }
+
+    fn decoded(py: Python<'_>, cell: &PyOnceLock<Py<PyAny>>, json: &str) -> PyResult<Py<PyAny>> {
+        cell.get_or_try_init(py, || helpers(py)?.loads.call1(py, (json,)))
+            .map(|value| value.clone_ref(py))
+    }
+
+    fn state_member(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let index = JobState::ALL.iter().position(|s| *s == self.inner.state).unwrap_or(0);
+        Ok(helpers(py)?.states[index].clone_ref(py))
+    }
 }
 
 #[pymethods]
-impl PyJobRecord {
+impl PyJob {
     #[getter]
     fn id(&self) -> u64 {
         self.inner.id
     }
     #[getter]
-    fn state(&self) -> &'static str {
-        self.inner.state.as_str()
+    fn state(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.state_member(py)
     }
     #[getter]
     fn queue(&self) -> &str {
@@ -28,13 +117,15 @@ impl PyJobRecord {
     fn worker(&self) -> &str {
         &self.inner.worker
     }
+    /// The job's arguments, decoded from JSON on first read (the same dict after that).
     #[getter]
-    fn args_json(&self) -> &str {
-        &self.inner.args
+    fn args(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Self::decoded(py, &self.args, &self.inner.args)
     }
+    /// Metadata kept with the job, decoded from JSON on first read.
     #[getter]
-    fn meta_json(&self) -> &str {
-        &self.inner.meta
+    fn meta(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Self::decoded(py, &self.meta, &self.inner.meta)
     }
     #[getter]
     fn tags(&self) -> Vec<String> {
@@ -52,49 +143,162 @@ impl PyJobRecord {
     fn priority(&self) -> u8 {
         self.inner.priority
     }
-    /// `(at, attempt, error)` per entry, oldest first.
+    /// One ``{"at", "attempt", "error"}`` dict per failed or ended attempt, oldest first.
     #[getter]
-    fn errors(&self) -> Vec<(i64, u32, String)> {
-        self.inner.errors.iter().map(|e| (e.at, e.attempt, e.error.clone())).collect()
+    fn errors<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
+        let list = PyList::empty(py);
+        for e in &self.inner.errors {
+            let entry = PyDict::new(py);
+            entry.set_item("at", datetime(py, e.at)?)?;
+            entry.set_item("attempt", e.attempt)?;
+            entry.set_item("error", &e.error)?;
+            list.append(entry)?;
+        }
+        Ok(list)
     }
     #[getter]
-    fn inserted_at(&self) -> i64 {
-        self.inner.inserted_at
+    fn inserted_at(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        datetime(py, self.inner.inserted_at)
     }
     #[getter]
-    fn scheduled_at(&self) -> i64 {
-        self.inner.scheduled_at
+    fn scheduled_at(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        datetime(py, self.inner.scheduled_at)
     }
     #[getter]
-    fn attempted_at(&self) -> Option<i64> {
-        self.inner.attempted_at
+    fn attempted_at(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        maybe_datetime(py, self.inner.attempted_at)
     }
     #[getter]
-    fn completed_at(&self) -> Option<i64> {
-        self.inner.completed_at
+    fn completed_at(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        maybe_datetime(py, self.inner.completed_at)
     }
     #[getter]
-    fn cancelled_at(&self) -> Option<i64> {
-        self.inner.cancelled_at
+    fn cancelled_at(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        maybe_datetime(py, self.inner.cancelled_at)
     }
     #[getter]
-    fn discarded_at(&self) -> Option<i64> {
-        self.inner.discarded_at
+    fn discarded_at(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        maybe_datetime(py, self.inner.discarded_at)
     }
 
-    fn __repr__(&self) -> String {
-        format!(
-            "JobRecord(id={}, state={}, queue={:?}, worker={:?}, attempt={}/{})",
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let (queue, worker) =
+            (PyString::new(py, &self.inner.queue), PyString::new(py, &self.inner.worker));
+        Ok(format!(
+            "Job(id={}, state='{}', queue={}, worker={}, attempt={}/{})",
             self.inner.id,
             self.inner.state,
-            self.inner.queue,
-            self.inner.worker,
+            queue.repr()?,
+            worker.repr()?,
             self.inner.attempt,
             self.inner.max_attempts
-        )
+        ))
+    }
+
+    /// Two reads of a job are equal when they are the same job at the same point of its life:
+    /// same id, state, attempt and schedule.
+    fn __eq__(&self, other: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let py = other.py();
+        let Ok(other) = other.cast::<PyJob>() else {
+            return Ok(py.NotImplemented());
+        };
+        let (a, b) = (&self.inner, &other.get().inner);
+        let same = (a.id, a.state, a.attempt, a.scheduled_at)
+            == (b.id, b.state, b.attempt, b.scheduled_at);
+        same.into_py_any(py)
+    }
+
+    fn __hash__(&self) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        (self.inner.id, self.inner.state.as_str(), self.inner.attempt).hash(&mut hasher);
+        hasher.finish()
     }
 }
 
+/// The job `perform_job` (`kathikon.testing`) runs a worker on, never stored: `spec` with id
+/// 0, executing its `attempt`, inserted, scheduled and attempted at `now` (µs).
+#[pyfunction]
+fn unsaved_job(spec: &Bound<'_, PyJobSpec>, attempt: u32, now: i64) -> PyJob {
+    let NewJob { queue, worker, args, meta, tags, max_attempts, priority, .. } =
+        spec.get().job.clone();
+    PyJob::new(Job {
+        id: 0,
+        state: JobState::Executing,
+        queue,
+        worker,
+        args,
+        meta,
+        tags,
+        attempt,
+        max_attempts,
+        priority,
+        errors: Vec::new(),
+        inserted_at: now,
+        scheduled_at: now,
+        attempted_at: Some(now),
+        completed_at: None,
+        cancelled_at: None,
+        discarded_at: None,
+    })
+}
+
+/// An unsaved job, made by :meth:`Kathikon.new` or ``worker.new(...)``, for
+/// :meth:`Kathikon.insert_all`. Immutable: one spec may be inserted any number of times.
+#[pyclass(frozen, module = "kathikon", name = "JobSpec")]
+pub(crate) struct PyJobSpec {
+    pub(crate) job: NewJob,
+}
+
+#[pymethods]
+impl PyJobSpec {
+    #[getter]
+    fn queue(&self) -> &str {
+        &self.job.queue
+    }
+    #[getter]
+    fn worker(&self) -> &str {
+        &self.job.worker
+    }
+    #[getter]
+    fn max_attempts(&self) -> u32 {
+        self.job.max_attempts
+    }
+
+    /// The same job with other args (JSON text already checked): `new()`'s cached path.
+    fn _with_args<'py>(&self, py: Python<'py>, args: String) -> PyResult<Bound<'py, PyJobSpec>> {
+        untracked(py, PyJobSpec { job: NewJob { args, ..self.job.clone() } })
+    }
+
+    fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
+        let (queue, worker) =
+            (PyString::new(py, &self.job.queue), PyString::new(py, &self.job.worker));
+        Ok(format!("JobSpec(worker={}, queue={})", worker.repr()?, queue.repr()?))
+    }
+}
+
+/// A `JobSpec` from values `kathikon.app` has checked and encoded (not for users: nothing
+/// here checks them again before they are stored).
+#[pyfunction]
+#[pyo3(signature = (queue, worker, args, meta, tags, max_attempts, priority, scheduled_at))]
+#[allow(clippy::too_many_arguments)] // positional, from one call site in kathikon.app
+fn job_spec(
+    py: Python<'_>,
+    queue: String,
+    worker: String,
+    args: String,
+    meta: String,
+    tags: Vec<String>,
+    max_attempts: u32,
+    priority: u8,
+    scheduled_at: Option<i64>,
+) -> PyResult<Bound<'_, PyJobSpec>> {
+    let job = NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at };
+    untracked(py, PyJobSpec { job })
+}
+
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    m.add_class::<PyJobRecord>()
+    m.add_class::<PyJob>()?;
+    m.add_class::<PyJobSpec>()?;
+    m.add_function(wrap_pyfunction!(unsaved_job, m)?)?;
+    m.add_function(wrap_pyfunction!(job_spec, m)?)
 }
