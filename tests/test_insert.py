@@ -395,6 +395,21 @@ def test_jobs_and_specs_are_not_tracked_by_the_garbage_collector(
     assert not gc.is_tracked(job)
 
 
+def test_jobs_and_specs_copy(app: kathikon.Kathikon, plain: kathikon.WorkerFunction) -> None:
+    """Immutable values: a shallow copy is the object itself; a deep copy of a job has args of
+    its own."""
+    import copy
+
+    spec = plain.new({"n": [1]})
+    job = app.insert_all([spec])[0]
+    assert copy.copy(spec) is spec and copy.deepcopy(spec) is spec
+    assert copy.copy(job) is job
+    deep = copy.deepcopy({"j": job})["j"]
+    assert deep == job and deep is not job
+    deep.args["n"].append(2)
+    assert job.args == {"n": [1]}
+
+
 def test_jobs_filters(
     app: kathikon.Kathikon, send: kathikon.WorkerFunction, plain: kathikon.WorkerFunction
 ) -> None:

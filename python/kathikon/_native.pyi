@@ -136,6 +136,10 @@ class Job:
         """Two reads of a job are equal when they are the same job at the same point of its
         life: same id, state, attempt and schedule."""
     def __hash__(self) -> int: ...
+    def __copy__(self) -> Job:
+        """A job is immutable: a shallow copy is the job itself."""
+    def __deepcopy__(self, memo: Any, /) -> Job:
+        """The same stored job with ``args`` and ``meta`` of its own."""
 
 @final
 class JobSpec:
@@ -148,6 +152,8 @@ class JobSpec:
     def worker(self) -> str: ...
     @property
     def max_attempts(self) -> int: ...
+    def __copy__(self) -> JobSpec: ...
+    def __deepcopy__(self, memo: Any, /) -> JobSpec: ...
     def _with_args(self, args: str) -> JobSpec:
         """The same job with other args (JSON text already checked): ``new()``'s cached path."""
 

@@ -208,6 +208,17 @@ impl PyJob {
         same.into_py_any(py)
     }
 
+    /// A job is immutable: a shallow copy is the job itself (sharing its decoded `args`, as a
+    /// copy of the Python class this replaced did).
+    fn __copy__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    /// The same stored job with `args` and `meta` of its own, decoded again on first read.
+    fn __deepcopy__(&self, _memo: &Bound<'_, PyAny>) -> PyJob {
+        PyJob::new(self.inner.clone())
+    }
+
     fn __hash__(&self) -> u64 {
         let mut hasher = DefaultHasher::new();
         (self.inner.id, self.inner.state.as_str(), self.inner.attempt).hash(&mut hasher);
@@ -267,6 +278,15 @@ impl PyJobSpec {
     /// The same job with other args (JSON text already checked): `new()`'s cached path.
     fn _with_args<'py>(&self, py: Python<'py>, args: String) -> PyResult<Bound<'py, PyJobSpec>> {
         untracked(py, PyJobSpec { job: NewJob { args, ..self.job.clone() } })
+    }
+
+    /// Immutable and holding no Python objects: any copy is the spec itself.
+    fn __copy__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __deepcopy__<'py>(slf: PyRef<'py, Self>, _memo: &Bound<'py, PyAny>) -> PyRef<'py, Self> {
+        slf
     }
 
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
