@@ -17,6 +17,8 @@ use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 use pyo3::PyClass;
 
+use crate::errors::IntoPy;
+
 /// Python helpers the getters call: `kathikon.job`'s `JobState` members (in `JobState::ALL`
 /// order) and `from_micros`, and `json.loads`. Looked up once.
 struct Helpers {
@@ -226,31 +228,14 @@ impl PyJob {
     }
 }
 
-/// The job `perform_job` (`kathikon.testing`) runs a worker on, never stored: `spec` with id
-/// 0, executing its `attempt`, inserted, scheduled and attempted at `now` (µs).
+/// The job `perform_job` (`kathikon.testing`) runs a worker on, never stored: `spec` made a
+/// job (id 0) at `now` and claimed at once, as its `attempt`.
 #[pyfunction]
-fn unsaved_job(spec: &Bound<'_, PyJobSpec>, attempt: u32, now: i64) -> PyJob {
-    let NewJob { queue, worker, args, meta, tags, max_attempts, priority, .. } =
-        spec.get().job.clone();
-    PyJob::new(Job {
-        id: 0,
-        state: JobState::Executing,
-        queue,
-        worker,
-        args,
-        meta,
-        tags,
-        attempt,
-        max_attempts,
-        priority,
-        errors: Vec::new(),
-        inserted_at: now,
-        scheduled_at: now,
-        attempted_at: Some(now),
-        completed_at: None,
-        cancelled_at: None,
-        discarded_at: None,
-    })
+fn unsaved_job(spec: &Bound<'_, PyJobSpec>, attempt: u32, now: i64) -> PyResult<PyJob> {
+    let mut job = NewJob { scheduled_at: None, ..spec.get().job.clone() }.into_job(0, now);
+    job.claim(now).py_err()?;
+    job.attempt = attempt;
+    Ok(PyJob::new(job))
 }
 
 /// An unsaved job, made by :meth:`Kathikon.new` or ``worker.new(...)``, for
