@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 from enum import Enum
-from typing import Optional, TypedDict
+from typing import TypedDict
 
 from ._native import Job
 
@@ -15,10 +15,6 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 def from_micros(us: int) -> datetime:
     """Exact conversion of engine time (µs since the epoch) to an aware UTC datetime."""
     return _EPOCH + timedelta(microseconds=us)
-
-
-def _maybe(us: Optional[int]) -> Optional[datetime]:
-    return None if us is None else from_micros(us)
 
 
 class JobState(str, Enum):

@@ -3,11 +3,12 @@
 //! With a write-ahead log, an insert is durable once its record is in the log. Filing the
 //! record in redb (an insert into `jobs` and one into `available`) was most of what a new job
 //! cost the engine: ~10k of its ~18k instructions (callgrind, `examples/insert_all.rs`; 3.4k
-//! since the filing goes through cursors, below). So a logged batch only encodes, counts and logs a new job, and leaves it here; it is
-//! filed later, by the writer thread when it has nothing else to do (on the other core, while
-//! the caller goes on), or at once when anything in the transaction needs it: a read of that
-//! id, a scan, a commit. Nothing outside the open transaction can tell: readers see redb's
-//! last commit, and every commit files everything first.
+//! since the filing goes through cursors, below). So a logged batch only encodes, counts and
+//! logs a new job, and leaves it here; it is filed later, by the writer thread when it has
+//! nothing else to do (on the other core, while the caller goes on), or at once when anything
+//! in the transaction needs it: a read of that id, a scan, a commit. Nothing outside the open
+//! transaction can tell: readers see redb's last commit, and every commit files everything
+//! first.
 //!
 //! The records of new available and scheduled jobs wait here, and the `available` entries of
 //! the available ones: the transaction reads that index only to delete keys of jobs it read
