@@ -5,8 +5,10 @@
 //! derived from the record's state, and never changes a state itself. Transactions are closures
 //! so an implementation can keep its open tables on the stack for the whole batch.
 
+mod index_changes;
+mod ordered;
 mod redb_store;
-mod removals;
+mod rewrites;
 mod schema;
 mod unfiled;
 mod wal;

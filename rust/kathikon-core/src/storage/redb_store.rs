@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use redb::backends::InMemoryBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, TableHandle};
 
-use super::removals::Removals;
+use super::index_changes::IndexChanges;
+use super::rewrites::Rewrites;
 use super::schema::{
     decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META,
     META_FORMAT, META_NEXT_ID, META_STORE_ID, META_WAL_SEQ, QUARANTINE,
@@ -293,7 +294,7 @@ impl RedbStore {
                 })??;
             }
             tables.meta.insert(META_WAL_SEQ, last)?;
-            tables.finish()?;
+            tables.flush_deferred()?;
         }
         txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
         Ok(())
@@ -315,7 +316,8 @@ impl RedbStore {
             counts: txn.open_table(COUNTS)?,
             quarantine: txn.open_table(QUARANTINE)?,
             deltas: HashMap::new(),
-            gone: Removals::default(),
+            changes: IndexChanges::default(),
+            rewrites: Rewrites::default(),
             first_due: FirstDue::Unknown,
             next_id: None,
             quarantined: Vec::new(),
@@ -503,8 +505,10 @@ struct WriteTables<'t> {
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
     /// once at its end (the log's long transaction: just before it is committed).
     deltas: HashMap<String, [i64; 7]>,
-    /// Index entries this batch removed, deleted together at its end (`removals.rs`).
-    gone: Removals,
+    /// Index entries added and removed, written together (`index_changes.rs`).
+    changes: IndexChanges,
+    /// Records rewritten, written together (`rewrites.rs`).
+    rewrites: Rewrites,
     /// The earliest due time, while known: kept until the due index changes, so that the
     /// writer's look for due jobs, made every batch, costs nothing when none has changed.
     first_due: FirstDue,
@@ -553,17 +557,14 @@ impl WriteTables<'_> {
         }
     }
 
-    /// Write what the batch deferred: the index removals, then the counts and next id.
-    fn finish(&mut self) -> Result<()> {
-        self.flush_removals()?;
-        self.flush_deferred()
-    }
-
-    fn flush_removals(&mut self) -> Result<()> {
-        self.gone.flush_available(&mut self.available)?;
-        self.gone.executing.flush(&mut self.executing)?;
-        self.gone.due.flush(&mut self.due)?;
-        self.gone.finished.flush(&mut self.finished)
+    /// Write the records and index entries kept back (not the counts and next id).
+    fn flush_tables(&mut self) -> Result<()> {
+        self.file(usize::MAX)?;
+        self.rewrites.flush(&mut self.jobs)?;
+        self.changes.flush_available(&mut self.available)?;
+        self.changes.executing.flush(&mut self.executing)?;
+        self.changes.due.flush(&mut self.due)?;
+        self.changes.finished.flush(&mut self.finished)
     }
 
     /// The next free id: as this transaction left it, or as stored.
@@ -579,10 +580,10 @@ impl WriteTables<'_> {
         self.unfiled.file(&mut self.jobs, &mut self.available, limit)
     }
 
-    /// Write what waits for the end of the transaction: the unfiled jobs, the counts and the
-    /// next free id.
+    /// Write what waits for the end of the transaction: the unfiled jobs, the records and
+    /// index entries kept back, the counts and the next free id.
     fn flush_deferred(&mut self) -> Result<()> {
-        self.file(usize::MAX)?;
+        self.flush_tables()?;
         if let Some(next) = self.next_id.take() {
             self.meta.insert(META_NEXT_ID, next)?;
         }
@@ -617,8 +618,7 @@ impl WriteTables<'_> {
     /// back). Rare and slow on big stores (every record is read once); other records found
     /// undecodable meanwhile are quarantined too.
     fn quarantine_record(&mut self, id: JobId, bytes: &[u8], reason: &str) -> Result<()> {
-        self.file(usize::MAX)?;
-        self.flush_removals()?;
+        self.flush_tables()?;
         let mut pending = vec![(id, bytes.to_vec(), reason.to_string())];
         while !pending.is_empty() {
             for (id, bytes, reason) in pending.drain(..) {
@@ -666,54 +666,47 @@ impl WriteTables<'_> {
         Ok(())
     }
 
-    /// Drop the index entry of a job that was at `at` (deleted at the end of the batch).
+    /// Drop the index entry of a job that was at `at` (written with the rest, later).
     fn unindex(&mut self, queue: &str, id: JobId, at: Placement) {
         match at.state {
-            JobState::Available => self.gone.available(queue, (at.priority, at.scheduled_at, id)),
+            JobState::Available => {
+                self.changes.remove_available(queue, (at.priority, at.scheduled_at, id));
+            }
             JobState::Scheduled | JobState::Retryable => {
-                self.gone.due.remove((at.scheduled_at, id));
+                self.changes.due.remove((at.scheduled_at, id));
                 self.first_due = FirstDue::Unknown;
             }
-            JobState::Executing => self.gone.executing.remove(id),
+            JobState::Executing => self.changes.executing.remove(id),
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
-                self.gone.finished.remove((at.finished_at.unwrap_or(0), id));
+                self.changes.finished.remove((at.finished_at.unwrap_or(0), id));
             }
         }
     }
 
-    fn index(&mut self, job: &Job) -> Result<()> {
+    /// Add the index entry of `job`'s state (written with the rest, later).
+    fn index(&mut self, job: &Job) {
         match job.state {
             JobState::Available => {
                 let key = (job.priority, job.scheduled_at, job.id);
-                if !self.gone.keep_available(&job.queue, key) {
-                    self.available.insert((job.queue.as_str(), key.0, key.1, key.2), ())?;
-                }
+                self.changes.add_available(&job.queue, key);
             }
             JobState::Scheduled | JobState::Retryable => {
-                let key = (job.scheduled_at, job.id);
-                if !self.gone.due.keep(key) {
-                    self.due.insert(key, ())?;
-                }
+                self.changes.due.add((job.scheduled_at, job.id));
                 self.first_due = FirstDue::Unknown;
             }
-            JobState::Executing => {
-                if !self.gone.executing.keep(job.id) {
-                    self.executing.insert(job.id, ())?;
-                }
-            }
+            JobState::Executing => self.changes.executing.add(job.id),
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
-                let key = (job.finished_at().unwrap_or(0), job.id);
-                if !self.gone.finished.keep(key) {
-                    self.finished.insert(key, ())?;
-                }
+                self.changes.finished.add((job.finished_at().unwrap_or(0), job.id));
             }
         }
-        Ok(())
     }
 }
 
 impl WriteTxn for WriteTables<'_> {
     fn get(&mut self, id: JobId) -> Result<Option<Job>> {
+        if let Some(record) = self.rewrites.get(id) {
+            return decode(id, record).map(Some); // encoded by this process: it decodes
+        }
         if self.unfiled.may_hold(id) {
             self.file(usize::MAX)?;
         }
@@ -755,11 +748,12 @@ impl WriteTxn for WriteTables<'_> {
         }
         self.count(&new.queue, new.state, 1);
         let record = encode(new);
-        self.jobs.insert(new.id, record.as_slice())?;
         if let Some(log) = &mut self.log {
             log.put(new.id, &record);
         }
-        self.index(new)
+        self.rewrites.put(new.id, record);
+        self.index(new);
+        Ok(())
     }
 
     fn put_new(&mut self, new: &Job) -> Result<()> {
@@ -776,16 +770,16 @@ impl WriteTxn for WriteTables<'_> {
         if let Some(log) = &mut self.log {
             log.put(new.id, record);
         }
-        if available {
-            Ok(())
-        } else {
-            self.index(new) // its `due` entry, read after every batch
+        if !available {
+            self.index(new); // its `due` entry, read after every batch
         }
+        Ok(())
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
         self.unindex(&job.queue, job.id, job.placement());
         self.count(&job.queue, job.state, -1);
+        self.rewrites.forget(job.id);
         self.jobs.remove(job.id)?;
         if let Some(log) = &mut self.log {
             log.delete(job.id);
@@ -799,7 +793,7 @@ impl WriteTxn for WriteTables<'_> {
                 return Ok(Vec::new());
             }
         }
-        self.gone.due.flush(&mut self.due)?;
+        self.changes.due.flush(&mut self.due)?;
         let mut out = Vec::new();
         for entry in self.due.range(..=(until, u64::MAX))?.take(limit) {
             out.push(entry?.0.value().1);
@@ -811,14 +805,14 @@ impl WriteTxn for WriteTables<'_> {
         if let FirstDue::Known(first) = self.first_due {
             return Ok(first);
         }
-        self.gone.due.flush(&mut self.due)?;
+        self.changes.due.flush(&mut self.due)?;
         let first = self.due.first()?.map(|(k, _)| k.value().0);
         self.first_due = FirstDue::Known(first);
         Ok(first)
     }
 
     fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
-        self.gone.finished.flush(&mut self.finished)?;
+        self.changes.finished.flush(&mut self.finished)?;
         let mut out = Vec::new();
         for entry in self.finished.range(..=(until, u64::MAX))?.take(limit) {
             out.push(entry?.0.value().1);
@@ -827,7 +821,7 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn executing(&mut self) -> Result<Vec<JobId>> {
-        self.gone.executing.flush(&mut self.executing)?;
+        self.changes.executing.flush(&mut self.executing)?;
         let mut out = Vec::new();
         for entry in self.executing.iter()? {
             out.push(entry?.0.value());
@@ -1031,7 +1025,7 @@ impl RedbStore {
         {
             let mut tables = Self::tables(&txn, &self.path, None)?;
             f(&mut tables)?;
-            tables.finish()?;
+            tables.flush_deferred()?;
         }
         txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
         Ok(())
@@ -1050,9 +1044,10 @@ impl RedbStore {
         let applied = open.with_dependent_mut(|_, tables| {
             tables.log = Some(buf);
             tables.moved_aside = false;
-            // The counts and next id wait for the transaction's commit: rewriting them costs
-            // more than a one-job batch's own changes, and nothing reads them before then.
-            let result = f(tables).and_then(|()| tables.flush_removals());
+            // The records, index entries, counts and next id wait for the transaction's
+            // commit: written then, together, they cost a fraction of what writing them batch
+            // by batch did, and nothing reads them before then (`rewrites.rs`).
+            let result = f(tables);
             let log = tables.log.take().expect("the batch's log");
             result.map(|()| (log, tables.moved_aside, !tables.unfiled.is_empty()))
         });
@@ -1130,7 +1125,7 @@ impl RedbStore {
                         self.damaged("a pending log record does not parse".into())
                     })??;
                 }
-                tables.finish()
+                tables.flush_deferred()
             })?;
             Ok(open)
         })();

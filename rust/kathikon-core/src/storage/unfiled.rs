@@ -18,13 +18,12 @@
 //! filing the available jobs' records after the scheduled ones' made redb split leaves in the
 //! middle, and the file took 178 bytes a job instead of 101 (`examples/filesize.rs`).
 
-use std::ops::Bound;
+use redb::Table;
 
-use redb::{CursorError, Key, Table, Value};
-
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::job::{Job, JobId};
 
+use super::ordered::insert_ascending;
 use super::schema::encode_into;
 
 /// Unfiled jobs, in id order (ids are allocated in order, and only new jobs come here).
@@ -129,124 +128,5 @@ impl Unfiled {
         self.records.clear();
         self.queues.clear();
         self.filed = 0;
-    }
-}
-
-/// Insert `entries`, whose keys ascend, into `table`, where none of them is yet. Each run of
-/// keys that falls into one gap between the table's keys goes in through one cursor; a key the
-/// cursor refuses (it is not below the entry after the gap) starts a new run at its own place.
-/// A key the table holds already is overwritten, as `insert` would, so that a broken promise
-/// of order or novelty costs speed, not a job.
-fn insert_ascending<'e, K, V>(
-    table: &mut Table<'_, K, V>,
-    entries: impl Iterator<Item = (K::SelfType<'e>, V::SelfType<'e>)>,
-) -> Result<()>
-where
-    K: Key + 'static,
-    V: Value + 'static,
-{
-    let mut entries = entries.peekable();
-    while let Some((key, _)) = entries.peek() {
-        let mut cursor = table.lower_bound_mut(Bound::Included(key))?;
-        let mut placed = 0_usize;
-        while let Some((key, value)) = entries.peek() {
-            match cursor.insert_before(key, value) {
-                Ok(()) => {
-                    placed += 1;
-                    entries.next();
-                }
-                Err(CursorError::UnorderedKey) => break,
-                Err(CursorError::Storage(e)) => return Err(e.into()),
-                Err(e) => return Err(Error::Storage(e.to_string())),
-            }
-        }
-        cursor.close()?;
-        if placed == 0 {
-            // Refused right after the seek: the key is in the table already.
-            let (key, value) = entries.next().expect("peeked");
-            table.insert(key, value)?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
-
-    use proptest::prelude::*;
-    use redb::backends::InMemoryBackend;
-    use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
-
-    use super::insert_ascending;
-
-    const TABLE: TableDefinition<u64, u64> = TableDefinition::new("t");
-
-    /// The table after `insert_ascending` of `new` (key → key + 1000) into one holding
-    /// `existing` (key → 0), against a `BTreeMap` doing the same with plain inserts.
-    fn check(existing: &[u64], new: &[u64]) {
-        let db = Database::builder().create_with_backend(InMemoryBackend::new()).unwrap();
-        let txn = db.begin_write().unwrap();
-        let mut model = BTreeMap::new();
-        {
-            let mut table = txn.open_table(TABLE).unwrap();
-            for &k in existing {
-                table.insert(k, 0).unwrap();
-                model.insert(k, 0);
-            }
-            insert_ascending(&mut table, new.iter().map(|&k| (k, k + 1000))).unwrap();
-        }
-        txn.commit().unwrap();
-        for &k in new {
-            model.insert(k, k + 1000);
-        }
-        let read = db.begin_read().unwrap();
-        let table = read.open_table(TABLE).unwrap();
-        let stored: BTreeMap<u64, u64> = table
-            .iter()
-            .unwrap()
-            .map(|e| e.map(|(k, v)| (k.value(), v.value())).unwrap())
-            .collect();
-        assert_eq!(stored, model, "existing {existing:?}, new {new:?}");
-    }
-
-    #[test]
-    fn appends_fill_an_empty_table_and_extend_a_full_one() {
-        check(&[], &(1..=500).collect::<Vec<_>>());
-        check(&(1..=500).collect::<Vec<_>>(), &(501..=1000).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn keys_between_existing_ones_go_in_their_gaps() {
-        let existing: Vec<u64> = (0..400).map(|k| k * 10).collect();
-        check(&existing, &(0..400).map(|k| k * 10 + 5).collect::<Vec<_>>());
-        check(&[100], &[1, 2, 3, 150, 151]);
-    }
-
-    #[test]
-    fn a_key_already_stored_is_overwritten_not_looped_on() {
-        check(&[1, 2, 3], &[2]);
-        check(&[1, 2, 3], &[0, 1, 2, 3, 4]);
-    }
-
-    #[test]
-    fn keys_out_of_order_or_repeated_still_all_go_in() {
-        check(&[5], &[9, 3, 7, 7, 1]);
-    }
-
-    proptest! {
-        #[test]
-        fn matches_plain_inserts(
-            existing in proptest::collection::vec(0_u64..3000, 0..600),
-            mut new in proptest::collection::vec(0_u64..3000, 0..600),
-            sorted in any::<bool>(),
-        ) {
-            // Mostly as the filing calls it (ascending), sometimes in any order.
-            if sorted {
-                new.sort_unstable();
-                new.dedup();
-            }
-            check(&existing, &new);
-        }
     }
 }
