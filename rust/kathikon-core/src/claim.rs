@@ -9,7 +9,7 @@
 //! Idle claimers park on a condition variable; the writer wakes them after a commit makes
 //! jobs available. A generation counter closes the gap between "popped nothing" and "parked".
 
-use std::collections::HashMap;
+use foldhash::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::Instant;

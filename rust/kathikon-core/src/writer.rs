@@ -17,7 +17,7 @@
 //! (read from the `due` index after every commit), so due jobs are promoted on time without
 //! polling rows.
 
-use std::collections::HashSet;
+use foldhash::{HashSet, HashSetExt};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 

@@ -12,8 +12,9 @@
 //! Most entries never reach redb at all: a job claimed and acknowledged before the next
 //! commit adds its `executing` entry and removes it again, and the two cancel out here.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::Hash;
+
+use foldhash::{HashMap, HashSet, HashSetExt};
 
 use redb::{Key, ReadableTable, Table, Value};
 

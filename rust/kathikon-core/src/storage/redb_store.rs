@@ -1,12 +1,12 @@
 //! The redb implementation of [`Store`]: one file per app, or redb's in-memory backend.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use foldhash::{HashMap, HashMapExt};
 use redb::backends::InMemoryBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, TableHandle};
 
