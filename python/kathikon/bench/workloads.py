@@ -113,13 +113,19 @@ def insert_batches(n: int, batch: int = 1000) -> Result:
     return Result(f"insert_all /{batch}", n, jobs_per_s=n / elapsed)
 
 
+#: How often a drain looks at the stats, in seconds: as often as the peers' adapters look for
+#: their jobs' marks (``benches/peers/peerlib.py``). Looking is not free: a read of the stats
+#: first commits the writer's open transaction, writing the records it kept back.
+POLL = 0.005
+
+
 def wait_completed(app: kathikon.Kathikon, queue: str, n: int, timeout: float) -> None:
     """Wait until ``n`` jobs of ``queue`` are completed; ``TimeoutError`` after ``timeout`` s."""
     deadline = time.monotonic() + timeout
     while app.stats()[queue]["completed"] < n:
         if time.monotonic() > deadline:
             raise TimeoutError(f"only {app.stats()[queue]} after {timeout} s")
-        time.sleep(0.001)
+        time.sleep(POLL)
 
 
 def drain(n: int, concurrency: int, use_async: bool = False, timeout: float = 120.0) -> Result:
