@@ -140,9 +140,13 @@ mod tests {
 
     const TABLE: TableDefinition<u64, u64> = TableDefinition::new("t");
 
-    /// The table after `insert_ascending` of `new` (key → key + 1000) into one holding
-    /// `existing` (key → 0), against a `BTreeMap` doing the same with plain inserts.
-    fn check(existing: &[u64], new: &[u64]) {
+    /// The table holding `existing` (key → 0) after `write` stored `new` (key → key + 1000)
+    /// in it, against a `BTreeMap` given the same with plain inserts.
+    fn check_with(
+        existing: &[u64],
+        new: &[u64],
+        write: impl FnOnce(&mut redb::Table<'_, u64, u64>, &[u64]),
+    ) {
         let db = Database::builder().create_with_backend(InMemoryBackend::new()).unwrap();
         let txn = db.begin_write().unwrap();
         let mut model = BTreeMap::new();
@@ -152,7 +156,7 @@ mod tests {
                 table.insert(k, 0).unwrap();
                 model.insert(k, 0);
             }
-            insert_ascending(&mut table, new.iter().map(|&k| (k, k + 1000))).unwrap();
+            write(&mut table, new);
         }
         txn.commit().unwrap();
         for &k in new {
@@ -166,6 +170,13 @@ mod tests {
             .map(|e| e.map(|(k, v)| (k.value(), v.value())).unwrap())
             .collect();
         assert_eq!(stored, model, "existing {existing:?}, new {new:?}");
+    }
+
+    /// [`check_with`] for `insert_ascending`, given `new` as it is.
+    fn check(existing: &[u64], new: &[u64]) {
+        check_with(existing, new, |table, new| {
+            insert_ascending(table, new.iter().map(|&k| (k, k + 1000))).unwrap();
+        });
     }
 
     #[test]
@@ -192,36 +203,15 @@ mod tests {
         check(&[5], &[9, 3, 7, 7, 1]);
     }
 
-    /// The table after `rewrite_ascending` of `new` (sorted and deduplicated here; key →
-    /// key + 1000) into one holding `existing` (key → 0), against a `BTreeMap`.
+    /// [`check_with`] for `rewrite_ascending`, given `new` sorted and deduplicated.
     fn check_rewrite(existing: &[u64], new: &[u64]) {
         let mut new = new.to_vec();
         new.sort_unstable();
         new.dedup();
-        let db = Database::builder().create_with_backend(InMemoryBackend::new()).unwrap();
-        let txn = db.begin_write().unwrap();
-        let mut model = BTreeMap::new();
-        {
-            let mut table = txn.open_table(TABLE).unwrap();
-            for &k in existing {
-                table.insert(k, 0).unwrap();
-                model.insert(k, 0);
-            }
+        check_with(existing, &new, |table, new| {
             let entries: Vec<(u64, u64)> = new.iter().map(|&k| (k, k + 1000)).collect();
-            rewrite_ascending(&mut table, &entries).unwrap();
-        }
-        txn.commit().unwrap();
-        for &k in &new {
-            model.insert(k, k + 1000);
-        }
-        let read = db.begin_read().unwrap();
-        let table = read.open_table(TABLE).unwrap();
-        let stored: BTreeMap<u64, u64> = table
-            .iter()
-            .unwrap()
-            .map(|e| e.map(|(k, v)| (k.value(), v.value())).unwrap())
-            .collect();
-        assert_eq!(stored, model, "existing {existing:?}, new {new:?}");
+            rewrite_ascending(table, &entries).unwrap();
+        });
     }
 
     #[test]
