@@ -26,6 +26,16 @@ def _fmt(value: Optional[float], unit: str) -> str:
     return f"{value:,.0f}" if unit == "jobs/s" else f"{value:.2f}"
 
 
+#: The peers' workloads (``benches/peers/run_peers.py``) behind each of ours; the others have
+#: no peer counterpart.
+PEER_WORKLOADS: dict[str, tuple[str, ...]] = {
+    "insert": ("insert", "insert_bulk"),
+    "drain": ("drain",),
+    "latency": ("latency",),
+    "scheduled": ("scheduled",),
+}
+
+
 @click.command("bench")
 @click.option(
     "-w",
@@ -72,7 +82,8 @@ def bench_command(
         task = progress.add_task("kathikon", total=rounds * len(selected))
         rows = run(selected, scale=scale, rounds=rounds, on_step=step_and_advance(progress, task))
     peer_results: list[dict[str, Any]] = []
-    if peers:
+    peer_workloads = [p for w in selected for p in PEER_WORKLOADS.get(w, ())]
+    if peers and peer_workloads:
         console.print("running the peers (this starts Redis and PostgreSQL on 127.0.0.1)…")
         peer_results = run_peers(
             find_peers_dir(peers_dir),
@@ -83,6 +94,7 @@ def bench_command(
             concurrency=[int(c) for c in peer_concurrency.split(",") if c.strip()],
             rates=[int(r) for r in peer_rates.split(",") if r.strip()],
             systems=[s.strip() for s in systems.split(",")] if systems else None,
+            workloads=peer_workloads,
         )
     table = Table(title=f"Kathikon {machine()['kathikon']} — medians of {rounds} round(s)")
     for column in ("workload", "system", "jobs", "jobs/s", "p50 ms", "p99 ms", "vs peer", "notes"):

@@ -45,6 +45,7 @@ def run_peers(
     concurrency: list[int],
     rates: list[int],
     systems: Optional[list[str]] = None,
+    workloads: Optional[list[str]] = None,
 ) -> list[dict[str, Any]]:
     """Run ``run_peers.py`` with the peers' own interpreter; return every result."""
     python = peers_dir.parent / ".venv-peers" / "bin" / "python"
@@ -72,6 +73,8 @@ def run_peers(
         ]
         if systems:
             argv += ["--systems", ",".join(systems)]
+        if workloads:
+            argv += ["--workloads", ",".join(workloads)]
         subprocess.run(argv, check=True, stdout=sys.stderr)
         results: list[dict[str, Any]] = json.loads(out.read_text())
     return results
