@@ -546,8 +546,9 @@ class Kathikon:
     def stats(self) -> dict[str, dict[str, int]]:
         """Jobs per queue and state, e.g. ``{"emails": {"available": 3, "completed": 9}}``.
 
-        Exact as of the last commit and cheap (one small table is read), so it can be called
-        every second. Every configured queue is present, with every state (0 when empty).
+        Exact as of the last acknowledged write and cheap: one small table is read, without
+        making the writer commit what it keeps back, so a dashboard can poll it every few
+        milliseconds. Every configured queue is present, with every state (0 when empty).
         """
         out = {q: {s.value: 0 for s in JobState} for q in self.config.queues}
         for queue, state, count in self._engine.counts():

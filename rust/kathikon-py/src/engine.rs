@@ -102,7 +102,7 @@ impl PyEngine {
         Ok(())
     }
 
-    /// Job counts as `[(queue, state, count), …]`, exact as of the last commit.
+    /// Job counts as `[(queue, state, count), …]`, exact as of the last acknowledged write.
     fn counts(&self, py: Python<'_>) -> PyResult<Vec<(String, &'static str, u64)>> {
         let counts = py.detach(|| self.inner.counts()).py_err()?;
         Ok(counts.into_iter().map(|(q, s, n)| (q, s.as_str(), n)).collect())

@@ -66,6 +66,18 @@ pub trait Store: Send + Sync {
     /// then either show every change committed before the failure or fail the same way).
     fn write(&self, f: &mut dyn FnMut(&mut dyn WriteTxn) -> Result<()>) -> Result<()>;
 
+    /// Job counts per `(queue, state)`, for every pair with at least one job, as of the last
+    /// acknowledged write. A store that keeps acknowledged writes back from its readers
+    /// answers without making them visible (which costs a commit).
+    fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
+        let mut out = Vec::new();
+        self.read(&mut |txn| {
+            out = txn.counts()?;
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     /// Make everything committed so far durable in the store itself, so its write-ahead log
     /// (if it keeps one) can start afresh. For tests; stores without a log do nothing.
     #[doc(hidden)]
