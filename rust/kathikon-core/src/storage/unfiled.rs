@@ -26,6 +26,10 @@ use crate::job::{Job, JobId};
 use super::ordered::insert_ascending;
 use super::schema::encode_into;
 
+/// The most record bytes whose buffer a transaction hands on to the next (a checkpoint comes
+/// every 1 MiB of log).
+const KEEP_BYTES: usize = 4 * 1024 * 1024;
+
 /// Unfiled jobs, in id order (ids are allocated in order, and only new jobs come here).
 #[derive(Default)]
 pub(super) struct Unfiled {
@@ -120,6 +124,18 @@ impl Unfiled {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// These buffers, emptied, for the next transaction (which would otherwise grow its own
+    /// afresh), unless one transaction's new jobs made them larger than a few checkpoints
+    /// normally need. Call only when every job is filed.
+    pub(super) fn recycle(&mut self) -> Unfiled {
+        debug_assert!(self.is_empty(), "unfiled jobs dropped");
+        self.clear();
+        if self.records.capacity() > KEEP_BYTES {
+            return Unfiled::default();
+        }
+        std::mem::take(self)
     }
 
     /// Forget every row (all filed), keeping the buffers.
