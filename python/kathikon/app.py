@@ -363,6 +363,8 @@ class Kathikon:
             # as it is (specs are immutable) or with these args.
             cached = self._plain_specs.get(reg.name)
             if cached is not None and cached[0] is reg:
+                if args is None:
+                    return cached[1]
                 args_json = self._args_json(args)
                 return cached[1] if args_json == "{}" else cached[1]._with_args(args_json)
         queue = reg.queue if queue is None else queue
