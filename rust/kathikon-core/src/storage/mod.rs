@@ -70,12 +70,7 @@ pub trait Store: Send + Sync {
     /// acknowledged write. A store that keeps acknowledged writes back from its readers
     /// answers without making them visible (which costs a commit).
     fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
-        let mut out = Vec::new();
-        self.read(&mut |txn| {
-            out = txn.counts()?;
-            Ok(())
-        })?;
-        Ok(out)
+        read_counts(self)
     }
 
     /// Make everything committed so far durable in the store itself, so its write-ahead log
@@ -97,6 +92,16 @@ pub trait Store: Send + Sync {
         let _ = limit;
         Ok(false)
     }
+}
+
+/// The counts as a read sees them (after whatever a read of `store` does first).
+fn read_counts<S: Store + ?Sized>(store: &S) -> Result<Vec<(String, JobState, u64)>> {
+    let mut out = Vec::new();
+    store.read(&mut |txn| {
+        out = txn.counts()?;
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 /// Reads inside a snapshot.

@@ -1037,12 +1037,7 @@ impl Store for RedbStore {
                 return Ok(rows);
             }
         }
-        let mut out = Vec::new();
-        self.read(&mut |txn| {
-            out = txn.counts()?;
-            Ok(())
-        })?;
-        Ok(out)
+        super::read_counts(self)
     }
 
     fn checkpoint(&self) -> Result<()> {
