@@ -1321,3 +1321,65 @@ impl Drop for RedbStore {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::NewJob;
+
+    fn new_job(queue: &str) -> NewJob {
+        NewJob {
+            queue: queue.into(),
+            worker: "w".into(),
+            args: "{}".into(),
+            meta: "{}".into(),
+            tags: Vec::new(),
+            max_attempts: 3,
+            priority: 0,
+            scheduled_at: None,
+        }
+    }
+
+    fn insert(store: &RedbStore, queue: &str, n: u64) {
+        store
+            .write(&mut |txn| {
+                let first = txn.allocate_ids(n)?;
+                for id in first..first + n {
+                    txn.put(None, &new_job(queue).into_job(id, 1))?;
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    /// The counts of logged batches are read without publishing them (which would commit the
+    /// open transaction and write what it keeps back), and match what a read sees after a
+    /// publish.
+    #[test]
+    fn counts_are_read_without_publishing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(Some(&dir.path().join("s.redb")), false).unwrap();
+        let expect = |a: u64, b: u64| {
+            let mut rows = vec![];
+            for (queue, n) in [("a", a), ("b", b)] {
+                if n > 0 {
+                    rows.push((queue.to_string(), JobState::Available, n));
+                }
+            }
+            rows
+        };
+        insert(&store, "a", 3);
+        assert!(store.unpublished.load(Ordering::Acquire), "a logged batch waits unpublished");
+        assert_eq!(store.counts().unwrap(), expect(3, 0));
+        assert!(store.unpublished.load(Ordering::Acquire), "counts() published the batch");
+
+        // Published: the counts table holds them; then more batches add pending deltas.
+        store.read(&mut |_| Ok(())).unwrap();
+        assert!(!store.unpublished.load(Ordering::Acquire));
+        insert(&store, "b", 2);
+        insert(&store, "a", 1);
+        assert_eq!(store.counts().unwrap(), expect(4, 2));
+        assert!(store.unpublished.load(Ordering::Acquire), "counts() published the batches");
+        assert_eq!(super::super::read_counts(&store).unwrap(), expect(4, 2));
+    }
+}
