@@ -67,9 +67,9 @@ struct LogState {
     pending: Payloads,
     /// The last batch's log buffer, reused by the next batch.
     spare: Option<LogBuf>,
-    /// The last transaction's buffers of new jobs (emptied), reused by the next one: grown
-    /// afresh in each transaction, they were a fifth of an `insert_all`'s writer time in
-    /// page faults (fresh memory for every doubling).
+    /// The last transaction's buffers of new jobs (emptied), reused by the next one. Grown
+    /// afresh in each transaction, every doubling touched fresh memory: page faults were a
+    /// fifth of an `insert_all`'s samples on our VM, these buffers among their sources.
     spare_unfiled: Unfiled,
     /// Records appended since the last checkpoint, and when the first of them was.
     since_checkpoint: u64,
