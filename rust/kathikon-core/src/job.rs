@@ -355,10 +355,11 @@ impl Job {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn new_job() -> NewJob {
+    /// A valid no-op job of queue `default` (other modules' tests adjust its fields).
+    pub(crate) fn new_job() -> NewJob {
         NewJob {
             queue: "default".into(),
             worker: "m.f".into(),

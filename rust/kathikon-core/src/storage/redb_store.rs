@@ -1325,27 +1325,16 @@ impl Drop for RedbStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::job::tests::new_job;
     use crate::job::NewJob;
-
-    fn new_job(queue: &str) -> NewJob {
-        NewJob {
-            queue: queue.into(),
-            worker: "w".into(),
-            args: "{}".into(),
-            meta: "{}".into(),
-            tags: Vec::new(),
-            max_attempts: 3,
-            priority: 0,
-            scheduled_at: None,
-        }
-    }
 
     fn insert(store: &RedbStore, queue: &str, n: u64) {
         store
             .write(&mut |txn| {
                 let first = txn.allocate_ids(n)?;
                 for id in first..first + n {
-                    txn.put(None, &new_job(queue).into_job(id, 1))?;
+                    let job = NewJob { queue: queue.into(), ..new_job() };
+                    txn.put(None, &job.into_job(id, 1))?;
                 }
                 Ok(())
             })
