@@ -17,7 +17,7 @@ use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::state::JobState;
 use crate::storage::{RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
-use crate::writer::{self, Applier, Command, Intervals, SharedApplier, Writer};
+use crate::writer::{self, Applier, Command, Intervals, Shared, SharedApplier, Writer};
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -248,14 +248,14 @@ impl Engine {
         let (tx, rx) = unbounded();
         let intervals =
             Intervals { scheduler: config.scheduler_interval, prune: config.prune_interval };
-        let applier: SharedApplier = Arc::new(Mutex::new(Some(Applier {
+        let applier: SharedApplier = Shared::new(Applier {
             store: store.clone(),
             queues: queues.clone(),
             telemetry: telemetry.clone(),
             retention: config.retention,
             next_due,
             failed: None,
-        })));
+        });
         let writer = Writer {
             applier: applier.clone(),
             telemetry: telemetry.clone(),
@@ -308,7 +308,7 @@ impl Engine {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let idle = if self.tx.is_empty() { writer::try_lock(&self.applier) } else { None };
+        let idle = if self.tx.is_empty() { writer::lead(&self.applier) } else { None };
         let Some(mut guard) = idle else { return self.call(make) };
         let Some(applier) = guard.as_mut() else { return Err(Error::Closed) };
         let (reply, answer) = bounded(1);
