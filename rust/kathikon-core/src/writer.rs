@@ -755,8 +755,12 @@ mod tests {
     use std::sync::mpsc;
 
     fn shared() -> SharedApplier {
+        shared_on(Arc::new(RedbStore::open(None, false).unwrap()))
+    }
+
+    fn shared_on(store: Arc<dyn Store>) -> SharedApplier {
         Shared::new(Applier {
-            store: Arc::new(RedbStore::open(None, false).unwrap()),
+            store,
             queues: Arc::new(ClaimQueues::default()),
             telemetry: Arc::new(Telemetry::default()),
             retention: Duration::from_secs(60),
@@ -832,14 +836,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> =
             Arc::new(RedbStore::open(Some(&dir.path().join("s.redb")), false).unwrap());
-        let shared = Shared::new(Applier {
-            store: store.clone(),
-            queues: Arc::new(ClaimQueues::default()),
-            telemetry: Arc::new(Telemetry::default()),
-            retention: Duration::from_secs(60),
-            next_due: None,
-            failed: None,
-        });
+        let shared = shared_on(store.clone());
         // Big inserts leave dozens of chunks of filing to the writer (staying under the log
         // size at which a checkpoint would file them all at once).
         for _ in 0..6 {
