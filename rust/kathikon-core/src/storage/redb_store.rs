@@ -1202,6 +1202,8 @@ impl RedbStore {
         }
         state.pending.clear();
         self.unpublished.store(false, Ordering::Release);
+        // The commit filed every new job: the writer has nothing to wake up for.
+        self.background.store(false, Ordering::Release);
         Ok(())
     }
 
@@ -1238,6 +1240,7 @@ impl RedbStore {
         }
         state.pending.clear();
         self.unpublished.store(false, Ordering::Release);
+        self.background.store(false, Ordering::Release);
         state.log.reset();
         state.since_checkpoint = 0;
         state.first_at = None;
@@ -1339,6 +1342,46 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    /// A commit of the open transaction (a read's, or a checkpoint's) files every new job, so
+    /// it leaves no work for the writer's idle time: the writer is not woken for nothing.
+    #[test]
+    fn a_read_or_a_checkpoint_leaves_no_filing_for_later() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = RedbStore::open(Some(&dir.path().join("s.redb")), false).unwrap();
+        for what in ["a read", "a checkpoint"] {
+            store
+                .write(&mut |txn| {
+                    let first = txn.allocate_ids(200)?;
+                    for id in first..first + 200 {
+                        txn.put_new(&new_job().into_job(id, 1))?;
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            assert!(store.has_background_work(), "new jobs wait to be filed");
+            if what == "a read" {
+                store.read(&mut |_| Ok(())).unwrap();
+            } else {
+                store.checkpoint().unwrap();
+            }
+            assert!(!store.has_background_work(), "work left after {what}");
+        }
+        let mut n = 0;
+        store
+            .read(&mut |txn| {
+                txn.scan(
+                    None,
+                    &mut |_| {
+                        n += 1;
+                        true
+                    },
+                    &mut vec![],
+                )
+            })
+            .unwrap();
+        assert_eq!(n, 400, "every job filed");
     }
 
     /// The counts of logged batches are read without publishing them (which would commit the
