@@ -6,35 +6,30 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from kathikon.bench.peers import peer_medians
 
 
-def test_bench_command_measures_and_writes_json(tmp_path: Path) -> None:
+def bench(tmp_path: Path, *args: str) -> tuple[str, list[dict[str, Any]]]:
+    """Run `kathikon bench ARGS --json F`; its printed table and the Kathikon rows of F."""
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kathikon",
-            "bench",
-            "-w",
-            "fsync,insert,drain,scheduled",
-            "--scale",
-            "0.02",
-            "--rounds",
-            "2",
-            "--json",
-            str(out),
-        ],
+        [sys.executable, "-m", "kathikon", "bench", *args, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert result.returncode == 0, result.stderr
-    assert "drain sync c=10" in result.stdout
     report = json.loads(out.read_text())
-    rows = {entry["kathikon"]["workload"]: entry["kathikon"] for entry in report["results"]}
+    return result.stdout, [entry["kathikon"] for entry in report["results"]]
+
+
+def test_bench_command_measures_and_writes_json(tmp_path: Path) -> None:
+    args = ("-w", "fsync,insert,drain,scheduled", "--scale", "0.02", "--rounds", "2")
+    table, results = bench(tmp_path, *args)
+    assert "drain sync c=10" in table
+    rows = {row["workload"]: row for row in results}
     assert {"raw fsync (4 KiB)", "insert", "insert_all /1000", "drain sync c=1"} <= set(rows)
     for name in ("insert", "insert_all /1000", "drain sync c=10", "drain async c=100"):
         row = rows[name]
@@ -49,29 +44,7 @@ def test_bench_command_measures_and_writes_json(tmp_path: Path) -> None:
 
 
 def test_the_open_workload_measures_memory_in_a_fresh_process(tmp_path: Path) -> None:
-    out = tmp_path / "open.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kathikon",
-            "bench",
-            "-w",
-            "open",
-            "--scale",
-            "0.02",
-            "--rounds",
-            "1",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr
-    (entry,) = json.loads(out.read_text())["results"]
-    row = entry["kathikon"]
+    _, (row,) = bench(tmp_path, "-w", "open", "--scale", "0.02", "--rounds", "1")
     assert row["workload"] == "open" and row["jobs"] == 20_000
     assert 0 < row["open_seconds"] < 60
     assert 50 < row["file_bytes_per_job"] < 2_000
