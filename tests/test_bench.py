@@ -12,13 +12,15 @@ from kathikon.bench.peers import peer_medians
 
 
 def bench(tmp_path: Path, *args: str) -> tuple[str, list[dict[str, Any]]]:
-    """Run `kathikon bench ARGS --json F`; its printed table and the Kathikon rows of F."""
+    """Run `kathikon bench ARGS --json F` in `tmp_path`; its printed table and the Kathikon
+    rows of F."""
     out = tmp_path / "bench.json"
     result = subprocess.run(
         [sys.executable, "-m", "kathikon", "bench", *args, "--json", str(out)],
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
@@ -54,19 +56,8 @@ def test_the_open_workload_measures_memory_in_a_fresh_process(tmp_path: Path) ->
 
 
 def test_the_processes_workload_runs_clients_and_worker_processes(tmp_path: Path) -> None:
-    out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "kathikon", "bench", "-w", "processes", "--scale", "0.05"]
-        + ["--rounds", "1", "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr
-    rows = {
-        e["kathikon"]["workload"]: e["kathikon"] for e in json.loads(out.read_text())["results"]
-    }
+    _, results = bench(tmp_path, "-w", "processes", "--scale", "0.05", "--rounds", "1")
+    rows = {row["workload"]: row for row in results}
     assert set(rows) == {
         "insert x4 client processes",
         "drain sync via 2 worker processes",

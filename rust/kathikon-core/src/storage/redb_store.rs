@@ -1200,11 +1200,17 @@ impl RedbStore {
             state.poisoned = true;
             return Err(e);
         }
+        self.committed(state);
+        Ok(())
+    }
+
+    /// The open transaction was committed (by [`RedbStore::publish`] or a checkpoint): the
+    /// logged batches are in redb, readers see them, and every new job was filed, so the
+    /// writer has nothing to wake up for.
+    fn committed(&self, state: &mut LogState) {
         state.pending.clear();
         self.unpublished.store(false, Ordering::Release);
-        // The commit filed every new job: the writer has nothing to wake up for.
         self.background.store(false, Ordering::Release);
-        Ok(())
     }
 
     fn poisoned(&self) -> Error {
@@ -1238,9 +1244,7 @@ impl RedbStore {
             state.poisoned = true;
             return Err(e);
         }
-        state.pending.clear();
-        self.unpublished.store(false, Ordering::Release);
-        self.background.store(false, Ordering::Release);
+        self.committed(state);
         state.log.reset();
         state.since_checkpoint = 0;
         state.first_at = None;
