@@ -229,7 +229,7 @@ impl RedbStore {
                 last = seq;
             }
         }
-        let log = Wal::open(&log_path, store_id, last + 1, faults).map_err(|e| {
+        let log = Wal::open(&log_path, store_id, last + 1, fsync, faults).map_err(|e| {
             Error::Storage(format!(
                 "cannot open {}: {e}{}",
                 log_path.display(),
@@ -237,7 +237,7 @@ impl RedbStore {
             ))
         })?;
         self.wal = Some(Mutex::new(LogState {
-            log: if fsync { log } else { log.unsynced() },
+            log,
             open: None,
             pending: Payloads::default(),
             spare: None,
