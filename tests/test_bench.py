@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kathikon.bench import workloads
 from kathikon.bench.peers import peer_medians
 
 
@@ -33,6 +34,9 @@ def test_bench_command_measures_and_writes_json(tmp_path: Path) -> None:
     assert "drain sync c=10" in table
     rows = {row["workload"]: row for row in results}
     assert {"raw fsync (4 KiB)", "insert", "insert_all /1000", "drain sync c=1"} <= set(rows)
+    # The direct rate is shown wherever the file system takes O_DIRECT, as the log then uses it.
+    direct_refused = workloads.raw_fsync_rate(0.01, direct=True) is None
+    assert ("raw fsync (4 KiB, O_DIRECT)" in rows) != direct_refused
     for name in ("insert", "insert_all /1000", "drain sync c=10", "drain async c=100"):
         row = rows[name]
         assert row["rounds"] == 2
@@ -83,3 +87,19 @@ def test_peer_results_are_matched_per_workload_and_setting() -> None:
     assert (medians["huey"]["jobs_per_s_min"], medians["huey"]["jobs_per_s_max"]) == (100.0, 300.0)
     assert peer_medians(runs, "drain sync c=1")["huey"]["jobs_per_s"] == 9.0
     assert peer_medians(runs, "insert_all /1000") == {}
+
+
+def test_peers_without_a_checkout_fail_at_once_with_the_fix(tmp_path: Path) -> None:
+    """Outside a source checkout `--peers` is a usage error, reported before Kathikon's own
+    workloads spend their minutes, and it says what to do."""
+    result = subprocess.run(
+        [sys.executable, "-m", "kathikon", "bench", "--peers", "-w", "drain", "--scale", "1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "run_peers.py not found" in result.stderr
+    assert "--peers-dir" in result.stderr
+    assert "a bug in kathikon" not in result.stderr

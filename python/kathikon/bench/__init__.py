@@ -20,7 +20,7 @@ from .workloads import Result
 
 # name → (callable taking the scale factor, default job count)
 WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
-    "fsync": lambda s: [Result("raw fsync (4 KiB)", 0, jobs_per_s=workloads.raw_fsync_rate())],
+    "fsync": lambda s: workloads.raw_fsync(),
     "insert": lambda s: [
         workloads.insert_single(int(5_000 * s)),
         workloads.insert_single(int(20_000 * s), threads=4),

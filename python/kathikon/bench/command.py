@@ -20,6 +20,15 @@ SHOWN = {"workload", "jobs", "rounds", "durability", "jobs_per_s", "p50_ms", "p9
 }
 
 
+def _peers_path(given: Optional[str]) -> Path:
+    """Where the peers' runner is, found before Kathikon's workloads run, so a missing source
+    checkout is reported at once rather than after minutes of measuring."""
+    try:
+        return find_peers_dir(given)
+    except FileNotFoundError as e:
+        raise click.UsageError(str(e)) from None
+
+
 def _fmt(value: Optional[float], unit: str) -> str:
     if value is None:
         return "—"
@@ -77,16 +86,17 @@ def bench_command(
         raise click.UsageError(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
     if rounds < 1 or scale <= 0:
         raise click.UsageError("--rounds must be >= 1 and --scale > 0")
+    peer_workloads = [p for w in selected for p in PEER_WORKLOADS.get(w, ())] if peers else []
+    peers_path = _peers_path(peers_dir) if peer_workloads else None
     console = Console(stderr=True)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("kathikon", total=rounds * len(selected))
         rows = run(selected, scale=scale, rounds=rounds, on_step=step_and_advance(progress, task))
     peer_results: list[dict[str, Any]] = []
-    peer_workloads = [p for w in selected for p in PEER_WORKLOADS.get(w, ())]
-    if peers and peer_workloads:
+    if peers_path is not None:
         console.print("running the peers (this starts Redis and PostgreSQL on 127.0.0.1)…")
         peer_results = run_peers(
-            find_peers_dir(peers_dir),
+            peers_path,
             jobs=int(10_000 * scale),
             latency_jobs=int(2_000 * scale),
             scheduled_jobs=int(200 * scale),
