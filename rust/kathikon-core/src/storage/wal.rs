@@ -703,6 +703,73 @@ mod tests {
         }
     }
 
+    /// How many of the file's pages are in the page cache (`mincore` over a mapping of it,
+    /// which faults nothing in).
+    #[cfg(target_os = "linux")]
+    fn cached_pages(path: &Path) -> usize {
+        use std::os::fd::AsRawFd;
+        let file = File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: a read-only shared mapping of a file this test owns, unmapped before return;
+        // `mincore` writes one byte per page into a vector of exactly that many.
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            let mut resident = vec![0_u8; len.div_ceil(page)];
+            let rc = libc::mincore(addr, len, resident.as_mut_ptr());
+            libc::munmap(addr, len);
+            assert_eq!(rc, 0, "mincore: {}", io::Error::last_os_error());
+            resident.iter().filter(|&&b| b & 1 == 1).count()
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_synced_log_stays_out_of_the_page_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let append_many = |wal: &mut Wal| {
+            for i in 1..=2_000 {
+                let mut buf = LogBuf::new();
+                buf.put(i, &[7; 300]);
+                wal.append(&mut buf).unwrap();
+            }
+        };
+        // Through the page cache, synced pages behind the write position are dropped: what
+        // stays is the window being written, not the ~650 KiB appended.
+        let path = dir.path().join("buffered-wal");
+        let mut wal = Wal::open_as(&path, 1, 1, true, Io::Buffered, None).unwrap();
+        append_many(&mut wal);
+        let cached = cached_pages(&path);
+        assert!((1..=2 * WINDOW as usize / 4096).contains(&cached), "{cached} pages cached");
+
+        // Direct: none of it goes through the cache.
+        let path = dir.path().join("direct-wal");
+        let probe = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .custom_flags(libc::O_DIRECT)
+            .open(dir.path().join("probe"));
+        if probe.is_err() {
+            // Only where the file system refuses O_DIRECT (tmpfs before Linux 6.6, some FUSE).
+            eprintln!("O_DIRECT refused under {}: direct path unchecked", dir.path().display());
+            return;
+        }
+        let mut wal = Wal::open(&path, 1, 1, true, None).unwrap();
+        assert_eq!(wal.io, Io::Direct);
+        append_many(&mut wal);
+        assert_eq!(cached_pages(&path), 0);
+        assert_eq!(records_after(&std::fs::read(&path).unwrap(), 1, 0).len(), 2_000);
+    }
+
     #[test]
     fn ops_round_trip() {
         let mut buf = LogBuf::new();
