@@ -246,9 +246,9 @@ fn record_at(bytes: &[u8], pos: usize) -> Option<(u64, u64, &[u8])> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Io {
     /// `O_DIRECT`: each append goes straight to the device and `fdatasync` only has to flush
-    /// the device's cache. Measured on this project's VM (ext4 on virtio, 300-byte records):
-    /// a synced append costs 10–15 % less time and ~10 µs less CPU than through the page
-    /// cache, where `fdatasync` first has to find and write back the dirty page.
+    /// the device's cache. Measured on this project's VM (ext4 on virtio, 300-byte records,
+    /// alternated): a synced append costs ~10 % less time and ~8 µs less CPU than through the
+    /// page cache, where `fdatasync` first has to find and write back the dirty page.
     Direct,
     /// Through the page cache: with `durability="none"` (nothing waits for the disk, and a
     /// write that only copies to memory is the fastest), and where `O_DIRECT` is refused.
