@@ -79,10 +79,10 @@ def raw_fsync_rate(seconds: float = 1.0, direct: bool = False) -> Optional[float
             if direct and e.errno == errno.EINVAL:
                 return None
             raise
-        # An anonymous mapping is page-aligned, as a direct write's buffer must be.
-        with mmap.mmap(-1, 4096) as page:
-            page.write(b"k" * 4096)
-            try:
+        try:
+            # An anonymous mapping is page-aligned, as a direct write's buffer must be.
+            with mmap.mmap(-1, 4096) as page:
+                page.write(b"k" * 4096)
                 n = 0
                 start = time.perf_counter()
                 while time.perf_counter() - start < seconds:
@@ -90,8 +90,8 @@ def raw_fsync_rate(seconds: float = 1.0, direct: bool = False) -> Optional[float
                     os.fdatasync(fd)
                     n += 1
                 return n / (time.perf_counter() - start)
-            finally:
-                os.close(fd)
+        finally:
+            os.close(fd)
 
 
 def raw_fsync() -> list[Result]:
