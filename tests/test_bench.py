@@ -12,17 +12,22 @@ from kathikon.bench import workloads
 from kathikon.bench.peers import peer_medians
 
 
+def run_bench(tmp_path: Path, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run `kathikon bench ARGS` in `tmp_path`."""
+    return subprocess.run(
+        [sys.executable, "-m", "kathikon", "bench", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+
+
 def bench(tmp_path: Path, *args: str) -> tuple[str, list[dict[str, Any]]]:
     """Run `kathikon bench ARGS --json F` in `tmp_path`; its printed table and the Kathikon
     rows of F."""
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [sys.executable, "-m", "kathikon", "bench", *args, "--json", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=tmp_path,
-    )
+    result = run_bench(tmp_path, *args, "--json", str(out))
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     return result.stdout, [entry["kathikon"] for entry in report["results"]]
@@ -92,13 +97,7 @@ def test_peer_results_are_matched_per_workload_and_setting() -> None:
 def test_peers_without_a_checkout_fail_at_once_with_the_fix(tmp_path: Path) -> None:
     """Outside a source checkout `--peers` is a usage error, reported before Kathikon's own
     workloads spend their minutes, and it says what to do."""
-    result = subprocess.run(
-        [sys.executable, "-m", "kathikon", "bench", "--peers", "-w", "drain", "--scale", "1"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
+    result = run_bench(tmp_path, "--peers", "-w", "drain", "--scale", "1", timeout=60)
     assert result.returncode == 2, result.stderr
     assert "run_peers.py not found" in result.stderr
     assert "--peers-dir" in result.stderr
