@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use common::{job, open, store_path};
+use kathikon_core::Jobs;
 use kathikon_core::{Ack, Engine, JobState, ListFilter, Outcome};
 
 fn tally(engine: &Engine) -> BTreeMap<(String, JobState), u64> {

@@ -31,6 +31,7 @@ use std::time::Duration;
 use common::faulty::{Arm, Faults, FaultyBackend};
 use common::{config, job, scratch_dir, snapshot, store_path, Snapshot, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
+use kathikon_core::Jobs;
 use kathikon_core::{Ack, Engine, EngineConfig, Error, JobState, ListFilter, NewJob, Outcome};
 
 /// The operation positions a sweep fails, in order: every one when `every` (or with
@@ -258,7 +259,7 @@ fn assert_refuses_writes(engine: &Engine, context: &str) {
     stopped(engine.sync(), "sync");
     // Claims keep failing, however often they are tried: a claim must not take the ready
     // jobs with it and leave the next one an empty queue to wait on quietly.
-    if engine.ready_count("q") > 0 {
+    if engine.ready_count("q").unwrap() > 0 {
         for _ in 0..3 {
             stopped(engine.claim("q", 100, Duration::ZERO).map(drop), "claim");
         }

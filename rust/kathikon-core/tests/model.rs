@@ -23,6 +23,7 @@ use std::time::Duration;
 use common::{assert_indexes_match_records, scratch_dir, snapshot, T0};
 use kathikon_core::backoff::default_backoff;
 use kathikon_core::clock::{ManualClock, SECOND};
+use kathikon_core::Jobs;
 use kathikon_core::{
     Ack, AckResult, Engine, EngineConfig, Error, Job, JobId, JobState, Micros, NewJob, Outcome,
 };

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use common::{claim_one, finish, insert_one, job, open, open_manual, store_path, T0};
 use kathikon_core::backoff::default_backoff;
 use kathikon_core::clock::{ManualClock, SECOND};
+use kathikon_core::Jobs;
 use kathikon_core::{
     Ack, AckResult, Clock, Engine, EngineConfig, Error, Job, JobError, JobState, ListFilter,
     NewJob, Outcome, SystemClock,
@@ -197,7 +198,7 @@ fn due_jobs_are_promoted_by_the_writer_timer() {
     let due = SystemClock.now() + 200_000;
     let scheduled = insert_one(&engine, NewJob { scheduled_at: Some(due), ..job("q", "w") });
     assert_eq!(scheduled.state, JobState::Scheduled);
-    assert_eq!(engine.ready_count("q"), 0);
+    assert_eq!(engine.ready_count("q").unwrap(), 0);
     assert!(engine.claim("q", 1, Duration::ZERO).unwrap().is_empty());
 
     // No further call to the engine until the job shows up as available.

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use common::{claim_one, finish, insert_one, job, open, store_path};
 use kathikon_core::clock::SECOND;
+use kathikon_core::Jobs;
 use kathikon_core::{
     AckResult, Clock, Engine, EngineConfig, Error, Job, JobId, JobState, ListFilter, NewJob,
     Outcome, Recovery, SystemClock,
@@ -276,7 +277,7 @@ fn in_memory_engine_stores_claims_and_forgets() {
     assert_eq!((a.id, b.id), (1, 2));
     assert_eq!(engine.get(a.id).unwrap(), a);
     assert_eq!(all(&engine), vec![a.clone(), b.clone()]);
-    assert_eq!(engine.ready_count("q"), 2);
+    assert_eq!(engine.ready_count("q").unwrap(), 2);
 
     let claimed = claim_one(&engine, "q");
     assert_eq!((claimed.id, claimed.attempt, claimed.state), (a.id, 1, JobState::Executing));
