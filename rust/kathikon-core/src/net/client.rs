@@ -287,7 +287,7 @@ impl Jobs for Client {
     }
 
     /// Jobs claimed are held by this process's session. A long wait is several requests of
-    /// at most [`CLAIM_SLICE`], so an interrupt is noticed between them.
+    /// at most `CLAIM_SLICE`, so an interrupt is noticed between them.
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
         if max == 0 {
             return Ok(Vec::new());
@@ -312,7 +312,7 @@ impl Jobs for Client {
         }
     }
 
-    /// Make this process's claims waiting on `queue` return (within [`CLAIM_SLICE`]).
+    /// Make this process's claims waiting on `queue` return (within `CLAIM_SLICE`).
     fn interrupt(&self, queue: &str) {
         let mut interrupts =
             self.interrupts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
