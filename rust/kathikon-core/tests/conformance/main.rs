@@ -5,7 +5,8 @@
 //! - [`model`]: random runs against a reference model of the state machine (proptest);
 //! - [`outcomes`]: what each ack outcome, retry, cancel and prune does to stored jobs;
 //! - [`claims`]: claim order, waiting, interrupts, and claimers racing each other and cancels;
-//! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`.
+//! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
+//! - [`reads`]: `list`'s filters and paging, unknown ids.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -15,6 +16,7 @@ mod claims;
 mod counts;
 mod model;
 mod outcomes;
+mod reads;
 
 harness::conformance! {
     model::matches_the_reference_model,
@@ -41,4 +43,6 @@ harness::conformance! {
     counts::counts_match_the_jobs_through_every_change,
     counts::oldest_available_looks_across_priorities,
     counts::sync_promoting_runs_scheduled_jobs_early,
+    reads::list_filters_by_state_queue_worker_limit_and_after,
+    reads::unknown_ids_are_job_not_found,
 }
