@@ -5,6 +5,7 @@
 //! derived from the record's state, and never changes a state itself. Transactions are closures
 //! so an implementation can keep its open tables on the stack for the whole batch.
 
+mod holder;
 mod index_changes;
 mod ordered;
 mod redb_store;
@@ -13,6 +14,7 @@ mod schema;
 mod unfiled;
 mod wal;
 
+pub(crate) use holder::canonical;
 pub use redb_store::RedbStore;
 pub use schema::FORMAT_VERSION;
 pub use wal::{LogFaults, LogTrigger};

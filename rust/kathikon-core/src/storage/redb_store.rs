@@ -10,6 +10,7 @@ use foldhash::{HashMap, HashMapExt};
 use redb::backends::InMemoryBackend;
 use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, Table, TableHandle};
 
+use super::holder::{holder_pid, open_in, Registered};
 use super::index_changes::IndexChanges;
 use super::rewrites::Rewrites;
 use super::schema::{
@@ -51,6 +52,9 @@ pub struct RedbStore {
     /// tables (`unfiled.rs`). May read true after they were filed or dropped; never false
     /// while some wait.
     background: AtomicBool,
+    /// The file's place in this process's registry of open stores; `None` in memory.
+    /// Declared last so it is released after the database is closed.
+    _registered: Option<Registered>,
 }
 
 /// The write-ahead log and what the store knows about it.
@@ -103,6 +107,7 @@ impl RedbStore {
         fsync: bool,
         log_faults: Option<Arc<LogFaults>>,
     ) -> Result<RedbStore> {
+        let registered = Registered::claim(path)?;
         let path = path.to_path_buf();
         let file = wal::open_owner_only(&path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
@@ -128,15 +133,15 @@ impl RedbStore {
                 .create(&path)
                 .map_err(|e| open_error(&path, e))
         })?;
-        let mut store = Self::checked(db, path, fsync)?;
+        let mut store = Self::checked(db, path, fsync, Some(registered))?;
         store.attach_log(fsync, log_faults)?;
         Ok(store)
     }
 
     /// Open (or create) a store on a caller-supplied redb backend. `path` only names the store
-    /// in errors (`None`: `<memory>`); the caller made and checked whatever is behind the
-    /// backend, so the redb-header check and the owner-only file mode of [`RedbStore::open`]
-    /// are not applied. `cache_bytes` sizes redb's page cache (`None`: redb's default); 0
+    /// in errors and counts as open in this process (`None`: `<memory>`); the caller made and
+    /// checked whatever is behind the backend, so the redb-header check and the owner-only
+    /// file mode of [`RedbStore::open`] are not applied. `cache_bytes` sizes redb's page cache (`None`: redb's default); 0
     /// sends every page read to the backend.
     ///
     /// Used for the in-memory store, and by tests that wrap redb's `FileBackend` to fail
@@ -165,6 +170,7 @@ impl RedbStore {
         log_faults: Option<Arc<LogFaults>>,
     ) -> Result<RedbStore> {
         let in_file = path.is_some();
+        let registered = path.map(Registered::claim).transpose()?;
         let path = path.map_or_else(|| PathBuf::from("<memory>"), Path::to_path_buf);
         let db = guarded(&path, || {
             let mut builder = Database::builder();
@@ -173,7 +179,7 @@ impl RedbStore {
             }
             builder.create_with_backend(backend).map_err(|e| open_error(&path, e))
         })?;
-        let mut store = Self::checked(db, path, fsync)?;
+        let mut store = Self::checked(db, path, fsync, registered)?;
         if in_file {
             store.attach_log(fsync, log_faults)?;
         }
@@ -334,7 +340,12 @@ impl RedbStore {
     }
 
     /// The store on `db` (opened from `path`), its schema initialised or checked; no log yet.
-    fn checked(db: Database, path: PathBuf, fsync: bool) -> Result<RedbStore> {
+    fn checked(
+        db: Database,
+        path: PathBuf,
+        fsync: bool,
+        registered: Option<Registered>,
+    ) -> Result<RedbStore> {
         let store = RedbStore {
             db,
             durability: durability(fsync),
@@ -342,6 +353,7 @@ impl RedbStore {
             wal: None,
             unpublished: AtomicBool::new(false),
             background: AtomicBool::new(false),
+            _registered: registered,
         };
         guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
         Ok(store)
@@ -429,7 +441,7 @@ fn durability(fsync: bool) -> redb::Durability {
 fn open_error(path: &Path, e: DatabaseError) -> Error {
     match e {
         DatabaseError::DatabaseAlreadyOpen => {
-            // The engine's registry of open paths misses the same file reached another way
+            // The registry of open paths (`holder.rs`) misses the same file reached another way
             // (a symlink, `..`); then the holder is this very process.
             let same_process = open_in(Path::new("/proc/self"), path);
             Error::StorageLocked {
@@ -466,33 +478,6 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
         )),
         other => Error::Corrupted { path: path.to_path_buf(), detail: other.to_string() },
     }
-}
-
-/// The other process that has `path` open, found by scanning `/proc/*/fd` (redb's open file
-/// description locks carry no PID in `/proc/locks`). Best effort: `None` when not visible.
-fn holder_pid(path: &Path) -> Option<u32> {
-    let target = std::fs::canonicalize(path).ok()?;
-    let me = std::process::id();
-    for proc_entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let Some(pid) = proc_entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        if pid != me && holds(&proc_entry.path(), &target) {
-            return Some(pid);
-        }
-    }
-    None
-}
-
-/// Whether the process at `proc_dir` (a `/proc` entry) has `path` open.
-fn open_in(proc_dir: &Path, path: &Path) -> bool {
-    std::fs::canonicalize(path).is_ok_and(|target| holds(proc_dir, &target))
-}
-
-/// Whether the process at `proc_dir` has a descriptor on the canonical path `target`.
-fn holds(proc_dir: &Path, target: &Path) -> bool {
-    let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else { return false };
-    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|p| p == target))
 }
 
 type AvailKey<'a> = (&'a str, u8, i64, u64);
