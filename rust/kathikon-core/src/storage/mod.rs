@@ -5,32 +5,12 @@
 //! derived from the record's state, and never changes a state itself. Transactions are closures
 //! so an implementation can keep its open tables on the stack for the whole batch.
 
-mod holder;
-mod index_changes;
-mod ordered;
-mod redb_store;
-mod rewrites;
-mod schema;
-mod unfiled;
-mod wal;
+mod redb;
 
-pub(crate) use holder::canonical;
-pub use redb_store::RedbStore;
-pub use schema::FORMAT_VERSION;
-pub use wal::{LogFaults, LogTrigger};
-
-/// Decode one stored job record (a value of the `jobs` table) as the store does; a record that
-/// does not decode is [`crate::Error::Corrupted`]. For the fuzz targets; not a stable API.
-#[doc(hidden)]
-pub fn decode_record(id: JobId, bytes: &[u8]) -> Result<Job> {
-    schema::decode(id, bytes)
-}
-
-/// Encode a job record as the store does. For the fuzz targets; not a stable API.
-#[doc(hidden)]
-pub fn encode_record(job: &Job) -> Vec<u8> {
-    schema::encode(job)
-}
+pub(crate) use self::redb::canonical;
+pub use self::redb::{
+    decode_record, encode_record, LogFaults, LogTrigger, RedbStore, FORMAT_VERSION,
+};
 
 use crate::clock::Micros;
 use crate::error::Result;
