@@ -38,9 +38,9 @@ pub(super) struct LogState {
     pub(super) pending: Payloads,
     /// The last batch's log buffer, reused by the next batch.
     pub(super) spare: Option<LogBuf>,
-    /// The last transaction's buffers of new jobs (emptied), reused by the next one. Grown
-    /// afresh in each transaction, every doubling touched fresh memory: page faults were a
-    /// fifth of an `insert_all`'s samples on our VM, these buffers among their sources.
+    /// The last transaction's buffers of new jobs (emptied), reused by the next one: grown
+    /// afresh in each transaction, every doubling would touch fresh memory, and page faults
+    /// are a large share of a bulk insert's cost (measured: `benches/RESULTS.md`).
     pub(super) spare_unfiled: Unfiled,
     /// Records appended since the last checkpoint, and when the first of them was.
     pub(super) since_checkpoint: u64,

@@ -75,8 +75,8 @@ impl RedbStore {
     /// Open (or create) a store on a caller-supplied redb backend. `path` only names the store
     /// in errors and counts as open in this process (`None`: `<memory>`); the caller made and
     /// checked whatever is behind the backend, so the redb-header check and the owner-only
-    /// file mode of [`RedbStore::open`] are not applied. `cache_bytes` sizes redb's page cache (`None`: redb's default); 0
-    /// sends every page read to the backend.
+    /// file mode of [`RedbStore::open`] are not applied. `cache_bytes` sizes redb's page
+    /// cache (`None`: redb's default); 0 sends every page read to the backend.
     ///
     /// Used for the in-memory store, and by tests that wrap redb's `FileBackend` to fail
     /// reads, writes or syncs on command.
