@@ -1,10 +1,9 @@
 //! [`Engine`]: the public face of the core. Opens the store, rescues what a dead process left
 //! executing, rebuilds the claim queues, and runs the writer thread.
 
-use std::collections::HashSet;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::state::JobState;
+pub(crate) use crate::storage::canonical;
 use crate::storage::{Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
 use crate::writer::{self, Applier, Command, Intervals, Shared, SharedApplier, Writer};
@@ -71,28 +71,6 @@ pub struct Recovery {
     pub discarded: u64,
 }
 
-/// Paths open in this process: redb refuses a second open anyway, but this lets the error say
-/// "in this process" instead of blaming another one.
-fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
-    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
-    OPEN.get_or_init(Default::default)
-}
-
-/// The path as the OS resolves it (symlinks and `..` followed), so two spellings of one file
-/// are recognised as the same store. The file itself may not exist yet.
-pub(crate) fn canonical(path: &std::path::Path) -> std::io::Result<PathBuf> {
-    if path.exists() {
-        return std::fs::canonicalize(path);
-    }
-    let abs = std::path::absolute(path)?;
-    match (abs.parent(), abs.file_name()) {
-        (Some(parent), Some(name)) if parent.exists() => {
-            Ok(std::fs::canonicalize(parent)?.join(name))
-        }
-        _ => Ok(abs),
-    }
-}
-
 /// The job engine. Cheap to share between threads (`&self` everywhere).
 pub struct Engine {
     tx: Sender<Command>,
@@ -104,56 +82,24 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     closed: AtomicBool,
     writer: Mutex<Option<JoinHandle<()>>>,
-    registered_path: Option<PathBuf>,
+    /// The store file as configured, for `Debug`.
+    path: Option<PathBuf>,
     recovery: Recovery,
 }
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("path", &self.registered_path).finish_non_exhaustive()
+        f.debug_struct("Engine").field("path", &self.path).finish_non_exhaustive()
     }
 }
 
 impl Engine {
-    /// Open the store, rescue jobs a dead process left executing, and start the writer.
+    /// Open the redb store at `config.path` (in memory when `None`), rescue jobs a dead
+    /// process left executing, and start the writer.
     pub fn open(config: EngineConfig) -> Result<Engine> {
-        Self::open_on(config, RedbStore::open)
-    }
-
-    /// Like [`Engine::open`], but the store lives on `backend` instead of the file at
-    /// `config.path` (which still names the store in errors and counts as open in this
-    /// process), with a page cache of `cache_bytes` (`None`: redb's default; 0 sends every
-    /// read to the backend). For fault-injection tests: wrap `redb::backends::FileBackend` in
-    /// a backend that fails reads, writes or syncs on command. Not part of the stable API.
-    #[doc(hidden)]
-    pub fn open_with_backend(
-        config: EngineConfig,
-        backend: impl redb::StorageBackend,
-        cache_bytes: Option<usize>,
-    ) -> Result<Engine> {
-        Self::open_on(config, |path, fsync| {
-            RedbStore::open_with_backend(backend, path, fsync, cache_bytes)
-        })
-    }
-
-    /// [`Engine::open_with_backend`], with `log_faults` injected into the write-ahead log
-    /// kept beside `config.path`. For fault-injection tests; not part of the stable API.
-    #[doc(hidden)]
-    pub fn open_with_log_faults(
-        config: EngineConfig,
-        backend: impl redb::StorageBackend,
-        cache_bytes: Option<usize>,
-        log_faults: Arc<crate::storage::LogFaults>,
-    ) -> Result<Engine> {
-        Self::open_on(config, |path, fsync| {
-            RedbStore::open_with_backend_and_log_faults(
-                backend,
-                path,
-                fsync,
-                cache_bytes,
-                Some(log_faults),
-            )
-        })
+        let store =
+            RedbStore::open(config.path.as_deref(), config.durability == Durability::Fsync)?;
+        Self::with_store(config, Arc::new(store))
     }
 
     /// Make every commit so far durable in the store file itself and start its write-ahead
@@ -169,67 +115,36 @@ impl Engine {
         }
     }
 
-    /// [`Engine::open`] with the store made by `make_store(path, fsync)`.
-    fn open_on(
-        config: EngineConfig,
-        make_store: impl FnOnce(Option<&std::path::Path>, bool) -> Result<RedbStore>,
-    ) -> Result<Engine> {
-        let registered_path = match &config.path {
-            Some(path) => {
-                let abs = canonical(path)
-                    .map_err(|e| Error::Storage(format!("bad path {}: {e}", path.display())))?;
-                let mut open =
-                    open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-                if !open.insert(abs.clone()) {
-                    return Err(Error::StorageLocked {
-                        path: path.clone(),
-                        holder: Some(std::process::id()),
-                        same_process: true,
-                    });
-                }
-                Some(abs)
-            }
-            None => None,
-        };
-        let unregister = |e: Error| {
-            if let Some(p) = &registered_path {
-                open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(p);
-            }
-            e
-        };
-        let store: Arc<dyn Store> = Arc::new(
-            make_store(config.path.as_deref(), config.durability == Durability::Fsync)
-                .map_err(unregister)?,
-        );
+    /// An engine on `store`, already open: rescue the jobs a dead process left executing,
+    /// rebuild the claim queues from the store, and start the writer. `config.path` and
+    /// `config.durability` are not used here (the store was opened with them); they name the
+    /// engine in `Debug`.
+    pub fn with_store(config: EngineConfig, store: Arc<dyn Store>) -> Result<Engine> {
         let now = config.clock.now();
         let mut recovery = Recovery::default();
         let mut next_due = None;
-        store
-            .write(&mut |txn| {
-                recovery = Recovery::default();
-                for id in txn.executing()? {
-                    let Some(mut job) = txn.get(id)? else { continue };
-                    let before = job.placement();
-                    job.rescue(now)?;
-                    txn.put(Some(before), &job)?;
-                    if job.state == JobState::Discarded {
-                        recovery.discarded += 1;
-                    } else {
-                        recovery.rescued += 1;
-                    }
+        store.write(&mut |txn| {
+            recovery = Recovery::default();
+            for id in txn.executing()? {
+                let Some(mut job) = txn.get(id)? else { continue };
+                let before = job.placement();
+                job.rescue(now)?;
+                txn.put(Some(before), &job)?;
+                if job.state == JobState::Discarded {
+                    recovery.discarded += 1;
+                } else {
+                    recovery.rescued += 1;
                 }
-                next_due = txn.next_due()?;
-                Ok(())
-            })
-            .map_err(unregister)?;
+            }
+            next_due = txn.next_due()?;
+            Ok(())
+        })?;
         let queues = Arc::new(ClaimQueues::default());
-        store
-            .read(&mut |txn| {
-                txn.available(&mut |(queue, priority, at, id)| {
-                    queues.get(&queue).push((priority, at, id));
-                })
+        store.read(&mut |txn| {
+            txn.available(&mut |(queue, priority, at, id)| {
+                queues.get(&queue).push((priority, at, id));
             })
-            .map_err(unregister)?;
+        })?;
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
         let intervals =
@@ -252,7 +167,7 @@ impl Engine {
         let handle = std::thread::Builder::new()
             .name("kathikon-writer".into())
             .spawn(move || writer.run())
-            .map_err(|e| unregister(Error::Storage(format!("cannot start writer thread: {e}"))))?;
+            .map_err(|e| Error::Storage(format!("cannot start writer thread: {e}")))?;
         Ok(Engine {
             tx,
             applier,
@@ -262,7 +177,7 @@ impl Engine {
             clock: config.clock,
             closed: AtomicBool::new(false),
             writer: Mutex::new(Some(handle)),
-            registered_path,
+            path: config.path,
             recovery,
         })
     }
@@ -507,9 +422,6 @@ impl Jobs for Engine {
             let _ = handle.join();
         }
         self.store.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
-        if let Some(p) = &self.registered_path {
-            open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(p);
-        }
     }
 
     fn is_closed(&self) -> bool {

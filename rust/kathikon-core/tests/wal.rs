@@ -249,16 +249,19 @@ fn without_fsync_the_log_is_never_synced_and_still_keeps_what_a_killed_process_a
         .unwrap();
     let backend = redb::backends::FileBackend::new(file).unwrap();
     let faults = std::sync::Arc::new(kathikon_core::storage::LogFaults::default());
-    let engine = Engine::open_with_log_faults(
-        kathikon_core::EngineConfig {
-            durability: kathikon_core::Durability::None,
-            ..config(&path)
-        },
+    let config = kathikon_core::EngineConfig {
+        durability: kathikon_core::Durability::None,
+        ..config(&path)
+    };
+    let store = kathikon_core::storage::RedbStore::open_with_backend_and_log_faults(
         backend,
+        config.path.as_deref(),
+        config.durability == kathikon_core::Durability::Fsync,
         None,
-        faults.clone(),
+        Some(faults.clone()),
     )
     .unwrap();
+    let engine = Engine::with_store(config, std::sync::Arc::new(store)).unwrap();
     let ids: Vec<u64> = (0..3).map(|_| engine.insert(vec![job("q", "w")]).unwrap()[0].id).collect();
     assert!(faults.write.seen() >= 3, "the batches were not logged");
     assert_eq!(faults.sync.seen(), 0, "a batch was synced");

@@ -4,31 +4,18 @@
 //! A store only persists what the engine decided: it keeps each job record and the indexes
 //! derived from the record's state, and never changes a state itself. Transactions are closures
 //! so an implementation can keep its open tables on the stack for the whole batch.
+//!
+//! The contract ([`Store`], [`ReadTxn`], [`WriteTxn`]) names no storage engine: how a store
+//! makes a commit durable (redb's write-ahead log and checkpoints, a database server's own),
+//! where it lives and how it is opened belong to the implementation (`redb/`), which the
+//! engine receives already open ([`crate::Engine::with_store`]).
 
-mod index_changes;
-mod ordered;
-mod redb_store;
-mod rewrites;
-mod schema;
-mod unfiled;
-mod wal;
+mod redb;
 
-pub use redb_store::RedbStore;
-pub use schema::FORMAT_VERSION;
-pub use wal::{LogFaults, LogTrigger};
-
-/// Decode one stored job record (a value of the `jobs` table) as the store does; a record that
-/// does not decode is [`crate::Error::Corrupted`]. For the fuzz targets; not a stable API.
-#[doc(hidden)]
-pub fn decode_record(id: JobId, bytes: &[u8]) -> Result<Job> {
-    schema::decode(id, bytes)
-}
-
-/// Encode a job record as the store does. For the fuzz targets; not a stable API.
-#[doc(hidden)]
-pub fn encode_record(job: &Job) -> Vec<u8> {
-    schema::encode(job)
-}
+pub(crate) use self::redb::canonical;
+pub use self::redb::{
+    decode_record, encode_record, LogFaults, LogTrigger, RedbStore, FORMAT_VERSION,
+};
 
 use crate::clock::Micros;
 use crate::error::Result;
@@ -60,7 +47,7 @@ pub trait Store: Send + Sync {
     /// inserted jobs out of their commands).
     ///
     /// On `Ok`, everything `f` wrote is committed: visible to every later read, and durable
-    /// on disk when the store's durability is immediate. If `f` returns `Err`, nothing it
+    /// when the store was opened to wait for durability. If `f` returns `Err`, nothing it
     /// wrote is kept. If the commit itself fails, the outcome is unknown: the changes may or
     /// may not be durable, and the store must be reopened before it is written again (reads
     /// then either show every change committed before the failure or fail the same way).
@@ -73,21 +60,27 @@ pub trait Store: Send + Sync {
         read_counts(self)
     }
 
-    /// Make everything committed so far durable in the store itself, so its write-ahead log
-    /// (if it keeps one) can start afresh. For tests; stores without a log do nothing.
+    /// Make every write acknowledged so far durable in the store's own tables, not only in
+    /// what it acknowledged it with (a log, say), so a test can look at or damage what the
+    /// store keeps. For tests; a store that writes everything in place at each commit does
+    /// nothing. It is on the contract because the engine reaches it through the writer, which
+    /// holds the store as a `dyn Store`: so it waits for the put-off work and fails as writes
+    /// do once one failed.
     #[doc(hidden)]
     fn checkpoint(&self) -> Result<()> {
         Ok(())
     }
 
-    /// Whether the store put work off for the writer's idle time: new jobs to file (see
-    /// [`WriteTxn::put_new`]).
+    /// Whether the store put work off for the writer's idle time (filing the jobs taken by
+    /// [`WriteTxn::put_new`], say). While it does, the idle writer calls
+    /// [`Store::do_background_work`].
     fn has_background_work(&self) -> bool {
         false
     }
 
-    /// Do a piece of that work: file up to `limit` new jobs; returns whether more remains. An
-    /// `Err` is a failed write: the store drops its uncommitted work, as after a failed batch.
+    /// Do a piece of that work, `limit` units of it (jobs filed, say), so the writer can turn
+    /// to callers between pieces; returns whether more remains. An `Err` is a failed write:
+    /// the store drops its uncommitted work, as after a failed batch.
     fn do_background_work(&self, limit: usize) -> Result<bool> {
         let _ = limit;
         Ok(false)
@@ -106,8 +99,8 @@ fn read_counts<S: Store + ?Sized>(store: &S) -> Result<Vec<(String, JobState, u6
 
 /// Reads inside a snapshot.
 pub trait ReadTxn {
-    /// The job with this id; a record that does not decode, or was moved to the quarantine
-    /// table, is [`crate::Error::Corrupted`] saying so.
+    /// The job with this id; a record that does not decode, or was quarantined (see
+    /// [`Quarantined`]), is [`crate::Error::Corrupted`] saying so.
     fn get(&mut self, id: JobId) -> Result<Option<Job>>;
     /// Jobs in ascending id order, starting after `after`; stop when `f` returns false.
     /// Records that do not decode are skipped and their ids added to `damaged` (a read cannot
@@ -130,9 +123,9 @@ pub trait ReadTxn {
 
 /// Reads and writes inside one write transaction.
 pub trait WriteTxn {
-    /// The job with this id. A record that does not decode is moved to the quarantine table
-    /// (see [`WriteTxn::take_quarantined`]) and reads as absent, so one damaged record never
-    /// fails a batch.
+    /// The job with this id. A record that does not decode is quarantined (moved aside, see
+    /// [`WriteTxn::take_quarantined`]) and reads as absent, so one damaged record never fails
+    /// a batch.
     fn get(&mut self, id: JobId) -> Result<Option<Job>>;
     /// Why job `id` is not there: [`crate::Error::Corrupted`] if its record was quarantined,
     /// else [`crate::Error::JobNotFound`].

@@ -4,8 +4,8 @@
 //! A claimed job's record is rewritten when it is claimed and again when it is acknowledged,
 //! usually within milliseconds and before the log's transaction commits: kept here, only the
 //! last version reaches redb. Claims take ids in order, so what is left goes in as runs of
-//! neighbouring keys (`ordered.rs`). In the writer's profile of a drain, `insert`ing records
-//! and their index entries one by one was 75 % of its time.
+//! neighbouring keys (`ordered.rs`). `insert`ing records and their index entries one by one
+//! was most of the writer's time in a drain.
 //!
 //! Only a store with a write-ahead log keeps records here across batches: each batch's
 //! records are in the log, so memory is bounded by the log's size before a checkpoint.

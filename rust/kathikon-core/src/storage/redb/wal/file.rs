@@ -1,67 +1,28 @@
-//! The write-ahead log in front of redb.
-//!
-//! A redb commit with `Durability::Immediate` writes about a dozen scattered pages and syncs
-//! them (~276 µs measured); one append to a preallocated file and one `fdatasync` costs a
-//! fifth of that. Even unsynced, a redb commit costs ~40 µs of CPU, ten times applying a
-//! small batch (`examples/txn_cost.rs`). So with the default durability the batches are
-//! applied to one redb write transaction that stays open between them, and each batch's
-//! *physical effects* — the final record of every job written, every job deleted, the next
-//! free id — are appended to the log as one checksummed record and synced before any caller
-//! is answered. The open transaction is committed without a sync when a reader needs to see
-//! it (a read commits it first), and durably at a checkpoint.
-//!
-//! Every so often (and at a clean close) a *checkpoint* commits redb with
-//! `Durability::Immediate`, which makes every earlier change durable too, and
-//! records the last log sequence number it covers (`wal_seq` in `kathikon_meta`); the log is
-//! then written again from its start. A clean close deletes the log, so a closed store is one
-//! file again.
-//!
-//! At open, redb comes back at its last durable commit and the records after `wal_seq` are
-//! applied again, in order, stopping at the first record that is torn, fails its checksum,
-//! belongs to another store or breaks the sequence. Applying a record is idempotent: each job
-//! is set to the logged record (its indexes and counts moved from whatever is stored now), so
-//! a record applied twice changes nothing.
-//!
-//! Record layout (little-endian), 32-byte header then payload:
-//!
-//! | bytes | field |
-//! |---|---|
-//! | 0..4 | magic `KWAL` |
-//! | 4..8 | CRC-32C of bytes 8.. of header and the whole payload |
-//! | 8..16 | payload length |
-//! | 16..24 | sequence number (1, 2, … never reused for a store) |
-//! | 24..32 | store id (random, in `kathikon_meta`): a log beside another store is ignored |
-//!
-//! Payload: operations, each a tag byte then its fields: `1` put (id u64, length u32, record
-//! bytes as stored in `jobs`), `2` delete (id u64), `3` next id (u64).
+//! The log file open for appending. Each record is laid out in whole disk blocks and
+//! written with `O_DIRECT` where the file system takes it (else through the page cache, whose
+//! synced pages are then dropped); the file grows in chunks of written zeroes, and is written
+//! from its start again after a checkpoint.
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use crate::job::JobId;
+use super::faults::LogFaults;
+use super::record::{LogBuf, HEADER, MAGIC};
 
-const MAGIC: &[u8; 4] = b"KWAL";
-pub(crate) const HEADER: usize = 32;
 /// The log grows in steps of this many zeroed bytes, so an append rarely changes the file's
 /// size and `fdatasync` has only data to write.
-const CHUNK: u64 = 1024 * 1024;
+pub(super) const CHUNK: u64 = 1024 * 1024;
 /// After a checkpoint, a log grown beyond this (by a huge batch) is cut back to one chunk.
-const KEEP: u64 = 4 * 1024 * 1024;
+pub(super) const KEEP: u64 = 4 * 1024 * 1024;
 /// Buffered: synced pages are dropped from the page cache in runs of this many bytes.
 ///
 /// `fdatasync`'s CPU cost grows with the number of the file's pages in the page cache, dirty
-/// or not (measured on ext4, 300-byte appends: 13 µs a call with 16 pages cached, 18 µs with
-/// 256, 28 µs with 1,024; the wall time follows), so pages behind the write position, once
-/// synced, leave the cache.
+/// or not, so pages behind the write position, once synced, leave the cache (measured:
+/// `benches/RESULTS.md`).
 const WINDOW: u64 = 64 * 1024;
-
-const OP_PUT: u8 = 1;
-const OP_DELETE: u8 = 2;
-const OP_NEXT_ID: u8 = 3;
 
 /// Open `path` for reading and writing, creating it readable and writable by its owner only
 /// (an existing file keeps its mode): the store file and its log hold the same jobs.
@@ -69,186 +30,13 @@ pub(crate) fn open_owner_only(path: &Path) -> io::Result<File> {
     OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(path)
 }
 
-/// The log file beside the store at `store`: its name with `-wal` appended.
-pub(crate) fn path_for(store: &Path) -> PathBuf {
-    let mut name = store.as_os_str().to_os_string();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
-/// One batch's effects, built while the batch runs; the header is filled in by
-/// [`Wal::append`].
-pub(crate) struct LogBuf {
-    bytes: Vec<u8>,
-}
-
-impl LogBuf {
-    pub(crate) fn new() -> LogBuf {
-        let mut bytes = Vec::with_capacity(4096);
-        bytes.resize(HEADER, 0);
-        LogBuf { bytes }
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        self.bytes.len() == HEADER
-    }
-
-    /// Empty it for the next batch, keeping its memory.
-    pub(crate) fn clear(&mut self) {
-        self.bytes.truncate(HEADER);
-    }
-
-    /// The operations, without the header.
-    pub(crate) fn payload(&self) -> &[u8] {
-        &self.bytes[HEADER..]
-    }
-
-    pub(crate) fn put(&mut self, id: JobId, record: &[u8]) {
-        self.bytes.push(OP_PUT);
-        self.bytes.extend_from_slice(&id.to_le_bytes());
-        self.bytes.extend_from_slice(&(record.len() as u32).to_le_bytes());
-        self.bytes.extend_from_slice(record);
-    }
-
-    pub(crate) fn delete(&mut self, id: JobId) {
-        self.bytes.push(OP_DELETE);
-        self.bytes.extend_from_slice(&id.to_le_bytes());
-    }
-
-    pub(crate) fn next_id(&mut self, next: u64) {
-        self.bytes.push(OP_NEXT_ID);
-        self.bytes.extend_from_slice(&next.to_le_bytes());
-    }
-}
-
-/// The payloads of the records appended since the last redb commit, back to back in one
-/// buffer that is emptied, not freed, at each commit. (A buffer per record, all freed at the
-/// commit, made the allocator fault in fresh memory every few hundred inserts: ~0.5 ms each,
-/// 3 % of a run of single inserts.)
-#[derive(Default)]
-pub(crate) struct Payloads {
-    bytes: Vec<u8>,
-    ends: Vec<usize>,
-}
-
-impl Payloads {
-    pub(crate) fn push(&mut self, buf: &LogBuf) {
-        self.bytes.extend_from_slice(buf.payload());
-        self.ends.push(self.bytes.len());
-    }
-
-    /// Forget them all; memory beyond what a checkpoint interval normally needs is returned.
-    pub(crate) fn clear(&mut self) {
-        self.bytes.clear();
-        self.ends.clear();
-        if self.bytes.capacity() > KEEP as usize {
-            self.bytes.shrink_to(CHUNK as usize);
-        }
-    }
-
-    /// Each payload, oldest first.
-    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
-        let mut start = 0;
-        self.ends.iter().map(move |&end| {
-            let payload = &self.bytes[start..end];
-            start = end;
-            payload
-        })
-    }
-}
-
-/// One logged operation, as read back.
-#[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Op<'a> {
-    Put(JobId, &'a [u8]),
-    Delete(JobId),
-    NextId(u64),
-}
-
-/// Split a record's payload into its operations; `None` if it does not parse (which a record
-/// that passed its checksum never should).
-pub(crate) fn ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
-    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
-        if rest.len() < n {
-            return None;
-        }
-        let (head, tail) = rest.split_at(n);
-        *rest = tail;
-        Some(head)
-    }
-    fn u64_of(rest: &mut &[u8]) -> Option<u64> {
-        Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
-    }
-    let mut out = Vec::new();
-    while let Some((&tag, rest)) = payload.split_first() {
-        payload = rest;
-        out.push(match tag {
-            OP_PUT => {
-                let id = u64_of(&mut payload)?;
-                let len = u32::from_le_bytes(take(&mut payload, 4)?.try_into().ok()?) as usize;
-                Op::Put(id, take(&mut payload, len)?)
-            }
-            OP_DELETE => Op::Delete(u64_of(&mut payload)?),
-            OP_NEXT_ID => Op::NextId(u64_of(&mut payload)?),
-            _ => return None,
-        });
-    }
-    Some(out)
-}
-
-/// The records of a log file that follow `checkpoint`: consecutive sequence numbers from
-/// `checkpoint + 1`, each whole, with a good checksum and this store's id. Reading stops at
-/// the first record that is not (a torn tail, zeroed space, or an older record left from
-/// before the log was last reused). Returns each record's sequence number and payload.
-pub(crate) fn records_after(bytes: &[u8], store_id: u64, checkpoint: u64) -> Vec<(u64, &[u8])> {
-    let mut out = Vec::new();
-    let mut pos = 0_usize;
-    let mut previous: Option<u64> = None;
-    while let Some((_, seq, payload)) = record_at(bytes, pos).filter(|r| r.0 == store_id) {
-        if previous.is_some_and(|p| seq != p + 1) {
-            break;
-        }
-        previous = Some(seq);
-        if seq > checkpoint {
-            let expected = out.last().map_or(checkpoint + 1, |(s, _)| s + 1);
-            if seq != expected {
-                break;
-            }
-            out.push((seq, payload));
-        }
-        pos += HEADER + payload.len();
-    }
-    out
-}
-
-/// The store id and sequence number of the log's first record, if it has a whole one.
-pub(crate) fn first_record(bytes: &[u8]) -> Option<(u64, u64)> {
-    record_at(bytes, 0).map(|(store, seq, _)| (store, seq))
-}
-
-/// The whole record at `pos`: its store id, sequence number and payload.
-fn record_at(bytes: &[u8], pos: usize) -> Option<(u64, u64, &[u8])> {
-    let header = bytes.get(pos..pos.checked_add(HEADER)?)?;
-    if &header[0..4] != MAGIC {
-        return None;
-    }
-    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
-    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
-    let len = usize::try_from(word(8)).ok()?;
-    let seq = word(16);
-    let start = pos + HEADER;
-    let payload = bytes.get(start..start.checked_add(len)?)?;
-    let sum = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload);
-    (sum == crc).then_some((word(24), seq, payload))
-}
-
 /// How records reach the disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Io {
     /// `O_DIRECT`: each append goes straight to the device and `fdatasync` only has to flush
-    /// the device's cache. Measured on this project's VM (ext4 on virtio, 300-byte records,
-    /// alternated): a synced append costs ~10 % less time and ~8 µs less CPU than through the
-    /// page cache, where `fdatasync` first has to find and write back the dirty page.
+    /// the device's cache, so a synced append costs less time and CPU than through the page
+    /// cache, where `fdatasync` first has to find and write back the dirty page (measured:
+    /// `benches/RESULTS.md`).
     Direct,
     /// Through the page cache: with `durability="none"` (nothing waits for the disk, and a
     /// write that only copies to memory is the fastest), and where `O_DIRECT` is refused.
@@ -306,7 +94,7 @@ pub(crate) struct Wal {
     uncache_after_sync: Option<u64>,
     /// Whether each append waits for `fdatasync` (not with `durability="none"`).
     sync: bool,
-    next_seq: u64,
+    pub(super) next_seq: u64,
     store_id: u64,
     faults: Option<Arc<LogFaults>>,
 }
@@ -544,112 +332,10 @@ fn open_for(path: &Path, io: Io) -> io::Result<(File, Io)> {
     open_owner_only(path).map(|f| (f, Io::Buffered))
 }
 
-const DISARMED: u64 = u64::MAX;
-
-/// A countdown to failure for one kind of log operation (test hook).
-#[doc(hidden)]
-#[derive(Debug)]
-pub struct LogTrigger {
-    left: AtomicU64,
-    seen: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl Default for LogTrigger {
-    fn default() -> Self {
-        Self { left: AtomicU64::new(DISARMED), seen: AtomicU64::new(0), failed: AtomicU64::new(0) }
-    }
-}
-
-impl LogTrigger {
-    /// Let `n` more operations through, then fail every later one.
-    pub fn arm(&self, n: u64) {
-        self.left.store(n, Ordering::SeqCst);
-    }
-
-    /// Let everything through again.
-    pub fn disarm(&self) {
-        self.left.store(DISARMED, Ordering::SeqCst);
-    }
-
-    /// Operations failed on purpose so far.
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::SeqCst)
-    }
-
-    /// Operations seen so far.
-    pub fn seen(&self) -> u64 {
-        self.seen.load(Ordering::SeqCst)
-    }
-
-    fn pass(&self, what: &str) -> io::Result<()> {
-        self.seen.fetch_add(1, Ordering::SeqCst);
-        let left = self.left.load(Ordering::SeqCst);
-        if left == DISARMED {
-            return Ok(());
-        }
-        if left > 0 {
-            self.left.store(left - 1, Ordering::SeqCst);
-            return Ok(());
-        }
-        self.failed.fetch_add(1, Ordering::SeqCst);
-        // EIO, as a failing disk reports it; the text says it was injected.
-        let eio = io::Error::from_raw_os_error(5);
-        Err(io::Error::new(eio.kind(), format!("injected {what} fault: {eio}")))
-    }
-}
-
-/// Failures to inject into the write-ahead log's writes (a failed write leaves half the
-/// record in the file) and fsyncs. For fault-injection tests; not a stable API.
-#[doc(hidden)]
-#[derive(Debug, Default)]
-pub struct LogFaults {
-    /// Writes of records and of the zeroes that grow the file.
-    pub write: LogTrigger,
-    /// `fdatasync` after each record.
-    pub sync: LogTrigger,
-}
-
-impl LogFaults {
-    /// Disarm both triggers.
-    pub fn heal(&self) {
-        self.write.disarm();
-        self.sync.disarm();
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::record::records_after;
     use super::*;
-
-    fn log_of(records: &[(u64, &[u8])], store_id: u64) -> Vec<u8> {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s-wal");
-        let first = records.first().map_or(1, |r| r.0);
-        let mut wal = Wal::open(&path, store_id, first, true, None).unwrap();
-        for (seq, payload) in records {
-            wal.next_seq = *seq;
-            let mut buf = LogBuf::new();
-            buf.bytes.extend_from_slice(payload);
-            wal.append(&mut buf).unwrap();
-        }
-        std::fs::read(&path).unwrap()
-    }
-
-    #[test]
-    fn payloads_come_back_in_order_and_clear_keeps_none() {
-        let mut payloads = Payloads::default();
-        let mut buf = LogBuf::new();
-        for id in [3, 1, 2] {
-            buf.clear();
-            buf.delete(id);
-            payloads.push(&buf);
-        }
-        let ids: Vec<_> = payloads.iter().map(|p| ops(p).unwrap()).collect();
-        assert_eq!(ids, [[Op::Delete(3)], [Op::Delete(1)], [Op::Delete(2)]]);
-        payloads.clear();
-        assert_eq!(payloads.iter().count(), 0);
-    }
 
     #[test]
     fn records_across_blocks_chunks_and_a_reset_read_back_whole() {
@@ -768,53 +454,5 @@ mod tests {
         append_many(&mut wal);
         assert_eq!(cached_pages(&path), 0);
         assert_eq!(records_after(&std::fs::read(&path).unwrap(), 1, 0).len(), 2_000);
-    }
-
-    #[test]
-    fn ops_round_trip() {
-        let mut buf = LogBuf::new();
-        buf.put(7, b"abc");
-        buf.delete(9);
-        buf.next_id(11);
-        buf.put(8, b"");
-        let ops = ops(&buf.bytes[HEADER..]).unwrap();
-        assert_eq!(ops, [Op::Put(7, b"abc"), Op::Delete(9), Op::NextId(11), Op::Put(8, b"")]);
-        assert!(super::ops(&buf.bytes[HEADER..buf.bytes.len() - 1]).is_none());
-    }
-
-    #[test]
-    fn reading_stops_at_the_first_bad_record() {
-        let bytes = log_of(&[(1, b"one"), (2, b"two"), (3, b"three")], 5);
-        let all = records_after(&bytes, 5, 0);
-        assert_eq!(all, vec![(1, &b"one"[..]), (2, b"two"), (3, b"three")]);
-        // Another store's log is ignored.
-        assert!(records_after(&bytes, 6, 0).is_empty());
-        assert_eq!(first_record(&bytes), Some((5, 1)));
-        // Records the checkpoint covers are skipped.
-        assert_eq!(records_after(&bytes, 5, 2), vec![(3, &b"three"[..])]);
-        assert!(records_after(&bytes, 5, 3).is_empty());
-        // Every cut of the file keeps exactly the whole records before the cut.
-        let ends = [HEADER + 3, 2 * HEADER + 6, 3 * HEADER + 11];
-        for cut in 0..=ends[2] {
-            let whole = ends.iter().filter(|&&e| e <= cut).count();
-            assert_eq!(records_after(&bytes[..cut], 5, 0).len(), whole, "cut at {cut}");
-        }
-        // A flipped bit anywhere in a record drops it and everything after it.
-        for at in 0..ends[2] {
-            let mut bad = bytes.clone();
-            bad[at] ^= 0x10;
-            let kept = ends.iter().filter(|&&e| e <= at).count();
-            assert_eq!(records_after(&bad, 5, 0).len(), kept, "flip at {at}");
-        }
-    }
-
-    #[test]
-    fn a_gap_in_the_sequence_ends_the_log() {
-        // Records left from before a reuse have lower numbers than the new ones before them.
-        let bytes = log_of(&[(8, b"new"), (3, b"old"), (4, b"old")], 1);
-        assert_eq!(records_after(&bytes, 1, 7), vec![(8, &b"new"[..])]);
-        // A log that starts past the checkpoint's successor does not follow it.
-        let bytes = log_of(&[(5, b"x"), (6, b"y")], 1);
-        assert!(records_after(&bytes, 1, 3).is_empty());
     }
 }

@@ -1,0 +1,250 @@
+//! Opening a redb store: a file (its header checked, its pages verified) or a caller's
+//! backend; the format version checked, a fresh file initialised, an older format upgraded;
+//! redb's refusals at open turned into the engine's errors.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use redb::backends::InMemoryBackend;
+use redb::{Database, DatabaseError, ReadableDatabase, TableHandle};
+
+use super::holder::{holder_pid, open_in, Registered};
+use super::schema::{
+    AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META, META_FORMAT,
+    META_NEXT_ID, QUARANTINE,
+};
+use super::wal::{self, LogFaults};
+use super::RedbStore;
+use crate::error::{commit_failed, Error, Result};
+use crate::guard::guarded;
+
+/// First bytes of every redb file; anything else is not a store at all.
+const REDB_MAGIC: &[u8; 9] = &[b'r', b'e', b'd', b'b', 0x1A, 0x0A, 0xA9, 0x0D, 0x0A];
+
+impl RedbStore {
+    /// Open (or create) the store at `path`, or an in-memory store when `path` is `None`.
+    /// `fsync` chooses whether each commit waits for the disk.
+    ///
+    /// A new file is created readable and writable by its owner only.
+    pub fn open(path: Option<&Path>, fsync: bool) -> Result<RedbStore> {
+        let Some(path) = path else {
+            return Self::open_with_backend(InMemoryBackend::new(), None, fsync, None);
+        };
+        Self::open_file(path, fsync, None)
+    }
+
+    /// [`RedbStore::open`] of a file, with `log_faults` injected into its write-ahead log.
+    fn open_file(
+        path: &Path,
+        fsync: bool,
+        log_faults: Option<Arc<LogFaults>>,
+    ) -> Result<RedbStore> {
+        let registered = Registered::claim(path)?;
+        let path = path.to_path_buf();
+        let file = wal::open_owner_only(&path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let mut head = Vec::with_capacity(REDB_MAGIC.len());
+        file.take(REDB_MAGIC.len() as u64)
+            .read_to_end(&mut head)
+            .map_err(|e| Error::Storage(format!("cannot read {}: {e}", path.display())))?;
+        // A file shorter than the magic is refused too, unless it is empty (a new store).
+        if !head.is_empty() && head.as_slice() != REDB_MAGIC {
+            return Err(Error::NotAStore {
+                path,
+                detail: "it does not start with a redb header".into(),
+            });
+        }
+        // Verify every page checksum of the committed trees (records, indexes, counts, meta)
+        // before trusting the file: redb otherwise verifies them only after a crash. A crash
+        // may leave the newest commit torn (never acknowledged), and redb then falls back to the
+        // commit before. A clean close ends with a two-phase commit, whose damage redb refuses
+        // ("Primary is corrupted despite 2-phase commit") rather than rolling it back.
+        let db = guarded(&path, || {
+            Database::builder()
+                .set_check_integrity_on_open(true)
+                .create(&path)
+                .map_err(|e| open_error(&path, e))
+        })?;
+        let mut store = Self::checked(db, path, fsync, Some(registered))?;
+        store.attach_log(fsync, log_faults)?;
+        Ok(store)
+    }
+
+    /// Open (or create) a store on a caller-supplied redb backend. `path` only names the store
+    /// in errors and counts as open in this process (`None`: `<memory>`); the caller made and
+    /// checked whatever is behind the backend, so the redb-header check and the owner-only
+    /// file mode of [`RedbStore::open`] are not applied. `cache_bytes` sizes redb's page
+    /// cache (`None`: redb's default); 0 sends every page read to the backend.
+    ///
+    /// Used for the in-memory store, and by tests that wrap redb's `FileBackend` to fail
+    /// reads, writes or syncs on command.
+    ///
+    /// With a `path`, the store keeps its write-ahead log in a real file beside it (see
+    /// [`RedbStore::open_with_backend_and_log_faults`]).
+    #[doc(hidden)]
+    pub fn open_with_backend(
+        backend: impl redb::StorageBackend,
+        path: Option<&Path>,
+        fsync: bool,
+        cache_bytes: Option<usize>,
+    ) -> Result<RedbStore> {
+        Self::open_with_backend_and_log_faults(backend, path, fsync, cache_bytes, None)
+    }
+
+    /// [`RedbStore::open_with_backend`], with `log_faults` injected into the write-ahead log
+    /// (kept beside `path` when there is one). Not a stable API.
+    #[doc(hidden)]
+    pub fn open_with_backend_and_log_faults(
+        backend: impl redb::StorageBackend,
+        path: Option<&Path>,
+        fsync: bool,
+        cache_bytes: Option<usize>,
+        log_faults: Option<Arc<LogFaults>>,
+    ) -> Result<RedbStore> {
+        let in_file = path.is_some();
+        let registered = path.map(Registered::claim).transpose()?;
+        let path = path.map_or_else(|| PathBuf::from("<memory>"), Path::to_path_buf);
+        let db = guarded(&path, || {
+            let mut builder = Database::builder();
+            if let Some(bytes) = cache_bytes {
+                builder.set_cache_size(bytes);
+            }
+            builder.create_with_backend(backend).map_err(|e| open_error(&path, e))
+        })?;
+        let mut store = Self::checked(db, path, fsync, registered)?;
+        if in_file {
+            store.attach_log(fsync, log_faults)?;
+        }
+        Ok(store)
+    }
+
+    /// The store on `db` (opened from `path`), its schema initialised or checked; no log yet.
+    fn checked(
+        db: Database,
+        path: PathBuf,
+        fsync: bool,
+        registered: Option<Registered>,
+    ) -> Result<RedbStore> {
+        let store = RedbStore {
+            db,
+            durability: durability(fsync),
+            path: path.into(),
+            wal: None,
+            unpublished: AtomicBool::new(false),
+            background: AtomicBool::new(false),
+            _registered: registered,
+        };
+        guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
+        Ok(store)
+    }
+
+    /// Initialise a fresh file, or check that an existing one is a store we can read.
+    fn check_schema(&self) -> Result<()> {
+        let txn = self.db.begin_read()?;
+        let names: Vec<String> = txn.list_tables()?.map(|t| t.name().to_string()).collect();
+        drop(txn);
+        if names.iter().any(|n| n == META.name()) {
+            let txn = self.db.begin_read()?;
+            let meta = txn.open_table(META)?;
+            let version = meta.get(META_FORMAT)?.map(|v| v.value());
+            drop(meta);
+            drop(txn);
+            match version {
+                Some(v) if v > FORMAT_VERSION => Err(Error::FormatTooNew {
+                    path: self.path.to_path_buf(),
+                    found: v,
+                    supported: FORMAT_VERSION,
+                }),
+                Some(v) if v < FORMAT_VERSION => self.upgrade(),
+                Some(_) => Ok(()),
+                None => Err(self.damaged("the format version is missing".into())),
+            }
+        } else if names.is_empty() {
+            let mut txn = self.db.begin_write()?;
+            txn.set_durability(redb::Durability::Immediate)?;
+            {
+                let mut meta = txn.open_table(META)?;
+                meta.insert(META_FORMAT, FORMAT_VERSION)?;
+                meta.insert(META_NEXT_ID, 1)?;
+                txn.open_table(JOBS)?;
+                txn.open_table(AVAILABLE)?;
+                txn.open_table(DUE)?;
+                txn.open_table(EXECUTING)?;
+                txn.open_table(FINISHED)?;
+                txn.open_table(COUNTS)?;
+                txn.open_table(QUARANTINE)?;
+            }
+            txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
+            Ok(())
+        } else {
+            Err(Error::NotAStore {
+                path: self.path.to_path_buf(),
+                detail: format!("it is a redb database with other tables: {}", names.join(", ")),
+            })
+        }
+    }
+
+    /// Format 1 → 2: add the quarantine table. Records stay version 1 until they next change
+    /// (both versions are read), so the upgrade is one small commit.
+    fn upgrade(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        {
+            txn.open_table(QUARANTINE)?;
+            txn.open_table(META)?.insert(META_FORMAT, FORMAT_VERSION)?;
+        }
+        txn.commit().map_err(|e| commit_failed(&self.path, &e))
+    }
+}
+
+fn durability(fsync: bool) -> redb::Durability {
+    if fsync {
+        redb::Durability::Immediate
+    } else {
+        redb::Durability::None
+    }
+}
+
+fn open_error(path: &Path, e: DatabaseError) -> Error {
+    match e {
+        DatabaseError::DatabaseAlreadyOpen => {
+            // The registry of open paths (`holder.rs`) misses the same file reached another way
+            // (a symlink, `..`); then the holder is this very process.
+            let same_process = open_in(Path::new("/proc/self"), path);
+            Error::StorageLocked {
+                path: path.to_path_buf(),
+                holder: if same_process { Some(std::process::id()) } else { holder_pid(path) },
+                same_process,
+            }
+        }
+        DatabaseError::Storage(redb::StorageError::Corrupted(msg)) => Error::Corrupted {
+            path: path.to_path_buf(),
+            detail: format!(
+                "the checks at open found pages whose checksums do not match, so the file \
+                 changed on disk after it was written (redb: {msg})"
+            ),
+        },
+        DatabaseError::UpgradeRequired(v) => Error::NotAStore {
+            path: path.to_path_buf(),
+            detail: format!("it uses redb file format {v}, older than Kathikon reads"),
+        },
+        // A cut-off header reads as UnexpectedEof, a bad header as InvalidData: both mean
+        // the file is damaged, not that the disk failed.
+        DatabaseError::Storage(redb::StorageError::Io(io))
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ) =>
+        {
+            Error::Corrupted { path: path.to_path_buf(), detail: io.to_string() }
+        }
+        DatabaseError::Storage(redb::StorageError::Io(io)) => Error::Storage(format!(
+            "cannot open {}: {io}{}",
+            path.display(),
+            crate::error::io_advice(&io)
+        )),
+        other => Error::Corrupted { path: path.to_path_buf(), detail: other.to_string() },
+    }
+}

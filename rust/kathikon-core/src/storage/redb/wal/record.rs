@@ -1,0 +1,261 @@
+//! The log's record layout (see the table in `wal/mod.rs`): one batch's effects built into
+//! a record ([`LogBuf`]), the payloads kept until the next redb commit ([`Payloads`]), and
+//! records read back from a log file and split into their operations.
+
+use super::file::{CHUNK, KEEP};
+use crate::job::JobId;
+
+pub(super) const MAGIC: &[u8; 4] = b"KWAL";
+pub(crate) const HEADER: usize = 32;
+
+const OP_PUT: u8 = 1;
+const OP_DELETE: u8 = 2;
+const OP_NEXT_ID: u8 = 3;
+
+/// One batch's effects, built while the batch runs; the header is filled in by
+/// [`Wal::append`].
+pub(crate) struct LogBuf {
+    pub(super) bytes: Vec<u8>,
+}
+
+impl LogBuf {
+    pub(crate) fn new() -> LogBuf {
+        let mut bytes = Vec::with_capacity(4096);
+        bytes.resize(HEADER, 0);
+        LogBuf { bytes }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.bytes.len() == HEADER
+    }
+
+    /// Empty it for the next batch, keeping its memory.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.truncate(HEADER);
+    }
+
+    /// The operations, without the header.
+    pub(crate) fn payload(&self) -> &[u8] {
+        &self.bytes[HEADER..]
+    }
+
+    pub(crate) fn put(&mut self, id: JobId, record: &[u8]) {
+        self.bytes.push(OP_PUT);
+        self.bytes.extend_from_slice(&id.to_le_bytes());
+        self.bytes.extend_from_slice(&(record.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(record);
+    }
+
+    pub(crate) fn delete(&mut self, id: JobId) {
+        self.bytes.push(OP_DELETE);
+        self.bytes.extend_from_slice(&id.to_le_bytes());
+    }
+
+    pub(crate) fn next_id(&mut self, next: u64) {
+        self.bytes.push(OP_NEXT_ID);
+        self.bytes.extend_from_slice(&next.to_le_bytes());
+    }
+}
+
+/// The payloads of the records appended since the last redb commit, back to back in one
+/// buffer that is emptied, not freed, at each commit: a buffer per record, all freed at the
+/// commit, made the allocator fault in fresh memory every few hundred inserts.
+#[derive(Default)]
+pub(crate) struct Payloads {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Payloads {
+    pub(crate) fn push(&mut self, buf: &LogBuf) {
+        self.bytes.extend_from_slice(buf.payload());
+        self.ends.push(self.bytes.len());
+    }
+
+    /// Forget them all; memory beyond what a checkpoint interval normally needs is returned.
+    pub(crate) fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        if self.bytes.capacity() > KEEP as usize {
+            self.bytes.shrink_to(CHUNK as usize);
+        }
+    }
+
+    /// Each payload, oldest first.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let payload = &self.bytes[start..end];
+            start = end;
+            payload
+        })
+    }
+}
+
+/// One logged operation, as read back.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Op<'a> {
+    Put(JobId, &'a [u8]),
+    Delete(JobId),
+    NextId(u64),
+}
+
+/// Split a record's payload into its operations; `None` if it does not parse (which a record
+/// that passed its checksum never should).
+pub(crate) fn ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
+    fn take<'a>(rest: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if rest.len() < n {
+            return None;
+        }
+        let (head, tail) = rest.split_at(n);
+        *rest = tail;
+        Some(head)
+    }
+    fn u64_of(rest: &mut &[u8]) -> Option<u64> {
+        Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
+    }
+    let mut out = Vec::new();
+    while let Some((&tag, rest)) = payload.split_first() {
+        payload = rest;
+        out.push(match tag {
+            OP_PUT => {
+                let id = u64_of(&mut payload)?;
+                let len = u32::from_le_bytes(take(&mut payload, 4)?.try_into().ok()?) as usize;
+                Op::Put(id, take(&mut payload, len)?)
+            }
+            OP_DELETE => Op::Delete(u64_of(&mut payload)?),
+            OP_NEXT_ID => Op::NextId(u64_of(&mut payload)?),
+            _ => return None,
+        });
+    }
+    Some(out)
+}
+
+/// The records of a log file that follow `checkpoint`: consecutive sequence numbers from
+/// `checkpoint + 1`, each whole, with a good checksum and this store's id. Reading stops at
+/// the first record that is not (a torn tail, zeroed space, or an older record left from
+/// before the log was last reused). Returns each record's sequence number and payload.
+pub(crate) fn records_after(bytes: &[u8], store_id: u64, checkpoint: u64) -> Vec<(u64, &[u8])> {
+    let mut out = Vec::new();
+    let mut pos = 0_usize;
+    let mut previous: Option<u64> = None;
+    while let Some((_, seq, payload)) = record_at(bytes, pos).filter(|r| r.0 == store_id) {
+        if previous.is_some_and(|p| seq != p + 1) {
+            break;
+        }
+        previous = Some(seq);
+        if seq > checkpoint {
+            let expected = out.last().map_or(checkpoint + 1, |(s, _)| s + 1);
+            if seq != expected {
+                break;
+            }
+            out.push((seq, payload));
+        }
+        pos += HEADER + payload.len();
+    }
+    out
+}
+
+/// The store id and sequence number of the log's first record, if it has a whole one.
+pub(crate) fn first_record(bytes: &[u8]) -> Option<(u64, u64)> {
+    record_at(bytes, 0).map(|(store, seq, _)| (store, seq))
+}
+
+/// The whole record at `pos`: its store id, sequence number and payload.
+fn record_at(bytes: &[u8], pos: usize) -> Option<(u64, u64, &[u8])> {
+    let header = bytes.get(pos..pos.checked_add(HEADER)?)?;
+    if &header[0..4] != MAGIC {
+        return None;
+    }
+    let word = |at: usize| u64::from_le_bytes(header[at..at + 8].try_into().unwrap());
+    let crc = u32::from_le_bytes(header[4..8].try_into().unwrap());
+    let len = usize::try_from(word(8)).ok()?;
+    let seq = word(16);
+    let start = pos + HEADER;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    let sum = crc32c::crc32c_append(crc32c::crc32c(&header[8..]), payload);
+    (sum == crc).then_some((word(24), seq, payload))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::file::Wal;
+    use super::*;
+
+    fn log_of(records: &[(u64, &[u8])], store_id: u64) -> Vec<u8> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s-wal");
+        let first = records.first().map_or(1, |r| r.0);
+        let mut wal = Wal::open(&path, store_id, first, true, None).unwrap();
+        for (seq, payload) in records {
+            wal.next_seq = *seq;
+            let mut buf = LogBuf::new();
+            buf.bytes.extend_from_slice(payload);
+            wal.append(&mut buf).unwrap();
+        }
+        std::fs::read(&path).unwrap()
+    }
+
+    #[test]
+    fn payloads_come_back_in_order_and_clear_keeps_none() {
+        let mut payloads = Payloads::default();
+        let mut buf = LogBuf::new();
+        for id in [3, 1, 2] {
+            buf.clear();
+            buf.delete(id);
+            payloads.push(&buf);
+        }
+        let ids: Vec<_> = payloads.iter().map(|p| ops(p).unwrap()).collect();
+        assert_eq!(ids, [[Op::Delete(3)], [Op::Delete(1)], [Op::Delete(2)]]);
+        payloads.clear();
+        assert_eq!(payloads.iter().count(), 0);
+    }
+
+    #[test]
+    fn ops_round_trip() {
+        let mut buf = LogBuf::new();
+        buf.put(7, b"abc");
+        buf.delete(9);
+        buf.next_id(11);
+        buf.put(8, b"");
+        let ops = ops(&buf.bytes[HEADER..]).unwrap();
+        assert_eq!(ops, [Op::Put(7, b"abc"), Op::Delete(9), Op::NextId(11), Op::Put(8, b"")]);
+        assert!(super::ops(&buf.bytes[HEADER..buf.bytes.len() - 1]).is_none());
+    }
+
+    #[test]
+    fn reading_stops_at_the_first_bad_record() {
+        let bytes = log_of(&[(1, b"one"), (2, b"two"), (3, b"three")], 5);
+        let all = records_after(&bytes, 5, 0);
+        assert_eq!(all, vec![(1, &b"one"[..]), (2, b"two"), (3, b"three")]);
+        // Another store's log is ignored.
+        assert!(records_after(&bytes, 6, 0).is_empty());
+        assert_eq!(first_record(&bytes), Some((5, 1)));
+        // Records the checkpoint covers are skipped.
+        assert_eq!(records_after(&bytes, 5, 2), vec![(3, &b"three"[..])]);
+        assert!(records_after(&bytes, 5, 3).is_empty());
+        // Every cut of the file keeps exactly the whole records before the cut.
+        let ends = [HEADER + 3, 2 * HEADER + 6, 3 * HEADER + 11];
+        for cut in 0..=ends[2] {
+            let whole = ends.iter().filter(|&&e| e <= cut).count();
+            assert_eq!(records_after(&bytes[..cut], 5, 0).len(), whole, "cut at {cut}");
+        }
+        // A flipped bit anywhere in a record drops it and everything after it.
+        for at in 0..ends[2] {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x10;
+            let kept = ends.iter().filter(|&&e| e <= at).count();
+            assert_eq!(records_after(&bad, 5, 0).len(), kept, "flip at {at}");
+        }
+    }
+
+    #[test]
+    fn a_gap_in_the_sequence_ends_the_log() {
+        // Records left from before a reuse have lower numbers than the new ones before them.
+        let bytes = log_of(&[(8, b"new"), (3, b"old"), (4, b"old")], 1);
+        assert_eq!(records_after(&bytes, 1, 7), vec![(8, &b"new"[..])]);
+        // A log that starts past the checkpoint's successor does not follow it.
+        let bytes = log_of(&[(5, b"x"), (6, b"y")], 1);
+        assert!(records_after(&bytes, 1, 3).is_empty());
+    }
+}
