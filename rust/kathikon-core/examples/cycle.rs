@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Duration;
 
+use kathikon_core::Jobs;
 use kathikon_core::{Ack, Durability, Engine, EngineConfig, NewJob, Outcome};
 
 fn main() {

@@ -7,6 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use kathikon_core::Jobs;
 use kathikon_core::{Ack, Engine, EngineConfig, Outcome};
 
 /// CPU seconds used so far by this process's thread named `name` (Linux).

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use kathikon_core::Jobs;
 use kathikon_core::{Engine, EngineConfig, NewJob};
 
 fn main() {

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Instant;
 
+use kathikon_core::Jobs;
 use kathikon_core::{Engine, EngineConfig};
 
 fn main() {

@@ -6,6 +6,7 @@ mod common;
 use std::path::PathBuf;
 use std::time::Instant;
 
+use kathikon_core::Jobs;
 use kathikon_core::{Engine, EngineConfig, NewJob};
 
 #[allow(clippy::print_stdout)]
@@ -40,7 +41,7 @@ fn main() {
         println!(
             "open {round}: {:.3} s, {} ready",
             opened.as_secs_f64(),
-            engine.ready_count("default")
+            engine.ready_count("default").unwrap()
         );
         engine.close();
     }

@@ -1,6 +1,7 @@
 //! Profile claim and ack batches: `cargo run --release -p kathikon-core --example probe`.
 mod common;
 
+use kathikon_core::Jobs;
 use kathikon_core::{Engine, EngineConfig, NewJob};
 use std::time::{Duration, Instant};
 

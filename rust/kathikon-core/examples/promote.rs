@@ -4,6 +4,7 @@ mod common;
 
 use std::time::Instant;
 
+use kathikon_core::Jobs;
 use kathikon_core::{Engine, EngineConfig, NewJob};
 
 fn main() {
@@ -19,7 +20,7 @@ fn main() {
     }
     let t = Instant::now();
     // Each transaction promotes a bounded chunk; sync until every job is ready.
-    while engine.ready_count("default") < n {
+    while engine.ready_count("default").unwrap() < n {
         engine.sync_promoting(engine.clock().now() + 2 * hour).unwrap();
     }
     let dt = t.elapsed().as_secs_f64();

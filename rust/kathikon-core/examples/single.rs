@@ -7,6 +7,7 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::time::Instant;
 
+use kathikon_core::Jobs;
 use kathikon_core::{Durability, Engine, EngineConfig, NewJob};
 
 fn main() {

@@ -10,12 +10,13 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{bounded, unbounded, Sender};
 
 use crate::claim::ClaimQueues;
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, Micros, SystemClock};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::jobs::{Jobs, ListFilter};
 use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
-use crate::storage::{RedbStore, Store};
+use crate::storage::{Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
 use crate::writer::{self, Applier, Command, Intervals, Shared, SharedApplier, Writer};
 
@@ -59,21 +60,6 @@ impl Default for EngineConfig {
             clock: Arc::new(SystemClock),
         }
     }
-}
-
-/// Which jobs [`Engine::list`] returns.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Only jobs in this state.
-    pub state: Option<JobState>,
-    /// Only jobs in this queue.
-    pub queue: Option<String>,
-    /// Only jobs of this worker.
-    pub worker: Option<String>,
-    /// Only jobs with an id above this one (for paging).
-    pub after: Option<JobId>,
-    /// At most this many; 0 means no limit.
-    pub limit: usize,
 }
 
 /// What the last open found and did.
@@ -243,19 +229,39 @@ impl Engine {
             .ok_or(Error::Closed)
     }
 
-    /// Insert jobs in one transaction: all or none.
-    ///
-    /// Returns once the jobs are committed (durable with [`Durability::Fsync`]). On
-    /// [`Error::InvalidJob`] nothing was written; on [`Error::Storage`] the outcome is unknown.
-    pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    /// Take jobs back from a worker that lost them: each `(id, attempt)` still executing that
+    /// attempt becomes available again (or discarded with no attempts left), with an error
+    /// entry starting with `cause`. Returns how many were rescued.
+    pub fn rescue(&self, jobs: Vec<(JobId, u32)>, cause: String) -> Result<u64> {
+        if jobs.is_empty() {
+            return Ok(0);
+        }
+        self.call(|reply| Command::Rescue { jobs, cause, reply })
+    }
+
+    /// Record, in each job's history, a report refused because its worker had lost the job:
+    /// `(id, attempt, text)`. The jobs' states are not touched. Returns how many were noted.
+    pub fn note_fenced(&self, notes: Vec<(JobId, u32, String)>) -> Result<u64> {
+        if notes.is_empty() {
+            return Ok(0);
+        }
+        self.call(|reply| Command::Fence { notes, reply })
+    }
+
+    /// Ask the writer to move these undecodable records aside (it checks them again).
+    fn quarantine(&self, ids: Vec<JobId>) {
+        if !ids.is_empty() && !self.closed.load(Ordering::Acquire) {
+            let _ = self.tx.send(Command::Quarantine { ids });
+        }
+    }
+}
+
+impl Jobs for Engine {
+    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         self.call_leading(|reply| Command::Insert { jobs, reply })
     }
 
-    /// Claim up to `max` jobs from `queue`, waiting up to `timeout` for one to be ready.
-    ///
-    /// Returned jobs are durably marked executing with their attempt counted. Returns an
-    /// empty list on timeout or after [`Engine::interrupt`], and at once when `max` is 0.
-    pub fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+    fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -283,93 +289,32 @@ impl Engine {
         }
     }
 
-    /// Make claims waiting on `queue` return now.
-    pub fn interrupt(&self, queue: &str) {
+    fn interrupt(&self, queue: &str) {
         self.queues.get(queue).interrupt();
     }
 
-    /// Record attempts' outcomes and wait until they are committed.
-    pub fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
+    fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
         self.call(|reply| Command::Ack { acks, reply: Some(reply) })
     }
 
-    /// Record attempts' outcomes without waiting. A crash before the next commit leaves the
-    /// jobs executing, to be rescued (and run again) at the next open; [`Engine::sync`] waits.
-    pub fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
+    /// A crash before the next commit leaves the jobs executing, to be rescued (and run
+    /// again) at the next open.
+    fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         self.tx.send(Command::Ack { acks, reply: None }).map_err(|_| Error::Closed)
     }
 
-    /// Cancel a job. Returns the job as it now is and the state it was in. A job already
-    /// completed, cancelled or discarded is returned unchanged.
-    pub fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
+    fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
         self.call(|reply| Command::Cancel { id, reply })
     }
 
-    /// Make a job available now (an available job is returned unchanged; an executing one is
-    /// refused).
-    pub fn retry(&self, id: JobId) -> Result<Job> {
+    fn retry(&self, id: JobId) -> Result<Job> {
         self.call(|reply| Command::Retry { id, reply })
     }
 
-    /// Delete finished jobs that finished more than `age` ago; returns how many.
-    pub fn prune(&self, age: Duration) -> Result<u64> {
-        let before = self.clock.now() - age.as_micros() as i64;
-        self.call(|reply| Command::Prune { before, reply })
-    }
-
-    /// Take jobs back from a worker that lost them: each `(id, attempt)` still executing that
-    /// attempt becomes available again (or discarded with no attempts left), with an error
-    /// entry starting with `cause`. Returns how many were rescued.
-    pub fn rescue(&self, jobs: Vec<(JobId, u32)>, cause: String) -> Result<u64> {
-        if jobs.is_empty() {
-            return Ok(0);
-        }
-        self.call(|reply| Command::Rescue { jobs, cause, reply })
-    }
-
-    /// Record, in each job's history, a report refused because its worker had lost the job:
-    /// `(id, attempt, text)`. The jobs' states are not touched. Returns how many were noted.
-    pub fn note_fenced(&self, notes: Vec<(JobId, u32, String)>) -> Result<u64> {
-        if notes.is_empty() {
-            return Ok(0);
-        }
-        self.call(|reply| Command::Fence { notes, reply })
-    }
-
-    /// Wait until everything sent before this call is committed, with due jobs promoted.
-    pub fn sync(&self) -> Result<()> {
-        self.call(|reply| Command::Sync { promote_until: None, reply })
-    }
-
-    /// Like [`Engine::sync`], and also promote every scheduled or retryable job due before
-    /// `until` as if that time had come (for tests: "run scheduled jobs now").
-    pub fn sync_promoting(&self, until: crate::Micros) -> Result<()> {
-        self.call(|reply| Command::Sync { promote_until: Some(until), reply })
-    }
-
-    /// Job counts per queue and state, exact as of the last acknowledged write. Reads one
-    /// small table; unlike the other reads, it does not make the writer publish what it keeps
-    /// back, so an observer polling it does not slow the writer down.
-    pub fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
-        self.store()?.counts()
-    }
-
-    /// When the oldest available job of `queue` became due, if it has any.
-    pub fn oldest_available(&self, queue: &str) -> Result<Option<crate::Micros>> {
-        let mut out = None;
-        self.store()?.read(&mut |txn| {
-            out = txn.oldest_available(queue)?;
-            Ok(())
-        })?;
-        Ok(out)
-    }
-
-    /// The job with this id, as last committed. A record that no longer decodes is
-    /// [`Error::Corrupted`] naming the job, and is moved to the quarantine table.
-    pub fn get(&self, id: JobId) -> Result<Job> {
+    fn get(&self, id: JobId) -> Result<Job> {
         let mut found = None;
         let result = self.store()?.read(&mut |txn| {
             found = txn.get(id)?;
@@ -384,9 +329,7 @@ impl Engine {
         found.ok_or(Error::JobNotFound(id))
     }
 
-    /// Jobs matching `filter`, in id order. A record that no longer decodes is left out and
-    /// moved to the quarantine table (see [`Engine::quarantined`]).
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         self.store()?.read(&mut |txn| {
@@ -410,10 +353,13 @@ impl Engine {
         Ok(out)
     }
 
-    /// Records that no longer decoded and were moved aside, by id: each with when, why, and
-    /// its bytes as found. Jobs whose record was quarantined are gone from every other call;
-    /// [`Engine::get`] says so with [`Error::Corrupted`].
-    pub fn quarantined(&self) -> Result<Vec<crate::storage::Quarantined>> {
+    /// Reads one small table; unlike the other reads, it does not make the writer publish
+    /// what it keeps back, so an observer polling it does not slow the writer down.
+    fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
+        self.store()?.counts()
+    }
+
+    fn quarantined(&self) -> Result<Vec<Quarantined>> {
         let mut out = Vec::new();
         self.store()?.read(&mut |txn| {
             out = txn.quarantined()?;
@@ -422,31 +368,47 @@ impl Engine {
         Ok(out)
     }
 
-    /// Ask the writer to move these undecodable records aside (it checks them again).
-    fn quarantine(&self, ids: Vec<JobId>) {
-        if !ids.is_empty() && !self.closed.load(Ordering::Acquire) {
-            let _ = self.tx.send(Command::Quarantine { ids });
-        }
+    fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
+        let mut out = None;
+        self.store()?.read(&mut |txn| {
+            out = txn.oldest_available(queue)?;
+            Ok(())
+        })?;
+        Ok(out)
     }
 
-    /// How many jobs are ready to claim in `queue` right now.
-    pub fn ready_count(&self, queue: &str) -> usize {
-        self.queues.get(queue).len()
+    /// Read from the in-memory claim queue: never fails.
+    fn ready_count(&self, queue: &str) -> Result<usize> {
+        Ok(self.queues.get(queue).len())
     }
 
-    /// Start or stop collecting [`EngineEvent`]s.
-    pub fn set_events(&self, on: bool) {
+    fn prune(&self, age: Duration) -> Result<u64> {
+        let before = self.clock.now() - age.as_micros() as i64;
+        self.call(|reply| Command::Prune { before, reply })
+    }
+
+    fn sync(&self) -> Result<()> {
+        self.call(|reply| Command::Sync { promote_until: None, reply })
+    }
+
+    fn sync_promoting(&self, until: Micros) -> Result<()> {
+        self.call(|reply| Command::Sync { promote_until: Some(until), reply })
+    }
+
+    fn set_events(&self, on: bool) {
         self.telemetry.set_enabled(on);
     }
 
-    /// Wait up to `timeout` for engine events and return those waiting.
-    pub fn next_events(&self, timeout: Duration) -> Vec<EngineEvent> {
+    fn next_events(&self, timeout: Duration) -> Vec<EngineEvent> {
         self.telemetry.collect(timeout)
     }
 
+    fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
     /// Stop the writer after it commits what it was sent, and release the store file.
-    /// Claims in progress return [`Error::Closed`]. Calling it again does nothing.
-    pub fn close(&self) {
+    fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -462,8 +424,7 @@ impl Engine {
         self.store.write().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 
-    /// Whether [`Engine::close`] was called.
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::storage::{decode_record, encode_record};
-use crate::{Ack, Engine, EngineConfig, Error, ListFilter, NewJob, Outcome};
+use crate::{Ack, Engine, EngineConfig, Error, Jobs, ListFilter, NewJob, Outcome};
 
 /// Any bytes given to the record decoder: a job or `Corrupted` naming the job, never a panic;
 /// a decoded job encodes and decodes back to itself.

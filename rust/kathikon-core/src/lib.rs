@@ -5,7 +5,13 @@
 //! a time (the writer thread, or an inserting caller that found it idle), batch by batch, each
 //! batch made durable by one fsync (group commit); the [`state`] module alone decides
 //! which state may follow which; [`claim`] holds the in-memory ready queues that workers pop
-//! without a lock; [`Engine`] is the public face that ties them together.
+//! without a lock; [`Engine`] ties them together in the process that owns the store file.
+//!
+//! The app talks to a store through [`Jobs`], the contract: one method per verb (insert,
+//! claim, ack, cancel, retry, list, …), each with its promise. [`Engine`] implements it in
+//! the owning process, [`net::Client`] over the owner's socket, and [`net::Node`] holds
+//! whichever of the two this process is right now; `tests/conformance` runs the same
+//! behaviour tests against each implementation.
 
 pub mod backoff;
 pub mod claim;
@@ -16,6 +22,7 @@ pub mod error;
 pub mod fuzzing;
 mod guard;
 pub mod job;
+pub mod jobs;
 #[cfg(unix)]
 pub mod net;
 pub mod state;
@@ -24,8 +31,9 @@ pub mod telemetry;
 mod writer;
 
 pub use clock::{Clock, Micros, SystemClock};
-pub use engine::{Durability, Engine, EngineConfig, ListFilter, Recovery};
+pub use engine::{Durability, Engine, EngineConfig, Recovery};
 pub use error::{Error, Result};
 pub use job::{Ack, AckResult, Job, JobError, JobId, NewJob, Outcome};
+pub use jobs::{Jobs, ListFilter};
 pub use state::JobState;
 pub use telemetry::EngineEvent;

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use common::{config, job, scratch_dir};
 use kathikon_core::clock::SECOND;
+use kathikon_core::Jobs;
 use kathikon_core::{Ack, Engine, Error, Job, ListFilter, NewJob, Outcome};
 
 const PAGE: usize = 4096;

@@ -18,6 +18,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::{config, job, snapshot};
+use kathikon_core::Jobs;
 use kathikon_core::{Ack, Engine, Error, Job, JobState, ListFilter, NewJob, Outcome};
 
 /// Set in the child process that runs the body inside its own mount namespace.

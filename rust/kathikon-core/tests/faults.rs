@@ -32,6 +32,7 @@ use common::faulty::{Arm, Faults, FaultyBackend};
 use common::{config, job, scratch_dir, snapshot, store_path, Snapshot, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::storage::RedbStore;
+use kathikon_core::Jobs;
 use kathikon_core::{
     Ack, Durability, Engine, EngineConfig, Error, JobState, ListFilter, NewJob, Outcome,
 };
@@ -269,7 +270,7 @@ fn assert_refuses_writes(engine: &Engine, context: &str) {
     stopped(engine.sync(), "sync");
     // Claims keep failing, however often they are tried: a claim must not take the ready
     // jobs with it and leave the next one an empty queue to wait on quietly.
-    if engine.ready_count("q") > 0 {
+    if engine.ready_count("q").unwrap() > 0 {
         for _ in 0..3 {
             stopped(engine.claim("q", 100, Duration::ZERO).map(drop), "claim");
         }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use common::{insert_one, job, open, store_path};
+use kathikon_core::Jobs;
 use kathikon_core::{Error, JobId, JobState, ListFilter, NewJob};
 
 const THREADS: usize = 8;
@@ -30,7 +31,7 @@ fn concurrent_single_inserts_are_all_stored_once() {
                         args: format!(r#"{{"thread":{t},"i":{i}}}"#),
                         ..job(&format!("q{}", t % 3), "w")
                     };
-                    let stored = insert_one(&engine, new);
+                    let stored = insert_one(&*engine, new);
                     mine.push((stored.id, stored.args, stored.inserted_at));
                 }
                 mine
@@ -58,7 +59,7 @@ fn concurrent_single_inserts_are_all_stored_once() {
     // jobs shows that inserts from different threads were committed together.
     assert!(stamps.len() < total, "every insert had its own commit ({} commits)", stamps.len());
 
-    let ready: usize = (0..3).map(|q| engine.ready_count(&format!("q{q}"))).sum();
+    let ready: usize = (0..3).map(|q| engine.ready_count(&format!("q{q}")).unwrap()).sum();
     assert_eq!(ready, total);
     Arc::into_inner(engine).expect("threads are done").close();
 
@@ -69,7 +70,7 @@ fn concurrent_single_inserts_are_all_stored_once() {
         assert_eq!(by_id.get(&job.id), Some(&job.args), "job {} differs after reopen", job.id);
         assert_eq!(job.state, JobState::Available);
     }
-    let ready: usize = (0..3).map(|q| engine.ready_count(&format!("q{q}"))).sum();
+    let ready: usize = (0..3).map(|q| engine.ready_count(&format!("q{q}")).unwrap()).sum();
     assert_eq!(ready, total);
 }
 
@@ -89,7 +90,7 @@ fn an_invalid_job_refuses_its_whole_batch() {
 
     // Nothing of the batch was stored, none of it is claimable, and no id was used up.
     assert_eq!(engine.list(&ListFilter::default()).unwrap(), vec![first.clone()]);
-    assert_eq!(engine.ready_count("q"), 1);
+    assert_eq!(engine.ready_count("q").unwrap(), 1);
     assert_eq!(insert_one(&engine, job("q", "w")).id, first.id + 1);
 
     // Other refusals name their job too; a lone job's message has no batch position.
@@ -142,7 +143,7 @@ fn a_refused_batch_does_not_disturb_batches_committed_with_it() {
     let stored = engine.list(&ListFilter::default()).unwrap();
     assert_eq!(stored.len(), 800);
     assert!(stored.iter().all(|j| j.queue == "good"));
-    assert_eq!(engine.ready_count("bad"), 0);
+    assert_eq!(engine.ready_count("bad").unwrap(), 0);
     assert_eq!(stored.last().unwrap().id, 800, "a refused batch used up ids");
 }
 

@@ -15,6 +15,7 @@ use common::{job, open, scratch_dir, store_path};
 use kathikon_core::net::frame::{self, PROTOCOL_VERSION};
 use kathikon_core::net::protocol::{Request, Response};
 use kathikon_core::net::{socket_path, Client, ClientConfig, Server};
+use kathikon_core::Jobs;
 use kathikon_core::{Ack, AckResult, Engine, Error, JobState, ListFilter, Outcome};
 use proptest::prelude::*;
 
@@ -147,7 +148,7 @@ fn every_call_through_the_socket_answers_as_the_engine_does() {
         Err(Error::IllegalTransition { action: "retried", from: JobState::Executing, .. })
     ));
     c.ack_nowait(vec![Ack { id: claimed[0].id, attempt: 2, outcome: Outcome::Complete }]).unwrap();
-    c.sync(None).unwrap();
+    c.sync().unwrap();
     assert_eq!(owned.engine.get(claimed[0].id).unwrap().state, JobState::Completed);
     assert_eq!(c.prune(Duration::ZERO).unwrap(), 2);
 }

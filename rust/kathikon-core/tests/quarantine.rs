@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::{claim_one, finish, insert_one, job, open, open_manual, snapshot, store_path, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
+use kathikon_core::Jobs;
 use kathikon_core::{EngineEvent, Error, JobState, ListFilter, NewJob, Outcome};
 use redb::{Database, ReadableDatabase, TableDefinition};
 

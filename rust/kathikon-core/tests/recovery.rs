@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::{claim_one, config, finish, insert_one, job, open, store_path};
 use kathikon_core::clock::SECOND;
+use kathikon_core::Jobs;
 use kathikon_core::{
     Ack, AckResult, Clock, Engine, EngineConfig, Job, JobState, ListFilter, NewJob, Outcome,
     Recovery, SystemClock,

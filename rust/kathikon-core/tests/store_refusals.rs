@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use common::{config, insert_one, job, open, store_path};
 use kathikon_core::storage::FORMAT_VERSION;
+use kathikon_core::Jobs;
 use kathikon_core::{Engine, Error, ListFilter};
 use redb::{Database, ReadableDatabase, TableDefinition};
 

@@ -1,4 +1,4 @@
-//! Proves a real store file keeps every field of every job across close and reopen, that `get` and `list` (with each filter) read jobs back exactly, that unknown ids are refused with `JobNotFound`, and that an in-memory engine works the same way.
+//! Proves a real store file keeps every field of every job across close and reopen, that `get` and `list` read jobs back exactly, and that an in-memory engine works the same way. `list`'s filters and unknown ids are in `tests/conformance`.
 
 mod common;
 
@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use common::{claim_one, finish, insert_one, job, open, store_path};
 use kathikon_core::clock::SECOND;
+use kathikon_core::Jobs;
 use kathikon_core::{
-    AckResult, Clock, Engine, EngineConfig, Error, Job, JobId, JobState, ListFilter, NewJob,
-    Outcome, Recovery, SystemClock,
+    Clock, Engine, EngineConfig, Error, Job, JobId, JobState, ListFilter, NewJob, Outcome,
+    Recovery, SystemClock,
 };
 
 fn all(engine: &Engine) -> Vec<Job> {
@@ -145,128 +146,6 @@ fn every_field_survives_close_and_reopen() {
     assert_eq!(insert_one(&engine, job("emails", "w")).id, 9);
 }
 
-/// What the list test knows about a job from its own actions: id, queue, worker, state.
-type Entry = (JobId, &'static str, &'static str, JobState);
-
-#[test]
-fn list_filters_by_state_queue_worker_limit_and_after() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(&store_path(&dir));
-    let now = SystemClock.now();
-    // Model of what we create: (id, queue, worker, state), filled from our own actions.
-    let mut model: Vec<Entry> = Vec::new();
-    let queues = ["a", "b"];
-    let workers = ["w1", "w2", "w3"];
-    for i in 0..12 {
-        let (queue, worker) = (queues[i % 2], workers[i % 3]);
-        let new =
-            NewJob { scheduled_at: (i >= 9).then_some(now + 3600 * SECOND), ..job(queue, worker) };
-        let stored = insert_one(&engine, new);
-        model.push((stored.id, queue, worker, stored.state));
-    }
-    // Complete the first two available jobs of queue "a" (ids 1 and 3).
-    for _ in 0..2 {
-        let done = finish(&engine, &claim_one(&engine, "a"), Outcome::Complete);
-        model.iter_mut().find(|m| m.0 == done.id).unwrap().3 = JobState::Completed;
-    }
-    assert_eq!(model[0].3, JobState::Completed);
-    assert_eq!(model[2].3, JobState::Completed);
-    // Claim one of "b" and leave it executing (id 2).
-    let running = claim_one(&engine, "b");
-    assert_eq!(running.id, 2);
-    model[1].3 = JobState::Executing;
-
-    let expect = |keep: &dyn Fn(&Entry) -> bool| -> Vec<JobId> {
-        model.iter().filter(|m| keep(m)).map(|m| m.0).collect()
-    };
-    let got = |filter: ListFilter| ids(&engine.list(&filter).unwrap());
-
-    assert_eq!(got(ListFilter::default()), (1..=12).collect::<Vec<_>>());
-    for state in JobState::ALL {
-        let want = expect(&|m| m.3 == state);
-        assert_eq!(got(ListFilter { state: Some(state), ..Default::default() }), want, "{state}");
-    }
-    assert_eq!(
-        got(ListFilter { state: Some(JobState::Completed), ..Default::default() }),
-        vec![1, 3]
-    );
-    assert_eq!(
-        got(ListFilter { state: Some(JobState::Scheduled), ..Default::default() }),
-        vec![10, 11, 12]
-    );
-    assert_eq!(got(ListFilter { state: Some(JobState::Executing), ..Default::default() }), vec![2]);
-    for queue in queues {
-        let want = expect(&|m| m.1 == queue);
-        assert_eq!(want.len(), 6);
-        assert_eq!(got(ListFilter { queue: Some(queue.into()), ..Default::default() }), want);
-    }
-    for worker in workers {
-        let want = expect(&|m| m.2 == worker);
-        assert_eq!(want.len(), 4);
-        assert_eq!(got(ListFilter { worker: Some(worker.into()), ..Default::default() }), want);
-    }
-    // Combined filters are a conjunction.
-    let combined = ListFilter {
-        state: Some(JobState::Available),
-        queue: Some("a".into()),
-        worker: Some("w2".into()),
-        ..Default::default()
-    };
-    assert_eq!(got(combined), expect(&|m| m.3 == JobState::Available && m.1 == "a" && m.2 == "w2"));
-    assert_eq!(expect(&|m| m.3 == JobState::Available && m.1 == "a" && m.2 == "w2"), vec![5]);
-    assert_eq!(
-        got(ListFilter { queue: Some("nope".into()), ..Default::default() }),
-        Vec::<JobId>::new()
-    );
-
-    // Limit counts matching jobs, not scanned ones.
-    assert_eq!(got(ListFilter { limit: 3, ..Default::default() }), vec![1, 2, 3]);
-    assert_eq!(
-        got(ListFilter { queue: Some("b".into()), limit: 2, ..Default::default() }),
-        vec![2, 4]
-    );
-    // After is exclusive.
-    assert_eq!(got(ListFilter { after: Some(9), ..Default::default() }), vec![10, 11, 12]);
-    assert_eq!(got(ListFilter { after: Some(12), ..Default::default() }), Vec::<JobId>::new());
-    assert_eq!(
-        got(ListFilter { after: Some(4), queue: Some("a".into()), limit: 2, ..Default::default() }),
-        vec![5, 7]
-    );
-    // Paging with after + limit visits every job once, in id order.
-    let mut paged = Vec::new();
-    let mut after = None;
-    loop {
-        let page = got(ListFilter { after, limit: 5, ..Default::default() });
-        if page.is_empty() {
-            break;
-        }
-        assert!(page.len() <= 5);
-        after = page.last().copied();
-        paged.extend(page);
-    }
-    assert_eq!(paged, (1..=12).collect::<Vec<_>>());
-}
-
-#[test]
-fn unknown_ids_are_job_not_found() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = open(&store_path(&dir));
-    assert!(matches!(engine.get(1), Err(Error::JobNotFound(1))));
-    let existing = insert_one(&engine, job("q", "w"));
-    let unknown = existing.id + 1000;
-    let err = engine.get(unknown).unwrap_err();
-    assert!(matches!(err, Error::JobNotFound(id) if id == unknown), "{err:?}");
-    assert!(err.to_string().contains(&unknown.to_string()), "{err}");
-    assert!(matches!(engine.cancel(unknown), Err(Error::JobNotFound(id)) if id == unknown));
-    assert!(matches!(engine.retry(unknown), Err(Error::JobNotFound(id)) if id == unknown));
-    let acked = engine
-        .ack(vec![kathikon_core::Ack { id: unknown, attempt: 1, outcome: Outcome::Complete }])
-        .unwrap();
-    assert_eq!(acked, vec![AckResult::Stale(None)]);
-    // The failed lookups changed nothing.
-    assert_eq!(all(&engine), vec![existing]);
-}
-
 #[test]
 fn in_memory_engine_stores_claims_and_forgets() {
     let engine = Engine::open(EngineConfig::default()).unwrap();
@@ -276,7 +155,7 @@ fn in_memory_engine_stores_claims_and_forgets() {
     assert_eq!((a.id, b.id), (1, 2));
     assert_eq!(engine.get(a.id).unwrap(), a);
     assert_eq!(all(&engine), vec![a.clone(), b.clone()]);
-    assert_eq!(engine.ready_count("q"), 2);
+    assert_eq!(engine.ready_count("q").unwrap(), 2);
 
     let claimed = claim_one(&engine, "q");
     assert_eq!((claimed.id, claimed.attempt, claimed.state), (a.id, 1, JobState::Executing));

@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{config, job, scratch_dir};
+use kathikon_core::Jobs;
 use kathikon_core::{Engine, Error, Job, ListFilter, NewJob};
 
 fn log_of(path: &Path) -> PathBuf {

@@ -8,7 +8,8 @@ use std::time::Duration;
 use kathikon_core::clock::ManualClock;
 use kathikon_core::net::{Node, NodeConfig, Role};
 use kathikon_core::{
-    Ack, AckResult, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
+    Ack, AckResult, Clock, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
+    SystemClock,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -104,14 +105,14 @@ impl PyEngine {
 
     /// Job counts as `[(queue, state, count), …]`, exact as of the last acknowledged write.
     fn counts(&self, py: Python<'_>) -> PyResult<Vec<(String, &'static str, u64)>> {
-        let counts = py.detach(|| self.inner.counts()).py_err()?;
+        let counts = py.detach(|| self.inner.jobs()?.counts()).py_err()?;
         Ok(counts.into_iter().map(|(q, s, n)| (q, s.as_str(), n)).collect())
     }
 
     /// Records moved aside because they no longer decoded, as
     /// `[(id, quarantined_at µs, reason, bytes), …]`.
     fn quarantined<'py>(&self, py: Python<'py>) -> PyResult<Vec<QuarantinedRow<'py>>> {
-        let records = py.detach(|| self.inner.quarantined()).py_err()?;
+        let records = py.detach(|| self.inner.jobs()?.quarantined()).py_err()?;
         Ok(records
             .into_iter()
             .map(|q| (q.id, q.at, q.reason, PyBytes::new(py, &q.bytes)))
@@ -120,7 +121,7 @@ impl PyEngine {
 
     /// The `scheduled_at` (µs) of the oldest available job in `queue`.
     fn oldest_available(&self, py: Python<'_>, queue: &str) -> PyResult<Option<i64>> {
-        py.detach(|| self.inner.oldest_available(queue)).py_err()
+        py.detach(|| self.inner.jobs()?.oldest_available(queue)).py_err()
     }
 
     /// Insert `JobSpec`s in one commit; returns them as stored. Anything else in the list
@@ -141,7 +142,7 @@ impl PyEngine {
             };
             jobs.push(spec.get().job.clone());
         }
-        records(py, py.detach(|| self.inner.insert(jobs)).py_err()?)
+        records(py, py.detach(|| self.inner.jobs()?.insert(jobs)).py_err()?)
     }
 
     /// Claim up to `max` jobs from `queue`, waiting up to `timeout` seconds.
@@ -153,7 +154,7 @@ impl PyEngine {
         timeout: f64,
     ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let timeout = seconds("timeout", timeout)?;
-        records(py, py.detach(|| self.inner.claim(queue, max, timeout)).py_err()?)
+        records(py, py.detach(|| self.inner.jobs()?.claim(queue, max, timeout)).py_err()?)
     }
 
     /// Record outcomes. With `wait`, returns each job as it now is (or `None` where the ack
@@ -162,9 +163,9 @@ impl PyEngine {
     fn ack(&self, py: Python<'_>, acks: Vec<AckTuple>, wait: bool) -> PyResult<Vec<Option<PyJob>>> {
         let acks = acks.into_iter().map(Ack::try_from).collect::<PyResult<Vec<_>>>()?;
         if !wait {
-            return py.detach(|| self.inner.ack_nowait(acks)).py_err().map(|()| Vec::new());
+            return py.detach(|| self.inner.jobs()?.ack_nowait(acks)).py_err().map(|()| Vec::new());
         }
-        let results = py.detach(|| self.inner.ack(acks)).py_err()?;
+        let results = py.detach(|| self.inner.jobs()?.ack(acks)).py_err()?;
         Ok(results
             .into_iter()
             .map(|r| match r {
@@ -176,16 +177,16 @@ impl PyEngine {
 
     /// Cancel a job; returns it and the state it was in before.
     fn cancel(&self, py: Python<'_>, id: u64) -> PyResult<(PyJob, &'static str)> {
-        let (inner, before) = py.detach(|| self.inner.cancel(id)).py_err()?;
+        let (inner, before) = py.detach(|| self.inner.jobs()?.cancel(id)).py_err()?;
         Ok((PyJob::new(inner), before.as_str()))
     }
 
     fn retry(&self, py: Python<'_>, id: u64) -> PyResult<PyJob> {
-        py.detach(|| self.inner.retry(id)).py_err().map(PyJob::new)
+        py.detach(|| self.inner.jobs()?.retry(id)).py_err().map(PyJob::new)
     }
 
     fn get(&self, py: Python<'_>, id: u64) -> PyResult<PyJob> {
-        py.detach(|| self.inner.get(id)).py_err().map(PyJob::new)
+        py.detach(|| self.inner.jobs()?.get(id)).py_err().map(PyJob::new)
     }
 
     #[pyo3(signature = (state=None, queue=None, worker=None, after=None, limit=0))]
@@ -200,28 +201,35 @@ impl PyEngine {
     ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let state = state.map(JobState::parse).transpose().py_err()?;
         let filter = ListFilter { state, queue, worker, after, limit };
-        records(py, py.detach(|| self.inner.list(&filter)).py_err()?)
+        records(py, py.detach(|| self.inner.jobs()?.list(&filter)).py_err()?)
     }
 
     /// Delete jobs finished more than `older_than` seconds ago; returns how many.
     fn prune(&self, py: Python<'_>, older_than: f64) -> PyResult<u64> {
         let age = seconds("older_than", older_than)?;
-        py.detach(|| self.inner.prune(age)).py_err()
+        py.detach(|| self.inner.jobs()?.prune(age)).py_err()
     }
 
     /// Wait until everything sent so far is committed and due jobs are promoted; with
     /// `promote_until` (µs), also promote jobs due before then.
     #[pyo3(signature = (promote_until=None))]
     fn sync(&self, py: Python<'_>, promote_until: Option<i64>) -> PyResult<()> {
-        py.detach(|| self.inner.sync(promote_until)).py_err()
+        py.detach(|| {
+            let jobs = self.inner.jobs()?;
+            match promote_until {
+                Some(until) => jobs.sync_promoting(until),
+                None => jobs.sync(),
+            }
+        })
+        .py_err()
     }
 
     fn interrupt(&self, queue: &str) {
-        self.inner.interrupt(queue);
+        self.inner.jobs_as_is().interrupt(queue);
     }
 
     fn ready_count(&self, py: Python<'_>, queue: &str) -> PyResult<usize> {
-        py.detach(|| self.inner.ready_count(queue)).py_err()
+        py.detach(|| self.inner.jobs()?.ready_count(queue)).py_err()
     }
 
     /// "owner" when this process owns the store, "client" when it uses the owner's socket.
@@ -254,12 +262,17 @@ impl PyEngine {
     }
 
     /// The engine clock, in microseconds since the epoch.
-    fn now(&self) -> i64 {
-        self.inner.now()
+    fn now(&self, py: Python<'_>) -> i64 {
+        // A client has no clock of its own: the system clock, which the owner runs on too.
+        py.detach(|| self.inner.jobs().map_or_else(|_| SystemClock.now(), |jobs| jobs.now()))
     }
 
-    fn set_events(&self, on: bool) {
-        self.inner.set_events(on);
+    fn set_events(&self, py: Python<'_>, on: bool) {
+        py.detach(|| {
+            if let Ok(jobs) = self.inner.jobs() {
+                jobs.set_events(on);
+            }
+        });
     }
 
     /// Wait up to `timeout` seconds for engine events: `[(name, measurements), …]` where name
@@ -270,7 +283,14 @@ impl PyEngine {
         timeout: f64,
     ) -> PyResult<Vec<(&'static str, Bound<'py, PyDict>)>> {
         let timeout = seconds("timeout", timeout)?;
-        let events = py.detach(|| self.inner.next_events(timeout));
+        let events = py.detach(|| {
+            if let Ok(jobs) = self.inner.jobs() {
+                return jobs.next_events(timeout);
+            }
+            // A closed store has no events either: wait like a client, so polling loops idle.
+            std::thread::sleep(timeout);
+            Vec::new()
+        });
         let mut out = Vec::with_capacity(events.len());
         for event in events {
             let m = PyDict::new(py);

@@ -1,6 +1,7 @@
 //! The client's side of the socket: what a process that does not own the store uses instead
-//! of an [`crate::Engine`]. Same calls, same answers, same promise (a call returns after the
-//! owner committed it), with the GIL-free blocking left to the caller's thread.
+//! of an [`crate::Engine`]. It implements the same contract, [`Jobs`]: same calls, same
+//! answers, same promise (a call returns after the owner committed it), with the GIL-free
+//! blocking left to the caller's thread.
 //!
 //! Each calling thread borrows a connection from a small pool, so threads never queue behind
 //! each other's round trips (a claim may wait at the owner). A native heartbeat thread keeps
@@ -21,11 +22,13 @@ use crossbeam_channel::{bounded, Sender};
 use super::frame::{self, PROTOCOL_VERSION};
 use super::protocol::{Request, Response, WireError};
 use super::socket::{short, socket_path};
-use crate::clock::Micros;
-use crate::engine::ListFilter;
+use crate::clock::{Clock, Micros, SystemClock};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::jobs::{Jobs, ListFilter};
 use crate::state::JobState;
+use crate::storage::Quarantined;
+use crate::telemetry::EngineEvent;
 
 /// Longest one claim request asks the owner to wait; longer waits are several requests, so an
 /// interrupt is noticed within this.
@@ -82,7 +85,7 @@ pub struct Client {
     /// Set once the owner is found gone: later calls fail at once with it.
     gone: Mutex<Option<String>>,
     closed: AtomicBool,
-    /// Per queue, bumped by [`Client::interrupt`].
+    /// Per queue, bumped by [`Jobs::interrupt`].
     interrupts: Mutex<HashMap<String, u64>>,
     stop_heartbeat: Mutex<Option<Sender<()>>>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
@@ -261,16 +264,31 @@ impl Client {
         Err(Error::Protocol(format!("unexpected answer from the store's owner: {response:?}")))
     }
 
-    /// [`crate::Engine::insert`].
-    pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    fn interrupt_generation(&self, queue: &str) -> u64 {
+        let interrupts = self.interrupts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        interrupts.get(queue).copied().unwrap_or(0)
+    }
+
+    /// [`Jobs::sync`], or [`Jobs::sync_promoting`] with `promote_until`: one request.
+    fn sync_until(&self, promote_until: Option<Micros>) -> Result<()> {
+        match self.call(&Request::Sync { promote_until })? {
+            Response::Unit => Ok(()),
+            other => Self::unexpected(&other),
+        }
+    }
+}
+
+impl Jobs for Client {
+    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         match self.call(&Request::Insert { jobs })? {
             Response::Jobs(jobs) => Ok(jobs),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::claim`]. Jobs claimed are held by this process's session.
-    pub fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+    /// Jobs claimed are held by this process's session. A long wait is several requests of
+    /// at most `CLAIM_SLICE`, so an interrupt is noticed between them.
+    fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
         if max == 0 {
             return Ok(Vec::new());
         }
@@ -294,60 +312,51 @@ impl Client {
         }
     }
 
-    fn interrupt_generation(&self, queue: &str) -> u64 {
-        let interrupts = self.interrupts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        interrupts.get(queue).copied().unwrap_or(0)
-    }
-
-    /// Make this process's claims waiting on `queue` return (within [`CLAIM_SLICE`]).
-    pub fn interrupt(&self, queue: &str) {
+    /// Make this process's claims waiting on `queue` return (within `CLAIM_SLICE`).
+    fn interrupt(&self, queue: &str) {
         let mut interrupts =
             self.interrupts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *interrupts.entry(queue.to_string()).or_insert(0) += 1;
     }
 
-    /// [`crate::Engine::ack`]. Acks for jobs this process no longer holds come back stale.
-    pub fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
+    /// Acks for jobs this process no longer holds come back stale.
+    fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
         match self.call(&Request::Ack { acks, wait: true })? {
             Response::Acks(results) => Ok(results),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::ack_nowait`]: returns once the owner has the acks, before they commit.
-    pub fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
+    /// Returns once the owner has the acks, before they commit.
+    fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
         match self.call(&Request::Ack { acks, wait: false })? {
             Response::Unit => Ok(()),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::cancel`].
-    pub fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
+    fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
         match self.call(&Request::Cancel { id })? {
             Response::Cancelled(job, before) => Ok((job, before)),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::retry`].
-    pub fn retry(&self, id: JobId) -> Result<Job> {
+    fn retry(&self, id: JobId) -> Result<Job> {
         match self.call(&Request::Retry { id })? {
             Response::Job(job) => Ok(job),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::get`].
-    pub fn get(&self, id: JobId) -> Result<Job> {
+    fn get(&self, id: JobId) -> Result<Job> {
         match self.call(&Request::Get { id })? {
             Response::Job(job) => Ok(job),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::list`].
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
         let request = Request::List {
             state: filter.state,
             queue: filter.queue.clone(),
@@ -361,57 +370,65 @@ impl Client {
         }
     }
 
-    /// [`crate::Engine::counts`].
-    pub fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
+    fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
         match self.call(&Request::Counts)? {
             Response::Counts(counts) => Ok(counts),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::quarantined`].
-    pub fn quarantined(&self) -> Result<Vec<crate::storage::Quarantined>> {
+    fn quarantined(&self) -> Result<Vec<Quarantined>> {
         match self.call(&Request::Quarantined)? {
             Response::Quarantined(records) => Ok(records),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::oldest_available`].
-    pub fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
+    fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
         match self.call(&Request::OldestAvailable { queue: queue.to_string() })? {
             Response::Time(at) => Ok(at),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::ready_count`].
-    pub fn ready_count(&self, queue: &str) -> Result<usize> {
+    fn ready_count(&self, queue: &str) -> Result<usize> {
         match self.call(&Request::ReadyCount { queue: queue.to_string() })? {
             Response::Count(n) => Ok(n as usize),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::prune`].
-    pub fn prune(&self, age: Duration) -> Result<u64> {
+    fn prune(&self, age: Duration) -> Result<u64> {
         match self.call(&Request::Prune { age_us: age.as_micros() as u64 })? {
             Response::Count(n) => Ok(n),
             other => Self::unexpected(&other),
         }
     }
 
-    /// [`crate::Engine::sync`] / [`crate::Engine::sync_promoting`].
-    pub fn sync(&self, promote_until: Option<Micros>) -> Result<()> {
-        match self.call(&Request::Sync { promote_until })? {
-            Response::Unit => Ok(()),
-            other => Self::unexpected(&other),
-        }
+    fn sync(&self) -> Result<()> {
+        self.sync_until(None)
+    }
+
+    fn sync_promoting(&self, until: Micros) -> Result<()> {
+        self.sync_until(Some(until))
+    }
+
+    /// Engine events happen at the owner: a client has none to collect.
+    fn set_events(&self, _on: bool) {}
+
+    /// Waits out `timeout` and returns none: a client has no events.
+    fn next_events(&self, timeout: Duration) -> Vec<EngineEvent> {
+        std::thread::sleep(timeout);
+        Vec::new()
+    }
+
+    /// The system clock, which the owner of a store shared between processes runs on too.
+    fn now(&self) -> Micros {
+        SystemClock.now()
     }
 
     /// Close every connection (the owner then rescues anything this process still held).
-    /// Idempotent.
-    pub fn close(&self) {
+    fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -424,8 +441,7 @@ impl Client {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 
-    /// Whether [`Client::close`] was called.
-    pub fn is_closed(&self) -> bool {
+    fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
     }
 }

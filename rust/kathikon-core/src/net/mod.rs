@@ -4,8 +4,10 @@
 //!
 //! - [`frame`]: length-prefixed postcard frames, versioned by the hello; the decoder is fuzzed.
 //! - [`protocol`]: the requests and responses, batched (claim N, ack N per round trip).
-//! - [`Server`]: the owner's side, with sessions, leases, rescue and fencing.
-//! - [`Client`]: the other side, a drop-in for the engine's calls.
+//! - [`Server`]: the owner's side, with sessions, leases, rescue and fencing; it answers each
+//!   request by calling the verb of the contract ([`crate::Jobs`]) on the owner's engine.
+//! - [`Client`]: the other side, another implementation of [`crate::Jobs`].
+//! - [`Node`]: holds the engine or the client as one `Arc<dyn Jobs>` ([`Node::jobs`]).
 
 mod client;
 pub mod frame;

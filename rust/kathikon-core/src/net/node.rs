@@ -6,6 +6,9 @@
 //! this process the owner: it opens the file (recovering what the old owner left executing)
 //! and starts serving. Nothing a caller was told is durable can be lost in the switch, because
 //! "durable" always meant "committed to the file by its owner".
+//!
+//! Either way the verbs are those of [`Jobs`]: [`Node::jobs`] hands out the implementation
+//! this process holds now (the engine, or the client), after the takeover check.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,12 +17,9 @@ use std::time::Duration;
 
 use super::client::{Client, ClientConfig, ConnectError};
 use super::server::Server;
-use crate::clock::{Clock, Micros, SystemClock};
-use crate::engine::{canonical, Engine, EngineConfig, ListFilter, Recovery};
+use crate::engine::{canonical, Engine, EngineConfig, Recovery};
 use crate::error::{Error, Result};
-use crate::job::{Ack, AckResult, Job, JobId, NewJob};
-use crate::state::JobState;
-use crate::telemetry::EngineEvent;
+use crate::jobs::Jobs;
 
 /// How to open a [`Node`].
 #[derive(Debug, Clone)]
@@ -58,6 +58,7 @@ pub enum Role {
     Client,
 }
 
+/// What only the owner of the store has besides its engine.
 struct Owned {
     engine: Arc<Engine>,
     server: Mutex<Option<Server>>,
@@ -65,10 +66,14 @@ struct Owned {
     serve_error: Option<String>,
 }
 
+/// The store as this process holds it right now: `jobs` is the owner's engine or the client
+/// of the owner, `owned` is set when it is the engine.
 #[derive(Clone)]
-enum Current {
-    Owner(Arc<Owned>),
-    Client(Arc<Client>),
+struct Current {
+    jobs: Arc<dyn Jobs>,
+    owned: Option<Arc<Owned>>,
+    /// Set when `jobs` talks to another process.
+    client: Option<Arc<Client>>,
 }
 
 /// A store as this process sees it. Cheap to share between threads.
@@ -101,8 +106,9 @@ fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Current> {
                 },
                 _ => (None, None),
             };
+            let jobs: Arc<dyn Jobs> = engine.clone();
             let owned = Owned { engine, server: Mutex::new(server), serve_error };
-            return Ok(Current::Owner(Arc::new(owned)));
+            return Ok(Current { jobs, owned: Some(Arc::new(owned)), client: None });
         }
         Err(e @ Error::StorageLocked { same_process: false, .. }) if config.connect => e,
         Err(e) => return Err(e),
@@ -114,7 +120,10 @@ fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Current> {
         connect_timeout: config.connect_timeout,
     };
     match Client::connect(&client_config) {
-        Ok(client) => Ok(Current::Client(Arc::new(client))),
+        Ok(client) => {
+            let client = Arc::new(client);
+            Ok(Current { jobs: client.clone(), owned: None, client: Some(client) })
+        }
         // A holder that does not serve (an older Kathikon, or one that chose not to): the
         // lock error says who it is.
         Err(ConnectError::Unreachable(_)) => Err(locked),
@@ -136,19 +145,31 @@ impl Node {
         Ok(Node { config, store, current: RwLock::new(current), closed: AtomicBool::new(false) })
     }
 
+    /// The store as this process holds it now, to call its verbs on. When the owner this
+    /// process talked to is gone, this connects to the new owner or takes the store over
+    /// (which opens the file: it may block, and may fail).
+    pub fn jobs(&self) -> Result<Arc<dyn Jobs>> {
+        Ok(self.current()?.jobs)
+    }
+
+    /// The store as this process last held it, without the takeover check of [`Node::jobs`]:
+    /// for calls that must not block, like [`Jobs::interrupt`] or [`Jobs::now`].
+    pub fn jobs_as_is(&self) -> Arc<dyn Jobs> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).jobs.clone()
+    }
+
     fn current(&self) -> Result<Current> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
         let current =
             self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        match &current {
-            Current::Client(client) if client.is_gone() => {}
-            _ => return Ok(current),
+        if !current.client.as_ref().is_some_and(|c| c.is_gone()) {
+            return Ok(current);
         }
         let mut slot = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Another thread may have switched already.
-        if let Current::Client(client) = &*slot {
+        if let Some(client) = slot.client.clone() {
             if client.is_gone() {
                 client.close();
                 *slot = acquire(&self.config, self.store.as_ref())?;
@@ -159,182 +180,33 @@ impl Node {
 
     /// Whether this process owns the store right now.
     pub fn role(&self) -> Role {
-        match &*self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            Current::Owner(_) => Role::Owner,
-            Current::Client(_) => Role::Client,
+        match &self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).owned {
+            Some(_) => Role::Owner,
+            None => Role::Client,
         }
     }
 
     /// Why this owner does not serve its store to other processes, if its socket could not be
     /// created (`None` when it serves, or is a client).
     pub fn serve_error(&self) -> Option<String> {
-        match &*self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            Current::Owner(o) => o.serve_error.clone(),
-            Current::Client(_) => None,
-        }
+        let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.owned.as_ref().and_then(|o| o.serve_error.clone())
     }
 
     /// The owner's process id (this process's, when it is the owner).
     pub fn owner_pid(&self) -> u32 {
-        match &*self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            Current::Owner(_) => std::process::id(),
-            Current::Client(client) => client.owner_pid(),
+        match &self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).client {
+            Some(client) => client.owner_pid(),
+            None => std::process::id(),
         }
     }
 
     /// What opening the store found and rescued (nothing, for a client).
     pub fn recovery(&self) -> Recovery {
         match self.current() {
-            Ok(Current::Owner(owned)) => owned.engine.recovery(),
+            Ok(Current { owned: Some(owned), .. }) => owned.engine.recovery(),
             _ => Recovery::default(),
         }
-    }
-
-    /// The engine's clock, in µs (a client uses the system clock, which the owner shares).
-    pub fn now(&self) -> Micros {
-        match self.current() {
-            Ok(Current::Owner(owned)) => owned.engine.clock().now(),
-            _ => SystemClock.now(),
-        }
-    }
-
-    /// See [`Engine::insert`].
-    pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.insert(jobs),
-            Current::Client(c) => c.insert(jobs),
-        }
-    }
-
-    /// See [`Engine::claim`].
-    pub fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.claim(queue, max, timeout),
-            Current::Client(c) => c.claim(queue, max, timeout),
-        }
-    }
-
-    /// See [`Engine::interrupt`].
-    pub fn interrupt(&self, queue: &str) {
-        match self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone() {
-            Current::Owner(o) => o.engine.interrupt(queue),
-            Current::Client(c) => c.interrupt(queue),
-        }
-    }
-
-    /// See [`Engine::ack`].
-    pub fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.ack(acks),
-            Current::Client(c) => c.ack(acks),
-        }
-    }
-
-    /// See [`Engine::ack_nowait`].
-    pub fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.ack_nowait(acks),
-            Current::Client(c) => c.ack_nowait(acks),
-        }
-    }
-
-    /// See [`Engine::cancel`].
-    pub fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.cancel(id),
-            Current::Client(c) => c.cancel(id),
-        }
-    }
-
-    /// See [`Engine::retry`].
-    pub fn retry(&self, id: JobId) -> Result<Job> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.retry(id),
-            Current::Client(c) => c.retry(id),
-        }
-    }
-
-    /// See [`Engine::get`].
-    pub fn get(&self, id: JobId) -> Result<Job> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.get(id),
-            Current::Client(c) => c.get(id),
-        }
-    }
-
-    /// See [`Engine::list`].
-    pub fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.list(filter),
-            Current::Client(c) => c.list(filter),
-        }
-    }
-
-    /// See [`Engine::counts`].
-    pub fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.counts(),
-            Current::Client(c) => c.counts(),
-        }
-    }
-
-    /// See [`Engine::quarantined`].
-    pub fn quarantined(&self) -> Result<Vec<crate::storage::Quarantined>> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.quarantined(),
-            Current::Client(c) => c.quarantined(),
-        }
-    }
-
-    /// See [`Engine::oldest_available`].
-    pub fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.oldest_available(queue),
-            Current::Client(c) => c.oldest_available(queue),
-        }
-    }
-
-    /// See [`Engine::ready_count`].
-    pub fn ready_count(&self, queue: &str) -> Result<usize> {
-        match self.current()? {
-            Current::Owner(o) => Ok(o.engine.ready_count(queue)),
-            Current::Client(c) => c.ready_count(queue),
-        }
-    }
-
-    /// See [`Engine::prune`].
-    pub fn prune(&self, age: Duration) -> Result<u64> {
-        match self.current()? {
-            Current::Owner(o) => o.engine.prune(age),
-            Current::Client(c) => c.prune(age),
-        }
-    }
-
-    /// See [`Engine::sync`] and [`Engine::sync_promoting`].
-    pub fn sync(&self, promote_until: Option<Micros>) -> Result<()> {
-        match self.current()? {
-            Current::Owner(o) => match promote_until {
-                Some(until) => o.engine.sync_promoting(until),
-                None => o.engine.sync(),
-            },
-            Current::Client(c) => c.sync(promote_until),
-        }
-    }
-
-    /// See [`Engine::set_events`] (a client has no engine events: they happen at the owner).
-    pub fn set_events(&self, on: bool) {
-        if let Ok(Current::Owner(o)) = self.current() {
-            o.engine.set_events(on);
-        }
-    }
-
-    /// See [`Engine::next_events`]; a client waits out `timeout` and gets none.
-    pub fn next_events(&self, timeout: Duration) -> Vec<EngineEvent> {
-        if let Ok(Current::Owner(o)) = self.current() {
-            return o.engine.next_events(timeout);
-        }
-        std::thread::sleep(timeout);
-        Vec::new()
     }
 
     /// Stop serving (clients' claims are rescued first), then close the engine or the
@@ -343,17 +215,15 @@ impl Node {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
-        match &*self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            Current::Owner(o) => {
-                if let Some(mut server) =
-                    o.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
-                {
-                    server.stop();
-                }
-                o.engine.close();
+        let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(owned) = &current.owned {
+            if let Some(mut server) =
+                owned.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+            {
+                server.stop();
             }
-            Current::Client(c) => c.close(),
         }
+        current.jobs.close();
     }
 
     /// Whether [`Node::close`] was called.

@@ -26,12 +26,12 @@ pub enum Request {
         /// How long the owner keeps the session's claims without hearing from it.
         lease_ms: u64,
     },
-    /// [`crate::Engine::insert`].
+    /// [`crate::Jobs::insert`].
     Insert {
         /// The jobs, inserted all or none.
         jobs: Vec<NewJob>,
     },
-    /// [`crate::Engine::claim`], waiting at most `timeout_ms`.
+    /// [`crate::Jobs::claim`], waiting at most `timeout_ms`.
     Claim {
         /// The queue.
         queue: String,
@@ -40,7 +40,7 @@ pub enum Request {
         /// Longest wait for a job.
         timeout_ms: u64,
     },
-    /// [`crate::Engine::ack`] (or `ack_nowait` when `wait` is false). Acks for jobs this
+    /// [`crate::Jobs::ack`] (or `ack_nowait` when `wait` is false). Acks for jobs this
     /// session no longer holds are refused (fenced) and noted in the jobs' histories.
     Ack {
         /// The outcomes.
@@ -48,22 +48,22 @@ pub enum Request {
         /// Answer after the commit (true) or as soon as the writer has them (false).
         wait: bool,
     },
-    /// [`crate::Engine::cancel`].
+    /// [`crate::Jobs::cancel`].
     Cancel {
         /// The job.
         id: JobId,
     },
-    /// [`crate::Engine::retry`].
+    /// [`crate::Jobs::retry`].
     Retry {
         /// The job.
         id: JobId,
     },
-    /// [`crate::Engine::get`].
+    /// [`crate::Jobs::get`].
     Get {
         /// The job.
         id: JobId,
     },
-    /// [`crate::Engine::list`].
+    /// [`crate::Jobs::list`].
     List {
         /// Only jobs in this state.
         state: Option<JobState>,
@@ -76,26 +76,26 @@ pub enum Request {
         /// At most this many (0: no limit).
         limit: u64,
     },
-    /// [`crate::Engine::counts`].
+    /// [`crate::Jobs::counts`].
     Counts,
-    /// [`crate::Engine::quarantined`].
+    /// [`crate::Jobs::quarantined`].
     Quarantined,
-    /// [`crate::Engine::oldest_available`].
+    /// [`crate::Jobs::oldest_available`].
     OldestAvailable {
         /// The queue.
         queue: String,
     },
-    /// [`crate::Engine::ready_count`].
+    /// [`crate::Jobs::ready_count`].
     ReadyCount {
         /// The queue.
         queue: String,
     },
-    /// [`crate::Engine::prune`].
+    /// [`crate::Jobs::prune`].
     Prune {
         /// Finished longer ago than this (µs).
         age_us: u64,
     },
-    /// [`crate::Engine::sync`] / [`crate::Engine::sync_promoting`].
+    /// [`crate::Jobs::sync`] / [`crate::Jobs::sync_promoting`].
     Sync {
         /// Also promote jobs due before this time.
         promote_until: Option<Micros>,

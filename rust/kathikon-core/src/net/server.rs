@@ -1,6 +1,6 @@
 //! The owner's side of the socket: a thread accepts connections from processes of the same
-//! user, a thread per connection answers its requests from the [`Engine`], and a lease thread
-//! rescues the claims of sessions that went quiet.
+//! user, a thread per connection answers its requests through the contract ([`Jobs`]) on the
+//! owner's [`Engine`], and a lease thread rescues the claims of sessions that went quiet.
 //!
 //! Claims made over the socket are held by the client's *session* (all connections of one
 //! client process). Its acks are checked against what it holds before they reach the engine,
@@ -25,9 +25,10 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::frame::{self, PROTOCOL_VERSION};
 use super::protocol::{Request, Response, WireError};
 use super::socket::{my_uid, peer_uid, short, socket_path};
-use crate::engine::{Engine, ListFilter};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::job::{AckResult, JobId};
+use crate::jobs::{Jobs, ListFilter};
 
 /// Longest a claim request waits inside the owner; clients wait longer by asking again, so a
 /// client that stops asking (interrupted, closing) frees its connection within this.
@@ -302,16 +303,19 @@ fn serve(shared: &Shared, stream: UnixStream) {
     }
 }
 
+/// One request's answer. The verbs go through the contract, [`Jobs`], on the owner's engine;
+/// around Claim and Ack this keeps the session's books (what it holds; acks it no longer may
+/// send are fenced with the engine's own `note_fenced`).
 fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<Response> {
-    let engine = &shared.engine;
+    let store: &dyn Jobs = &*shared.engine;
     Ok(match request {
         Request::Hello { .. } => {
             return Err(Error::Protocol("hello sent twice on one connection".into()));
         }
-        Request::Insert { jobs } => Response::Jobs(engine.insert(jobs)?),
+        Request::Insert { jobs } => Response::Jobs(store.insert(jobs)?),
         Request::Claim { queue, max, timeout_ms } => {
             let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);
-            let jobs = engine.claim(&queue, max as usize, wait)?;
+            let jobs = store.claim(&queue, max as usize, wait)?;
             if let Some(s) = shared.sessions().get_mut(&session) {
                 s.held.extend(jobs.iter().map(|j| (j.id, j.attempt)));
             }
@@ -348,20 +352,20 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
                         (ack.id, ack.attempt, text)
                     })
                     .collect();
-                engine.note_fenced(notes)?;
+                shared.engine.note_fenced(notes)?;
             }
             let (order, acks): (Vec<usize>, Vec<_>) = passed.into_iter().unzip();
             if !wait {
-                engine.ack_nowait(acks)?;
+                store.ack_nowait(acks)?;
                 return Ok(Response::Unit);
             }
-            let applied = engine.ack(acks)?;
+            let applied = store.ack(acks)?;
             let mut results: Vec<Option<AckResult>> = vec![None; order.len() + fenced.len()];
             for (i, r) in order.into_iter().zip(applied) {
                 results[i] = Some(r);
             }
             for (i, ack) in fenced {
-                let state = engine.get(ack.id).ok().map(|j| j.state);
+                let state = store.get(ack.id).ok().map(|j| j.state);
                 results[i] = Some(AckResult::Stale(state));
             }
             Response::Acks(
@@ -369,24 +373,24 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             )
         }
         Request::Cancel { id } => {
-            let (job, before) = engine.cancel(id)?;
+            let (job, before) = store.cancel(id)?;
             Response::Cancelled(job, before)
         }
-        Request::Retry { id } => Response::Job(engine.retry(id)?),
-        Request::Get { id } => Response::Job(engine.get(id)?),
+        Request::Retry { id } => Response::Job(store.retry(id)?),
+        Request::Get { id } => Response::Job(store.get(id)?),
         Request::List { state, queue, worker, after, limit } => {
             let filter = ListFilter { state, queue, worker, after, limit: limit as usize };
-            Response::Jobs(engine.list(&filter)?)
+            Response::Jobs(store.list(&filter)?)
         }
-        Request::Counts => Response::Counts(engine.counts()?),
-        Request::Quarantined => Response::Quarantined(engine.quarantined()?),
-        Request::OldestAvailable { queue } => Response::Time(engine.oldest_available(&queue)?),
-        Request::ReadyCount { queue } => Response::Count(engine.ready_count(&queue) as u64),
-        Request::Prune { age_us } => Response::Count(engine.prune(Duration::from_micros(age_us))?),
+        Request::Counts => Response::Counts(store.counts()?),
+        Request::Quarantined => Response::Quarantined(store.quarantined()?),
+        Request::OldestAvailable { queue } => Response::Time(store.oldest_available(&queue)?),
+        Request::ReadyCount { queue } => Response::Count(store.ready_count(&queue)? as u64),
+        Request::Prune { age_us } => Response::Count(store.prune(Duration::from_micros(age_us))?),
         Request::Sync { promote_until } => {
             match promote_until {
-                Some(until) => engine.sync_promoting(until)?,
-                None => engine.sync()?,
+                Some(until) => store.sync_promoting(until)?,
+                None => store.sync()?,
             }
             Response::Unit
         }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kathikon_core::clock::{ManualClock, SECOND};
+use kathikon_core::Jobs;
 use kathikon_core::{
     Ack, AckResult, Engine, EngineConfig, Job, JobState, ListFilter, Micros, NewJob, Outcome,
 };
@@ -70,21 +71,21 @@ pub fn open_manual(path: Option<&Path>, clock: &Arc<ManualClock>) -> Engine {
 }
 
 /// Insert one job and return it as stored.
-pub fn insert_one(engine: &Engine, new: NewJob) -> Job {
+pub fn insert_one(engine: &dyn Jobs, new: NewJob) -> Job {
     let mut jobs = engine.insert(vec![new]).expect("insert");
     assert_eq!(jobs.len(), 1);
     jobs.remove(0)
 }
 
 /// Claim exactly one job from `queue`, which must have one ready.
-pub fn claim_one(engine: &Engine, queue: &str) -> Job {
+pub fn claim_one(engine: &dyn Jobs, queue: &str) -> Job {
     let mut jobs = engine.claim(queue, 1, Duration::ZERO).expect("claim");
     assert_eq!(jobs.len(), 1, "expected a job ready in queue {queue:?}");
     jobs.remove(0)
 }
 
 /// Report `outcome` for `job`'s current attempt; the ack must apply.
-pub fn finish(engine: &Engine, job: &Job, outcome: Outcome) -> Job {
+pub fn finish(engine: &dyn Jobs, job: &Job, outcome: Outcome) -> Job {
     let mut results =
         engine.ack(vec![Ack { id: job.id, attempt: job.attempt, outcome }]).expect("ack");
     assert_eq!(results.len(), 1);
@@ -109,7 +110,7 @@ pub struct Snapshot {
 /// counts equal a tally of the jobs, and each claim queue holds exactly its available jobs.
 /// Those are written in the same transaction as the records, so a half-written batch shows
 /// up here as a mismatch.
-pub fn snapshot(engine: &Engine) -> Snapshot {
+pub fn snapshot(engine: &dyn Jobs) -> Snapshot {
     let jobs = engine.list(&ListFilter::default()).expect("list every job");
     let mut tally: BTreeMap<(String, JobState), u64> = BTreeMap::new();
     let mut available: BTreeMap<String, usize> = BTreeMap::new();
@@ -124,7 +125,7 @@ pub fn snapshot(engine: &Engine) -> Snapshot {
     assert_eq!(counts, tally, "the stored counts disagree with the jobs");
     let mut ready = BTreeMap::new();
     for queue in jobs.iter().map(|j| j.queue.clone()) {
-        let n = engine.ready_count(&queue);
+        let n = engine.ready_count(&queue).expect("ready count");
         assert_eq!(
             n,
             available.get(&queue).copied().unwrap_or(0),

@@ -1,9 +1,9 @@
-//! Property tests of the engine's public entry points (proptest):
+//! Property tests of the contract's verbs (proptest), on each backend:
 //!
 //! - a model test: random sequences of insert (valid and invalid; batches of 1-3 jobs, and
 //!   of 32-39, which the writer files in its idle time), claim, ack with every
 //!   outcome (and stale acks), cancel, retry, prune, time passing, and close + reopen of a
-//!   store file, run against the engine and against a plain reference model of the state
+//!   store file, run against the store and against a plain reference model of the state
 //!   machine (a `BTreeMap` of jobs, like redb's own fuzzer checks redb against one). After
 //!   every step each call's answer and every stored job (state, attempt, max attempts, due
 //!   time, timestamps, error history) must match the model, and the store's counts and claim
@@ -12,21 +12,21 @@
 //!   either refused with `InvalidJob` or stored and read back exactly.
 //!
 //! Case counts are small by default, for CI; `PROPTEST_CASES=N` runs more.
-
-mod common;
+//!
+//! Where the backends differ, the reference says how: a store that fences refused acks (the
+//! socket's owner) notes each in the job's history, and rescues a client's claims when it
+//! disconnects rather than at the next open (so only the engine reports a recovery count).
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{assert_indexes_match_records, scratch_dir, snapshot, T0};
+use crate::common::{assert_indexes_match_records, snapshot, T0};
+use crate::harness::{Backend, Store};
 use kathikon_core::backoff::default_backoff;
-use kathikon_core::clock::{ManualClock, SECOND};
-use kathikon_core::{
-    Ack, AckResult, Engine, EngineConfig, Error, Job, JobId, JobState, Micros, NewJob, Outcome,
-};
+use kathikon_core::clock::SECOND;
+use kathikon_core::{Ack, AckResult, Error, Job, JobId, JobState, Jobs, Micros, NewJob, Outcome};
 use proptest::prelude::*;
+use proptest::test_runner::TestRunner;
 
 /// `PROPTEST_CASES` when set, else `default`.
 fn cases(default: u32) -> u32 {
@@ -52,7 +52,7 @@ enum Step {
     Prune { age_s: u64 },
     /// Let `secs` seconds pass, then wait for due jobs to be promoted.
     Advance { secs: i64 },
-    /// Close the engine and open the store again (rescues executing jobs).
+    /// Close the store and open it again (executing jobs are rescued).
     Reopen,
 }
 
@@ -107,7 +107,7 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
-/// What the model knows of a job: everything the engine stores but its texts.
+/// What the model knows of a job: everything the store keeps but its texts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Model {
     id: JobId,
@@ -173,6 +173,9 @@ struct Reference {
     jobs: BTreeMap<JobId, Model>,
     next_id: JobId,
     now: Micros,
+    /// For a store that fences refused acks: the attempt its one client holds, by job (the
+    /// client claimed it and has not reported on it yet).
+    held: Option<BTreeMap<JobId, u32>>,
 }
 
 impl Reference {
@@ -205,7 +208,25 @@ impl Reference {
         (pick as u64 % self.next_id.max(1)) + 1
     }
 
-    /// What an open does to jobs left executing: `(rescued, discarded)`.
+    /// Whether an ack of `attempt` of `id` passes the fence; one that passes lets the job go.
+    fn passes_fence(&mut self, id: JobId, attempt: u32) -> bool {
+        match &mut self.held {
+            None => true,
+            Some(held) if held.get(&id) == Some(&attempt) => {
+                held.remove(&id);
+                true
+            }
+            Some(_) => {
+                if let Some(job) = self.jobs.get_mut(&id) {
+                    job.errors.push((self.now, attempt));
+                }
+                false
+            }
+        }
+    }
+
+    /// What an open (or the owner, when its client leaves) does to jobs left executing:
+    /// `(rescued, discarded)`.
     fn rescue(&mut self) -> (u64, u64) {
         let now = self.now;
         let (mut rescued, mut discarded) = (0, 0);
@@ -237,26 +258,9 @@ fn new_job(spec: &Spec, now: Micros) -> NewJob {
     }
 }
 
-fn open(path: &Path, clock: &Arc<ManualClock>) -> Engine {
-    Engine::open(EngineConfig {
-        path: Some(path.to_path_buf()),
-        clock: clock.clone(),
-        prune_interval: Duration::from_secs(3600),
-        scheduler_interval: Duration::from_secs(3600),
-        ..EngineConfig::default()
-    })
-    .expect("open the store")
-}
-
-/// Apply `step` to the engine and the reference, checking the engine's answer.
+/// Apply `step` to the store and the reference, checking the store's answer.
 #[allow(clippy::too_many_lines)] // one arm per kind of step reads best in one place
-fn apply(
-    engine: &mut Engine,
-    path: &Path,
-    clock: &Arc<ManualClock>,
-    model: &mut Reference,
-    step: &Step,
-) -> Result<(), TestCaseError> {
+fn apply(store: &mut Store, model: &mut Reference, step: &Step) -> Result<(), TestCaseError> {
     let now = model.now;
     match step {
         Step::Insert { jobs, invalid } => {
@@ -264,7 +268,7 @@ fn apply(
             if *invalid {
                 batch[0].priority = 10;
             }
-            let got = engine.insert(batch.clone());
+            let got = store.insert(batch.clone());
             if *invalid {
                 prop_assert!(matches!(got, Err(Error::InvalidJob(_))), "{got:?}");
                 return Ok(());
@@ -302,13 +306,16 @@ fn apply(
             model.promote();
             let queue = QUEUES[*queue];
             let expected = model.claimable(queue, *max);
-            let got = engine.claim(queue, *max, Duration::ZERO).expect("claim");
+            let got = store.claim(queue, *max, Duration::ZERO).expect("claim");
             prop_assert_eq!(got.iter().map(|j| j.id).collect::<Vec<_>>(), expected.clone());
             for id in expected {
                 let job = model.jobs.get_mut(&id).unwrap();
                 job.state = JobState::Executing;
                 job.attempt += 1;
                 job.attempted_at = Some(now);
+                if let Some(held) = &mut model.held {
+                    held.insert(id, job.attempt);
+                }
             }
         }
         Step::Ack { picks, stale } => {
@@ -326,6 +333,7 @@ fn apply(
                 };
                 acks.push(Ack { id, attempt, outcome: Outcome::Complete });
                 expected.push(Err(state));
+                model.passes_fence(id, attempt);
             } else {
                 let mut used = Vec::new();
                 for (pick, fate) in picks {
@@ -334,6 +342,8 @@ fn apply(
                         continue; // a second report on one attempt is stale; tested above
                     }
                     used.push(id);
+                    let attempt = model.jobs[&id].attempt;
+                    prop_assert!(model.passes_fence(id, attempt), "job {id} is not held");
                     let job = model.jobs.get_mut(&id).unwrap();
                     let outcome = match fate {
                         Fate::Complete => {
@@ -377,7 +387,7 @@ fn apply(
                     expected.push(Ok(job.clone()));
                 }
             }
-            let got = engine.ack(acks).expect("ack");
+            let got = store.ack(acks).expect("ack");
             prop_assert_eq!(got.len(), expected.len());
             for (got, want) in got.iter().zip(&expected) {
                 match (got, want) {
@@ -390,7 +400,7 @@ fn apply(
         Step::Cancel { pick } => {
             model.promote();
             let id = model.pick(*pick);
-            let got = engine.cancel(id);
+            let got = store.cancel(id);
             match model.jobs.get_mut(&id) {
                 None => prop_assert!(matches!(got, Err(Error::JobNotFound(i)) if i == id)),
                 Some(job) => {
@@ -406,7 +416,7 @@ fn apply(
         Step::Retry { pick } => {
             model.promote();
             let id = model.pick(*pick);
-            let got = engine.retry(id);
+            let got = store.retry(id);
             match model.jobs.get_mut(&id) {
                 None => prop_assert!(matches!(got, Err(Error::JobNotFound(i)) if i == id)),
                 Some(job) if job.state == JobState::Executing => {
@@ -437,63 +447,76 @@ fn apply(
                 .filter(|j| j.finished_at().is_some_and(|at| at <= before))
                 .map(|j| j.id)
                 .collect();
-            let got = engine.prune(Duration::from_secs(*age_s)).expect("prune");
+            let got = store.prune(Duration::from_secs(*age_s)).expect("prune");
             prop_assert_eq!(got, doomed.len() as u64);
             for id in doomed {
                 model.jobs.remove(&id);
             }
         }
         Step::Advance { secs } => {
-            clock.advance(secs * SECOND);
+            store.clock().advance(secs * SECOND);
             model.now += secs * SECOND;
-            engine.sync().expect("sync");
+            store.sync().expect("sync");
             model.promote();
         }
         Step::Reopen => {
-            engine.close();
-            assert_indexes_match_records(path);
-            *engine = open(path, clock);
+            store.close();
+            assert_indexes_match_records(&store.path());
+            store.reopen();
             let (rescued, discarded) = model.rescue();
-            let recovery = engine.recovery();
-            prop_assert_eq!((recovery.rescued, recovery.discarded), (rescued, discarded));
+            if let Some(held) = &mut model.held {
+                held.clear();
+            }
+            if let Some(recovery) = store.recovery() {
+                prop_assert_eq!((recovery.rescued, recovery.discarded), (rescued, discarded));
+            }
         }
     }
     Ok(())
 }
 
 /// Every stored job matches the model, and the store agrees with itself.
-fn compare(engine: &Engine, model: &mut Reference) -> Result<(), TestCaseError> {
-    engine.sync().expect("sync");
+fn compare(store: &dyn Jobs, model: &mut Reference) -> Result<(), TestCaseError> {
+    store.sync().expect("sync");
     model.promote();
-    let snap = snapshot(engine);
+    let snap = snapshot(store);
     let got: BTreeMap<JobId, Model> = snap.jobs.iter().map(|j| (j.id, Model::of(j))).collect();
     prop_assert_eq!(&got, &model.jobs);
     Ok(())
 }
 
-fn run(steps: &[Step]) -> Result<(), TestCaseError> {
-    let dir = scratch_dir();
-    let path = dir.path().join("model.redb");
-    let clock = Arc::new(ManualClock::new(T0));
-    let mut engine = open(&path, &clock);
-    let mut model = Reference { now: T0, ..Reference::default() };
+fn run(backend: &'static dyn Backend, steps: &[Step]) -> Result<(), TestCaseError> {
+    let mut store = Store::open_with(backend, |config| {
+        config.prune_interval = Duration::from_secs(3600);
+        config.scheduler_interval = Duration::from_secs(3600);
+    });
+    let held = store.fences_refused_acks().then(BTreeMap::new);
+    let mut model = Reference { now: T0, held, ..Reference::default() };
     for (i, step) in steps.iter().enumerate() {
-        apply(&mut engine, &path, &clock, &mut model, step)
+        apply(&mut store, &mut model, step)
             .map_err(|e| TestCaseError::fail(format!("step {i} {step:?}: {e}")))?;
-        compare(&engine, &mut model)
+        compare(&*store, &mut model)
             .map_err(|e| TestCaseError::fail(format!("after step {i} {step:?}: {e}")))?;
     }
-    engine.close();
-    assert_indexes_match_records(&path);
+    store.close();
+    assert_indexes_match_records(&store.path());
     Ok(())
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(24), ..ProptestConfig::default() })]
+/// Proptest's runner with `cases` cases (failures are saved beside this file, as
+/// `proptest!` does).
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(ProptestConfig {
+        cases,
+        source_file: Some(file!()),
+        ..ProptestConfig::default()
+    })
+}
 
-    #[test]
-    fn the_engine_matches_the_reference_model(steps in prop::collection::vec(step(), 1..48)) {
-        run(&steps)?;
+pub fn matches_the_reference_model(backend: &'static dyn Backend) {
+    let steps = prop::collection::vec(step(), 1..48);
+    if let Err(e) = runner(cases(24)).run(&steps, |steps| run(backend, &steps)) {
+        panic!("{e}");
     }
 }
 
@@ -513,7 +536,7 @@ fn json_text() -> impl Strategy<Value = String> {
         Just("{}".to_string()),
         Just("null".to_string()),
         Just("[1, 2.5e300, -0, \"\\u0000\", {\"a\": [[[]]]}]".to_string()),
-        any::<String>().prop_map(|s| serde_json::to_string(&s).unwrap()),
+        any::<String>().prop_map(|s| serde_json::to_string(&*s).unwrap()),
         prop::collection::vec(any::<i64>(), 0..5).prop_map(|v| serde_json::to_string(&v).unwrap()),
         Just("[".repeat(64) + &"]".repeat(64)),
         Just("NaN".to_string()),
@@ -522,28 +545,33 @@ fn json_text() -> impl Strategy<Value = String> {
     ]
 }
 
-proptest! {
-    #![proptest_config(ProptestConfig { cases: cases(128), ..ProptestConfig::default() })]
+/// A job description made of anything: any strings, priorities, attempt counts, due times.
+fn any_new_job() -> impl Strategy<Value = NewJob> {
+    (
+        text(),
+        text(),
+        json_text(),
+        json_text(),
+        prop::collection::vec(text(), 0..4),
+        prop_oneof![Just(0_u32), 1..5_u32, Just(u32::MAX)],
+        any::<u8>(),
+        prop::option::of(prop_oneof![any::<i64>(), (T0 - 10)..(T0 + 10)]),
+    )
+        .prop_map(|(queue, worker, args, meta, tags, max_attempts, priority, scheduled_at)| {
+            NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at }
+        })
+}
 
-    #[test]
-    fn any_job_description_is_refused_or_stored_exactly(
-        queue in text(),
-        worker in text(),
-        args in json_text(),
-        meta in json_text(),
-        tags in prop::collection::vec(text(), 0..4),
-        max_attempts in prop_oneof![Just(0_u32), 1..5_u32, Just(u32::MAX)],
-        priority in any::<u8>(),
-        scheduled_at in prop::option::of(prop_oneof![any::<i64>(), (T0 - 10)..(T0 + 10)]),
-    ) {
-        let engine = ENGINE.with(Clone::clone);
-        let new = NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at };
+pub fn any_job_description_is_refused_or_stored_exactly(backend: &'static dyn Backend) {
+    // One store for every case: opening one per case would only measure opens.
+    let store = Store::open(backend);
+    let checked = runner(cases(128)).run(&any_new_job(), |new| {
         let valid = new.validate();
-        match engine.insert(vec![new.clone()]) {
+        match store.insert(vec![new.clone()]) {
             Ok(jobs) => {
                 prop_assert!(valid.is_ok());
                 let job = &jobs[0];
-                prop_assert_eq!(&engine.get(job.id).unwrap(), job);
+                prop_assert_eq!(&store.get(job.id).unwrap(), job);
                 prop_assert_eq!(
                     (&job.queue, &job.worker, &job.args, &job.meta, &job.tags),
                     (&new.queue, &new.worker, &new.args, &new.meta, &new.tags)
@@ -557,11 +585,9 @@ proptest! {
             }
             Err(other) => prop_assert!(false, "insert gave {other:?}"),
         }
+        Ok(())
+    });
+    if let Err(e) = checked {
+        panic!("{e}");
     }
-}
-
-thread_local! {
-    /// One in-memory engine per test thread for the input test (opening one per case would
-    /// only measure opens).
-    static ENGINE: Arc<Engine> = Arc::new(Engine::open(EngineConfig::default()).unwrap());
 }

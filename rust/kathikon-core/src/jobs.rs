@@ -1,0 +1,125 @@
+//! [`Jobs`]: the job store as the app talks to it, one method per verb. An in-process
+//! [`crate::Engine`] implements it, and so does a [`crate::net::Client`] talking to the
+//! process that owns the store; the conformance suite (`tests/conformance`) runs the same
+//! behaviour tests against both.
+//!
+//! The contract speaks only of jobs, queues and time: nothing in it assumes redb or a single
+//! owning process (claiming is a verb, not an in-memory queue), so a store on a database
+//! server can implement every method. What only the process that owns a file can do (recover
+//! it at open, rescue a lost worker's jobs, checkpoint) stays on [`crate::Engine`].
+
+use std::time::Duration;
+
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::state::JobState;
+use crate::storage::Quarantined;
+use crate::telemetry::EngineEvent;
+
+/// Which jobs [`Jobs::list`] returns.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only jobs in this state.
+    pub state: Option<JobState>,
+    /// Only jobs in this queue.
+    pub queue: Option<String>,
+    /// Only jobs of this worker.
+    pub worker: Option<String>,
+    /// Only jobs with an id above this one (for paging).
+    pub after: Option<JobId>,
+    /// At most this many; 0 means no limit.
+    pub limit: usize,
+}
+
+/// A job store the app talks to. Every call is safe from any thread; every write returns once
+/// it is committed by whoever owns the store (durable with [`crate::Durability::Fsync`]).
+pub trait Jobs: Send + Sync {
+    /// Insert jobs in one transaction: all or none.
+    ///
+    /// Returns once the jobs are committed (durable with [`crate::Durability::Fsync`]). On
+    /// [`crate::Error::InvalidJob`] nothing was written; on [`crate::Error::Storage`] the
+    /// outcome is unknown.
+    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
+
+    /// Claim up to `max` jobs from `queue`, waiting up to `timeout` for one to be ready.
+    ///
+    /// Returned jobs are durably marked executing with their attempt counted. Returns an
+    /// empty list on timeout or after [`Jobs::interrupt`], and at once when `max` is 0.
+    fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>>;
+
+    /// Make claims of this store waiting on `queue` return now (a client's: within the slice
+    /// it asks its owner to wait).
+    fn interrupt(&self, queue: &str);
+
+    /// Record attempts' outcomes and wait until they are committed. An ack for an attempt
+    /// that is not executing (an old one, a cancelled or pruned job) comes back
+    /// [`AckResult::Stale`] with the state found, and changes no state. A store shared by
+    /// several processes also refuses acks from a worker that lost the job (its lease expired
+    /// and the job was rescued), and writes the refusal into the job's history (fencing).
+    fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>>;
+
+    /// Record attempts' outcomes without waiting. A crash before the next commit leaves the
+    /// jobs executing, to be rescued (and run again) later; [`Jobs::sync`] waits.
+    fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()>;
+
+    /// Cancel a job. Returns the job as it now is and the state it was in. A job already
+    /// completed, cancelled or discarded is returned unchanged.
+    fn cancel(&self, id: JobId) -> Result<(Job, JobState)>;
+
+    /// Make a job available now (an available job is returned unchanged; an executing one is
+    /// refused).
+    fn retry(&self, id: JobId) -> Result<Job>;
+
+    /// The job with this id, as last committed. A record that no longer decodes is
+    /// [`crate::Error::Corrupted`] naming the job, and is moved to the quarantine.
+    fn get(&self, id: JobId) -> Result<Job>;
+
+    /// Jobs matching `filter`, in id order. A record that no longer decodes is left out and
+    /// moved to the quarantine (see [`Jobs::quarantined`]).
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>>;
+
+    /// Job counts per queue and state, exact as of the last acknowledged write.
+    fn counts(&self) -> Result<Vec<(String, JobState, u64)>>;
+
+    /// Records that no longer decoded and were moved aside, by id: each with when, why, and
+    /// its bytes as found. Jobs whose record was quarantined are gone from every other call;
+    /// [`Jobs::get`] says so with [`crate::Error::Corrupted`].
+    fn quarantined(&self) -> Result<Vec<Quarantined>>;
+
+    /// When the oldest available job of `queue` became due, if it has any.
+    fn oldest_available(&self, queue: &str) -> Result<Option<Micros>>;
+
+    /// How many jobs are ready to claim in `queue` right now.
+    fn ready_count(&self, queue: &str) -> Result<usize>;
+
+    /// Delete finished jobs that finished more than `age` ago; returns how many.
+    fn prune(&self, age: Duration) -> Result<u64>;
+
+    /// Wait until everything sent before this call is committed, with due jobs promoted.
+    fn sync(&self) -> Result<()>;
+
+    /// Like [`Jobs::sync`], and also promote every scheduled or retryable job due before
+    /// `until` as if that time had come (for tests: "run scheduled jobs now").
+    fn sync_promoting(&self, until: Micros) -> Result<()>;
+
+    /// Start or stop collecting [`EngineEvent`]s (a client has none: they happen at the
+    /// owner).
+    fn set_events(&self, on: bool);
+
+    /// Wait up to `timeout` for engine events and return those waiting. A store without
+    /// events (a client) waits out the timeout and returns none, so a loop polling it does
+    /// not spin.
+    fn next_events(&self, timeout: Duration) -> Vec<EngineEvent>;
+
+    /// The time the store runs on, in µs since the Unix epoch (due times and timestamps are
+    /// on this clock).
+    fn now(&self) -> Micros;
+
+    /// Release the store: commit what was sent and let go of the file or the connection.
+    /// Claims in progress return [`crate::Error::Closed`]. Calling it again does nothing.
+    fn close(&self);
+
+    /// Whether [`Jobs::close`] was called.
+    fn is_closed(&self) -> bool;
+}

@@ -1,0 +1,48 @@
+//! The contract's conformance suite: each behaviour of [`kathikon_core::Jobs`] is one body,
+//! run against every implementation (see [`harness`]): `engine::NAME` against the in-process
+//! engine, `socket::NAME` against a client of an owner serving the store on its socket.
+//!
+//! - [`model`]: random runs against a reference model of the state machine (proptest);
+//! - [`outcomes`]: what each ack outcome, retry, cancel and prune does to stored jobs;
+//! - [`claims`]: claim order, waiting, interrupts, and claimers racing each other and cancels;
+//! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
+//! - [`reads`]: `list`'s filters and paging, unknown ids.
+
+#[path = "../common/mod.rs"]
+mod common;
+mod harness;
+
+mod claims;
+mod counts;
+mod model;
+mod outcomes;
+mod reads;
+
+harness::conformance! {
+    model::matches_the_reference_model,
+    model::any_job_description_is_refused_or_stored_exactly,
+    outcomes::complete_records_when,
+    outcomes::fail_retries_at_now_plus_retry_in_then_discards_when_exhausted,
+    outcomes::snooze_reschedules_without_using_up_an_attempt,
+    outcomes::cancel_and_discard_outcomes_record_their_reasons,
+    outcomes::stale_acks_change_no_state,
+    outcomes::ack_nowait_is_applied_by_the_next_sync,
+    outcomes::retry_makes_finished_jobs_available_and_refuses_executing_ones,
+    outcomes::cancel_of_a_finished_job_returns_it_unchanged,
+    outcomes::prune_removes_only_old_finished_jobs,
+    outcomes::outcomes_survive_reopen,
+    claims::claims_by_priority_then_scheduled_time_then_id,
+    claims::claim_waits_for_an_insert_from_another_thread,
+    claims::claim_times_out_empty_and_ignores_other_queues,
+    claims::interrupt_releases_a_waiting_claim,
+    claims::close_releases_a_waiting_claim,
+    claims::cancelled_available_jobs_are_never_claimed,
+    claims::cancels_racing_claims_never_let_a_cancelled_job_run,
+    claims::concurrent_claimers_never_get_the_same_job,
+    claims::a_job_promoted_and_cancelled_in_one_commit_is_not_left_ready,
+    counts::counts_match_the_jobs_through_every_change,
+    counts::oldest_available_looks_across_priorities,
+    counts::sync_promoting_runs_scheduled_jobs_early,
+    reads::list_filters_by_state_queue_worker_limit_and_after,
+    reads::unknown_ids_are_job_not_found,
+}
