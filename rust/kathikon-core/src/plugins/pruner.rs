@@ -1,0 +1,93 @@
+//! The pruner: deletes finished jobs (completed, cancelled, discarded) older than the
+//! retention, every prune interval.
+//!
+//! A step deletes at most [`PRUNE_LIMIT`] jobs, oldest first (the store's `finished` index),
+//! after the batch's commands, so a long backlog never stalls a batch for long; a full step
+//! asks for the next one at once. It runs only in the writer thread's batches: a caller that
+//! applies its own batch never waits for it.
+//!
+//! A caller's explicit `prune(age)` is a job verb (`writer/verbs.rs`); it deletes with
+//! [`prune_chunk`] too, and its count is reported in the same `PrunerTick`.
+
+use std::time::{Duration, Instant};
+
+use super::{Batch, Committed, Now, Phase, Plugin};
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::storage::WriteTxn;
+use crate::telemetry::EngineEvent;
+use crate::writer::Effects;
+
+/// Most finished jobs deleted per chunk, so pruning never stalls a batch for long.
+pub(crate) const PRUNE_LIMIT: usize = 10_000;
+
+pub(crate) struct Pruner {
+    retention: Duration,
+    interval: Duration,
+    next_run: Instant,
+    /// Jobs deleted by this batch's step, if it ran.
+    pruned: Option<u64>,
+}
+
+impl Pruner {
+    /// A pruner deleting jobs finished more than `retention` ago, every `interval`.
+    pub(crate) fn new(retention: Duration, interval: Duration) -> Pruner {
+        Pruner { retention, interval, next_run: Instant::now() + interval, pruned: None }
+    }
+
+    /// Whether `batch` is one this pruner steps in.
+    fn runs_in(&self, batch: &Batch) -> bool {
+        !batch.led && batch.now.instant >= self.next_run
+    }
+}
+
+impl Plugin for Pruner {
+    fn phase(&self) -> Phase {
+        Phase::AfterCommands
+    }
+
+    fn next_step(&self, _: Now) -> Option<Instant> {
+        Some(self.next_run)
+    }
+
+    fn step(&mut self, txn: &mut dyn WriteTxn, batch: &Batch, effects: &mut Effects) -> Result<()> {
+        if !self.runs_in(batch) {
+            return Ok(());
+        }
+        let retention = self.retention.as_micros() as Micros;
+        let pruned = prune_chunk(txn, batch.now.micros - retention)?;
+        effects.pruned += pruned;
+        self.pruned = Some(pruned);
+        Ok(())
+    }
+
+    fn finished(&mut self, batch: &Batch, committed: Option<&Committed<'_>>) {
+        // Whatever became of the step (or if the writer refused the batch), the next comes
+        // after the interval, or at once when this one was full.
+        let full = self.pruned.take().is_some_and(|n| n >= PRUNE_LIMIT as u64);
+        if self.runs_in(batch) {
+            self.next_run = Instant::now() + if full { Duration::ZERO } else { self.interval };
+        }
+        // The count includes a caller's `prune` in the batch.
+        if let Some(committed) = committed {
+            let pruned = committed.effects.pruned;
+            if pruned > 0 {
+                let duration_us = committed.duration_us;
+                committed.telemetry.emit(|| EngineEvent::PrunerTick { pruned, duration_us });
+            }
+        }
+    }
+}
+
+/// Delete up to [`PRUNE_LIMIT`] jobs that finished at or before `before`, oldest first;
+/// returns how many.
+pub(crate) fn prune_chunk(txn: &mut dyn WriteTxn, before: Micros) -> Result<u64> {
+    let mut pruned = 0;
+    for id in txn.finished(before, PRUNE_LIMIT)? {
+        if let Some(job) = txn.get(id)? {
+            txn.remove(&job)?;
+            pruned += 1;
+        }
+    }
+    Ok(pruned)
+}
