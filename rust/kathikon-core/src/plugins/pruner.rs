@@ -91,3 +91,71 @@ pub(crate) fn prune_chunk(txn: &mut dyn WriteTxn, before: Micros) -> Result<u64>
     }
     Ok(pruned)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::job::tests::new_job;
+    use crate::job::Outcome;
+    use crate::jobs::Jobs;
+    use crate::storage::{RedbStore, Store};
+    use crate::{Ack, Engine, EngineConfig};
+
+    fn batch(led: bool) -> Batch {
+        Batch { now: Now { micros: 0, instant: Instant::now() }, as_of: 0, led }
+    }
+
+    #[test]
+    fn a_full_step_asks_for_the_next_at_once_and_a_partial_one_waits_the_interval() {
+        let hour = Duration::from_secs(3600);
+        let mut pruner = Pruner::new(hour, Duration::ZERO);
+        pruner.interval = hour;
+        pruner.pruned = Some(PRUNE_LIMIT as u64);
+        pruner.finished(&batch(false), None);
+        assert!(pruner.next_run <= Instant::now(), "a full step must be followed at once");
+        pruner.pruned = Some(PRUNE_LIMIT as u64 - 1);
+        pruner.finished(&batch(false), None);
+        assert!(pruner.next_run > Instant::now() + hour / 2, "the next step must wait");
+    }
+
+    #[test]
+    fn a_batch_a_caller_leads_is_left_to_the_writer_thread() {
+        let store = RedbStore::open(None, false).unwrap();
+        let mut pruner = Pruner::new(Duration::ZERO, Duration::ZERO);
+        let mut effects = Effects::default();
+        store.write(&mut |txn| pruner.step(txn, &batch(true), &mut effects)).unwrap();
+        assert_eq!(pruner.pruned, None, "stepped in a caller's batch");
+        let due = pruner.next_run;
+        pruner.finished(&batch(true), None);
+        assert_eq!(pruner.next_run, due, "a caller's batch moved the pruner's time");
+        store.write(&mut |txn| pruner.step(txn, &batch(false), &mut effects)).unwrap();
+        assert_eq!(pruner.pruned, Some(0));
+    }
+
+    #[test]
+    fn a_callers_prune_is_reported_as_a_pruner_tick() {
+        let engine = Engine::open(EngineConfig {
+            prune_interval: Duration::from_secs(3600),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let mut job = new_job();
+        job.queue = "q".into();
+        engine.insert(vec![job.clone(), job]).unwrap();
+        let claimed = engine.claim("q", 2, Duration::from_secs(10)).unwrap();
+        let acks = claimed
+            .iter()
+            .map(|j| Ack { id: j.id, attempt: j.attempt, outcome: Outcome::Complete })
+            .collect();
+        engine.ack(acks).unwrap();
+        engine.set_events(true);
+        assert_eq!(engine.prune(Duration::ZERO).unwrap(), 2);
+        let events = engine.next_events(Duration::from_secs(1));
+        assert!(
+            matches!(events[..], [crate::EngineEvent::PrunerTick { pruned: 2, .. }]),
+            "{events:?}"
+        );
+    }
+}

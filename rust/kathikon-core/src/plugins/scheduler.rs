@@ -95,3 +95,69 @@ fn promote_due(txn: &mut dyn WriteTxn, until: Micros, effects: &mut Effects) -> 
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use crate::clock::{ManualClock, SECOND};
+    use crate::job::tests::new_job;
+    use crate::jobs::Jobs;
+    use crate::telemetry::EngineEvent;
+    use crate::{Engine, EngineConfig, JobState};
+
+    const T0: i64 = 1_700_000_000 * SECOND;
+
+    #[test]
+    fn the_heartbeat_comes_every_interval_with_nothing_to_promote() {
+        let engine = Engine::open(EngineConfig {
+            scheduler_interval: Duration::from_millis(20),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        engine.set_events(true);
+        let mut beats = 0;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while beats < 3 {
+            assert!(Instant::now() < deadline, "{beats} heartbeats in 10 s");
+            for event in engine.next_events(Duration::from_millis(100)) {
+                assert_eq!(event, EngineEvent::SchedulerTick { promoted: 0, duration_us: 0 });
+                beats += 1;
+            }
+        }
+    }
+
+    #[test]
+    fn due_jobs_are_promoted_on_time_and_reported_with_their_count() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let engine = Engine::open(EngineConfig {
+            clock: clock.clone(),
+            scheduler_interval: Duration::from_secs(3600),
+            ..EngineConfig::default()
+        })
+        .unwrap();
+        let mut job = new_job();
+        job.scheduled_at = Some(T0 + 10 * SECOND);
+        let jobs = engine.insert(vec![job.clone(), job]).unwrap();
+        engine.set_events(true);
+        engine.sync().unwrap();
+        assert_eq!(engine.get(jobs[0].id).unwrap().state, JobState::Scheduled);
+        // Nothing is promoted a moment early; once the clock reaches the due time, the writer
+        // (sleeping until then) promotes both without being called.
+        clock.advance(9 * SECOND + 999_000);
+        engine.sync().unwrap();
+        assert_eq!(engine.get(jobs[0].id).unwrap().state, JobState::Scheduled);
+        clock.advance(1_000);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while engine.get(jobs[1].id).unwrap().state != JobState::Available {
+            assert!(Instant::now() < deadline, "the due jobs were never promoted");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let events = engine.next_events(Duration::from_secs(1));
+        assert!(
+            matches!(events[..], [EngineEvent::SchedulerTick { promoted: 2, .. }]),
+            "{events:?}"
+        );
+    }
+}
