@@ -14,11 +14,12 @@ use crate::clock::{Clock, Micros, SystemClock};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::plugins::{Plugins, Pruner, Scheduler};
 use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
 use crate::storage::{Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
-use crate::writer::{self, Applier, Command, Intervals, Shared, SharedApplier, Writer};
+use crate::writer::{self, Applier, Command, Shared, SharedApplier, Writer};
 
 /// When a commit counts as done.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -147,23 +148,13 @@ impl Engine {
         })?;
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
-        let intervals =
-            Intervals { scheduler: config.scheduler_interval, prune: config.prune_interval };
-        let applier: SharedApplier = Shared::new(Applier {
-            store: store.clone(),
-            queues: queues.clone(),
-            telemetry: telemetry.clone(),
-            retention: config.retention,
-            next_due,
-            failed: None,
-        });
-        let writer = Writer {
-            applier: applier.clone(),
-            telemetry: telemetry.clone(),
-            clock: config.clock.clone(),
-            rx,
-            intervals,
-        };
+        let plugins = Plugins::new(vec![
+            Box::new(Scheduler::new(next_due, config.scheduler_interval)),
+            Box::new(Pruner::new(config.retention, config.prune_interval)),
+        ]);
+        let applier: SharedApplier =
+            Shared::new(Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins));
+        let writer = Writer { applier: applier.clone(), clock: config.clock.clone(), rx };
         let handle = std::thread::Builder::new()
             .name("kathikon-writer".into())
             .spawn(move || writer.run())

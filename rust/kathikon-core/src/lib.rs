@@ -25,6 +25,7 @@ pub mod job;
 pub mod jobs;
 #[cfg(unix)]
 pub mod net;
+mod plugins;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -1,0 +1,198 @@
+//! [`Applier`]: applies one batch of commands, with the plugins' steps, as one store write;
+//! then answers the callers, updates the claim queues and lets the plugins report. It is held
+//! by one thread at a time (the writer thread, or a caller leading its own batch: see
+//! [`super::lead`]); after a failed commit it refuses every later batch.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::claim::ClaimQueues;
+use crate::clock::Micros;
+use crate::error::{Error, Result};
+use crate::plugins::{Batch, Committed, Now, Phase, Plugins};
+use crate::storage::Store;
+use crate::telemetry::{EngineEvent, Telemetry};
+
+use super::command::Command;
+use super::effects::Effects;
+use super::verbs::apply_one;
+
+/// New jobs filed at a time by the idle writer, so a caller that arrives meanwhile never waits
+/// long for it (well under a millisecond).
+const FILE_CHUNK: usize = 128;
+
+pub(crate) struct Applier {
+    store: Arc<dyn Store>,
+    queues: Arc<ClaimQueues>,
+    telemetry: Arc<Telemetry>,
+    /// The periodic work that runs in every batch (scheduler, pruner).
+    plugins: Plugins,
+    /// Set after a failed commit: redb refuses writes until reopened, and the batch's outcome
+    /// is unknown, so every later command fails with this message.
+    failed: Option<String>,
+}
+
+impl Applier {
+    pub(crate) fn new(
+        store: Arc<dyn Store>,
+        queues: Arc<ClaimQueues>,
+        telemetry: Arc<Telemetry>,
+        plugins: Plugins,
+    ) -> Applier {
+        Applier { store, queues, telemetry, plugins, failed: None }
+    }
+
+    /// How long the writer thread may sleep, as of `now`, before a plugin wants it.
+    pub(super) fn wait(&self, now: Now) -> std::time::Duration {
+        self.plugins.wait(now)
+    }
+
+    /// Whether a plugin wants a batch now, commands or not.
+    pub(super) fn plugins_due(&self, now: Now) -> bool {
+        self.plugins.due(now)
+    }
+
+    /// Run the plugins' work outside transactions that has come by `at` (heartbeats).
+    pub(super) fn tick(&mut self, at: Instant) {
+        self.plugins.tick(at, &self.telemetry);
+    }
+
+    /// Apply one caller's command in the caller's thread, as a batch of its own. Returns
+    /// whether the writer thread must be woken: the batch brought a plugin's next step
+    /// forward (the thread sleeps until the old one), or left the store work for its idle time.
+    pub(crate) fn apply_own(&mut self, cmd: Command, now: Micros) -> bool {
+        let now = Now { micros: now, instant: Instant::now() };
+        let before = self.plugins.next_step(now);
+        self.apply(&mut vec![cmd], now, true);
+        self.plugins.next_step(now).is_some_and(|at| before.is_none_or(|b| at < b))
+            || self.store.has_background_work()
+    }
+
+    /// Checkpoint the store (see [`Store::checkpoint`]), unless the writer stopped.
+    pub(crate) fn checkpoint(&mut self) -> Result<()> {
+        if let Some(msg) = &self.failed {
+            return Err(stopped(msg));
+        }
+        self.store.checkpoint().inspect_err(|error| self.fail(error))
+    }
+
+    /// Stop writing after `error` (outside a batch, whatever failed is storage), naming it in
+    /// every later refusal.
+    fn fail(&mut self, error: &Error) {
+        self.failed = Some(bare_message(error));
+    }
+
+    /// Do a piece of the work the store put off (filing new jobs); returns
+    /// whether more waits. A failure stops the engine's writes, as a failed batch does.
+    pub(super) fn background_work(&mut self) -> bool {
+        if self.failed.is_some() || !self.store.has_background_work() {
+            return false;
+        }
+        match self.store.do_background_work(FILE_CHUNK) {
+            Ok(more) => more,
+            Err(error) => {
+                self.fail(&error);
+                false
+            }
+        }
+    }
+
+    /// Apply `batch` (emptying it) in one transaction, then answer and publish. `led`: a
+    /// caller applies it itself.
+    pub(super) fn apply(&mut self, batch: &mut Vec<Command>, now: Now, led: bool) {
+        let as_of = batch
+            .iter()
+            .filter_map(|c| match c {
+                Command::Sync { promote_until, .. } => *promote_until,
+                _ => None,
+            })
+            .fold(now.micros, Micros::max);
+        let info = Batch { now, as_of, led };
+        if let Some(msg) = &self.failed {
+            for cmd in batch.drain(..) {
+                // Put claimed keys back, so every later claim fails with this message too
+                // instead of finding an empty queue and waiting quietly.
+                requeue_claim(&cmd);
+                cmd.fail(&|| stopped(msg));
+            }
+            self.plugins.finished(&info, None);
+            return;
+        }
+        let mut replies = Vec::with_capacity(batch.len());
+        let mut effects = Effects::default();
+        let plugins = &mut self.plugins;
+        let result = self.store.write(&mut |txn| {
+            replies.clear();
+            effects = Effects::default();
+            plugins.step(Phase::BeforeCommands, txn, &info, &mut effects)?;
+            for cmd in batch.iter_mut() {
+                replies.push(apply_one(txn, cmd, now.micros, &mut effects)?);
+            }
+            plugins.step(Phase::AfterCommands, txn, &info, &mut effects)?;
+            plugins.look_ahead(txn)?;
+            effects.quarantined = txn.take_quarantined();
+            Ok(())
+        });
+        let duration_us = now.instant.elapsed().as_micros() as u64;
+        match result {
+            Ok(()) => {
+                effects.publish(&self.queues);
+                for (cmd, reply) in batch.drain(..).zip(replies) {
+                    cmd.answer(reply);
+                }
+                let telemetry = &*self.telemetry;
+                self.plugins.finished(
+                    &info,
+                    Some(&Committed { effects: &effects, duration_us, telemetry }),
+                );
+                for (id, reason) in std::mem::take(&mut effects.quarantined) {
+                    self.telemetry.emit(|| EngineEvent::Quarantined { id, reason });
+                }
+            }
+            Err(error) => {
+                let fatal = matches!(error, Error::Storage(_));
+                let text = bare_message(&error);
+                for cmd in batch.drain(..) {
+                    requeue_claim(&cmd);
+                    cmd.fail(&|| match &error {
+                        Error::Corrupted { path, detail } => {
+                            Error::Corrupted { path: path.clone(), detail: detail.clone() }
+                        }
+                        _ => Error::Storage(text.clone()),
+                    });
+                }
+                if fatal {
+                    self.failed = Some(text);
+                }
+                self.plugins.finished(&info, None);
+            }
+        }
+    }
+}
+
+/// `error`'s message without the "storage error: " prefix, which wrapping it in
+/// `Error::Storage` again adds back.
+fn bare_message(error: &Error) -> String {
+    match error {
+        Error::Storage(msg) => msg.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// What every write is refused with once the writer stopped after the storage failure `msg`.
+fn stopped(msg: &str) -> Error {
+    Error::Storage(format!(
+        "the engine stopped writing after a storage failure ({msg}); close the app and open it \
+         again"
+    ))
+}
+
+/// A failed claim's jobs are still available on disk: make them claimable again.
+fn requeue_claim(cmd: &Command) {
+    if let Command::Claim { queue, keys, .. } = cmd {
+        for key in keys {
+            queue.push(*key);
+        }
+        queue.notify();
+    }
+}

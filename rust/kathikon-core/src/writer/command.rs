@@ -1,0 +1,141 @@
+//! [`Command`]: what callers ask of the writer, each with the channel its answer goes back on;
+//! and [`Reply`]: a command's answer, computed inside the batch's transaction and sent only
+//! after the batch commits (or replaced by the batch's error when it does not).
+
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::claim::{ClaimKey, ClaimQueue};
+use crate::clock::Micros;
+use crate::error::{Error, Result};
+use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::state::JobState;
+
+/// What callers ask of the writer. Each carries the channel its answer goes back on.
+pub(crate) enum Command {
+    Insert {
+        jobs: Vec<NewJob>,
+        reply: Sender<Result<Vec<Job>>>,
+    },
+    Claim {
+        queue: Arc<ClaimQueue>,
+        keys: Vec<ClaimKey>,
+        reply: Sender<Result<Vec<Job>>>,
+    },
+    Ack {
+        acks: Vec<Ack>,
+        reply: Option<Sender<Result<Vec<AckResult>>>>,
+    },
+    Cancel {
+        id: JobId,
+        reply: Sender<Result<(Job, JobState)>>,
+    },
+    Retry {
+        id: JobId,
+        reply: Sender<Result<Job>>,
+    },
+    Prune {
+        before: Micros,
+        reply: Sender<Result<u64>>,
+    },
+    /// Take jobs back from a worker that lost them (its process disconnected or its lease
+    /// expired). Each `(id, attempt)` is rescued only if that attempt is still executing.
+    Rescue {
+        jobs: Vec<(JobId, u32)>,
+        cause: String,
+        reply: Sender<Result<u64>>,
+    },
+    /// Record refused reports: `(id, attempt, text)` appended to the job's history, state
+    /// untouched.
+    Fence {
+        notes: Vec<(JobId, u32, String)>,
+        reply: Sender<Result<u64>>,
+    },
+    /// A barrier: answered once everything sent before it has committed, with due jobs
+    /// promoted as of now (or as of `promote_until`, when later: "run scheduled jobs now").
+    Sync {
+        promote_until: Option<Micros>,
+        reply: Sender<Result<()>>,
+    },
+    /// Move these records to the quarantine table if they still do not decode (a reader
+    /// found them; it cannot write). Unanswered.
+    Quarantine {
+        ids: Vec<JobId>,
+    },
+    /// Look at the due time again (a caller's own batch moved it earlier), and do the work
+    /// that batch left for the writer's idle time. Unanswered, and never part of a batch.
+    Wake,
+    Shutdown,
+}
+
+/// One command's answer, computed inside the transaction and sent only after it commits.
+pub(crate) enum Reply {
+    Jobs(Result<Vec<Job>>),
+    Acks(Result<Vec<AckResult>>),
+    Cancelled(Result<(Job, JobState)>),
+    Job(Result<Job>),
+    Count(Result<u64>),
+    Unit,
+}
+
+impl Command {
+    pub(crate) fn answer(self, reply: Reply) {
+        // A caller that gave up waiting has dropped its receiver; nothing to do then.
+        match (self, reply) {
+            (Command::Insert { reply, .. } | Command::Claim { reply, .. }, Reply::Jobs(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Ack { reply: Some(reply), .. }, Reply::Acks(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Cancel { reply, .. }, Reply::Cancelled(r)) => {
+                let _ = reply.send(r);
+            }
+            (Command::Retry { reply, .. }, Reply::Job(r)) => {
+                let _ = reply.send(r);
+            }
+            (
+                Command::Prune { reply, .. }
+                | Command::Rescue { reply, .. }
+                | Command::Fence { reply, .. },
+                Reply::Count(r),
+            ) => {
+                let _ = reply.send(r);
+            }
+            (Command::Sync { reply, .. }, Reply::Unit) => {
+                let _ = reply.send(Ok(()));
+            }
+            _ => {}
+        }
+    }
+
+    pub(crate) fn fail(self, error: &dyn Fn() -> Error) {
+        match self {
+            Command::Insert { reply, .. } | Command::Claim { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Ack { reply: Some(reply), .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Cancel { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Retry { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Prune { reply, .. }
+            | Command::Rescue { reply, .. }
+            | Command::Fence { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Sync { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Ack { reply: None, .. }
+            | Command::Quarantine { .. }
+            | Command::Wake
+            | Command::Shutdown => {}
+        }
+    }
+}

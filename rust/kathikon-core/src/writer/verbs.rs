@@ -1,0 +1,205 @@
+//! The job verbs: what each command (insert, claim, ack, cancel, retry, prune, rescue, fence,
+//! quarantine) does to jobs inside the batch's write transaction. Each decides on the job as
+//! stored, lets the job's own transition (`job.rs`, checked by `state.rs`) change it, writes it
+//! back, and records in [`Effects`] what the claim queues must learn after the commit.
+
+use crate::claim::key_of;
+use crate::clock::Micros;
+use crate::error::{Error, Result};
+use crate::job::{AckResult, Job, JobId, NewJob};
+use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
+use crate::state::JobState;
+use crate::storage::WriteTxn;
+
+use super::command::{Command, Reply};
+use super::effects::Effects;
+
+/// Inserts of at least this many jobs leave them for the idle writer to file (`put_new`). A
+/// smaller one files its own: saving a caller a few µs is not worth waking the writer thread,
+/// which then holds the applier when the caller's next insert comes (single inserts slowed
+/// down markedly when each left its job unfiled).
+const FILE_LATER_FROM: usize = 32;
+
+/// Apply one command. A refusal of the command alone (bad input, unknown id, illegal change)
+/// is returned inside the `Reply` after writing nothing; an `Err` aborts the whole batch.
+pub(crate) fn apply_one(
+    txn: &mut dyn WriteTxn,
+    cmd: &mut Command,
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<Reply> {
+    Ok(match cmd {
+        // Taken, not cloned: the store runs a batch once, and a failed one is answered with
+        // its error alone.
+        Command::Insert { jobs, .. } => {
+            Reply::Jobs(insert(txn, std::mem::take(jobs), now, effects)?)
+        }
+        Command::Claim { keys, .. } => {
+            let mut claimed = Vec::with_capacity(keys.len());
+            for &(_, _, id) in keys.iter() {
+                let Some(mut job) = txn.get(id)? else { continue };
+                if job.state != JobState::Available {
+                    continue; // cancelled or retried since it was queued
+                }
+                let before = job.placement();
+                job.claim(now)?;
+                txn.put(Some(before), &job)?;
+                claimed.push(job);
+            }
+            Reply::Jobs(Ok(claimed))
+        }
+        Command::Ack { acks, .. } => {
+            let mut results = Vec::with_capacity(acks.len());
+            for ack in acks {
+                let result = match txn.get(ack.id)? {
+                    None => AckResult::Stale(None),
+                    Some(old) if old.state != JobState::Executing || old.attempt != ack.attempt => {
+                        AckResult::Stale(Some(old.state))
+                    }
+                    Some(mut job) => {
+                        let before = job.placement();
+                        job.finish(ack.outcome.clone(), now)?;
+                        txn.put(Some(before), &job)?;
+                        AckResult::Applied(job)
+                    }
+                };
+                results.push(result);
+            }
+            Reply::Acks(Ok(results))
+        }
+        Command::Cancel { id, .. } => {
+            let Some(old) = txn.get(*id)? else {
+                return Ok(Reply::Cancelled(Err(txn.missing(*id)?)));
+            };
+            if old.state.is_terminal() {
+                let state = old.state;
+                return Ok(Reply::Cancelled(Ok((old, state))));
+            }
+            let mut job = old;
+            let (before, was_key) = (job.placement(), key_of(&job));
+            job.cancel(now, "cancelled by user".into())?;
+            txn.put(Some(before), &job)?;
+            if before.state == JobState::Available {
+                effects.unready(job.queue.clone(), was_key);
+            }
+            Reply::Cancelled(Ok((job, before.state)))
+        }
+        Command::Retry { id, .. } => {
+            let Some(old) = txn.get(*id)? else {
+                return Ok(Reply::Job(Err(txn.missing(*id)?)));
+            };
+            if old.state == JobState::Available {
+                return Ok(Reply::Job(Ok(old)));
+            }
+            let mut job = old;
+            let before = job.placement();
+            if let Err(e) = job.retry(now) {
+                return Ok(Reply::Job(Err(e)));
+            }
+            txn.put(Some(before), &job)?;
+            effects.ready(&job);
+            Reply::Job(Ok(job))
+        }
+        Command::Prune { before, .. } => {
+            // Chunk after chunk, as the pruner deletes, until one is not full.
+            let mut total = 0;
+            loop {
+                let n = prune_chunk(txn, *before)?;
+                total += n;
+                if n < PRUNE_LIMIT as u64 {
+                    break;
+                }
+            }
+            effects.pruned += total;
+            Reply::Count(Ok(total))
+        }
+        Command::Rescue { jobs, cause, .. } => {
+            Reply::Count(Ok(rescue(txn, jobs, cause, now, effects)?))
+        }
+        Command::Fence { notes, .. } => Reply::Count(Ok(note_fenced(txn, notes, now)?)),
+        Command::Quarantine { ids } => {
+            for &id in ids.iter() {
+                // Moves the record aside if it still does not decode. Damage redb itself
+                // reports fails this command alone, not the batch.
+                match txn.get(id) {
+                    Ok(_) | Err(Error::Corrupted { .. }) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+            Reply::Unit
+        }
+        Command::Sync { .. } | Command::Wake | Command::Shutdown => Reply::Unit,
+    })
+}
+
+/// Append each refused report `(id, attempt, text)` to its job's history.
+fn note_fenced(txn: &mut dyn WriteTxn, notes: &[(JobId, u32, String)], now: Micros) -> Result<u64> {
+    let mut count = 0;
+    for (id, attempt, text) in notes {
+        let Some(mut job) = txn.get(*id)? else { continue };
+        let before = job.placement();
+        job.note_fenced(now, *attempt, text.clone());
+        txn.put(Some(before), &job)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Rescue each `(id, attempt)` that is still executing that attempt.
+fn rescue(
+    txn: &mut dyn WriteTxn,
+    jobs: &[(JobId, u32)],
+    cause: &str,
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<u64> {
+    let mut rescued = 0;
+    for &(id, attempt) in jobs {
+        let Some(mut job) = txn.get(id)? else { continue };
+        if job.state != JobState::Executing || job.attempt != attempt {
+            continue; // its outcome was recorded after all, or it was cancelled
+        }
+        let before = job.placement();
+        job.rescue_because(now, &format!("{cause} during attempt {attempt}"))?;
+        txn.put(Some(before), &job)?;
+        if job.state == JobState::Available {
+            effects.ready(&job);
+        }
+        rescued += 1;
+    }
+    Ok(rescued)
+}
+
+fn insert(
+    txn: &mut dyn WriteTxn,
+    jobs: Vec<NewJob>,
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<Result<Vec<Job>>> {
+    // Check every job before writing any, so a bad one leaves nothing behind.
+    for (i, job) in jobs.iter().enumerate() {
+        if let Err(Error::InvalidJob(msg)) = job.validate() {
+            let msg = if jobs.len() > 1 { format!("job {i} of the batch: {msg}") } else { msg };
+            return Ok(Err(Error::InvalidJob(msg)));
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(Ok(Vec::new()));
+    }
+    let first = txn.allocate_ids(jobs.len() as u64)?;
+    let later = jobs.len() >= FILE_LATER_FROM;
+    let mut out = Vec::with_capacity(jobs.len());
+    for (offset, new) in jobs.into_iter().enumerate() {
+        let job = new.into_job(first + offset as u64, now);
+        if later {
+            txn.put_new(&job)?;
+        } else {
+            txn.put(None, &job)?;
+        }
+        if job.state == JobState::Available {
+            effects.ready(&job);
+        }
+        out.push(job);
+    }
+    Ok(Ok(out))
+}
