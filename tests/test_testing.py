@@ -420,6 +420,28 @@ def test_refute_enqueued_failure_lists_the_matches(
     )
 
 
+HELPERS_TAKING_THE_APP: list[Callable[..., Any]] = [
+    lambda first: assert_enqueued(first, args={"to": "a@b.c"}),
+    lambda first: refute_enqueued(first, args={"to": "a@b.c"}),
+    lambda first: all_enqueued(first, args={"to": "a@b.c"}),
+    lambda first: drain_jobs(first),
+    lambda first: perform_job("send", {"to": "a@b.c"}, app=first),
+]
+
+
+@pytest.mark.parametrize("helper", HELPERS_TAKING_THE_APP)
+def test_a_worker_passed_for_the_app_is_a_type_error_naming_the_fix(
+    app: kathikon.Kathikon, send: kathikon.WorkerFunction, helper: Callable[..., Any]
+) -> None:
+    send.insert({"to": "a@b.c"})
+    for handle in (send, Report, Report()):
+        with pytest.raises(TypeError, match=r"(send|Report) is a worker, not the app; pass the "):
+            helper(handle)
+    with pytest.raises(TypeError, match=r"pass a kathikon.Kathikon app"):
+        helper("not an app")
+    assert all_enqueued(app, worker=send) != []  # nothing was run or changed
+
+
 # -- drain_jobs ------------------------------------------------------------------------------
 
 

@@ -33,9 +33,24 @@ __all__ = [
     "unsaved_job",
     "Engine",
     "FORMAT_VERSION",
+    "JOB_STATES",
+    "OUTCOME_KINDS",
+    "ENGINE_EVENTS",
+    "DURABILITIES",
+    "MAX_PRIORITY",
 ]
 
 FORMAT_VERSION: Final[int]
+#: Every job state's name, in the core's order (``kathikon.JobState`` holds the same values).
+JOB_STATES: Final[tuple[str, ...]]
+#: The outcome kinds an ack tuple names: complete, fail, snooze, cancel, discard.
+OUTCOME_KINDS: Final[tuple[str, ...]]
+#: The names ``Engine.next_events`` reports events by.
+ENGINE_EVENTS: Final[tuple[str, ...]]
+#: The values of ``Kathikon(durability=...)``, the default first.
+DURABILITIES: Final[tuple[str, ...]]
+#: The highest priority number (lowest urgency); 0 runs first.
+MAX_PRIORITY: Final[int]
 
 class KathikonError(Exception):
     """Base class of every Kathikon error."""

@@ -2,33 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections import Counter
-from collections.abc import Coroutine, Generator, Iterable, Mapping
-from datetime import datetime, timedelta
+from collections.abc import Iterable, Mapping
+from datetime import datetime
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
+from . import drain as _drain
 from . import processes as _processes
 from . import telemetry
 from ._native import Engine, JobSpec, job_spec
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
+from .engine_events import EventPump
 from .errors import (
     ConfigurationError,
     InvalidJobError,
     JobNotFoundError,
-    KathikonError,
     UnknownQueueError,
     UnknownWorkerError,
 )
-from .execute import AckTuple, Attempt, run_async, run_sync
 from .job import Job, JobState, QuarantinedRecord, from_micros
 from .options import (
     Seconds,
@@ -40,33 +37,17 @@ from .options import (
     seconds_of,
 )
 from .runner import Runner
+from .vocabulary import FSYNC
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
 
 log = logging.getLogger("kathikon")
 WorkerRef = Union[WorkerFunction, type[Worker], Worker, str]
 # register() returns what it is given, class or instance, typed as given (it is a decorator).
 _Registrable = TypeVar("_Registrable", bound=Union[type[Worker], Worker])
-_T = TypeVar("_T")
 # Which queues start()/run() run: names (at their configured concurrency) or name → concurrency.
 QueueSelection = Union[Iterable[str], Mapping[str, int]]
 INSERT = ("kathikon", "job", "insert")
-QUARANTINE = ("kathikon", "job", "quarantine")
 MAX_JOB_ID = 2**64 - 1
-# Engine event names → telemetry events.
-_ENGINE_EVENTS = {
-    "scheduler.tick": ("kathikon", "scheduler", "tick"),
-    "pruner.tick": ("kathikon", "pruner", "tick"),
-}
-
-
-def _run_to_completion(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``coro`` on ``loop``; when this thread already runs an event loop (Jupyter, an
-    async test), run it on ``loop`` in a helper thread instead, since a loop cannot be
-    re-entered."""
-    if asyncio._get_running_loop() is None:
-        return loop.run_until_complete(coro)
-    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kathikon-drain") as pool:
-        return pool.submit(loop.run_until_complete, coro).result()
 
 
 def _wall_micros() -> int:
@@ -140,7 +121,7 @@ class Kathikon:
         self.path: Optional[str] = None if path is None else os.fspath(path)
         self._engine = Engine(
             self.path,
-            fsync=self.config.durability == "fsync",
+            fsync=self.config.durability == FSYNC,
             scheduler_interval=self.config.scheduler_interval,
             prune_interval=self.config.prune_interval,
             retention_period=self.config.retention_period,
@@ -159,8 +140,8 @@ class Kathikon:
         self._plain_specs: dict[str, tuple[Registration, JobSpec]] = {}
         self._lock = threading.Lock()
         self._runner: Optional[Runner] = None
-        self._pump: Optional[threading.Thread] = None
         self._closed = threading.Event()
+        self._events = EventPump(self._engine, self._closed)
         self._unwatch = telemetry.watch(self._telemetry_changed)
         self._telemetry_changed()
         _processes.remember(self)
@@ -687,103 +668,12 @@ class Kathikon:
         by then. Promotion is store-wide: with ``queue``, other queues' jobs due by then
         become available (but do not run). The clock does not move.
         """
-        counts: Counter[str] = Counter()
-        for ran in self._drain_rounds(queue, with_scheduled):
-            for _claimed, stored in ran:
-                counts[stored.state.value if stored is not None else "ignored"] += 1
-        return dict(counts)
-
-    def _drain_rounds(
-        self, queue: Optional[str], with_scheduled: Union[bool, datetime]
-    ) -> Generator[list[tuple[Job, Optional[Job]]], None, None]:
-        """Check :meth:`drain`'s arguments, then run due jobs in rounds (one claimed batch per
-        queue each), yielding each round's ``(job as claimed, job after its outcome)`` pairs
-        (``None`` after: the ack was stale) until a round runs nothing. Used by ``drain`` and
-        :func:`kathikon.testing.drain_jobs`; closing the generator ends the drain."""
-        if queue is not None and queue not in self.config.queues:
-            raise UnknownQueueError(f"queue {queue!r} is not configured in this app")
-        queues = list(self.config.queues) if queue is None else [queue]
-        if with_scheduled is True:
-            until: Optional[int] = 2**63 - 1
-        elif with_scheduled is False:
-            until = None
-        elif isinstance(with_scheduled, datetime) and with_scheduled.utcoffset() is not None:
-            until = (with_scheduled - from_micros(0)) // timedelta(microseconds=1)
-        else:
-            raise InvalidJobError(
-                f"with_scheduled={with_scheduled!r}: pass True, False or an aware datetime"
-            )
-        return self._drain_loop(queues, until)
-
-    def _drain_loop(
-        self, queues: list[str], until: Optional[int]
-    ) -> Generator[list[tuple[Job, Optional[Job]]], None, None]:
-        loop: Optional[asyncio.AbstractEventLoop] = None
-        try:
-            while True:
-                self._engine.sync(until)  # promotes everything due (as of `until`, if later)
-                ran: list[tuple[Job, Optional[Job]]] = []
-                for name in queues:
-                    attempts: list[Attempt] = []
-                    acks: list[AckTuple] = []
-                    try:
-                        for job in self._engine.claim(name, 100, 0.0):
-                            attempt = Attempt(job, self._workers.get(job.worker))
-                            reg = attempt.registration
-                            if reg is not None and reg.is_async:
-                                loop = loop or asyncio.new_event_loop()
-                                ack = _run_to_completion(loop, run_async(attempt))
-                            else:
-                                ack = run_sync(attempt)
-                            attempts.append(attempt)
-                            acks.append(ack)
-                    finally:
-                        # One commit for the whole claimed batch, also when the batch was cut
-                        # short, so jobs that ran are never left executing.
-                        stored = self._engine.ack(acks) if acks else []
-                    for attempt, after in zip(attempts, stored):
-                        attempt.report(after)
-                        ran.append((attempt.job, after))
-                if not ran:
-                    return
-                yield ran
-        finally:
-            if loop is not None:
-                loop.close()
-
-    # -- telemetry from the engine's threads ---------------------------------------------
+        return _drain.drain(self, queue, with_scheduled)
 
     def _telemetry_changed(self) -> None:
-        wanted = telemetry.wants_engine_events()
-        if self._closed.is_set():
-            return
-        self._engine.set_events(wanted)
-        if wanted and self._pump is None:
-            self._pump = threading.Thread(
-                target=self._pump_events, name="kathikon-telemetry", daemon=True
-            )
-            self._pump.start()
-
-    def _pump_events(self) -> None:
-        while not self._closed.is_set():
-            try:
-                events = self._engine.next_events(0.2)
-            except KathikonError:
-                return
-            for name, measurements in events:
-                event = _ENGINE_EVENTS.get(name)
-                if event is not None:
-                    telemetry.execute(event, measurements, {})
-                if name == "pruner.tick":
-                    telemetry.execute(
-                        ("kathikon", "job", "prune"), {"count": measurements["pruned"]}, {}
-                    )
-                elif name == "job.quarantine":
-                    telemetry.execute(
-                        QUARANTINE,
-                        {"count": 1},
-                        {"id": measurements["id"], "reason": measurements["reason"]},
-                    )
+        # Watched through the app, so the watcher list keeps an app that is not closed alive
+        # (as the store's owner that worker processes look up).
+        self._events.telemetry_changed()
 
     # -- closing -------------------------------------------------------------------------
 
@@ -794,9 +684,7 @@ class Kathikon:
         self._closed.set()
         self._unwatch()
         self._engine.close()
-        pump = self._pump
-        if pump is not None and pump is not threading.current_thread():
-            pump.join(timeout=2)
+        self._events.join(timeout=2)
 
     @property
     def closed(self) -> bool:

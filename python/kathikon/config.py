@@ -9,6 +9,7 @@ from typing import Any, Optional, Union
 
 from .errors import ConfigurationError
 from .options import not_utf8
+from .vocabulary import DURABILITIES, FSYNC, NO_FSYNC
 
 QueueSpec = Union[int, Mapping[str, Any]]
 
@@ -107,8 +108,10 @@ def build_config(
         parsed[name] = parse_concurrency(name, spec)
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ConfigurationError(f"max_attempts={max_attempts!r} must be an int of at least 1")
-    if durability not in ("fsync", "none"):
-        raise ConfigurationError(f'durability={durability!r}: use "fsync" (the default) or "none"')
+    if durability not in DURABILITIES:
+        raise ConfigurationError(
+            f'durability={durability!r}: use "{FSYNC}" (the default) or "{NO_FSYNC}"'
+        )
     return Config(
         queues=parsed,
         max_attempts=max_attempts,

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from . import telemetry
-from .job import Job
+from .job import Job, JobState
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
+from .vocabulary import CANCEL, COMPLETE, DISCARD, FAIL, IGNORED, SNOOZE
 from .worker import Registration
 
 # (id, attempt, kind, text, delay_us): the native ack format.
@@ -21,10 +22,10 @@ AckTuple = tuple[int, int, str, Optional[str], Optional[int]]
 START = ("kathikon", "job", "start")
 STOP = ("kathikon", "job", "stop")
 OUTCOME_EVENTS = {
-    "fail": ("kathikon", "job", "retry"),
-    "snooze": ("kathikon", "job", "snooze"),
-    "cancel": ("kathikon", "job", "cancel"),
-    "discard": ("kathikon", "job", "discard"),
+    FAIL: ("kathikon", "job", "retry"),
+    SNOOZE: ("kathikon", "job", "snooze"),
+    CANCEL: ("kathikon", "job", "cancel"),
+    DISCARD: ("kathikon", "job", "discard"),
 }
 
 
@@ -57,16 +58,16 @@ class Attempt:
         job = self.job
         outcome = error if isinstance(error, JobOutcome) else result
         if isinstance(outcome, Cancel):
-            ack: AckTuple = (job.id, job.attempt, "cancel", outcome.reason, None)
+            ack: AckTuple = (job.id, job.attempt, CANCEL, outcome.reason, None)
         elif isinstance(outcome, Discard):
-            ack = (job.id, job.attempt, "discard", outcome.reason, None)
+            ack = (job.id, job.attempt, DISCARD, outcome.reason, None)
         elif isinstance(outcome, Snooze):
-            ack = (job.id, job.attempt, "snooze", None, round(outcome.seconds * 1e6))
+            ack = (job.id, job.attempt, SNOOZE, None, round(outcome.seconds * 1e6))
         elif error is not None:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            ack = (job.id, job.attempt, "fail", text, self._retry_delay())
+            ack = (job.id, job.attempt, FAIL, text, self._retry_delay())
         else:
-            ack = (job.id, job.attempt, "complete", None, None)
+            ack = (job.id, job.attempt, COMPLETE, None, None)
         self.ack = ack
         return ack
 
@@ -76,7 +77,7 @@ class Attempt:
         self.ack = (
             job.id,
             job.attempt,
-            "fail",
+            FAIL,
             f"worker {job.worker!r} is not registered in this app; register it "
             "(@app.worker or app.register) in the process that runs queue "
             f"{job.queue!r}. The job will be retried.",
@@ -115,23 +116,23 @@ class Attempt:
             telemetry.execute(
                 STOP,
                 {"duration": self.duration, "queue_time": self.queue_time()},
-                {"job": self.job, "outcome": kind if stored is not None else "ignored"},
+                {"job": self.job, "outcome": kind if stored is not None else IGNORED},
             )
         if stored is None:
             return
-        if kind == "fail" and stored.state.value == "discarded":
-            kind = "discard"
+        if kind == FAIL and stored.state is JobState.DISCARDED:
+            kind = DISCARD
         event = OUTCOME_EVENTS.get(kind)
         if event is None or not telemetry.has_handlers(event):
             return
         measurements: dict[str, Any] = {"duration": self.duration}
         metadata: dict[str, Any] = {"job": stored}
-        if kind in ("fail", "snooze"):
+        if kind in (FAIL, SNOOZE):
             delay = stored.scheduled_at - (stored.attempted_at or stored.scheduled_at)
             measurements["delay"] = max(0.0, delay.total_seconds())
-        if kind == "fail":
+        if kind == FAIL:
             metadata["error"] = self.ack[3]
-        if kind in ("cancel", "discard"):
+        if kind in (CANCEL, DISCARD):
             errors = stored.errors
             metadata["reason"] = errors[-1]["error"] if errors else None
         telemetry.execute(event, measurements, metadata)
@@ -159,7 +160,7 @@ def run_sync_unwatched(job: Job, reg: Registration) -> AckTuple:
     except BaseException as exc:
         return Attempt(job, reg).settle(error=exc)
     if result is None:
-        return (job.id, job.attempt, "complete", None, None)
+        return (job.id, job.attempt, COMPLETE, None, None)
     return _settle_sync(Attempt(job, reg), result)
 
 

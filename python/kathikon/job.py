@@ -8,6 +8,7 @@ from enum import Enum
 from typing import TypedDict
 
 from ._native import Job
+from .vocabulary import JOB_STATES
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
@@ -39,6 +40,14 @@ class JobState(str, Enum):
 
 
 TERMINAL_STATES = frozenset({JobState.COMPLETED, JobState.CANCELLED, JobState.DISCARDED})
+
+# The members are spelled here so that type checkers and docs see them; the core defines the
+# names (`JobState::ALL`), and a mismatch would turn stored states into the wrong members.
+if tuple(state.value for state in JobState) != JOB_STATES:  # pragma: no cover
+    raise ImportError(
+        f"kathikon.JobState {tuple(state.value for state in JobState)} does not match the "
+        f"engine's job states {JOB_STATES}; the installed kathikon is inconsistent, reinstall it"
+    )
 
 
 class JobErrorEntry(TypedDict):

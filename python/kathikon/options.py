@@ -14,8 +14,8 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Optional, Union
 
 from .errors import InvalidJobError
+from .vocabulary import MAX_PRIORITY
 
-MAX_PRIORITY = 9
 Seconds = Union[float, int, timedelta]
 
 

@@ -37,11 +37,13 @@ from typing import Any, Optional, Union, cast
 
 from ._native import unsaved_job
 from .app import Kathikon, WorkerRef
+from .drain import drain_rounds
 from .errors import InvalidJobError
 from .execute import Attempt
 from .job import Job, JobState
 from .options import Seconds, check_priority, check_tags, encode_json, seconds_of
 from .outcomes import JobOutcome
+from .vocabulary import CANCEL, COMPLETE, DISCARD, SNOOZE
 from .worker import Registration, Worker, WorkerFunction
 
 __all__ = [
@@ -80,6 +82,25 @@ def make_app(**options: Any) -> Kathikon:
     unless ``options`` say otherwise; every other option as for :class:`Kathikon`. Close it
     after the test (the ``kathikon_app`` fixture does)."""
     return Kathikon(**{"path": None, "clock": "manual", **options})
+
+
+def _require_app(app: object, call: str) -> Kathikon:
+    """``app`` if it is a :class:`Kathikon` app, else a ``TypeError`` saying what to pass
+    (for a worker handle given in its place: the app, with the worker by keyword), before
+    anything deeper fails on it. ``call`` is how the caller was called, e.g. ``"drain_jobs("``
+    or ``"perform_job(..., app="``."""
+    if isinstance(app, Kathikon):
+        return app
+    if isinstance(app, (WorkerFunction, Worker)) or (
+        isinstance(app, type) and issubclass(app, Worker)
+    ):
+        handle = app if isinstance(app, (WorkerFunction, type)) else type(app)
+        name = handle.__name__
+        raise TypeError(
+            f"{call}{name}): {name} is a worker, not the app; pass the kathikon.Kathikon app "
+            f"it is registered with (and the worker by keyword, e.g. worker={name})"
+        )
+    raise TypeError(f"{call}{app!r:.60}): pass a kathikon.Kathikon app")
 
 
 # -- finding jobs ------------------------------------------------------------------------
@@ -289,6 +310,7 @@ def all_enqueued(
         InvalidJobError: a filter value is unusable (bad state, args not JSON, …).
         UnknownWorkerError: ``worker`` is a function or class not registered with ``app``.
     """
+    app = _require_app(app, "all_enqueued(")
     flt = _build_filter(app, worker, args, queue, state, priority, tags, meta, scheduled_at, delta)
     return [job for job in _stored(app, flt.states, queue, flt.worker) if flt.matches(job)]
 
@@ -313,6 +335,7 @@ def assert_enqueued(
         AssertionError: none matches; the message lists the jobs that are there (in the
             states looked at), and any job that matches in another state.
     """
+    app = _require_app(app, "assert_enqueued(")
     flt = _build_filter(app, worker, args, queue, state, priority, tags, meta, scheduled_at, delta)
     present = _stored(app, flt.states)
     for job in present:
@@ -356,6 +379,7 @@ def refute_enqueued(
     Raises:
         AssertionError: some do; the message lists them.
     """
+    app = _require_app(app, "refute_enqueued(")
     found = all_enqueued(
         app,
         worker=worker,
@@ -384,8 +408,7 @@ def refute_enqueued(
 def _outcome(stored: Optional[Job]) -> str:
     if stored is None:  # the ack was stale: the job was cancelled while it ran
         return "cancelled"
-    state = stored.state.value
-    return "snoozed" if state == "scheduled" else state
+    return "snoozed" if stored.state is JobState.SCHEDULED else stored.state.value
 
 
 def drain_jobs(
@@ -421,8 +444,9 @@ def drain_jobs(
         UnknownQueueError: ``queue`` is not configured.
         AssertionError: more than ``max_runs`` attempts ran.
     """
+    app = _require_app(app, "drain_jobs(")
     counts: Counter[str] = Counter()
-    rounds = app._drain_rounds(queue, with_scheduled)
+    rounds = drain_rounds(app, queue, with_scheduled)
     runs = 0
     try:
         for ran in rounds:
@@ -477,6 +501,8 @@ def _prepare(
 ) -> tuple[Job, Registration]:
     """Check everything as ``insert`` would, then build the claimed job the worker gets."""
     own: Optional[Kathikon] = None
+    if app is not None:
+        app = _require_app(app, "perform_job(..., app=")
     if app is None:
         if isinstance(worker, WorkerFunction):
             app = worker._app
@@ -563,13 +589,13 @@ def _settle(
     run = Attempt(job, reg, started=started)
     _id, _attempt, kind, text, delay_us = run.settle(result=value, error=error)
     delay = None if delay_us is None else delay_us / 1e6
-    if kind == "complete":
+    if kind == COMPLETE:
         return PerformResult("completed", job, value)
-    if kind == "snooze":
+    if kind == SNOOZE:
         return PerformResult("snoozed", job, value, error, snooze=delay)
-    if kind == "cancel":
+    if kind == CANCEL:
         return PerformResult("cancelled", job, value, error, reason=text)
-    if kind == "discard":
+    if kind == DISCARD:
         return PerformResult("discarded", job, value, error, reason=text)
     exhausted = job.attempt >= job.max_attempts
     if exhausted:

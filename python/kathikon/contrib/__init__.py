@@ -11,9 +11,10 @@ from __future__ import annotations
 from typing import Optional
 
 from ..job import Job
+from ..vocabulary import CANCEL, COMPLETE, DISCARD, FAIL, RETRY
 
 #: Outcomes that end a job: it will not run again unless retried by hand.
-TERMINAL_OUTCOMES = frozenset({"complete", "cancel", "discard"})
+TERMINAL_OUTCOMES = frozenset({COMPLETE, CANCEL, DISCARD})
 
 #: Default histogram bucket bounds for job durations, seconds.
 DURATION_BUCKETS: tuple[float, ...] = (
@@ -67,6 +68,6 @@ def outcome_of(job: Job, kind: Optional[str]) -> str:
     ``discard`` when it used the job's last attempt (the engine then discards the job), so the
     values match the outcome events' names.
     """
-    if kind == "fail":
-        return "discard" if job.attempt >= job.max_attempts else "retry"
+    if kind == FAIL:
+        return DISCARD if job.attempt >= job.max_attempts else RETRY
     return kind or "unknown"

@@ -78,7 +78,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
         "pip install 'kathikon[otel]'"
     ) from exc
 
-from .. import __version__, telemetry
+from .. import __version__, telemetry, vocabulary
 from ..job import Job
 from . import DURATION_BUCKETS, QUEUE_TIME_BUCKETS, TERMINAL_OUTCOMES, outcome_of
 
@@ -475,7 +475,7 @@ class _Instrumentation:
             # insert call reported it): wait a moment for it, for the link.
             wait_link=not linked and job.attempt == 1 and _recent(job),
             # The retry/discard event with the error follows this one (in the same call).
-            wait_error=self.record_errors and outcome in ("retry", "discard"),
+            wait_error=self.record_errors and outcome in (vocabulary.RETRY, vocabulary.DISCARD),
             since=time.monotonic(),
         )
         if pending.wait_link or pending.wait_error:
@@ -536,10 +536,10 @@ class _Instrumentation:
 
     def _finish(self, pending: _Pending) -> None:
         span, job, outcome, text = pending.span, pending.job, pending.outcome, pending.text
-        if outcome in ("retry", "discard"):
-            if pending.kind == "fail":
+        if outcome in (vocabulary.RETRY, vocabulary.DISCARD):
+            if pending.kind == vocabulary.FAIL:
                 description = f"attempt {job.attempt} of {job.max_attempts} failed" + (
-                    "; the job was discarded" if outcome == "discard" else ""
+                    "; the job was discarded" if outcome == vocabulary.DISCARD else ""
                 )
                 if text:
                     exception = _exception_attributes(text)

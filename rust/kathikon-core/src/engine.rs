@@ -33,6 +33,24 @@ pub enum Durability {
     None,
 }
 
+impl Durability {
+    /// Every setting's name, in declaration order (the values of Python's `durability=`).
+    pub const NAMES: [&'static str; 2] = ["fsync", "none"];
+
+    /// This setting's name, one of [`Durability::NAMES`].
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Durability::Fsync => Self::NAMES[0],
+            Durability::None => Self::NAMES[1],
+        }
+    }
+
+    /// The setting named `name`, if it is one of [`Durability::NAMES`].
+    pub fn from_name(name: &str) -> Option<Durability> {
+        [Durability::Fsync, Durability::None].into_iter().find(|d| d.as_str() == name)
+    }
+}
+
 /// How to open an [`Engine`].
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

@@ -187,6 +187,57 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// Every kind's name, in declaration order: the names a host passes to [`Outcome::from_kind`]
+    /// (Python's ack tuples, telemetry's `outcome`). Defined here once and exported by the
+    /// binding, so no other layer spells them.
+    pub const KINDS: [&'static str; 5] = ["complete", "fail", "snooze", "cancel", "discard"];
+
+    /// This outcome's kind, one of [`Outcome::KINDS`].
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Outcome::Complete => Self::KINDS[0],
+            Outcome::Fail { .. } => Self::KINDS[1],
+            Outcome::Snooze { .. } => Self::KINDS[2],
+            Outcome::Cancel { .. } => Self::KINDS[3],
+            Outcome::Discard { .. } => Self::KINDS[4],
+        }
+    }
+
+    /// What the job went through, in the past tense ("completed", "failed", …), for messages
+    /// about an outcome after the fact.
+    pub fn past_tense(&self) -> &'static str {
+        match self {
+            Outcome::Complete => "completed",
+            Outcome::Fail { .. } => "failed",
+            Outcome::Snooze { .. } => "snoozed",
+            Outcome::Cancel { .. } => "cancelled",
+            Outcome::Discard { .. } => "discarded",
+        }
+    }
+
+    /// The outcome named `kind` (one of [`Outcome::KINDS`]). `text` is the error (fail) or the
+    /// reason (cancel, discard), empty when absent; `delay` is the retry delay (fail, `None` for
+    /// the default backoff) or the snooze (0 when absent), in microseconds. Other kinds ignore
+    /// them. An unknown kind is an [`Error::InvalidJob`] that lists the known ones.
+    pub fn from_kind(kind: &str, text: Option<String>, delay: Option<Micros>) -> Result<Outcome> {
+        let text = text.unwrap_or_default();
+        Ok(match kind {
+            "complete" => Outcome::Complete,
+            "fail" => Outcome::Fail { error: text, retry_in: delay },
+            "snooze" => Outcome::Snooze { delay: delay.unwrap_or(0) },
+            "cancel" => Outcome::Cancel { reason: text },
+            "discard" => Outcome::Discard { reason: text },
+            other => {
+                return Err(Error::InvalidJob(format!(
+                    "unknown outcome kind {other:?}; expected one of {}",
+                    Self::KINDS.join(", ")
+                )))
+            }
+        })
+    }
+}
+
 /// A worker's report on one attempt. `attempt` fences it: a report for an older attempt
 /// (the job was rescued and claimed again) is refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -425,6 +476,24 @@ pub(crate) mod tests {
         job.rescue(2).unwrap();
         assert_eq!(job.state, JobState::Discarded);
         assert!(job.errors[0].error.starts_with("orphaned"));
+    }
+
+    #[test]
+    fn every_kind_parses_back_to_an_outcome_of_that_kind() {
+        for kind in Outcome::KINDS {
+            let outcome = Outcome::from_kind(kind, Some("why".into()), Some(7)).unwrap();
+            assert_eq!(outcome.kind(), kind);
+        }
+        assert_eq!(
+            Outcome::from_kind("fail", Some("boom".into()), None).unwrap(),
+            Outcome::Fail { error: "boom".into(), retry_in: None }
+        );
+        assert_eq!(Outcome::from_kind("snooze", None, None).unwrap(), Outcome::Snooze { delay: 0 });
+        let refused = Outcome::from_kind("completed", None, None).unwrap_err().to_string();
+        assert!(
+            refused.contains("\"completed\"") && refused.contains("complete, fail"),
+            "{refused}"
+        );
     }
 
     #[test]

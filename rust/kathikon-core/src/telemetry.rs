@@ -41,6 +41,21 @@ pub enum EngineEvent {
     },
 }
 
+impl EngineEvent {
+    /// Every event's name, in declaration order. Defined here once and exported by the
+    /// binding, so the host maps names it is sure the engine uses.
+    pub const NAMES: [&'static str; 3] = ["scheduler.tick", "job.quarantine", "pruner.tick"];
+
+    /// This event's name, one of [`EngineEvent::NAMES`].
+    pub fn name(&self) -> &'static str {
+        match self {
+            EngineEvent::SchedulerTick { .. } => Self::NAMES[0],
+            EngineEvent::Quarantined { .. } => Self::NAMES[1],
+            EngineEvent::PrunerTick { .. } => Self::NAMES[2],
+        }
+    }
+}
+
 /// The engine's event channel.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -88,5 +103,21 @@ impl Telemetry {
             out.extend(self.rx.try_iter());
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_has_its_own_listed_name() {
+        let events = [
+            EngineEvent::SchedulerTick { promoted: 0, duration_us: 0 },
+            EngineEvent::Quarantined { id: 1, reason: String::new() },
+            EngineEvent::PrunerTick { pruned: 0, duration_us: 0 },
+        ];
+        let names: Vec<&str> = events.iter().map(EngineEvent::name).collect();
+        assert_eq!(names, EngineEvent::NAMES);
     }
 }
