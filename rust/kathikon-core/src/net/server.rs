@@ -346,7 +346,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
                             "fenced: worker process {pid} reported '{}' for attempt {} after \
                              it had lost the job (its lease expired or its connection dropped, \
                              and the job was rescued); the report was refused",
-                            outcome_name(&ack.outcome),
+                            ack.outcome.past_tense(),
                             ack.attempt
                         );
                         (ack.id, ack.attempt, text)
@@ -396,17 +396,6 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
         }
         Request::Heartbeat => Response::Unit,
     })
-}
-
-fn outcome_name(outcome: &crate::job::Outcome) -> &'static str {
-    use crate::job::Outcome;
-    match outcome {
-        Outcome::Complete => "completed",
-        Outcome::Fail { .. } => "failed",
-        Outcome::Snooze { .. } => "snoozed",
-        Outcome::Cancel { .. } => "cancelled",
-        Outcome::Discard { .. } => "discarded",
-    }
 }
 
 /// A quiet session's pid, lease and the jobs it held.
