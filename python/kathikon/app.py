@@ -134,7 +134,7 @@ class Kathikon:
         self._pool: Optional[_processes.ProcessPool] = None
         self._workers: dict[str, Registration] = {}
         # Per worker, the checked row of a job given no options but args: most inserts are
-        # that, and re-checking the worker's defaults each time cost ~1 µs of a ~2 µs new().
+        # that, and re-checking the worker's defaults each time was half the cost of a new().
         # Valid while the registration and the app's queues stay as they are (both are fixed
         # once made today; dynamic queues would have to clear it).
         self._plain_specs: dict[str, tuple[Registration, JobSpec]] = {}

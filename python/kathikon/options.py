@@ -148,8 +148,8 @@ def _json_encoder() -> Callable[[Any], str]:
     """``json.dumps`` with this module's settings, made once.
 
     ``json.dumps`` with any non-default setting builds a ``JSONEncoder`` per call, and its
-    ``encode`` builds the C encoder per call too: 3.3 µs for a two-key dict, of which the
-    encoding is 0.9 µs. CPython's C encoder (``json.encoder.c_make_encoder``) is made once
+    ``encode`` builds the C encoder per call too, which costs more than the encoding itself.
+    CPython's C encoder (``json.encoder.c_make_encoder``) is made once
     here, with no circular-reference check (``_needs_checking`` sends cycles to the slow
     path first). Where it is missing or does not answer as ``json.dumps`` does, the
     encoder's ``encode`` is used."""

@@ -49,8 +49,9 @@ POLL = ("kathikon", "dispatcher", "poll")
 PREFETCH_BUDGET = 0.002
 #: The same, in a process that is a client of the store's owner (a worker process): each
 #: claim there is a round trip plus a commit in the owner, whose CPU the worker processes
-#: share, so a claim is made to serve more jobs. Measured with 1 ms CPU-bound jobs on 2 cores
-#: (benches/RESULTS.md): 2 ms gives 1.14x one process, 10 ms 1.66x, 20 ms 1.73x.
+#: share, so a claim is made to serve more jobs: with short CPU-bound jobs, two worker
+#: processes gain little over one at 2 ms and most of what they can at 20 ms
+#: (measured: ``benches/RESULTS-archive.md``).
 CLIENT_PREFETCH_BUDGET = 0.02
 #: Most jobs a lane claims at once.
 MAX_BATCH = 256

@@ -146,7 +146,7 @@ def insert_batches(n: int, batch: int = 1000) -> Result:
 
 #: How often a drain looks at the stats, in seconds: as often as the peers' adapters look for
 #: their jobs' marks (``benches/peers/peerlib.py``). Looking costs little: the stats are read
-#: without making the writer commit what it keeps back (it did until session 10).
+#: without making the writer commit what it keeps back.
 POLL = 0.005
 
 

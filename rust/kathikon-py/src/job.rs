@@ -2,8 +2,8 @@
 //!
 //! Both are Rust classes rather than Python wrappers around one: a bulk insert or a claim
 //! hands back thousands of jobs, and a Python object per job (with its `__init__`, and for a
-//! spec a row tuple besides) was two fifths of what `insert_all` cost the calling thread
-//! (benches/RESULTS.md, session 8). Fields convert when read; the JSON is decoded once, on
+//! spec a row tuple besides) was a large part of what `insert_all` cost the calling thread
+//! (measured: `benches/RESULTS-archive.md`). Fields convert when read; the JSON is decoded once, on
 //! first read. The bulk paths also take their objects off the garbage collector's lists
 //! (`untracked`).
 
@@ -50,7 +50,6 @@ fn helpers(py: Python<'_>) -> PyResult<&'static Helpers> {
 /// neither class can close a cycle the collector could break: without `__traverse__` it
 /// reports no references (a job's decoded `args` dict, the only one it holds, is invisible to
 /// the collector either way). `CPython` untracks tuples and dicts of plain values the same way.
-/// Measured over `insert_all` of 1,000-job batches: the collector took ~0.5 µs a job.
 pub(crate) fn untracked<T: PyClass>(py: Python<'_>, value: T) -> PyResult<Bound<'_, T>>
 where
     PyClassInitializer<T>: From<T>,

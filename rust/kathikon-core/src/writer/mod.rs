@@ -11,7 +11,7 @@
 //! An insert that finds the writer idle (nothing queued, nobody applying) does not wait for
 //! the thread: the caller takes the [`Applier`] and applies its own one-command batch, the
 //! way a leader does in the group commit of `LevelDB` and `RocksDB`. That saves the two thread
-//! hand-offs (~10-20 µs, a fifth of a durable single insert). Calls that come meanwhile queue
+//! hand-offs, a large share of a durable single insert. Calls that come meanwhile queue
 //! up for the thread and form its next batch, so group commit is unchanged. When the thread
 //! holds the applier only for its idle work (filing new jobs), the caller waits for the chunk
 //! in hand instead of queueing ([`lead`]) and applies its own batch.
