@@ -405,14 +405,15 @@ class Kathikon:
             args: a dict of JSON values, handed to the worker as ``job.args``.
 
         Keyword Args:
-            queue: defaults to the worker's queue.
-            priority: 0 (runs first) … 9; defaults to the worker's.
-            schedule_in: seconds or a timedelta from now. Not with ``schedule_at``.
-            schedule_at: an aware datetime. Not with ``schedule_in``.
-            max_attempts: attempts before the job is discarded; defaults to the worker's, then
-                the app's.
-            tags: strings to label the job.
-            meta: a dict of JSON values kept with the job.
+            queue (str): defaults to the worker's queue.
+            priority (int): 0 (runs first) … 9; defaults to the worker's.
+            schedule_in (float | timedelta): seconds or a timedelta from now. Not with
+                ``schedule_at``.
+            schedule_at (datetime): an aware datetime. Not with ``schedule_in``.
+            max_attempts (int): attempts before the job is discarded; defaults to the
+                worker's, then the app's.
+            tags (Iterable[str]): strings to label the job.
+            meta (Mapping[str, Any]): a dict of JSON values kept with the job.
 
         Raises:
             InvalidJobError: (or its subclasses) a value is unusable; nothing was stored.

@@ -306,18 +306,20 @@ def all_enqueued(
         app: the app whose store to look in.
 
     Keyword Args:
-        worker: a ``@app.worker`` function, a registered :class:`Worker`, or a worker name.
-        args: matched as a subset: every key given must be there with an equal value;
-            nested dicts are matched the same way, lists element by element. Checked as
-            ``insert`` checks it, so a value no job could hold is an error, not a miss.
-        queue: the queue's name.
-        state: a state, a list of states, or ``None`` for any. Default: scheduled or
-            available (waiting for their first run), as Oban.Testing does.
-        priority: exactly this priority.
-        tags: the job has all of these tags (and maybe more).
-        meta: matched as a subset, like ``args``.
-        scheduled_at: an aware datetime the job is due at, give or take ``delta`` seconds
-            (default 1; with the manual clock, times are exact and ``delta=0`` works).
+        worker (WorkerRef): a ``@app.worker`` function, a registered :class:`Worker`, or a
+            worker name.
+        args (Mapping[str, Any]): matched as a subset: every key given must be there with an
+            equal value; nested dicts are matched the same way, lists element by element.
+            Checked as ``insert`` checks it, so a value no job could hold is an error, not a
+            miss.
+        queue (str): the queue's name.
+        state (StateFilter): a state, a list of states, or ``None`` for any. Default:
+            scheduled or available (waiting for their first run), as Oban.Testing does.
+        priority (int): exactly this priority.
+        tags (Iterable[str]): the job has all of these tags (and maybe more).
+        meta (Mapping[str, Any]): matched as a subset, like ``args``.
+        scheduled_at (datetime): an aware datetime the job is due at, give or take ``delta``
+            seconds (default 1; with the manual clock, times are exact and ``delta=0`` works).
 
     Raises:
         InvalidJobError: a filter value is unusable (bad state, args not JSON, …).
@@ -624,11 +626,11 @@ def perform_job(
         reraise: re-raise what the worker raised (see above).
 
     Keyword Args:
-        queue: as for ``insert``.
-        priority: as for ``insert``.
-        max_attempts: as for ``insert``.
-        tags: as for ``insert``.
-        meta: as for ``insert``.
+        queue (str): as for ``insert``.
+        priority (int): as for ``insert``.
+        max_attempts (int): as for ``insert``.
+        tags (Iterable[str]): as for ``insert``.
+        meta (Mapping[str, Any]): as for ``insert``.
     """
     job, reg = _prepare(
         worker,
