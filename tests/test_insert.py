@@ -432,3 +432,18 @@ def test_memory_store(memory_app: kathikon.Kathikon) -> None:
     job = w.insert({"x": 1})
     assert memory_app.get(job.id).args == {"x": 1}
     assert memory_app.drain() == {"completed": 1}
+
+
+def test_a_misspelt_option_is_a_type_error_and_stores_nothing(
+    app: kathikon.Kathikon, send: kathikon.WorkerFunction
+) -> None:
+    calls = [
+        lambda: send.insert({}, priorty=0),
+        lambda: send.new({}, sheduled_in=5),
+        lambda: app.insert(send, {}, queues="emails"),
+        lambda: app.new(send, {}, tag=["a"]),
+    ]
+    for call in calls:
+        with pytest.raises(TypeError, match="unexpected keyword argument"):
+            call()
+    assert app.jobs() == []

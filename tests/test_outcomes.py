@@ -720,3 +720,30 @@ def test_drain_inside_a_running_event_loop_runs_async_jobs(app: kathikon.Kathiko
     assert asyncio.run(inside_a_loop()) == {"completed": 3}
     assert sorted(ran) == ["async", "sync", "sync"]
     assert app.stats()["default"]["executing"] == 0
+
+
+def test_python_spells_the_engines_names() -> None:
+    from kathikon import _native, options, vocabulary
+
+    assert tuple(state.value for state in kathikon.JobState) == _native.JOB_STATES
+    kinds = (
+        vocabulary.COMPLETE,
+        vocabulary.FAIL,
+        vocabulary.SNOOZE,
+        vocabulary.CANCEL,
+        vocabulary.DISCARD,
+    )
+    assert kinds == _native.OUTCOME_KINDS == ("complete", "fail", "snooze", "cancel", "discard")
+    assert (vocabulary.FSYNC, vocabulary.NO_FSYNC) == _native.DURABILITIES == ("fsync", "none")
+    assert options.MAX_PRIORITY == _native.MAX_PRIORITY == 9
+
+
+def test_an_ack_of_an_unknown_kind_is_refused_naming_the_kinds(app: kathikon.Kathikon) -> None:
+    @app.worker
+    def noop(job: kathikon.Job) -> None: ...
+
+    noop.insert()
+    (job,) = app._engine.claim("default", 1, 0.0)
+    with pytest.raises(ValueError, match=r'"completed".*complete, fail, snooze, cancel'):
+        app._engine.ack([(job.id, job.attempt, "completed", None, None)])
+    assert app.get(job.id).state is kathikon.JobState.EXECUTING

@@ -13,6 +13,8 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
+from typing_extensions import Unpack
+
 from . import drain as _drain
 from . import processes as _processes
 from . import telemetry
@@ -28,8 +30,11 @@ from .errors import (
 )
 from .job import Job, JobState, QuarantinedRecord, from_micros
 from .options import (
+    JOB_OPTION_NAMES,
+    JobOptions,
     Seconds,
     check_max_attempts,
+    check_option_names,
     check_priority,
     check_tags,
     encode_json,
@@ -293,55 +298,53 @@ class Kathikon:
         self,
         worker: WorkerRef,
         args: Optional[Mapping[str, Any]] = None,
-        *,
-        queue: Optional[str] = None,
-        priority: Optional[int] = None,
-        schedule_in: Optional[Seconds] = None,
-        schedule_at: Optional[datetime] = None,
-        max_attempts: Optional[int] = None,
-        tags: Optional[Iterable[str]] = None,
-        meta: Optional[Mapping[str, Any]] = None,
+        **options: Unpack[JobOptions],
     ) -> JobSpec:
-        """Check and encode a job without storing it (for :meth:`insert_all`)."""
-        return self._new(
-            self._resolve(worker),
-            args,
-            queue,
-            priority,
-            schedule_in,
-            schedule_at,
-            max_attempts,
-            tags,
-            meta,
-        )
+        """Check and encode a job without storing it (for :meth:`insert_all`); options as
+        for :meth:`insert`."""
+        return self._new(self._resolve(worker), args, options)
 
-    def _new(
-        self,
-        reg: Registration,
-        args: Optional[Mapping[str, Any]],
-        queue: Optional[str],
-        priority: Optional[int],
-        schedule_in: Optional[Seconds],
-        schedule_at: Optional[datetime],
-        max_attempts: Optional[int],
-        tags: Optional[Iterable[str]],
-        meta: Optional[Mapping[str, Any]],
+    def _new(  # noqa: C901 - one pass over the options, inline: see below
+        self, reg: Registration, args: Optional[Mapping[str, Any]], options: JobOptions
     ) -> JobSpec:
-        """:meth:`new` for a registration of this app, options passed by position (a
-        worker's ``new()`` calls it directly: the bulk path, where forwarding keywords and
-        resolving the worker again were a third of the time)."""
-        plain = (
-            queue is None
-            and priority is None
-            and schedule_in is None
-            and schedule_at is None
-            and max_attempts is None
-            and tags is None
-            and meta is None
-        )
+        """:meth:`new` for a registration of this app, the options as one dict (a worker's
+        ``new()`` calls it directly: the bulk path, where forwarding keywords and resolving
+        the worker again were a third of the time)."""
+        queue: Optional[str] = None
+        priority: Optional[int] = None
+        schedule_in: Optional[Seconds] = None
+        schedule_at: Optional[datetime] = None
+        max_attempts: Optional[int] = None
+        tags: Optional[Iterable[str]] = None
+        meta: Optional[Mapping[str, Any]] = None
+        nones = 0
+        if options:
+            # One pass over the (one or two, typically) options given, here rather than in a
+            # helper and rather than a get() per option: on the bulk path each of those cost
+            # more than binding a keyword argument did.
+            given: Iterable[tuple[str, Any]] = options.items()
+            for name, value in given:
+                nones += value is None
+                if name == "schedule_at":
+                    schedule_at = value
+                elif name == "schedule_in":
+                    schedule_in = value
+                elif name == "priority":
+                    priority = value
+                elif name == "queue":
+                    queue = value
+                elif name == "meta":
+                    meta = value
+                elif name == "tags":
+                    tags = value
+                elif name == "max_attempts":
+                    max_attempts = value
+                else:
+                    check_option_names(options, JOB_OPTION_NAMES)
+        plain = nones == len(options)  # no option given, or each as None: the defaults hold
         if plain:
-            # Only args given: the spec the worker's defaults made last time serves again,
-            # as it is (specs are immutable) or with these args.
+            # The spec the worker's defaults made last time serves again, as it is (specs are
+            # immutable) or with these args.
             cached = self._plain_specs.get(reg.name)
             if cached is not None and cached[0] is reg:
                 if args is None:
@@ -393,45 +396,30 @@ class Kathikon:
         self,
         worker: WorkerRef,
         args: Optional[Mapping[str, Any]] = None,
-        *,
-        queue: Optional[str] = None,
-        priority: Optional[int] = None,
-        schedule_in: Optional[Seconds] = None,
-        schedule_at: Optional[datetime] = None,
-        max_attempts: Optional[int] = None,
-        tags: Optional[Iterable[str]] = None,
-        meta: Optional[Mapping[str, Any]] = None,
+        **options: Unpack[JobOptions],
     ) -> Job:
         """Store a job and return it. Durable (fsync'd) before it returns, by default.
 
         Args:
             worker: a ``@app.worker`` function, a registered :class:`Worker`, or its name.
             args: a dict of JSON values, handed to the worker as ``job.args``.
-            queue: defaults to the worker's queue.
-            priority: 0 (runs first) … 9; defaults to the worker's.
-            schedule_in: seconds or a timedelta from now. Not with ``schedule_at``.
-            schedule_at: an aware datetime. Not with ``schedule_in``.
-            max_attempts: attempts before the job is discarded; defaults to the worker's, then
-                the app's.
-            tags: strings to label the job.
-            meta: a dict of JSON values kept with the job.
+
+        Keyword Args:
+            queue (str): defaults to the worker's queue.
+            priority (int): 0 (runs first) … 9; defaults to the worker's.
+            schedule_in (float | timedelta): seconds or a timedelta from now. Not with
+                ``schedule_at``.
+            schedule_at (datetime): an aware datetime. Not with ``schedule_in``.
+            max_attempts (int): attempts before the job is discarded; defaults to the
+                worker's, then the app's.
+            tags (Iterable[str]): strings to label the job.
+            meta (Mapping[str, Any]): a dict of JSON values kept with the job.
 
         Raises:
             InvalidJobError: (or its subclasses) a value is unusable; nothing was stored.
             StorageError: the write failed.
         """
-        spec = self.new(
-            worker,
-            args,
-            queue=queue,
-            priority=priority,
-            schedule_in=schedule_in,
-            schedule_at=schedule_at,
-            max_attempts=max_attempts,
-            tags=tags,
-            meta=meta,
-        )
-        return self._insert_specs([spec])[0]
+        return self._insert_specs([self._new(self._resolve(worker), args, options)])[0]
 
     def insert_all(self, specs: Iterable[JobSpec]) -> list[Job]:
         """Store many jobs in one commit: all of them or, on any error, none."""

@@ -9,14 +9,62 @@ from __future__ import annotations
 import json
 import json.encoder
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Callable, Optional, Union
+from typing import Any, Callable, Optional, TypedDict, Union
 
 from .errors import InvalidJobError
 from .vocabulary import MAX_PRIORITY
 
 Seconds = Union[float, int, timedelta]
+
+
+class JobLabels(TypedDict, total=False):
+    """The options that say where a job goes and what it carries: also filters in
+    :func:`kathikon.testing.assert_enqueued` and its kin. ``None`` means "not given"."""
+
+    queue: Optional[str]
+    """The queue's name; defaults to the worker's queue."""
+    priority: Optional[int]
+    """0 (runs first) … 9; defaults to the worker's."""
+    tags: Optional[Iterable[str]]
+    """Strings to label the job."""
+    meta: Optional[Mapping[str, Any]]
+    """A dict of JSON values kept with the job."""
+
+
+class RunOptions(JobLabels, total=False):
+    """:class:`JobLabels` and ``max_attempts``: the options that shape one attempt of a job,
+    as :func:`kathikon.testing.perform_job` takes them."""
+
+    max_attempts: Optional[int]
+    """Attempts before the job is discarded; defaults to the worker's, then the app's."""
+
+
+class JobOptions(RunOptions, total=False):
+    """Every option of a job to insert, as :meth:`Kathikon.insert <kathikon.Kathikon.insert>`,
+    :meth:`Kathikon.new <kathikon.Kathikon.new>` and a worker's ``insert``/``new`` take them
+    (by keyword). Declared once so that type checkers catch a misspelt option everywhere."""
+
+    schedule_in: Optional[Seconds]
+    """Seconds or a timedelta from now. Not with ``schedule_at``."""
+    schedule_at: Optional[datetime]
+    """An aware datetime. Not with ``schedule_in``."""
+
+
+#: The names :class:`JobOptions` declares, checked at run time (where ``**options`` would
+#: otherwise take any keyword).
+JOB_OPTION_NAMES = frozenset(JobOptions.__annotations__)
+
+
+def check_option_names(options: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """Refuse a keyword that is not an option, as a signature that spelled them out would."""
+    for name in options:
+        if name not in allowed:
+            raise TypeError(
+                f"got an unexpected keyword argument {name!r}; the options are "
+                f"{', '.join(sorted(allowed))}"
+            )
 
 
 def _path(parts: Sequence[Union[str, int]]) -> str:

@@ -35,13 +35,24 @@ from datetime import datetime
 from importlib.util import find_spec
 from typing import Any, Optional, Union, cast
 
+from typing_extensions import Unpack
+
 from ._native import unsaved_job
 from .app import Kathikon, WorkerRef
 from .drain import drain_rounds
 from .errors import InvalidJobError
 from .execute import Attempt
 from .job import Job, JobState
-from .options import Seconds, check_priority, check_tags, encode_json, seconds_of
+from .options import (
+    JobLabels,
+    RunOptions,
+    Seconds,
+    check_option_names,
+    check_priority,
+    check_tags,
+    encode_json,
+    seconds_of,
+)
 from .outcomes import JobOutcome
 from .vocabulary import CANCEL, COMPLETE, DISCARD, SNOOZE
 from .worker import Registration, Worker, WorkerFunction
@@ -73,6 +84,22 @@ ENQUEUED_STATES = ("scheduled", "available")
 MAX_DRAIN_RUNS = 10_000
 
 StateFilter = Union[str, JobState, Iterable[Union[str, JobState]], None]
+
+
+class EnqueuedFilter(JobLabels, total=False):
+    """What :func:`all_enqueued`, :func:`assert_enqueued` and :func:`refute_enqueued` look
+    for (by keyword; see :func:`all_enqueued`): ``queue``, ``priority``, ``tags`` and ``meta``
+    as the job options spell them, and these."""
+
+    worker: Optional[WorkerRef]
+    args: Optional[Mapping[str, Any]]
+    state: StateFilter
+    scheduled_at: Optional[datetime]
+    delta: Seconds
+
+
+_FILTER_NAMES = frozenset(EnqueuedFilter.__annotations__)
+_RUN_OPTION_NAMES = frozenset(RunOptions.__annotations__)
 
 _SHOWN = 20  # jobs listed in a failure message
 
@@ -221,32 +248,25 @@ def _worker_name(app: Kathikon, worker: Optional[WorkerRef]) -> Optional[str]:
     return app._resolve(worker).name
 
 
-def _build_filter(
-    app: Kathikon,
-    worker: Optional[WorkerRef],
-    args: Optional[Mapping[str, Any]],
-    queue: Optional[str],
-    state: StateFilter,
-    priority: Optional[int],
-    tags: Optional[Iterable[str]],
-    meta: Optional[Mapping[str, Any]],
-    scheduled_at: Optional[datetime],
-    delta: Seconds,
-) -> _Filter:
+def _build_filter(app: Kathikon, filters: EnqueuedFilter) -> _Filter:
+    check_option_names(filters, _FILTER_NAMES)
+    scheduled_at = filters.get("scheduled_at")
     if scheduled_at is not None and (
         not isinstance(scheduled_at, datetime) or scheduled_at.utcoffset() is None
     ):
         raise InvalidJobError(f"scheduled_at {scheduled_at!r} must be an aware datetime")
+    priority = filters.get("priority")
+    tags = filters.get("tags")
     return _Filter(
-        worker=_worker_name(app, worker),
-        args=_json_value(args, "args"),
-        queue=queue,
-        states=_states(state),
+        worker=_worker_name(app, filters.get("worker")),
+        args=_json_value(filters.get("args"), "args"),
+        queue=filters.get("queue"),
+        states=_states(filters.get("state", ENQUEUED_STATES)),
         priority=None if priority is None else check_priority(priority),
         tags=None if tags is None else check_tags(tags),
-        meta=_json_value(meta, "meta"),
+        meta=_json_value(filters.get("meta"), "meta"),
         scheduled_at=scheduled_at,
-        delta=abs(seconds_of(delta, "delta")),
+        delta=abs(seconds_of(filters.get("delta", 1.0), "delta")),
     )
 
 
@@ -278,55 +298,41 @@ def _listing(jobs: list[Job], flt: _Filter) -> str:
 
 def all_enqueued(
     app: Kathikon,
-    *,
-    worker: Optional[WorkerRef] = None,
-    args: Optional[Mapping[str, Any]] = None,
-    queue: Optional[str] = None,
-    state: StateFilter = ENQUEUED_STATES,
-    priority: Optional[int] = None,
-    tags: Optional[Iterable[str]] = None,
-    meta: Optional[Mapping[str, Any]] = None,
-    scheduled_at: Optional[datetime] = None,
-    delta: Seconds = 1.0,
+    **filters: Unpack[EnqueuedFilter],
 ) -> list[Job]:
     """The stored jobs matching every filter given, oldest first.
 
     Args:
         app: the app whose store to look in.
-        worker: a ``@app.worker`` function, a registered :class:`Worker`, or a worker name.
-        args: matched as a subset: every key given must be there with an equal value;
-            nested dicts are matched the same way, lists element by element. Checked as
-            ``insert`` checks it, so a value no job could hold is an error, not a miss.
-        queue: the queue's name.
-        state: a state, a list of states, or ``None`` for any. Default: scheduled or
-            available (waiting for their first run), as Oban.Testing does.
-        priority: exactly this priority.
-        tags: the job has all of these tags (and maybe more).
-        meta: matched as a subset, like ``args``.
-        scheduled_at: an aware datetime the job is due at, give or take ``delta`` seconds
-            (default 1; with the manual clock, times are exact and ``delta=0`` works).
+
+    Keyword Args:
+        worker (WorkerRef): a ``@app.worker`` function, a registered :class:`Worker`, or a
+            worker name.
+        args (Mapping[str, Any]): matched as a subset: every key given must be there with an
+            equal value; nested dicts are matched the same way, lists element by element.
+            Checked as ``insert`` checks it, so a value no job could hold is an error, not a
+            miss.
+        queue (str): the queue's name.
+        state (StateFilter): a state, a list of states, or ``None`` for any. Default:
+            scheduled or available (waiting for their first run), as Oban.Testing does.
+        priority (int): exactly this priority.
+        tags (Iterable[str]): the job has all of these tags (and maybe more).
+        meta (Mapping[str, Any]): matched as a subset, like ``args``.
+        scheduled_at (datetime): an aware datetime the job is due at, give or take ``delta``
+            seconds (default 1; with the manual clock, times are exact and ``delta=0`` works).
 
     Raises:
         InvalidJobError: a filter value is unusable (bad state, args not JSON, …).
         UnknownWorkerError: ``worker`` is a function or class not registered with ``app``.
     """
     app = _require_app(app, "all_enqueued(")
-    flt = _build_filter(app, worker, args, queue, state, priority, tags, meta, scheduled_at, delta)
-    return [job for job in _stored(app, flt.states, queue, flt.worker) if flt.matches(job)]
+    flt = _build_filter(app, filters)
+    return [job for job in _stored(app, flt.states, flt.queue, flt.worker) if flt.matches(job)]
 
 
 def assert_enqueued(
     app: Kathikon,
-    *,
-    worker: Optional[WorkerRef] = None,
-    args: Optional[Mapping[str, Any]] = None,
-    queue: Optional[str] = None,
-    state: StateFilter = ENQUEUED_STATES,
-    priority: Optional[int] = None,
-    tags: Optional[Iterable[str]] = None,
-    meta: Optional[Mapping[str, Any]] = None,
-    scheduled_at: Optional[datetime] = None,
-    delta: Seconds = 1.0,
+    **filters: Unpack[EnqueuedFilter],
 ) -> Job:
     """Assert that at least one stored job matches (filters as for :func:`all_enqueued`) and
     return the oldest that does.
@@ -336,7 +342,7 @@ def assert_enqueued(
             states looked at), and any job that matches in another state.
     """
     app = _require_app(app, "assert_enqueued(")
-    flt = _build_filter(app, worker, args, queue, state, priority, tags, meta, scheduled_at, delta)
+    flt = _build_filter(app, filters)
     present = _stored(app, flt.states)
     for job in present:
         if flt.matches(job):
@@ -350,7 +356,7 @@ def assert_enqueued(
     if flt.states is not None:
         elsewhere = [
             job
-            for job in _stored(app, None, queue, flt.worker)
+            for job in _stored(app, None, flt.queue, flt.worker)
             if job.state.value not in flt.states and flt.matches(job, ignore_state=True)
         ]
         if elsewhere:
@@ -363,16 +369,7 @@ def assert_enqueued(
 
 def refute_enqueued(
     app: Kathikon,
-    *,
-    worker: Optional[WorkerRef] = None,
-    args: Optional[Mapping[str, Any]] = None,
-    queue: Optional[str] = None,
-    state: StateFilter = ENQUEUED_STATES,
-    priority: Optional[int] = None,
-    tags: Optional[Iterable[str]] = None,
-    meta: Optional[Mapping[str, Any]] = None,
-    scheduled_at: Optional[datetime] = None,
-    delta: Seconds = 1.0,
+    **filters: Unpack[EnqueuedFilter],
 ) -> None:
     """Assert that no stored job matches (filters as for :func:`all_enqueued`).
 
@@ -380,22 +377,9 @@ def refute_enqueued(
         AssertionError: some do; the message lists them.
     """
     app = _require_app(app, "refute_enqueued(")
-    found = all_enqueued(
-        app,
-        worker=worker,
-        args=args,
-        queue=queue,
-        state=state,
-        priority=priority,
-        tags=tags,
-        meta=meta,
-        scheduled_at=scheduled_at,
-        delta=delta,
-    )
+    found = all_enqueued(app, **filters)
     if found:
-        flt = _build_filter(
-            app, worker, args, queue, state, priority, tags, meta, scheduled_at, delta
-        )
+        flt = _build_filter(app, filters)
         raise AssertionError(
             f"Expected no job matching {flt.describe()}; found {len(found)}:\n"
             + _listing(found, flt)
@@ -497,9 +481,10 @@ def _prepare(
     args: Optional[Mapping[str, Any]],
     app: Optional[Kathikon],
     attempt: int,
-    options: dict[str, Any],
+    options: RunOptions,
 ) -> tuple[Job, Registration]:
     """Check everything as ``insert`` would, then build the claimed job the worker gets."""
+    check_option_names(options, _RUN_OPTION_NAMES)
     own: Optional[Kathikon] = None
     if app is not None:
         app = _require_app(app, "perform_job(..., app=")
@@ -511,8 +496,9 @@ def _prepare(
         ):
             # A throwaway app, so the class is registered and checked exactly as in production.
             queues = {worker.queue: 1}
-            if options.get("queue") is not None:
-                queues[options["queue"]] = 1
+            queue = options.get("queue")
+            if queue is not None:
+                queues[queue] = 1
             app = own = make_app(queues=queues)
         else:
             raise TypeError(
@@ -610,11 +596,7 @@ def perform_job(
     app: Optional[Kathikon] = None,
     attempt: int = 1,
     reraise: bool = True,
-    queue: Optional[str] = None,
-    priority: Optional[int] = None,
-    max_attempts: Optional[int] = None,
-    tags: Optional[Iterable[str]] = None,
-    meta: Optional[Mapping[str, Any]] = None,
+    **options: Unpack[RunOptions],
 ) -> PerformResult:
     """Run ``worker`` on ``args`` in this thread, now, without storing a job, and return
     what the job's attempt would end in.
@@ -642,14 +624,20 @@ def perform_job(
         app: the app the worker is registered with.
         attempt: the attempt number the job is on (1 = first run).
         reraise: re-raise what the worker raised (see above).
-        queue, priority, max_attempts, tags, meta: as for ``insert``.
+
+    Keyword Args:
+        queue (str): as for ``insert``.
+        priority (int): as for ``insert``.
+        max_attempts (int): as for ``insert``.
+        tags (Iterable[str]): as for ``insert``.
+        meta (Mapping[str, Any]): as for ``insert``.
     """
     job, reg = _prepare(
         worker,
         args,
         app,
         attempt,
-        dict(queue=queue, priority=priority, max_attempts=max_attempts, tags=tags, meta=meta),
+        options,
     )
     started = time.perf_counter()
     if reg.is_async:
@@ -674,11 +662,7 @@ async def aperform_job(
     app: Optional[Kathikon] = None,
     attempt: int = 1,
     reraise: bool = True,
-    queue: Optional[str] = None,
-    priority: Optional[int] = None,
-    max_attempts: Optional[int] = None,
-    tags: Optional[Iterable[str]] = None,
-    meta: Optional[Mapping[str, Any]] = None,
+    **options: Unpack[RunOptions],
 ) -> PerformResult:
     """:func:`perform_job` for async tests: awaits an async worker on the running loop
     (a sync worker runs in this thread, blocking the loop as it would block a test)."""
@@ -687,7 +671,7 @@ async def aperform_job(
         args,
         app,
         attempt,
-        dict(queue=queue, priority=priority, max_attempts=max_attempts, tags=tags, meta=meta),
+        options,
     )
     started = time.perf_counter()
     if reg.is_async:

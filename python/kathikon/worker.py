@@ -4,14 +4,15 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional
+
+from typing_extensions import Unpack
 
 from .errors import ConfigurationError
 from .job import Job
-from .options import Seconds, check_max_attempts, check_priority, check_tags, not_utf8
+from .options import JobOptions, check_max_attempts, check_priority, check_tags, not_utf8
 
 if TYPE_CHECKING:
     from ._native import JobSpec
@@ -156,54 +157,18 @@ class WorkerFunction:
         return self._fn(job)
 
     def new(
-        self,
-        args: Optional[Mapping[str, Any]] = None,
-        *,
-        queue: Optional[str] = None,
-        priority: Optional[int] = None,
-        schedule_in: Optional[Seconds] = None,
-        schedule_at: Optional[datetime] = None,
-        max_attempts: Optional[int] = None,
-        tags: Optional[Iterable[str]] = None,
-        meta: Optional[Mapping[str, Any]] = None,
+        self, args: Optional[Mapping[str, Any]] = None, **options: Unpack[JobOptions]
     ) -> JobSpec:
         """An unsaved job for :meth:`Kathikon.insert_all`; options as for ``insert``."""
-        return self._app._new(
-            self.registration,
-            args,
-            queue,
-            priority,
-            schedule_in,
-            schedule_at,
-            max_attempts,
-            tags,
-            meta,
-        )
+        return self._app._new(self.registration, args, options)
 
     def insert(
-        self,
-        args: Optional[Mapping[str, Any]] = None,
-        *,
-        queue: Optional[str] = None,
-        priority: Optional[int] = None,
-        schedule_in: Optional[Seconds] = None,
-        schedule_at: Optional[datetime] = None,
-        max_attempts: Optional[int] = None,
-        tags: Optional[Iterable[str]] = None,
-        meta: Optional[Mapping[str, Any]] = None,
+        self, args: Optional[Mapping[str, Any]] = None, **options: Unpack[JobOptions]
     ) -> Job:
-        """Insert a job for this worker; see :meth:`Kathikon.insert` for the options."""
-        return self._app.insert(
-            self,
-            args,
-            queue=queue,
-            priority=priority,
-            schedule_in=schedule_in,
-            schedule_at=schedule_at,
-            max_attempts=max_attempts,
-            tags=tags,
-            meta=meta,
-        )
+        """Insert a job for this worker; see :meth:`Kathikon.insert` for the options
+        (``queue``, ``priority``, ``schedule_in``, ``schedule_at``, ``max_attempts``,
+        ``tags``, ``meta``)."""
+        return self._app.insert(self, args, **options)
 
     def __repr__(self) -> str:
         return f"<WorkerFunction {self.name} queue={self.queue!r}>"

@@ -11,6 +11,7 @@ from typing import Any
 
 import kathikon
 from kathikon import telemetry
+from kathikon.testing import assert_enqueued, perform_job
 
 app = kathikon.Kathikon(path=None)
 
@@ -24,6 +25,11 @@ def mistakes() -> None:
     ok.insert({"a": 1}, priority="high")  # type: ignore[arg-type]
     ok.insert(["not", "a", "dict"])  # type: ignore[arg-type]
     app.insert(ok, {}, schedule_in="5m")  # type: ignore[arg-type]
+    app.new(ok, {}, sheduled_in=5)  # type: ignore[call-arg]
+    ok.new({}, tags="urgent", priorty=1)  # type: ignore[call-arg]
+    assert_enqueued(app, worker=ok, queu="emails")  # type: ignore[call-arg]
+    assert_enqueued(app, state=5)  # type: ignore[arg-type]
+    perform_job(ok, {}, schedule_in=5)  # type: ignore[call-arg]
     app.insert(print, {})  # type: ignore[arg-type]
     app.insert_all([ok.insert()])  # type: ignore[list-item]
     kathikon.Snooze("soon")  # type: ignore[arg-type]
