@@ -275,8 +275,8 @@ impl PyEngine {
         });
     }
 
-    /// Wait up to `timeout` seconds for engine events: `[(name, measurements), …]` where name
-    /// is "scheduler.tick" or "pruner.tick".
+    /// Wait up to `timeout` seconds for engine events: `[(name, measurements), …]`, each name
+    /// one of `ENGINE_EVENTS`.
     fn next_events<'py>(
         &self,
         py: Python<'py>,
@@ -294,24 +294,22 @@ impl PyEngine {
         let mut out = Vec::with_capacity(events.len());
         for event in events {
             let m = PyDict::new(py);
-            let name = match event {
+            let name = event.name();
+            match event {
                 EngineEvent::SchedulerTick { promoted, duration_us } => {
                     m.set_item("promoted", promoted)?;
                     m.set_item("duration", duration_us as f64 / 1e6)?;
-                    "scheduler.tick"
                 }
                 EngineEvent::PrunerTick { pruned, duration_us } => {
                     m.set_item("pruned", pruned)?;
                     m.set_item("duration", duration_us as f64 / 1e6)?;
-                    "pruner.tick"
                 }
                 EngineEvent::Quarantined { id, reason } => {
                     m.set_item("id", id)?;
                     m.set_item("reason", reason)?;
-                    "job.quarantine"
                 }
                 _ => continue,
-            };
+            }
             out.push((name, m));
         }
         Ok(out)
