@@ -222,9 +222,10 @@ impl Wal {
         self.pos += bytes.len() as u64;
         self.next_seq += 1;
         // The block now holding the write position moves to the front; a buffer grown by a
-        // huge record is given back.
-        let last = (self.pos - first) as usize / BLOCK;
-        if last > 0 {
+        // huge record is given back. A record that ends on a block boundary leaves nothing
+        // written in the next block to keep (and the buffer may hold no block past it).
+        let last = used / BLOCK;
+        if last > 0 && !used.is_multiple_of(BLOCK) {
             self.blocks.0.swap(0, last);
         }
         if self.blocks.0.len() > KEEP as usize / BLOCK {
@@ -386,6 +387,43 @@ mod tests {
             let bytes = std::fs::read(&path).unwrap();
             let seqs: Vec<_> = records_after(&bytes, 42, n).into_iter().map(|r| r.0).collect();
             assert_eq!(seqs, (n + 1..=n + 5).collect::<Vec<_>>());
+        }
+    }
+
+    #[test]
+    fn records_ending_on_a_block_boundary_read_back_whole() {
+        // Whole record sizes (header included), each run on a fresh log, whose layout buffer
+        // then holds no block past the one a record ends in: a record filling the first block,
+        // one ending on a boundary after an earlier record, and records of two whole blocks.
+        let runs: [&[usize]; 4] = [
+            &[BLOCK, BLOCK, 100],
+            &[100, BLOCK - 100, 50],
+            &[2 * BLOCK, 10 + HEADER + 13, 3 * BLOCK],
+            &[100, 2 * BLOCK - 100, BLOCK, 70],
+        ];
+        for (sync, io) in [(true, Io::Direct), (true, Io::Buffered), (false, Io::Buffered)] {
+            for sizes in runs {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("s-wal");
+                let mut wal = Wal::open_as(&path, 7, 1, sync, io, None).unwrap();
+                // A put of `n` bytes is laid out as HEADER + 13 + n bytes.
+                let record = |i: usize| -> LogBuf {
+                    let mut buf = LogBuf::new();
+                    buf.put(i as u64, &vec![i as u8; sizes[i] - HEADER - 13]);
+                    assert_eq!(buf.bytes.len(), sizes[i]);
+                    buf
+                };
+                for i in 0..sizes.len() {
+                    wal.append(&mut record(i)).unwrap();
+                }
+                assert_eq!(wal.used(), sizes.iter().sum::<usize>() as u64);
+                let bytes = std::fs::read(&path).unwrap();
+                let back = records_after(&bytes, 7, 0);
+                assert_eq!(back.len(), sizes.len(), "{sizes:?}, {io:?}, sync {sync}");
+                for (i, (seq, payload)) in back.iter().enumerate() {
+                    assert_eq!((*seq, *payload), (i as u64 + 1, record(i).payload()));
+                }
+            }
         }
     }
 
