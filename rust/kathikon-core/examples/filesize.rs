@@ -1,7 +1,7 @@
 //! File bytes per stored job after 200,000 inserts in batches of 10,000 (one in ten scheduled
 //! for later, like `kathikon bench`'s open workload) and a clean close:
 //! `cargo run --release --example filesize`. `SLEEP=ms` pauses between batches (default 15),
-//! giving the writer idle time to file the jobs (`storage/unfiled.rs`).
+//! giving the writer idle time to file the jobs (`storage/redb/unfiled.rs`).
 mod common;
 
 use std::time::Duration;

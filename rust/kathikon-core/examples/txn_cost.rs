@@ -1,7 +1,7 @@
 //! What a redb write transaction costs by itself, against the work inside it:
 //! `cargo run --release --example txn_cost`. No fsync anywhere (`Durability::None`): this is
 //! the CPU a batch pays to redb. It is why the write-ahead log keeps one transaction open
-//! across batches (see `storage/redb_store.rs`): a commit per batch costs ~10× the batch.
+//! across batches (see `storage/redb/logged.rs`): a commit per batch costs ~10× the batch.
 use std::time::Instant;
 
 use redb::{Database, Durability, ReadableDatabase, TableDefinition};

@@ -180,7 +180,7 @@ const OPS: &[(&str, Op)] = &[
         e.insert(vec![job("q", "w")])?;
         e.checkpoint()
     }),
-    // Big enough to be filed after the insert returns (`storage/unfiled.rs`): by the idle
+    // Big enough to be filed after the insert returns (`storage/redb/unfiled.rs`): by the idle
     // writer, or at the latest by the checkpoint.
     ("insert 40 + checkpoint", |e| {
         e.insert((0..40).map(|_| job("q", "w")).collect())?;

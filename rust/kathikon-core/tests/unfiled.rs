@@ -1,4 +1,4 @@
-//! New jobs that a logged batch leaves unfiled (`storage/unfiled.rs`): durable and visible
+//! New jobs that a logged batch leaves unfiled (`storage/redb/unfiled.rs`): durable and visible
 //! exactly as filed ones are, whoever files them and whenever.
 //!
 //! - a read, a claim (a read of the job inside a batch), a commit or a clean close files them

@@ -103,7 +103,7 @@ fn the_log_alone_brings_back_every_acknowledged_batch() {
 }
 
 /// Where each record of `log` ends: a 32-byte header whose bytes 8..16 are the payload's
-/// length, then the payload (see `storage/wal.rs`).
+/// length, then the payload (see `storage/redb/wal/record.rs`).
 fn record_ends(log: &[u8]) -> Vec<usize> {
     let mut ends = Vec::new();
     let mut pos = 0;

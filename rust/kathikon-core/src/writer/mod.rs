@@ -136,7 +136,7 @@ impl Writer {
                 applier.tick(Instant::now());
             }
             // With nothing else to do, do what the store put off (filing new jobs, see
-            // `storage/unfiled.rs`): here, on this thread, it costs no caller.
+            // `storage/redb/unfiled.rs`): here, on this thread, it costs no caller.
             // A caller that wants the applier meanwhile gets it after the chunk in hand (see
             // `lead`); its insert wakes this thread again if filing remains.
             while !shutdown
