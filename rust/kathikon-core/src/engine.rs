@@ -329,8 +329,8 @@ impl Jobs for Engine {
             found = txn.get(id)?;
             Ok(())
         });
-        if let Err(Error::Corrupted { detail, .. }) = &result {
-            if detail.starts_with(&format!("job {id}: ")) {
+        if let Err(Error::Corrupted { job: Some(damaged), .. }) = &result {
+            if *damaged == id {
                 self.quarantine(vec![id]);
             }
         }

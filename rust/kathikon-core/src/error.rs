@@ -1,6 +1,9 @@
 //! The core's one error type. Every variant says what went wrong with which value; the Python
-//! bindings map each variant to a typed `kathikon` exception.
+//! bindings map each variant to a typed `kathikon` exception. What code decides on (a commit's
+//! outcome is unknown, the writer stopped, which job's record is damaged) is a variant or a
+//! field, never words to parse back out of a message.
 
+use std::fmt;
 use std::path::PathBuf;
 
 use crate::job::JobId;
@@ -10,7 +13,7 @@ use crate::state::JobState;
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Everything the engine can refuse or fail at.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A job description was rejected before anything was written. The message names the
@@ -53,8 +56,12 @@ pub enum Error {
     Corrupted {
         /// The file.
         path: PathBuf,
-        /// What redb or the decoder said.
+        /// What redb or the decoder said (naming the job, when one record is the damage).
         detail: String,
+        /// The job whose record, still in the jobs table, does not decode: the engine moves it
+        /// to the quarantine table. `None` when the damage is elsewhere (a table, the header,
+        /// the log) or the record was moved aside already (`detail` then names the job).
+        job: Option<JobId>,
     },
     /// The store was written by a newer Kathikon whose format this one cannot read.
     #[error("the store {path} has format version {found}, newer than this Kathikon reads ({supported}); upgrade kathikon")]
@@ -66,9 +73,10 @@ pub enum Error {
         /// Newest version this build reads.
         supported: u64,
     },
-    /// An I/O or commit failure. For a failed commit the outcome is unknown: the batch may or
-    /// may not be durable, and the engine must be reopened before it writes again.
-    #[error("storage error: {0}")]
+    /// An I/O failure (opening, reading, a socket, a thread) that is neither a failed commit
+    /// nor a refusal by a stopped writer. A write that fails this way stops the writer, as a
+    /// failed commit does.
+    #[error("storage error: {}", StorageWords(self))]
     Storage(String),
     /// The process that owns the store went away (or stopped answering) while this process
     /// was using it through its socket. The call's outcome is unknown; the next call connects
@@ -89,6 +97,57 @@ pub enum Error {
     /// The engine was closed; open a new one.
     #[error("the Kathikon engine is closed; create a new app to use this store again")]
     Closed,
+    /// A commit to the store failed and its outcome is unknown: the batch may or may not be
+    /// durable (redb's contract; for the write-ahead log, its record may be on disk whole,
+    /// torn or absent). The engine writes nothing more until the store is reopened, and every
+    /// later write is refused with [`Error::WriterStopped`].
+    #[error("storage error: {}", StorageWords(self))]
+    CommitFailed {
+        /// The store file.
+        path: PathBuf,
+        /// What failed (redb's words, or the log's I/O error, with advice where there is some).
+        detail: String,
+    },
+    /// The engine stopped writing after the storage failure `cause` and refused this write
+    /// without trying it: nothing of it was written. Only reopening the store (the app) lets
+    /// it write again.
+    #[error("storage error: {}", StorageWords(self))]
+    WriterStopped {
+        /// The failure that stopped the writer.
+        cause: Box<Error>,
+    },
+}
+
+/// A storage failure's words without the "storage error: " prefix, so one failure can be named
+/// inside another's message without the prefix doubling; any other error's whole message.
+struct StorageWords<'a>(&'a Error);
+
+impl fmt::Display for StorageWords<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Error::Storage(words) => f.write_str(words),
+            Error::CommitFailed { path, detail } => {
+                write!(f, "commit to {} failed, outcome unknown: {detail}", path.display())
+            }
+            Error::WriterStopped { cause } => write!(
+                f,
+                "the engine stopped writing after a storage failure ({}); close the app and \
+                 open it again",
+                StorageWords(cause)
+            ),
+            other => fmt::Display::fmt(other, f),
+        }
+    }
+}
+
+impl Error {
+    /// Whether a write that fails with this stops the writer: a storage failure
+    /// ([`Error::Storage`], [`Error::CommitFailed`], [`Error::WriterStopped`]), after which
+    /// redb refuses writes until reopened and the batch's outcome may be unknown. A damaged
+    /// record fails its batch alone.
+    pub(crate) fn stops_writer(&self) -> bool {
+        matches!(self, Error::Storage(_) | Error::CommitFailed { .. } | Error::WriterStopped { .. })
+    }
 }
 
 fn locked_message(path: &std::path::Path, holder: Option<u32>, same_process: bool) -> String {
@@ -141,9 +200,11 @@ impl From<redb::StorageError> for Error {
     fn from(e: redb::StorageError) -> Self {
         match e {
             // The store fills in its path (`RedbStore::with_path`).
-            redb::StorageError::Corrupted(detail) => {
-                Error::Corrupted { path: "<store>".into(), detail: format!("redb: {detail}") }
-            }
+            redb::StorageError::Corrupted(detail) => Error::Corrupted {
+                path: "<store>".into(),
+                detail: format!("redb: {detail}"),
+                job: None,
+            },
             other => Error::Storage(storage_text(&other)),
         }
     }
@@ -170,7 +231,7 @@ impl From<redb::TableError> for Error {
             | redb::TableError::TableIsMultimap(_)
             | redb::TableError::TableIsNotMultimap(_)
             | redb::TableError::TableDoesNotExist(_) => {
-                Error::Corrupted { path: "<store>".into(), detail: format!("redb: {e}") }
+                Error::Corrupted { path: "<store>".into(), detail: format!("redb: {e}"), job: None }
             }
             other => Error::Storage(other.to_string()),
         }
@@ -183,15 +244,15 @@ impl From<redb::CommitError> for Error {
     }
 }
 
-/// A failed commit of the store at `path`: always [`Error::Storage`], even when redb found
-/// the file damaged, because the outcome is unknown and the store must be reopened before it
-/// is written again (the writer stops on storage errors).
+/// A failed commit of the store at `path`: always [`Error::CommitFailed`], even when redb
+/// found the file damaged, because the outcome is unknown and the store must be reopened
+/// before it is written again.
 pub(crate) fn commit_failed(path: &std::path::Path, e: &redb::CommitError) -> Error {
     let detail = match e {
         redb::CommitError::Storage(e) => storage_text(e),
         other => other.to_string(),
     };
-    Error::Storage(format!("commit to {} failed, outcome unknown: {detail}", path.display()))
+    Error::CommitFailed { path: path.to_path_buf(), detail }
 }
 
 impl From<redb::SetDurabilityError> for Error {

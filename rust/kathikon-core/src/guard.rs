@@ -46,6 +46,7 @@ pub(crate) fn guarded<T>(path: &std::path::Path, f: impl FnOnce() -> Result<T>) 
         Err(Error::Corrupted {
             path: path.to_path_buf(),
             detail: format!("redb failed reading it: {}", panic_text(panic.as_ref())),
+            job: None,
         })
     })
 }

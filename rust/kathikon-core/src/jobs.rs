@@ -38,8 +38,8 @@ pub trait Jobs: Send + Sync {
     /// Insert jobs in one transaction: all or none.
     ///
     /// Returns once the jobs are committed (durable with [`crate::Durability::Fsync`]). On
-    /// [`crate::Error::InvalidJob`] nothing was written; on [`crate::Error::Storage`] the
-    /// outcome is unknown.
+    /// [`crate::Error::InvalidJob`] or [`crate::Error::WriterStopped`] nothing was written;
+    /// on [`crate::Error::CommitFailed`] the outcome is unknown.
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>>;
 
     /// Claim up to `max` jobs from `queue`, waiting up to `timeout` for one to be ready.

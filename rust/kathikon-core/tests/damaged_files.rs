@@ -136,7 +136,7 @@ fn kind(err: &Error) -> &'static str {
     match err {
         Error::NotAStore { .. } => "NotAStore",
         Error::Corrupted { .. } => "Corrupted",
-        Error::Storage(_) => "Storage",
+        Error::Storage(_) | Error::CommitFailed { .. } | Error::WriterStopped { .. } => "Storage",
         Error::FormatTooNew { .. } => "FormatTooNew",
         Error::StorageLocked { .. } => "StorageLocked",
         Error::Closed => "Closed",

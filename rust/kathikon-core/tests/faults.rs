@@ -248,7 +248,10 @@ fn verbose() -> bool {
 /// Every error a fault may give: a storage error, never a claim of corruption (a read that
 /// failed is not a damaged file), never `Closed` (that would mean the writer thread died).
 fn assert_storage(err: &Error, context: &str) {
-    assert!(matches!(err, Error::Storage(_)), "{context}: expected Error::Storage, got {err:?}");
+    assert!(
+        matches!(err, Error::Storage(_) | Error::CommitFailed { .. } | Error::WriterStopped { .. }),
+        "{context}: expected a storage error, got {err:?}"
+    );
     let text = err.to_string();
     assert!(!text.contains("storage error: storage error"), "{context}: doubled prefix: {text}");
 }
@@ -258,6 +261,7 @@ fn assert_refuses_writes(engine: &Engine, context: &str) {
     let stopped = |r: kathikon_core::Result<()>, what: &str| {
         let err = r.expect_err(&format!("{context}: {what} after a storage failure succeeded"));
         assert_storage(&err, context);
+        assert!(matches!(err, Error::WriterStopped { .. }), "{context}: {what}: {err:?}");
         let text = err.to_string();
         assert!(
             text.contains("stopped writing after a storage failure")
@@ -483,7 +487,7 @@ fn after_a_failed_fsync_the_engine_refuses_writes_until_reopened_and_nothing_is_
     faults.log.sync.arm(0);
     let err = engine.insert((0..3).map(|_| job("q", "w")).collect()).unwrap_err();
     let text = err.to_string();
-    assert!(matches!(err, Error::Storage(_)), "{err:?}");
+    assert!(matches!(err, Error::CommitFailed { .. }), "{err:?}");
     assert_eq!(
         text,
         format!(

@@ -46,7 +46,7 @@ fn scheduled(queue: &str, at: i64) -> NewJob {
 
 /// What `get` says about a quarantined job: `Corrupted`, naming the file, the job and why.
 fn assert_reported_quarantined(err: &Error, path: &Path, id: u64) {
-    let Error::Corrupted { path: reported, detail } = err else {
+    let Error::Corrupted { path: reported, detail, .. } = err else {
         panic!("expected Corrupted, got {err:?}");
     };
     assert_eq!(reported, path);

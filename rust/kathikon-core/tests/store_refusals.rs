@@ -210,7 +210,7 @@ fn a_damaged_record_is_reported_as_corrupted_with_the_store_path() {
     }
     let engine = open(&path);
     let err = engine.get(job.id).unwrap_err();
-    let Error::Corrupted { path: reported, detail } = &err else {
+    let Error::Corrupted { path: reported, detail, .. } = &err else {
         panic!("expected Corrupted, got {err:?}");
     };
     assert_eq!(reported, &path);

@@ -139,21 +139,59 @@ pub enum Response {
 }
 
 /// [`Error`] as it crosses the socket, so the client raises the same typed error the owner
-/// would have raised in-process.
+/// would have raised in-process. Postcard encodes a variant by its index: new variants go at
+/// the end, and existing ones keep their fields, so every message that existed before encodes
+/// as it did.
 #[allow(missing_docs)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WireError {
     InvalidJob(String),
     JobNotFound(JobId),
-    IllegalTransition { id: JobId, from: JobState, action: String },
-    StorageLocked { path: PathBuf, holder: Option<u32>, same_process: bool },
-    NotAStore { path: PathBuf, detail: String },
-    Corrupted { path: PathBuf, detail: String },
-    FormatTooNew { path: PathBuf, found: u64, supported: u64 },
+    IllegalTransition {
+        id: JobId,
+        from: JobState,
+        action: String,
+    },
+    StorageLocked {
+        path: PathBuf,
+        holder: Option<u32>,
+        same_process: bool,
+    },
+    NotAStore {
+        path: PathBuf,
+        detail: String,
+    },
+    Corrupted {
+        path: PathBuf,
+        detail: String,
+    },
+    FormatTooNew {
+        path: PathBuf,
+        found: u64,
+        supported: u64,
+    },
     Storage(String),
     Closed,
-    OwnerGone { path: PathBuf, owner: u32, detail: String },
+    OwnerGone {
+        path: PathBuf,
+        owner: u32,
+        detail: String,
+    },
     Protocol(String),
+    CommitFailed {
+        path: PathBuf,
+        detail: String,
+    },
+    WriterStopped {
+        cause: Box<WireError>,
+    },
+    /// [`Error::Corrupted`] naming the job whose record is the damage (`Corrupted` is the one
+    /// with no job).
+    CorruptedJob {
+        path: PathBuf,
+        detail: String,
+        job: JobId,
+    },
 }
 
 impl From<&Error> for WireError {
@@ -172,8 +210,11 @@ impl From<&Error> for WireError {
             Error::NotAStore { path, detail } => {
                 WireError::NotAStore { path: path.clone(), detail: detail.clone() }
             }
-            Error::Corrupted { path, detail } => {
+            Error::Corrupted { path, detail, job: None } => {
                 WireError::Corrupted { path: path.clone(), detail: detail.clone() }
+            }
+            Error::Corrupted { path, detail, job: Some(job) } => {
+                WireError::CorruptedJob { path: path.clone(), detail: detail.clone(), job: *job }
             }
             Error::FormatTooNew { path, found, supported } => {
                 WireError::FormatTooNew { path: path.clone(), found: *found, supported: *supported }
@@ -184,6 +225,12 @@ impl From<&Error> for WireError {
                 WireError::OwnerGone { path: path.clone(), owner: *owner, detail: detail.clone() }
             }
             Error::Protocol(m) => WireError::Protocol(m.clone()),
+            Error::CommitFailed { path, detail } => {
+                WireError::CommitFailed { path: path.clone(), detail: detail.clone() }
+            }
+            Error::WriterStopped { cause } => {
+                WireError::WriterStopped { cause: Box::new(cause.as_ref().into()) }
+            }
         }
     }
 }
@@ -215,7 +262,10 @@ impl From<WireError> for Error {
                 Error::StorageLocked { path, holder, same_process }
             }
             WireError::NotAStore { path, detail } => Error::NotAStore { path, detail },
-            WireError::Corrupted { path, detail } => Error::Corrupted { path, detail },
+            WireError::Corrupted { path, detail } => Error::Corrupted { path, detail, job: None },
+            WireError::CorruptedJob { path, detail, job } => {
+                Error::Corrupted { path, detail, job: Some(job) }
+            }
             WireError::FormatTooNew { path, found, supported } => {
                 Error::FormatTooNew { path, found, supported }
             }
@@ -229,6 +279,72 @@ impl From<WireError> for Error {
                 Error::OwnerGone { path, owner, detail }
             }
             WireError::Protocol(m) => Error::Protocol(m),
+            WireError::CommitFailed { path, detail } => Error::CommitFailed { path, detail },
+            WireError::WriterStopped { cause } => {
+                Error::WriterStopped { cause: Box::new((*cause).into()) }
+            }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn path() -> PathBuf {
+        PathBuf::from("/data/jobs.redb")
+    }
+
+    /// One of every variant, the typed ones nested as the writer nests them.
+    fn every_error() -> Vec<Error> {
+        let commit = Error::CommitFailed { path: path(), detail: "fsync: EIO".into() };
+        vec![
+            Error::InvalidJob("priority 10 is out of range".into()),
+            Error::JobNotFound(4),
+            Error::IllegalTransition { id: 4, from: JobState::Completed, action: "retried" },
+            Error::StorageLocked { path: path(), holder: Some(77), same_process: false },
+            Error::NotAStore { path: path(), detail: "no header".into() },
+            Error::Corrupted { path: path(), detail: "redb: bad page".into(), job: None },
+            Error::Corrupted { path: path(), detail: "job 9: empty record".into(), job: Some(9) },
+            Error::FormatTooNew { path: path(), found: 9, supported: 5 },
+            Error::Storage("cannot read it".into()),
+            Error::OwnerGone { path: path(), owner: 77, detail: "reset".into() },
+            Error::Protocol("bad frame".into()),
+            commit.clone(),
+            Error::WriterStopped { cause: Box::new(commit) },
+            Error::WriterStopped { cause: Box::new(Error::Storage("disk gone".into())) },
+        ]
+    }
+
+    #[test]
+    fn every_error_crosses_the_socket_as_the_same_variant_fields_and_message() {
+        for error in every_error() {
+            let mut payload = Vec::new();
+            let wire = WireError::from(&error);
+            crate::net::frame::encode(&Response::Error(wire), &mut payload).unwrap();
+            let Response::Error(back) = crate::net::frame::decode(&payload[4..]).unwrap() else {
+                panic!("{error:?} did not come back as an error");
+            };
+            let back = Error::from(back);
+            assert_eq!(format!("{back:?}"), format!("{error:?}"));
+            assert_eq!(back.to_string(), error.to_string());
+        }
+    }
+
+    /// Postcard encodes a variant by its index: the variants that existed before the typed
+    /// storage errors keep theirs, so a message that existed then encodes as it did.
+    #[test]
+    fn existing_wire_errors_keep_their_indices() {
+        let first_byte = |e: WireError| postcard::to_allocvec(&e).unwrap()[0];
+        assert_eq!(first_byte(WireError::InvalidJob(String::new())), 0);
+        assert_eq!(first_byte(WireError::Corrupted { path: path(), detail: String::new() }), 5);
+        assert_eq!(first_byte(WireError::Storage(String::new())), 7);
+        assert_eq!(first_byte(WireError::Closed), 8);
+        assert_eq!(first_byte(WireError::Protocol(String::new())), 10);
+        assert_eq!(first_byte(WireError::CommitFailed { path: path(), detail: String::new() }), 11);
+        let stopped = WireError::WriterStopped { cause: Box::new(WireError::Closed) };
+        assert_eq!(first_byte(stopped), 12);
+        let job = WireError::CorruptedJob { path: path(), detail: String::new(), job: 1 };
+        assert_eq!(first_byte(job), 13);
     }
 }

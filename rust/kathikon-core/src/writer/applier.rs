@@ -28,8 +28,8 @@ pub(crate) struct Applier {
     /// The periodic work that runs in every batch (scheduler, pruner).
     plugins: Plugins,
     /// Set after a failed commit: redb refuses writes until reopened, and the batch's outcome
-    /// is unknown, so every later command fails with this message.
-    failed: Option<String>,
+    /// is unknown, so every later command is refused naming this failure.
+    failed: Option<Error>,
 }
 
 impl Applier {
@@ -70,8 +70,8 @@ impl Applier {
 
     /// Checkpoint the store (see [`Store::checkpoint`]), unless the writer stopped.
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
-        if let Some(msg) = &self.failed {
-            return Err(stopped(msg));
+        if let Some(cause) = &self.failed {
+            return Err(stopped(cause));
         }
         self.store.checkpoint().inspect_err(|error| self.fail(error))
     }
@@ -79,7 +79,7 @@ impl Applier {
     /// Stop writing after `error` (outside a batch, whatever failed is storage), naming it in
     /// every later refusal.
     fn fail(&mut self, error: &Error) {
-        self.failed = Some(bare_message(error));
+        self.failed = Some(error.clone());
     }
 
     /// Do a piece of the work the store put off (filing new jobs); returns
@@ -108,12 +108,12 @@ impl Applier {
             })
             .fold(now.micros, Micros::max);
         let info = Batch { now, as_of, led };
-        if let Some(msg) = &self.failed {
+        if let Some(cause) = &self.failed {
             for cmd in batch.drain(..) {
-                // Put claimed keys back, so every later claim fails with this message too
+                // Put claimed keys back, so every later claim fails with this error too
                 // instead of finding an empty queue and waiting quietly.
                 requeue_claim(&cmd);
-                cmd.fail(&|| stopped(msg));
+                cmd.fail(&|| stopped(cause));
             }
             self.plugins.finished(&info, None);
             return;
@@ -150,19 +150,21 @@ impl Applier {
                 }
             }
             Err(error) => {
-                let fatal = matches!(error, Error::Storage(_));
-                let text = bare_message(&error);
+                // Every caller gets the batch's error; one that is neither a storage failure nor
+                // damage is reported as a storage failure in its words, and does not stop the
+                // writer.
+                let fatal = error.stops_writer();
+                let error = match error {
+                    e if fatal => e,
+                    e @ Error::Corrupted { .. } => e,
+                    other => Error::Storage(other.to_string()),
+                };
                 for cmd in batch.drain(..) {
                     requeue_claim(&cmd);
-                    cmd.fail(&|| match &error {
-                        Error::Corrupted { path, detail } => {
-                            Error::Corrupted { path: path.clone(), detail: detail.clone() }
-                        }
-                        _ => Error::Storage(text.clone()),
-                    });
+                    cmd.fail(&|| error.clone());
                 }
                 if fatal {
-                    self.failed = Some(text);
+                    self.failed = Some(error);
                 }
                 self.plugins.finished(&info, None);
             }
@@ -170,21 +172,9 @@ impl Applier {
     }
 }
 
-/// `error`'s message without the "storage error: " prefix, which wrapping it in
-/// `Error::Storage` again adds back.
-fn bare_message(error: &Error) -> String {
-    match error {
-        Error::Storage(msg) => msg.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// What every write is refused with once the writer stopped after the storage failure `msg`.
-fn stopped(msg: &str) -> Error {
-    Error::Storage(format!(
-        "the engine stopped writing after a storage failure ({msg}); close the app and open it \
-         again"
-    ))
+/// What every write is refused with once the writer stopped after the storage failure `cause`.
+fn stopped(cause: &Error) -> Error {
+    Error::WriterStopped { cause: Box::new(cause.clone()) }
 }
 
 /// A failed claim's jobs are still available on disk: make them claimable again.

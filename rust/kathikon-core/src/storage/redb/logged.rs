@@ -111,12 +111,14 @@ impl RedbStore {
             let _ = open.into_owner().abort();
             let _ = self.publish(state);
             state.poisoned = true;
-            return Err(Error::Storage(format!(
-                "commit to {} failed, outcome unknown: I/O error on the write-ahead log {}: {e}{}",
-                self.path.display(),
-                state.log.path().display(),
-                crate::error::io_advice(&e)
-            )));
+            return Err(Error::CommitFailed {
+                path: self.path.to_path_buf(),
+                detail: format!(
+                    "I/O error on the write-ahead log {}: {e}{}",
+                    state.log.path().display(),
+                    crate::error::io_advice(&e)
+                ),
+            });
         }
         state.open = Some(open);
         state.pending.push(&log);
@@ -194,12 +196,11 @@ impl RedbStore {
         self.background.store(false, Ordering::Release);
     }
 
+    /// What a write or checkpoint is refused with once the log is poisoned; the failure
+    /// itself was returned to the call that met it.
     fn poisoned(&self) -> Error {
-        Error::Storage(format!(
-            "the engine stopped writing after a storage failure (an earlier commit to {} \
-             failed); close the app and open it again",
-            self.path.display()
-        ))
+        let cause = format!("an earlier commit to {} failed", self.path.display());
+        Error::WriterStopped { cause: Box::new(Error::Storage(cause)) }
     }
 
     /// Make every commit so far durable in redb itself and start the log afresh.

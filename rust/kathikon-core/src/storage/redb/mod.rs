@@ -84,13 +84,15 @@ impl std::fmt::Debug for RedbStore {
 
 impl RedbStore {
     fn damaged(&self, detail: String) -> Error {
-        Error::Corrupted { path: self.path.to_path_buf(), detail }
+        Error::Corrupted { path: self.path.to_path_buf(), detail, job: None }
     }
 
     /// Name this store's file in a decode error raised deep inside a transaction.
     fn with_path(&self, e: Error) -> Error {
         match e {
-            Error::Corrupted { detail, .. } => self.damaged(detail),
+            Error::Corrupted { detail, job, .. } => {
+                Error::Corrupted { path: self.path.to_path_buf(), detail, job }
+            }
             other => other,
         }
     }

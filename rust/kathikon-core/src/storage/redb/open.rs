@@ -225,6 +225,7 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
                 "the checks at open found pages whose checksums do not match, so the file \
                  changed on disk after it was written (redb: {msg})"
             ),
+            job: None,
         },
         DatabaseError::UpgradeRequired(v) => Error::NotAStore {
             path: path.to_path_buf(),
@@ -238,13 +239,15 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
                 std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
             ) =>
         {
-            Error::Corrupted { path: path.to_path_buf(), detail: io.to_string() }
+            Error::Corrupted { path: path.to_path_buf(), detail: io.to_string(), job: None }
         }
         DatabaseError::Storage(redb::StorageError::Io(io)) => Error::Storage(format!(
             "cannot open {}: {io}{}",
             path.display(),
             crate::error::io_advice(&io)
         )),
-        other => Error::Corrupted { path: path.to_path_buf(), detail: other.to_string() },
+        other => {
+            Error::Corrupted { path: path.to_path_buf(), detail: other.to_string(), job: None }
+        }
     }
 }

@@ -86,9 +86,10 @@ pub(crate) fn encode_into(job: &Job, out: &mut Vec<u8>) {
     out[start + 1..body].copy_from_slice(&crc.to_le_bytes());
 }
 
-/// Decode a record, naming the job id in any error.
+/// Decode a record, naming the job id in any error (in its words and as its `job`).
 pub(crate) fn decode(id: u64, bytes: &[u8]) -> Result<Job> {
-    let damaged = |detail: String| Error::Corrupted { path: "<store>".into(), detail };
+    let damaged =
+        |detail: String| Error::Corrupted { path: "<store>".into(), detail, job: Some(id) };
     let body = match bytes.first() {
         Some(&RECORD_V1) => &bytes[1..],
         Some(&RECORD_V2) => {

@@ -511,6 +511,7 @@ fn quarantined_error(path: &Path, id: JobId, (at, reason, _): &(i64, &str, &[u8]
             "job {id}'s record was damaged and was moved to the quarantine table at {at} µs \
              since the epoch: {reason}"
         ),
+        job: None,
     }
 }
 
@@ -533,5 +534,5 @@ fn keys_naming(table: &Table<'_, (i64, u64), ()>, id: JobId) -> Result<Vec<(i64,
 }
 
 fn self_damaged(detail: String) -> Error {
-    Error::Corrupted { path: "<store>".into(), detail }
+    Error::Corrupted { path: "<store>".into(), detail, job: None }
 }
