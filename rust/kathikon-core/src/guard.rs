@@ -28,7 +28,7 @@ fn install_quiet_hook() {
     });
 }
 
-fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+pub(crate) fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
     panic
         .downcast_ref::<String>()
         .cloned()
@@ -45,7 +45,7 @@ pub(crate) fn guarded<T>(path: &std::path::Path, f: impl FnOnce() -> Result<T>) 
     outcome.unwrap_or_else(|panic| {
         Err(Error::Corrupted {
             path: path.to_path_buf(),
-            detail: format!("redb failed reading it: {}", panic_text(panic.as_ref())),
+            detail: format!("a panic while reading or writing it: {}", panic_text(panic.as_ref())),
             job: None,
         })
     })

@@ -172,9 +172,13 @@ impl Applier {
     }
 }
 
-/// What every write is refused with once the writer stopped after the storage failure `cause`.
+/// What every write is refused with once the writer stopped after the storage failure `cause`
+/// (a refusal that stopped it already names the original failure, and is not wrapped again).
 fn stopped(cause: &Error) -> Error {
-    Error::WriterStopped { cause: Box::new(cause.clone()) }
+    match cause {
+        Error::WriterStopped { .. } => cause.clone(),
+        _ => Error::WriterStopped { cause: Box::new(cause.clone()) },
+    }
 }
 
 /// A failed claim's jobs are still available on disk: make them claimable again.

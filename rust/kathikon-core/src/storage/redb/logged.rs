@@ -14,7 +14,7 @@ use super::unfiled::Unfiled;
 use super::wal::{LogBuf, Payloads, Wal};
 use super::RedbStore;
 use crate::error::{commit_failed, Error, Result};
-use crate::guard::guarded;
+use crate::guard::{guarded, panic_text};
 use crate::storage::WriteTxn;
 
 /// Checkpoint once the log holds this many bytes…
@@ -103,7 +103,18 @@ impl RedbStore {
             }
             return Ok(());
         }
-        if let Err(e) = state.log.append(&mut log) {
+        // A panic in the log's own code is a failed append too: the record may be durable,
+        // so the batch's outcome is unknown and the store must stop writing, as for an I/O
+        // error (caught further up, it would fail the batch while leaving it for replay).
+        let appended =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.log.append(&mut log)))
+                .unwrap_or_else(|panic| {
+                    Err(std::io::Error::other(format!(
+                        "the log append panicked: {}",
+                        panic_text(panic.as_ref())
+                    )))
+                });
+        if let Err(e) = appended {
             // The record may be on disk whole, torn or absent: the outcome is unknown, so
             // nothing more is written. Readers keep seeing every batch acknowledged before it:
             // the open transaction (which holds this one too) is dropped, the pending batches

@@ -67,12 +67,16 @@ pub struct LogFaults {
     pub write: LogTrigger,
     /// `fdatasync` after each record.
     pub sync: LogTrigger,
+    /// A panic in the append after the record is durable: a bug in the log's own code, which
+    /// no real fault can be made to produce on purpose.
+    pub panic: LogTrigger,
 }
 
 impl LogFaults {
-    /// Disarm both triggers.
+    /// Disarm every trigger.
     pub fn heal(&self) {
         self.write.disarm();
         self.sync.disarm();
+        self.panic.disarm();
     }
 }

@@ -221,6 +221,10 @@ impl Wal {
         }
         self.pos += bytes.len() as u64;
         self.next_seq += 1;
+        if let Some(faults) = &self.faults {
+            let armed = faults.panic.pass("log append").is_err();
+            assert!(!armed, "injected panic after a durable log append");
+        }
         // The block now holding the write position moves to the front; a buffer grown by a
         // huge record is given back. A record that ends on a block boundary leaves nothing
         // written in the next block to keep (and the buffer may hold no block past it).
