@@ -126,19 +126,32 @@ pub enum Event {
 }
 
 impl Event {
+    /// Every event's [`Event::action`], in the order of the variants.
+    pub const ACTIONS: [&'static str; 9] = [
+        "promoted",
+        "claimed",
+        "completed",
+        "failed",
+        "snoozed",
+        "cancelled",
+        "discarded",
+        "rescued",
+        "retried",
+    ];
+
     /// How the event reads in an error message ("job 3 is completed; it cannot be claimed …").
     pub fn action(self) -> &'static str {
-        match self {
-            Event::Promote => "promoted",
-            Event::Claim => "claimed",
-            Event::Complete => "completed",
-            Event::Fail { .. } => "failed",
-            Event::Snooze => "snoozed",
-            Event::Cancel => "cancelled",
-            Event::Discard => "discarded",
-            Event::Rescue { .. } => "rescued",
-            Event::Retry => "retried",
-        }
+        Self::ACTIONS[match self {
+            Event::Promote => 0,
+            Event::Claim => 1,
+            Event::Complete => 2,
+            Event::Fail { .. } => 3,
+            Event::Snooze => 4,
+            Event::Cancel => 5,
+            Event::Discard => 6,
+            Event::Rescue { .. } => 7,
+            Event::Retry => 8,
+        }]
     }
 }
 

@@ -235,19 +235,6 @@ impl From<&Error> for WireError {
     }
 }
 
-/// The actions [`Error::IllegalTransition`] names (its field is `&'static str`).
-const ACTIONS: [&str; 9] = [
-    "promoted",
-    "claimed",
-    "completed",
-    "failed",
-    "snoozed",
-    "cancelled",
-    "discarded",
-    "rescued",
-    "retried",
-];
-
 impl From<WireError> for Error {
     fn from(e: WireError) -> Self {
         match e {
@@ -256,7 +243,11 @@ impl From<WireError> for Error {
             WireError::IllegalTransition { id, from, action } => Error::IllegalTransition {
                 id,
                 from,
-                action: ACTIONS.into_iter().find(|a| *a == action).unwrap_or("changed"),
+                // The field is `&'static str`: one of the state machine's own words.
+                action: crate::state::Event::ACTIONS
+                    .into_iter()
+                    .find(|a| *a == action)
+                    .unwrap_or("changed"),
             },
             WireError::StorageLocked { path, holder, same_process } => {
                 Error::StorageLocked { path, holder, same_process }
