@@ -1,5 +1,5 @@
 //! [`Jobs`]: the job store as the app talks to it, one method per verb. An in-process
-//! [`crate::Engine`] implements it, and so does a [`crate::net::Client`] talking to the
+//! [`crate::Engine`] implements it, and so does a [`crate::ipc::Client`] talking to the
 //! process that owns the store; the conformance suite (`tests/conformance`) runs the same
 //! behaviour tests against both.
 //!

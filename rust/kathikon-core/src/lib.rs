@@ -9,7 +9,7 @@
 //!
 //! The app talks to a store through [`Jobs`], the contract: one method per verb (insert,
 //! claim, ack, cancel, retry, list, …), each with its promise. [`Engine`] implements it in
-//! the owning process, [`net::Client`] over the owner's socket, and [`net::Node`] holds
+//! the owning process, [`ipc::Client`] over the owner's socket, and [`ipc::Node`] holds
 //! whichever of the two this process is right now; `tests/conformance` runs the same
 //! behaviour tests against each implementation.
 
@@ -21,10 +21,10 @@ pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;
+#[cfg(unix)]
+pub mod ipc;
 pub mod job;
 pub mod jobs;
-#[cfg(unix)]
-pub mod net;
 mod plugins;
 pub mod state;
 pub mod storage;

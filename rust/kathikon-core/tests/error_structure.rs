@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::faulty::{Faults, FaultyBackend};
 use common::{config, insert_one, job, open, scratch_dir, store_path};
-use kathikon_core::net::{Client, ClientConfig, Server};
+use kathikon_core::ipc::{Client, ClientConfig, Server};
 use kathikon_core::storage::{RedbStore, FORMAT_VERSION};
 use kathikon_core::Jobs;
 use kathikon_core::{Durability, Engine, Error};

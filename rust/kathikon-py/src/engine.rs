@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kathikon_core::clock::ManualClock;
-use kathikon_core::net::{Node, NodeConfig, Role};
+use kathikon_core::ipc::{Node, NodeConfig, Role};
 use kathikon_core::{
     Ack, AckResult, Clock, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
     SystemClock,

@@ -3,8 +3,8 @@
 //! to itself.
 #![no_main]
 
-use kathikon_core::net::frame::{decode, encode, read_frame};
-use kathikon_core::net::protocol::{Request, Response};
+use kathikon_core::ipc::frame::{decode, encode, read_frame};
+use kathikon_core::ipc::protocol::{Request, Response};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

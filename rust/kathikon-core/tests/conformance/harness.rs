@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use crate::common::{scratch_dir, T0};
 use kathikon_core::clock::ManualClock;
-use kathikon_core::net::{Client, ClientConfig, Server};
+use kathikon_core::ipc::{Client, ClientConfig, Server};
 use kathikon_core::{Engine, EngineConfig, Jobs, Recovery};
 
 /// One implementation of the contract, opened on a real store file.

@@ -1,4 +1,4 @@
-//! One store, many processes. redb lets one process own a file; that process (the owner)
+//! Inter-process access to one store (`ipc`: a local Unix socket, not a network). One store, many processes. redb lets one process own a file; that process (the owner)
 //! serves the store on a Unix socket beside it, and every other process that opens the same
 //! path talks to it there instead ([`Node`] decides which, and switches when the owner goes).
 //!

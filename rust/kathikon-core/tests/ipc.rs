@@ -12,9 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{job, open, scratch_dir, store_path};
-use kathikon_core::net::frame::{self, PROTOCOL_VERSION};
-use kathikon_core::net::protocol::{Request, Response};
-use kathikon_core::net::{socket_path, Client, ClientConfig, Server};
+use kathikon_core::ipc::frame::{self, PROTOCOL_VERSION};
+use kathikon_core::ipc::protocol::{Request, Response};
+use kathikon_core::ipc::{socket_path, Client, ClientConfig, Server};
 use kathikon_core::Jobs;
 use kathikon_core::{Ack, AckResult, Engine, Error, JobState, ListFilter, Outcome};
 use proptest::prelude::*;

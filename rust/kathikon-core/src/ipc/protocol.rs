@@ -312,8 +312,8 @@ mod tests {
         for error in every_error() {
             let mut payload = Vec::new();
             let wire = WireError::from(&error);
-            crate::net::frame::encode(&Response::Error(wire), &mut payload).unwrap();
-            let Response::Error(back) = crate::net::frame::decode(&payload[4..]).unwrap() else {
+            crate::ipc::frame::encode(&Response::Error(wire), &mut payload).unwrap();
+            let Response::Error(back) = crate::ipc::frame::decode(&payload[4..]).unwrap() else {
                 panic!("{error:?} did not come back as an error");
             };
             let back = Error::from(back);
