@@ -1,6 +1,7 @@
 //! One store, many processes, over a local Unix socket (not a network). redb lets one process
 //! own a file; that process (the owner) serves the store on a socket beside it, and every other
-//! process that opens the same path talks to it there instead ([`Node`] decides which, and switches when the owner goes).
+//! process that opens the same path talks to it there instead ([`Node`] decides which, and
+//! switches when the owner goes).
 //!
 //! - [`frame`]: length-prefixed postcard frames, versioned by the hello; the decoder is fuzzed.
 //! - [`protocol`]: the requests and responses, batched (claim N, ack N per round trip).
