@@ -85,10 +85,14 @@ for name in keywords:
     if name != "backoff":
         assert same(code(worker_rows[name]), getattr(kathikon.Worker, name)), name
 
-# Jobs: every option of insert.
+# Jobs: every option of insert (its named parameters, and the keys of the JobOptions it takes
+# as **options).
 job_rows = table("## Jobs")
 params = inspect.signature(kathikon.Kathikon.insert).parameters
-options = [n for n in params if n not in ("self", "worker")]
+assert params["options"].kind is inspect.Parameter.VAR_KEYWORD, params
+job_options = kathikon.options.JobOptions
+options = [n for n in params if n not in ("self", "worker", "options")]
+options += list(job_options.__required_keys__ | job_options.__optional_keys__)
 assert sorted(job_rows) == sorted(options), (sorted(job_rows), sorted(options))
 
 # Running: the defaults shown are the signatures'.
