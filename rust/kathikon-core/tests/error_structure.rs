@@ -5,35 +5,23 @@
 
 mod common;
 
-use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Faults, FaultyBackend};
+use common::faulty::{self, Faults};
 use common::{config, insert_one, job, open, scratch_dir, store_path};
 use kathikon_core::ipc::{Client, ClientConfig, Server};
-use kathikon_core::storage::{RedbStore, FORMAT_VERSION};
+use kathikon_core::storage::FORMAT_VERSION;
 use kathikon_core::Jobs;
-use kathikon_core::{Durability, Engine, Error};
+use kathikon_core::{Engine, Error};
 use redb::{Database, TableDefinition};
 
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 
 /// Open `path` through a [`FaultyBackend`] driven by `faults`.
 fn open_faulty(path: &Path, faults: &Arc<Faults>) -> Engine {
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
-    let backend = FaultyBackend::new(file.expect("open the store file"), faults.clone());
-    let config = config(path);
-    let store = RedbStore::open_with_backend_and_log_faults(
-        backend,
-        config.path.as_deref(),
-        config.durability == Durability::Fsync,
-        None,
-        Some(faults.log.clone()),
-    )
-    .expect("a healthy open");
-    Engine::with_store(config, Arc::new(store)).expect("a healthy open")
+    faulty::open_engine(config(path), faults, None).expect("a healthy open")
 }
 
 fn client(store: &Path) -> Client {

@@ -22,20 +22,16 @@
 
 mod common;
 
-use std::fs::OpenOptions;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::faulty::{Arm, Faults, FaultyBackend};
+use common::faulty::{self, Arm, Faults};
 use common::{config, job, scratch_dir, snapshot, store_path, Snapshot, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
-use kathikon_core::storage::RedbStore;
 use kathikon_core::Jobs;
-use kathikon_core::{
-    Ack, Durability, Engine, EngineConfig, Error, JobState, ListFilter, NewJob, Outcome,
-};
+use kathikon_core::{Ack, Engine, EngineConfig, Error, JobState, ListFilter, NewJob, Outcome};
 
 /// The operation positions a sweep fails, in order: every one when `every` (or with
 /// `KATHIKON_FAULTS_FULL` set), else 0-7 and then growing by half each step.
@@ -61,23 +57,13 @@ fn open_healthy(path: &Path) -> Engine {
 }
 
 /// Open `path` through a [`FaultyBackend`] driven by `faults`; `cache_bytes` as in
-/// [`RedbStore::open_with_backend`].
+/// `RedbStore::open_with_backend`.
 fn open_faulty(
     path: &Path,
     faults: &Arc<Faults>,
     cache_bytes: Option<usize>,
 ) -> kathikon_core::Result<Engine> {
-    let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path);
-    let backend = FaultyBackend::new(file.expect("open the store file"), faults.clone());
-    let config = settings(path);
-    let store = RedbStore::open_with_backend_and_log_faults(
-        backend,
-        config.path.as_deref(),
-        config.durability == Durability::Fsync,
-        cache_bytes,
-        Some(faults.log.clone()),
-    )?;
-    Engine::with_store(config, Arc::new(store))
+    faulty::open_engine(settings(path), faults, cache_bytes)
 }
 
 /// The store every case starts from, built once: job 1 completed, jobs 2, 3 and 4 available,
@@ -125,7 +111,7 @@ struct Sweep<'a> {
     name: &'a str,
     op: Op,
     pick: Pick,
-    /// redb's page cache, as in [`RedbStore::open_with_backend`].
+    /// redb's page cache, as in `RedbStore::open_with_backend`.
     cache_bytes: Option<usize>,
     /// Fail every position (else 0-7, then growing by half).
     every: bool,

@@ -209,3 +209,29 @@ impl StorageBackend for FaultyBackend {
         self.inner.query_lock_range(start, end)
     }
 }
+
+/// An engine with `config` on the store file at `config.path` (created if missing), reached
+/// through a [`FaultyBackend`] driven by `faults`, its write-ahead log by `faults.log`;
+/// `cache_bytes` as in `RedbStore::open_with_backend`.
+pub fn open_engine(
+    config: kathikon_core::EngineConfig,
+    faults: &Arc<Faults>,
+    cache_bytes: Option<usize>,
+) -> kathikon_core::Result<kathikon_core::Engine> {
+    let path = config.path.clone().expect("a store file");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .expect("open the store file");
+    let store = kathikon_core::storage::RedbStore::open_with_backend_and_log_faults(
+        FaultyBackend::new(file, faults.clone()),
+        Some(&path),
+        config.durability == kathikon_core::Durability::Fsync,
+        cache_bytes,
+        Some(faults.log.clone()),
+    )?;
+    kathikon_core::Engine::with_store(config, Arc::new(store))
+}
