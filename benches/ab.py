@@ -63,6 +63,7 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=6)
     parser.add_argument("--workloads", default="insert,drain,latency")
     parser.add_argument("--scale", type=float, default=0.5)
+    parser.add_argument("--raw", type=Path, help="also write every run's figures here (JSON)")
     args = parser.parse_args()
     runs: dict[str, list[dict[str, float]]] = {"old": [], "new": []}
     for pair in range(args.pairs):
@@ -71,16 +72,20 @@ def main() -> int:
             venv = args.old if which == "old" else args.new
             runs[which].append(run_bench(venv, args.workloads, args.scale))
         print(f"pair {pair + 1}/{args.pairs} done", file=sys.stderr)
-    print("| figure | old (median) | new (median) | new / old, pair by pair (median) |")
+    if args.raw is not None:
+        args.raw.write_text(json.dumps(runs, indent=1))
+    print("| figure | old (median) | new (median) | new / old, pair by pair: median [min–max] |")
     print("|---|---|---|---|")
     for name in runs["old"][0]:
         old = [r[name] for r in runs["old"]]
         new = [r[name] for r in runs["new"]]
-        ratio = statistics.median(n / o for n, o in zip(new, old) if o)
+        ratios = [n / o for n, o in zip(new, old) if o]
+        ratio = statistics.median(ratios)
         fmt = "{:,.2f}" if name.endswith(" ms") else "{:,.0f}"
         print(
             f"| {name} | {fmt.format(statistics.median(old))} | "
-            f"{fmt.format(statistics.median(new))} | {ratio:.3f} |"
+            f"{fmt.format(statistics.median(new))} | "
+            f"{ratio:.3f} [{min(ratios):.2f}–{max(ratios):.2f}] |"
         )
     return 0
 
