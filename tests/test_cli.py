@@ -248,6 +248,8 @@ def test_jobs_json_matches_the_store_and_filters(project: Project) -> None:
     page = project.json("jobs", "--path", "jobs.redb", "--limit", "2", "--after", "1")
     assert [j["id"] for j in page] == sorted(stored)[1:3]
     assert project.json("jobs", "--path", "jobs.redb", "--state", "discarded") == []
+    # The short column headings of `kathikon stats` are accepted too.
+    assert project.json("jobs", "--path", "jobs.redb", "--state", "done") == by_state
 
 
 def test_jobs_table(project: Project) -> None:
@@ -346,14 +348,28 @@ def test_retry_and_cancel_report_each_unknown_id_and_do_the_rest(project: Projec
     assert "Traceback" not in result.stderr
     errors = result.stderr.strip().splitlines()
     assert len(errors) == 2
-    assert errors[0].startswith("kathikon: error: job 999: ") and "999" in errors[0]
-    assert "job 12345" in errors[1]
+    # Each names its id once (not "job 999: no job with id 999").
+    assert errors[0].startswith("kathikon: error: no job with id 999;"), errors[0]
+    assert errors[0].count("999") == 1, errors[0]
+    assert errors[1].startswith("kathikon: error: no job with id 12345;"), errors[1]
     rows = json.loads(result.stdout)
     assert [(r["id"], r["ok"]) for r in rows] == [(999, False), (waiting, True), (12345, False)]
     assert rows[0]["type"] == "JobNotFoundError"
     assert store_jobs(project)[waiting].state is S.CANCELLED
     retry = project.cli("retry", "999", "--path", "jobs.redb")
-    assert "job 999" in assert_error_line(retry)
+    assert "999" in assert_error_line(retry)
+
+
+def test_retrying_an_executing_job_names_it_once(project: Project) -> None:
+    with project.app() as ns:
+        # Claimed and held by this process, which owns the store: the command is its client.
+        (job,) = ns["app"].insert_all([ns["ok"].new({})])
+        (claimed,) = ns["app"]._engine.claim("default", 1, 1.0)
+        assert claimed.id == job.id
+        line = assert_error_line(project.cli("retry", str(job.id), "--path", "jobs.redb"))
+    assert line == (
+        f"kathikon: error: job {job.id} is executing; it cannot be retried from that state"
+    ), line
 
 
 def test_many_ids_show_a_progress_bar_on_a_terminal_only(project: Project) -> None:

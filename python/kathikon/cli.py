@@ -33,7 +33,7 @@ import click
 
 from . import __version__
 from .app import Kathikon
-from .errors import KathikonError, StorageLockedError
+from .errors import JobNotFoundError, JobStateError, KathikonError, StorageLockedError
 from .job import Job, JobState
 
 if TYPE_CHECKING:  # rich is imported where it is used: --json output does without it
@@ -63,6 +63,7 @@ SHORT_STATES = {
     "cancelled": "cancel",
     "discarded": "disc",
 }
+_STATE_OF_HEADING = {short: state for state, short in SHORT_STATES.items()}
 # Fewer ids than this are retried or cancelled without a progress bar.
 PROGRESS_MIN = 10
 # A store held by a process that does not serve it (an older kathikon, or connect=False).
@@ -499,7 +500,11 @@ def _hard_exit(code: int) -> NoReturn:
 
 @cli.command("jobs")
 @store_options
-@click.option("--state", type=click.Choice([s.value for s in JobState]), help="Only this state.")
+@click.option(
+    "--state",
+    type=click.Choice([s.value for s in JobState] + list(SHORT_STATES.values())),
+    help="Only this state (or its column heading in `kathikon stats`, e.g. done).",
+)
 @click.option("--queue", help="Only this queue.")
 @click.option("--worker", "worker_name", metavar="NAME", help="Only this worker (its name).")
 @click.option(
@@ -520,6 +525,7 @@ def jobs_command(
     as_json: bool,
 ) -> None:
     """List jobs, oldest id first."""
+    state = _STATE_OF_HEADING.get(state, state) if state is not None else None
     with opened(app_spec, path) as app:
         found = app.jobs(state=state, queue=queue, worker=worker_name, limit=limit, after=after)
     if as_json:
@@ -627,6 +633,11 @@ def _apply(
                 before = app.get(job_id).state.value
                 job = action(job_id)
                 results.append({"id": job_id, "ok": True, "before": before, "job": job})
+            except (JobNotFoundError, JobStateError) as e:
+                error_line(str(e))  # these name the job already
+                results.append(
+                    {"id": job_id, "ok": False, "error": str(e), "type": type(e).__name__}
+                )
             except KathikonError as e:
                 error_line(f"job {job_id}: {e}")
                 results.append(
