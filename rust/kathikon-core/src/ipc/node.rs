@@ -68,7 +68,6 @@ struct Owned {
 
 /// The store as this process holds it right now: `jobs` is the owner's engine or the client
 /// of the owner, `owned` is set when it is the engine.
-#[derive(Clone)]
 struct Current {
     jobs: Arc<dyn Jobs>,
     owned: Option<Arc<Owned>>,
@@ -149,7 +148,7 @@ impl Node {
     /// process talked to is gone, this connects to the new owner or takes the store over
     /// (which opens the file: it may block, and may fail).
     pub fn jobs(&self) -> Result<Arc<dyn Jobs>> {
-        Ok(self.current()?.jobs)
+        self.checked(|current| current.jobs.clone())
     }
 
     /// The store as this process last held it, without the takeover check of [`Node::jobs`]:
@@ -158,14 +157,18 @@ impl Node {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).jobs.clone()
     }
 
-    fn current(&self) -> Result<Current> {
+    /// `pick` of the store as this process holds it, after switching owners if the one it
+    /// talked to is gone. Every verb passes here, so the usual case takes the read lock and
+    /// clones only what `pick` takes.
+    fn checked<T>(&self, pick: impl FnOnce(&Current) -> T) -> Result<T> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
-        let current =
-            self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        if !current.client.as_ref().is_some_and(|c| c.is_gone()) {
-            return Ok(current);
+        {
+            let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !current.client.as_ref().is_some_and(|c| c.is_gone()) {
+                return Ok(pick(&current));
+            }
         }
         let mut slot = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Another thread may have switched already.
@@ -175,7 +178,7 @@ impl Node {
                 *slot = acquire(&self.config, self.store.as_ref())?;
             }
         }
-        Ok(slot.clone())
+        Ok(pick(&slot))
     }
 
     /// Whether this process owns the store right now.
@@ -203,8 +206,8 @@ impl Node {
 
     /// What opening the store found and rescued (nothing, for a client).
     pub fn recovery(&self) -> Recovery {
-        match self.current() {
-            Ok(Current { owned: Some(owned), .. }) => owned.engine.recovery(),
+        match self.checked(|current| current.owned.clone()) {
+            Ok(Some(owned)) => owned.engine.recovery(),
             _ => Recovery::default(),
         }
     }
