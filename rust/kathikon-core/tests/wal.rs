@@ -240,28 +240,13 @@ fn the_log_is_owner_only_and_a_clean_close_removes_it() {
 fn without_fsync_the_log_is_never_synced_and_still_keeps_what_a_killed_process_acknowledged() {
     let dir = scratch_dir();
     let path = dir.path().join("jobs.redb");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .unwrap();
-    let backend = redb::backends::FileBackend::new(file).unwrap();
-    let faults = std::sync::Arc::new(kathikon_core::storage::LogFaults::default());
+    let faults = std::sync::Arc::new(common::faulty::Faults::default());
     let config = kathikon_core::EngineConfig {
         durability: kathikon_core::Durability::None,
         ..config(&path)
     };
-    let store = kathikon_core::storage::RedbStore::open_with_backend_and_log_faults(
-        backend,
-        config.path.as_deref(),
-        config.durability == kathikon_core::Durability::Fsync,
-        None,
-        Some(faults.clone()),
-    )
-    .unwrap();
-    let engine = Engine::with_store(config, std::sync::Arc::new(store)).unwrap();
+    let engine = common::faulty::open_engine(config, &faults, None).unwrap();
+    let faults = &faults.log;
     let ids: Vec<u64> = (0..3).map(|_| engine.insert(vec![job("q", "w")]).unwrap()[0].id).collect();
     assert!(faults.write.seen() >= 3, "the batches were not logged");
     assert_eq!(faults.sync.seen(), 0, "a batch was synced");
