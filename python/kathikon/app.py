@@ -17,7 +17,7 @@ from typing_extensions import Unpack
 
 from . import drain as _drain
 from . import processes as _processes
-from . import telemetry
+from . import telemetry, testing_mode
 from ._native import Engine, JobSpec, job_spec
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
 from .engine_events import EventPump
@@ -87,6 +87,15 @@ class Kathikon:
         lease: seconds the store's owner keeps this process's claimed jobs without hearing
             from it (default 30); a native heartbeat renews it while the process lives.
             Only used when this process is a client.
+        testing: ``"manual"`` or ``"inline"`` for an app under test (default ``None``: a
+            normal app); the environment variable ``KATHIKON_TESTING`` overrides it for every
+            app made in the process. Either mode keeps jobs in a fresh in-memory store (``path``
+            stays :attr:`path` but is never created or opened, and no running owner is used),
+            runs on a manual clock and starts no workers (:meth:`start` only logs that it did
+            not; :meth:`run` raises). ``"manual"``: jobs wait to be run by
+            :func:`kathikon.testing.drain_jobs`. ``"inline"``: each insert runs its jobs at
+            once, once, in the caller (a job scheduled for later too) and returns them
+            finished. See docs/testing.md.
 
     Raises:
         ConfigurationError: a setting is invalid.
@@ -110,6 +119,7 @@ class Kathikon:
         max_args_bytes: Optional[int] = None,
         connect: bool = True,
         lease: float = 30.0,
+        testing: Optional[str] = None,
     ) -> None:
         if clock not in ("system", "manual"):
             raise ConfigurationError(f'clock={clock!r}: use "system" (the default) or "manual"')
@@ -124,13 +134,16 @@ class Kathikon:
             max_args_bytes,
         )
         self.path: Optional[str] = None if path is None else os.fspath(path)
+        # In a testing mode, the path is kept for code that shows it but never opened.
+        self.testing: Optional[str] = testing_mode.resolve(testing)
+        self._inline = self.testing == testing_mode.INLINE
         self._engine = Engine(
-            self.path,
+            None if self.testing else self.path,
             fsync=self.config.durability == FSYNC,
             scheduler_interval=self.config.scheduler_interval,
             prune_interval=self.config.prune_interval,
             retention_period=self.config.retention_period,
-            manual_clock=_wall_micros() if clock == "manual" else None,
+            manual_clock=_wall_micros() if clock == "manual" or self.testing else None,
             connect=bool(connect),
             lease=positive_seconds("lease", lease),
         )
@@ -281,10 +294,7 @@ class Kathikon:
             )
         reg = self._workers.get(name)
         if reg is None or (isinstance(worker, WorkerFunction) and worker.registration is not reg):
-            raise UnknownWorkerError(
-                f"worker {name!r} is not registered with this app; decorate it with "
-                "@app.worker or call app.register() on this app first"
-            )
+            raise UnknownWorkerError(_unregistered(self, worker, name))
         return reg
 
     @property
@@ -427,15 +437,16 @@ class Kathikon:
 
     def _insert_specs(self, specs: list[JobSpec]) -> list[Job]:
         if not telemetry.has_handlers(INSERT):
-            return self._engine.insert(specs)
-        started = time.perf_counter()
-        jobs = self._engine.insert(specs)
-        telemetry.execute(
-            INSERT,
-            {"count": len(jobs), "duration": time.perf_counter() - started},
-            {"jobs": jobs},
-        )
-        return jobs
+            jobs = self._engine.insert(specs)
+        else:
+            started = time.perf_counter()
+            jobs = self._engine.insert(specs)
+            telemetry.execute(
+                INSERT,
+                {"count": len(jobs), "duration": time.perf_counter() - started},
+                {"jobs": jobs},
+            )
+        return testing_mode.run_inserted(self, jobs) if self._inline else jobs
 
     # -- managing jobs -------------------------------------------------------------------
 
@@ -567,8 +578,14 @@ class Kathikon:
         concurrency is split between the children, so it holds across them together. The
         app must be created at module level, where the children can import it, and needs a
         store file. ``grace`` is how long each child waits for its running jobs when stopped.
+
+        In a testing mode (``testing=``, ``KATHIKON_TESTING``) no worker starts: the queues
+        are checked, a line is logged, and jobs run only when a test drains them.
         """
         selected = self._select_queues(queues)
+        if self.testing is not None:
+            testing_mode.not_started(self)
+            return
         with self._lock:
             if self._runner is not None or self._pool is not None:
                 raise ConfigurationError("this app is already running; call stop() first")
@@ -625,7 +642,10 @@ class Kathikon:
         self, queues: Optional[QueueSelection] = None, *, processes: Optional[int] = None
     ) -> None:
         """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully.
-        ``queues`` and ``processes`` are as for :meth:`start`."""
+        ``queues`` and ``processes`` are as for :meth:`start`. Raises
+        :class:`ConfigurationError` in a testing mode, where no worker runs."""
+        if self.testing is not None:
+            raise testing_mode.refuse_run(self, "app.run()")
         stop = threading.Event()
         previous = None
         if threading.current_thread() is threading.main_thread():
@@ -692,5 +712,31 @@ class Kathikon:
         self.close()
 
     def __repr__(self) -> str:
+        if self.testing is not None:
+            return f"<Kathikon memory (testing={self.testing!r}) queues={self.config.queues}>"
         where = self.path or "memory"
         return f"<Kathikon {where} queues={self.config.queues}>"
+
+
+def _unregistered(app: Kathikon, worker: Any, name: str) -> str:
+    """Why ``worker`` cannot be used with ``app``, and the remedy that works for its kind."""
+    if isinstance(worker, WorkerFunction):
+        return (
+            f"worker {name!r} is not registered with this app ({app!r}): it was decorated "
+            f"with @app.worker on another app ({worker._app!r}), and a function worker belongs "
+            "to the app it was decorated on. Use that app; in tests, make it a testing app "
+            '(KATHIKON_TESTING="manual" in conftest.py before importing it) and have the '
+            "kathikon_app fixture yield it with kathikon.testing.use(app)"
+        )
+    if isinstance(worker, str):
+        known = ", ".join(sorted(app._workers)) or "none"
+        return (
+            f"worker {name!r} is not registered with this app (registered: {known}); "
+            "decorate a function with @app.worker or pass a kathikon.Worker subclass to "
+            "app.register() on this app first"
+        )
+    cls = worker if isinstance(worker, type) else type(worker)
+    return (
+        f"worker {name!r} is not registered with this app; call "
+        f"app.register({cls.__name__}) on this app first"
+    )

@@ -35,6 +35,7 @@ from . import __version__
 from .app import Kathikon
 from .errors import JobNotFoundError, JobStateError, KathikonError, StorageLockedError
 from .job import Job, JobState
+from .testing_mode import refuse_run
 
 if TYPE_CHECKING:  # rich is imported where it is used: --json output does without it
     from rich.console import Console
@@ -415,6 +416,8 @@ def worker(
         app = load_app(app_spec)
     except StorageLockedError as e:
         raise CliError(f"{e} ({HELD_WHILE_WORKING})") from None
+    if app.testing is not None:  # it would run no job and wait forever
+        raise CliError(str(refuse_run(app, "kathikon worker")))
     level = getattr(logging, log_level.upper())
     if not logging.getLogger().handlers:
         logging.basicConfig(

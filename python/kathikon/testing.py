@@ -5,7 +5,8 @@ which provides two fixtures:
 
 ``kathikon_app``
     A fresh in-memory app (``path=None``) on a manual clock (``clock="manual"``), closed after
-    the test. Move its time with ``kathikon_app.advance_clock(seconds)``.
+    the test. Move its time with ``kathikon_app.advance_clock(seconds)``. After
+    :func:`use` ``(app)``, that app instead, with an empty store for each test.
 ``kathikon_app_options``
     The keyword arguments ``kathikon_app`` is built with, on top of those defaults (``{}``).
     Override it (in a ``conftest.py`` or a test module) to set queues, ``max_attempts``, …
@@ -18,6 +19,8 @@ The helpers need no pytest and work with any app (``unittest`` users: :func:`mak
   in this thread and count the outcomes (see :data:`OUTCOMES`).
 - :func:`perform_job` / :func:`aperform_job`: run one worker inline on args, without
   storing a job, with the outcome rules applied (see :class:`PerformResult`).
+- :func:`use`: test the app a module creates at import time (put in a testing mode by
+  ``KATHIKON_TESTING``) through the ``kathikon_app`` fixture.
 
 docs/testing.md has a worked example.
 """
@@ -40,7 +43,7 @@ from typing_extensions import Unpack
 from ._native import unsaved_job
 from .app import Kathikon, WorkerRef
 from .drain import drain_rounds
-from .errors import InvalidJobError
+from .errors import ConfigurationError, InvalidJobError
 from .execute import Attempt
 from .job import Job, JobState
 from .options import (
@@ -68,6 +71,7 @@ __all__ = [
     "make_app",
     "perform_job",
     "refute_enqueued",
+    "use",
 ]
 
 #: What :func:`drain_jobs` counts and :attr:`PerformResult.outcome` says, one per attempt:
@@ -109,6 +113,44 @@ def make_app(**options: Any) -> Kathikon:
     unless ``options`` say otherwise; every other option as for :class:`Kathikon`. Close it
     after the test (the ``kathikon_app`` fixture does)."""
     return Kathikon(**{"path": None, "clock": "manual", **options})
+
+
+# The app `kathikon_app` yields, set by use(); None: a new app per test.
+_used: Optional[Kathikon] = None
+
+
+def use(app: Optional[Kathikon]) -> None:
+    """Make the ``kathikon_app`` fixture yield ``app``, the app your code creates at module
+    level, instead of a new one per test; ``None`` goes back to new ones.
+
+    Call it in ``conftest.py``, after setting ``os.environ["KATHIKON_TESTING"] = "manual"``
+    (or ``"inline"``) and then importing the module that creates the app. The app keeps its
+    registered workers (function workers too, which belong to the app they were decorated on)
+    and gets an empty in-memory store before and after every test that uses the fixture, so
+    tests do not see each other's jobs (ids restart at 1, the clock at now, a closed app is
+    reopened). ``kathikon_app_options`` do not apply to it: configure the app itself.
+
+    Raises:
+        ConfigurationError: ``app`` is not in a testing mode (its jobs would go to its store
+            file, or to a running worker).
+        TypeError: ``app`` is not a :class:`~kathikon.Kathikon` app.
+    """
+    global _used
+    if app is not None:
+        app = _require_app(app, "use(")
+        if app.testing is None:
+            raise ConfigurationError(
+                f"kathikon.testing.use({app!r}): the app is not in a testing mode, so tests "
+                "would use its store file (or a running worker). In conftest.py, set "
+                'os.environ["KATHIKON_TESTING"] = "manual" before importing the module that '
+                'creates the app (or create it with testing="manual")'
+            )
+    _used = app
+
+
+def used_app() -> Optional[Kathikon]:
+    """The app given to :func:`use`, or ``None``."""
+    return _used
 
 
 def _require_app(app: object, call: str) -> Kathikon:
