@@ -129,51 +129,70 @@ def refuse_run(app: Kathikon, call: str) -> ConfigurationError:
 
 def run_inserted(app: Kathikon, jobs: list[Job]) -> list[Job]:
     """``testing="inline"``: run the jobs an insert just stored, at once and once each, in
-    this thread, and return each as its attempt left it.
+    this thread, in the order given, and return each as its attempt left it.
 
-    Jobs are claimed from their queue, so a job already available there ahead of them
-    (made due by ``advance_clock`` or ``retry``) runs first; a job that a job inserts runs
-    inside it, as a nested insert.
+    All of them are claimed before the first runs, so that an insert made by one of them (a
+    nested insert, which runs inside it) claims its own job and not a sibling. A job that was
+    already available in the same queue and is claimed with them (one made due again by
+    ``advance_clock`` or ``retry``) runs first.
     """
     engine = app._engine
+    ids = {job.id for job in jobs}
     for job in jobs:
         if job.state is not JobState.AVAILABLE:
             engine.retry(job.id)  # scheduled for later: run now, as Oban's inline mode does
     engine.sync()  # the inserted jobs are in their claim queues
+    claimed: dict[int, Job] = {}
+    earlier: list[Job] = []
+    for queue in dict.fromkeys(job.queue for job in jobs):
+        wanted = {job.id for job in jobs if job.queue == queue}
+        while wanted:
+            got = engine.claim(queue, len(wanted), 0.0)
+            if not got:
+                break  # the rest were cancelled meanwhile
+            for job in got:
+                if job.id in ids:
+                    claimed[job.id] = job
+                    wanted.discard(job.id)
+                else:
+                    earlier.append(job)
+    ran = _run_claimed(app, earlier + [claimed[job.id] for job in jobs if job.id in claimed])
+    return [ran.get(job.id) or engine.get(job.id) for job in jobs]
+
+
+def _run_claimed(app: Kathikon, claimed: list[Job]) -> dict[int, Job]:
+    """Run claimed jobs one by one, recording each outcome before the next starts; the jobs
+    as stored after their outcome, by id (missing: the outcome was stale, e.g. the job was
+    cancelled while it ran)."""
+    engine = app._engine
     finished: dict[int, Job] = {}
     loop: Optional[asyncio.AbstractEventLoop] = None
     try:
-        for queue in dict.fromkeys(job.queue for job in jobs):
-            pending = {job.id for job in jobs if job.queue == queue}
-            while pending:
-                claimed = engine.claim(queue, 1, 0.0)
-                if not claimed:
-                    break  # none of ours is left in this queue (cancelled meanwhile)
-                job = claimed[0]
-                attempt = Attempt(job, app._workers.get(job.worker))
-                reg = attempt.registration
-                ack: AckTuple
-                if reg is not None and reg.is_async:
-                    loop = loop or asyncio.new_event_loop()
-                    ack = _run_to_completion(loop, run_async(attempt))
-                else:
-                    ack = run_sync(attempt)
-                stored = engine.ack([ack])[0]
-                attempt.report(stored)
-                if stored is not None:
-                    if ack[2] == FAIL:
-                        log.warning(
-                            "inline job %d (%s) failed on attempt %d of %d, now %s:\n%s",
-                            stored.id,
-                            stored.worker,
-                            stored.attempt,
-                            stored.max_attempts,
-                            stored.state.value,
-                            ack[3],
-                        )
-                    finished[stored.id] = stored
-                pending.discard(job.id)
+        for job in claimed:
+            attempt = Attempt(job, app._workers.get(job.worker))
+            reg = attempt.registration
+            ack: AckTuple
+            if reg is not None and reg.is_async:
+                loop = loop or asyncio.new_event_loop()
+                ack = _run_to_completion(loop, run_async(attempt))
+            else:
+                ack = run_sync(attempt)
+            stored = engine.ack([ack])[0]
+            attempt.report(stored)
+            if stored is None:
+                continue
+            if ack[2] == FAIL:
+                log.warning(
+                    "inline job %d (%s) failed on attempt %d of %d, now %s:\n%s",
+                    stored.id,
+                    stored.worker,
+                    stored.attempt,
+                    stored.max_attempts,
+                    stored.state.value,
+                    ack[3],
+                )
+            finished[stored.id] = stored
     finally:
         if loop is not None:
             loop.close()
-    return [finished.get(job.id) or engine.get(job.id) for job in jobs]
+    return finished
