@@ -22,6 +22,7 @@ from kathikon.testing import (
     make_app,
     perform_job,
     refute_enqueued,
+    use,
 )
 
 if sys.version_info >= (3, 11):
@@ -103,7 +104,21 @@ def test_sign_up(kathikon_app: kathikon.Kathikon) -> None:
     assert fetched.value == "u"
 
 
+# An app in a testing mode, as a conftest.py hands it to the fixture.
+def inline_app() -> None:
+    app = kathikon.Kathikon("jobs.redb", {"default": 1, "emails": 1}, testing="inline")
+    assert_type(app.testing, Optional[str])
+    use(app)
+    try:
+        done = register(app).insert({"url": "u"})
+        assert done.state is kathikon.JobState.COMPLETED
+    finally:
+        use(None)
+        app.close()
+
+
 if __name__ == "__main__":
+    inline_app()
     app = make_app(queues={"default": 1, "emails": 1})
     assert_type(app, kathikon.Kathikon)
     try:
