@@ -67,11 +67,6 @@ def resolve(argument: Optional[str]) -> Optional[str]:
     return argument
 
 
-def wall_micros() -> int:
-    """Now, in µs since the epoch: where a manual clock starts."""
-    return time.time_ns() // 1000
-
-
 def open_engine(app: Kathikon) -> Engine:
     """A fresh in-memory store on a manual clock starting now, with the app's settings."""
     config = app.config
@@ -81,7 +76,7 @@ def open_engine(app: Kathikon) -> Engine:
         scheduler_interval=config.scheduler_interval,
         prune_interval=config.prune_interval,
         retention_period=config.retention_period,
-        manual_clock=wall_micros(),
+        manual_clock=time.time_ns() // 1000,  # the clock starts at now
     )
 
 
