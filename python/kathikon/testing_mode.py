@@ -27,6 +27,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Optional
 
+from . import telemetry
 from ._native import Engine
 from .drain import _run_to_completion
 from .engine_events import EventPump
@@ -92,8 +93,6 @@ def reset(app: Kathikon) -> None:
         app._events.join(timeout=2)
         app._unwatch()
         old.close()
-    from . import telemetry
-
     app._engine = open_engine(app)
     app._closed.clear()
     app._events = EventPump(app._engine, app._closed)
@@ -104,7 +103,8 @@ def reset(app: Kathikon) -> None:
 def not_started(app: Kathikon) -> None:
     """What ``app.start()`` does in a testing mode: nothing but say so."""
     log.info(
-        "%r: testing=%r, so no workers start; run jobs with kathikon.testing.drain_jobs(app)",
+        "%r: testing=%r, so no workers start; jobs run when a test drains them "
+        "(kathikon.testing.drain_jobs) or, inline, as they are inserted",
         app,
         app.testing,
     )
