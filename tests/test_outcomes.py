@@ -732,8 +732,10 @@ def test_python_spells_the_engines_names() -> None:
         vocabulary.SNOOZE,
         vocabulary.CANCEL,
         vocabulary.DISCARD,
+        vocabulary.INTERRUPT,
     )
-    assert kinds == _native.OUTCOME_KINDS == ("complete", "fail", "snooze", "cancel", "discard")
+    assert kinds == _native.OUTCOME_KINDS
+    assert kinds == ("complete", "fail", "snooze", "cancel", "discard", "interrupt")
     assert (vocabulary.FSYNC, vocabulary.NO_FSYNC) == _native.DURABILITIES == ("fsync", "none")
     assert options.MAX_PRIORITY == _native.MAX_PRIORITY == 9
 

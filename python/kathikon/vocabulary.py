@@ -10,8 +10,9 @@ from ._native import DURABILITIES, ENGINE_EVENTS, JOB_STATES, MAX_PRIORITY, OUTC
 # -- outcome kinds: what an ack tuple names, and the stop event's ``outcome`` ----------------
 
 #: In the core's order: the worker returned; it raised (retried while attempts remain);
-#: ``Snooze``; ``Cancel``; ``Discard`` (see :mod:`kathikon.outcomes`).
-COMPLETE, FAIL, SNOOZE, CANCEL, DISCARD = OUTCOME_KINDS
+#: ``Snooze``; ``Cancel``; ``Discard`` (see :mod:`kathikon.outcomes`); handed back unfinished
+#: by a worker whose shutdown grace period ran out (due again, no attempt used up).
+COMPLETE, FAIL, SNOOZE, CANCEL, DISCARD, INTERRUPT = OUTCOME_KINDS
 
 #: Python's own outcome names in telemetry, beside the kinds: a ``fail`` with attempts left
 #: (the outcome events' and contrib's ``retry``), and a result the store refused as stale
@@ -38,6 +39,7 @@ __all__ = [
     "FAIL",
     "FSYNC",
     "IGNORED",
+    "INTERRUPT",
     "JOB_QUARANTINE",
     "JOB_STATES",
     "MAX_PRIORITY",

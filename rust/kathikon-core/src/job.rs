@@ -185,13 +185,21 @@ pub enum Outcome {
         /// Why.
         reason: String,
     },
+    /// Handed back unfinished by a worker that is shutting down (its grace period ran out):
+    /// due again at once, `reason` recorded in its history, and, as with a snooze, without
+    /// using up an attempt, so that no number of deploys can discard a job.
+    Interrupt {
+        /// What interrupted it.
+        reason: String,
+    },
 }
 
 impl Outcome {
     /// Every kind's name, in declaration order: the names a host passes to [`Outcome::from_kind`]
     /// (Python's ack tuples, telemetry's `outcome`). Defined here once and exported by the
     /// binding, so no other layer spells them.
-    pub const KINDS: [&'static str; 5] = ["complete", "fail", "snooze", "cancel", "discard"];
+    pub const KINDS: [&'static str; 6] =
+        ["complete", "fail", "snooze", "cancel", "discard", "interrupt"];
 
     /// This outcome's kind, one of [`Outcome::KINDS`].
     pub fn kind(&self) -> &'static str {
@@ -201,6 +209,7 @@ impl Outcome {
             Outcome::Snooze { .. } => Self::KINDS[2],
             Outcome::Cancel { .. } => Self::KINDS[3],
             Outcome::Discard { .. } => Self::KINDS[4],
+            Outcome::Interrupt { .. } => Self::KINDS[5],
         }
     }
 
@@ -213,11 +222,12 @@ impl Outcome {
             Outcome::Snooze { .. } => "snoozed",
             Outcome::Cancel { .. } => "cancelled",
             Outcome::Discard { .. } => "discarded",
+            Outcome::Interrupt { .. } => "interrupted",
         }
     }
 
     /// The outcome named `kind` (one of [`Outcome::KINDS`]). `text` is the error (fail) or the
-    /// reason (cancel, discard), empty when absent; `delay` is the retry delay (fail, `None` for
+    /// reason (cancel, discard, interrupt), empty when absent; `delay` is the retry delay (fail, `None` for
     /// the default backoff) or the snooze (0 when absent), in microseconds. Other kinds ignore
     /// them. An unknown kind is an [`Error::InvalidJob`] that lists the known ones.
     pub fn from_kind(kind: &str, text: Option<String>, delay: Option<Micros>) -> Result<Outcome> {
@@ -228,6 +238,7 @@ impl Outcome {
             "snooze" => Outcome::Snooze { delay: delay.unwrap_or(0) },
             "cancel" => Outcome::Cancel { reason: text },
             "discard" => Outcome::Discard { reason: text },
+            "interrupt" => Outcome::Interrupt { reason: text },
             other => {
                 return Err(Error::InvalidJob(format!(
                     "unknown outcome kind {other:?}; expected one of {}",
@@ -323,6 +334,13 @@ impl Job {
                 // never decrease (they are an audit trail) yet snoozing never exhausts a job.
                 self.max_attempts = self.max_attempts.saturating_add(1);
                 self.scheduled_at = now.saturating_add(delay.max(0));
+            }
+            Outcome::Interrupt { reason } => {
+                // A snooze of no delay (the scheduler promotes it at once) that says why.
+                self.step(Event::Snooze)?;
+                self.max_attempts = self.max_attempts.saturating_add(1);
+                self.scheduled_at = now;
+                self.record_error(now, reason);
             }
             Outcome::Cancel { reason } => self.cancel(now, reason)?,
             Outcome::Discard { reason } => {
@@ -466,6 +484,26 @@ pub(crate) mod tests {
         job.finish(Outcome::Snooze { delay: 100 }, 2).unwrap();
         assert_eq!((job.state, job.attempt, job.max_attempts), (JobState::Scheduled, 1, 3));
         assert_eq!(job.scheduled_at, 102);
+    }
+
+    #[test]
+    fn interrupts_never_exhaust_a_job_and_say_why() {
+        let mut job = new_job().into_job(1, 0);
+        job.max_attempts = 1;
+        for deploy in 1..=3u32 {
+            let now = Micros::from(deploy) * 10;
+            if job.state == JobState::Scheduled {
+                job.promote().unwrap();
+            }
+            job.claim(now).unwrap();
+            let reason = "interrupted by shutdown".to_string();
+            job.finish(Outcome::Interrupt { reason }, now + 1).unwrap();
+            assert_eq!((job.state, job.scheduled_at), (JobState::Scheduled, now + 1));
+            assert_eq!(job.max_attempts - job.attempt, 1, "deploy {deploy} used up an attempt");
+        }
+        assert_eq!(job.errors.len(), 3);
+        assert!(job.errors.iter().all(|e| e.error == "interrupted by shutdown"));
+        assert_eq!(job.errors.iter().map(|e| e.attempt).collect::<Vec<_>>(), vec![1, 2, 3]);
     }
 
     #[test]
