@@ -666,7 +666,11 @@ def test_stop_returns_false_when_a_sync_job_outlives_the_grace_period(
         elapsed = time.monotonic() - t0
         assert 0.2 <= elapsed < 2
         assert not finished.is_set()
-        assert app.get(job.id).state is S.EXECUTING  # left for recovery at the next open
+        # Handed back as interrupted by shutdown: due again, the attempt not counted.
+        stored = app.get(job.id)
+        assert stored.state in (S.SCHEDULED, S.AVAILABLE)
+        assert stored.max_attempts - stored.attempt == job.max_attempts
+        assert stored.errors[-1]["error"].startswith("interrupted by shutdown")
     finally:
         release.set()
         assert finished.wait(5)
@@ -688,7 +692,9 @@ def test_stop_returns_false_when_an_async_job_outlives_the_grace_period(
     t0 = time.monotonic()
     assert app.stop(timeout=0.2) is False
     assert time.monotonic() - t0 < 5
-    assert app.get(job.id).state is S.EXECUTING
+    stored = app.get(job.id)
+    assert stored.state in (S.SCHEDULED, S.AVAILABLE)
+    assert stored.errors[-1]["error"].startswith("interrupted by shutdown")
 
 
 def test_stop_waits_for_jobs_that_finish_within_the_grace_period(
@@ -849,8 +855,8 @@ def test_a_slot_freed_by_a_sync_job_starts_an_async_job_waiting_for_one(
 
 def test_stop_releases_lanes_whose_async_jobs_wait_for_a_slot(app: kathikon.Kathikon) -> None:
     """Concurrency 1: the lane hands a second async job to the loop and waits for it to
-    start, which it cannot while the first runs. Past the grace period both stay executing
-    (to be rescued at the next open) and the lane thread ends."""
+    start, which it cannot while the first runs. Past the grace period both are handed back
+    as interrupted by shutdown and the lane thread ends."""
     started = threading.Event()
 
     @app.worker
@@ -871,8 +877,10 @@ def test_stop_releases_lanes_whose_async_jobs_wait_for_a_slot(app: kathikon.Kath
     ):
         time.sleep(0.01)
     assert not [t.name for t in threading.enumerate() if t.name.startswith("kathikon-default-")]
-    assert app.get(first.id).state is S.EXECUTING
-    assert app.get(second.id).state is S.EXECUTING
+    for job in (first, second):
+        stored = app.get(job.id)
+        assert stored.state in (S.SCHEDULED, S.AVAILABLE)
+        assert stored.errors[-1]["error"].startswith("interrupted by shutdown")
 
 
 def test_stop_leaves_no_claimed_async_job_executing(

@@ -388,15 +388,24 @@ def _parse_queues(
     type=click.FloatRange(min=0),
     default=30.0,
     show_default=True,
-    help="Seconds to wait for running jobs at shutdown; jobs still running then are left to "
-    "the recovery at the store's next open.",
+    help="Seconds to wait for running jobs at shutdown; jobs still running then are handed "
+    "back as interrupted (due again at once, the attempt not counted).",
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(["debug", "info", "warning", "error"], case_sensitive=False),
     default="info",
     show_default=True,
-    help="Logging level, when the app does not configure logging itself.",
+    help="Least level of the `kathikon` loggers that is logged (job lines: INFO completed, "
+    "WARNING retried or interrupted, ERROR discarded).",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"], case_sensitive=False),
+    default="text",
+    show_default=True,
+    help="text: one human-readable line per event; json: one JSON object per line. "
+    "Applies when the app does not configure logging itself.",
 )
 def worker(
     app_spec: str,
@@ -405,31 +414,31 @@ def worker(
     processes: Optional[int],
     grace: float,
     log_level: str,
+    log_format: str,
 ) -> None:
     """Run the workers of the app MODULE:APP (e.g. myapp.jobs:app) until SIGINT or SIGTERM.
 
-    On the first signal it stops claiming jobs and waits up to --grace seconds for the running
-    ones, then exits 0. A second signal exits at once (status 1); jobs that were running stay
-    executing in the store and are rescued when it is next opened.
+    Logs one line per job outcome on the `kathikon` logger. On the first signal it stops
+    claiming jobs and waits up to --grace seconds for the running ones, then hands back those
+    still running (due again, the attempt not counted) and exits 0. A second signal exits at
+    once (status 1); jobs that were running stay executing in the store and are rescued, that
+    attempt counted, when it is next opened.
     """
+    from . import joblog
+
+    # Before the app is imported, so that what it logs at import is formatted alike.
+    joblog.configure(log_level, log_format)
     try:
         app = load_app(app_spec)
     except StorageLockedError as e:
         raise CliError(f"{e} ({HELD_WHILE_WORKING})") from None
-    if app.testing is not None:  # it would run no job and wait forever
-        raise CliError(str(refuse_run(app, "kathikon worker")))
-    level = getattr(logging, log_level.upper())
-    if not logging.getLogger().handlers:
-        logging.basicConfig(
-            level=level,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            stream=sys.stderr,
-        )
-    log.setLevel(level)
     try:
+        if app.testing is not None:  # it would run no job and wait forever
+            raise CliError(str(refuse_run(app, "kathikon worker")))
         selected = _parse_queues(queues, concurrency, app.config.queues)
         _run_worker(app, selected, grace, processes)
     finally:
+        joblog.unconfigure()
         if not app.closed:
             app.close(timeout=0)
 
@@ -485,9 +494,10 @@ def _run_worker(
     if finished:
         log.info("stopped: every running job finished")
         return
+    # The runner logged the jobs it handed back (ids and workers) just before.
     log.warning(
-        "stopped after the %s s grace period: jobs still running stay executing in the store "
-        "and are rescued when it is next opened",
+        "stopped after the %s s grace period: the jobs still running were handed back as "
+        "interrupted by shutdown, due again with their attempt not counted",
         f"{grace:g}",
     )
     # Threads of jobs that outlived the grace period would keep the interpreter alive.

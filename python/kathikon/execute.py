@@ -13,7 +13,7 @@ from typing import Any, Optional
 from . import telemetry
 from .job import Job, JobState
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
-from .vocabulary import CANCEL, COMPLETE, DISCARD, FAIL, IGNORED, SNOOZE
+from .vocabulary import CANCEL, COMPLETE, DISCARD, FAIL, IGNORED, INTERRUPT, SNOOZE
 from .worker import Registration
 
 # (id, attempt, kind, text, delay_us): the native ack format.
@@ -103,8 +103,20 @@ class Attempt:
             telemetry.execute(
                 STOP,
                 {"duration": self.duration, "queue_time": self.queue_time()},
-                {"job": self.job, "outcome": self.ack[2]},
+                self._stop_metadata(self.ack[2]),
             )
+
+    def _stop_metadata(self, outcome: str) -> dict[str, Any]:
+        """The stop event's metadata: ``error`` is the failure's traceback or the ``Cancel`` /
+        ``Discard`` reason (else None), ``registered`` whether this process knows the job's
+        worker."""
+        assert self.ack is not None
+        return {
+            "job": self.job,
+            "outcome": outcome,
+            "error": self.ack[3],
+            "registered": self.registration is not None,
+        }
 
     def report(self, stored: Optional[Job]) -> None:
         """Emit stop and the outcome's event; ``stored`` is the job after the ack (None if
@@ -116,7 +128,7 @@ class Attempt:
             telemetry.execute(
                 STOP,
                 {"duration": self.duration, "queue_time": self.queue_time()},
-                {"job": self.job, "outcome": kind if stored is not None else IGNORED},
+                self._stop_metadata(kind if stored is not None else IGNORED),
             )
         if stored is None:
             return
@@ -136,6 +148,23 @@ class Attempt:
             errors = stored.errors
             metadata["reason"] = errors[-1]["error"] if errors else None
         telemetry.execute(event, measurements, metadata)
+
+
+def report_interrupted(job: Job, stored: Optional[Job], duration: float) -> None:
+    """Emit stop for a job the shutdown handed back (``interrupt``; ``ignored`` if the store
+    refused it because the job had moved on, e.g. was cancelled meanwhile)."""
+    if telemetry.has_handlers(STOP):
+        queue_time = Attempt(job, None).queue_time()
+        telemetry.execute(
+            STOP,
+            {"duration": duration, "queue_time": queue_time},
+            {
+                "job": job,
+                "outcome": INTERRUPT if stored is not None else IGNORED,
+                "error": None,
+                "registered": True,
+            },
+        )
 
 
 def run_sync(attempt: Attempt) -> AckTuple:
@@ -208,8 +237,8 @@ async def run_async(attempt: Attempt) -> AckTuple:
         else:
             result = await coro
     except asyncio.CancelledError as exc:
-        # Cancelled by app.cancel (the store already says cancelled) or by shutdown (the job
-        # stays executing and is rescued at the next open): either way there is nothing to ack.
+        # Cancelled by app.cancel (the store already says cancelled) or by a shutdown whose
+        # grace period ran out (which hands the job back itself): nothing to ack here.
         if attempt.cancel_requested:
             raise
         # Raised by the job itself (nothing cancelled its task): a failure like any other,

@@ -90,6 +90,9 @@ def _child_main(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches both
+    from . import joblog
+
+    joblog.inherit()  # the job lines and log format of `kathikon worker`, if it started us
     app = _find_app(origin, path)
     app.start(queues)
     ready.set()

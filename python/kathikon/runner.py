@@ -25,7 +25,7 @@ import time
 from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional
 
-from . import telemetry
+from . import handback, telemetry
 from ._native import Engine
 from .errors import EngineClosedError, KathikonError
 from .execute import (
@@ -34,6 +34,7 @@ from .execute import (
     STOP,
     AckTuple,
     Attempt,
+    report_interrupted,
     run_async,
     run_sync,
     run_sync_unwatched,
@@ -123,6 +124,17 @@ class Runner:
         self._async_rate: dict[str, float] = {}
         self._async_run_time: dict[str, float] = {}
         self._async_done_at: dict[str, float] = {}
+        # Shutdown hand-back (see kathikon.handback): the batches lanes are working through,
+        # and whether the grace period ran out (then the shutdown owns what lanes hold).
+        # Both change only under the lock; lanes read `_abandoned` without it.
+        self._handback = threading.Lock()
+        self._batches: set[handback.LaneBatch] = set()
+        self._abandoned = False
+        self._grace = 0.0
+        # Loop thread only, filled as the shutdown cancels them: async jobs to hand back.
+        self._async_back: list[Job] = []
+        #: The jobs the last :meth:`stop` handed back as interrupted by shutdown.
+        self.interrupted: list[Job] = []
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -142,7 +154,10 @@ class Runner:
 
     def stop(self, timeout: float) -> bool:
         """Stop claiming and wait up to ``timeout`` s for running and claimed jobs; True if
-        all finished. Outcomes sent so far are committed before this returns."""
+        all finished. Jobs still held then are handed back as interrupted by shutdown (due
+        again, the attempt not counted; listed in :attr:`interrupted`). Outcomes sent so far
+        are committed before this returns."""
+        self._grace = timeout
         self._stopping.set()
         for queue in self._slots:
             self._engine.interrupt(queue)
@@ -151,18 +166,72 @@ class Runner:
             t.join(max(0.0, deadline - time.monotonic()))
         idle = not any(t.is_alive() for t in self._threads)
         idle = all(slots.wait_idle(deadline) for slots in self._slots.values()) and idle
+        taken = [] if idle else self._take_batches()
         loop = self._loop
         if loop is not None:
-            # Jobs still running past the grace period stay executing in the store and are
-            # rescued at the next open; cancel their tasks so the loop can stop.
+            # Async jobs still running past the grace period are cancelled (and handed back
+            # below), so the loop can stop.
             loop.call_soon_threadsafe(self._cancel_all, loop)
             if self._loop_thread is not None:
                 self._loop_thread.join(timeout=5)
+        if taken or self._async_back:
+            self._hand_back(taken, timeout)
         try:
             self._engine.sync()
         except KathikonError:
             log.exception("committing the last outcomes failed")
         return idle
+
+    def _take_batches(self) -> list[tuple[handback.LaneBatch, int, int, int]]:
+        """Mark the runner abandoned and take every lane's batch, with its counters as they
+        stand: from here on the shutdown reports them and lanes start no further job."""
+        with self._handback:
+            self._abandoned = True
+            taken = [(b, b.started, len(b.acks), b.handed) for b in self._batches]
+            for batch, *_ in taken:
+                batch.taken = True
+            self._batches.clear()
+        return taken
+
+    def _hand_back(
+        self, taken: list[tuple[handback.LaneBatch, int, int, int]], grace: float
+    ) -> None:
+        """Send the finished outcomes of the taken batches and hand back every job this
+        runner still held (lanes' and the loop's) as interrupted by shutdown."""
+        is_async = handback.async_workers(self._app._workers)
+        finished: list[AckTuple] = []
+        back: list[Job] = []
+        for batch, started, acked, handed in taken:
+            done, rest = batch.settle(is_async, started, acked, handed)
+            finished += done
+            back += rest
+        back += self._async_back
+        if finished:
+            self._ack([], finished)
+        if not back:
+            return
+        acks = handback.interrupt_acks(back, handback.interrupt_reason(grace))
+        try:
+            stored = self._engine.ack(acks, wait=True)
+        except KathikonError:
+            log.exception(
+                "handing back %d interrupted job(s) failed; they stay executing and are "
+                "rescued at the next open: %s",
+                len(back),
+                handback.describe(back),
+            )
+            return
+        self.interrupted = [job for job, after in zip(back, stored) if after is not None]
+        for job, after in zip(back, stored):
+            report_interrupted(job, after, handback.running_for(job))
+        if self.interrupted:
+            log.warning(
+                "grace period of %s s ran out: %d job(s) interrupted by shutdown and handed "
+                "back (due again, the attempt not counted): %s",
+                f"{grace:g}",
+                len(self.interrupted),
+                handback.describe(self.interrupted),
+            )
 
     # -- lanes ---------------------------------------------------------------------------
 
@@ -218,26 +287,67 @@ class Runner:
         each when a slot is free. Returns once every job has run or started, so a lane does
         not claim more while its async jobs still wait for a slot. True if there were async
         jobs."""
+        acks: list[AckTuple] = []
+        batch = handback.LaneBatch(jobs, acks)
+        with self._handback:
+            if self._abandoned:
+                # Claimed as the grace period ran out: hand them back unstarted.
+                reason = handback.interrupt_reason(self._grace)
+                self._ack([], handback.interrupt_acks(jobs, reason))
+                return False
+            self._batches.add(batch)
+        attempts: list[Attempt] = []
+        handed: list[threading.Event] = []
+        try:
+            self._work_through(queue, batch, slots, attempts, handed)
+        finally:
+            with self._handback:
+                self._batches.discard(batch)
+        if batch.taken:
+            return False  # the shutdown reported this batch
+        if acks:
+            self._ack(attempts, acks)
+        for started in handed:
+            self._wait_started(started)
+        return bool(handed)
+
+    def _work_through(
+        self,
+        queue: str,
+        batch: handback.LaneBatch,
+        slots: Slots,
+        attempts: list[Attempt],
+        handed: list[threading.Event],
+    ) -> None:
+        """:meth:`_run_batch`'s loop: appends the sync jobs' outcomes to ``batch.acks`` (and
+        their attempts, when watched, to ``attempts``) and an event per hand-over to the
+        loop to ``handed``. Stops before the next job once the shutdown took the batch."""
         workers = self._app._workers
         watched = _jobs_watched()
-        attempts: list[Attempt] = []
-        acks: list[AckTuple] = []
+        acks = batch.acks
         to_loop: list[Attempt] = []
-        handed: list[threading.Event] = []
         held = False
         try:
-            for job in jobs:
+            for job in batch.jobs:
+                # Counted before the check: a shutdown that read the count before this
+                # increment hands this job back as not started, and one that read it after
+                # as unfinished; either way this lane then sees the mark and does not run it.
+                batch.started += 1
+                if self._abandoned:
+                    break
                 reg = workers.get(job.worker)
                 if reg is not None and reg.is_async:
                     to_loop.append(Attempt(job, reg))
                     continue
                 if to_loop:
                     # Start them while this lane runs the sync jobs after them.
-                    handed.append(self._hand_over(queue, to_loop))
+                    handed.append(self._hand_over(queue, to_loop, batch, batch.started - 1))
                     to_loop = []
                 if not held:
                     slots.take()
                     held = True
+                    if self._abandoned:
+                        break
                 if watched or reg is None:
                     attempt = Attempt(job, reg)
                     acks.append(run_sync(attempt))
@@ -248,12 +358,7 @@ class Runner:
             if held:
                 slots.release()
             if to_loop:
-                handed.append(self._hand_over(queue, to_loop))
-        if acks:
-            self._ack(attempts, acks)
-        for started in handed:
-            self._wait_started(started)
-        return bool(handed)
+                handed.append(self._hand_over(queue, to_loop, batch, batch.started))
 
     def _wait_started(self, started: threading.Event) -> None:
         while not started.wait(0.5):
@@ -288,16 +393,28 @@ class Runner:
 
     # -- async ---------------------------------------------------------------------------
 
-    def _hand_over(self, queue: str, attempts: list[Attempt]) -> threading.Event:
+    def _hand_over(
+        self, queue: str, attempts: list[Attempt], batch: handback.LaneBatch, upto: int
+    ) -> threading.Event:
         """Give async jobs to the loop (one hop for all of them); the event is set once the
-        last of them has started (or the runner stopped before it could)."""
+        last of them has started (or the runner stopped before it could). Under the
+        hand-back lock: a batch the shutdown took keeps its jobs for it to hand back, and
+        one not taken reaches the loop before the shutdown's cancellation does (the shutdown
+        marks batches taken under the same lock before it cancels the loop's tasks)."""
         started = threading.Event()
-        try:
-            self._event_loop().call_soon_threadsafe(self._enqueue, queue, attempts, started)
-        except RuntimeError:
-            # The loop is closed (the runner stopped past its grace period while this lane
-            # ran a sync job): the jobs stay executing, to be rescued at the next open.
-            started.set()
+        loop = self._event_loop()
+        with self._handback:
+            if batch.taken:
+                started.set()
+                return started
+            # The async jobs of batch.jobs[:upto] are the loop's from here on.
+            batch.handed = upto
+            try:
+                loop.call_soon_threadsafe(self._enqueue, queue, attempts, started)
+            except RuntimeError:
+                # The loop is closed (the runner stopped): the jobs stay executing, to be
+                # rescued at the next open.
+                started.set()
         return started
 
     def _enqueue(self, queue: str, attempts: list[Attempt], started: threading.Event) -> None:
@@ -418,14 +535,15 @@ class Runner:
                     return
 
     def _cancel_all(self, loop: asyncio.AbstractEventLoop) -> None:
-        """On the loop thread: cancel every task (the jobs' as asked for, so they stay
-        executing in the store rather than counting as failures) and stop the loop."""
+        """On the loop thread: cancel every task (the jobs' as asked for, so they are not
+        failures) and stop the loop. The jobs running or still waiting for a slot go to
+        :attr:`_async_back`, for the shutdown to hand back; their lanes stop waiting."""
         for attempt, _ in self._running.values():
             attempt.cancel_requested = True
-        # Jobs still waiting for a slot stay executing in the store, to be rescued at the
-        # next open like the cancelled ones; their lanes stop waiting for them.
+            self._async_back.append(attempt.job)
         for waiting in self._waiting.values():
-            for _, started in waiting:
+            for attempt, started in waiting:
+                self._async_back.append(attempt.job)
                 if started is not None:
                     started.set()
             waiting.clear()

@@ -7,7 +7,7 @@ event                                        measurements                    met
 ===========================================  ==============================  =====================
 ``("kathikon", "job", "insert")``            ``count``, ``duration``         ``jobs``
 ``("kathikon", "job", "start")``             ``queue_time``                  ``job``
-``("kathikon", "job", "stop")``              ``duration``, ``queue_time``    ``job``, ``outcome``
+``("kathikon", "job", "stop")``              ``duration``, ``queue_time``    ``job``, ``outcome``, …
 ``("kathikon", "job", "retry")``             ``duration``, ``delay``         ``job``, ``error``
 ``("kathikon", "job", "discard")``           ``duration``                    ``job``, ``reason``
 ``("kathikon", "job", "cancel")``            ``duration``                    ``job``, ``reason``
@@ -18,6 +18,12 @@ event                                        measurements                    met
 ``("kathikon", "pruner", "tick")``           ``pruned``, ``duration``        (none)
 ``("kathikon", "dispatcher", "poll")``       ``claimed``, ``demand``         ``queue``
 ===========================================  ==============================  =====================
+
+``job.stop``'s ``outcome`` is ``complete``, ``fail``, ``snooze``, ``cancel``, ``discard``,
+``interrupt`` (handed back by a shutdown whose grace period ran out) or ``ignored`` (the store
+refused the result: the job had been cancelled or rescued meanwhile). Its metadata also
+holds ``error``, the failure's traceback or the ``Cancel``/``Discard`` reason (else None), and
+``registered``, whether this process has the job's worker.
 
 ``job`` is the :class:`~kathikon.Job` as claimed (``retry``/``discard``/… carry the job as it
 stands after the outcome was stored). Durations are seconds. ``dispatcher.poll`` is one claim by
@@ -214,6 +220,8 @@ def attach_default_logger(
     out = logger or logging.getLogger("kathikon")
 
     def log(event: Event, measurements: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
+        if not out.isEnabledFor(level):
+            return
         if event == POLL_EVENT and not measurements.get("claimed"):
             return  # an idle lane polls every poll_interval; those lines would drown the rest
         record: dict[str, Any] = {"event": ".".join(event[1:])}
@@ -231,6 +239,29 @@ def attach_default_logger(
             out.log(level, " ".join(f"{k}={_logfmt(v)}" for k, v in record.items()))
 
     attach(handler_id, EVENTS, log)
+
+
+def attach_job_logger(
+    *, handler_id: str = "kathikon-job-logger", logger: Optional[logging.Logger] = None
+) -> None:
+    """Log one line per job outcome through :mod:`logging` (logger ``kathikon``), as
+    ``kathikon worker`` does by default: INFO when a job completed, snoozed or cancelled
+    itself; WARNING when it will be retried, was handed back at shutdown, or its late result
+    was refused; ERROR when it was discarded or its worker is not registered here. Each line
+    names the job's id, worker, queue, attempt, outcome, state and duration, and the first
+    line of its error (see :mod:`kathikon.joblog`). Nothing is formatted for a level the
+    logger does not log.
+
+    Args:
+        handler_id: the id to detach it with.
+        logger: where to log; defaults to ``logging.getLogger("kathikon")``.
+    """
+    from . import joblog
+
+    attach(handler_id, [("kathikon", "job", "stop")], joblog.handler(logger or _kathikon_log))
+
+
+_kathikon_log = logging.getLogger("kathikon")
 
 
 def _logfmt(value: Any) -> str:
