@@ -6,6 +6,7 @@ on SIGTERM within its grace period, which must fit in the stop timeout each file
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -105,4 +106,13 @@ with tempfile.TemporaryDirectory() as tmp:
     shutil.copytree(HERE / "myapp", root / "srv" / "myapp" / "myapp")
     env = {k: v.replace("/data", str(root / "data")) for k, v in docker_env.items()}
     run_worker([str(BIN / cmd[0]), *cmd[1:]], env, root / "srv" / "myapp")
+
+# -- FastAPI and Django ------------------------------------------------------------------------
+# They need FastAPI and Django, which the checks do not install: they must parse, and import
+# the app from the module the worker runs.
+for name in ("fastapi_web.py", "django_jobs.py", "django_views.py"):
+    source = (DEPLOY / name).read_text()
+    ast.parse(source, name)
+assert "from myapp.jobs import" in (DEPLOY / "fastapi_web.py").read_text()
+assert "jobs.close()" in (DEPLOY / "fastapi_web.py").read_text()
 print("deployment examples run")

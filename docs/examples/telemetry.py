@@ -74,7 +74,8 @@ patterns = [
     r"event=job\.start job\.id=1 job\.worker=__main__\.resize job\.queue=default "
     rf"job\.attempt=1 job\.state=executing queue_time={number}",
     r"event=job\.stop job\.id=1 job\.worker=__main__\.resize job\.queue=default "
-    rf"job\.attempt=1 job\.state=executing outcome=complete duration={number} "
+    rf"job\.attempt=1 job\.state=executing outcome=complete error=null registered=true "
+    rf"duration={number} "
     rf"queue_time={number}",
 ]
 assert len(lines) == len(patterns), lines

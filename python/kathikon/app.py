@@ -629,7 +629,10 @@ class Kathikon:
 
     def stop(self, timeout: float = 30.0) -> bool:
         """Stop claiming jobs and wait up to ``timeout`` seconds for running ones. Jobs still
-        running then stay executing in the store and are rescued at the next open.
+        running then are handed back as *interrupted by shutdown*: due again at once, the
+        attempt not counted, the reason in their history, and logged (WARNING, logger
+        ``kathikon``) with their ids and workers. An async job's task is cancelled; a sync
+        job's thread cannot be, and what it returns afterwards is dropped.
         Returns whether every running job finished."""
         with self._lock:
             runner, self._runner = self._runner, None
