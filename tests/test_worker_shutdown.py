@@ -130,3 +130,61 @@ def test_a_late_result_after_the_hand_back_is_refused(
     finally:
         release.set()
         app.close(timeout=5)
+
+
+def test_a_lane_past_the_grace_period_hands_back_what_it_holds_and_reports_what_finished(
+    store_path: Path,
+) -> None:
+    """One lane; the jobs behind the stuck one may have been claimed with it (the lane sizes
+    its claims by its pace) or not: either way none stays executing, none runs after the
+    hand-back, none loses an attempt, and each finished job is reported once."""
+    app = kathikon.Kathikon(store_path, queues={"default": 1}, poll_interval=0.1)
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+    stops: list[tuple[int, str]] = []
+
+    @app.worker
+    def quick(job: kathikon.Job) -> None:
+        ran.append(job.args["name"])
+
+    @app.worker
+    def stuck(job: kathikon.Job) -> None:
+        ran.append("stuck")
+        started.set()
+        release.wait(30)
+
+    kathikon.telemetry.attach(
+        "stops",
+        [("kathikon", "job", "stop")],
+        lambda e, m, md: stops.append((md["job"].id, md["outcome"])),
+    )
+    try:
+        before = [quick.insert({"name": f"before{i}"}) for i in range(3)]
+        blocker = stuck.insert({})
+        after = [quick.insert({"name": f"after{i}"}) for i in range(3)]
+        app.start()
+        assert started.wait(10)
+        assert app.stop(timeout=0.2) is False
+        release.set()
+        for thread in threading.enumerate():
+            if thread.name.startswith("kathikon-default-"):
+                thread.join(10)
+        app._engine.sync()
+        assert ran == ["before0", "before1", "before2", "stuck"]
+        for job in before:
+            assert app.get(job).state is S.COMPLETED
+            assert stops.count((job.id, "complete")) == 1
+        assert stops.count((blocker.id, "interrupt")) == 1
+        for job in [blocker, *after]:
+            stored = app.get(job)
+            assert stored.state in WAITING, stored
+            assert stored.max_attempts - stored.attempt == job.max_attempts, stored
+            claimed = stored.attempt == 1
+            assert [e["error"].split(":")[0] for e in stored.errors] == (
+                ["interrupted by shutdown"] if claimed else []
+            )
+        assert app.get(blocker).attempt == 1
+    finally:
+        release.set()
+        kathikon.telemetry.detach("stops")
+        app.close(timeout=5)

@@ -21,7 +21,7 @@ import os
 import time
 from typing import TYPE_CHECKING
 
-from .execute import AckTuple
+from .execute import AckTuple, Attempt
 from .job import Job
 from .vocabulary import INTERRUPT
 
@@ -32,26 +32,29 @@ if TYPE_CHECKING:
 class LaneBatch:
     """One lane's claimed jobs while it works through them. The lane updates ``started``
     (jobs taken from ``jobs`` so far: run, running, or queued for the loop) and ``handed``
-    (jobs before this index that are async are the loop's) and appends to ``acks``; the
-    shutdown reads them once it has taken the batch."""
+    (jobs before this index that are async are the loop's) and appends to ``acks`` (and,
+    when telemetry watches jobs, the matching :class:`Attempt` to ``attempts`` just after);
+    the shutdown reads them once it has taken the batch."""
 
-    __slots__ = ("acks", "handed", "jobs", "started", "taken")
+    __slots__ = ("acks", "attempts", "handed", "jobs", "started", "taken")
 
-    def __init__(self, jobs: list[Job], acks: list[AckTuple]) -> None:
+    def __init__(self, jobs: list[Job], acks: list[AckTuple], attempts: list[Attempt]) -> None:
         self.jobs = jobs
         self.acks = acks
+        self.attempts = attempts
         self.started = 0
         self.handed = 0
         self.taken = False
 
     def settle(
         self, is_async: dict[str, bool], started: int, acked: int, handed: int
-    ) -> tuple[list[AckTuple], list[Job]]:
+    ) -> tuple[list[Attempt], list[AckTuple], list[Job]]:
         """What the shutdown sends for this batch, from its counters as read when it was
-        taken: the outcomes of the jobs that finished, and the jobs to hand back (the sync
-        job that was running, async ones not yet given to the loop, and every job not
-        started)."""
+        taken: the outcomes of the jobs that finished (with their attempts, to report, when
+        all are there), and the jobs to hand back (the sync job that was running, async ones
+        not yet given to the loop, and every job not started)."""
         finished = self.acks[:acked]
+        attempts = self.attempts[:acked] if len(self.attempts) >= acked else []
         back: list[Job] = []
         sync_seen = 0
         for index, job in enumerate(self.jobs[:started]):
@@ -63,7 +66,7 @@ class LaneBatch:
                 if sync_seen > acked:
                     back.append(job)
         back.extend(self.jobs[started:])
-        return finished, back
+        return attempts, finished, back
 
 
 def interrupt_reason(grace: float) -> str:

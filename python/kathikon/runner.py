@@ -199,15 +199,13 @@ class Runner:
         """Send the finished outcomes of the taken batches and hand back every job this
         runner still held (lanes' and the loop's) as interrupted by shutdown."""
         is_async = handback.async_workers(self._app._workers)
-        finished: list[AckTuple] = []
         back: list[Job] = []
         for batch, started, acked, handed in taken:
-            done, rest = batch.settle(is_async, started, acked, handed)
-            finished += done
+            attempts, finished, rest = batch.settle(is_async, started, acked, handed)
+            if finished:
+                self._ack(attempts, finished)
             back += rest
         back += self._async_back
-        if finished:
-            self._ack([], finished)
         if not back:
             return
         acks = handback.interrupt_acks(back, handback.interrupt_reason(grace))
@@ -288,7 +286,8 @@ class Runner:
         not claim more while its async jobs still wait for a slot. True if there were async
         jobs."""
         acks: list[AckTuple] = []
-        batch = handback.LaneBatch(jobs, acks)
+        attempts: list[Attempt] = []
+        batch = handback.LaneBatch(jobs, acks, attempts)
         with self._handback:
             if self._abandoned:
                 # Claimed as the grace period ran out: hand them back unstarted.
@@ -296,10 +295,9 @@ class Runner:
                 self._ack([], handback.interrupt_acks(jobs, reason))
                 return False
             self._batches.add(batch)
-        attempts: list[Attempt] = []
         handed: list[threading.Event] = []
         try:
-            self._work_through(queue, batch, slots, attempts, handed)
+            self._work_through(queue, batch, slots, handed)
         finally:
             with self._handback:
                 self._batches.discard(batch)
@@ -316,15 +314,14 @@ class Runner:
         queue: str,
         batch: handback.LaneBatch,
         slots: Slots,
-        attempts: list[Attempt],
         handed: list[threading.Event],
     ) -> None:
         """:meth:`_run_batch`'s loop: appends the sync jobs' outcomes to ``batch.acks`` (and
-        their attempts, when watched, to ``attempts``) and an event per hand-over to the
-        loop to ``handed``. Stops before the next job once the shutdown took the batch."""
+        their attempts, when watched, to ``batch.attempts``) and an event per hand-over to
+        the loop to ``handed``. Stops before the next job once the shutdown took the batch."""
         workers = self._app._workers
         watched = _jobs_watched()
-        acks = batch.acks
+        acks, attempts = batch.acks, batch.attempts
         to_loop: list[Attempt] = []
         held = False
         try:
@@ -402,11 +399,11 @@ class Runner:
         one not taken reaches the loop before the shutdown's cancellation does (the shutdown
         marks batches taken under the same lock before it cancels the loop's tasks)."""
         started = threading.Event()
-        loop = self._event_loop()
         with self._handback:
             if batch.taken:
                 started.set()
                 return started
+            loop = self._event_loop()
             # The async jobs of batch.jobs[:upto] are the loop's from here on.
             batch.handed = upto
             try:
