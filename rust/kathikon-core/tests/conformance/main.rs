@@ -24,6 +24,7 @@ harness::conformance! {
     outcomes::complete_records_when,
     outcomes::fail_retries_at_now_plus_retry_in_then_discards_when_exhausted,
     outcomes::snooze_reschedules_without_using_up_an_attempt,
+    outcomes::interrupt_hands_a_job_back_due_at_once_without_using_up_an_attempt,
     outcomes::cancel_and_discard_outcomes_record_their_reasons,
     outcomes::stale_acks_change_no_state,
     outcomes::ack_nowait_is_applied_by_the_next_sync,

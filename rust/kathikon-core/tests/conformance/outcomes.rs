@@ -97,6 +97,28 @@ pub fn snooze_reschedules_without_using_up_an_attempt(backend: &'static dyn Back
     assert_eq!(gone.state, JobState::Discarded);
 }
 
+pub fn interrupt_hands_a_job_back_due_at_once_without_using_up_an_attempt(
+    backend: &'static dyn Backend,
+) {
+    let s = Store::open(backend);
+    insert_one(&*s, NewJob { max_attempts: 1, ..job("q", "w") });
+    let mut claimed = claim_one(&*s, "q");
+    for deploy in 1..=3u32 {
+        let reason = Outcome::Interrupt { reason: "interrupted by shutdown".into() };
+        let back = finish(&*s, &claimed, reason);
+        assert_eq!(back.state, JobState::Scheduled);
+        assert_eq!((back.attempt, back.max_attempts), (deploy, deploy + 1));
+        assert_eq!(back.errors.len(), deploy as usize);
+        assert_eq!(back.errors.last().unwrap().error, "interrupted by shutdown");
+        // Due at once: claimable again without the clock moving.
+        s.sync().unwrap();
+        claimed = claim_one(&*s, "q");
+        assert_eq!((claimed.id, claimed.attempt), (back.id, deploy + 1));
+    }
+    let done = finish(&*s, &claimed, Outcome::Complete);
+    assert_eq!(done.state, JobState::Completed);
+}
+
 pub fn cancel_and_discard_outcomes_record_their_reasons(backend: &'static dyn Backend) {
     let s = Store::open(backend);
     insert_one(&*s, job("q", "w"));
