@@ -49,8 +49,17 @@ class Setup:
         return proc
 
     def worker(self, processes: int, *extra: str) -> subprocess.Popen[str]:
+        # Without the INFO line per job, the stderr pipe (read only once the worker exits)
+        # cannot fill up and block the worker.
         return self.spawn(
-            str(KATHIKON), "worker", "mp_app:app", "--processes", str(processes), *extra
+            str(KATHIKON),
+            "worker",
+            "mp_app:app",
+            "--processes",
+            str(processes),
+            "--log-level",
+            "warning",
+            *extra,
         )
 
     def runs(self) -> list[tuple[str, int, int, int, float]]:
