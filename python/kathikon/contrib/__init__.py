@@ -63,8 +63,9 @@ def outcome_of(job: Job, kind: Optional[str]) -> str:
     """The outcome of one attempt from a ``("kathikon", "job", "stop")`` event.
 
     The stop event's ``outcome`` is what the worker produced (``complete``, ``fail``,
-    ``snooze``, ``cancel``, ``discard``) or ``ignored`` (the store refused a stale result, e.g.
-    the job was cancelled while it ran). A ``fail`` is reported here as ``retry``, or as
+    ``snooze``, ``cancel``, ``discard``), ``interrupt`` (handed back by a shutdown whose grace
+    period ran out) or ``ignored`` (the store refused a stale result, e.g. the job was
+    cancelled while it ran). A ``fail`` is reported here as ``retry``, or as
     ``discard`` when it used the job's last attempt (the engine then discards the job), so the
     values match the outcome events' names.
     """

@@ -15,7 +15,7 @@ insert that created the job, so a trace viewer leads from the insert to every at
 job. Its attributes are ``kathikon.job.id``, ``.worker``, ``.queue``, ``.attempt``,
 ``.max_attempts``, ``.priority``, ``.tags``, ``.queue_time`` (seconds from when the job was due
 to when it started) and ``.outcome`` (``complete``, ``retry``, ``discard``, ``cancel``,
-``snooze`` or ``ignored``; see :func:`kathikon.contrib.outcome_of`), plus the
+``snooze``, ``interrupt`` or ``ignored``; see :func:`kathikon.contrib.outcome_of`), plus the
 ``messaging.system`` / ``messaging.destination.name`` / ``messaging.message.id`` /
 ``messaging.operation.type`` attributes of the messaging conventions. Its status is ``ERROR``
 when the attempt failed (``retry``) or the job was discarded; the span runs from the

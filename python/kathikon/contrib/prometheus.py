@@ -17,9 +17,9 @@ Metrics (the event or call each comes from in brackets):
 - ``kathikon_queue_jobs{queue, state}``: gauge (``app.stats()``).
 - ``kathikon_queue_oldest_available_age_seconds{queue}``: gauge (``app.oldest_available()``).
 
-``outcome`` is ``complete``, ``retry``, ``discard``, ``cancel``, ``snooze`` or ``ignored`` (see
-:func:`kathikon.contrib.outcome_of`). ``duration`` is how long the worker call took;
-``queue_time`` runs from when the job was due to when its attempt started.
+``outcome`` is ``complete``, ``retry``, ``discard``, ``cancel``, ``snooze``, ``interrupt`` or
+``ignored`` (see :func:`kathikon.contrib.outcome_of`). ``duration`` is how long the worker
+call took; ``queue_time`` runs from when the job was due to when its attempt started.
 The two gauges are read from ``app.stats()`` and ``app.oldest_available()`` by a custom
 collector at every scrape, so they are always current (as of the store's last commit): jobs
 per queue for every state (``available`` is the queue depth), and how long the oldest available
