@@ -4,7 +4,7 @@
 The store's owner sees every claim, its own workers' and its clients' over the socket, and
 remembers per queue the process that claimed last and when its claim's wait ended. A worker
 lane that is idle asks again at least every ``poll_interval`` (a client every quarter second),
-so a queue whose last claim ended longer ago than :data:`SERVED_WITHIN` and that runs no job
+so a queue whose last claim ended longer ago than ``SERVED_WITHIN`` (5 s) and that runs no job
 has no running worker: its available jobs wait until one is started for it.
 """
 
@@ -42,8 +42,8 @@ class QueueCheck:
 
     @property
     def served(self) -> bool:
-        """Whether a running process works this queue: it claimed within
-        :data:`SERVED_WITHIN` seconds, or jobs it claimed are still running."""
+        """Whether a running process works this queue: it claimed from it within the last
+        5 seconds (``SERVED_WITHIN``), or jobs it claimed are still running."""
         if self.idle is None:
             return False
         return self.idle <= SERVED_WITHIN or self.executing > 0
@@ -55,7 +55,7 @@ class QueueCheck:
         if self.served:
             return f"served by pid {self.claimer_pid}"
         if self.claimer_pid is None:
-            why = "no worker has claimed from it since the store was opened"
+            why = "no worker has claimed from it since its owner opened the store"
         else:
             why = f"pid {self.claimer_pid} last claimed from it {self.idle:.0f} s ago"
         waiting = (
