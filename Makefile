@@ -52,12 +52,12 @@ lint-python: tools ## ruff and mypy (strict) over the package
 .PHONY: lint
 lint: lint-rust lint-python ## every linter
 
+# Doc-tests run for the core only: cargo cannot build them for the binding's cdylib, and warns
+# so on every run that includes it (`doctest = false` in its [lib] does not silence that).
 .PHONY: test-rust
 test-rust: ## the core's Rust tests (nextest when installed) and doc-tests
 	if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-tests=warn; \
 	else cargo test --workspace --lib --tests; fi
-	# Only the core has doc-tests: cargo cannot build them for the binding's cdylib, and says so
-	# on every run that includes it (`doctest = false` does not silence that).
 	cargo test -p kathikon-core --doc
 
 .PHONY: test-env
@@ -149,6 +149,7 @@ typecheck: wheel ## mypy --strict and pyright (strict) over tests/typing/ agains
 
 # Distribution: one abi3 wheel for any Linux x86-64 with glibc >= 2.17, linked by zig (from PyPI's
 # ziglang) against glibc 2.17's symbols; auditwheel confirms the symbol versions allow that tag.
+# Its report (with its advice to recompile for a newer tag) is printed only when they do not.
 ZIGLANG_VERSION := 0.17.1
 AUDITWHEEL_VERSION := 6.8.2
 MANYLINUX_WHEEL := dist/kathikon-*-cp39-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl
@@ -159,8 +160,6 @@ wheel-manylinux: tools ## the release wheel for any Linux x86-64 with glibc >= 2
 	rm -f $(MANYLINUX_WHEEL)
 	PATH="$(abspath $(TOOLS))/bin:$$PATH" $(TOOLS)/bin/maturin build --release --zig \
 		--compatibility manylinux2014 --out dist
-	# auditwheel's report (and its advice to recompile for a newer tag) is printed only when the
-	# wheel is not manylinux_2_17.
 	out=$$($(TOOLS)/bin/auditwheel show $(MANYLINUX_WHEEL)) && echo "$$out" | tr -s ' \n' ' ' \
 		| grep -q 'consistent with the following platform tag: "manylinux_2_17_x86_64"' \
 		|| { echo "$$out"; echo "$(MANYLINUX_WHEEL) is not manylinux_2_17_x86_64"; exit 1; }
