@@ -774,8 +774,8 @@ def _print_stats(
     for s in JobState:
         table.add_column(s.value if wide else SHORT_STATES[s.value], justify="right")
     table.add_column("total", justify="right")
-    table.add_column("oldest available" if wide else "waited", justify="right")
     table.add_column("served by" if wide else "by", justify="right")
+    table.add_column("oldest available" if wide else "waited", justify="right")
     for q, c in counts.items():
         age = ages[q]
         check = checks[q]
@@ -783,10 +783,10 @@ def _print_stats(
             Text(q),
             *(Text(str(c[s.value]), style="" if c[s.value] else "dim") for s in JobState),
             str(sum(c.values())),
-            "" if age is None else _age(age),
             Text(f"pid {check.claimer_pid}")
             if check.served
             else Text("nobody", style="bold red" if check.available else "dim"),
+            "" if age is None else _age(age),
         )
     console.print(table)
     # A queue with available jobs and no worker: those jobs would wait forever unseen.
