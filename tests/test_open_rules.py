@@ -138,3 +138,24 @@ def test_a_client_open_logs_the_owner(
     assert opens == [
         f"opened the store at {store_path} as a client of its owner, pid {other_owner}"
     ]
+
+
+def test_a_forked_child_may_open_the_store_its_parent_holds_as_a_client(
+    store_path: Path, other_owner: int
+) -> None:
+    parent = kathikon.Kathikon(store_path)
+    try:
+        assert parent.role == "client"
+        child = os.fork()
+        if child == 0:  # the child inherits the parent's memory, not its app
+            code = 1
+            try:
+                app = kathikon.Kathikon(store_path)
+                code = 0 if app.role == "client" and app.owner_pid == other_owner else 2
+                app.close()
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        parent.close()

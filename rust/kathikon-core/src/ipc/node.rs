@@ -16,7 +16,7 @@
 //! sessions whose claims and leases know nothing of each other). Closing the first releases
 //! the file.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -82,9 +82,10 @@ struct Current {
     client: Option<Arc<Client>>,
 }
 
-/// Store files a node of this process holds, owner or client (canonical paths).
-fn open_here() -> &'static Mutex<HashSet<PathBuf>> {
-    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+/// Store files a node of this process holds, owner or client (canonical paths), each with the
+/// id of the process that took it: a child made by `fork` inherits the map, not the nodes.
+fn open_here() -> &'static Mutex<HashMap<PathBuf, u32>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, u32>>> = OnceLock::new();
     OPEN.get_or_init(Default::default)
 }
 
@@ -95,11 +96,12 @@ impl HeldHere {
     /// Hold `store` (canonical) for this process's only node on it; another node of this
     /// process already on it is [`Error::StorageLocked`] naming `shown` (the path as given).
     fn take(store: &std::path::Path, shown: &std::path::Path) -> Result<HeldHere> {
+        let pid = std::process::id();
         let mut open = open_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !open.insert(store.to_path_buf()) {
+        if open.insert(store.to_path_buf(), pid) == Some(pid) {
             return Err(Error::StorageLocked {
                 path: shown.to_path_buf(),
-                holder: Some(std::process::id()),
+                holder: Some(pid),
                 same_process: true,
             });
         }
@@ -109,7 +111,10 @@ impl HeldHere {
 
 impl Drop for HeldHere {
     fn drop(&mut self) {
-        open_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.0);
+        let mut open = open_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.get(&self.0) == Some(&std::process::id()) {
+            open.remove(&self.0);
+        }
     }
 }
 
