@@ -159,3 +159,14 @@ def test_a_forked_child_may_open_the_store_its_parent_holds_as_a_client(
         assert os.waitstatus_to_exitcode(status) == 0
     finally:
         parent.close()
+
+
+def test_create_false_does_not_look_for_the_file_in_a_testing_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A production app made with create=False still imports under KATHIKON_TESTING, on a
+    # machine where its store file does not exist.
+    monkeypatch.chdir(tmp_path)
+    app = kathikon.Kathikon("/nonexistent/shop.redb", create=False, testing="manual")
+    assert app.path == "/nonexistent/shop.redb"
+    app.close()
