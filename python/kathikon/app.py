@@ -125,7 +125,7 @@ class Kathikon:
             :class:`StoreNotFoundError` instead, so a relative path opened from another
             working directory cannot silently start an empty store. Either way the store's
             absolute path, and whether it was created or opened, is logged at INFO on the
-            ``kathikon`` logger.
+            ``kathikon`` logger. A testing mode neither looks for the file nor logs it.
 
     Raises:
         ConfigurationError: a setting is invalid.
