@@ -52,11 +52,13 @@ lint-python: tools ## ruff and mypy (strict) over the package
 .PHONY: lint
 lint: lint-rust lint-python ## every linter
 
+# Doc-tests run for the core only: cargo cannot build them for the binding's cdylib, and warns
+# so on every run that includes it (`doctest = false` in its [lib] does not silence that).
 .PHONY: test-rust
 test-rust: ## the core's Rust tests (nextest when installed) and doc-tests
 	if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-tests=warn; \
 	else cargo test --workspace --lib --tests; fi
-	cargo test --workspace --doc
+	cargo test -p kathikon-core --doc
 
 .PHONY: test-env
 test-env: wheel ## a fresh virtualenv with the built wheel and the test dependencies
@@ -102,12 +104,29 @@ docs-env: wheel ## .venv-docs: the pinned docs tools and the built wheel
 	$(DOCS_PY) -m pip install -q $(DOCS_REQUIREMENTS)
 	$(DOCS_PY) -m pip install -q --no-deps --force-reinstall "$$(ls -t dist/kathikon-*.whl | head -n 1)"
 
+# The demo notebook is executed first, into build/notebook/, and its page includes it as
+# Markdown (pymdownx.snippets), outputs and all. Its kernel talks to nbconvert over Unix sockets
+# in a private directory (ipc), not over TCP, which ipykernel warns is unencrypted.
+NOTEBOOK_BUILD := build/notebook
+
 .PHONY: docs
-docs: docs-env ## run the docs' examples, build the site into site/ (--strict), run the notebook
+docs: docs-env ## run the docs' examples and the notebook, build the site into site/ (--strict; browsable from file://)
 	$(DOCS_PY) docs/examples/check_examples.py
+	rm -rf $(NOTEBOOK_BUILD) && mkdir -p $(NOTEBOOK_BUILD)
+	kernel=$$(mktemp -d) && status=0 && $(DOCSENV)/bin/jupyter nbconvert --log-level=WARN \
+		--execute --to notebook --ExecutePreprocessor.timeout=120 \
+		--KernelManager.transport=ipc --KernelManager.ip=$$kernel/kernel \
+		--output-dir $(NOTEBOOK_BUILD) notebooks/kathikon_demo.ipynb || status=$$?; \
+		rm -rf $$kernel; exit $$status
+	$(DOCSENV)/bin/jupyter nbconvert --log-level=WARN --to markdown --output-dir $(NOTEBOOK_BUILD) \
+		$(NOTEBOOK_BUILD)/kathikon_demo.ipynb
+	sed -i '1{/^# /d}' $(NOTEBOOK_BUILD)/kathikon_demo.md  # the page has its own title
 	NO_MKDOCS_2_WARNING=1 $(DOCSENV)/bin/mkdocs build --strict --site-dir site
-	$(DOCSENV)/bin/jupyter nbconvert --execute --to notebook --ExecutePreprocessor.timeout=120 \
-		--output-dir site/notebooks notebooks/kathikon_demo.ipynb
+	mkdir -p site/notebooks && cp $(NOTEBOOK_BUILD)/kathikon_demo.ipynb site/notebooks/
+
+.PHONY: docs-serve
+docs-serve: docs ## build the docs, then serve site/ on http://127.0.0.1:8000 (Ctrl-C stops)
+	$(DOCS_PY) -m http.server --bind 127.0.0.1 --directory site 8000
 
 # Typing: tests/typing/ (user code) checked by mypy --strict and pyright (strict) against the built
 # wheel in its own virtualenv (so the shipped py.typed and _native.pyi are what is checked), and
@@ -130,6 +149,7 @@ typecheck: wheel ## mypy --strict and pyright (strict) over tests/typing/ agains
 
 # Distribution: one abi3 wheel for any Linux x86-64 with glibc >= 2.17, linked by zig (from PyPI's
 # ziglang) against glibc 2.17's symbols; auditwheel confirms the symbol versions allow that tag.
+# Its report (with its advice to recompile for a newer tag) is printed only when they do not.
 ZIGLANG_VERSION := 0.17.1
 AUDITWHEEL_VERSION := 6.8.2
 MANYLINUX_WHEEL := dist/kathikon-*-cp39-abi3-manylinux2014_x86_64.manylinux_2_17_x86_64.whl
@@ -140,8 +160,9 @@ wheel-manylinux: tools ## the release wheel for any Linux x86-64 with glibc >= 2
 	rm -f $(MANYLINUX_WHEEL)
 	PATH="$(abspath $(TOOLS))/bin:$$PATH" $(TOOLS)/bin/maturin build --release --zig \
 		--compatibility manylinux2014 --out dist
-	out=$$($(TOOLS)/bin/auditwheel show $(MANYLINUX_WHEEL)) && echo "$$out" && echo "$$out" \
-		| tr -s ' \n' ' ' | grep -q 'consistent with the following platform tag: "manylinux_2_17_x86_64"'
+	out=$$($(TOOLS)/bin/auditwheel show $(MANYLINUX_WHEEL)) && echo "$$out" | tr -s ' \n' ' ' \
+		| grep -q 'consistent with the following platform tag: "manylinux_2_17_x86_64"' \
+		|| { echo "$$out"; echo "$(MANYLINUX_WHEEL) is not manylinux_2_17_x86_64"; exit 1; }
 
 .PHONY: smoke
 smoke: wheel-manylinux ## install that wheel into a fresh virtualenv of every CPython 3.9-3.13 here; run a job on each

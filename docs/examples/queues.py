@@ -68,6 +68,24 @@ except kathikon.StorageLockedError as exc:
 app.close()
 # --8<-- [end:locked]
 
+# --8<-- [start:served]
+app = kathikon.Kathikon(path="jobs.redb", queues={"default": 1, "reports": 1})
+
+
+@app.worker(queue="reports")
+def report(job: kathikon.Job) -> None:
+    pass
+
+
+report.insert({"month": "2026-11"})
+app.start(queues=["default"])  # "reports" left out: its job would wait forever
+check = app.check_queue("reports")
+print(check.served, check.available)  # False 1
+print(check.summary)  # no process runs it: 1 job available, no worker has claimed ...
+app.close()
+# --8<-- [end:served]
+assert not check.served and check.summary.startswith("no process runs it"), check
+
 # Unconfigured queues are refused at decoration, at insert and at start.
 app = kathikon.Kathikon(path=None, queues={"default": 1})
 try:

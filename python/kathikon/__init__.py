@@ -28,12 +28,14 @@ from .errors import (
     ProtocolError,
     StorageError,
     StorageLockedError,
+    StoreNotFoundError,
     StoreVersionError,
     UnknownQueueError,
     UnknownWorkerError,
 )
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
+from .queue_check import QueueCheck
 from .worker import Worker, WorkerFunction
 
 __version__ = "0.1.0"
@@ -59,9 +61,11 @@ __all__ = [
     "OwnerGoneError",
     "ProtocolError",
     "QuarantinedRecord",
+    "QueueCheck",
     "Snooze",
     "StorageError",
     "StorageLockedError",
+    "StoreNotFoundError",
     "StoreVersionError",
     "UnknownQueueError",
     "UnknownWorkerError",

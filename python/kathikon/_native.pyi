@@ -248,6 +248,10 @@ class Engine:
         those due before ``promote_until`` µs, when given)."""
     def interrupt(self, queue: str) -> None: ...
     def ready_count(self, queue: str) -> int: ...
+    def claimers(self) -> builtins.list[tuple[str, int, float]]:
+        """``(queue, pid, idle seconds)`` per queue claimed from since the owner opened the
+        store: the latest claimer and how long ago its claim's wait ended (0.0 while one
+        waits)."""
     @property
     def recovery(self) -> tuple[int, int]:
         """``(rescued, discarded)`` at open."""

@@ -25,6 +25,7 @@ from .errors import (
     ConfigurationError,
     InvalidJobError,
     JobNotFoundError,
+    StoreNotFoundError,
     UnknownQueueError,
     UnknownWorkerError,
 )
@@ -41,6 +42,7 @@ from .options import (
     scheduled_at_micros,
     seconds_of,
 )
+from .queue_check import QueueCheck
 from .runner import Runner
 from .vocabulary import FSYNC
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
@@ -57,6 +59,29 @@ MAX_JOB_ID = 2**64 - 1
 
 def _wall_micros() -> int:
     return time.time_ns() // 1000
+
+
+def _store_exists(path: str, create: bool) -> bool:
+    """Whether the store file is there; with ``create=False`` a missing one is refused."""
+    if os.path.exists(path):
+        return True
+    if not create:
+        raise StoreNotFoundError(
+            f"no store at {os.path.abspath(path)}: the file does not exist (a relative path is "
+            f"resolved from the working directory, {os.getcwd()}); pass the path of an "
+            "existing store, or create=True to create a new one"
+        )
+    return False
+
+
+def _log_open(path: str, existed: bool, role: str, owner_pid: int) -> None:
+    where = os.path.abspath(path)
+    if not existed:
+        log.info("created a new, empty store at %s (this process owns it)", where)
+    elif role == "owner":
+        log.info("opened the store at %s (this process owns it)", where)
+    else:
+        log.info("opened the store at %s as a client of its owner, pid %d", where, owner_pid)
 
 
 class Kathikon:
@@ -96,11 +121,18 @@ class Kathikon:
             :func:`kathikon.testing.drain_jobs`. ``"inline"``: each insert runs its jobs at
             once, once, in the caller (a job scheduled for later too) and returns them
             finished. See docs/testing.md.
+        create: create the store file if it is missing (default ``True``). ``False`` raises
+            :class:`StoreNotFoundError` instead, so a relative path opened from another
+            working directory cannot silently start an empty store. Either way the store's
+            absolute path, and whether it was created or opened, is logged at INFO on the
+            ``kathikon`` logger. A testing mode neither looks for the file nor logs it.
 
     Raises:
         ConfigurationError: a setting is invalid.
-        StorageLockedError: another app in this process holds the file, or another process
-            holds it and does not serve it (or ``connect=False``).
+        StorageLockedError: another app in this process holds the file (one app per store
+            per process, owner or client; close it first), or another process holds it and
+            does not serve it (or ``connect=False``).
+        StoreNotFoundError: ``create=False`` and there is no file at ``path``.
         NotAStoreError, CorruptStoreError, StoreVersionError: the file cannot be used.
     """
 
@@ -120,6 +152,7 @@ class Kathikon:
         connect: bool = True,
         lease: float = 30.0,
         testing: Optional[str] = None,
+        create: bool = True,
     ) -> None:
         if clock not in ("system", "manual"):
             raise ConfigurationError(f'clock={clock!r}: use "system" (the default) or "manual"')
@@ -137,6 +170,7 @@ class Kathikon:
         # In a testing mode, the path is kept for code that shows it but never opened.
         self.testing: Optional[str] = testing_mode.resolve(testing)
         self._inline = self.testing == testing_mode.INLINE
+        existed = self.path is not None and not self.testing and _store_exists(self.path, create)
         self._engine = Engine(
             None if self.testing else self.path,
             fsync=self.config.durability == FSYNC,
@@ -163,6 +197,8 @@ class Kathikon:
         self._unwatch = telemetry.watch(self._telemetry_changed)
         self._telemetry_changed()
         _processes.remember(self)
+        if self.path is not None and not self.testing:
+            _log_open(self.path, existed, self._engine.role, self._engine.owner_pid)
         if self._engine.serve_error is not None:
             log.warning(
                 "the store %s is not served to other processes: %s; other processes that open "
@@ -545,6 +581,25 @@ class Kathikon:
         """When the longest-waiting available job of ``queue`` became due (``None`` if none)."""
         us = self._engine.oldest_available(queue)
         return None if us is None else from_micros(us)
+
+    def check_queue(self, queue: str) -> QueueCheck:
+        """Whether a running process serves ``queue``, with its available and executing
+        jobs: ``check.served`` is ``False`` (and ``check.summary`` says "no process runs it")
+        when no worker claimed from it lately, so jobs that would sit available forever are
+        visible. Any queue name is accepted, configured in this app or not."""
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"check_queue({queue!r}): pass a queue name (a str)")
+        states = self._engine.counts()
+        count = {state: n for q, state, n in states if q == queue}
+        claimer = next((c for c in self._engine.claimers() if c[0] == queue), None)
+        return QueueCheck(
+            queue=queue,
+            available=count.get(JobState.AVAILABLE.value, 0),
+            executing=count.get(JobState.EXECUTING.value, 0),
+            oldest_available=self.oldest_available(queue),
+            claimer_pid=None if claimer is None else claimer[1],
+            idle=None if claimer is None else claimer[2],
+        )
 
     def prune(self, older_than: float = 0.0) -> int:
         """Delete finished jobs that finished more than ``older_than`` seconds ago."""

@@ -35,6 +35,7 @@ from . import __version__
 from .app import Kathikon
 from .errors import JobNotFoundError, JobStateError, KathikonError, StorageLockedError
 from .job import Job, JobState
+from .queue_check import QueueCheck
 from .testing_mode import refuse_run
 
 if TYPE_CHECKING:  # rich is imported where it is used: --json output does without it
@@ -729,10 +730,11 @@ def stats_command(app_spec: Optional[str], path: Optional[str], as_json: bool) -
             counts = {q: c for q, c in counts.items() if any(c.values())}
         now = app.now()
         oldest = {q: app.oldest_available(q) for q in counts}
+        checks = {q: app.check_queue(q) for q in counts}
         quarantined = app.quarantined()
     ages = {q: None if at is None else (now - at).total_seconds() for q, at in oldest.items()}
     if not as_json:
-        _print_stats(counts, ages)
+        _print_stats(counts, ages, checks)
         if quarantined:
             _stdout().print(
                 f"{len(quarantined)} damaged job record(s) quarantined (ids "
@@ -754,6 +756,9 @@ def stats_command(app_spec: Optional[str], path: Optional[str], as_json: bool) -
                     "total": sum(c.values()),
                     "oldest_available_at": _iso(oldest[q]),
                     "oldest_available_age": ages[q],
+                    "served": checks[q].served,
+                    "claimer_pid": checks[q].claimer_pid,
+                    "claimed_ago": checks[q].idle,
                 }
                 for q, c in counts.items()
             },
@@ -761,7 +766,11 @@ def stats_command(app_spec: Optional[str], path: Optional[str], as_json: bool) -
     )
 
 
-def _print_stats(counts: dict[str, dict[str, int]], ages: dict[str, Optional[float]]) -> None:
+def _print_stats(
+    counts: dict[str, dict[str, int]],
+    ages: dict[str, Optional[float]],
+    checks: dict[str, QueueCheck],
+) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -775,16 +784,25 @@ def _print_stats(counts: dict[str, dict[str, int]], ages: dict[str, Optional[flo
     for s in JobState:
         table.add_column(s.value if wide else SHORT_STATES[s.value], justify="right")
     table.add_column("total", justify="right")
+    table.add_column("served by" if wide else "by", justify="right")
     table.add_column("oldest available" if wide else "waited", justify="right")
     for q, c in counts.items():
         age = ages[q]
+        check = checks[q]
         table.add_row(
             Text(q),
             *(Text(str(c[s.value]), style="" if c[s.value] else "dim") for s in JobState),
             str(sum(c.values())),
+            Text(f"pid {check.claimer_pid}")
+            if check.served
+            else Text("nobody", style="bold red" if check.available else "dim"),
             "" if age is None else _age(age),
         )
     console.print(table)
+    # A queue with available jobs and no worker: those jobs would wait forever unseen.
+    for check in checks.values():
+        if check.available and not check.served:
+            console.print(f"queue {check.queue}: {check.summary}", style="bold red")
 
 
 @cli.command("prune")

@@ -15,6 +15,7 @@ re-exported here and from :mod:`kathikon`::
     │   ├── NotAStoreError                     the file is not a Kathikon store
     │   ├── CorruptStoreError                  the store file is damaged
     │   ├── StoreVersionError                  written by a newer Kathikon
+    │   ├── StoreNotFoundError (also FileNotFoundError)  no file, and create=False
     │   ├── OwnerGoneError                     the process owning the store went away
     │   └── ProtocolError                      could not talk to the store's owner
     └── EngineClosedError                      the app was closed
@@ -38,6 +39,12 @@ from ._native import (
     UnknownWorkerError,
 )
 
+
+class StoreNotFoundError(StorageError, FileNotFoundError):
+    """``Kathikon(path, create=False)`` found no file at ``path``; the message names the
+    absolute path it looked at."""
+
+
 __all__ = [
     "ConfigurationError",
     "CorruptStoreError",
@@ -51,6 +58,7 @@ __all__ = [
     "ProtocolError",
     "StorageError",
     "StorageLockedError",
+    "StoreNotFoundError",
     "StoreVersionError",
     "UnknownQueueError",
     "UnknownWorkerError",

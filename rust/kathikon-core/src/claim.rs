@@ -8,11 +8,15 @@
 //!
 //! Idle claimers park on a condition variable; the writer wakes them after a commit makes
 //! jobs available. A generation counter closes the gap between "popped nothing" and "parked".
+//!
+//! Each queue also remembers who claims from it: the latest end of a claim's wait and the
+//! process that made the latest claim, stored once per claim call (not per job), so the
+//! store can tell a queue that no running process serves from one whose workers are idle.
 
 use foldhash::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_skiplist::SkipSet;
 
@@ -34,6 +38,11 @@ pub struct ClaimQueue {
     generation: Mutex<u64>,
     wakeup: Condvar,
     interrupts: AtomicU64,
+    /// When the latest-ending claim wait on this queue ends, in µs after [`ClaimQueues`]'
+    /// epoch, plus one (0: never claimed from).
+    claimed_until: AtomicU64,
+    /// The process that made the latest claim call.
+    claimer: AtomicU32,
 }
 
 impl ClaimQueue {
@@ -109,15 +118,62 @@ impl ClaimQueue {
     pub fn interrupts(&self) -> u64 {
         self.interrupts.load(Ordering::SeqCst)
     }
+
+    /// Note a claim call by process `pid` whose wait ends at `until` (µs after the epoch).
+    /// Relaxed: the two values are read only for a report, never to order other memory.
+    pub fn note_claim(&self, until: u64, pid: u32) {
+        self.claimed_until.fetch_max(until + 1, Ordering::Relaxed);
+        self.claimer.store(pid, Ordering::Relaxed);
+    }
+}
+
+/// Who claims from a queue, as [`ClaimQueues::claimers`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Claimer {
+    /// The queue.
+    pub queue: String,
+    /// The process that made the latest claim call on it.
+    pub pid: u32,
+    /// How long ago the latest claim's wait ended; zero while a claim waits on the queue.
+    pub idle: Duration,
 }
 
 /// Every queue's [`ClaimQueue`], created on first use.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ClaimQueues {
     queues: RwLock<HashMap<String, Arc<ClaimQueue>>>,
+    /// What [`ClaimQueue::note_claim`]'s times count from.
+    epoch: Instant,
+}
+
+impl Default for ClaimQueues {
+    fn default() -> Self {
+        Self { queues: RwLock::default(), epoch: Instant::now() }
+    }
 }
 
 impl ClaimQueues {
+    /// `at` in µs after the epoch, for [`ClaimQueue::note_claim`].
+    pub fn since_epoch(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    /// Every queue claimed from so far, with its latest claimer, in queue-name order.
+    pub fn claimers(&self) -> Vec<Claimer> {
+        let now = self.since_epoch(Instant::now());
+        let mut out: Vec<Claimer> = self
+            .all()
+            .into_iter()
+            .filter_map(|(queue, q)| {
+                let until = q.claimed_until.load(Ordering::Relaxed).checked_sub(1)?;
+                let idle = Duration::from_micros(now.saturating_sub(until));
+                Some(Claimer { queue, pid: q.claimer.load(Ordering::Relaxed), idle })
+            })
+            .collect();
+        out.sort_by(|a, b| a.queue.cmp(&b.queue));
+        out
+    }
+
     /// The queue named `name`, created empty if new.
     pub fn get(&self, name: &str) -> Arc<ClaimQueue> {
         if let Some(q) =

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
 
-use crate::claim::ClaimQueues;
+use crate::claim::{ClaimQueues, Claimer};
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
@@ -104,6 +104,8 @@ pub struct Engine {
     /// The store file as configured, for `Debug`.
     path: Option<PathBuf>,
     recovery: Recovery,
+    /// This process's id, noted as the claimer of its own claims.
+    pid: u32,
 }
 
 impl std::fmt::Debug for Engine {
@@ -188,6 +190,7 @@ impl Engine {
             writer: Mutex::new(Some(handle)),
             path: config.path,
             recovery,
+            pid: std::process::id(),
         })
     }
 
@@ -257,25 +260,21 @@ impl Engine {
         self.call(|reply| Command::Fence { notes, reply })
     }
 
-    /// Ask the writer to move these undecodable records aside (it checks them again).
-    fn quarantine(&self, ids: Vec<JobId>) {
-        if !ids.is_empty() && !self.closed.load(Ordering::Acquire) {
-            let _ = self.tx.send(Command::Quarantine { ids });
-        }
-    }
-}
-
-impl Jobs for Engine {
-    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        self.call_leading(|reply| Command::Insert { jobs, reply })
-    }
-
-    fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+    /// [`Jobs::claim`] on behalf of process `pid` (the server's clients), which
+    /// [`Jobs::claimers`] then names as the queue's claimer.
+    pub fn claim_for(
+        &self,
+        pid: u32,
+        queue: &str,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Job>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let q = self.queues.get(queue);
         let deadline = Instant::now() + timeout;
+        q.note_claim(self.queues.since_epoch(deadline), pid);
         let interrupts = q.interrupts();
         loop {
             if self.closed.load(Ordering::Acquire) {
@@ -296,6 +295,23 @@ impl Jobs for Engine {
             }
             q.park(seen, deadline);
         }
+    }
+
+    /// Ask the writer to move these undecodable records aside (it checks them again).
+    fn quarantine(&self, ids: Vec<JobId>) {
+        if !ids.is_empty() && !self.closed.load(Ordering::Acquire) {
+            let _ = self.tx.send(Command::Quarantine { ids });
+        }
+    }
+}
+
+impl Jobs for Engine {
+    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.call_leading(|reply| Command::Insert { jobs, reply })
+    }
+
+    fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+        self.claim_for(self.pid, queue, max, timeout)
     }
 
     fn interrupt(&self, queue: &str) {
@@ -389,6 +405,11 @@ impl Jobs for Engine {
     /// Read from the in-memory claim queue: never fails.
     fn ready_count(&self, queue: &str) -> Result<usize> {
         Ok(self.queues.get(queue).len())
+    }
+
+    /// Read from the in-memory claim queues: never fails.
+    fn claimers(&self) -> Result<Vec<Claimer>> {
+        Ok(self.queues.claimers())
     }
 
     fn prune(&self, age: Duration) -> Result<u64> {

@@ -155,7 +155,8 @@ fn locked_message(path: &std::path::Path, holder: Option<u32>, same_process: boo
     if same_process {
         return format!(
             "the store {path} is already open in this process by another Kathikon app; \
-             share that app object instead of opening the file twice"
+             use one app per store per process: share that app object, or close it before \
+             opening the store again"
         );
     }
     match holder {

@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::claim::Claimer;
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
@@ -92,6 +93,12 @@ pub trait Jobs: Send + Sync {
 
     /// How many jobs are ready to claim in `queue` right now.
     fn ready_count(&self, queue: &str) -> Result<usize>;
+
+    /// Which queues running processes claim from: per queue claimed from since the store's
+    /// owner opened it, the process that claimed last and how long ago its claim's wait ended
+    /// (zero while a claim waits). A queue missing here, or idle for long while it holds
+    /// available jobs, is one that no running process serves.
+    fn claimers(&self) -> Result<Vec<Claimer>>;
 
     /// Delete finished jobs that finished more than `age` ago; returns how many.
     fn prune(&self, age: Duration) -> Result<u64>;

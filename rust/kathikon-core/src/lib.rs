@@ -31,6 +31,7 @@ pub mod storage;
 pub mod telemetry;
 mod writer;
 
+pub use claim::Claimer;
 pub use clock::{Clock, Micros, SystemClock};
 pub use engine::{Durability, Engine, EngineConfig, Recovery};
 pub use error::{Error, Result};

@@ -232,6 +232,14 @@ impl PyEngine {
         py.detach(|| self.inner.jobs()?.ready_count(queue)).py_err()
     }
 
+    /// Who claims from which queue, as `[(queue, pid, idle seconds), …]` in queue order: the
+    /// process that claimed last and how long ago its claim's wait ended (0.0 while one
+    /// waits). Queues nobody claimed from since the owner opened the store are missing.
+    fn claimers(&self, py: Python<'_>) -> PyResult<Vec<(String, u32, f64)>> {
+        let claimers = py.detach(|| self.inner.jobs()?.claimers()).py_err()?;
+        Ok(claimers.into_iter().map(|c| (c.queue, c.pid, c.idle.as_secs_f64())).collect())
+    }
+
     /// "owner" when this process owns the store, "client" when it uses the owner's socket.
     #[getter]
     fn role(&self) -> &'static str {

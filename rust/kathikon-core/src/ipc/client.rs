@@ -22,6 +22,7 @@ use crossbeam_channel::{bounded, Sender};
 use super::frame::{self, PROTOCOL_VERSION};
 use super::protocol::{Request, Response, WireError};
 use super::socket::{short, socket_path};
+use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
@@ -394,6 +395,13 @@ impl Jobs for Client {
     fn ready_count(&self, queue: &str) -> Result<usize> {
         match self.call(&Request::ReadyCount { queue: queue.to_string() })? {
             Response::Count(n) => Ok(n as usize),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn claimers(&self) -> Result<Vec<Claimer>> {
+        match self.call(&Request::Claimers)? {
+            Response::Claimers(claimers) => Ok(claimers),
             other => Self::unexpected(&other),
         }
     }

@@ -9,10 +9,17 @@
 //!
 //! Either way the verbs are those of [`Jobs`]: [`Node::jobs`] hands out the implementation
 //! this process holds now (the engine, or the client), after the takeover check.
+//!
+//! One process holds a store through one node: a second open of the same file in this
+//! process is refused with [`Error::StorageLocked`] whether the first one owns the store or
+//! is a client of another process (two clients of one owner in one process would hold two
+//! sessions whose claims and leases know nothing of each other). Closing the first releases
+//! the file.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use super::client::{Client, ClientConfig, ConnectError};
@@ -75,12 +82,50 @@ struct Current {
     client: Option<Arc<Client>>,
 }
 
+/// Store files a node of this process holds, owner or client (canonical paths), each with the
+/// id of the process that took it: a child made by `fork` inherits the map, not the nodes.
+fn open_here() -> &'static Mutex<HashMap<PathBuf, u32>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, u32>>> = OnceLock::new();
+    OPEN.get_or_init(Default::default)
+}
+
+/// A store file held by a node of this process, until this is dropped.
+struct HeldHere(PathBuf);
+
+impl HeldHere {
+    /// Hold `store` (canonical) for this process's only node on it; another node of this
+    /// process already on it is [`Error::StorageLocked`] naming `shown` (the path as given).
+    fn take(store: &std::path::Path, shown: &std::path::Path) -> Result<HeldHere> {
+        let pid = std::process::id();
+        let mut open = open_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.insert(store.to_path_buf(), pid) == Some(pid) {
+            return Err(Error::StorageLocked {
+                path: shown.to_path_buf(),
+                holder: Some(pid),
+                same_process: true,
+            });
+        }
+        Ok(HeldHere(store.to_path_buf()))
+    }
+}
+
+impl Drop for HeldHere {
+    fn drop(&mut self) {
+        let mut open = open_here().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.get(&self.0) == Some(&std::process::id()) {
+            open.remove(&self.0);
+        }
+    }
+}
+
 /// A store as this process sees it. Cheap to share between threads.
 pub struct Node {
     config: NodeConfig,
     store: Option<PathBuf>,
     current: RwLock<Current>,
     closed: AtomicBool,
+    /// This process's hold on the store file; released at close.
+    held: Mutex<Option<HeldHere>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -140,8 +185,18 @@ impl Node {
             ),
             None => None,
         };
+        let held = match (&store, &config.engine.path) {
+            (Some(store), Some(shown)) => Some(HeldHere::take(store, shown)?),
+            _ => None,
+        };
         let current = acquire(&config, store.as_ref())?;
-        Ok(Node { config, store, current: RwLock::new(current), closed: AtomicBool::new(false) })
+        Ok(Node {
+            config,
+            store,
+            current: RwLock::new(current),
+            closed: AtomicBool::new(false),
+            held: Mutex::new(held),
+        })
     }
 
     /// The store as this process holds it now, to call its verbs on. When the owner this
@@ -227,6 +282,7 @@ impl Node {
             }
         }
         current.jobs.close();
+        self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
     }
 
     /// Whether [`Node::close`] was called.

@@ -102,6 +102,8 @@ pub enum Request {
     },
     /// Keeps the session's lease; answered with [`Response::Unit`].
     Heartbeat,
+    /// [`crate::Jobs::claimers`].
+    Claimers,
 }
 
 /// What the owner answers.
@@ -136,6 +138,8 @@ pub enum Response {
     Unit,
     /// The request was refused or failed.
     Error(WireError),
+    /// Who claims from which queue.
+    Claimers(Vec<crate::claim::Claimer>),
 }
 
 /// [`Error`] as it crosses the socket, so the client raises the same typed error the owner

@@ -315,7 +315,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
         Request::Insert { jobs } => Response::Jobs(store.insert(jobs)?),
         Request::Claim { queue, max, timeout_ms } => {
             let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);
-            let jobs = store.claim(&queue, max as usize, wait)?;
+            let jobs = shared.engine.claim_for(pid, &queue, max as usize, wait)?;
             if let Some(s) = shared.sessions().get_mut(&session) {
                 s.held.extend(jobs.iter().map(|j| (j.id, j.attempt)));
             }
@@ -395,6 +395,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             Response::Unit
         }
         Request::Heartbeat => Response::Unit,
+        Request::Claimers => Response::Claimers(store.claimers()?),
     })
 }
 

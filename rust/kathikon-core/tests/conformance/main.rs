@@ -6,12 +6,14 @@
 //! - [`outcomes`]: what each ack outcome, retry, cancel and prune does to stored jobs;
 //! - [`claims`]: claim order, waiting, interrupts, and claimers racing each other and cancels;
 //! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
-//! - [`reads`]: `list`'s filters and paging, unknown ids.
+//! - [`reads`]: `list`'s filters and paging, unknown ids;
+//! - [`claimers`]: which queues running processes claim from.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
 
+mod claimers;
 mod claims;
 mod counts;
 mod model;
@@ -46,4 +48,6 @@ harness::conformance! {
     counts::sync_promoting_runs_scheduled_jobs_early,
     reads::list_filters_by_state_queue_worker_limit_and_after,
     reads::unknown_ids_are_job_not_found,
+    claimers::claimers_name_the_queues_claimed_from_and_by_whom,
+    claimers::a_waiting_claim_shows_as_a_claimer_with_no_idle_time,
 }

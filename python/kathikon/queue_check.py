@@ -1,0 +1,69 @@
+""":class:`QueueCheck`: whether a running process serves a queue (``app.check_queue``,
+``kathikon stats``).
+
+The store's owner sees every claim, its own workers' and its clients' over the socket, and
+remembers per queue the process that claimed last and when its claim's wait ended. A worker
+lane that is idle asks again at least every ``poll_interval`` (a client every quarter second),
+so a queue whose last claim ended longer ago than ``SERVED_WITHIN`` (5 s) and that runs no job
+has no running worker: its available jobs wait until one is started for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Optional
+
+#: Seconds after its last claim that a queue still counts as served (claims come at least
+#: every ``poll_interval``, 1 s by default; lanes busy with jobs show as executing jobs).
+SERVED_WITHIN = 5.0
+
+#: What :attr:`QueueCheck.summary` and ``kathikon stats`` say of a queue nobody serves.
+NOT_SERVED = "no process runs it"
+
+
+@dataclass(frozen=True)
+class QueueCheck:
+    """One queue as the store sees it now (``app.check_queue(name)``)."""
+
+    queue: str
+    """The queue's name."""
+    available: int
+    """Jobs ready to run now."""
+    executing: int
+    """Jobs running now."""
+    oldest_available: Optional[datetime]
+    """When the longest-waiting available job became due (``None`` if none is available)."""
+    claimer_pid: Optional[int]
+    """The process that claimed from the queue last, since the store's owner opened it
+    (``None``: no process has claimed from it since)."""
+    idle: Optional[float]
+    """Seconds since that claim's wait ended (0.0 while a worker waits on the queue)."""
+
+    @property
+    def served(self) -> bool:
+        """Whether a running process works this queue: it claimed from it within the last
+        5 seconds (``SERVED_WITHIN``), or jobs it claimed are still running."""
+        if self.idle is None:
+            return False
+        return self.idle <= SERVED_WITHIN or self.executing > 0
+
+    @property
+    def summary(self) -> str:
+        """One line for people, e.g. ``served by pid 4121`` or ``no process runs it: 3 jobs
+        available``."""
+        if self.served:
+            return f"served by pid {self.claimer_pid}"
+        if self.claimer_pid is None:
+            why = "no worker has claimed from it since its owner opened the store"
+        else:
+            why = f"pid {self.claimer_pid} last claimed from it {self.idle:.0f} s ago"
+        waiting = (
+            f"{self.available} job{'' if self.available == 1 else 's'} available, "
+            if self.available
+            else ""
+        )
+        return f"{NOT_SERVED}: {waiting}{why}; start a worker for queue {self.queue!r}"
+
+
+__all__ = ["NOT_SERVED", "SERVED_WITHIN", "QueueCheck"]
