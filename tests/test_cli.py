@@ -95,11 +95,12 @@ class Project:
     def command(self, *args: str) -> list[str]:
         return [sys.executable, "-m", "kathikon.cli", *args]
 
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        """Run ``kathikon ARGS`` in the project, with ``env`` added to the environment."""
         return subprocess.run(
             self.command(*args),
             cwd=self.root,
-            env=self.env(),
+            env={**self.env(), **env},
             capture_output=True,
             text=True,
             timeout=TIMEOUT,
@@ -209,7 +210,7 @@ def store_jobs(project: Project) -> dict[int, kathikon.Job]:
 def test_help_lists_the_commands_and_version_prints_it(project: Project) -> None:
     result = project.cli("--help")
     assert result.returncode == 0, result.stderr
-    for command in ("worker", "jobs", "job", "retry", "cancel", "stats", "prune"):
+    for command in ("worker", "insert", "jobs", "job", "retry", "cancel", "stats", "prune"):
         assert re.search(rf"^\s+{command}\s", result.stdout, re.M), result.stdout
     version = project.cli("--version")
     assert version.returncode == 0
@@ -632,3 +633,226 @@ def test_a_store_held_by_a_process_that_does_not_serve_it_is_refused_naming_it(
     finally:
         holder.kill()
         holder.communicate()
+
+
+# -- insert ---------------------------------------------------------------------------------
+
+
+def test_insert_stores_the_job_with_every_option_and_prints_its_id(project: Project) -> None:
+    plain = project.cli("insert", "cliapp:app", "ok")
+    assert plain.returncode == 0, plain.stderr
+    job = store_jobs(project)[int(plain.stdout)]
+    assert (job.worker, job.queue, job.args, job.state) == ("ok", "default", {}, S.AVAILABLE)
+
+    result = project.cli(
+        "insert",
+        "cliapp:app",
+        "boom",
+        "--args",
+        '{"to": "ann@example.com", "n": [1, 2]}',
+        "--queue",
+        "emails",
+        "--priority",
+        "3",
+        "--schedule-in",
+        "2h",
+        "--max-attempts",
+        "5",
+        "--tags",
+        "billing, urgent",
+        "--meta",
+        '{"by": "ops"}',
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    printed = json.loads(result.stdout)
+    job = store_jobs(project)[printed["id"]]
+    assert printed["state"] == "scheduled" and job.state is S.SCHEDULED
+    assert job.args == {"to": "ann@example.com", "n": [1, 2]} == printed["args"]
+    assert (job.worker, job.queue, job.priority, job.max_attempts) == ("boom", "emails", 3, 5)
+    assert job.tags == ["billing", "urgent"] and job.meta == {"by": "ops"}
+    assert job.scheduled_at is not None and job.inserted_at is not None
+    assert (job.scheduled_at - job.inserted_at).total_seconds() == pytest.approx(7200, abs=1)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        (["ok", "--args", '{"to": '], "is not JSON"),
+        (["ok", "--args", "[1, 2]"], "is a JSON list, not an object"),
+        (["ok", "--meta", "meta"], "--meta"),
+        (["nope"], "no worker named 'nope'; its workers: boom, ok, slow"),
+        (["ok", "--queue", "nowhere"], "queue 'nowhere' is not configured"),
+        (["ok", "--priority", "12"], "12 is not in the range"),
+        (["ok", "--max-attempts", "0"], "--max-attempts"),
+        (["ok", "--schedule-in", "soon"], "'soon' is not a duration"),
+        (["ok", "--tags", "a,,b"], "has an empty tag"),
+        (["ok", "--frobnicate"], "No such option"),
+    ],
+)
+def test_insert_refuses_bad_input_with_status_2_and_stores_nothing(
+    project: Project, options: list[str], needle: str
+) -> None:
+    line = assert_error_line(project.cli("insert", "cliapp:app", *options), 2)
+    assert needle in line, line
+    assert not project.store.exists() or store_jobs(project) == {}
+
+
+def test_insert_goes_to_a_running_worker_which_runs_the_job(project: Project) -> None:
+    with worker(project) as w:
+        result = project.cli("insert", "cliapp:app", "ok", "--args", '{"n": 1}')
+        assert result.returncode == 0, result.stderr
+        job_id = int(result.stdout)
+        wait_for("the inserted job to run", lambda: project.marked(job_id, "done"))
+        assert w.stop() == 0
+    assert store_jobs(project)[job_id].state is S.COMPLETED
+
+
+# -- stats --watch --------------------------------------------------------------------------
+
+
+class Lines:
+    """The lines a process writes to a pipe, collected by a thread as they come."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stdout is not None
+        self.lines: list[str] = []
+        self._pipe = proc.stdout
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        for line in self._pipe:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait(self, what: str, check: Any) -> None:
+        wait_for(what, lambda: check(list(self.lines)))
+
+    def join(self) -> list[str]:
+        self._thread.join(TIMEOUT)
+        return self.lines
+
+
+@contextmanager
+def watching(project: Project, *args: str, **pipes: Any) -> Iterator[subprocess.Popen[str]]:
+    """``kathikon stats --path jobs.redb --watch 0.1 ARGS`` running; killed if the block
+    did not end it, its pipes closed."""
+    command = project.command("stats", "--path", "jobs.redb", "--watch", "0.1", *args)
+    env = {**project.env(), "TERM": "xterm"}
+    with subprocess.Popen(command, cwd=project.root, env=env, text=True, **pipes) as proc:
+        try:
+            yield proc
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(TIMEOUT)
+
+
+def interrupt(proc: subprocess.Popen[str]) -> int:
+    """Ctrl-C, as a terminal sends it; the exit status."""
+    proc.send_signal(signal.SIGINT)
+    return proc.wait(TIMEOUT)
+
+
+def test_stats_watch_prints_a_table_per_interval_until_ctrl_c(project: Project) -> None:
+    insert_sample(project)
+    with watching(project, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        out = Lines(proc)
+        out.wait("two tables", lambda lines: sum(x.startswith("-- ") for x in lines) >= 2)
+        # The watch holds the store; an insert reaches it through its socket, and a later
+        # table counts the new job.
+        assert project.cli("insert", "cliapp:app", "ok").returncode == 0
+        out.wait(
+            "a table with the new job",
+            lambda lines: any(x.split()[:1] == ["default"] and x.split()[8] == "6" for x in lines),
+        )
+        assert interrupt(proc) == 0
+        lines = out.join()
+        assert proc.stderr is not None and proc.stderr.read() == ""
+    for i, line in enumerate(lines):
+        if line.startswith("-- "):
+            assert re.fullmatch(r"-- \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", line), line
+            assert lines[i + 1].split()[:2] == ["queue", "scheduled"], lines[i : i + 2]
+
+
+def test_stats_watch_json_is_one_object_per_line(project: Project) -> None:
+    insert_sample(project)
+    with watching(project, "--json", stdout=subprocess.PIPE) as proc:
+        out = Lines(proc)
+        out.wait("three reports", lambda lines: len(lines) >= 3)
+        assert interrupt(proc) == 0
+        reports = [json.loads(line) for line in out.join()]
+    assert all(r["queues"]["default"]["total"] == 5 for r in reports)
+
+
+def test_stats_watch_refreshes_in_place_on_a_terminal(project: Project) -> None:
+    insert_sample(project)
+    leader, follower = pty.openpty()
+    drawn = bytearray()
+
+    def read() -> None:
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            drawn.extend(chunk)
+
+    home_and_clear = b"\x1b[H\x1b[2J"
+    with watching(project, stdout=follower, stderr=subprocess.PIPE) as proc:
+        os.close(follower)
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        try:
+            wait_for("two refreshes", lambda: bytes(drawn).count(home_and_clear) >= 2)
+            assert interrupt(proc) == 0
+        finally:
+            reader.join(5)
+            os.close(leader)
+        assert proc.stderr is not None and "Traceback" not in proc.stderr.read()
+    screens = bytes(drawn).split(home_and_clear)[1:]
+    assert all(b"every 0.1 s (Ctrl-C to stop)" in s for s in screens[:2]), screens[:2]
+    assert all(b"default" in s for s in screens[:2]), screens[:2]
+    assert b"-- " not in bytes(drawn)  # no time lines: the screen is redrawn instead
+
+
+# -- an app module that fails to import ----------------------------------------------------
+
+FAILING_MODULES = {
+    # A failure inside a library the module calls: the user's line is the one shown.
+    "settings_app.py": 'import json\n\ndef load():\n    return json.loads("{")\n\nS = load()\n',
+    "syntax_app.py": "import kathikon\nx = (\n",
+    # The package imports a module of its own, which imports something missing.
+    "shop/__init__.py": "from shop import tasks\n",
+    "shop/tasks.py": "import os\n\nfrom shop.nothing_here import thing\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("spec", "where", "what"),
+    [
+        ("broken:app", "broken.py, line 1", "RuntimeError: no settings for this environment"),
+        ("settings_app:app", "settings_app.py, line 4, in load", "JSONDecodeError: Expecting"),
+        ("syntax_app:app", "syntax_app.py, line 2", "SyntaxError: '(' was never closed"),
+        ("shop:app", "tasks.py, line 3", "No module named 'shop.nothing_here'"),
+        ("shop.tasks:app", "tasks.py, line 3", "No module named 'shop.nothing_here'"),
+    ],
+)
+def test_an_import_error_names_the_file_and_line_and_debug_shows_the_traceback(
+    project: Project, spec: str, where: str, what: str
+) -> None:
+    for name, text in FAILING_MODULES.items():
+        (project.root / name).parent.mkdir(exist_ok=True)
+        (project.root / name).write_text(text)
+    for command in (["worker", spec], ["stats", "--app", spec], ["insert", spec, "ok"]):
+        line = assert_error_line(project.cli(*command))
+        assert f"failed at {project.root}" in line and f"{where}: " in line, line
+        assert what in line and "KATHIKON_DEBUG=1 shows the traceback" in line, line
+    debug = project.cli("worker", spec, KATHIKON_DEBUG="1")
+    assert debug.returncode == 1
+    assert debug.stderr.startswith("Traceback (most recent call last):"), debug.stderr
+    assert f'File "{project.root}' in debug.stderr, debug.stderr
+    last = debug.stderr.strip().splitlines()[-1]
+    assert last.startswith("kathikon: error: importing") and where in last, last

@@ -23,6 +23,7 @@ import re
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -33,7 +34,14 @@ import click
 
 from . import __version__
 from .app import Kathikon
-from .errors import JobNotFoundError, JobStateError, KathikonError, StorageLockedError
+from .errors import (
+    JobNotFoundError,
+    JobStateError,
+    KathikonError,
+    StorageError,
+    StorageLockedError,
+)
+from .import_failure import failure_location
 from .job import Job, JobState
 from .queue_check import QueueCheck
 from .testing_mode import refuse_run
@@ -74,11 +82,14 @@ HELD_WHILE_WORKING = HELD_WHILE_INSPECTING
 
 
 class CliError(Exception):
-    """An error the command line reports as one line on stderr, then exits with ``code``."""
+    """An error the command line reports as one line on stderr, then exits with ``code``.
+    ``cause``, when given, is the exception whose traceback ``KATHIKON_DEBUG=1`` prints
+    above that line (the user's own code failed, and its traceback is theirs to read)."""
 
-    def __init__(self, message: str, code: int = 1) -> None:
+    def __init__(self, message: str, code: int = 1, cause: Optional[BaseException] = None) -> None:
         super().__init__(message)
         self.code = code
+        self.cause = cause
 
 
 # -- loading the app or opening the store ---------------------------------------------------
@@ -113,17 +124,27 @@ def _import(module_name: str, spec: str) -> Any:
         sys.path.insert(0, cwd)
     try:
         return importlib.import_module(module_name)
-    except KathikonError:
-        raise  # e.g. the store is held: reported as what it is
+    except StorageError:
+        raise  # e.g. the store is held: reported as what it is, by the command
     except ModuleNotFoundError as e:
         if e.name is not None and (module_name + ".").startswith(e.name + "."):
             raise CliError(
                 f"cannot import {module_name!r} (app {spec}): no module named {e.name!r} "
                 f"in {cwd} or the installed packages"
             ) from None
-        raise CliError(f"importing {module_name!r} failed: {_describe(e)}") from None
+        raise _import_failed(module_name, e) from None
     except Exception as e:  # anything the module's own code raises, SyntaxError included
-        raise CliError(f"importing {module_name!r} failed: {_describe(e)}") from None
+        raise _import_failed(module_name, e) from None
+
+
+def _import_failed(module_name: str, e: Exception) -> CliError:
+    """The error line for a module whose own code raised ``e``: what, and where in the
+    user's code (the traceback itself with ``KATHIKON_DEBUG=1``)."""
+    what = f"{type(e).__name__}: {e.msg}" if isinstance(e, SyntaxError) else _describe(e)
+    where = failure_location(e, module_name)
+    at = f" at {where}" if where is not None else ""
+    hint = "" if os.environ.get("KATHIKON_DEBUG") else " (KATHIKON_DEBUG=1 shows the traceback)"
+    return CliError(f"importing {module_name!r} failed{at}: {what}{hint}", cause=e)
 
 
 @contextmanager
@@ -204,8 +225,8 @@ def _stdout() -> Console:
     return console
 
 
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+def emit_json(data: Any, one_line: bool = False) -> None:
+    click.echo(json.dumps(data, indent=None if one_line else 2, ensure_ascii=False))
 
 
 def _iso(dt: Optional[datetime]) -> Optional[str]:
@@ -721,17 +742,44 @@ def cancel_command(
 @cli.command("stats")
 @store_options
 @json_option
-def stats_command(app_spec: Optional[str], path: Optional[str], as_json: bool) -> None:
+@click.option(
+    "--watch",
+    type=click.FloatRange(min=0.1),
+    is_flag=False,
+    flag_value=2.0,
+    default=None,
+    metavar="[SECONDS]",
+    help="Show the counts again every SECONDS (default 2) until Ctrl-C: in place on a "
+    "terminal, else one table per interval after a line with the time (with --json, one "
+    "JSON object per line).",
+)
+def stats_command(
+    app_spec: Optional[str], path: Optional[str], as_json: bool, watch: Optional[float]
+) -> None:
     """Jobs per queue and state, and how long the oldest available job has waited."""
     with opened(app_spec, path) as app:
-        counts = app.stats()
-        if app_spec is None:
-            # Opened by path: show the queues that hold jobs, not this process's default one.
-            counts = {q: c for q, c in counts.items() if any(c.values())}
-        now = app.now()
-        oldest = {q: app.oldest_available(q) for q in counts}
-        checks = {q: app.check_queue(q) for q in counts}
-        quarantined = app.quarantined()
+        if watch is None:
+            _show_stats(app, app_spec is None, as_json)
+        else:
+            from .cli_watch import watch as watch_every
+
+            watch_every(
+                lambda: _show_stats(app, app_spec is None, as_json, one_line=True),
+                watch,
+                time_lines=not as_json,
+            )
+
+
+def _show_stats(app: Kathikon, by_path: bool, as_json: bool, one_line: bool = False) -> None:
+    """Print the stats of ``app``'s store: a table, or JSON (on one line if ``one_line``)."""
+    counts = app.stats()
+    if by_path:
+        # Opened by path: show the queues that hold jobs, not this process's default one.
+        counts = {q: c for q, c in counts.items() if any(c.values())}
+    now = app.now()
+    oldest = {q: app.oldest_available(q) for q in counts}
+    checks = {q: app.check_queue(q) for q in counts}
+    quarantined = app.quarantined()
     ages = {q: None if at is None else (now - at).total_seconds() for q, at in oldest.items()}
     if not as_json:
         _print_stats(counts, ages, checks)
@@ -762,7 +810,8 @@ def stats_command(app_spec: Optional[str], path: Optional[str], as_json: bool) -
                 }
                 for q, c in counts.items()
             },
-        }
+        },
+        one_line=one_line,
     )
 
 
@@ -850,6 +899,8 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         error_line("interrupted")
         return 130
     except CliError as e:
+        if e.cause is not None and os.environ.get("KATHIKON_DEBUG"):
+            traceback.print_exception(type(e.cause), e.cause, e.cause.__traceback__)
         error_line(str(e))
         return e.code
     except KathikonError as e:
@@ -865,14 +916,14 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
         return 1
 
 
-def _add_bench() -> None:
-    # Imported here so the other commands do not pay for the benchmark module.
+def _add_commands() -> None:
+    # Imported here, after the helpers they use are defined. The benchmark module is not
+    # imported by the other commands' modules, so they do not pay for it.
     from .bench.command import bench_command
+    from .cli_insert import insert_command
 
+    cli.add_command(insert_command)
     cli.add_command(bench_command)
-
-
-_add_bench()
 
 
 def main() -> NoReturn:
@@ -881,4 +932,10 @@ def main() -> NoReturn:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m kathikon.cli`: this copy of the module is `__main__`, while the
+    # command modules add their commands to the group of `kathikon.cli`; run that one.
+    from kathikon.cli import main as _main
+
+    _main()
+else:
+    _add_commands()
