@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from kathikon.bench import workloads
+from kathikon.bench.legend import plain
 from kathikon.bench.peers import peer_medians
 
 
@@ -52,6 +54,47 @@ def test_bench_command_measures_and_writes_json(tmp_path: Path) -> None:
     assert scheduled["missing"] == 0
     assert scheduled["early"] == 0  # a scheduled job never starts before its time
     assert 0 <= scheduled["p50_ms"] <= scheduled["p99_ms"] <= scheduled["max_ms"]
+
+
+def test_the_table_explains_itself_and_progress_is_plain_lines_off_a_terminal(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "bench.json"
+    args = ("-w", "fsync,latency", "--scale", "0.02", "--rounds", "2", "--json", str(out))
+    result = run_bench(tmp_path, *args)
+    assert result.returncode == 0, result.stderr
+    table = result.stdout
+    # The disk's own rate is a line of its own, not a Kathikon row of 0 jobs.
+    assert "raw fsync" not in table and "kathikon (fsync)" in table
+    assert re.search(r"^disk: [\d,]+ fsyncs/s raw", table, re.M), table
+    header = next(line for line in table.splitlines() if "workload" in line)
+    assert "jobs/s" in header and "vs peer" not in header  # no peers asked for
+    assert not re.search(r"\d[eE][+-]?\d", table), table  # e.g. achieved_rate=9.98e+03
+    for explained in ("jobs/s", "p50 ms, p99 ms", "achieved_rate", "missing"):
+        assert re.search(rf"^{re.escape(explained)}\s{{2,}}\w", table, re.M), explained
+    # stderr is a pipe: one plain line per workload and round.
+    assert result.stderr.splitlines() == [
+        f"kathikon bench: round {r}/2: {w}" for r in (1, 2) for w in ("fsync", "latency")
+    ] + [f"wrote {out}"]
+    # The JSON keeps its keys, the disk's rows included (benches/ab.py reads them).
+    rows = {
+        e["kathikon"]["workload"]: e["kathikon"] for e in json.loads(out.read_text())["results"]
+    }
+    assert rows["raw fsync (4 KiB)"]["jobs"] == 0 and rows["raw fsync (4 KiB)"]["jobs_per_s"] > 0
+    assert {"p50_ms", "p99_ms", "achieved_rate"} <= set(rows["latency @10000/s"])
+
+
+def test_numbers_are_never_in_scientific_notation() -> None:
+    assert [plain(v) for v in (0.000123, 0.0456, 1.234, 98.76, 999.4, 12_345.6, 2.5e7)] == [
+        "0.000123",
+        "0.0456",
+        "1.23",
+        "98.8",
+        "999",
+        "12,346",
+        "25,000,000",
+    ]
+    assert plain(0) == "0" and plain(-1500.0) == "-1,500"
 
 
 def test_the_open_workload_measures_memory_in_a_fresh_process(tmp_path: Path) -> None:

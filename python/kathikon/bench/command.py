@@ -11,13 +11,9 @@ import click
 
 from . import WORKLOADS, machine, run
 from .peers import find_peers_dir, peer_medians, run_peers
+from .table import print_report
 
 DEFAULT = "fsync,insert,drain,latency,scheduled,open,processes"
-# Row fields with a column of their own; the rest go to "notes".
-SHOWN = {"workload", "jobs", "rounds", "durability", "jobs_per_s", "p50_ms", "p95_ms"} | {
-    "p99_ms",
-    "max_ms",
-}
 
 
 def _peers_path(given: Optional[str]) -> Path:
@@ -27,12 +23,6 @@ def _peers_path(given: Optional[str]) -> Path:
         return find_peers_dir(given)
     except FileNotFoundError as e:
         raise click.UsageError(str(e)) from None
-
-
-def _fmt(value: Optional[float], unit: str) -> str:
-    if value is None:
-        return "—"
-    return f"{value:,.0f}" if unit == "jobs/s" else f"{value:.2f}"
 
 
 #: The peers' workloads (``benches/peers/run_peers.py``) behind each of ours; the others have
@@ -77,8 +67,6 @@ def bench_command(
     """Measure Kathikon on this machine (embedded store, fsync per commit), optionally side by
     side with the peers, and print a table of medians."""
     from rich.console import Console
-    from rich.progress import Progress
-    from rich.table import Table
 
     selected = [w.strip() for w in workloads.split(",") if w.strip()]
     unknown = [w for w in selected if w not in WORKLOADS]
@@ -89,9 +77,7 @@ def bench_command(
     peer_workloads = [p for w in selected for p in PEER_WORKLOADS.get(w, ())] if peers else []
     peers_path = _peers_path(peers_dir) if peer_workloads else None
     console = Console(stderr=True)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("kathikon", total=rounds * len(selected))
-        rows = run(selected, scale=scale, rounds=rounds, on_step=step_and_advance(progress, task))
+    rows = _measure(selected, scale, rounds, console)
     peer_results: list[dict[str, Any]] = []
     if peers_path is not None:
         console.print("running the peers (this starts Redis and PostgreSQL on 127.0.0.1)…")
@@ -106,49 +92,31 @@ def bench_command(
             systems=[s.strip() for s in systems.split(",")] if systems else None,
             workloads=peer_workloads,
         )
-    table = Table(title=f"Kathikon {machine()['kathikon']} — medians of {rounds} round(s)")
-    for column in ("workload", "system", "jobs", "jobs/s", "p50 ms", "p99 ms", "vs peer", "notes"):
-        table.add_column(column, justify="left" if column in ("workload", "system") else "right")
-    report: list[dict[str, Any]] = []
-    for row in rows:
-        extra = {k: v for k, v in row.items() if k not in SHOWN and not k.startswith("jobs_per_s_")}
-        notes = ", ".join(
-            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in extra.items()
-        )
-        table.add_row(
-            row["workload"],
-            f"kathikon ({row['durability']})",
-            str(row["jobs"]),
-            _fmt(row.get("jobs_per_s"), "jobs/s"),
-            _fmt(row.get("p50_ms"), "ms"),
-            _fmt(row.get("p99_ms"), "ms"),
-            "",
-            notes,
-        )
-        entry = {"kathikon": row, "peers": peer_medians(peer_results, row["workload"])}
-        for system, peer in sorted(entry["peers"].items()):
-            ratio = ""
-            if row.get("jobs_per_s") and peer.get("jobs_per_s"):
-                ratio = f"{row['jobs_per_s'] / peer['jobs_per_s']:.1f}×"
-            elif row.get("p99_ms") and peer.get("p99_ms"):
-                ratio = f"{peer['p99_ms'] / row['p99_ms']:.1f}× lower p99"
-            table.add_row(
-                "",
-                f"{system} {peer.get('version') or ''} ({peer.get('durability')})",
-                "",
-                _fmt(peer.get("jobs_per_s"), "jobs/s"),
-                _fmt(peer.get("p50_ms"), "ms"),
-                _fmt(peer.get("p99_ms"), "ms"),
-                ratio,
-                "",
-            )
-        report.append(entry)
-    # A wide table even when piped to a file, so the columns stay readable.
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    report = [
+        {"kathikon": row, "peers": peer_medians(peer_results, row["workload"])} for row in rows
+    ]
+    print_report(report, rounds, with_peers=peers_path is not None)
     if json_path:
         payload = {"machine": machine(), "results": report, "peer_runs": peer_results}
         Path(json_path).write_text(json.dumps(payload, indent=2))
-        console.print(f"wrote {json_path}")
+        console.print(f"wrote {json_path}", soft_wrap=True)
+
+
+def _measure(selected: list[str], scale: float, rounds: int, console: Any) -> list[dict[str, Any]]:
+    """Run Kathikon's workloads, showing progress on stderr: a bar on a terminal, else (a log,
+    a CI job, a pipe) one plain line per workload, so that a long run shows it lives."""
+    from rich.progress import Progress
+
+    if not console.is_terminal:
+        return run(selected, scale=scale, rounds=rounds, on_step=print_step)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("kathikon", total=rounds * len(selected))
+        return run(selected, scale=scale, rounds=rounds, on_step=step_and_advance(progress, task))
+
+
+def print_step(label: str) -> None:
+    """One progress line on stderr: ``kathikon bench: round 1/3: insert``."""
+    print(f"kathikon bench: {label}", file=sys.stderr, flush=True)
 
 
 def step_and_advance(progress: Any, task: Any) -> Any:
