@@ -54,10 +54,25 @@ print({queue: q["states"]["available"] for queue, q in stats["queues"].items()})
 # --8<-- [end:json]
 test "$(kathikon jobs --path jobs.redb --json | python -c 'import json,sys; print([j["state"] for j in json.load(sys.stdin)])')" = "['available']"
 
+# --8<-- [start:insert]
+kathikon insert myapp.jobs:app myapp.jobs.send_email --args '{"to": "cy@example.com"}'
+kathikon insert myapp.jobs:app myapp.jobs.cleanup --schedule-in 2h --priority 5 --json
+# --8<-- [end:insert]
+id=$(kathikon insert myapp.jobs:app myapp.jobs.send_email --args '{"to": "di@example.com"}')
+test "$(kathikon job "$id" --path jobs.redb --json | python -c 'import json,sys; j=json.load(sys.stdin); print(j["queue"], j["args"]["to"], j["state"])')" = "emails di@example.com available"
+
+# `stats --watch` until Ctrl-C (here SIGINT after 2 s), which ends it with status 0; off a
+# terminal, each table follows a line with its time.
+timeout --preserve-status -s INT 2 kathikon stats --path jobs.redb --watch 0.5 > watch.txt
+grep -Eq '^-- [0-9-]+ [0-9:]+ UTC$' watch.txt
+grep -Eq '^emails +0 +2 ' watch.txt
+
 # Errors: one line on stderr; status 1, or 2 for a usage error.
 set +e
 kathikon job 99 --path jobs.redb 2>err.txt; test $? -eq 1 || exit 1
 grep -q "^kathikon: error: no job with id 99" err.txt
 kathikon jobs 2>/dev/null; test $? -eq 2 || exit 1
+kathikon insert myapp.jobs:app send_email 2>err.txt; test $? -eq 2 || exit 1
+grep -q "no worker named 'send_email'; its workers: myapp.jobs.cleanup, myapp.jobs.send_email" err.txt
 set -e
 test "$(python -m kathikon --version)" = "kathikon, version $(python -c 'import kathikon; print(kathikon.__version__)')"
