@@ -5,12 +5,14 @@
     kathikon worker myapp.jobs:app [--queues emails,default] [--concurrency N] [--grace S]
     kathikon jobs   (--app myapp.jobs:app | --path jobs.redb) [--state S] [--queue Q] [--json]
     kathikon job ID ...    kathikon retry ID... ...    kathikon cancel ID... ...
-    kathikon stats ...     kathikon prune ... [--older-than 7d]
+    kathikon stats ... [--watch [SECONDS]]     kathikon prune ... [--older-than 7d]
+    kathikon insert myapp.jobs:app WORKER [--args JSON] [--queue Q] [--schedule-in 1h] ...
 
 Exit status: 0 on success, 1 on an error (one line on stderr, never a traceback), 2 on a
 usage error, 130 when interrupted. ``--json`` prints machine-readable output on stdout.
 
-The commands are a :mod:`click` group, :data:`cli`; add one with ``@cli.command()``.
+The commands are a :mod:`click` group, :data:`cli`; add one with ``@cli.command()``, or in a
+module of its own added by ``_add_commands`` (as :mod:`kathikon.cli_insert` is).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ from .errors import (
     StorageError,
     StorageLockedError,
 )
-from .import_failure import failure_location
+from .import_failure import import_failed
 from .job import Job, JobState
 from .queue_check import QueueCheck
 from .testing_mode import refuse_run
@@ -132,19 +134,9 @@ def _import(module_name: str, spec: str) -> Any:
                 f"cannot import {module_name!r} (app {spec}): no module named {e.name!r} "
                 f"in {cwd} or the installed packages"
             ) from None
-        raise _import_failed(module_name, e) from None
+        raise CliError(import_failed(module_name, e), cause=e) from None
     except Exception as e:  # anything the module's own code raises, SyntaxError included
-        raise _import_failed(module_name, e) from None
-
-
-def _import_failed(module_name: str, e: Exception) -> CliError:
-    """The error line for a module whose own code raised ``e``: what, and where in the
-    user's code (the traceback itself with ``KATHIKON_DEBUG=1``)."""
-    what = f"{type(e).__name__}: {e.msg}" if isinstance(e, SyntaxError) else _describe(e)
-    where = failure_location(e, module_name)
-    at = f" at {where}" if where is not None else ""
-    hint = "" if os.environ.get("KATHIKON_DEBUG") else " (KATHIKON_DEBUG=1 shows the traceback)"
-    return CliError(f"importing {module_name!r} failed{at}: {what}{hint}", cause=e)
+        raise CliError(import_failed(module_name, e), cause=e) from None
 
 
 @contextmanager

@@ -1,4 +1,5 @@
-"""Where the import of a user's app module failed: the file and line to report.
+"""Where the import of a user's app module failed: the file and line to report, and the
+error line that says so.
 
 A traceback of a failed import starts in the command line and the import machinery, then runs
 through the user's code, and may end inside the standard library or a dependency (a
@@ -65,3 +66,16 @@ def failure_location(error: BaseException, module_name: str) -> Optional[str]:
     frame = (inside or frames)[-1]
     where = f"{frame.filename}, line {frame.lineno}"
     return where if frame.name == "<module>" else f"{where}, in {frame.name}"
+
+
+def import_failed(module_name: str, error: BaseException) -> str:
+    """The error line for a module whose own code raised ``error`` while it was imported:
+    what, and where in the user's code (the traceback itself with ``KATHIKON_DEBUG=1``)."""
+    if isinstance(error, SyntaxError):
+        what = f"{type(error).__name__}: {error.msg}"
+    else:
+        what = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    where = failure_location(error, module_name)
+    at = f" at {where}" if where is not None else ""
+    hint = "" if os.environ.get("KATHIKON_DEBUG") else " (KATHIKON_DEBUG=1 shows the traceback)"
+    return f"importing {module_name!r} failed{at}: {what}{hint}"
