@@ -698,6 +698,14 @@ def test_insert_refuses_bad_input_with_status_2_and_stores_nothing(
     assert not project.store.exists() or store_jobs(project) == {}
 
 
+def test_insert_into_an_app_in_testing_mode_is_refused(project: Project) -> None:
+    """Its jobs live in the command's memory: stored there, a job would be lost at exit."""
+    line = assert_error_line(project.cli("insert", "cliapp:app", "ok", KATHIKON_TESTING="manual"))
+    assert "keeps its jobs in memory (KATHIKON_TESTING=manual)" in line, line
+    assert "unset KATHIKON_TESTING" in line, line
+    assert not project.store.exists()
+
+
 def test_insert_goes_to_a_running_worker_which_runs_the_job(project: Project) -> None:
     with worker(project) as w:
         result = project.cli("insert", "cliapp:app", "ok", "--args", '{"n": 1}')

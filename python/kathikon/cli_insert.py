@@ -10,6 +10,7 @@ worker's socket. Every refusal is a usage error (status 2), and nothing is store
 from __future__ import annotations
 
 import json
+import os
 from typing import Any, Optional
 
 import click
@@ -24,6 +25,7 @@ from .cli import (
     parse_duration,
 )
 from .errors import InvalidJobError, StorageLockedError, UnknownWorkerError
+from .testing_mode import ENV as TESTING_ENV
 from .vocabulary import MAX_PRIORITY
 
 
@@ -71,6 +73,20 @@ def _tags(ctx: click.Context, param: click.Parameter, value: Optional[str]) -> A
             param,
         )
     return tags
+
+
+def _in_memory(app_spec: str, testing: Optional[str]) -> str:
+    """Why a job cannot be inserted into an app whose jobs live in this process's memory."""
+    if testing is None:
+        why, fix = "path=None", "give it a path=, or insert from the code that runs it"
+    elif os.environ.get(TESTING_ENV):
+        why, fix = f"{TESTING_ENV}={testing}", f"unset {TESTING_ENV} for this command"
+    else:
+        why, fix = f"testing={testing!r}", "create it without testing= outside tests"
+    return (
+        f"the app {app_spec} keeps its jobs in memory ({why}): a job inserted from here "
+        f"would be lost when this command exits; {fix}"
+    )
 
 
 @click.command("insert")
@@ -128,12 +144,9 @@ def insert_command(
         app = load_app(app_spec)
     except StorageLockedError as e:
         raise CliError(f"{e} ({HELD_WHILE_INSPECTING})") from None
-    if app.path is None:
+    if app.path is None or app.testing is not None:
         app.close()
-        raise CliError(
-            f"the app {app_spec} keeps its jobs in memory (path=None): a job inserted from "
-            "here would be lost when this command exits"
-        )
+        raise CliError(_in_memory(app_spec, app.testing))
     try:
         job = app.insert(
             worker_name,
