@@ -679,7 +679,8 @@ def test_insert_stores_the_job_with_every_option_and_prints_its_id(project: Proj
     ("options", "needle"),
     [
         (["ok", "--args", '{"to": '], "is not JSON"),
-        (["ok", "--args", "[1, 2]"], "is a JSON list, not an object"),
+        (["ok", "--args", "[1, 2]"], "is a JSON array, not an object"),
+        (["ok", "--args", "null"], "is a JSON null, not an object"),
         (["ok", "--meta", "meta"], "--meta"),
         (["nope"], "no worker named 'nope'; its workers: boom, ok, slow"),
         (["ok", "--queue", "nowhere"], "queue 'nowhere' is not configured"),

@@ -28,6 +28,16 @@ from .errors import InvalidJobError, StorageLockedError, UnknownWorkerError
 from .testing_mode import ENV as TESTING_ENV
 from .vocabulary import MAX_PRIORITY
 
+#: What JSON calls the values ``json.loads`` returns, for a message about the wrong one.
+_JSON_KINDS: dict[type, str] = {
+    list: "array",
+    str: "string",
+    int: "number",
+    float: "number",
+    bool: "boolean",
+    type(None): "null",
+}
+
 
 def _json_object(name: str, value: Optional[str]) -> Optional[dict[str, Any]]:
     """``value`` parsed as a JSON object, or a usage error naming ``name`` and the fix."""
@@ -43,7 +53,8 @@ def _json_object(name: str, value: Optional[str]) -> Optional[dict[str, Any]]:
         ) from None
     if not isinstance(parsed, dict):
         raise click.BadParameter(
-            f"{value!r} is a JSON {type(parsed).__name__}, not an object; pass e.g. "
+            f"{value!r} is a JSON {_JSON_KINDS.get(type(parsed), 'value')}, not an object; "
+            "pass e.g. "
             f'{name} \'{{"to": "ann@example.com"}}\'',
             param_hint=name,
         )
