@@ -120,13 +120,13 @@ def test_the_open_logs_the_absolute_path_and_whether_it_created_the_store(
     caplog.set_level(logging.INFO, logger="kathikon")
     kathikon.Kathikon("shop.redb").close()
     kathikon.Kathikon("shop.redb").close()
-    opens = [r.getMessage() for r in caplog.records if r.name == "kathikon"]
+    opens = [r.getMessage() for r in caplog.records if r.name == "kathikon.store"]
     where = os.path.join(os.getcwd(), "shop.redb")
     assert opens == [
         f"created a new, empty store at {where} (this process owns it)",
         f"opened the store at {where} (this process owns it)",
     ]
-    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "kathikon")
+    assert all(r.levelno == logging.INFO for r in caplog.records if r.name == "kathikon.store")
 
 
 def test_a_client_open_logs_the_owner(
@@ -134,7 +134,7 @@ def test_a_client_open_logs_the_owner(
 ) -> None:
     caplog.set_level(logging.INFO, logger="kathikon")
     kathikon.Kathikon(store_path).close()
-    opens = [r.getMessage() for r in caplog.records if r.name == "kathikon"]
+    opens = [r.getMessage() for r in caplog.records if r.name == "kathikon.store"]
     assert opens == [
         f"opened the store at {store_path} as a client of its owner, pid {other_owner}"
     ]

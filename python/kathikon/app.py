@@ -55,6 +55,8 @@ _Registrable = TypeVar("_Registrable", bound=Union[type[Worker], Worker])
 QueueSelection = Union[Iterable[str], Mapping[str, int]]
 INSERT = ("kathikon", "job", "insert")
 MAX_JOB_ID = 2**64 - 1
+# Where the one line naming the opened store's absolute path and this process's role goes.
+OPEN_LOGGER = "kathikon.store"
 
 
 def _wall_micros() -> int:
@@ -75,6 +77,7 @@ def _store_exists(path: str, create: bool) -> bool:
 
 
 def _log_open(path: str, existed: bool, role: str, owner_pid: int) -> None:
+    log = logging.getLogger(OPEN_LOGGER)
     where = os.path.abspath(path)
     if not existed:
         log.info("created a new, empty store at %s (this process owns it)", where)

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Callable, NoReturn, Optional, TypeVar
 import click
 
 from . import __version__
-from .app import Kathikon
+from .app import OPEN_LOGGER, Kathikon
 from .errors import (
     JobNotFoundError,
     JobStateError,
@@ -442,6 +442,11 @@ def worker(
 
     # Before the app is imported, so that what it logs at import is formatted alike.
     joblog.configure(log_level, log_format)
+    # The start line names the store's absolute path and this process's role, and a refusal
+    # stays one line: the app's own line about opening the store would only repeat them.
+    open_logger = logging.getLogger(OPEN_LOGGER)
+    open_level = open_logger.level
+    open_logger.setLevel(logging.WARNING)
     try:
         app = load_app(app_spec)
     except StorageLockedError as e:
@@ -453,6 +458,7 @@ def worker(
         _run_worker(app, selected, grace, processes)
     finally:
         joblog.unconfigure()
+        open_logger.setLevel(open_level)
         if not app.closed:
             app.close(timeout=0)
 
