@@ -65,9 +65,9 @@ FORBIDDEN_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "she
 FORBIDDEN_CALLS = {"eval", "exec", "compile", "__import__"}
 # The one place that imports by name: the command line's APP argument (module:attribute), a
 # string the operator types, never one read from the store.
-# cli.py imports the app the user names; processes.py imports, in a worker process, the module
+# cli/load.py imports the app the user names; processes.py imports, in a worker process, the module
 # that created the app in its parent (a name from the parent's memory, never from the store).
-IMPORT_BY_NAME_ALLOWED = {"cli.py", "processes.py"}
+IMPORT_BY_NAME_ALLOWED = {"load.py", "processes.py"}
 
 
 def package_sources() -> list[Path]:

@@ -15,18 +15,18 @@ from typing import Any, Optional
 
 import click
 
-from .cli import (
+from ..errors import InvalidJobError, StorageLockedError, UnknownWorkerError
+from ..testing_mode import ENV as TESTING_ENV
+from ..vocabulary import MAX_PRIORITY
+from .base import (
     HELD_WHILE_INSPECTING,
     CliError,
     emit_json,
     job_to_dict,
     json_option,
-    load_app,
     parse_duration,
 )
-from .errors import InvalidJobError, StorageLockedError, UnknownWorkerError
-from .testing_mode import ENV as TESTING_ENV
-from .vocabulary import MAX_PRIORITY
+from .load import load_app
 
 #: What JSON calls the values ``json.loads`` returns, for a message about the wrong one.
 _JSON_KINDS: dict[type, str] = {

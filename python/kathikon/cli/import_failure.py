@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional
 
 #: Where the import system and this package live: their frames are never the user's code.
-_MACHINERY = (Path(importlib.__file__).resolve().parent, Path(__file__).resolve().parent)
+_MACHINERY = (Path(importlib.__file__).resolve().parent, Path(__file__).resolve().parents[1])
 
 
 def _is_machinery(filename: str) -> bool:

@@ -1,0 +1,5 @@
+"""``python -m kathikon.cli``: the ``kathikon`` command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,89 @@
+"""Finding what a command works on: the app named ``MODULE:APP`` (imported by name, the one
+place the package does so from operator input), or the store file given with ``--path``."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any, Optional
+
+import click
+
+from ..app import Kathikon
+from ..errors import StorageError, StorageLockedError
+from .base import HELD_WHILE_INSPECTING, CliError
+from .import_failure import import_failed
+
+
+def load_app(spec: str) -> Kathikon:
+    """Import ``module.path:attribute`` (attribute defaults to ``app``) from the current
+    directory or the installed packages and return that :class:`Kathikon` app."""
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "app"
+    if not all(p.isidentifier() for p in module_name.split(".") + attr.split(".")):
+        raise CliError(f"app {spec!r} is not MODULE:ATTRIBUTE, e.g. myapp.jobs:app")
+    module = _import(module_name, spec)
+    obj: Any = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise CliError(
+                f"module {module_name!r} has no attribute {attr!r} (app {spec})"
+            ) from None
+    if not isinstance(obj, Kathikon):
+        raise CliError(f"{spec} is a {type(obj).__name__}, not a kathikon.Kathikon app")
+    if obj.closed:
+        raise CliError(f"the app {spec} is already closed when its module has been imported")
+    return obj
+
+
+def _import(module_name: str, spec: str) -> Any:
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        return importlib.import_module(module_name)
+    except StorageError:
+        raise  # e.g. the store is held: reported as what it is, by the command
+    except ModuleNotFoundError as e:
+        if e.name is not None and (module_name + ".").startswith(e.name + "."):
+            raise CliError(
+                f"cannot import {module_name!r} (app {spec}): no module named {e.name!r} "
+                f"in {cwd} or the installed packages"
+            ) from None
+        raise CliError(import_failed(module_name, e), cause=e) from None
+    except Exception as e:  # anything the module's own code raises, SyntaxError included
+        raise CliError(import_failed(module_name, e), cause=e) from None
+
+
+@contextmanager
+def opened(app_spec: Optional[str], path: Optional[str]) -> Iterator[Kathikon]:
+    """The app named by ``--app``, or the store at ``--path``; closed afterwards."""
+    if (app_spec is None) == (path is None):
+        raise click.UsageError("name the store with --app MODULE:ATTRIBUTE or --path FILE")
+    try:
+        if app_spec is not None:
+            app = load_app(app_spec)
+            if app.path is None:
+                app.close()
+                raise CliError(
+                    f"the app {app_spec} keeps its jobs in memory (path=None): "
+                    "there is no store to inspect"
+                )
+        else:
+            assert path is not None
+            if not os.path.exists(path):
+                raise CliError(f"no store at {path}: the file does not exist")
+            if not os.path.isfile(path):
+                raise CliError(f"{path} is not a store: it is not a file")
+            app = Kathikon(path)
+    except StorageLockedError as e:
+        raise CliError(f"{e} ({HELD_WHILE_INSPECTING})") from None
+    try:
+        yield app
+    finally:
+        app.close(timeout=5)
