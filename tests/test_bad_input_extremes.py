@@ -190,6 +190,8 @@ def test_args_nested_to_the_limit_round_trip(
         ({"after": "7"}, ["after '7'", "job id"]),
         ({"after": True}, ["after True", "job id"]),
         ({"state": DEEP}, ["state [[[", "job state"]),
+        ({"queue": DEEP}, ["queue [[[", "queue name"]),
+        ({"worker": DEEP}, ["[[[", "not a worker"]),
     ],
     ids=[
         "limit-2**64",
@@ -200,6 +202,8 @@ def test_args_nested_to_the_limit_round_trip(
         "after-str",
         "after-bool",
         "state-deep",
+        "queue-deep",
+        "worker-deep",
     ],
 )
 def test_bad_jobs_queries_are_typed_errors_naming_the_value(

@@ -326,7 +326,7 @@ class Kathikon:
             name = type(worker).name or qualified_name(type(worker))
         else:
             raise UnknownWorkerError(
-                f"{worker!r} is not a worker; pass a function decorated with @app.worker, "
+                f"{shown(worker)} is not a worker; pass a function decorated with @app.worker, "
                 "a registered kathikon.Worker subclass, or a registered worker name"
             )
         reg = self._workers.get(name)
@@ -559,6 +559,8 @@ class Kathikon:
                 f"limit {shown(limit)} must be an int from 1 to 2**64 - 1; to read every job, "
                 "page through them with after=<the last id of the previous page>"
             )
+        if queue is not None and not isinstance(queue, str):
+            raise InvalidJobError(f"queue {shown(queue)} must be a queue name (a str) or None")
         if after is not None and (
             isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**64
         ):
