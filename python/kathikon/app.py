@@ -41,6 +41,7 @@ from .options import (
     encode_json,
     scheduled_at_micros,
     seconds_of,
+    shown,
 )
 from .queue_check import QueueCheck
 from .runner import Runner
@@ -328,7 +329,7 @@ class Kathikon:
             name = type(worker).name or qualified_name(type(worker))
         else:
             raise UnknownWorkerError(
-                f"{worker!r} is not a worker; pass a function decorated with @app.worker, "
+                f"{shown(worker)} is not a worker; pass a function decorated with @app.worker, "
                 "a registered kathikon.Worker subclass, or a registered worker name"
             )
         reg = self._workers.get(name)
@@ -548,14 +549,28 @@ class Kathikon:
         """Stored jobs, oldest id first, filtered by state, queue and worker."""
         if state is not None:
             try:
+                if not isinstance(state, str):
+                    raise ValueError(state)
                 state = JobState(state).value
             except ValueError:
                 raise InvalidJobError(
-                    f"state {state!r} is not a job state; use one of "
+                    f"state {shown(state)} is not a job state; use one of "
                     f"{', '.join(s.value for s in JobState)}"
                 ) from None
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-            raise InvalidJobError(f"limit {limit!r} must be an int of at least 1")
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit < 2**64:
+            raise InvalidJobError(
+                f"limit {shown(limit)} must be an int from 1 to 2**64 - 1; to read every job, "
+                "page through them with after=<the last id of the previous page>"
+            )
+        if queue is not None and not isinstance(queue, str):
+            raise InvalidJobError(f"queue {shown(queue)} must be a queue name (a str) or None")
+        if after is not None and (
+            isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**64
+        ):
+            raise InvalidJobError(
+                f"after {shown(after)} must be a job id (an int from 0 to 2**64 - 1) or None; "
+                "pass the last id of the previous page, or None for the first page"
+            )
         name = (
             None
             if worker is None

@@ -13,9 +13,20 @@ from .vocabulary import JOB_STATES
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
+_LATEST = datetime.max.replace(tzinfo=timezone.utc)
+_EARLIEST = datetime.min.replace(tzinfo=timezone.utc)
+
+
 def from_micros(us: int) -> datetime:
-    """Exact conversion of engine time (µs since the epoch) to an aware UTC datetime."""
-    return _EPOCH + timedelta(microseconds=us)
+    """Exact conversion of engine time (µs since the epoch) to an aware UTC datetime.
+
+    Inserts refuse times outside ``datetime``'s range (years 1 to 9999), but a store written
+    by an earlier version may hold one: it reads as the nearest representable time, so that
+    listing or showing such a job never fails."""
+    try:
+        return _EPOCH + timedelta(microseconds=us)
+    except OverflowError:
+        return _LATEST if us > 0 else _EARLIEST
 
 
 class JobState(str, Enum):

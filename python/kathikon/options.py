@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import json.encoder
 import math
+import reprlib
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Optional, TypedDict, Union
 
 from .errors import InvalidJobError
@@ -67,6 +68,32 @@ def check_option_names(options: Mapping[str, Any], allowed: frozenset[str]) -> N
             )
 
 
+class _ShortRepr(reprlib.Repr):
+    """``repr`` cut to a few levels of nesting, with scalars and objects shown whole (the
+    message cuts the whole text instead, so a datetime keeps its year)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 3
+        self.maxstring = 200
+        self.maxother = 200
+        self.maxlong = 200
+
+
+_SHORT_REPR = _ShortRepr()
+
+
+def shown(value: Any, width: int = 60) -> str:
+    """``repr(value)`` for an error message, at most ``width`` characters. Never raises: a
+    caller's value may be a list nested 10,000 deep (a plain ``repr`` would exhaust Python's
+    recursion limit) or an object whose ``__repr__`` fails (then its type is shown)."""
+    try:
+        text = _SHORT_REPR.repr(value)
+    except Exception:  # a broken __repr__ must not hide the refusal
+        return f"<{type(value).__name__} object>"
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def _path(parts: Sequence[Union[str, int]]) -> str:
     out = "args"
     for p in parts:
@@ -116,7 +143,7 @@ def _find_unencodable(
         finally:
             seen.discard(id(value))
     return (
-        f"{where} is {type(value).__name__} ({value!r:.60}), which is not JSON-serialisable; "
+        f"{where} is {type(value).__name__} ({shown(value)}), which is not JSON-serialisable; "
         "pass str, int, float, bool, None, list or dict (e.g. an id instead of an object)"
     )
 
@@ -142,7 +169,7 @@ def _first_problem_in_mapping(
     for key, item in value.items():
         if not isinstance(key, str):
             return (
-                f"{where} has the non-string key {key!r} ({type(key).__name__}); JSON keys "
+                f"{where} has the non-string key {shown(key)} ({type(key).__name__}); JSON keys "
                 "are strings, so it would come back changed: convert the key to str"
             )
         if not_utf8(key):
@@ -243,7 +270,7 @@ def encode_json(value: Any, what: str) -> str:
         return "{}"
     if not isinstance(value, Mapping):
         raise InvalidJobError(
-            f"{what} must be a dict, got {type(value).__name__} ({value!r:.60}); "
+            f"{what} must be a dict, got {type(value).__name__} ({shown(value)}); "
             f'wrap it, e.g. {{"value": ...}}'
         )
     if not value:
@@ -271,7 +298,7 @@ def encode_json(value: Any, what: str) -> str:
 def check_priority(priority: Any) -> int:
     if isinstance(priority, bool) or not isinstance(priority, int):
         raise InvalidJobError(
-            f"priority {priority!r} must be an int from 0 (runs first) to {MAX_PRIORITY}"
+            f"priority {shown(priority)} must be an int from 0 (runs first) to {MAX_PRIORITY}"
         )
     if not 0 <= priority <= MAX_PRIORITY:
         raise InvalidJobError(
@@ -282,7 +309,7 @@ def check_priority(priority: Any) -> int:
 
 def check_max_attempts(max_attempts: Any) -> int:
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int):
-        raise InvalidJobError(f"max_attempts {max_attempts!r} must be an int of at least 1")
+        raise InvalidJobError(f"max_attempts {shown(max_attempts)} must be an int of at least 1")
     if max_attempts < 1:
         raise InvalidJobError(f"max_attempts {max_attempts} must be at least 1")
     if max_attempts > 2**32 - 2:
@@ -294,10 +321,10 @@ def check_tags(tags: Any) -> list[str]:
     if tags is None:
         return []
     if isinstance(tags, str) or not isinstance(tags, (list, tuple, set, frozenset)):
-        raise InvalidJobError(f"tags {tags!r} must be a list of strings, e.g. ['billing']")
+        raise InvalidJobError(f"tags {shown(tags)} must be a list of strings, e.g. ['billing']")
     for tag in tags:
         if not isinstance(tag, str):
-            raise InvalidJobError(f"tag {tag!r} in tags must be a string")
+            raise InvalidJobError(f"tag {shown(tag)} in tags must be a string")
         if not_utf8(tag):
             raise InvalidJobError(f"tag {tag!r:.60} holds a lone surrogate; tags must be UTF-8")
     return list(tags)
@@ -308,32 +335,71 @@ def seconds_of(value: Any, name: str) -> float:
     if isinstance(value, timedelta):
         return value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
-        raise InvalidJobError(f"{name} {value!r} must be a number of seconds or a timedelta")
+        raise InvalidJobError(f"{name} {shown(value)} must be a number of seconds or a timedelta")
     if math.isinf(value):
         raise InvalidJobError(f"{name} {value!r} must be finite")
     return float(value)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_MICROSECOND = timedelta(microseconds=1)
+
+#: The earliest and latest times a job may be scheduled for, in engine microseconds: those
+#: Python's ``datetime`` can represent in UTC (years 1 to 9999). Every stored time must read
+#: back as a ``datetime``, so nothing outside them is accepted.
+EARLIEST_US = (datetime.min.replace(tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
+LATEST_US = (datetime.max.replace(tzinfo=timezone.utc) - _EPOCH) // _MICROSECOND
+
+
+def _delay_micros(schedule_in: Seconds) -> Union[int, float]:
+    """``schedule_in`` in microseconds: exact for a timedelta; a float (maybe huge, never NaN)
+    for seconds, so that an absurd delay is compared with the bounds before it is rounded."""
+    if isinstance(schedule_in, timedelta):
+        return schedule_in // _MICROSECOND
+    return seconds_of(schedule_in, "schedule_in") * 1_000_000
+
+
+def _out_of_range(what: str, us: Union[int, float], fix: str) -> InvalidJobError:
+    side = "after the latest" if us > LATEST_US else "before the earliest"
+    edge = datetime.max if us > LATEST_US else datetime.min
+    return InvalidJobError(
+        f"{what} puts the job {side} time Kathikon can store "
+        f"({edge.replace(tzinfo=timezone.utc).isoformat()}, the range of Python's datetime); "
+        f"{fix}"
+    )
+
+
 def scheduled_at_micros(
     now_us: int, schedule_in: Optional[Seconds], schedule_at: Optional[datetime]
 ) -> Optional[int]:
-    """When the job should run, in engine microseconds; ``None`` means now."""
+    """When the job should run, in engine microseconds; ``None`` means now. Refuses a time
+    outside [``EARLIEST_US``, ``LATEST_US``], naming the value."""
     if schedule_in is not None and schedule_at is not None:
         raise InvalidJobError(
-            f"schedule_in={schedule_in!r} and schedule_at={schedule_at!r} were both given; "
-            "pass only one"
+            f"schedule_in={shown(schedule_in)} and schedule_at={shown(schedule_at)} were both "
+            "given; pass only one"
         )
     if schedule_in is not None:
-        return now_us + round(seconds_of(schedule_in, "schedule_in") * 1_000_000)
+        delay = _delay_micros(schedule_in)
+        if not EARLIEST_US - now_us <= delay <= LATEST_US - now_us:
+            raise _out_of_range(
+                f"schedule_in={shown(schedule_in)}",
+                now_us + delay,
+                "pass a shorter delay, or schedule_at",
+            )
+        return now_us + (delay if isinstance(delay, int) else round(delay))
     if schedule_at is not None:
         if not isinstance(schedule_at, datetime):
-            raise InvalidJobError(f"schedule_at {schedule_at!r} must be an aware datetime")
+            raise InvalidJobError(f"schedule_at {shown(schedule_at)} must be an aware datetime")
         if schedule_at.tzinfo is None or schedule_at.utcoffset() is None:
             raise InvalidJobError(
                 f"schedule_at {schedule_at.isoformat()} is naive (no timezone); "
                 "pass an aware datetime, e.g. datetime.now(timezone.utc) + timedelta(minutes=5)"
             )
-        from .job import _EPOCH
-
-        return (schedule_at - _EPOCH) // timedelta(microseconds=1)
+        at_us: int = (schedule_at - _EPOCH) // _MICROSECOND
+        if not EARLIEST_US <= at_us <= LATEST_US:
+            raise _out_of_range(
+                f"schedule_at {schedule_at.isoformat()}", at_us, "pass a time within it"
+            )
+        return at_us
     return None

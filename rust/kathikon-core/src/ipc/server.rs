@@ -233,8 +233,9 @@ fn serve(shared: &Shared, stream: UnixStream) {
         frame::encode(&resp, outbuf).is_ok()
             && frame::write_frame(writer, outbuf).and_then(|()| writer.flush()).is_ok()
     };
-    // The hello: anything else first, or another version, closes the connection.
-    if frame::read_frame(&mut reader, &mut inbuf).is_err() {
+    // The hello: anything else first, anything bigger than a hello, or another version,
+    // closes the connection, so a peer that is not a Kathikon client costs no memory.
+    if frame::read_frame_within(&mut reader, &mut inbuf, frame::MAX_HELLO_FRAME).is_err() {
         return;
     }
     let Ok(Request::Hello { version, pid, session, lease_ms }) = frame::decode(&inbuf) else {
