@@ -160,6 +160,8 @@ impl PyEngine {
     /// Wait up to `timeout` seconds for the store's ready generation to move past `seen`
     /// (`None`: look at once); returns the generation and which of `queues` have jobs ready.
     #[pyo3(signature = (queues, seen, timeout))]
+    // PyO3 extracts the Python list into an owned Vec; a slice cannot be extracted.
+    #[allow(clippy::needless_pass_by_value)]
     fn wait_ready(
         &self,
         py: Python<'_>,

@@ -11,7 +11,7 @@ use crate::common::{insert_one, job};
 use crate::harness::{Backend, Store};
 
 fn names(queues: &[&str]) -> Vec<String> {
-    queues.iter().map(|q| q.to_string()).collect()
+    queues.iter().map(ToString::to_string).collect()
 }
 
 pub fn wait_ready_names_the_watched_queues_with_jobs_ready(backend: &'static dyn Backend) {
