@@ -228,6 +228,11 @@ class Engine:
         ``InvalidJobError`` naming any item that is not a ``JobSpec``."""
     def claim(self, queue: str, max: int, timeout: float) -> list[Job]:
         """Claim up to ``max`` jobs, waiting up to ``timeout`` s; durably marked executing."""
+    def wait_ready(
+        self, queues: list[str], seen: Optional[int], timeout: float
+    ) -> tuple[int, list[str]]:
+        """Wait up to ``timeout`` s for the store's ready generation to move past ``seen``
+        (``None``: look at once); returns it and which of ``queues`` have jobs ready."""
     def ack(self, acks: list[_AckRow], wait: bool = True) -> list[Optional[Job]]:
         """Record outcomes; ``None`` where the ack was stale."""
     def cancel(self, id: int) -> tuple[Job, str]:

@@ -640,11 +640,18 @@ class Kathikon:
         *,
         processes: Optional[int] = None,
         grace: float = 30.0,
+        max_threads: Optional[int] = None,
     ) -> None:
         """Run workers in background threads until :meth:`stop`.
 
         ``queues`` runs only some of the configured queues: their names (each at its
         configured concurrency) or a dict of name → concurrency. Default: every queue.
+
+        Each queue gets ``concurrency`` threads of its own while the queues' concurrency adds
+        up to at most ``max_threads`` (default: ``max(32, 4 × CPUs)``); beyond it,
+        ``max_threads`` threads are shared by all the queues, each queue still running at
+        most ``concurrency`` jobs at once, so thousands of queues cost no more threads than
+        a few. Async jobs run on one event loop thread and are not bound by it.
 
         ``processes=N`` runs the jobs in N child processes instead (past the GIL, for
         CPU-bound jobs); this process keeps the store and runs none itself. Each queue's
@@ -656,6 +663,13 @@ class Kathikon:
         are checked, a line is logged, and jobs run only when a test drains them.
         """
         selected = self._select_queues(queues)
+        if max_threads is not None and (
+            isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1
+        ):
+            raise ConfigurationError(
+                f"max_threads={max_threads!r} must be an int of at least 1 (the most threads "
+                "that run sync jobs), or None for the default"
+            )
         if self.testing is not None:
             testing_mode.not_started(self)
             return
@@ -667,7 +681,7 @@ class Kathikon:
                 pool.start(grace)
                 self._pool = pool
                 return
-            self._runner = Runner(self, selected)
+            self._runner = Runner(self, selected, max_threads)
             self._runner.start()
 
     @property

@@ -1,10 +1,16 @@
 """The background runner.
 
-Sync jobs run on *lanes*: per queue, ``concurrency`` threads that each claim jobs, run them one
-after another and acknowledge them in one call per batch. A lane claims more than one job at a
-time only while jobs are finishing fast: it sizes its next claim so that the batch takes about
-:data:`PREFETCH_BUDGET` seconds at the pace it has measured (capped at :data:`MAX_BATCH`;
-:data:`CLIENT_PREFETCH_BUDGET` in a process that uses another process's store). Slow
+Sync jobs run on *lanes*: threads that each claim jobs, run them one after another and
+acknowledge them in one call per batch. While the queues' concurrency adds up to at most
+:data:`MAX_THREADS`, each queue has ``concurrency`` lanes of its own, each waiting in the
+engine's claim on that queue. Beyond it, :data:`MAX_THREADS` lanes are shared by all the
+queues and one watcher thread waits for any of them to have jobs
+(:mod:`kathikon.ready_queues`), so threads follow the concurrency that can run, not the
+number of queues; each queue's :class:`Slots` still bound how many of its jobs run at once.
+A lane claims more than one job at a time only while jobs are finishing fast: it sizes its
+next claim so that the batch takes about :data:`PREFETCH_BUDGET` seconds at the pace it has
+measured (capped at :data:`MAX_BATCH`; :data:`CLIENT_PREFETCH_BUDGET` in a process that uses
+another process's store). Slow
 jobs are therefore claimed one at a time and never wait behind each other, while no-op-sized
 jobs share one fsync per batch instead of paying one each.
 
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -40,6 +47,7 @@ from .execute import (
     run_sync_unwatched,
 )
 from .job import Job
+from .ready_queues import ReadyQueues
 
 if TYPE_CHECKING:
     from .app import Kathikon
@@ -56,6 +64,11 @@ PREFETCH_BUDGET = 0.002
 CLIENT_PREFETCH_BUDGET = 0.02
 #: Most jobs a lane claims at once.
 MAX_BATCH = 256
+#: Most lanes a runner starts by default: queues whose concurrency adds up to more share this
+#: many lanes. Each lane is an OS thread with its own stack, so 10,000 queues must not mean
+#: 10,000 threads; a few per CPU keep the CPU busy with sync jobs that mostly wait (async
+#: jobs run on the event loop and are not bound by it).
+MAX_THREADS = max(32, 4 * (os.cpu_count() or 1))
 
 
 class Slots:
@@ -101,9 +114,20 @@ class Slots:
 
 
 class Runner:
-    def __init__(self, app: Kathikon, queues: Optional[dict[str, int]] = None) -> None:
+    def __init__(
+        self,
+        app: Kathikon,
+        queues: Optional[dict[str, int]] = None,
+        max_threads: Optional[int] = None,
+    ) -> None:
         self._app = app
         self._queues = dict(app.config.queues) if queues is None else queues
+        self._max_threads = MAX_THREADS if max_threads is None else max_threads
+        # Set when lanes are shared by the queues; then per queue, the next claim's size and
+        # the smoothed seconds per job (a dedicated lane keeps its own).
+        self._ready: Optional[ReadyQueues] = None
+        self._demand: dict[str, int] = {}
+        self._pace: dict[str, float] = {}
         self._engine: Engine = app._engine
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -139,18 +163,26 @@ class Runner:
     # -- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> None:
+        shared = sum(self._queues.values()) > self._max_threads
         for queue, concurrency in self._queues.items():
-            slots = self._slots[queue] = Slots(concurrency)
+            self._slots[queue] = Slots(concurrency)
+        if shared:
+            poll = self._app.config.poll_interval
+            self._ready = ReadyQueues(self._engine, self._slots, poll, self._stopping)
+        for queue, slots in self._slots.items():
             slots.on_release = self._release_hook(queue)
-            for lane in range(concurrency):
-                t = threading.Thread(
-                    target=self._lane,
-                    args=(queue,),
-                    name=f"kathikon-{queue}-{lane}",
-                    daemon=True,
-                )
-                self._threads.append(t)
-                t.start()
+            if not shared:
+                for lane in range(slots.limit):
+                    self._spawn(self._lane, (queue,), f"kathikon-{queue}-{lane}")
+        if self._ready is not None:
+            self._spawn(self._ready.watch, (), "kathikon-watcher")
+            for lane in range(self._max_threads):
+                self._spawn(self._shared_lane, (self._ready,), f"kathikon-lane-{lane}")
+
+    def _spawn(self, target: Callable[..., None], args: tuple[object, ...], name: str) -> None:
+        t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        self._threads.append(t)
+        t.start()
 
     def stop(self, timeout: float) -> bool:
         """Stop claiming and wait up to ``timeout`` s for running and claimed jobs; True if
@@ -161,6 +193,8 @@ class Runner:
         self._stopping.set()
         for queue in self._slots:
             self._engine.interrupt(queue)
+        if self._ready is not None:
+            self._ready.wake_all()
         deadline = time.monotonic() + timeout
         for t in self._threads:
             t.join(max(0.0, deadline - time.monotonic()))
@@ -254,15 +288,64 @@ class Runner:
             if not records:
                 batch = 1
                 continue
-            started = time.perf_counter()
-            had_async = self._run_batch(queue, records, slots)
-            budget = PREFETCH_BUDGET if self._engine.role == "owner" else CLIENT_PREFETCH_BUDGET
-            if had_async:
-                batch = self._next_async_claim(queue, budget, slots.limit)
+            batch, pace = self._run_and_size(queue, records, slots, pace, held=False)
+
+    def _shared_lane(self, ready: ReadyQueues) -> None:
+        """A lane shared by the queues: take a hot queue with a free slot, claim from it
+        without waiting, run what came holding that slot, and start over."""
+        poll = self._app.config.poll_interval
+        while True:
+            taken = ready.take()
+            if taken is None:
+                return
+            queue, look = taken
+            slots = self._slots[queue]
+            demand = self._demand.get(queue, 1)
+            try:
+                records = self._engine.claim(queue, demand, 0.0)
+            except EngineClosedError:
+                slots.release()
+                return
+            except KathikonError:
+                log.exception("claiming from queue %r failed; retrying in %s s", queue, poll)
+                slots.release()
+                ready.claimed(queue, look, got_jobs=True)
+                self._stopping.wait(poll)
                 continue
-            per_job = (time.perf_counter() - started) / len(records)
-            pace = _smoothed(pace, per_job)
-            batch = max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7))))
+            if telemetry.has_handlers(POLL):
+                telemetry.execute(
+                    POLL, {"claimed": len(records), "demand": demand}, {"queue": queue}
+                )
+            ready.claimed(queue, look, got_jobs=bool(records))
+            if not records:
+                slots.release()
+                self._demand[queue] = 1
+                continue
+            demand, pace = self._run_and_size(
+                queue, records, slots, self._pace.get(queue), held=True
+            )
+            self._demand[queue] = demand
+            if pace is not None:
+                self._pace[queue] = pace
+
+    def _run_and_size(
+        self,
+        queue: str,
+        records: list[Job],
+        slots: Slots,
+        pace: Optional[float],
+        held: bool,
+    ) -> tuple[int, Optional[float]]:
+        """Run a claimed batch (``held``: with one of the queue's slots already taken, which
+        this releases) and size the next claim; returns it and the updated pace."""
+        started = time.perf_counter()
+        had_async = self._run_batch(queue, records, slots, held)
+        budget = PREFETCH_BUDGET if self._engine.role == "owner" else CLIENT_PREFETCH_BUDGET
+        if had_async:
+            return self._next_async_claim(queue, budget, slots.limit), pace
+        per_job = (time.perf_counter() - started) / len(records)
+        pace = _smoothed(pace, per_job)
+        return max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7)))), pace
 
     def _next_async_claim(self, queue: str, budget: float, concurrency: int) -> int:
         """How many jobs a lane claims after handing async jobs to the loop.
@@ -279,12 +362,12 @@ class Runner:
         ahead = budget / per_job - len(self._waiting.get(queue, ()))
         return max(1, min(MAX_BATCH, int(ahead)))
 
-    def _run_batch(self, queue: str, jobs: list[Job], slots: Slots) -> bool:
+    def _run_batch(self, queue: str, jobs: list[Job], slots: Slots, held: bool = False) -> bool:
         """Run a lane's claimed jobs in order: sync ones here, holding one of the queue's
-        slots while they run one after another; async ones handed to the loop, which starts
-        each when a slot is free. Returns once every job has run or started, so a lane does
-        not claim more while its async jobs still wait for a slot. True if there were async
-        jobs."""
+        slots while they run one after another (``held``: the lane took it before claiming;
+        it is released either way); async ones handed to the loop, which starts each when a
+        slot is free. Returns once every job has run or started, so a lane does not claim
+        more while its async jobs still wait for a slot. True if there were async jobs."""
         acks: list[AckTuple] = []
         attempts: list[Attempt] = []
         batch = handback.LaneBatch(jobs, acks, attempts)
@@ -293,11 +376,13 @@ class Runner:
                 # Claimed as the grace period ran out: hand them back unstarted.
                 reason = handback.interrupt_reason(self._grace)
                 self._ack([], handback.interrupt_acks(jobs, reason))
+                if held:
+                    slots.release()
                 return False
             self._batches.add(batch)
         handed: list[threading.Event] = []
         try:
-            self._work_through(queue, batch, slots, handed)
+            self._work_through(queue, batch, slots, handed, held)
         finally:
             with self._handback:
                 self._batches.discard(batch)
@@ -315,6 +400,7 @@ class Runner:
         batch: handback.LaneBatch,
         slots: Slots,
         handed: list[threading.Event],
+        held: bool,
     ) -> None:
         """:meth:`_run_batch`'s loop: appends the sync jobs' outcomes to ``batch.acks`` (and
         their attempts, when watched, to ``batch.attempts``) and an event per hand-over to
@@ -323,7 +409,6 @@ class Runner:
         watched = _jobs_watched()
         acks, attempts = batch.acks, batch.attempts
         to_loop: list[Attempt] = []
-        held = False
         try:
             for job in batch.jobs:
                 # Counted before the check: a shutdown that read the count before this
@@ -451,7 +536,15 @@ class Runner:
             except RuntimeError:
                 pass  # the loop is closed: the runner has stopped
 
-        return released
+        ready = self._ready
+        if ready is None:
+            return released
+
+        def released_shared() -> None:
+            ready.wake()  # a shared lane may be waiting for this queue's slot
+            released()
+
+        return released_shared
 
     async def _run_async(self, queue: str, job_id: int, attempt: Attempt) -> None:
         ack: Optional[AckTuple] = None

@@ -8,6 +8,8 @@
 //!
 //! Idle claimers park on a condition variable; the writer wakes them after a commit makes
 //! jobs available. A generation counter closes the gap between "popped nothing" and "parked".
+//! Each wakeup also moves the store-wide [`ReadySignal`] on, which a waiter watching many
+//! queues at once parks on ([`ClaimQueues::wait_ready`]).
 //!
 //! Each queue also remembers who claims from it: the latest end of a claim's wait and the
 //! process that made the latest claim, stored once per claim call (not per job), so the
@@ -22,6 +24,7 @@ use crossbeam_skiplist::SkipSet;
 
 use crate::clock::Micros;
 use crate::job::{Job, JobId};
+use crate::ready::ReadySignal;
 
 /// A job's place in its ready queue.
 pub type ClaimKey = (u8, Micros, JobId);
@@ -43,6 +46,8 @@ pub struct ClaimQueue {
     claimed_until: AtomicU64,
     /// The process that made the latest claim call.
     claimer: AtomicU32,
+    /// The store-wide signal this queue's wakeups also give.
+    any: Arc<ReadySignal>,
 }
 
 impl ClaimQueue {
@@ -84,6 +89,8 @@ impl ClaimQueue {
             self.generation.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         *generation += 1;
         self.wakeup.notify_all();
+        drop(generation);
+        self.any.signal();
     }
 
     /// The current generation; pass it to [`ClaimQueue::park`].
@@ -142,13 +149,15 @@ pub struct Claimer {
 #[derive(Debug)]
 pub struct ClaimQueues {
     queues: RwLock<HashMap<String, Arc<ClaimQueue>>>,
+    /// Given by every queue's wakeups.
+    any: Arc<ReadySignal>,
     /// What [`ClaimQueue::note_claim`]'s times count from.
     epoch: Instant,
 }
 
 impl Default for ClaimQueues {
     fn default() -> Self {
-        Self { queues: RwLock::default(), epoch: Instant::now() }
+        Self { queues: RwLock::default(), any: Arc::default(), epoch: Instant::now() }
     }
 }
 
@@ -185,8 +194,28 @@ impl ClaimQueues {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .entry(name.to_string())
-            .or_default()
+            .or_insert_with(|| {
+                Arc::new(ClaimQueue { any: self.any.clone(), ..ClaimQueue::default() })
+            })
             .clone()
+    }
+
+    /// Wait until the store's ready generation differs from `seen` (`None`: do not wait) or
+    /// `deadline` passes, then return the generation and which of `queues` have jobs ready.
+    /// An interrupt of any queue, and closing the engine (which interrupts every queue),
+    /// moves the generation on, so either ends the wait, perhaps with none ready.
+    pub fn wait_ready(
+        &self,
+        queues: &[(String, Arc<ClaimQueue>)],
+        seen: Option<u64>,
+        deadline: Instant,
+    ) -> (u64, Vec<String>) {
+        let generation = match seen {
+            Some(seen) => self.any.wait_past(seen, deadline),
+            None => self.any.generation(),
+        };
+        let ready = queues.iter().filter(|(_, q)| !q.is_empty()).map(|(n, _)| n.clone()).collect();
+        (generation, ready)
     }
 
     /// Every queue created so far.

@@ -297,6 +297,34 @@ impl Engine {
         }
     }
 
+    /// [`Jobs::wait_ready`] on behalf of process `pid` (the server's clients).
+    pub fn wait_ready_for(
+        &self,
+        pid: u32,
+        queues: &[String],
+        seen: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<String>)> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        let deadline = Instant::now() + timeout;
+        let until = self.queues.since_epoch(deadline);
+        let watched: Vec<_> = queues
+            .iter()
+            .map(|name| {
+                let q = self.queues.get(name);
+                q.note_claim(until, pid);
+                (name.clone(), q)
+            })
+            .collect();
+        let found = self.queues.wait_ready(&watched, seen, deadline);
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
+        }
+        Ok(found)
+    }
+
     /// Ask the writer to move these undecodable records aside (it checks them again).
     fn quarantine(&self, ids: Vec<JobId>) {
         if !ids.is_empty() && !self.closed.load(Ordering::Acquire) {
@@ -312,6 +340,15 @@ impl Jobs for Engine {
 
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
         self.claim_for(self.pid, queue, max, timeout)
+    }
+
+    fn wait_ready(
+        &self,
+        queues: &[String],
+        seen: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<String>)> {
+        self.wait_ready_for(self.pid, queues, seen, timeout)
     }
 
     fn interrupt(&self, queue: &str) {

@@ -49,6 +49,20 @@ pub trait Jobs: Send + Sync {
     /// empty list on timeout or after [`Jobs::interrupt`], and at once when `max` is 0.
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>>;
 
+    /// Watch many queues with one waiter: wait until something may have become ready in the
+    /// store since `seen` (a generation an earlier call returned; `None` to look at once) or
+    /// until `timeout`, then return the store's current generation and which of `queues` have
+    /// jobs ready to claim now. Passing the returned generation back waits for the next
+    /// change, so a queue whose backlog is being drained does not end every wait. An
+    /// [`Jobs::interrupt`] of one of `queues` ends the wait early. Each queue counts as
+    /// claimed from by this process for [`Jobs::claimers`]. Claims nothing.
+    fn wait_ready(
+        &self,
+        queues: &[String],
+        seen: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<String>)>;
+
     /// Make claims of this store waiting on `queue` return now (a client's: within the slice
     /// it asks its owner to wait).
     fn interrupt(&self, queue: &str);

@@ -26,6 +26,7 @@ pub mod ipc;
 pub mod job;
 pub mod jobs;
 mod plugins;
+mod ready;
 pub mod state;
 pub mod storage;
 pub mod telemetry;

@@ -157,6 +157,22 @@ impl PyEngine {
         records(py, py.detach(|| self.inner.jobs()?.claim(queue, max, timeout)).py_err()?)
     }
 
+    /// Wait up to `timeout` seconds for the store's ready generation to move past `seen`
+    /// (`None`: look at once); returns the generation and which of `queues` have jobs ready.
+    #[pyo3(signature = (queues, seen, timeout))]
+    // PyO3 extracts the Python list into an owned Vec; a slice cannot be extracted.
+    #[allow(clippy::needless_pass_by_value)]
+    fn wait_ready(
+        &self,
+        py: Python<'_>,
+        queues: Vec<String>,
+        seen: Option<u64>,
+        timeout: f64,
+    ) -> PyResult<(u64, Vec<String>)> {
+        let timeout = seconds("timeout", timeout)?;
+        py.detach(|| self.inner.jobs()?.wait_ready(&queues, seen, timeout)).py_err()
+    }
+
     /// Record outcomes. With `wait`, returns each job as it now is (or `None` where the ack
     /// was stale); without, returns an empty list at once.
     #[pyo3(signature = (acks, wait=true))]

@@ -313,6 +313,36 @@ impl Jobs for Client {
         }
     }
 
+    /// A long wait is several requests of at most `CLAIM_SLICE`, so an interrupt of one of
+    /// `queues` is noticed between them.
+    fn wait_ready(
+        &self,
+        queues: &[String],
+        seen: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<String>)> {
+        let deadline = Instant::now() + timeout;
+        let interrupted = |before: &[u64]| {
+            queues.iter().zip(before).any(|(q, &n)| self.interrupt_generation(q) != n)
+        };
+        let before: Vec<u64> = queues.iter().map(|q| self.interrupt_generation(q)).collect();
+        loop {
+            let slice = deadline.saturating_duration_since(Instant::now()).min(CLAIM_SLICE);
+            let request = Request::WaitReady {
+                queues: queues.to_vec(),
+                seen,
+                timeout_ms: slice.as_millis() as u64,
+            };
+            let (generation, ready) = match self.call(&request)? {
+                Response::Ready(generation, ready) => (generation, ready),
+                other => return Self::unexpected(&other),
+            };
+            if Some(generation) != seen || Instant::now() >= deadline || interrupted(&before) {
+                return Ok((generation, ready));
+            }
+        }
+    }
+
     /// Make this process's claims waiting on `queue` return (within `CLAIM_SLICE`).
     fn interrupt(&self, queue: &str) {
         let mut interrupts =

@@ -104,6 +104,15 @@ pub enum Request {
     Heartbeat,
     /// [`crate::Jobs::claimers`].
     Claimers,
+    /// [`crate::Jobs::wait_ready`], waiting at most `timeout_ms`.
+    WaitReady {
+        /// The queues watched.
+        queues: Vec<String>,
+        /// The generation last seen (`None`: look at once).
+        seen: Option<u64>,
+        /// Longest wait.
+        timeout_ms: u64,
+    },
 }
 
 /// What the owner answers.
@@ -140,6 +149,8 @@ pub enum Response {
     Error(WireError),
     /// Who claims from which queue.
     Claimers(Vec<crate::claim::Claimer>),
+    /// The store's ready generation and the watched queues with jobs ready.
+    Ready(u64, Vec<String>),
 }
 
 /// [`Error`] as it crosses the socket, so the client raises the same typed error the owner

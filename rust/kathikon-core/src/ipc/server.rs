@@ -397,6 +397,11 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
         }
         Request::Heartbeat => Response::Unit,
         Request::Claimers => Response::Claimers(store.claimers()?),
+        Request::WaitReady { queues, seen, timeout_ms } => {
+            let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);
+            let (generation, ready) = shared.engine.wait_ready_for(pid, &queues, seen, wait)?;
+            Response::Ready(generation, ready)
+        }
     })
 }
 

@@ -7,7 +7,8 @@
 //! - [`claims`]: claim order, waiting, interrupts, and claimers racing each other and cancels;
 //! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
 //! - [`reads`]: `list`'s filters and paging, unknown ids;
-//! - [`claimers`]: which queues running processes claim from.
+//! - [`claimers`]: which queues running processes claim from;
+//! - [`ready`]: one waiter watching many queues (`wait_ready`).
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -19,6 +20,7 @@ mod counts;
 mod model;
 mod outcomes;
 mod reads;
+mod ready;
 
 harness::conformance! {
     model::matches_the_reference_model,
@@ -50,4 +52,7 @@ harness::conformance! {
     reads::unknown_ids_are_job_not_found,
     claimers::claimers_name_the_queues_claimed_from_and_by_whom,
     claimers::a_waiting_claim_shows_as_a_claimer_with_no_idle_time,
+    ready::wait_ready_names_the_watched_queues_with_jobs_ready,
+    ready::wait_ready_is_woken_by_an_insert_into_any_watched_queue,
+    ready::interrupt_of_a_watched_queue_ends_a_wait_ready,
 }
