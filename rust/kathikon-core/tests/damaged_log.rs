@@ -15,7 +15,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -45,7 +45,9 @@ fn child_inserts_and_waits_to_be_killed() {
     for _ in 0..JOBS {
         engine.insert(vec![job("q", "w")]).unwrap();
     }
-    println!("{CHILD_READY}");
+    let mut out = std::io::stdout();
+    writeln!(out, "{CHILD_READY}").unwrap();
+    out.flush().unwrap();
     std::thread::sleep(std::time::Duration::from_secs(600));
 }
 
@@ -151,7 +153,7 @@ fn a_flipped_byte_in_the_log_is_recovered_exactly_as_a_torn_tail_or_refused() {
     let mut flips: Vec<usize> = (0..records)
         .flat_map(|r| {
             let (s, e) = (starts[r], starts[r + 1]);
-            [s, s + 2, s + 5, s + 9, s + 17, s + 26, s + 33, (s + e) / 2, e - 1]
+            [s, s + 2, s + 5, s + 9, s + 17, s + 26, s + 33, usize::midpoint(s, e), e - 1]
         })
         .collect();
     flips.extend([end, end + 100, log.len() - 1]);
