@@ -1,5 +1,6 @@
 //! Opening a redb store: a file (its header checked, its pages verified) or a caller's
-//! backend; the format version checked, a fresh file initialised, an older format upgraded;
+//! backend; the format version checked, a new file made whole beside its path and linked into
+//! place (an existing empty file is refused, not initialised), an older format upgraded;
 //! redb's refusals at open turned into the engine's errors.
 
 use std::io::Read;
