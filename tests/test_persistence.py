@@ -424,6 +424,35 @@ def test_store_held_by_another_process_then_released_when_it_dies(
         app.close()
 
 
+def test_a_log_deleted_after_a_kill_is_refused_not_read_as_empty(
+    holder: tuple[subprocess.Popen[bytes], int], store_path: Path, tmp_path: Path
+) -> None:
+    """The holder's insert is durable only in the write-ahead log until a checkpoint: with the
+    log gone after a SIGKILL, the open is refused naming the log, not opened without the job.
+    An empty file in the log's place is the explicit way to accept the loss."""
+    proc, job_id = holder
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(CHILD_TIMEOUT)
+    log = store_path.with_name(store_path.name + "-wal")
+    kept = tmp_path / "kept-wal"
+    log.rename(kept)
+    script = tmp_path / "read_store.py"
+    script.write_text(READ_STORE)
+    result = run_child(script, str(store_path))
+    assert result["outcome"] == "error", result
+    assert result["type"] == "CorruptStoreError", result
+    assert f"write-ahead log {log} is missing" in result["message"], result
+    assert "not closed cleanly" in result["message"], result
+    # Put back, the log brings the job back.
+    kept.rename(log)
+    result = run_child(script, str(store_path))
+    assert result["outcome"] == "opened", result
+    assert str(job_id) in result["args"], result
+    # After that clean close the log is gone, and the store needs none.
+    assert not log.exists()
+    assert run_child(script, str(store_path))["outcome"] == "opened"
+
+
 def test_second_app_in_this_process_gets_a_clear_error_and_close_releases(
     app: kathikon.Kathikon, store_path: Path
 ) -> None:
@@ -603,6 +632,7 @@ def _middle_page(data: bytes) -> int:
 # name → (damage, whether a typed error is required; otherwise the data may read back intact
 # when the damage happened to land on a page the store no longer uses)
 DAMAGES: dict[str, tuple[Callable[[bytes], bytes], bool]] = {
+    "truncated-to-nothing": (lambda d: b"", True),
     "truncated-to-half": (lambda d: d[: len(d) // 2], True),
     "truncated-to-one-page": (lambda d: d[:4096], True),
     "truncated-inside-header": (lambda d: d[:100], True),

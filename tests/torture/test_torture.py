@@ -65,7 +65,7 @@ def test_durability_none_loses_nothing_to_sigkill(tmp_path: Path) -> None:
 def test_checker_sees_loss_without_fsync(tmp_path: Path) -> None:
     """``durability="none"`` never syncs its log. A SIGKILL alone loses nothing (the page
     cache keeps the log), but a power loss can take the log's unsynced tail: the log is
-    deleted after each kill to stand for that, so acknowledged inserts vanish and the checker
+    emptied after each kill to stand for that, so acknowledged inserts vanish and the checker
     must say so."""
     t = torture(3, SEED, tmp_path, durability="none", lose_unsynced_log=True)
     assert t.history.summary()["lost"] > 0, t.why()

@@ -1,4 +1,4 @@
-//! Proves the engine refuses store files it must not use, with the right error and without changing them: a path already open in this process or held by another process (`StorageLocked`), garbage bytes or a foreign redb database (`NotAStore`), a store from a newer format (`FormatTooNew`), and a damaged record (`Corrupted`).
+//! Proves the engine refuses store files it must not use, with the right error and without changing them: a path already open in this process or held by another process (`StorageLocked`), garbage bytes or a foreign redb database (`NotAStore`), an empty file (`Corrupted`: a store cut to nothing), a store from a newer format (`FormatTooNew`), and a damaged record (`Corrupted`).
 
 mod common;
 
@@ -162,10 +162,17 @@ fn a_redb_database_with_other_tables_is_not_a_store() {
 }
 
 #[test]
-fn an_empty_file_becomes_a_new_store() {
+fn an_empty_file_is_refused_as_damaged_not_made_a_new_store() {
+    // A store cut to 0 bytes must not open as a new, empty one (issue #23); only a missing
+    // path is created.
     let dir = tempfile::tempdir().unwrap();
     let path = store_path(&dir);
     std::fs::write(&path, b"").unwrap();
+    let err = Engine::open(config(&path)).unwrap_err();
+    assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
+    assert!(err.to_string().contains("the file is empty (0 bytes)"), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+    std::fs::remove_file(&path).unwrap();
     let engine = open(&path);
     assert_eq!(insert_one(&engine, job("q", "w")).id, 1);
 }

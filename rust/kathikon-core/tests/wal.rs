@@ -4,9 +4,11 @@
 //!
 //! - the log alone brings back every acknowledged batch: the store file by itself is still at
 //!   its last checkpoint;
-//! - cut at every byte offset (a torn tail), or with a byte damaged anywhere, the log brings
-//!   the store back to exactly the state after some whole number of batches — the batches
-//!   whose records survived whole — never part of a batch, and never fewer for a longer log;
+//! - cut at every byte offset (a torn tail), or with a byte damaged in its last record, the
+//!   log brings the store back to exactly the state after some whole number of batches — the
+//!   batches whose records survived whole — never part of a batch, and never fewer for a
+//!   longer log; a byte damaged in an earlier record is refused (`Corrupted`, naming the
+//!   offset), as is a missing log beside a store that was not closed cleanly;
 //! - after a replay the log is reused from its start, and batches logged after that replay
 //!   survive a second crash;
 //! - a log that does not belong to the store beside it (another store's, or one that starts
@@ -99,7 +101,10 @@ fn the_log_alone_brings_back_every_acknowledged_batch() {
     let last = states.last().unwrap();
     assert_eq!(&reopen(dir.path(), "a.redb", &copy.store, Some(&copy.log)).unwrap(), last);
     // The store file alone is at its last checkpoint: the log is what made the batches durable.
-    assert_eq!(reopen(dir.path(), "b.redb", &copy.store, None).unwrap(), states[0]);
+    // Without it the open is refused; an empty log in its place opens it as of that checkpoint.
+    let err = reopen(dir.path(), "b.redb", &copy.store, None).unwrap_err();
+    assert!(err.to_string().contains("is missing"), "{err}");
+    assert_eq!(reopen(dir.path(), "b.redb", &copy.store, Some(b"")).unwrap(), states[0]);
 }
 
 /// Where each record of `log` ends: a 32-byte header whose bytes 8..16 are the payload's
@@ -139,14 +144,22 @@ fn a_torn_or_damaged_log_keeps_exactly_its_whole_batches() {
         let jobs = reopen(dir.path(), "cut.redb", &copy.store, Some(&copy.log[..cut])).unwrap();
         assert_eq!(jobs, states[whole_before(cut)], "log cut at {cut} (records end at {ends:?})");
     }
-    // A damaged byte inside a record: the records before it, and none from it on.
+    // A damaged byte inside the last record: the records before it, as if it were torn.
+    // Inside an earlier one: refused, since whole records follow (not a torn tail).
     let mut start = 0;
-    for &end in &ends {
+    for (i, &end) in ends.iter().enumerate() {
         for at in [start, start + 5, start + 12, start + 20, start + 28, start + 33, end - 1] {
             let mut bad = copy.log.clone();
             bad[at] ^= 0x41;
-            let jobs = reopen(dir.path(), "bad.redb", &copy.store, Some(&bad)).unwrap();
-            assert_eq!(jobs, states[whole_before(at)], "log byte {at} damaged (ends {ends:?})");
+            let reopened = reopen(dir.path(), "bad.redb", &copy.store, Some(&bad));
+            if i + 1 == ends.len() {
+                let jobs = reopened.unwrap();
+                assert_eq!(jobs, states[whole_before(at)], "log byte {at} damaged (ends {ends:?})");
+            } else {
+                let err = reopened.unwrap_err();
+                assert!(matches!(err, Error::Corrupted { .. }), "{err:?}");
+                assert!(err.to_string().contains(&format!("damaged at byte {start}")), "{err}");
+            }
         }
         start = end;
     }
@@ -190,8 +203,9 @@ fn a_log_that_does_not_follow_its_store_is_refused() {
     std::fs::write(log_of(&mixed), &copy.log).unwrap();
     let err = Engine::open(config(&mixed)).unwrap_err();
     assert!(err.to_string().contains("belongs to another store"), "{err}");
-    // Moving the log away opens the store as its file has it.
-    std::fs::remove_file(log_of(&mixed)).unwrap();
+    // Moving the log away opens the store as its file has it (an empty log in its place:
+    // the store was not closed cleanly, so a missing log would be refused).
+    std::fs::write(log_of(&mixed), b"").unwrap();
     Engine::open(config(&mixed)).unwrap().close();
 }
 

@@ -8,7 +8,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::replay::apply_logged;
-use super::schema::META_WAL_SEQ;
+use super::schema::{META_LOG_OPEN, META_WAL_SEQ};
 use super::tables::WriteTables;
 use super::unfiled::Unfiled;
 use super::wal::{LogBuf, Payloads, Wal};
@@ -216,6 +216,12 @@ impl RedbStore {
 
     /// Make every commit so far durable in redb itself and start the log afresh.
     pub(super) fn checkpoint_locked(&self, state: &mut LogState) -> Result<()> {
+        self.checkpoint_as(state, false)
+    }
+
+    /// [`RedbStore::checkpoint_locked`]; at a clean close (`closing`) the same commit clears
+    /// `log_open`, after which nothing is appended and the log may go.
+    fn checkpoint_as(&self, state: &mut LogState, closing: bool) -> Result<()> {
         if state.poisoned {
             return Err(self.poisoned());
         }
@@ -226,6 +232,9 @@ impl RedbStore {
             .with_dependent_mut(|_, tables| {
                 tables.flush_deferred()?;
                 state.spare_unfiled = tables.unfiled.recycle();
+                if closing {
+                    tables.meta.insert(META_LOG_OPEN, 0)?;
+                }
                 Ok(tables.meta.insert(META_WAL_SEQ, last).map(drop)?)
             })
             .and_then(|()| {
@@ -284,7 +293,7 @@ impl Drop for RedbStore {
         let Some(wal) = self.wal.take() else { return };
         let mut state = wal.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
         let path = state.log.path().to_path_buf();
-        let done = guarded(&self.path, || self.checkpoint_locked(&mut state));
+        let done = guarded(&self.path, || self.checkpoint_as(&mut state, true));
         if done.is_ok() {
             drop(state);
             let _ = std::fs::remove_file(&path);

@@ -1,5 +1,6 @@
 //! Opening a redb store: a file (its header checked, its pages verified) or a caller's
-//! backend; the format version checked, a fresh file initialised, an older format upgraded;
+//! backend; the format version checked, a new file made whole beside its path and linked into
+//! place (an existing empty file is refused, not initialised), an older format upgraded;
 //! redb's refusals at open turned into the engine's errors.
 
 use std::io::Read;
@@ -43,14 +44,28 @@ impl RedbStore {
     ) -> Result<RedbStore> {
         let registered = Registered::claim(path)?;
         let path = path.to_path_buf();
-        let file = wal::open_owner_only(&path)
+        if !path.exists() {
+            create_new(&path, fsync)?;
+        }
+        let file = std::fs::File::open(&path)
             .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
         let mut head = Vec::with_capacity(REDB_MAGIC.len());
         file.take(REDB_MAGIC.len() as u64)
             .read_to_end(&mut head)
             .map_err(|e| Error::Storage(format!("cannot read {}: {e}", path.display())))?;
-        // A file shorter than the magic is refused too, unless it is empty (a new store).
-        if !head.is_empty() && head.as_slice() != REDB_MAGIC {
+        // New stores appear whole (`create_new`), so an empty file is not one being created:
+        // it is a store cut to nothing (or a file that was never one), and initialising it
+        // would hide the loss of every job it held.
+        if head.is_empty() {
+            return Err(Error::Corrupted {
+                path,
+                detail: "the file is empty (0 bytes) where a store was expected; restore the \
+                         store from a backup, or delete the empty file to create a new store"
+                    .into(),
+                job: None,
+            });
+        }
+        if head.as_slice() != REDB_MAGIC {
             return Err(Error::NotAStore {
                 path,
                 detail: "it does not start with a redb header".into(),
@@ -197,6 +212,45 @@ impl RedbStore {
         }
         txn.commit().map_err(|e| commit_failed(&self.path, &e))
     }
+}
+
+/// Create a new, initialised store at `path`, which did not exist: built under a temporary
+/// name beside it, then linked into place, so `path` never names a half-made (empty) file,
+/// even to another process opening it meanwhile. If another process created the store
+/// first, its file stays and this one is discarded.
+fn create_new(path: &Path, fsync: bool) -> Result<()> {
+    let io_error = |e: std::io::Error, what: &Path| {
+        Error::Storage(format!(
+            "cannot create {}: {e}{}",
+            what.display(),
+            crate::error::io_advice(&e)
+        ))
+    };
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".new-{}", std::process::id()));
+    let temp = path.with_file_name(name);
+    let _ = std::fs::remove_file(&temp);
+    wal::open_owner_only(&temp).map_err(|e| io_error(e, &temp))?;
+    let made = guarded(&temp, || {
+        let db = Database::builder().create(&temp).map_err(|e| open_error(&temp, e))?;
+        drop(RedbStore::checked(db, temp.clone(), fsync, None)?);
+        Ok(())
+    })
+    .and_then(|()| match std::fs::hard_link(&temp, path) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // File systems without hard links: a rename, which would replace a store another
+        // process made in the same instant (rare, and only there).
+        Err(_) if !path.exists() => std::fs::rename(&temp, path).map_err(|e| io_error(e, path)),
+        other => other.map_err(|e| io_error(e, path)),
+    });
+    let _ = std::fs::remove_file(&temp);
+    made?;
+    // Make the new name durable, as for the log: a store written to later cannot vanish with
+    // its directory entry.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(e, dir))?;
+    }
+    Ok(())
 }
 
 fn durability(fsync: bool) -> redb::Durability {

@@ -2,15 +2,16 @@
 //! last checkpoint, its records past that checkpoint applied again, then opened for the
 //! store's commits.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use redb::ReadableDatabase;
 
 use super::logged::LogState;
-use super::schema::{decode, META, META_STORE_ID, META_WAL_SEQ};
+use super::schema::{decode, META, META_LOG_OPEN, META_STORE_ID, META_WAL_SEQ};
 use super::tables::WriteTables;
 use super::unfiled::Unfiled;
-use super::wal::{self, LogFaults, Payloads, Wal};
+use super::wal::{self, Damage, LogFaults, Payloads, Wal};
 use super::RedbStore;
 use crate::error::{commit_failed, Error, Result};
 use crate::guard::guarded;
@@ -35,8 +36,20 @@ impl RedbStore {
             Vec::new()
         };
         let first = wal::first_record(&bytes);
-        let (store_id, checkpoint) = guarded(&self.path, || self.log_identity(first.map(|f| f.0)))
-            .map_err(|e| self.with_path(e))?;
+        let (store_id, checkpoint, log_open) =
+            guarded(&self.path, || self.log_identity(first.map(|f| f.0)))
+                .map_err(|e| self.with_path(e))?;
+        // Only a clean close deletes the log, and it clears `log_open` first: a store still
+        // marked open without its log lost whatever the log held past the checkpoint.
+        if !exists && log_open {
+            return Err(self.damaged(format!(
+                "its write-ahead log {log} is missing, but the store was not closed cleanly, so \
+                 jobs acknowledged since its last checkpoint (record {checkpoint}) were only in \
+                 that log; put the log back, or, to open the store as of that checkpoint and \
+                 lose them, create an empty file at {log}",
+                log = log_path.display()
+            )));
+        }
         // A log that does not follow on from the store's last checkpoint means the store file
         // lost durable commits (or is an older copy): applying the log would skip changes,
         // ignoring it would lose them. Refuse, and say how to open the store as it is.
@@ -52,14 +65,17 @@ impl RedbStore {
                     )
                 };
                 return Err(self.damaged(format!(
-                    "its write-ahead log {} {why}; move the log away to open the store as it is",
+                    "its write-ahead log {} {why}; move the log away (and, if the store was not \
+                     closed cleanly, create an empty file in its place) to open the store as it \
+                     is",
                     log_path.display()
                 )));
             }
         }
         let mut last = checkpoint;
         if exists {
-            let records = wal::records_after(&bytes, store_id, checkpoint);
+            let records = wal::records_after(&bytes, store_id, checkpoint)
+                .map_err(|damage| self.damaged(damaged_log(&log_path, &damage)))?;
             if let Some(&(seq, _)) = records.last() {
                 guarded(&self.path, || self.replay(&records, seq))
                     .map_err(|e| self.with_path(e))?;
@@ -73,6 +89,11 @@ impl RedbStore {
                 crate::error::io_advice(&e)
             ))
         })?;
+        if !log_open {
+            // Once the log exists (its name made durable by `Wal::open`), before anything is
+            // appended: the log may now hold what the store file does not.
+            guarded(&self.path, || self.mark_log_open()).map_err(|e| self.with_path(e))?;
+        }
         self.wal = Some(Mutex::new(LogState {
             log,
             open: None,
@@ -86,17 +107,27 @@ impl RedbStore {
         Ok(())
     }
 
-    /// The store's id (made now if it has none) and the last log record its durable state
-    /// covers. A store without an id beside a log (of store `logged`) is refused.
-    fn log_identity(&self, logged: Option<u64>) -> Result<(u64, u64)> {
+    /// Record durably that the store is open with its log (see `META_LOG_OPEN`).
+    fn mark_log_open(&self) -> Result<()> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.open_table(META)?.insert(META_LOG_OPEN, 1)?;
+        txn.commit().map_err(|e| commit_failed(&self.path, &e))
+    }
+
+    /// The store's id (made now if it has none), the last log record its durable state
+    /// covers, and whether it was left open (not closed cleanly) with its log. A store
+    /// without an id beside a log (of store `logged`) is refused.
+    fn log_identity(&self, logged: Option<u64>) -> Result<(u64, u64, bool)> {
         let txn = self.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let id = meta.get(META_STORE_ID)?.map(|v| v.value());
         let checkpoint = meta.get(META_WAL_SEQ)?.map_or(0, |v| v.value());
+        let log_open = meta.get(META_LOG_OPEN)?.is_some_and(|v| v.value() == 1);
         drop(meta);
         drop(txn);
         if let Some(id) = id {
-            return Ok((id, checkpoint));
+            return Ok((id, checkpoint, log_open));
         }
         if logged.is_some() {
             return Err(self.damaged(format!(
@@ -120,7 +151,7 @@ impl RedbStore {
         txn.set_durability(redb::Durability::Immediate)?;
         txn.open_table(META)?.insert(META_STORE_ID, id)?;
         txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
-        Ok((id, checkpoint))
+        Ok((id, checkpoint, log_open))
     }
 
     /// Apply logged records to redb in one durable commit that also records `last` as
@@ -141,6 +172,19 @@ impl RedbStore {
         txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
         Ok(())
     }
+}
+
+/// What [`Damage`] in the log at `log` means, and how to open the store anyway.
+fn damaged_log(log: &Path, damage: &Damage) -> String {
+    let Damage { at, next, seq } = damage;
+    format!(
+        "its write-ahead log {log} is damaged at byte {at}: the record there is cut short, \
+         fails its checksum or is out of sequence, yet whole record {seq} follows at byte \
+         {next}, so this is not a torn tail and acknowledged jobs would be lost; restore the \
+         log, or, to open the store without the records from byte {at} on (losing their \
+         jobs), cut the log there (truncate -s {at} {log})",
+        log = log.display()
+    )
 }
 
 /// Apply one logged record's operations (idempotent: each job is set to its logged record);

@@ -59,6 +59,12 @@ pub(crate) const META_NEXT_ID: &str = "next_id";
 pub(crate) const META_STORE_ID: &str = "store_id";
 /// The last write-ahead log record that redb's durable state includes.
 pub(crate) const META_WAL_SEQ: &str = "wal_seq";
+/// 1 while the store is open (set durably once its log exists, before any record is
+/// appended), 0 after a clean close (set in the close's checkpoint, before the log is
+/// deleted). At 1, records past `wal_seq` may exist only in the log, so a missing log is
+/// damage, not an empty one. Stores written before this key existed lack it: their open
+/// cannot tell, and a missing log reads as empty, as it always did.
+pub(crate) const META_LOG_OPEN: &str = "log_open";
 
 /// Encode a record (version 2).
 pub(crate) fn encode(job: &Job) -> Vec<u8> {

@@ -22,6 +22,12 @@
 //! is set to the logged record (its indexes and counts moved from whatever is stored now), so
 //! a record applied twice changes nothing.
 //!
+//! Damage is told from a torn tail and refused, never read as an empty or shorter log: a
+//! stop followed further on by a whole record of this store past `wal_seq` (only the last
+//! record can be torn); a missing log while `log_open` in `kathikon_meta` says the store was
+//! not closed cleanly (it is set once the log exists, before the first append, and cleared by
+//! the clean close's checkpoint before the log is deleted).
+//!
 //! Record layout (little-endian), 32-byte header then payload:
 //!
 //! | bytes | field |
@@ -49,7 +55,7 @@ use std::path::{Path, PathBuf};
 
 pub use faults::{LogFaults, LogTrigger};
 pub(crate) use file::{open_owner_only, Wal};
-pub(crate) use record::{first_record, ops, records_after, LogBuf, Op, Payloads};
+pub(crate) use record::{first_record, ops, records_after, Damage, LogBuf, Op, Payloads};
 
 /// The log file beside the store at `store`: its name with `-wal` appended.
 pub(crate) fn path_for(store: &Path) -> PathBuf {

@@ -131,11 +131,32 @@ pub(crate) fn ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
     Some(out)
 }
 
+/// Damage in a log: the record at `at` is not whole or fails its checksum (or breaks the
+/// sequence), yet a whole record of the same store numbered past the checkpoint (`seq`)
+/// lies further on, at `next`. A torn write only ever cuts the last record, so this is not
+/// a torn tail: the records from `at` on hold acknowledged batches.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Damage {
+    pub(crate) at: usize,
+    pub(crate) next: usize,
+    pub(crate) seq: u64,
+}
+
 /// The records of a log file that follow `checkpoint`: consecutive sequence numbers from
 /// `checkpoint + 1`, each whole, with a good checksum and this store's id. Reading stops at
 /// the first record that is not (a torn tail, zeroed space, or an older record left from
 /// before the log was last reused). Returns each record's sequence number and payload.
-pub(crate) fn records_after(bytes: &[u8], store_id: u64, checkpoint: u64) -> Vec<(u64, &[u8])> {
+///
+/// Records left from before the log was reused all have numbers the checkpoint covers (the
+/// log is reused only after a durable checkpoint, and numbers only grow), so a whole record
+/// of this store numbered past the checkpoint anywhere after the stop means the stop was
+/// damage, not the end: that is a [`Damage`]. Finding it scans the rest of the file once,
+/// at open only.
+pub(crate) fn records_after(
+    bytes: &[u8],
+    store_id: u64,
+    checkpoint: u64,
+) -> Result<Vec<(u64, &[u8])>, Damage> {
     let mut out = Vec::new();
     let mut pos = 0_usize;
     let mut previous: Option<u64> = None;
@@ -153,7 +174,26 @@ pub(crate) fn records_after(bytes: &[u8], store_id: u64, checkpoint: u64) -> Vec
         }
         pos += HEADER + payload.len();
     }
-    out
+    match later_record(bytes, pos, store_id, checkpoint) {
+        Some((next, seq)) => Err(Damage { at: pos, next, seq }),
+        None => Ok(out),
+    }
+}
+
+/// The first whole record of `store_id` numbered past `checkpoint` at or after `from`:
+/// its offset and sequence number.
+fn later_record(bytes: &[u8], from: usize, store_id: u64, checkpoint: u64) -> Option<(usize, u64)> {
+    let mut at = from;
+    while let Some(found) = bytes.get(at..)?.windows(MAGIC.len()).position(|w| w == MAGIC) {
+        at += found;
+        if let Some((id, seq, _)) = record_at(bytes, at) {
+            if id == store_id && seq > checkpoint {
+                return Some((at, seq));
+            }
+        }
+        at += 1;
+    }
+    None
 }
 
 /// The store id and sequence number of the log's first record, if it has a whole one.
@@ -224,38 +264,53 @@ mod tests {
     }
 
     #[test]
-    fn reading_stops_at_the_first_bad_record() {
+    fn reading_stops_at_a_torn_tail_and_refuses_damage_before_whole_records() {
         let bytes = log_of(&[(1, b"one"), (2, b"two"), (3, b"three")], 5);
-        let all = records_after(&bytes, 5, 0);
+        let all = records_after(&bytes, 5, 0).unwrap();
         assert_eq!(all, vec![(1, &b"one"[..]), (2, b"two"), (3, b"three")]);
         // Another store's log is ignored.
-        assert!(records_after(&bytes, 6, 0).is_empty());
+        assert!(records_after(&bytes, 6, 0).unwrap().is_empty());
         assert_eq!(first_record(&bytes), Some((5, 1)));
         // Records the checkpoint covers are skipped.
-        assert_eq!(records_after(&bytes, 5, 2), vec![(3, &b"three"[..])]);
-        assert!(records_after(&bytes, 5, 3).is_empty());
+        assert_eq!(records_after(&bytes, 5, 2).unwrap(), vec![(3, &b"three"[..])]);
+        assert!(records_after(&bytes, 5, 3).unwrap().is_empty());
         // Every cut of the file keeps exactly the whole records before the cut.
         let ends = [HEADER + 3, 2 * HEADER + 6, 3 * HEADER + 11];
         for cut in 0..=ends[2] {
             let whole = ends.iter().filter(|&&e| e <= cut).count();
-            assert_eq!(records_after(&bytes[..cut], 5, 0).len(), whole, "cut at {cut}");
+            assert_eq!(records_after(&bytes[..cut], 5, 0).unwrap().len(), whole, "cut at {cut}");
         }
-        // A flipped bit anywhere in a record drops it and everything after it.
+        // A flipped bit in the last record drops it (a torn tail looks the same); in any
+        // earlier one it is damage, reported at that record's start, naming the next record.
+        let starts = [0, ends[0], ends[1]];
         for at in 0..ends[2] {
             let mut bad = bytes.clone();
             bad[at] ^= 0x10;
-            let kept = ends.iter().filter(|&&e| e <= at).count();
-            assert_eq!(records_after(&bad, 5, 0).len(), kept, "flip at {at}");
+            let hit = ends.iter().filter(|&&e| e <= at).count();
+            let read = records_after(&bad, 5, 0);
+            if hit == 2 {
+                assert_eq!(read.unwrap().len(), 2, "flip at {at}");
+            } else {
+                let next = starts[hit + 1];
+                let expected = Damage { at: starts[hit], next, seq: hit as u64 + 2 };
+                assert_eq!(read.unwrap_err(), expected, "flip at {at}");
+            }
+            // Records the checkpoint covers are not damage when lost.
+            assert!(records_after(&bad, 5, 3).unwrap().is_empty(), "flip at {at}");
         }
     }
 
     #[test]
-    fn a_gap_in_the_sequence_ends_the_log() {
+    fn a_gap_in_the_sequence_ends_the_log_or_is_damage() {
         // Records left from before a reuse have lower numbers than the new ones before them.
         let bytes = log_of(&[(8, b"new"), (3, b"old"), (4, b"old")], 1);
-        assert_eq!(records_after(&bytes, 1, 7), vec![(8, &b"new"[..])]);
+        assert_eq!(records_after(&bytes, 1, 7).unwrap(), vec![(8, &b"new"[..])]);
+        // A record missing from the middle (numbers jump past the checkpoint) is damage.
+        let bytes = log_of(&[(8, b"a"), (10, b"c")], 1);
+        let damage = records_after(&bytes, 1, 7).unwrap_err();
+        assert_eq!((damage.at, damage.seq), (HEADER + 1, 10));
         // A log that starts past the checkpoint's successor does not follow it.
         let bytes = log_of(&[(5, b"x"), (6, b"y")], 1);
-        assert!(records_after(&bytes, 1, 3).is_empty());
+        assert_eq!(records_after(&bytes, 1, 3).unwrap_err(), Damage { at: 0, next: 0, seq: 5 });
     }
 }
