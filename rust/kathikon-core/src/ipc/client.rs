@@ -12,10 +12,10 @@
 //! call instead of sending it to a closed socket.
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::io::BufRead;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -532,13 +532,18 @@ fn heartbeat_loop(
             return;
         }
         match waited {
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
             Ok(0) => return lost("the owner closed the connection (it stopped or exited)".into()),
             Ok(_) => return lost("the owner sent a message nobody asked for".into()),
             Err(e) => return lost(format!("the connection to the owner failed: {e}")),
         }
         let _ = conn.reader.get_ref().set_read_timeout(None);
-        if let Err(TripError::Lost(e) | TripError::Encode(e)) = conn.round_trip(&Request::Heartbeat) {
+        if let Err(TripError::Lost(e) | TripError::Encode(e)) = conn.round_trip(&Request::Heartbeat)
+        {
             return lost(e);
         }
     }

@@ -304,8 +304,9 @@ impl Node {
     }
 
     /// `call` on the store as this process holds it, called again on the next owner when
-    /// the owner went away before answering. Only for verbs that may run twice: reads, and
-    /// changes whose repeat is a no-op (cancel, retry, sync).
+    /// the owner went away before answering. Only for verbs that may run twice: reads,
+    /// changes whose repeat is a no-op (cancel, retry, sync), and claims (jobs an unanswered
+    /// claim took were held by this process's session and are rescued, as ever).
     pub fn retrying<T>(&self, call: impl Fn(&dyn Jobs) -> Result<T>) -> Result<T> {
         let mut jobs = self.jobs()?;
         for _ in 0..MAX_SWITCHES {

@@ -7,8 +7,8 @@ use crate::claim::key_of;
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{AckResult, Job, JobId, NewJob};
-use crate::request::RequestId;
 use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
+use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::WriteTxn;
 

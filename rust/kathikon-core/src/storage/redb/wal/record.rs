@@ -239,8 +239,13 @@ mod tests {
         let request = RequestId { at: -5, nonce: u64::MAX };
         buf.request(request, 12, 3);
         let ops = ops(&buf.bytes[HEADER..]).unwrap();
-        let expected =
-            [Op::Put(7, b"abc"), Op::Delete(9), Op::NextId(11), Op::Put(8, b""), Op::Request(request, 12, 3)];
+        let expected = [
+            Op::Put(7, b"abc"),
+            Op::Delete(9),
+            Op::NextId(11),
+            Op::Put(8, b""),
+            Op::Request(request, 12, 3),
+        ];
         assert_eq!(ops, expected);
         assert!(super::ops(&buf.bytes[HEADER..buf.bytes.len() - 1]).is_none());
     }
