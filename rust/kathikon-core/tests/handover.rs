@@ -1,7 +1,7 @@
 //! Owner changes under load: an insert carries a request id that the store keeps with its
 //! jobs, so one sent again (to the same owner, to a reopened store, after a crash) is
 //! answered with the jobs already stored; and a client inserting in a loop while its owner —
-//! a real other process — stops gracefully or is SIGKILLed gets every insert stored exactly
+//! a real other process — stops gracefully or is killed (`SIGKILL`) gets every insert stored exactly
 //! once, and takes the store over itself.
 
 mod common;
@@ -135,7 +135,10 @@ fn owner_process() {
     let node = Node::open(NodeConfig { engine: config(Path::new(&path)), ..NodeConfig::default() })
         .unwrap();
     assert_eq!(node.role(), Role::Owner);
-    println!("owner ready");
+    // The parent reads this line from a pipe: the test harness's own output goes there too.
+    let mut out = std::io::stdout();
+    writeln!(out, "owner ready").unwrap();
+    out.flush().unwrap();
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
     node.close();

@@ -527,7 +527,7 @@ fn heartbeat_loop(
     };
     loop {
         let _ = conn.reader.get_ref().set_read_timeout(Some(every));
-        let waited = conn.reader.fill_buf().map(|unasked| unasked.len());
+        let waited = conn.reader.fill_buf().map(<[u8]>::len);
         if stopping() {
             return;
         }

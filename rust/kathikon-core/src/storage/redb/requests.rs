@@ -13,8 +13,11 @@ use crate::error::Result;
 use crate::job::JobId;
 use crate::request::RequestId;
 
+/// `(made at, nonce)` → `(first job id, how many)`.
+pub(super) type RequestsTable<'t> = Table<'t, (i64, u64), (u64, u64)>;
+
 impl<'t> WriteTables<'t> {
-    fn requests(&mut self) -> Result<&mut Table<'t, (i64, u64), (u64, u64)>> {
+    fn requests(&mut self) -> Result<&mut RequestsTable<'t>> {
         if self.requests.is_none() {
             self.requests = Some(self.txn.open_table(REQUESTS)?);
         }

@@ -39,7 +39,7 @@ pub(super) struct WriteTables<'t> {
     /// The transaction, to open the tables only some batches use when one first does.
     pub(super) txn: &'t redb::WriteTransaction,
     /// Inserts sent with a request id (`requests.rs`), once a batch used the table.
-    pub(super) requests: Option<Table<'t, (i64, u64), (u64, u64)>>,
+    pub(super) requests: Option<super::requests::RequestsTable<'t>>,
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
     /// once at its end (the log's long transaction: just before it is committed).
     pub(super) deltas: HashMap<String, [i64; 7]>,
