@@ -257,7 +257,7 @@ impl PyEngine {
     /// process that claimed last and how long ago its claim's wait ended (0.0 while one
     /// waits). Queues nobody claimed from since the owner opened the store are missing.
     fn claimers(&self, py: Python<'_>) -> PyResult<Vec<(String, u32, f64)>> {
-        let claimers = py.detach(|| self.inner.jobs()?.claimers()).py_err()?;
+        let claimers = py.detach(|| self.inner.retrying(|jobs| jobs.claimers())).py_err()?;
         Ok(claimers.into_iter().map(|c| (c.queue, c.pid, c.idle.as_secs_f64())).collect())
     }
 
