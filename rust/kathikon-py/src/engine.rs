@@ -176,7 +176,7 @@ impl PyEngine {
         timeout: f64,
     ) -> PyResult<(u64, Vec<String>)> {
         let timeout = seconds("timeout", timeout)?;
-        py.detach(|| self.inner.jobs()?.wait_ready(&queues, seen, timeout)).py_err()
+        py.detach(|| self.inner.retrying(|jobs| jobs.wait_ready(&queues, seen, timeout))).py_err()
     }
 
     /// Record outcomes. With `wait`, returns each job as it now is (or `None` where the ack
