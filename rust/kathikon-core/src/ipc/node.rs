@@ -10,9 +10,9 @@
 //!
 //! A call that was in flight when the owner went away has an unknown outcome. An insert
 //! ([`Node::insert`]) is sent again to the next owner under the same request id, which the
-//! store remembers with the jobs, so it is stored exactly once; the idempotent verbs are
-//! simply called again ([`Node::retrying`]); claims and acks fail with
-//! [`Error::OwnerGone`] (their jobs are rescued by lease and fencing as before).
+//! store remembers with the jobs, so it is stored exactly once; the idempotent verbs and
+//! claims are simply called again ([`Node::retrying`]); acks fail with [`Error::OwnerGone`]
+//! (their jobs, like those of a claim answered too late, are rescued as before).
 //!
 //! Either way the verbs are those of [`Jobs`]: [`Node::jobs`] hands out the implementation
 //! this process holds now (the engine, or the client), after the takeover check.
