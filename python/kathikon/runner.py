@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 
 from . import handback, telemetry
 from ._native import Engine
-from .errors import EngineClosedError, KathikonError
+from .errors import EngineClosedError, KathikonError, OwnerGoneError
 from .execute import (
     OUTCOME_EVENTS,
     START,
@@ -159,6 +159,10 @@ class Runner:
         self._async_back: list[Job] = []
         #: The jobs the last :meth:`stop` handed back as interrupted by shutdown.
         self.interrupted: list[Job] = []
+        # The owner whose going away was last logged, so that the lanes that all meet it log
+        # one line (an owner change is routine: a deploy stops the owner).
+        self._owner_change_lock = threading.Lock()
+        self._owner_gone_noted: Optional[int] = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -277,6 +281,10 @@ class Runner:
                 records = self._engine.claim(queue, batch, poll)
             except EngineClosedError:
                 return
+            except OwnerGoneError:
+                # The next call goes to the next owner (or makes this process the owner).
+                self._note_owner_change(f"claiming from queue {queue!r}")
+                continue
             except KathikonError:
                 log.exception("claiming from queue %r failed; retrying in %s s", queue, poll)
                 self._stopping.wait(poll)
@@ -346,6 +354,24 @@ class Runner:
         per_job = (time.perf_counter() - started) / len(records)
         pace = _smoothed(pace, per_job)
         return max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7)))), pace
+
+    def _note_owner_change(self, doing: str) -> None:
+        """Log once per owner that went away (every lane meets it): INFO, not an error, as
+        a graceful stop of the owner is routine and the next call carries on."""
+        try:
+            owner = self._engine.owner_pid
+        except KathikonError:
+            owner = None
+        with self._owner_change_lock:
+            if owner is not None and owner == self._owner_gone_noted:
+                return
+            self._owner_gone_noted = owner
+        log.info(
+            "the store's owner (pid %s) went away while %s; carrying on with the next owner "
+            "(jobs whose outcome it had not recorded are rescued and run again)",
+            owner,
+            doing,
+        )
 
     def _next_async_claim(self, queue: str, budget: float, concurrency: int) -> int:
         """How many jobs a lane claims after handing async jobs to the loop.
@@ -462,6 +488,11 @@ class Runner:
             else:
                 self._engine.ack(acks, wait=False)
                 stored = []
+        except OwnerGoneError:
+            # Not recorded: the jobs were rescued when the owner closed this process's
+            # connections (or at the next owner's open) and run again.
+            self._note_owner_change(f"recording the outcome of {len(acks)} job(s)")
+            return
         except KathikonError:
             # The jobs stay executing in the store and are rescued at the next open.
             log.exception("recording the outcome of %d job(s) failed", len(acks))

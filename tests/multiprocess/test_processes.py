@@ -318,7 +318,7 @@ def test_a_frozen_worker_loses_its_job_at_lease_expiry_and_its_late_outcome_is_r
     w.communicate(timeout=60)
 
 
-def test_when_the_owner_is_killed_clients_error_clearly_then_carry_on(setup: Setup) -> None:
+def test_when_the_owner_is_killed_clients_carry_on_through_the_next_owner(setup: Setup) -> None:
     owner = setup.spawn(sys.executable, "owner.py")
     assert owner.stdout is not None and owner.stdout.readline().strip() == "owner ready"
     app = setup.client()
@@ -326,24 +326,20 @@ def test_when_the_owner_is_killed_clients_error_clearly_then_carry_on(setup: Set
         before = [app.insert("mp_app.record", {"n": i}).id for i in range(20)]
         os.kill(owner.pid, signal.SIGKILL)
         owner.wait()
-        started = time.monotonic()
-        with pytest.raises(kathikon.OwnerGoneError) as info:
-            app.insert("mp_app.record", {"n": 99})
-        assert time.monotonic() - started < 5, "an error, not a hang"
-        assert f"pid {owner.pid}" in str(info.value) and "outcome is unknown" in str(info.value)
-        # A new owner appears: the client carries on through it.
+        # A new owner appears before the client's next call: the call goes through it.
         second = setup.spawn(sys.executable, "owner.py")
         assert second.stdout is not None and second.stdout.readline().strip() == "owner ready"
         after = app.insert("mp_app.record", {"n": 100}).id
         assert app.role == "client" and app.owner_pid == second.pid
         stored = {j.id for j in app.jobs(limit=10_000)}
         assert set(before) | {after} <= stored
-        # That owner dies too, and nobody replaces it: this process takes the store over.
+        # That owner dies too, and nobody replaces it: the next call (not an error) makes
+        # this process the owner.
         os.kill(second.pid, signal.SIGKILL)
         second.wait()
-        with pytest.raises(kathikon.OwnerGoneError):
-            app.get(after)
+        started = time.monotonic()
         assert app.get(after).state is S.AVAILABLE
+        assert time.monotonic() - started < 5, "a takeover, not a hang"
         assert app.role == "owner" and app.owner_pid == os.getpid()
         assert set(before) | {after} <= {j.id for j in app.jobs(limit=10_000)}
         # And it serves: a new process is its client.

@@ -15,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::plugins::{Plugins, Pruner, Scheduler};
+use crate::request::RequestId;
 use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
 use crate::storage::{Quarantined, RedbStore, Store};
@@ -325,6 +326,13 @@ impl Engine {
         Ok(found)
     }
 
+    /// [`Jobs::insert`] sent as `request`: stored once however often it is sent (within
+    /// [`crate::REQUEST_MEMORY`]); a repeat returns the jobs the first one stored, as they
+    /// are now. For inserts that may be resent after their owner went away (over the socket).
+    pub fn insert_once(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.call_leading(|reply| Command::Insert { jobs, request: Some(request), reply })
+    }
+
     /// Ask the writer to move these undecodable records aside (it checks them again).
     fn quarantine(&self, ids: Vec<JobId>) {
         if !ids.is_empty() && !self.closed.load(Ordering::Acquire) {
@@ -335,7 +343,7 @@ impl Engine {
 
 impl Jobs for Engine {
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        self.call_leading(|reply| Command::Insert { jobs, reply })
+        self.call_leading(|reply| Command::Insert { jobs, request: None, reply })
     }
 
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {

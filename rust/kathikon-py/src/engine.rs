@@ -86,6 +86,7 @@ impl PyEngine {
             ..NodeConfig::default()
         };
         let inner = py.detach(|| Node::open(config)).py_err()?;
+        inner.on_takeover(Box::new(log_takeover));
         Ok(Self { inner, manual_clock })
     }
 
@@ -105,14 +106,14 @@ impl PyEngine {
 
     /// Job counts as `[(queue, state, count), …]`, exact as of the last acknowledged write.
     fn counts(&self, py: Python<'_>) -> PyResult<Vec<(String, &'static str, u64)>> {
-        let counts = py.detach(|| self.inner.jobs()?.counts()).py_err()?;
+        let counts = py.detach(|| self.inner.retrying(|jobs| jobs.counts())).py_err()?;
         Ok(counts.into_iter().map(|(q, s, n)| (q, s.as_str(), n)).collect())
     }
 
     /// Records moved aside because they no longer decoded, as
     /// `[(id, quarantined_at µs, reason, bytes), …]`.
     fn quarantined<'py>(&self, py: Python<'py>) -> PyResult<Vec<QuarantinedRow<'py>>> {
-        let records = py.detach(|| self.inner.jobs()?.quarantined()).py_err()?;
+        let records = py.detach(|| self.inner.retrying(|jobs| jobs.quarantined())).py_err()?;
         Ok(records
             .into_iter()
             .map(|q| (q.id, q.at, q.reason, PyBytes::new(py, &q.bytes)))
@@ -121,7 +122,7 @@ impl PyEngine {
 
     /// The `scheduled_at` (µs) of the oldest available job in `queue`.
     fn oldest_available(&self, py: Python<'_>, queue: &str) -> PyResult<Option<i64>> {
-        py.detach(|| self.inner.jobs()?.oldest_available(queue)).py_err()
+        py.detach(|| self.inner.retrying(|jobs| jobs.oldest_available(queue))).py_err()
     }
 
     /// Insert `JobSpec`s in one commit; returns them as stored. Anything else in the list
@@ -142,10 +143,12 @@ impl PyEngine {
             };
             jobs.push(spec.get().job.clone());
         }
-        records(py, py.detach(|| self.inner.jobs()?.insert(jobs)).py_err()?)
+        records(py, py.detach(|| self.inner.insert(jobs)).py_err()?)
     }
 
-    /// Claim up to `max` jobs from `queue`, waiting up to `timeout` seconds.
+    /// Claim up to `max` jobs from `queue`, waiting up to `timeout` seconds. A claim the
+    /// owner may have answered before it went away is asked again of the next owner: jobs
+    /// it claimed meanwhile were held by this process's session and are rescued, as ever.
     fn claim<'py>(
         &self,
         py: Python<'py>,
@@ -154,7 +157,10 @@ impl PyEngine {
         timeout: f64,
     ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let timeout = seconds("timeout", timeout)?;
-        records(py, py.detach(|| self.inner.jobs()?.claim(queue, max, timeout)).py_err()?)
+        records(
+            py,
+            py.detach(|| self.inner.retrying(|jobs| jobs.claim(queue, max, timeout))).py_err()?,
+        )
     }
 
     /// Wait up to `timeout` seconds for the store's ready generation to move past `seen`
@@ -170,7 +176,7 @@ impl PyEngine {
         timeout: f64,
     ) -> PyResult<(u64, Vec<String>)> {
         let timeout = seconds("timeout", timeout)?;
-        py.detach(|| self.inner.jobs()?.wait_ready(&queues, seen, timeout)).py_err()
+        py.detach(|| self.inner.retrying(|jobs| jobs.wait_ready(&queues, seen, timeout))).py_err()
     }
 
     /// Record outcomes. With `wait`, returns each job as it now is (or `None` where the ack
@@ -193,16 +199,16 @@ impl PyEngine {
 
     /// Cancel a job; returns it and the state it was in before.
     fn cancel(&self, py: Python<'_>, id: u64) -> PyResult<(PyJob, &'static str)> {
-        let (inner, before) = py.detach(|| self.inner.jobs()?.cancel(id)).py_err()?;
+        let (inner, before) = py.detach(|| self.inner.retrying(|jobs| jobs.cancel(id))).py_err()?;
         Ok((PyJob::new(inner), before.as_str()))
     }
 
     fn retry(&self, py: Python<'_>, id: u64) -> PyResult<PyJob> {
-        py.detach(|| self.inner.jobs()?.retry(id)).py_err().map(PyJob::new)
+        py.detach(|| self.inner.retrying(|jobs| jobs.retry(id))).py_err().map(PyJob::new)
     }
 
     fn get(&self, py: Python<'_>, id: u64) -> PyResult<PyJob> {
-        py.detach(|| self.inner.jobs()?.get(id)).py_err().map(PyJob::new)
+        py.detach(|| self.inner.retrying(|jobs| jobs.get(id))).py_err().map(PyJob::new)
     }
 
     #[pyo3(signature = (state=None, queue=None, worker=None, after=None, limit=0))]
@@ -217,7 +223,7 @@ impl PyEngine {
     ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let state = state.map(JobState::parse).transpose().py_err()?;
         let filter = ListFilter { state, queue, worker, after, limit };
-        records(py, py.detach(|| self.inner.jobs()?.list(&filter)).py_err()?)
+        records(py, py.detach(|| self.inner.retrying(|jobs| jobs.list(&filter))).py_err()?)
     }
 
     /// Delete jobs finished more than `older_than` seconds ago; returns how many.
@@ -231,11 +237,10 @@ impl PyEngine {
     #[pyo3(signature = (promote_until=None))]
     fn sync(&self, py: Python<'_>, promote_until: Option<i64>) -> PyResult<()> {
         py.detach(|| {
-            let jobs = self.inner.jobs()?;
-            match promote_until {
+            self.inner.retrying(|jobs| match promote_until {
                 Some(until) => jobs.sync_promoting(until),
                 None => jobs.sync(),
-            }
+            })
         })
         .py_err()
     }
@@ -245,14 +250,14 @@ impl PyEngine {
     }
 
     fn ready_count(&self, py: Python<'_>, queue: &str) -> PyResult<usize> {
-        py.detach(|| self.inner.jobs()?.ready_count(queue)).py_err()
+        py.detach(|| self.inner.retrying(|jobs| jobs.ready_count(queue))).py_err()
     }
 
     /// Who claims from which queue, as `[(queue, pid, idle seconds), …]` in queue order: the
     /// process that claimed last and how long ago its claim's wait ended (0.0 while one
     /// waits). Queues nobody claimed from since the owner opened the store are missing.
     fn claimers(&self, py: Python<'_>) -> PyResult<Vec<(String, u32, f64)>> {
-        let claimers = py.detach(|| self.inner.jobs()?.claimers()).py_err()?;
+        let claimers = py.detach(|| self.inner.retrying(|jobs| jobs.claimers())).py_err()?;
         Ok(claimers.into_iter().map(|c| (c.queue, c.pid, c.idle.as_secs_f64())).collect())
     }
 
@@ -348,6 +353,21 @@ impl PyEngine {
     fn closed(&self) -> bool {
         self.inner.is_closed()
     }
+}
+
+/// One INFO line on the `kathikon` logger: this process took over the store from `pid`.
+fn log_takeover(store: &std::path::Path, pid: u32) {
+    Python::attach(|py| {
+        let logged = py.import("logging").and_then(|logging| {
+            let logger = logging.call_method1("getLogger", ("kathikon",))?;
+            let text = "took over the store %s from pid %d";
+            logger.call_method1("info", (text, store.display().to_string(), pid))
+        });
+        // A logging failure must not fail the call that took the store over.
+        if let Err(e) = logged {
+            e.print(py);
+        }
+    });
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {

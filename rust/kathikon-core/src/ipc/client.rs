@@ -6,14 +6,18 @@
 //! Each calling thread borrows a connection from a small pool, so threads never queue behind
 //! each other's round trips (a claim may wait at the owner). A native heartbeat thread keeps
 //! the session's lease while the process lives; it proves the process is alive, not that a
-//! job makes progress (job timeouts cover that).
+//! job makes progress (job timeouts cover that). Between heartbeats it waits on its
+//! connection, so an owner that stops (and closes every connection) or dies is noticed at
+//! once: the client is then gone, and [`super::Node`] switches to the next owner at the next
+//! call instead of sending it to a closed socket.
 
 use std::collections::HashMap;
+use std::io::BufRead;
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -27,6 +31,7 @@ use crate::clock::{Clock, Micros, SystemClock};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::Quarantined;
 use crate::telemetry::EngineEvent;
@@ -83,12 +88,15 @@ pub struct Client {
     lease: Duration,
     owner_pid: u32,
     idle: Mutex<Vec<Conn>>,
-    /// Set once the owner is found gone: later calls fail at once with it.
-    gone: Mutex<Option<String>>,
+    /// Set once the owner is found gone (by a call or by the heartbeat): later calls fail at
+    /// once with it.
+    gone: Arc<Mutex<Option<String>>>,
     closed: AtomicBool,
     /// Per queue, bumped by [`Jobs::interrupt`].
     interrupts: Mutex<HashMap<String, u64>>,
     stop_heartbeat: Mutex<Option<Sender<()>>>,
+    /// The heartbeat's connection, shut down at close to wake the thread waiting on it.
+    heartbeat_stream: Option<UnixStream>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -165,21 +173,17 @@ impl Client {
             }
         };
         let (heartbeat_conn, _) = connect(&socket, session, config.lease)?;
+        let heartbeat_stream = heartbeat_conn.writer.get_ref().try_clone().ok();
         let (stop, stopped) = bounded::<()>(1);
         let every = (config.lease / 3).max(Duration::from_millis(10));
-        let heartbeat = std::thread::Builder::new()
-            .name("kathikon-heartbeat".into())
-            .spawn(move || {
-                let mut conn = heartbeat_conn;
-                while let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
-                    stopped.recv_timeout(every)
-                {
-                    if conn.round_trip(&Request::Heartbeat).is_err() {
-                        return; // the owner is gone; calls will say so
-                    }
-                }
-            })
-            .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+        let gone = Arc::new(Mutex::new(None));
+        let heartbeat = {
+            let gone = gone.clone();
+            std::thread::Builder::new()
+                .name("kathikon-heartbeat".into())
+                .spawn(move || heartbeat_loop(heartbeat_conn, every, &stopped, &gone))
+                .map_err(|e| ConnectError::Unreachable(e.to_string()))?
+        };
         Ok(Client {
             store: config.store.clone(),
             socket,
@@ -187,10 +191,11 @@ impl Client {
             lease: config.lease,
             owner_pid,
             idle: Mutex::new(vec![conn]),
-            gone: Mutex::new(None),
+            gone,
             closed: AtomicBool::new(false),
             interrupts: Mutex::new(HashMap::new()),
             stop_heartbeat: Mutex::new(Some(stop)),
+            heartbeat_stream,
             heartbeat: Mutex::new(Some(heartbeat)),
         })
     }
@@ -270,6 +275,21 @@ impl Client {
         interrupts.get(queue).copied().unwrap_or(0)
     }
 
+    /// [`Jobs::insert`] under `request`: the owner stores it once however often it is sent,
+    /// so after [`Error::OwnerGone`] (outcome unknown) it can be sent again, to the next
+    /// owner. `jobs` is lent to the request and given back, so a resend needs no copy.
+    pub fn insert_once(&self, request: RequestId, jobs: &mut Vec<NewJob>) -> Result<Vec<Job>> {
+        let mut message = Request::Insert { jobs: std::mem::take(jobs), request };
+        let answer = self.call(&message);
+        if let Request::Insert { jobs: lent, .. } = &mut message {
+            *jobs = std::mem::take(lent);
+        }
+        match answer? {
+            Response::Jobs(jobs) => Ok(jobs),
+            other => Self::unexpected(&other),
+        }
+    }
+
     /// [`Jobs::sync`], or [`Jobs::sync_promoting`] with `promote_until`: one request.
     fn sync_until(&self, promote_until: Option<Micros>) -> Result<()> {
         match self.call(&Request::Sync { promote_until })? {
@@ -280,11 +300,8 @@ impl Client {
 }
 
 impl Jobs for Client {
-    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        match self.call(&Request::Insert { jobs })? {
-            Response::Jobs(jobs) => Ok(jobs),
-            other => Self::unexpected(&other),
-        }
+    fn insert(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.insert_once(RequestId::new(), &mut jobs)
     }
 
     /// Jobs claimed are held by this process's session. A long wait is several requests of
@@ -471,6 +488,9 @@ impl Jobs for Client {
             return;
         }
         self.stop_heartbeat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some(stream) = &self.heartbeat_stream {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+        }
         if let Some(handle) =
             self.heartbeat.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
         {
@@ -487,6 +507,45 @@ impl Jobs for Client {
 impl Drop for Client {
     fn drop(&mut self) {
         self.close();
+    }
+}
+
+/// Keep the session's lease: a heartbeat every `every`, and in between, wait on the
+/// connection, which the owner never writes to unasked, so that its end (the owner stopped
+/// or died) is seen at once and marks the client `gone`. Returns when told to stop (at close,
+/// which also shuts the connection down to wake the wait) or when the owner is gone.
+fn heartbeat_loop(
+    mut conn: Conn,
+    every: Duration,
+    stopped: &crossbeam_channel::Receiver<()>,
+    gone: &Mutex<Option<String>>,
+) {
+    let stopping = || !matches!(stopped.try_recv(), Err(crossbeam_channel::TryRecvError::Empty));
+    let lost = |detail: String| {
+        let mut gone = gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        gone.get_or_insert(detail);
+    };
+    loop {
+        let _ = conn.reader.get_ref().set_read_timeout(Some(every));
+        let waited = conn.reader.fill_buf().map(<[u8]>::len);
+        if stopping() {
+            return;
+        }
+        match waited {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Ok(0) => return lost("the owner closed the connection (it stopped or exited)".into()),
+            Ok(_) => return lost("the owner sent a message nobody asked for".into()),
+            Err(e) => return lost(format!("the connection to the owner failed: {e}")),
+        }
+        let _ = conn.reader.get_ref().set_read_timeout(None);
+        if let Err(TripError::Lost(e) | TripError::Encode(e)) = conn.round_trip(&Request::Heartbeat)
+        {
+            return lost(e);
+        }
     }
 }
 

@@ -12,6 +12,7 @@
 
 mod client;
 pub mod frame;
+mod handover;
 mod node;
 pub mod protocol;
 mod server;

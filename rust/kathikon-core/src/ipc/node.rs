@@ -1,11 +1,18 @@
 //! [`Node`]: one process's hold on a store, as its owner or as a client of the owner.
 //!
 //! The rule: whoever opens a store first owns it and serves it; everyone else connects. When
-//! an owner goes away, the call that finds out fails with [`Error::OwnerGone`] (its outcome is
-//! unknown), and the next call either connects to the new owner or, when there is none, makes
-//! this process the owner: it opens the file (recovering what the old owner left executing)
-//! and starts serving. Nothing a caller was told is durable can be lost in the switch, because
+//! an owner goes away (it stopped, closing every connection, or died), the client learns it
+//! from its heartbeat's connection or from the call that finds out, and the next call either
+//! connects to the new owner or, when there is none, makes this process the owner: it opens
+//! the file (recovering what the old owner left executing) and starts serving
+//! (`handover.rs`). Nothing a caller was told is durable can be lost in the switch, because
 //! "durable" always meant "committed to the file by its owner".
+//!
+//! A call that was in flight when the owner went away has an unknown outcome. An insert
+//! ([`Node::insert`]) is sent again to the next owner under the same request id, which the
+//! store remembers with the jobs, so it is stored exactly once; the idempotent verbs and
+//! claims are simply called again ([`Node::retrying`]); acks fail with [`Error::OwnerGone`]
+//! (their jobs, like those of a claim answered too late, are rescued as before).
 //!
 //! Either way the verbs are those of [`Jobs`]: [`Node::jobs`] hands out the implementation
 //! this process holds now (the engine, or the client), after the takeover check.
@@ -17,7 +24,7 @@
 //! the file.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
@@ -26,7 +33,16 @@ use super::client::{Client, ClientConfig, ConnectError};
 use super::server::Server;
 use crate::engine::{canonical, Engine, EngineConfig, Recovery};
 use crate::error::{Error, Result};
+use crate::job::{Job, NewJob};
 use crate::jobs::Jobs;
+use crate::request::RequestId;
+
+/// How many owner changes one call rides through before it gives up with the last error.
+const MAX_SWITCHES: usize = 3;
+
+/// Told `(store, pid of the previous owner)` when this process takes over a store whose
+/// owner went away.
+pub type TakeoverHook = Box<dyn Fn(&Path, u32) + Send + Sync>;
 
 /// How to open a [`Node`].
 #[derive(Debug, Clone)]
@@ -66,7 +82,7 @@ pub enum Role {
 }
 
 /// What only the owner of the store has besides its engine.
-struct Owned {
+pub(super) struct Owned {
     engine: Arc<Engine>,
     server: Mutex<Option<Server>>,
     /// Why the store is not served, when its socket could not be created.
@@ -75,7 +91,7 @@ struct Owned {
 
 /// The store as this process holds it right now: `jobs` is the owner's engine or the client
 /// of the owner, `owned` is set when it is the engine.
-struct Current {
+pub(super) struct Current {
     jobs: Arc<dyn Jobs>,
     owned: Option<Arc<Owned>>,
     /// Set when `jobs` talks to another process.
@@ -126,6 +142,8 @@ pub struct Node {
     closed: AtomicBool,
     /// This process's hold on the store file; released at close.
     held: Mutex<Option<HeldHere>>,
+    /// Called, outside every lock, after this process took the store over.
+    on_takeover: Mutex<Option<TakeoverHook>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -137,7 +155,7 @@ impl std::fmt::Debug for Node {
     }
 }
 
-fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Current> {
+pub(super) fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Current> {
     let locked = match Engine::open(config.engine.clone()) {
         Ok(engine) => {
             let engine = Arc::new(engine);
@@ -196,6 +214,7 @@ impl Node {
             current: RwLock::new(current),
             closed: AtomicBool::new(false),
             held: Mutex::new(held),
+            on_takeover: Mutex::new(None),
         })
     }
 
@@ -227,13 +246,76 @@ impl Node {
         }
         let mut slot = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Another thread may have switched already.
+        let mut took_over_from = None;
         if let Some(client) = slot.client.clone() {
             if client.is_gone() {
                 client.close();
-                *slot = acquire(&self.config, self.store.as_ref())?;
+                *slot = super::handover::next_owner(&self.config, self.store.as_ref())?;
+                if slot.owned.is_some() {
+                    took_over_from = Some(client.owner_pid());
+                }
             }
         }
-        Ok(pick(&slot))
+        let picked = pick(&slot);
+        drop(slot);
+        if let (Some(pid), Some(store)) = (took_over_from, &self.store) {
+            let hook = self.on_takeover.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some(hook) = hook.as_ref() {
+                hook(store, pid);
+            }
+        }
+        Ok(picked)
+    }
+
+    /// Call `hook` each time this process takes the store over from an owner that went
+    /// away (to log it: the binding logs one INFO line).
+    pub fn on_takeover(&self, hook: TakeoverHook) {
+        *self.on_takeover.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(hook);
+    }
+
+    /// [`Jobs::insert`] through whoever owns the store. The owner's own inserts go straight
+    /// to its engine and carry nothing new. A client's carry a request id; when the owner goes
+    /// away before answering (outcome unknown), the insert is sent again under the same id to
+    /// the next owner, which may be this process: the store remembers the id with the jobs,
+    /// so they are stored exactly once, and the answer is the jobs stored.
+    pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let client = match self.checked(|c| c.client.clone().ok_or_else(|| c.jobs.clone()))? {
+            Ok(client) => client,
+            Err(local) => return local.insert(jobs),
+        };
+        let (request, mut jobs, mut client) = (RequestId::new(), jobs, client);
+        for _ in 0..MAX_SWITCHES {
+            match client.insert_once(request, &mut jobs) {
+                Err(Error::OwnerGone { .. }) => {}
+                answer => return answer,
+            }
+            let next = self.checked(|c| match (&c.client, &c.owned) {
+                (Some(client), _) => Ok(client.clone()),
+                (None, Some(owned)) => Err(Some(owned.engine.clone())),
+                (None, None) => Err(None),
+            })?;
+            match next {
+                Ok(next) => client = next,
+                Err(Some(engine)) => return engine.insert_once(request, jobs),
+                Err(None) => return Err(Error::Closed),
+            }
+        }
+        client.insert_once(request, &mut jobs)
+    }
+
+    /// `call` on the store as this process holds it, called again on the next owner when
+    /// the owner went away before answering. Only for verbs that may run twice: reads,
+    /// changes whose repeat is a no-op (cancel, retry, sync), and claims (jobs an unanswered
+    /// claim took were held by this process's session and are rescued, as ever).
+    pub fn retrying<T>(&self, call: impl Fn(&dyn Jobs) -> Result<T>) -> Result<T> {
+        let mut jobs = self.jobs()?;
+        for _ in 0..MAX_SWITCHES {
+            match call(&*jobs) {
+                Err(Error::OwnerGone { .. }) => jobs = self.jobs()?,
+                answer => return answer,
+            }
+        }
+        call(&*jobs)
     }
 
     /// Whether this process owns the store right now.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Micros;
 use crate::error::Error;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::request::RequestId;
 use crate::state::JobState;
 
 /// What a client asks. The first request on a connection must be [`Request::Hello`].
@@ -26,10 +27,13 @@ pub enum Request {
         /// How long the owner keeps the session's claims without hearing from it.
         lease_ms: u64,
     },
-    /// [`crate::Jobs::insert`].
+    /// [`crate::Jobs::insert`], stored once per `request` however often it is sent: a
+    /// repeat is answered with the jobs the first one stored ([`crate::Engine::insert_once`]).
     Insert {
         /// The jobs, inserted all or none.
         jobs: Vec<NewJob>,
+        /// Names this insert across resends (to another owner, after this one went away).
+        request: RequestId,
     },
     /// [`crate::Jobs::claim`], waiting at most `timeout_ms`.
     Claim {

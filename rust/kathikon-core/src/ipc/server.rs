@@ -313,7 +313,9 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
         Request::Hello { .. } => {
             return Err(Error::Protocol("hello sent twice on one connection".into()));
         }
-        Request::Insert { jobs } => Response::Jobs(store.insert(jobs)?),
+        Request::Insert { jobs, request } => {
+            Response::Jobs(shared.engine.insert_once(request, jobs)?)
+        }
         Request::Claim { queue, max, timeout_ms } => {
             let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);
             let jobs = shared.engine.claim_for(pid, &queue, max as usize, wait)?;

@@ -1,5 +1,6 @@
 //! The pruner: deletes finished jobs (completed, cancelled, discarded) older than the
-//! retention, every prune interval.
+//! retention, and forgets insert request ids older than [`REQUEST_MEMORY`], every prune
+//! interval.
 //!
 //! A step deletes at most [`PRUNE_LIMIT`] jobs, oldest first (the store's `finished` index),
 //! after the batch's commands, so a long backlog never stalls a batch for long; a full step
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 use super::{Batch, Committed, Now, Phase, Plugin};
 use crate::clock::Micros;
 use crate::error::Result;
+use crate::request::REQUEST_MEMORY;
 use crate::storage::WriteTxn;
 use crate::telemetry::EngineEvent;
 use crate::writer::Effects;
@@ -27,12 +29,20 @@ pub(crate) struct Pruner {
     next_run: Instant,
     /// Jobs deleted by this batch's step, if it ran.
     pruned: Option<u64>,
+    /// Whether this batch's step forgot a full chunk of request ids.
+    requests_full: bool,
 }
 
 impl Pruner {
     /// A pruner deleting jobs finished more than `retention` ago, every `interval`.
     pub(crate) fn new(retention: Duration, interval: Duration) -> Pruner {
-        Pruner { retention, interval, next_run: Instant::now() + interval, pruned: None }
+        Pruner {
+            retention,
+            interval,
+            next_run: Instant::now() + interval,
+            pruned: None,
+            requests_full: false,
+        }
     }
 
     /// Whether `batch` is one this pruner steps in.
@@ -56,6 +66,11 @@ impl Plugin for Pruner {
         }
         let retention = self.retention.as_micros() as Micros;
         let pruned = prune_chunk(txn, batch.now.micros - retention)?;
+        // Request ids past their memory go too: a resend comes within seconds of the first
+        // send (`crate::request`). A full chunk of them asks for the next step at once.
+        let memory = REQUEST_MEMORY.as_micros() as Micros;
+        let forgotten = txn.forget_requests(batch.now.micros - memory, PRUNE_LIMIT)?;
+        self.requests_full = forgotten >= PRUNE_LIMIT as u64;
         effects.pruned += pruned;
         self.pruned = Some(pruned);
         Ok(())
@@ -64,7 +79,8 @@ impl Plugin for Pruner {
     fn finished(&mut self, batch: &Batch, committed: Option<&Committed<'_>>) {
         // Whatever became of the step (or if the writer refused the batch), the next comes
         // after the interval, or at once when this one was full.
-        let full = self.pruned.take().is_some_and(|n| n >= PRUNE_LIMIT as u64);
+        let full = self.pruned.take().is_some_and(|n| n >= PRUNE_LIMIT as u64)
+            || std::mem::take(&mut self.requests_full);
         if self.runs_in(batch) {
             self.next_run = Instant::now() + if full { Duration::ZERO } else { self.interval };
         }

@@ -20,6 +20,7 @@ pub use self::redb::{
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Job, JobId, Placement};
+use crate::request::RequestId;
 use crate::state::JobState;
 
 /// An available job's place in its queue: `(queue, priority, scheduled_at, id)`.
@@ -154,4 +155,12 @@ pub trait WriteTxn {
     fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>>;
     /// Ids of every job in the executing state.
     fn executing(&mut self) -> Result<Vec<JobId>>;
+    /// The jobs the insert carrying `request` stored, as `(first id, how many)` (an insert's
+    /// ids are consecutive), if the store still remembers that request.
+    fn inserted_by(&mut self, request: RequestId) -> Result<Option<(JobId, u64)>>;
+    /// Remember that the insert carrying `request` stored `count` jobs from `first`, durably
+    /// with them: a crash keeps both or neither.
+    fn remember_insert(&mut self, request: RequestId, first: JobId, count: u64) -> Result<()>;
+    /// Forget up to `limit` requests made before `before`, oldest first; returns how many.
+    fn forget_requests(&mut self, before: Micros, limit: usize) -> Result<u64>;
 }

@@ -10,12 +10,16 @@ use crate::claim::{ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::request::RequestId;
 use crate::state::JobState;
 
 /// What callers ask of the writer. Each carries the channel its answer goes back on.
 pub(crate) enum Command {
+    /// With a request id (inserts sent over the socket), an insert the store remembers is
+    /// answered with the jobs it stored then, and no new ones.
     Insert {
         jobs: Vec<NewJob>,
+        request: Option<RequestId>,
         reply: Sender<Result<Vec<Job>>>,
     },
     Claim {

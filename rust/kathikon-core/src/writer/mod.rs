@@ -264,7 +264,10 @@ mod tests {
         for _ in 0..6 {
             let (reply, answer) = crossbeam_channel::bounded(1);
             let jobs = vec![crate::job::tests::new_job(); 1_000];
-            lock(&shared).as_mut().unwrap().apply_own(Command::Insert { jobs, reply }, 1_000);
+            lock(&shared)
+                .as_mut()
+                .unwrap()
+                .apply_own(Command::Insert { jobs, request: None, reply }, 1_000);
             assert_eq!(answer.recv().unwrap().unwrap().len(), 1_000);
         }
         assert!(store.has_background_work());

@@ -8,6 +8,7 @@ use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{AckResult, Job, JobId, NewJob};
 use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
+use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::WriteTxn;
 
@@ -31,8 +32,8 @@ pub(crate) fn apply_one(
     Ok(match cmd {
         // Taken, not cloned: the store runs a batch once, and a failed one is answered with
         // its error alone.
-        Command::Insert { jobs, .. } => {
-            Reply::Jobs(insert(txn, std::mem::take(jobs), now, effects)?)
+        Command::Insert { jobs, request, .. } => {
+            Reply::Jobs(insert(txn, std::mem::take(jobs), *request, now, effects)?)
         }
         Command::Claim { keys, .. } => {
             let mut claimed = Vec::with_capacity(keys.len());
@@ -173,6 +174,7 @@ fn rescue(
 fn insert(
     txn: &mut dyn WriteTxn,
     jobs: Vec<NewJob>,
+    request: Option<RequestId>,
     now: Micros,
     effects: &mut Effects,
 ) -> Result<Result<Vec<Job>>> {
@@ -186,7 +188,15 @@ fn insert(
     if jobs.is_empty() {
         return Ok(Ok(Vec::new()));
     }
+    if let Some(request) = request {
+        if let Some((first, count)) = txn.inserted_by(request)? {
+            return Ok(Ok(stored_by(txn, first, count)?));
+        }
+    }
     let first = txn.allocate_ids(jobs.len() as u64)?;
+    if let Some(request) = request {
+        txn.remember_insert(request, first, jobs.len() as u64)?;
+    }
     let later = jobs.len() >= FILE_LATER_FROM;
     let mut out = Vec::with_capacity(jobs.len());
     for (offset, new) in jobs.into_iter().enumerate() {
@@ -202,4 +212,16 @@ fn insert(
         out.push(job);
     }
     Ok(Ok(out))
+}
+
+/// The jobs an earlier insert of the same request stored, as they are now (a job pruned or
+/// quarantined since is left out): a resend's answer.
+fn stored_by(txn: &mut dyn WriteTxn, first: JobId, count: u64) -> Result<Vec<Job>> {
+    let mut out = Vec::with_capacity(count as usize);
+    for id in first..first + count {
+        if let Some(job) = txn.get(id)? {
+            out.push(job);
+        }
+    }
+    Ok(out)
 }

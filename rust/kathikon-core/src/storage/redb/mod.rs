@@ -16,6 +16,7 @@ mod logged;
 mod open;
 mod ordered;
 mod replay;
+mod requests;
 mod rewrites;
 mod schema;
 mod tables;

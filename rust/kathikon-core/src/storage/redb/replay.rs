@@ -211,6 +211,9 @@ pub(super) fn apply_logged(tables: &mut WriteTables<'_>, payload: &[u8]) -> Opti
                     let now = tables.next_id()?;
                     tables.next_id = Some(now.max(next));
                 }
+                wal::Op::Request(request, first, count) => {
+                    tables.request_store(request, first, count)?;
+                }
             }
         }
         Ok(())

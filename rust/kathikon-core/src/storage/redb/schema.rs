@@ -52,6 +52,13 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("kathik
 pub(crate) const QUARANTINE: TableDefinition<u64, (i64, &str, &[u8])> =
     TableDefinition::new("quarantine");
 
+/// Inserts that came with a request id (over the socket), by `(made at, nonce)`: the first
+/// job id they stored and how many, so a resent insert is answered with the same jobs. Added
+/// without a format change: a store without it gets it at its first such insert, and an
+/// older Kathikon never opens it.
+pub(crate) const REQUESTS: TableDefinition<(i64, u64), (u64, u64)> =
+    TableDefinition::new("requests");
+
 pub(crate) const META_FORMAT: &str = "format_version";
 pub(crate) const META_NEXT_ID: &str = "next_id";
 /// A random id given to the store when it first gets a write-ahead log; each log record

@@ -20,6 +20,7 @@ use super::wal::LogBuf;
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, Placement};
+use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::{AvailableEntry, Quarantined, ReadTxn, WriteTxn};
 
@@ -35,6 +36,10 @@ pub(super) struct WriteTables<'t> {
     pub(super) meta: Table<'t, &'static str, u64>,
     pub(super) counts: Table<'t, (&'static str, u8), u64>,
     quarantine: Table<'t, u64, (i64, &'static str, &'static [u8])>,
+    /// The transaction, to open the tables only some batches use when one first does.
+    pub(super) txn: &'t redb::WriteTransaction,
+    /// Inserts sent with a request id (`requests.rs`), once a batch used the table.
+    pub(super) requests: Option<super::requests::RequestsTable<'t>>,
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
     /// once at its end (the log's long transaction: just before it is committed).
     pub(super) deltas: HashMap<String, [i64; 7]>,
@@ -84,6 +89,8 @@ impl WriteTables<'_> {
             meta: txn.open_table(META)?,
             counts: txn.open_table(COUNTS)?,
             quarantine: txn.open_table(QUARANTINE)?,
+            txn,
+            requests: None,
             deltas: HashMap::new(),
             changes: IndexChanges::default(),
             rewrites: Rewrites::default(),
@@ -380,6 +387,18 @@ impl WriteTxn for WriteTables<'_> {
             out.push(entry?.0.value());
         }
         Ok(out)
+    }
+
+    fn inserted_by(&mut self, request: RequestId) -> Result<Option<(JobId, u64)>> {
+        self.request_lookup(request)
+    }
+
+    fn remember_insert(&mut self, request: RequestId, first: JobId, count: u64) -> Result<()> {
+        self.request_store(request, first, count)
+    }
+
+    fn forget_requests(&mut self, before: Micros, limit: usize) -> Result<u64> {
+        self.request_forget(before, limit)
     }
 }
 

@@ -39,7 +39,8 @@
 //! | 24..32 | store id (random, in `kathikon_meta`): a log beside another store is ignored |
 //!
 //! Payload: operations, each a tag byte then its fields: `1` put (id u64, length u32, record
-//! bytes as stored in `jobs`), `2` delete (id u64), `3` next id (u64).
+//! bytes as stored in `jobs`), `2` delete (id u64), `3` next id (u64), `4` request (made at
+//! i64, nonce u64, first job id u64, count u64: an insert's request id, `requests.rs`).
 //!
 //! - `record.rs`: the record layout: a batch's effects built into a record, records read back
 //!   from a log file, a payload split into its operations;

@@ -4,6 +4,7 @@
 
 use super::file::{CHUNK, KEEP};
 use crate::job::JobId;
+use crate::request::RequestId;
 
 pub(super) const MAGIC: &[u8; 4] = b"KWAL";
 pub(crate) const HEADER: usize = 32;
@@ -11,6 +12,8 @@ pub(crate) const HEADER: usize = 32;
 const OP_PUT: u8 = 1;
 const OP_DELETE: u8 = 2;
 const OP_NEXT_ID: u8 = 3;
+/// An insert's request id and the jobs it stored (`storage/redb/requests.rs`).
+const OP_REQUEST: u8 = 4;
 
 /// One batch's effects, built while the batch runs; the header is filled in by
 /// [`Wal::append`].
@@ -55,6 +58,14 @@ impl LogBuf {
         self.bytes.push(OP_NEXT_ID);
         self.bytes.extend_from_slice(&next.to_le_bytes());
     }
+
+    pub(crate) fn request(&mut self, request: RequestId, first: JobId, count: u64) {
+        self.bytes.push(OP_REQUEST);
+        self.bytes.extend_from_slice(&request.at.to_le_bytes());
+        self.bytes.extend_from_slice(&request.nonce.to_le_bytes());
+        self.bytes.extend_from_slice(&first.to_le_bytes());
+        self.bytes.extend_from_slice(&count.to_le_bytes());
+    }
 }
 
 /// The payloads of the records appended since the last redb commit, back to back in one
@@ -98,6 +109,8 @@ pub(crate) enum Op<'a> {
     Put(JobId, &'a [u8]),
     Delete(JobId),
     NextId(u64),
+    /// A request id and the `(first id, count)` its insert stored.
+    Request(RequestId, JobId, u64),
 }
 
 /// Split a record's payload into its operations; `None` if it does not parse (which a record
@@ -125,6 +138,11 @@ pub(crate) fn ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
             }
             OP_DELETE => Op::Delete(u64_of(&mut payload)?),
             OP_NEXT_ID => Op::NextId(u64_of(&mut payload)?),
+            OP_REQUEST => {
+                let at = u64_of(&mut payload)? as i64;
+                let nonce = u64_of(&mut payload)?;
+                Op::Request(RequestId { at, nonce }, u64_of(&mut payload)?, u64_of(&mut payload)?)
+            }
             _ => return None,
         });
     }
@@ -258,8 +276,17 @@ mod tests {
         buf.delete(9);
         buf.next_id(11);
         buf.put(8, b"");
+        let request = RequestId { at: -5, nonce: u64::MAX };
+        buf.request(request, 12, 3);
         let ops = ops(&buf.bytes[HEADER..]).unwrap();
-        assert_eq!(ops, [Op::Put(7, b"abc"), Op::Delete(9), Op::NextId(11), Op::Put(8, b"")]);
+        let expected = [
+            Op::Put(7, b"abc"),
+            Op::Delete(9),
+            Op::NextId(11),
+            Op::Put(8, b""),
+            Op::Request(request, 12, 3),
+        ];
+        assert_eq!(ops, expected);
         assert!(super::ops(&buf.bytes[HEADER..buf.bytes.len() - 1]).is_none());
     }
 
