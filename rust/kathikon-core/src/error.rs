@@ -90,6 +90,19 @@ pub enum Error {
         /// What the socket said.
         detail: String,
     },
+    /// The process that owns the store holds it but did not answer within `waited`: it is
+    /// stopped (SIGSTOP), or too overloaded to answer. Nothing is switched: the owner still
+    /// holds the file. The call's outcome is unknown (the owner may act on it when it runs
+    /// again).
+    #[error("the process that owns the store {path} ({}) did not answer within {:.1} s; is it stopped (SIGSTOP) or overloaded? resume it (kill -CONT), or stop it so another process takes the store over, then retry; this call's outcome is unknown", match owner { Some(pid) => format!("pid {pid}"), None => "pid unknown".to_string() }, waited.as_secs_f64())]
+    OwnerNotAnswering {
+        /// The store file.
+        path: PathBuf,
+        /// PID of the owner, when known.
+        owner: Option<u32>,
+        /// How long this process waited.
+        waited: std::time::Duration,
+    },
     /// The owner of a store and this process could not talk: a malformed or oversized frame,
     /// or protocol versions that differ (the message says which).
     #[error("{0}")]

@@ -18,6 +18,7 @@ pub mod claim;
 pub mod clock;
 pub mod engine;
 pub mod error;
+mod fork;
 #[doc(hidden)]
 pub mod fuzzing;
 mod guard;

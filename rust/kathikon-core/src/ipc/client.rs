@@ -10,6 +10,12 @@
 //! connection, so an owner that stops (and closes every connection) or dies is noticed at
 //! once: the client is then gone, and [`super::Node`] switches to the next owner at the next
 //! call instead of sending it to a closed socket.
+//!
+//! Every wait on the owner is bounded: the hello by the connect timeout, each request's
+//! answer (and each write) by the answer timeout, so an owner that holds the store but does
+//! not answer (stopped by SIGSTOP, or overloaded) is an [`Error::OwnerNotAnswering`] naming it,
+//! not a hang. A connection that timed out is dropped: a late answer must not be read as the
+//! answer to the next request.
 
 use std::collections::HashMap;
 use std::io::BufRead;
@@ -55,6 +61,13 @@ enum TripError {
     Encode(String),
     /// The connection failed: the owner is gone, or answered garbage.
     Lost(String),
+    /// The owner did not answer (or take the request) within the connection's timeout.
+    Silent,
+}
+
+/// Whether `e` is a socket timeout (`SO_RCVTIMEO`/`SO_SNDTIMEO` ran out).
+fn timed_out(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut)
 }
 
 impl Conn {
@@ -62,9 +75,17 @@ impl Conn {
         frame::encode(request, &mut self.buf).map_err(TripError::Encode)?;
         frame::write_frame(&mut self.writer, &self.buf)
             .and_then(|()| self.writer.flush())
-            .map_err(|e| TripError::Lost(format!("sending failed: {e}")))?;
-        frame::read_frame(&mut self.reader, &mut self.buf)
-            .map_err(|e| TripError::Lost(e.to_string()))?;
+            .map_err(|e| {
+                if timed_out(&e) {
+                    TripError::Silent
+                } else {
+                    TripError::Lost(format!("sending failed: {e}"))
+                }
+            })?;
+        frame::read_frame(&mut self.reader, &mut self.buf).map_err(|e| match e {
+            frame::FrameError::Io(e) if timed_out(&e) => TripError::Silent,
+            e => TripError::Lost(e.to_string()),
+        })?;
         frame::decode(&self.buf).map_err(TripError::Lost)
     }
 }
@@ -76,9 +97,17 @@ pub struct ClientConfig {
     pub store: PathBuf,
     /// How long the owner keeps this process's claims without hearing from it.
     pub lease: Duration,
-    /// How long to keep trying to reach the socket (an owner may be starting up).
+    /// How long to keep trying to reach the socket (an owner may be starting up), and to
+    /// wait for the owner's hello (at least [`HELLO_FLOOR`]).
     pub connect_timeout: Duration,
 }
+
+/// How long [`Client::connect`] waits for the owner's answer to one request.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The shortest wait for an owner's hello: a new owner that just took the store over may be
+/// slow to answer its first connections on a busy machine, and that is not a stopped owner.
+const HELLO_FLOOR: Duration = Duration::from_secs(1);
 
 /// A connection to the process that owns a store.
 pub struct Client {
@@ -86,6 +115,7 @@ pub struct Client {
     socket: PathBuf,
     session: u64,
     lease: Duration,
+    answer_timeout: Duration,
     owner_pid: u32,
     idle: Mutex<Vec<Conn>>,
     /// Set once the owner is found gone (by a call or by the heartbeat): later calls fail at
@@ -118,16 +148,26 @@ fn new_session() -> u64 {
     (u64::from(std::process::id()) << 32) ^ (nanos & 0xffff_ffff)
 }
 
-/// Open one connection and say hello. `Err` carries the reason the socket cannot be used.
+/// Open one connection and say hello, waiting up to `hello_timeout` for the answer; later
+/// answers on it are waited for up to `answer_timeout`. `Err` carries the reason the socket
+/// cannot be used.
 fn connect(
     socket: &Path,
     session: u64,
     lease: Duration,
+    hello_timeout: Duration,
+    answer_timeout: Duration,
 ) -> std::result::Result<(Conn, u32), ConnectError> {
     let stream = {
         let spelled = short(socket).map_err(|e| ConnectError::Unreachable(e.to_string()))?;
         UnixStream::connect(&spelled.path).map_err(|e| ConnectError::Unreachable(e.to_string()))?
     };
+    // A zero timeout means "none" to the socket: never ask for that.
+    let bound = |t: Duration| Some(t.max(Duration::from_millis(1)));
+    let set_timeouts = |stream: &UnixStream, t: Duration| {
+        stream.set_read_timeout(bound(t)).and_then(|()| stream.set_write_timeout(bound(t)))
+    };
+    set_timeouts(&stream, hello_timeout).map_err(|e| ConnectError::Unreachable(e.to_string()))?;
     let read_half = stream.try_clone().map_err(|e| ConnectError::Unreachable(e.to_string()))?;
     let mut conn =
         Conn { reader: BufReader::new(read_half), writer: BufWriter::new(stream), buf: Vec::new() };
@@ -138,12 +178,18 @@ fn connect(
         lease_ms: lease.as_millis() as u64,
     };
     match conn.round_trip(&hello) {
-        Ok(Response::Hello { owner_pid, .. }) => Ok((conn, owner_pid)),
+        Ok(Response::Hello { owner_pid, .. }) => {
+            // The options belong to the socket, which both halves share.
+            set_timeouts(conn.writer.get_ref(), answer_timeout)
+                .map_err(|e| ConnectError::Unreachable(e.to_string()))?;
+            Ok((conn, owner_pid))
+        }
         Ok(Response::Error(e)) => Err(ConnectError::Refused(e.into())),
         Ok(other) => Err(ConnectError::Refused(Error::Protocol(format!(
             "the store's owner answered the hello with {other:?}"
         )))),
         Err(TripError::Encode(msg) | TripError::Lost(msg)) => Err(ConnectError::Unreachable(msg)),
+        Err(TripError::Silent) => Err(ConnectError::NotAnswering(hello_timeout)),
     }
 }
 
@@ -154,16 +200,30 @@ pub enum ConnectError {
     Unreachable(String),
     /// The owner answered and refused (another protocol version).
     Refused(Error),
+    /// Something holds the socket open but did not answer the hello within this long (an
+    /// owner stopped by SIGSTOP, or overloaded).
+    NotAnswering(Duration),
 }
 
 impl Client {
-    /// Connect to the owner of `config.store`, trying for up to `config.connect_timeout`.
+    /// Connect to the owner of `config.store`, trying for up to `config.connect_timeout`;
+    /// each answer is waited for up to [`DEFAULT_ANSWER_TIMEOUT`].
     pub fn connect(config: &ClientConfig) -> std::result::Result<Client, ConnectError> {
+        Self::connect_bounded(config, DEFAULT_ANSWER_TIMEOUT)
+    }
+
+    /// [`Client::connect`], waiting up to `answer_timeout` for each answer of the owner
+    /// before the call fails with [`Error::OwnerNotAnswering`].
+    pub fn connect_bounded(
+        config: &ClientConfig,
+        answer_timeout: Duration,
+    ) -> std::result::Result<Client, ConnectError> {
+        let hello = config.connect_timeout.max(HELLO_FLOOR);
         let socket = socket_path(&config.store);
         let session = new_session();
         let deadline = Instant::now() + config.connect_timeout;
         let (conn, owner_pid) = loop {
-            match connect(&socket, session, config.lease) {
+            match connect(&socket, session, config.lease, hello, answer_timeout) {
                 Ok(ok) => break ok,
                 Err(ConnectError::Unreachable(msg)) if Instant::now() >= deadline => {
                     return Err(ConnectError::Unreachable(msg));
@@ -172,16 +232,16 @@ impl Client {
                 Err(refused) => return Err(refused),
             }
         };
-        let (heartbeat_conn, _) = connect(&socket, session, config.lease)?;
+        let (heartbeat_conn, _) = connect(&socket, session, config.lease, hello, answer_timeout)?;
         let heartbeat_stream = heartbeat_conn.writer.get_ref().try_clone().ok();
         let (stop, stopped) = bounded::<()>(1);
         let every = (config.lease / 3).max(Duration::from_millis(10));
         let gone = Arc::new(Mutex::new(None));
         let heartbeat = {
-            let gone = gone.clone();
+            let (gone, answer) = (gone.clone(), answer_timeout);
             std::thread::Builder::new()
                 .name("kathikon-heartbeat".into())
-                .spawn(move || heartbeat_loop(heartbeat_conn, every, &stopped, &gone))
+                .spawn(move || heartbeat_loop(heartbeat_conn, every, answer, &stopped, &gone))
                 .map_err(|e| ConnectError::Unreachable(e.to_string()))?
         };
         Ok(Client {
@@ -189,6 +249,7 @@ impl Client {
             socket,
             session,
             lease: config.lease,
+            answer_timeout,
             owner_pid,
             idle: Mutex::new(vec![conn]),
             gone,
@@ -208,6 +269,10 @@ impl Client {
     fn owner_gone(&self, detail: String) -> Error {
         *self.gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(detail.clone());
         Error::OwnerGone { path: self.store.clone(), owner: self.owner_pid, detail }
+    }
+
+    fn silent(&self, waited: Duration) -> Error {
+        Error::OwnerNotAnswering { path: self.store.clone(), owner: Some(self.owner_pid), waited }
     }
 
     /// Whether a call found the owner gone (every later call fails; open a new client).
@@ -231,11 +296,15 @@ impl Client {
         let pooled = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => match connect(&self.socket, self.session, self.lease) {
-                Ok((conn, _)) => conn,
-                Err(ConnectError::Unreachable(msg)) => return Err(self.owner_gone(msg)),
-                Err(ConnectError::Refused(e)) => return Err(e),
-            },
+            None => {
+                let timeout = self.answer_timeout;
+                match connect(&self.socket, self.session, self.lease, timeout, timeout) {
+                    Ok((conn, _)) => conn,
+                    Err(ConnectError::Unreachable(msg)) => return Err(self.owner_gone(msg)),
+                    Err(ConnectError::NotAnswering(waited)) => return Err(self.silent(waited)),
+                    Err(ConnectError::Refused(e)) => return Err(e),
+                }
+            }
         };
         match conn.round_trip(request) {
             // The request itself could not be encoded (too large): nothing was sent, so the
@@ -245,6 +314,8 @@ impl Client {
                 Err(Error::InvalidJob(msg))
             }
             Err(TripError::Lost(msg)) => Err(self.owner_gone(msg)),
+            // The connection is dropped: its answer may still come, to nobody.
+            Err(TripError::Silent) => Err(self.silent(self.answer_timeout)),
             Ok(Response::Error(WireError::Closed)) => {
                 Err(self.owner_gone("the owner closed the store".into()))
             }
@@ -517,6 +588,7 @@ impl Drop for Client {
 fn heartbeat_loop(
     mut conn: Conn,
     every: Duration,
+    answer_timeout: Duration,
     stopped: &crossbeam_channel::Receiver<()>,
     gone: &Mutex<Option<String>>,
 ) {
@@ -541,10 +613,18 @@ fn heartbeat_loop(
             Ok(_) => return lost("the owner sent a message nobody asked for".into()),
             Err(e) => return lost(format!("the connection to the owner failed: {e}")),
         }
-        let _ = conn.reader.get_ref().set_read_timeout(None);
-        if let Err(TripError::Lost(e) | TripError::Encode(e)) = conn.round_trip(&Request::Heartbeat)
-        {
-            return lost(e);
+        let _ = conn.reader.get_ref().set_read_timeout(Some(answer_timeout));
+        match conn.round_trip(&Request::Heartbeat) {
+            Ok(_) => {}
+            Err(TripError::Lost(e) | TripError::Encode(e)) => return lost(e),
+            // An owner that holds the store but does not answer: the next call finds out
+            // whether another one can be reached, and says which pid does not answer if not.
+            Err(TripError::Silent) => {
+                return lost(format!(
+                    "the owner did not answer a heartbeat within {:.1} s",
+                    answer_timeout.as_secs_f64()
+                ))
+            }
         }
     }
 }
@@ -556,6 +636,10 @@ impl From<ConnectError> for Error {
                 Error::Storage(format!("cannot reach the store's owner: {msg}"))
             }
             ConnectError::Refused(e) => e,
+            ConnectError::NotAnswering(waited) => Error::Storage(format!(
+                "the store's owner accepted the connection but did not answer within {:.1} s",
+                waited.as_secs_f64()
+            )),
         }
     }
 }

@@ -18,7 +18,7 @@ pub mod protocol;
 mod server;
 mod socket;
 
-pub use client::{Client, ClientConfig, ConnectError};
+pub use client::{Client, ClientConfig, ConnectError, DEFAULT_ANSWER_TIMEOUT};
 pub use frame::{MAX_FRAME, PROTOCOL_VERSION};
 pub use node::{Node, NodeConfig, Role};
 pub use server::Server;

@@ -17,6 +17,12 @@
 //! Either way the verbs are those of [`Jobs`]: [`Node::jobs`] hands out the implementation
 //! this process holds now (the engine, or the client), after the takeover check.
 //!
+//! A child made by `fork` inherits the node but none of its threads, and its parent's
+//! connections and engine are not its own: replies would cross between the two processes.
+//! The node records [`crate::fork`]'s generation when it takes the store; a child sees another
+//! one at its first call and opens a session of its own (a client of the owner, which may be
+//! its parent), leaving everything it inherited untouched (never used, closed nor dropped).
+//!
 //! One process holds a store through one node: a second open of the same file in this
 //! process is refused with [`Error::StorageLocked`] whether the first one owns the store or
 //! is a client of another process (two clients of one owner in one process would hold two
@@ -24,10 +30,11 @@
 //! the file.
 
 use std::collections::HashMap;
+use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientConfig, ConnectError};
 use super::server::Server;
@@ -58,6 +65,10 @@ pub struct NodeConfig {
     pub lease: Duration,
     /// How long to keep trying to reach an owner's socket.
     pub connect_timeout: Duration,
+    /// How long a client waits for the owner's answer to one request before it fails with
+    /// [`Error::OwnerNotAnswering`] (the owner waits at most a fraction of a second on a
+    /// claim before answering, so this bounds only an owner that is stopped or overloaded).
+    pub answer_timeout: Duration,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +79,7 @@ impl Default for NodeConfig {
             serve: true,
             lease: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            answer_timeout: super::client::DEFAULT_ANSWER_TIMEOUT,
         }
     }
 }
@@ -138,7 +150,12 @@ impl Drop for HeldHere {
 pub struct Node {
     config: NodeConfig,
     store: Option<PathBuf>,
-    current: RwLock<Current>,
+    /// Dropped by hand, and only by the process that took it: in a child made by `fork` it is
+    /// the parent's (dropping a client would shut its connections down for the parent too).
+    current: RwLock<ManuallyDrop<Current>>,
+    /// [`crate::fork::generation`] when `current` was taken: another value now means this is
+    /// a child made by `fork` that has not opened its own session yet.
+    generation: AtomicU64,
     closed: AtomicBool,
     /// This process's hold on the store file; released at close.
     held: Mutex<Option<HeldHere>>,
@@ -181,7 +198,7 @@ pub(super) fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Cu
         lease: config.lease,
         connect_timeout: config.connect_timeout,
     };
-    match Client::connect(&client_config) {
+    match Client::connect_bounded(&client_config, config.answer_timeout) {
         Ok(client) => {
             let client = Arc::new(client);
             Ok(Current { jobs: client.clone(), owned: None, client: Some(client) })
@@ -189,6 +206,14 @@ pub(super) fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Cu
         // A holder that does not serve (an older Kathikon, or one that chose not to): the
         // lock error says who it is.
         Err(ConnectError::Unreachable(_)) => Err(locked),
+        Err(ConnectError::NotAnswering(waited)) => Err(Error::OwnerNotAnswering {
+            path: store.clone(),
+            owner: match locked {
+                Error::StorageLocked { holder, .. } => holder,
+                _ => None,
+            },
+            waited,
+        }),
         Err(ConnectError::Refused(e)) => Err(e),
     }
 }
@@ -207,11 +232,14 @@ impl Node {
             (Some(store), Some(shown)) => Some(HeldHere::take(store, shown)?),
             _ => None,
         };
+        crate::fork::install();
+        let generation = crate::fork::generation();
         let current = acquire(&config, store.as_ref())?;
         Ok(Node {
             config,
             store,
-            current: RwLock::new(current),
+            current: RwLock::new(ManuallyDrop::new(current)),
+            generation: AtomicU64::new(generation),
             closed: AtomicBool::new(false),
             held: Mutex::new(held),
             on_takeover: Mutex::new(None),
@@ -228,6 +256,7 @@ impl Node {
     /// The store as this process last held it, without the takeover check of [`Node::jobs`]:
     /// for calls that must not block, like [`Jobs::interrupt`] or [`Jobs::now`].
     pub fn jobs_as_is(&self) -> Arc<dyn Jobs> {
+        self.own_after_fork();
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).jobs.clone()
     }
 
@@ -237,6 +266,9 @@ impl Node {
     fn checked<T>(&self, pick: impl FnOnce(&Current) -> T) -> Result<T> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
+        }
+        if self.forked() {
+            self.after_fork()?;
         }
         {
             let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -250,7 +282,11 @@ impl Node {
         if let Some(client) = slot.client.clone() {
             if client.is_gone() {
                 client.close();
-                *slot = super::handover::next_owner(&self.config, self.store.as_ref())?;
+                let next = super::handover::next_owner(&self.config, self.store.as_ref())?;
+                drop(ManuallyDrop::into_inner(std::mem::replace(
+                    &mut *slot,
+                    ManuallyDrop::new(next),
+                )));
                 if slot.owned.is_some() {
                     took_over_from = Some(client.owner_pid());
                 }
@@ -318,8 +354,68 @@ impl Node {
         call(&*jobs)
     }
 
+    /// Whether this is a child made by `fork` still holding its parent's session.
+    fn forked(&self) -> bool {
+        crate::fork::generation() != self.generation.load(Ordering::Acquire)
+    }
+
+    /// In a child made by `fork`, its own session (for calls that report rather than fail:
+    /// an error shows at the next verb).
+    fn own_after_fork(&self) {
+        if self.forked() {
+            let _ = self.after_fork();
+        }
+    }
+
+    /// Give this child made by `fork` a session of its own: a client of the owner (its
+    /// parent, when the parent owned the store), or the store itself when nobody holds it any
+    /// more. The parent's session is left as it is, for the parent.
+    #[cold]
+    fn after_fork(&self) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Err(Error::Storage(
+                "this process was made by fork from one that holds an in-memory store, which                  lives in the parent's memory; create the app in the child, or use a store file"
+                    .into(),
+            ));
+        };
+        let mut slot = self.write_in_child()?;
+        let generation = crate::fork::generation();
+        if self.generation.load(Ordering::Acquire) == generation {
+            return Ok(()); // another thread of this child did it
+        }
+        let own = acquire(&self.config, Some(store))?;
+        // The parent's `Current` is not dropped: its connections, server and engine are the
+        // parent's, run by threads this process does not have.
+        let _parents = std::mem::replace(&mut *slot, ManuallyDrop::new(own));
+        self.generation.store(generation, Ordering::Release);
+        Ok(())
+    }
+
+    /// The write lock on `current` in a child made by `fork`. A thread of the parent that
+    /// held it at the fork does not exist here and never releases it: after waiting long
+    /// enough for a thread of this child to connect, that is an error, not a hang.
+    fn write_in_child(&self) -> Result<std::sync::RwLockWriteGuard<'_, ManuallyDrop<Current>>> {
+        let deadline = Instant::now() + self.config.connect_timeout + Duration::from_secs(1);
+        loop {
+            match self.current.try_write() {
+                Ok(slot) => return Ok(slot),
+                Err(std::sync::TryLockError::Poisoned(p)) => return Ok(p.into_inner()),
+                Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(std::sync::TryLockError::WouldBlock) => {
+                    return Err(Error::Storage(
+                        "this process was made by fork while another thread of its parent was                          switching the store's owner, and cannot take the store in its place;                          open the app again in the child, or start children with the spawn                          method"
+                            .into(),
+                    ))
+                }
+            }
+        }
+    }
+
     /// Whether this process owns the store right now.
     pub fn role(&self) -> Role {
+        self.own_after_fork();
         match &self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).owned {
             Some(_) => Role::Owner,
             None => Role::Client,
@@ -329,12 +425,14 @@ impl Node {
     /// Why this owner does not serve its store to other processes, if its socket could not be
     /// created (`None` when it serves, or is a client).
     pub fn serve_error(&self) -> Option<String> {
+        self.own_after_fork();
         let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         current.owned.as_ref().and_then(|o| o.serve_error.clone())
     }
 
     /// The owner's process id (this process's, when it is the owner).
     pub fn owner_pid(&self) -> u32 {
+        self.own_after_fork();
         match &self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).client {
             Some(client) => client.owner_pid(),
             None => std::process::id(),
@@ -353,6 +451,11 @@ impl Node {
     /// connection. Idempotent.
     pub fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if self.forked() {
+            // The parent's session: not this process's to stop.
+            self.held.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
             return;
         }
         let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -376,5 +479,10 @@ impl Node {
 impl Drop for Node {
     fn drop(&mut self) {
         self.close();
+        if !self.forked() {
+            let current = self.current.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+            // SAFETY: dropped once, here, and `current` is not used after.
+            unsafe { ManuallyDrop::drop(current) };
+        }
     }
 }

@@ -243,6 +243,8 @@ impl From<&Error> for WireError {
             Error::OwnerGone { path, owner, detail } => {
                 WireError::OwnerGone { path: path.clone(), owner: *owner, detail: detail.clone() }
             }
+            // Raised by clients only; an owner relaying one says it in words.
+            Error::OwnerNotAnswering { .. } => WireError::Storage(e.to_string()),
             Error::Protocol(m) => WireError::Protocol(m.clone()),
             Error::CommitFailed { path, detail } => {
                 WireError::CommitFailed { path: path.clone(), detail: detail.clone() }

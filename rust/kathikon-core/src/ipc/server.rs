@@ -64,6 +64,10 @@ impl Shared {
 
 /// The socket server of the process that owns a store.
 pub struct Server {
+    /// The listening socket's descriptor, closed in children made by `fork`: a child that
+    /// outlives this process must not accept connections nobody answers. Declared before
+    /// `listener` so it is deregistered before the socket closes.
+    _not_in_children: crate::fork::CloseInForkedChild,
     shared: Arc<Shared>,
     socket: PathBuf,
     /// The listening socket, shared with the accept loop so that `stop` can wake it.
@@ -97,6 +101,7 @@ impl Server {
             let spelled = short(&socket).map_err(|e| fail("name", e))?;
             UnixListener::bind(&spelled.path).map_err(|e| fail("create", e))?
         };
+        let not_in_children = crate::fork::CloseInForkedChild::new(listener.as_raw_fd());
         // Owner-only, like the store; peers of another uid are also refused at accept.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| fail("restrict", e))?;
@@ -125,6 +130,7 @@ impl Server {
                 .map_err(|e| fail("serve", e))?
         };
         Ok(Server {
+            _not_in_children: not_in_children,
             shared,
             socket,
             listener,

@@ -1,16 +1,18 @@
 //! Who holds a store file: this process (the registry of the paths it has open) or another
 //! one (found by scanning `/proc`), so that a refused open can name the holder.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use crate::error::{Error, Result};
 
-/// Paths open in this process: redb refuses a second open anyway, but this lets the error say
-/// "in this process" instead of blaming another one.
-fn open_paths() -> &'static Mutex<HashSet<PathBuf>> {
-    static OPEN: OnceLock<Mutex<HashSet<PathBuf>>> = OnceLock::new();
+/// Paths open in this process, each with the id of the process that opened it: redb refuses
+/// a second open anyway, but this lets the error say "in this process" instead of blaming
+/// another one. A child made by `fork` inherits the map but not the stores (their files are
+/// closed in it, `crate::fork`), so entries of another pid are not open here.
+fn open_paths() -> &'static Mutex<HashMap<PathBuf, u32>> {
+    static OPEN: OnceLock<Mutex<HashMap<PathBuf, u32>>> = OnceLock::new();
     OPEN.get_or_init(Default::default)
 }
 
@@ -24,11 +26,12 @@ impl Registered {
     pub(crate) fn claim(path: &Path) -> Result<Registered> {
         let abs = canonical(path)
             .map_err(|e| Error::Storage(format!("bad path {}: {e}", path.display())))?;
+        let pid = std::process::id();
         let mut open = open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !open.insert(abs.clone()) {
+        if open.insert(abs.clone(), pid) == Some(pid) {
             return Err(Error::StorageLocked {
                 path: path.to_path_buf(),
-                holder: Some(std::process::id()),
+                holder: Some(pid),
                 same_process: true,
             });
         }
@@ -38,7 +41,10 @@ impl Registered {
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.0);
+        let mut open = open_paths().lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if open.get(&self.0) == Some(&std::process::id()) {
+            open.remove(&self.0);
+        }
     }
 }
 

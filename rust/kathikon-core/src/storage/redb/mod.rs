@@ -58,6 +58,9 @@ pub fn encode_record(job: &Job) -> Vec<u8> {
 
 /// Jobs in a redb database.
 pub struct RedbStore {
+    /// The file's descriptor, closed in children made by `fork` (`None` in memory). Declared
+    /// first so it is deregistered before the database closes the descriptor.
+    not_in_children: Option<crate::fork::CloseInForkedChild>,
     db: Database,
     durability: redb::Durability,
     /// For error messages; `<memory>` for the in-memory backend.

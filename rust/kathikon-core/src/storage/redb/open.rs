@@ -4,11 +4,12 @@
 //! redb's refusals at open turned into the engine's errors.
 
 use std::io::Read;
+use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
-use redb::backends::InMemoryBackend;
+use redb::backends::{FileBackend, InMemoryBackend};
 use redb::{Database, DatabaseError, ReadableDatabase, TableHandle};
 
 use super::holder::{holder_pid, open_in, Registered};
@@ -19,6 +20,7 @@ use super::schema::{
 use super::wal::{self, LogFaults};
 use super::RedbStore;
 use crate::error::{commit_failed, Error, Result};
+use crate::fork::CloseInForkedChild;
 use crate::guard::guarded;
 
 /// First bytes of every redb file; anything else is not a store at all.
@@ -76,13 +78,25 @@ impl RedbStore {
         // may leave the newest commit torn (never acknowledged), and redb then falls back to the
         // commit before. A clean close ends with a two-phase commit, whose damage redb refuses
         // ("Primary is corrupted despite 2-phase commit") rather than rolling it back.
+        // Opened here rather than by `Builder::create` (which opens it the same way) to know
+        // its descriptor: a child made by `fork` must not keep it, nor the lock on it.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let not_in_children = CloseInForkedChild::new(file.as_raw_fd());
         let db = guarded(&path, || {
+            let backend = FileBackend::new(file).map_err(|e| open_error(&path, e))?;
             Database::builder()
                 .set_check_integrity_on_open(true)
-                .create(&path)
+                .create_with_backend(backend)
                 .map_err(|e| open_error(&path, e))
         })?;
         let mut store = Self::checked(db, path, fsync, Some(registered))?;
+        store.not_in_children = Some(not_in_children);
         store.attach_log(fsync, log_faults)?;
         Ok(store)
     }
@@ -150,6 +164,7 @@ impl RedbStore {
             unpublished: AtomicBool::new(false),
             background: AtomicBool::new(false),
             _registered: registered,
+            not_in_children: None,
         };
         guarded(&store.path, || store.check_schema()).map_err(|e| store.with_path(e))?;
         Ok(store)
