@@ -26,6 +26,7 @@ __all__ = [
     "StoreVersionError",
     "EngineClosedError",
     "OwnerGoneError",
+    "OwnerNotAnsweringError",
     "ProtocolError",
     "Job",
     "JobSpec",
@@ -93,6 +94,10 @@ class EngineClosedError(KathikonError):
 
 class OwnerGoneError(StorageError):
     """The process that owned the store went away during this call; its outcome is unknown."""
+
+class OwnerNotAnsweringError(StorageError):
+    """The process that owns the store holds it but did not answer in time (stopped or
+    overloaded); the message names its pid."""
 
 class ProtocolError(StorageError):
     """This process and the store's owner could not talk (another kathikon version, or a bad

@@ -17,6 +17,7 @@ re-exported here and from :mod:`kathikon`::
     │   ├── StoreVersionError                  written by a newer Kathikon
     │   ├── StoreNotFoundError (also FileNotFoundError)  no file, and create=False
     │   ├── OwnerGoneError                     the process owning the store went away
+    │   ├── OwnerNotAnsweringError             the owner holds the store but does not answer
     │   └── ProtocolError                      could not talk to the store's owner
     └── EngineClosedError                      the app was closed
 """
@@ -31,6 +32,7 @@ from ._native import (
     KathikonError,
     NotAStoreError,
     OwnerGoneError,
+    OwnerNotAnsweringError,
     ProtocolError,
     StorageError,
     StorageLockedError,
@@ -55,6 +57,7 @@ __all__ = [
     "KathikonError",
     "NotAStoreError",
     "OwnerGoneError",
+    "OwnerNotAnsweringError",
     "ProtocolError",
     "StorageError",
     "StorageLockedError",

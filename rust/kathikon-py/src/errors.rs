@@ -71,6 +71,12 @@ create_exception!(
 );
 create_exception!(
     kathikon,
+    OwnerNotAnsweringError,
+    StorageError,
+    "The process that owns the store holds it but did not answer in time (stopped or overloaded)."
+);
+create_exception!(
+    kathikon,
     ProtocolError,
     StorageError,
     "This process and the store's owner could not talk (another kathikon version, or a bad frame)."
@@ -96,6 +102,7 @@ pub(crate) fn map_error(error: Error) -> PyErr {
         Error::FormatTooNew { .. } => StoreVersionError::new_err(text),
         Error::Closed => EngineClosedError::new_err(text),
         Error::OwnerGone { .. } => OwnerGoneError::new_err(text),
+        Error::OwnerNotAnswering { .. } => OwnerNotAnsweringError::new_err(text),
         Error::Protocol(_) => ProtocolError::new_err(text),
         // A failed commit (outcome unknown) and a write refused by the stopped writer are
         // storage errors; their messages say which.
@@ -132,6 +139,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StoreVersionError", py.get_type::<StoreVersionError>())?;
     m.add("EngineClosedError", py.get_type::<EngineClosedError>())?;
     m.add("OwnerGoneError", py.get_type::<OwnerGoneError>())?;
+    m.add("OwnerNotAnsweringError", py.get_type::<OwnerNotAnsweringError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;
     // ValueError / LookupError as second bases, so `except ValueError` works as users expect.
     // create_exception! allows one base only; patch __bases__ here, before any instance exists.
