@@ -64,6 +64,12 @@ def client(store: Path) -> kathikon.Kathikon:
     return app
 
 
+def wait_until_stopped(pid: int) -> None:
+    """Until ``pid`` is stopped (state T): a signal is delivered asynchronously."""
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "T":
+        time.sleep(0.001)
+
+
 def _not_here(job: kathikon.Job) -> None:
     raise AssertionError("fork_app's jobs run in the worker, not in the test process")
 
@@ -102,6 +108,7 @@ def test_an_owner_stopped_by_sigstop_is_named_within_the_connect_timeout(store: 
     proc = worker(store, None)
     try:
         os.kill(proc.pid, signal.SIGSTOP)
+        wait_until_stopped(proc.pid)
         started = time.monotonic()
         with pytest.raises(kathikon.OwnerNotAnsweringError) as raised:
             client(store)

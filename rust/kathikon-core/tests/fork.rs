@@ -164,7 +164,7 @@ fn a_forked_child_that_never_uses_the_store_leaves_its_parent_alone_when_it_ends
     let child = fork(|| {
         node.close();
         // SAFETY: the child exits right after, and never uses `node` again.
-        drop(unsafe { std::ptr::read(&node) });
+        drop(unsafe { std::ptr::read(&raw const node) });
         0
     });
     assert_eq!(exit_code(child), 0);
@@ -213,6 +213,7 @@ fn a_stopped_owner_makes_calls_fail_naming_it_within_the_bound() {
     assert_eq!(client.role(), Role::Client);
     // SAFETY: signals to the owner process this test started.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGSTOP) };
+    wait_until_stopped(pid);
     let insert = client.insert(vec![job("default", "w")]);
     let stats = client.retrying(|jobs| jobs.counts());
     // A process opening the store anew meets an owner that accepts but does not answer.
@@ -284,6 +285,19 @@ fn owner_process() {
     let mut line = String::new();
     std::io::stdin().read_line(&mut line).unwrap();
     node.close();
+}
+
+/// Wait until `pid` is stopped (state `T` in `/proc/<pid>/stat`): a signal is delivered
+/// asynchronously, and the process may answer a little longer.
+fn wait_until_stopped(pid: u32) {
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        // The state follows the command name, which is in parentheses.
+        if stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T')) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 struct Owner {

@@ -294,16 +294,15 @@ impl Client {
             });
         }
         let pooled = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
-        let mut conn = match pooled {
-            Some(conn) => conn,
-            None => {
-                let timeout = self.answer_timeout;
-                match connect(&self.socket, self.session, self.lease, timeout, timeout) {
-                    Ok((conn, _)) => conn,
-                    Err(ConnectError::Unreachable(msg)) => return Err(self.owner_gone(msg)),
-                    Err(ConnectError::NotAnswering(waited)) => return Err(self.silent(waited)),
-                    Err(ConnectError::Refused(e)) => return Err(e),
-                }
+        let mut conn = if let Some(conn) = pooled {
+            conn
+        } else {
+            let timeout = self.answer_timeout;
+            match connect(&self.socket, self.session, self.lease, timeout, timeout) {
+                Ok((conn, _)) => conn,
+                Err(ConnectError::Unreachable(msg)) => return Err(self.owner_gone(msg)),
+                Err(ConnectError::NotAnswering(waited)) => return Err(self.silent(waited)),
+                Err(ConnectError::Refused(e)) => return Err(e),
             }
         };
         match conn.round_trip(request) {
