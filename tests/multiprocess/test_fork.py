@@ -120,5 +120,5 @@ def test_an_owner_stopped_by_sigstop_is_named_within_the_connect_timeout(store: 
     finally:
         os.kill(proc.pid, signal.SIGCONT)
         os.killpg(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
