@@ -374,7 +374,9 @@ impl Node {
     fn after_fork(&self) -> Result<()> {
         let Some(store) = &self.store else {
             return Err(Error::Storage(
-                "this process was made by fork from one that holds an in-memory store, which                  lives in the parent's memory; create the app in the child, or use a store file"
+                "this process was made by fork from one that holds an in-memory store, which \
+                 lives in the parent's memory; create the app in the child, or use a store \
+                 file"
                     .into(),
             ));
         };
@@ -405,7 +407,9 @@ impl Node {
                 }
                 Err(std::sync::TryLockError::WouldBlock) => {
                     return Err(Error::Storage(
-                        "this process was made by fork while another thread of its parent was                          switching the store's owner, and cannot take the store in its place;                          open the app again in the child, or start children with the spawn                          method"
+                        "this process was made by fork while another thread of its parent \
+                         held the store's lock, which stays held here; open the app again \
+                         in the child, or start children with the spawn method"
                             .into(),
                     ))
                 }
