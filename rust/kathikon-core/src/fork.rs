@@ -4,9 +4,11 @@
 //! would hurt other processes if the child kept them: the store file, whose lock (redb's locks
 //! belong to the open file description, shared by every copy of the descriptor) would outlive
 //! an owner that died while the child lives, and the owner's listening socket, whose backlog
-//! would accept connections nobody answers. Both are registered here
-//! ([`CloseInForkedChild`]) and closed in the child by a `pthread_atfork` handler, before
-//! anything else runs there. Closing the child's copy leaves the parent's untouched.
+//! would accept connections nobody answers. Nor should it keep the owner's copies of its
+//! clients' connections, which would then not end for the clients when the owner dies. All
+//! are registered here ([`CloseInForkedChild`]) and closed in the child by a `pthread_atfork`
+//! handler, before anything else runs there. Closing the child's copy leaves the parent's
+//! untouched.
 //!
 //! Everything else a process holds on a store (a client's connections, an owner's engine and
 //! server) belongs to threads the child does not have: [`generation`] changes in every child,
@@ -18,9 +20,9 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
 
-/// How many descriptors can be registered at once: a few per store a process opens. Past
-/// this, a descriptor is left to the child (as before the registry existed).
-const SLOTS: usize = 64;
+/// How many descriptors can be registered at once: a few per store a process owns, and three
+/// per connection it serves. Past this, a descriptor is left to the child.
+const SLOTS: usize = 1024;
 
 const FREE: i32 = -1;
 

@@ -145,19 +145,19 @@ fn a_forked_child_of_the_owner_uses_the_store_through_its_own_session() {
 fn a_forked_child_of_a_client_uses_the_store_through_its_own_session() {
     let dir = scratch_dir();
     let path = store_path(&dir);
-    let mut owner = spawn_owner(&path, "serve");
+    let owner = spawn_owner(&path);
     let node = Arc::new(node(&path));
     assert_eq!(node.role(), Role::Client);
     parent_unaffected_while_child_uses(&node);
     assert_eq!(node.owner_pid(), owner.id());
-    stop_owner(&mut owner);
+    stop_owner(owner);
 }
 
 #[test]
 fn a_forked_child_that_never_uses_the_store_leaves_its_parent_alone_when_it_ends() {
     let dir = scratch_dir();
     let path = store_path(&dir);
-    let mut owner = spawn_owner(&path, "serve");
+    let owner = spawn_owner(&path);
     let node = node(&path);
     // Dropping the inherited node in the child must neither shut the parent's connections
     // down nor wait for threads the child does not have.
@@ -171,15 +171,15 @@ fn a_forked_child_that_never_uses_the_store_leaves_its_parent_alone_when_it_ends
     node.insert(vec![job("default", "w")]).unwrap();
     assert_eq!(stored(&node), 1);
     assert_eq!(node.role(), Role::Client);
-    stop_owner(&mut owner);
+    stop_owner(owner);
 }
 
 #[test]
 fn an_owner_killed_while_its_forked_child_lives_is_taken_over_at_once() {
     let dir = scratch_dir();
     let path = store_path(&dir);
-    let mut owner = spawn_owner(&path, "fork-sleeper");
-    let sleeper = owner.sleeper.expect("the owner's forked child");
+    let mut owner = spawn_owner(&path);
+    let sleeper = owner.fork_sleeper();
     owner.child.kill().unwrap();
     owner.child.wait().unwrap();
     let started = Instant::now();
@@ -197,10 +197,36 @@ fn an_owner_killed_while_its_forked_child_lives_is_taken_over_at_once() {
 }
 
 #[test]
+fn clients_of_an_owner_killed_while_its_forked_child_lives_see_it_gone_at_once() {
+    let dir = scratch_dir();
+    let path = store_path(&dir);
+    let mut owner = spawn_owner(&path);
+    let answer_timeout = Duration::from_secs(120);
+    let client =
+        Node::open(NodeConfig { engine: config(&path), answer_timeout, ..NodeConfig::default() })
+            .unwrap();
+    assert_eq!(client.role(), Role::Client);
+    // Forked once the client's connections are open: the child has a copy of the owner's.
+    let sleeper = owner.fork_sleeper();
+    owner.child.kill().unwrap();
+    owner.child.wait().unwrap();
+    let started = Instant::now();
+    // The connections end with the owner (the child holds no copy of them), so this insert
+    // goes to the next owner, this process, instead of waiting for an answer.
+    let inserted = client.insert(vec![job("default", "w")]);
+    let waited = started.elapsed();
+    // SAFETY: plain kill of the sleeping child this test's owner process made.
+    unsafe { libc::kill(sleeper, libc::SIGKILL) };
+    inserted.unwrap();
+    assert_eq!(client.role(), Role::Owner);
+    assert!(waited < answer_timeout / 4, "the client waited {waited:?} for a dead owner");
+}
+
+#[test]
 fn a_stopped_owner_makes_calls_fail_naming_it_within_the_bound() {
     let dir = scratch_dir();
     let path = store_path(&dir);
-    let mut owner = spawn_owner(&path, "serve");
+    let owner = spawn_owner(&path);
     let pid = owner.id();
     let bound = Duration::from_millis(500);
     let client = Node::open(NodeConfig {
@@ -241,49 +267,44 @@ fn a_stopped_owner_makes_calls_fail_naming_it_within_the_bound() {
     let client = node(&path);
     client.insert(vec![job("default", "w")]).unwrap();
     assert_eq!(client.owner_pid(), pid);
-    stop_owner(&mut owner);
+    stop_owner(owner);
 }
 
-/// The owner, run as a child process of this test binary: opens the store and says so (with
-/// the pid of a forked child it made, in `fork-sleeper` mode: that child only sleeps), then
-/// closes it when its stdin says so, or is killed. Not a test of its own.
+/// The owner, run as a child process of this test binary: opens the store and says so, then
+/// forks a child that only sleeps each time its stdin says `fork` (and answers with the
+/// child's pid), and closes the store when its stdin says anything else, or is killed. Not a
+/// test of its own.
 #[test]
 #[ignore = "the owner process of the fork tests, which start it"]
 fn owner_process() {
-    let (Ok(path), Ok(mode)) =
-        (std::env::var("KATHIKON_FORK_OWNER"), std::env::var("KATHIKON_FORK_MODE"))
-    else {
-        return;
-    };
+    let Ok(path) = std::env::var("KATHIKON_FORK_OWNER") else { return };
     let node = node(Path::new(&path));
     assert_eq!(node.role(), Role::Owner);
-    let sleeper = if mode == "fork-sleeper" {
+    let mut out = std::io::stdout();
+    writeln!(out, "owner ready").unwrap();
+    out.flush().unwrap();
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).unwrap() > 0 && line.trim() == "fork" {
+        line.clear();
         let mut running = [0; 2];
         // SAFETY: `running` has room for the two descriptors of a pipe.
         assert_eq!(unsafe { libc::pipe(running.as_mut_ptr()) }, 0);
-        // SAFETY: the child only says it runs (once `fork` returned in it), sleeps, and
-        // `_exit`s.
-        match unsafe { libc::fork() } {
+        // SAFETY: the child only says it runs (once `fork` returned in it, after the fork
+        // handlers), sleeps, and `_exit`s.
+        let sleeper = match unsafe { libc::fork() } {
             0 => unsafe {
                 libc::write(running[1], [1u8].as_ptr().cast(), 1);
                 libc::sleep(60);
                 libc::_exit(0);
             },
-            pid => {
-                let mut byte = [0u8];
-                // SAFETY: reads one byte into `byte`.
-                assert_eq!(unsafe { libc::read(running[0], byte.as_mut_ptr().cast(), 1) }, 1);
-                pid
-            }
-        }
-    } else {
-        0
-    };
-    let mut out = std::io::stdout();
-    writeln!(out, "owner ready {sleeper}").unwrap();
-    out.flush().unwrap();
-    let mut line = String::new();
-    std::io::stdin().read_line(&mut line).unwrap();
+            pid => pid,
+        };
+        let mut byte = [0u8];
+        // SAFETY: reads one byte into `byte`.
+        assert_eq!(unsafe { libc::read(running[0], byte.as_mut_ptr().cast(), 1) }, 1);
+        writeln!(out, "forked {sleeper}").unwrap();
+        out.flush().unwrap();
+    }
     node.close();
 }
 
@@ -302,20 +323,30 @@ fn wait_until_stopped(pid: u32) {
 
 struct Owner {
     child: Child,
-    sleeper: Option<libc::pid_t>,
+    out: BufReader<std::process::ChildStdout>,
 }
 
 impl Owner {
     fn id(&self) -> u32 {
         self.child.id()
     }
+
+    /// Make the owner fork a child that sleeps; its pid.
+    fn fork_sleeper(&mut self) -> libc::pid_t {
+        writeln!(self.child.stdin.as_mut().unwrap(), "fork").unwrap();
+        let mut line = String::new();
+        while !line.starts_with("forked ") {
+            line.clear();
+            assert!(self.out.read_line(&mut line).unwrap() > 0, "the owner process exited");
+        }
+        line.trim()["forked ".len()..].parse().unwrap()
+    }
 }
 
-fn spawn_owner(path: &Path, mode: &str) -> Owner {
+fn spawn_owner(path: &Path) -> Owner {
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "owner_process", "--ignored", "--nocapture", "--test-threads=1"])
         .env("KATHIKON_FORK_OWNER", path)
-        .env("KATHIKON_FORK_MODE", mode)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -326,13 +357,12 @@ fn spawn_owner(path: &Path, mode: &str) -> Owner {
         line.clear();
         assert!(out.read_line(&mut line).unwrap() > 0, "the owner process exited early");
     }
-    let sleeper = line.trim().rsplit(' ').next().and_then(|p| p.parse().ok()).filter(|&p| p > 0);
-    // Keep reading, so the owner's last output finds its pipe open.
-    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
-    Owner { child, sleeper }
+    Owner { child, out }
 }
 
-fn stop_owner(owner: &mut Owner) {
+fn stop_owner(mut owner: Owner) {
     let _ = owner.child.stdin.take().map(|mut s| writeln!(s, "stop"));
+    // Keep reading, so the owner's last output finds its pipe open.
+    let _ = std::io::copy(&mut owner.out, &mut std::io::sink());
     owner.child.wait().unwrap();
 }

@@ -271,7 +271,18 @@ impl Client {
         Error::OwnerGone { path: self.store.clone(), owner: self.owner_pid, detail }
     }
 
+    /// A call that got no answer within `waited`: the owner is stopped or overloaded, or,
+    /// when its process no longer exists, gone (the next call finds the next owner).
     fn silent(&self, waited: Duration) -> Error {
+        // SAFETY: signal 0 only checks that the process exists.
+        let exists = unsafe { libc::kill(self.owner_pid as libc::pid_t, 0) } == 0
+            || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if !exists {
+            return self.owner_gone(format!(
+                "it did not answer within {:.1} s and its process no longer exists",
+                waited.as_secs_f64()
+            ));
+        }
         Error::OwnerNotAnswering { path: self.store.clone(), owner: Some(self.owner_pid), waited }
     }
 

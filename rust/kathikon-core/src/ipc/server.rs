@@ -27,6 +27,7 @@ use super::protocol::{Request, Response, WireError};
 use super::socket::{my_uid, peer_uid, short, socket_path};
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::fork::CloseInForkedChild;
 use crate::job::{AckResult, JobId};
 use crate::jobs::{Jobs, ListFilter};
 
@@ -67,7 +68,7 @@ pub struct Server {
     /// The listening socket's descriptor, closed in children made by `fork`: a child that
     /// outlives this process must not accept connections nobody answers. Declared before
     /// `listener` so it is deregistered before the socket closes.
-    _not_in_children: crate::fork::CloseInForkedChild,
+    _not_in_children: CloseInForkedChild,
     shared: Arc<Shared>,
     socket: PathBuf,
     /// The listening socket, shared with the accept loop so that `stop` can wake it.
@@ -101,7 +102,7 @@ impl Server {
             let spelled = short(&socket).map_err(|e| fail("name", e))?;
             UnixListener::bind(&spelled.path).map_err(|e| fail("create", e))?
         };
-        let not_in_children = crate::fork::CloseInForkedChild::new(listener.as_raw_fd());
+        let not_in_children = CloseInForkedChild::new(listener.as_raw_fd());
         // Owner-only, like the store; peers of another uid are also refused at accept.
         std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| fail("restrict", e))?;
@@ -201,7 +202,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
             continue;
         }
         let id = shared.next_conn.fetch_add(1, Ordering::Relaxed);
+        // Every copy of the connection is closed in children made by `fork`, so a client sees
+        // it end when this process dies, even while such a child lives.
+        let mut clone_in_child = None;
         if let Ok(clone) = stream.try_clone() {
+            clone_in_child = Some(CloseInForkedChild::new(clone.as_raw_fd()));
             shared
                 .conns
                 .lock()
@@ -211,7 +216,10 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
         let worker = shared.clone();
         let spawned = std::thread::Builder::new().name("kathikon-conn".into()).spawn(move || {
             serve(&worker, stream);
-            worker.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            let clone =
+                worker.conns.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&id);
+            drop(clone_in_child); // before the descriptor closes
+            drop(clone);
         });
         let mut handlers =
             shared.handlers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -227,6 +235,11 @@ fn serve(shared: &Shared, stream: UnixStream) {
     let Ok(read_half) = stream.try_clone() else { return };
     let mut reader = BufReader::new(read_half);
     let mut writer = BufWriter::new(stream);
+    // Declared after the halves, so dropped before they close.
+    let _in_child = [
+        CloseInForkedChild::new(reader.get_ref().as_raw_fd()),
+        CloseInForkedChild::new(writer.get_ref().as_raw_fd()),
+    ];
     let mut inbuf = Vec::new();
     let mut outbuf = Vec::new();
     let send = |writer: &mut BufWriter<UnixStream>, outbuf: &mut Vec<u8>, resp: &Response| {
