@@ -4,8 +4,10 @@
 //! would hurt other processes if the child kept them: the store file, whose lock (redb's locks
 //! belong to the open file description, shared by every copy of the descriptor) would outlive
 //! an owner that died while the child lives, and the owner's listening socket, whose backlog
-//! would accept connections nobody answers. Nor should it keep the owner's copies of its
-//! clients' connections, which would then not end for the clients when the owner dies. All
+//! would accept connections nobody answers. Nor should it keep copies of the connections
+//! between an owner and its clients, which would then not end when the process at one end
+//! dies (clients would wait on a dead owner; an owner would rescue a dead client's jobs only
+//! at its lease's end). All
 //! are registered here ([`CloseInForkedChild`]) and closed in the child by a `pthread_atfork`
 //! handler, before anything else runs there. Closing the child's copy leaves the parent's
 //! untouched.
@@ -20,8 +22,9 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::Once;
 
-/// How many descriptors can be registered at once: a few per store a process owns, and three
-/// per connection it serves. Past this, a descriptor is left to the child.
+/// How many descriptors can be registered at once: a few per store a process owns, three per
+/// connection it serves, two per connection it holds to an owner. Past this, a descriptor is
+/// left to the child.
 const SLOTS: usize = 1024;
 
 const FREE: i32 = -1;

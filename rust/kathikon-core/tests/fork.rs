@@ -3,7 +3,9 @@
 //! a client uses the store through a session of its own while its parent keeps working; an
 //! owner killed (`SIGKILL`) while its forked child lives is taken over at once, since the child
 //! keeps neither the store's lock nor its socket; an owner stopped by `SIGSTOP` makes a call
-//! fail with [`Error::OwnerNotAnswering`] naming it, within the bound, instead of hanging.
+//! fail with [`Error::OwnerNotAnswering`] naming it, within the bound, instead of hanging; a
+//! client killed while its forked child lives has its jobs rescued at once, not at lease
+//! expiry.
 
 mod common;
 
@@ -223,6 +225,96 @@ fn clients_of_an_owner_killed_while_its_forked_child_lives_see_it_gone_at_once()
 }
 
 #[test]
+fn a_client_killed_while_its_forked_child_lives_loses_its_jobs_at_once() {
+    let dir = scratch_dir();
+    let path = store_path(&dir);
+    let owner = node(&path);
+    let id = owner.insert(vec![job("default", "w")]).unwrap()[0].id;
+    let mut client = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "client_process", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("KATHIKON_FORK_CLIENT", &path)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(client.stdout.take().unwrap());
+    let mut line = String::new();
+    // The test harness may print its own words before it on the line.
+    while !line.contains("claimed ") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "the client process exited early");
+    }
+    let sleeper: libc::pid_t = line.trim().rsplit(' ').next().unwrap().parse().unwrap();
+    let jobs = owner.jobs().unwrap();
+    assert_eq!(jobs.get(id).unwrap().state, kathikon_core::JobState::Executing);
+    client.kill().unwrap();
+    client.wait().unwrap();
+    // Its lease is 120 s: only its connections ending can free the job this soon.
+    let deadline = Instant::now() + CLIENT_LEASE / 4;
+    let state = loop {
+        let state = jobs.get(id).unwrap().state;
+        if state != kathikon_core::JobState::Executing || Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    // SAFETY: plain kill of the sleeping child the client process made.
+    unsafe { libc::kill(sleeper, libc::SIGKILL) };
+    assert_ne!(state, kathikon_core::JobState::Executing, "the dead client's job was not rescued");
+}
+
+/// The lease of [`client_process`]'s session.
+const CLIENT_LEASE: Duration = Duration::from_secs(120);
+
+/// A client, run as a child process of this test binary: claims one job, forks a child that
+/// only sleeps, says so, and waits to be killed. Not a test of its own.
+#[test]
+#[ignore = "the client process of the fork tests, which start it"]
+fn client_process() {
+    let Ok(path) = std::env::var("KATHIKON_FORK_CLIENT") else { return };
+    let node = Node::open(NodeConfig {
+        engine: config(Path::new(&path)),
+        lease: CLIENT_LEASE,
+        ..NodeConfig::default()
+    })
+    .unwrap();
+    assert_eq!(node.role(), Role::Client);
+    let claimed = node.jobs().unwrap().claim("default", 1, Duration::from_secs(5)).unwrap();
+    assert_eq!(claimed.len(), 1);
+    let sleeper = fork_sleeper();
+    let mut out = std::io::stdout();
+    writeln!(out, "claimed {} {sleeper}", claimed[0].id).unwrap();
+    out.flush().unwrap();
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).unwrap();
+}
+
+/// Fork a child that only sleeps; its pid, once it runs (after the fork handlers).
+fn fork_sleeper() -> libc::pid_t {
+    let mut running = [0; 2];
+    // SAFETY: `running` has room for the two descriptors of a pipe.
+    assert_eq!(unsafe { libc::pipe(running.as_mut_ptr()) }, 0);
+    // SAFETY: the child only says it runs, sleeps, and `_exit`s.
+    let sleeper = match unsafe { libc::fork() } {
+        0 => unsafe {
+            libc::write(running[1], [1u8].as_ptr().cast(), 1);
+            libc::sleep(60);
+            libc::_exit(0);
+        },
+        pid => pid,
+    };
+    let mut byte = [0u8];
+    // SAFETY: reads one byte into `byte`.
+    assert_eq!(unsafe { libc::read(running[0], byte.as_mut_ptr().cast(), 1) }, 1);
+    // SAFETY: the pipe's descriptors, not used after.
+    unsafe {
+        libc::close(running[0]);
+        libc::close(running[1]);
+    }
+    sleeper
+}
+
+#[test]
 fn a_stopped_owner_makes_calls_fail_naming_it_within_the_bound() {
     let dir = scratch_dir();
     let path = store_path(&dir);
@@ -286,22 +378,7 @@ fn owner_process() {
     let mut line = String::new();
     while std::io::stdin().read_line(&mut line).unwrap() > 0 && line.trim() == "fork" {
         line.clear();
-        let mut running = [0; 2];
-        // SAFETY: `running` has room for the two descriptors of a pipe.
-        assert_eq!(unsafe { libc::pipe(running.as_mut_ptr()) }, 0);
-        // SAFETY: the child only says it runs (once `fork` returned in it, after the fork
-        // handlers), sleeps, and `_exit`s.
-        let sleeper = match unsafe { libc::fork() } {
-            0 => unsafe {
-                libc::write(running[1], [1u8].as_ptr().cast(), 1);
-                libc::sleep(60);
-                libc::_exit(0);
-            },
-            pid => pid,
-        };
-        let mut byte = [0u8];
-        // SAFETY: reads one byte into `byte`.
-        assert_eq!(unsafe { libc::read(running[0], byte.as_mut_ptr().cast(), 1) }, 1);
+        let sleeper = fork_sleeper();
         writeln!(out, "forked {sleeper}").unwrap();
         out.flush().unwrap();
     }
@@ -335,11 +412,11 @@ impl Owner {
     fn fork_sleeper(&mut self) -> libc::pid_t {
         writeln!(self.child.stdin.as_mut().unwrap(), "fork").unwrap();
         let mut line = String::new();
-        while !line.starts_with("forked ") {
+        while !line.contains("forked ") {
             line.clear();
             assert!(self.out.read_line(&mut line).unwrap() > 0, "the owner process exited");
         }
-        line.trim()["forked ".len()..].parse().unwrap()
+        line.trim().rsplit(' ').next().unwrap().parse().unwrap()
     }
 }
 

@@ -20,6 +20,7 @@
 use std::collections::HashMap;
 use std::io::BufRead;
 use std::io::{BufReader, BufWriter, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +36,7 @@ use super::socket::{short, socket_path};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::error::{Error, Result};
+use crate::fork::CloseInForkedChild;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::request::RequestId;
@@ -50,6 +52,10 @@ const CLAIM_SLICE: Duration = Duration::from_millis(200);
 const POOL_SIZE: usize = 64;
 
 struct Conn {
+    /// Both halves are closed in children made by `fork`, so the owner sees this process's
+    /// connections end when it dies, even while such a child lives (and rescues its jobs at
+    /// once). Declared first, so deregistered before the halves close.
+    _in_child: [CloseInForkedChild; 2],
     reader: BufReader<UnixStream>,
     writer: BufWriter<UnixStream>,
     buf: Vec<u8>,
@@ -125,6 +131,9 @@ pub struct Client {
     /// Per queue, bumped by [`Jobs::interrupt`].
     interrupts: Mutex<HashMap<String, u64>>,
     stop_heartbeat: Mutex<Option<Sender<()>>>,
+    /// `heartbeat_stream`'s descriptor, closed in children made by `fork` like a [`Conn`]'s;
+    /// declared before it, so deregistered before it closes.
+    _heartbeat_in_child: Option<CloseInForkedChild>,
     /// The heartbeat's connection, shut down at close to wake the thread waiting on it.
     heartbeat_stream: Option<UnixStream>,
     heartbeat: Mutex<Option<JoinHandle<()>>>,
@@ -169,8 +178,15 @@ fn connect(
     };
     set_timeouts(&stream, hello_timeout).map_err(|e| ConnectError::Unreachable(e.to_string()))?;
     let read_half = stream.try_clone().map_err(|e| ConnectError::Unreachable(e.to_string()))?;
-    let mut conn =
-        Conn { reader: BufReader::new(read_half), writer: BufWriter::new(stream), buf: Vec::new() };
+    let mut conn = Conn {
+        _in_child: [
+            CloseInForkedChild::new(read_half.as_raw_fd()),
+            CloseInForkedChild::new(stream.as_raw_fd()),
+        ],
+        reader: BufReader::new(read_half),
+        writer: BufWriter::new(stream),
+        buf: Vec::new(),
+    };
     let hello = Request::Hello {
         version: PROTOCOL_VERSION,
         pid: std::process::id(),
@@ -234,6 +250,8 @@ impl Client {
         };
         let (heartbeat_conn, _) = connect(&socket, session, config.lease, hello, answer_timeout)?;
         let heartbeat_stream = heartbeat_conn.writer.get_ref().try_clone().ok();
+        let heartbeat_in_child =
+            heartbeat_stream.as_ref().map(|s| CloseInForkedChild::new(s.as_raw_fd()));
         let (stop, stopped) = bounded::<()>(1);
         let every = (config.lease / 3).max(Duration::from_millis(10));
         let gone = Arc::new(Mutex::new(None));
@@ -257,6 +275,7 @@ impl Client {
             interrupts: Mutex::new(HashMap::new()),
             stop_heartbeat: Mutex::new(Some(stop)),
             heartbeat_stream,
+            _heartbeat_in_child: heartbeat_in_child,
             heartbeat: Mutex::new(Some(heartbeat)),
         })
     }
