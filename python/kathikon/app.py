@@ -25,6 +25,7 @@ from .errors import (
     ConfigurationError,
     InvalidJobError,
     JobNotFoundError,
+    StorageError,
     StoreNotFoundError,
     UnknownQueueError,
     UnknownWorkerError,
@@ -224,6 +225,18 @@ class Kathikon:
         """The process id of the store's owner (``os.getpid()`` when :attr:`role` is
         ``"owner"``)."""
         return self._engine.owner_pid
+
+    @property
+    def store_failure(self) -> Optional[str]:
+        """Why this process's store stopped writing, or ``None`` while it is healthy.
+
+        Set when this process owns the store and a commit failed (a full disk, say): the
+        engine then writes nothing more, every write raises :class:`StorageError`, and the
+        app's workers stop claiming (with one ERROR log line). It stays set until the app is
+        closed: once the cause is fixed, close the app and open it again (which replays the
+        store's log), or let the process exit (``kathikon worker`` exits with status 75 by
+        itself) for a supervisor to restart it."""
+        return self._engine.failure
 
     # -- workers -------------------------------------------------------------------------
 
@@ -733,21 +746,31 @@ class Kathikon:
     ) -> None:
         """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully.
         ``queues`` and ``processes`` are as for :meth:`start`. Raises
-        :class:`ConfigurationError` in a testing mode, where no worker runs."""
+        :class:`ConfigurationError` in a testing mode, where no worker runs, and
+        :class:`StorageError` when the store this process owns stops writing (see
+        :attr:`store_failure`), without waiting for running jobs."""
         if self.testing is not None:
             raise testing_mode.refuse_run(self, "app.run()")
         stop = threading.Event()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        failure: Optional[str] = None
         try:
             self.start(queues, processes=processes)
             while not stop.wait(0.5):
-                pass
+                failure = self.store_failure
+                if failure is not None:
+                    # No outcome can be recorded any more: waiting for running jobs is moot.
+                    raise StorageError(
+                        f"the store {self.path} stopped writing: {failure}; app.run() "
+                        "gives up so that the process can exit and be restarted (its open "
+                        "replays the store's log)"
+                    )
         except KeyboardInterrupt:
             pass
         finally:
-            self.stop()
+            self.stop(0.0 if failure is not None else 30.0)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 

@@ -155,6 +155,8 @@ class Runner:
         self._batches: set[handback.LaneBatch] = set()
         self._abandoned = False
         self._grace = 0.0
+        # Set (under the lock) by the first lane that finds the store stopped writing.
+        self._store_failed = False
         # Loop thread only, filled as the shutdown cancels them: async jobs to hand back.
         self._async_back: list[Job] = []
         #: The jobs the last :meth:`stop` handed back as interrupted by shutdown.
@@ -286,6 +288,8 @@ class Runner:
                 self._note_owner_change(f"claiming from queue {queue!r}")
                 continue
             except KathikonError:
+                if self._store_stopped():
+                    return
                 log.exception("claiming from queue %r failed; retrying in %s s", queue, poll)
                 self._stopping.wait(poll)
                 continue
@@ -297,6 +301,27 @@ class Runner:
                 batch = 1
                 continue
             batch, pace = self._run_and_size(queue, records, slots, pace, held=False)
+
+    def _store_stopped(self) -> bool:
+        """Whether this process's store stopped writing after a storage failure (a claim
+        just failed). Its lanes then stop: every claim would fail until the app is reopened.
+        The first lane to find out logs it, once."""
+        failure = self._engine.failure
+        if failure is None:
+            return False
+        with self._handback:
+            first = not self._store_failed
+            self._store_failed = True
+        if first:
+            log.error(
+                "the store %s stopped writing: %s. This app's workers claim no more jobs; "
+                "jobs running now cannot record their outcomes, stay executing and are "
+                "rescued (the attempt counted) when the store is next opened. Close the app "
+                "and open it again once the cause is fixed, or restart its process",
+                self._app.path,
+                failure,
+            )
+        return True
 
     def _shared_lane(self, ready: ReadyQueues) -> None:
         """A lane shared by the queues: take a hot queue with a free slot, claim from it
@@ -315,6 +340,9 @@ class Runner:
                 slots.release()
                 return
             except KathikonError:
+                if self._store_stopped():
+                    slots.release()
+                    return
                 log.exception("claiming from queue %r failed; retrying in %s s", queue, poll)
                 slots.release()
                 ready.claimed(queue, look, got_jobs=True)

@@ -277,6 +277,14 @@ impl PyEngine {
         self.inner.serve_error()
     }
 
+    /// The storage failure after which this process's engine stopped writing (it owns the
+    /// store, and a commit failed: a full disk, say), or `None`. The engine writes nothing
+    /// more until the app is closed and opened again.
+    #[getter]
+    fn failure(&self) -> Option<String> {
+        self.inner.failure().map(|e| e.to_string())
+    }
+
     /// The process id of the store's owner (this process's, when it owns the store).
     #[getter]
     fn owner_pid(&self) -> u32 {

@@ -341,6 +341,14 @@ impl Node {
         }
     }
 
+    /// The storage failure after which this process's engine stopped writing, when it owns
+    /// the store (see [`Engine::failure`]); `None` while it writes, and for a client (whose
+    /// calls report its owner's failure as [`Error::OwnerStopped`]).
+    pub fn failure(&self) -> Option<Error> {
+        let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.owned.as_ref().and_then(|o| o.engine.failure())
+    }
+
     /// What opening the store found and rescued (nothing, for a client).
     pub fn recovery(&self) -> Recovery {
         match self.checked(|current| current.owned.clone()) {
