@@ -298,14 +298,18 @@ class Runner:
                     POLL, {"claimed": len(records), "demand": batch}, {"queue": queue}
                 )
             if not records:
+                # An idle lane claims nothing from the store, so it looks here (once a poll
+                # interval at most) whether the store stopped writing meanwhile.
+                if self._store_stopped():
+                    return
                 batch = 1
                 continue
             batch, pace = self._run_and_size(queue, records, slots, pace, held=False)
 
     def _store_stopped(self) -> bool:
-        """Whether this process's store stopped writing after a storage failure (a claim
-        just failed). Its lanes then stop: every claim would fail until the app is reopened.
-        The first lane to find out logs it, once."""
+        """Whether this process's store stopped writing after a storage failure (asked when a
+        claim failed or found nothing). Its lanes then stop: every claim would fail until the
+        app is reopened. The first lane to find out logs it, once."""
         failure = self._engine.failure
         if failure is None:
             return False
@@ -355,6 +359,8 @@ class Runner:
             ready.claimed(queue, look, got_jobs=bool(records))
             if not records:
                 slots.release()
+                if self._store_stopped():
+                    return
                 self._demand[queue] = 1
                 continue
             demand, pace = self._run_and_size(

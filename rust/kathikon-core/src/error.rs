@@ -174,7 +174,7 @@ impl Error {
     /// after an I/O error) and the refusal of a write are both [`Error::WriterStopped`]; a
     /// failed commit stays [`Error::CommitFailed`] (its outcome is unknown) and any other
     /// error is this call's own.
-    pub(crate) fn from_stopped_owner(self, cause: &Error) -> Error {
+    pub(crate) fn reported_by_stopped_owner(self, cause: &Error) -> Error {
         match self {
             Error::Storage(_) | Error::WriterStopped { .. } => {
                 Error::WriterStopped { cause: Box::new(cause.clone()) }
@@ -220,9 +220,7 @@ fn storage_text(e: &redb::StorageError) -> String {
 /// What to do about an I/O error, when its kind says (empty otherwise).
 pub(crate) fn io_advice(io: &std::io::Error) -> &'static str {
     match io.kind() {
-        std::io::ErrorKind::StorageFull => {
-            " (the disk is full: free some space)"
-        }
+        std::io::ErrorKind::StorageFull => " (the disk is full: free some space)",
         std::io::ErrorKind::QuotaExceeded => {
             " (the disk quota is exceeded: free some space or raise the quota)"
         }

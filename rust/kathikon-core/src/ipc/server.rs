@@ -217,10 +217,10 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
 }
 
 /// `error` as this owner reports it to a client: after its writer stopped, a storage failure
-/// is that stop (see [`Error::from_stopped_owner`]), which the client reports as its owner's.
+/// is that stop (see [`Error::reported_by_stopped_owner`]), which the client reports as its owner's.
 fn owner_error(shared: &Shared, error: Error) -> Error {
     match shared.engine.failure() {
-        Some(cause) => error.from_stopped_owner(&cause),
+        Some(cause) => error.reported_by_stopped_owner(&cause),
         None => error,
     }
 }
