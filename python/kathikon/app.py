@@ -160,7 +160,9 @@ class Kathikon:
         create: bool = True,
     ) -> None:
         if clock not in ("system", "manual"):
-            raise ConfigurationError(f'clock={clock!r}: use "system" (the default) or "manual"')
+            raise ConfigurationError(
+                f'clock={shown(clock)}: use "system" (the default) or "manual"'
+            )
         self.config: Config = build_config(
             queues,
             max_attempts,
@@ -280,7 +282,7 @@ class Kathikon:
 
         def decorate(func: Callable[[Job], Any]) -> WorkerFunction:
             if not callable(func):
-                raise ConfigurationError(f"@app.worker needs a function, got {func!r}")
+                raise ConfigurationError(f"@app.worker needs a function, got {shown(func)}")
             reg = make_registration(
                 name=name or qualified_name(func),
                 queue=queue,
@@ -303,7 +305,7 @@ class Kathikon:
         instance = worker() if isinstance(worker, type) else worker
         if not isinstance(instance, Worker):
             raise ConfigurationError(
-                f"register() takes a kathikon.Worker subclass, got {worker!r}; "
+                f"register() takes a kathikon.Worker subclass, got {shown(worker)}; "
                 "decorate plain functions with @app.worker instead"
             )
         cls = type(instance)
@@ -508,7 +510,7 @@ class Kathikon:
         if isinstance(job, Job):
             return job.id
         if isinstance(job, bool) or not isinstance(job, int):
-            raise InvalidJobError(f"job id {job!r} must be an int or a kathikon.Job")
+            raise InvalidJobError(f"job id {shown(job)} must be an int or a kathikon.Job")
         if job < 0:
             raise InvalidJobError(f"job id {job} is negative; ids are positive ints")
         if job > MAX_JOB_ID:
@@ -619,7 +621,7 @@ class Kathikon:
         when no worker claimed from it lately, so jobs that would sit available forever are
         visible. Any queue name is accepted, configured in this app or not."""
         if not isinstance(queue, str) or not queue:
-            raise ConfigurationError(f"check_queue({queue!r}): pass a queue name (a str)")
+            raise ConfigurationError(f"check_queue({shown(queue)}): pass a queue name (a str)")
         states = self._engine.counts()
         count = {state: n for q, state, n in states if q == queue}
         claimer = next((c for c in self._engine.claimers() if c[0] == queue), None)
@@ -680,7 +682,7 @@ class Kathikon:
             isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1
         ):
             raise ConfigurationError(
-                f"max_threads={max_threads!r} must be an int of at least 1 (the most threads "
+                f"max_threads={shown(max_threads)} must be an int of at least 1 (the most threads "
                 "that run sync jobs), or None for the default"
             )
         if self.testing is not None:
