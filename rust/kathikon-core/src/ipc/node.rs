@@ -58,6 +58,12 @@ pub struct NodeConfig {
     pub lease: Duration,
     /// How long to keep trying to reach an owner's socket.
     pub connect_timeout: Duration,
+    /// Whether this process may own the store: open the file itself when no other process
+    /// holds it, at open or after its owner went away. `false` for processes that run jobs
+    /// under another that keeps the store (a pool's worker processes): a job that crashes
+    /// such a process must not take the store down for every client, so it only ever
+    /// connects, waiting up to `connect_timeout` for an owner to serve.
+    pub takeover: bool,
 }
 
 impl Default for NodeConfig {
@@ -68,6 +74,7 @@ impl Default for NodeConfig {
             serve: true,
             lease: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
+            takeover: true,
         }
     }
 }
@@ -155,7 +162,20 @@ impl std::fmt::Debug for Node {
     }
 }
 
-pub(super) fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Current> {
+/// One try at holding the store: open the file (when this process may own it), else connect
+/// to the process that serves it. A file held by another process whose socket does not answer
+/// (yet) is [`Error::StorageLocked`]; with `takeover` off, a socket that does not answer is
+/// [`Error::OwnerGone`] naming `previous` (the owner this process last talked to, 0 if none).
+pub(super) fn acquire(
+    config: &NodeConfig,
+    store: Option<&PathBuf>,
+    previous: u32,
+) -> Result<Current> {
+    if !config.takeover {
+        if let Some(store) = store {
+            return connect_only(config, store, previous);
+        }
+    }
     let locked = match Engine::open(config.engine.clone()) {
         Ok(engine) => {
             let engine = Arc::new(engine);
@@ -193,6 +213,32 @@ pub(super) fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Cu
     }
 }
 
+/// [`acquire`] for a process that never owns the store: the owner's client, or
+/// [`Error::OwnerGone`] when no process serves it.
+fn connect_only(config: &NodeConfig, store: &Path, previous: u32) -> Result<Current> {
+    let client_config = ClientConfig {
+        store: store.to_path_buf(),
+        lease: config.lease,
+        connect_timeout: config.connect_timeout,
+    };
+    match Client::connect(&client_config) {
+        Ok(client) => {
+            let client = Arc::new(client);
+            Ok(Current { jobs: client.clone(), owned: None, client: Some(client) })
+        }
+        Err(ConnectError::Unreachable(e)) => Err(Error::OwnerGone {
+            path: store.to_path_buf(),
+            owner: previous,
+            detail: format!(
+                "no process serves the store ({e}), and this process does not take stores \
+                 over (takeover=False, as in a pool's worker process): it waits for the \
+                 process that keeps the store (the pool's parent) to take it over"
+            ),
+        }),
+        Err(ConnectError::Refused(e)) => Err(e),
+    }
+}
+
 impl Node {
     /// Open the store: own it if nobody does, connect to its owner otherwise.
     pub fn open(config: NodeConfig) -> Result<Node> {
@@ -207,7 +253,9 @@ impl Node {
             (Some(store), Some(shown)) => Some(HeldHere::take(store, shown)?),
             _ => None,
         };
-        let current = acquire(&config, store.as_ref())?;
+        // The store may be changing hands right now (its owner died and its file is being
+        // released, or the next owner is opening it): the same tries as a takeover.
+        let current = super::handover::next_owner(&config, store.as_ref(), 0)?;
         Ok(Node {
             config,
             store,
@@ -250,7 +298,8 @@ impl Node {
         if let Some(client) = slot.client.clone() {
             if client.is_gone() {
                 client.close();
-                *slot = super::handover::next_owner(&self.config, self.store.as_ref())?;
+                let previous = client.owner_pid();
+                *slot = super::handover::next_owner(&self.config, self.store.as_ref(), previous)?;
                 if slot.owned.is_some() {
                     took_over_from = Some(client.owner_pid());
                 }
@@ -265,6 +314,14 @@ impl Node {
             }
         }
         Ok(picked)
+    }
+
+    /// Take the store over (or connect to its new owner) if the owner this process talked to
+    /// went away; the role this process has then. For a process that makes no calls of its
+    /// own but must keep the store, such as a pool's parent, whose worker processes never
+    /// take it over: it calls this periodically, so its takeover does not wait for a call.
+    pub fn keep(&self) -> Result<Role> {
+        self.checked(|current| if current.owned.is_some() { Role::Owner } else { Role::Client })
     }
 
     /// Call `hook` each time this process takes the store over from an owner that went
