@@ -76,12 +76,7 @@ impl RedbStore {
         // may leave the newest commit torn (never acknowledged), and redb then falls back to the
         // commit before. A clean close ends with a two-phase commit, whose damage redb refuses
         // ("Primary is corrupted despite 2-phase commit") rather than rolling it back.
-        let db = guarded(&path, || {
-            Database::builder()
-                .set_check_integrity_on_open(true)
-                .create(&path)
-                .map_err(|e| open_error(&path, e))
-        })?;
+        let db = open_redb(&path)?;
         let mut store = Self::checked(db, path, fsync, Some(registered))?;
         store.attach_log(fsync, log_faults)?;
         Ok(store)
@@ -251,6 +246,44 @@ fn create_new(path: &Path, fsync: bool) -> Result<()> {
         std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|e| io_error(e, dir))?;
     }
     Ok(())
+}
+
+/// How many times a redb open that panicked is tried before the panic counts as damage.
+const OPEN_TRIES: u32 = 3;
+
+/// redb's open of the file at `path`, its pages verified. Only a panic that every one of
+/// [`OPEN_TRIES`] opens repeats is reported as damage ([`Error::Corrupted`]): a store is being
+/// taken over right after its owner died, and an open that panics once and then opens clean
+/// (nothing quarantined, nothing lost) met a passing state, not a damaged file. Errors redb
+/// returns (a held lock, a checksum that does not match) are answers, not retried.
+fn open_redb(path: &Path) -> Result<Database> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        let mut panicked = false;
+        let opened = guarded(path, || {
+            panicked = true;
+            let db = Database::builder()
+                .set_check_integrity_on_open(true)
+                .create(path)
+                .map_err(|e| open_error(path, e));
+            panicked = false;
+            db
+        });
+        match opened {
+            Err(Error::Corrupted { detail, .. }) if panicked && tries >= OPEN_TRIES => {
+                return Err(Error::Corrupted {
+                    path: path.to_path_buf(),
+                    detail: format!("{detail} (on each of {OPEN_TRIES} opens)"),
+                    job: None,
+                })
+            }
+            Err(Error::Corrupted { .. }) if panicked => {
+                std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(tries)));
+            }
+            other => return other,
+        }
+    }
 }
 
 fn durability(fsync: bool) -> redb::Durability {
