@@ -207,7 +207,10 @@ class Engine:
         manual_clock: Optional[int] = None,
         connect: bool = True,
         lease: float = 30.0,
+        takeover: bool = True,
     ) -> Engine: ...
+    def keep(self) -> str:
+        """Take the store over (or reconnect) if its owner went away; the role then."""
     @property
     def role(self) -> str:
         """``"owner"`` or ``"client"``."""

@@ -117,6 +117,12 @@ class Kathikon:
         lease: seconds the store's owner keeps this process's claimed jobs without hearing
             from it (default 30); a native heartbeat renews it while the process lives.
             Only used when this process is a client.
+        takeover: whether this process may own the store (default ``True``): open the file
+            itself when no other process holds it, at open or after the owner went away.
+            ``False`` only ever connects to an owner, waiting for one to serve (up to 5 s per
+            call, then :class:`OwnerGoneError`). The worker processes of
+            ``start(processes=N)`` always run with ``False``, so a job that crashes one
+            cannot take the store down: the pool's parent, which runs no jobs, takes over.
         testing: ``"manual"`` or ``"inline"`` for an app under test (default ``None``: a
             normal app); the environment variable ``KATHIKON_TESTING`` overrides it for every
             app made in the process. Either mode keeps jobs in a fresh in-memory store (``path``
@@ -156,6 +162,7 @@ class Kathikon:
         max_args_bytes: Optional[int] = None,
         connect: bool = True,
         lease: float = 30.0,
+        takeover: bool = True,
         testing: Optional[str] = None,
         create: bool = True,
     ) -> None:
@@ -187,6 +194,7 @@ class Kathikon:
             manual_clock=_wall_micros() if clock == "manual" or self.testing else None,
             connect=bool(connect),
             lease=positive_seconds("lease", lease),
+            takeover=bool(takeover) and _processes.may_take_over(self.path),
         )
         # The module that created the app: worker processes import it to find the app again.
         self._origin: str = sys._getframe(1).f_globals.get("__name__", "__main__")
