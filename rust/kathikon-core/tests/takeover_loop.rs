@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{config, job, scratch_dir, store_path};
 use kathikon_core::ipc::{Node, NodeConfig, Role};
-use kathikon_core::{Ack, Error, Jobs, Outcome};
+use kathikon_core::{Ack, Error, Outcome};
 
 const KILLS: usize = 200;
 

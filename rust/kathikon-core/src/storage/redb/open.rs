@@ -260,16 +260,17 @@ fn open_redb(path: &Path) -> Result<Database> {
     let mut tries = 0;
     loop {
         tries += 1;
-        let mut panicked = false;
+        // Set when redb's open returned (with a database or an error) rather than panicked.
+        let mut returned = false;
         let opened = guarded(path, || {
-            panicked = true;
             let db = Database::builder()
                 .set_check_integrity_on_open(true)
                 .create(path)
                 .map_err(|e| open_error(path, e));
-            panicked = false;
+            returned = true;
             db
         });
+        let panicked = !returned;
         match opened {
             Err(Error::Corrupted { detail, .. }) if panicked && tries >= OPEN_TRIES => {
                 return Err(Error::Corrupted {
