@@ -25,8 +25,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Duration;
 
 use super::client::{Client, ClientConfig, ConnectError};
@@ -151,6 +151,10 @@ pub struct Node {
     held: Mutex<Option<HeldHere>>,
     /// Called, outside every lock, after this process took the store over.
     on_takeover: Mutex<Option<TakeoverHook>>,
+    /// How many searches for a new owner ended, and the last one that failed (its number
+    /// and error), handed to the threads that waited for it.
+    searches: AtomicU64,
+    failed_search: Mutex<Option<(u64, Error)>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -263,6 +267,8 @@ impl Node {
             closed: AtomicBool::new(false),
             held: Mutex::new(held),
             on_takeover: Mutex::new(None),
+            searches: AtomicU64::new(0),
+            failed_search: Mutex::new(None),
         })
     }
 
@@ -292,14 +298,29 @@ impl Node {
                 return Ok(pick(&current));
             }
         }
+        let searched_before = self.searches.load(Ordering::Acquire);
         let mut slot = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Another thread may have switched already.
         let mut took_over_from = None;
         if let Some(client) = slot.client.clone() {
             if client.is_gone() {
+                // One search at a time, and the threads that waited for it take its answer:
+                // lanes of a process that finds no owner fail together after one bounded
+                // wait, not one wait after another.
+                let failed = self.failed_search.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((_, e)) = failed.as_ref().filter(|(n, _)| *n > searched_before) {
+                    return Err(e.clone());
+                }
+                drop(failed);
                 client.close();
                 let previous = client.owner_pid();
-                *slot = super::handover::next_owner(&self.config, self.store.as_ref(), previous)?;
+                let found =
+                    super::handover::next_owner(&self.config, self.store.as_ref(), previous);
+                let number = self.searches.fetch_add(1, Ordering::AcqRel) + 1;
+                *slot = found.inspect_err(|e| {
+                    *self.failed_search.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((number, e.clone()));
+                })?;
                 if slot.owned.is_some() {
                     took_over_from = Some(client.owner_pid());
                 }
