@@ -257,32 +257,39 @@ const OPEN_TRIES: u32 = 3;
 /// (nothing quarantined, nothing lost) met a passing state, not a damaged file. Errors redb
 /// returns (a held lock, a checksum that does not match) are answers, not retried.
 fn open_redb(path: &Path) -> Result<Database> {
+    retrying_panics(path, || {
+        Database::builder()
+            .set_check_integrity_on_open(true)
+            .create(path)
+            .map_err(|e| open_error(path, e))
+    })
+}
+
+/// `open` of the store at `path`, under [`guarded`], tried again while it panics, up to
+/// [`OPEN_TRIES`] times in all; what it returns (a value or an error) is the answer.
+fn retrying_panics<T>(path: &Path, mut open: impl FnMut() -> Result<T>) -> Result<T> {
     let mut tries = 0;
     loop {
         tries += 1;
-        // Set when redb's open returned (with a database or an error) rather than panicked.
+        // Set when `open` returned rather than panicked.
         let mut returned = false;
         let opened = guarded(path, || {
-            let db = Database::builder()
-                .set_check_integrity_on_open(true)
-                .create(path)
-                .map_err(|e| open_error(path, e));
+            let answer = open();
             returned = true;
-            db
+            answer
         });
-        let panicked = !returned;
         match opened {
-            Err(Error::Corrupted { detail, .. }) if panicked && tries >= OPEN_TRIES => {
+            Err(Error::Corrupted { detail, .. }) if !returned && tries >= OPEN_TRIES => {
                 return Err(Error::Corrupted {
                     path: path.to_path_buf(),
                     detail: format!("{detail} (on each of {OPEN_TRIES} opens)"),
                     job: None,
                 })
             }
-            Err(Error::Corrupted { .. }) if panicked => {
+            Err(Error::Corrupted { .. }) if !returned => {
                 std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(tries)));
             }
-            other => return other,
+            answer => return answer,
         }
     }
 }
@@ -337,5 +344,49 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
         other => {
             Error::Corrupted { path: path.to_path_buf(), detail: other.to_string(), job: None }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_that_panics_once_is_tried_again_and_its_answer_taken() {
+        let mut calls = 0;
+        let opened = retrying_panics(Path::new("s.redb"), || {
+            calls += 1;
+            assert!(calls > 1, "a passing state of the file");
+            Ok(calls)
+        });
+        assert_eq!(opened.unwrap(), 2);
+    }
+
+    #[test]
+    fn a_panic_every_open_repeats_is_damage_and_says_so() {
+        let mut calls = 0;
+        let opened: Result<()> = retrying_panics(Path::new("s.redb"), || {
+            calls += 1;
+            panic!("a damaged page");
+        });
+        assert_eq!(calls, OPEN_TRIES);
+        match opened {
+            Err(Error::Corrupted { detail, .. }) => {
+                assert!(detail.contains("a damaged page"), "{detail}");
+                assert!(detail.contains("on each of 3 opens"), "{detail}");
+            }
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_error_open_returns_is_the_answer_not_tried_again() {
+        let mut calls = 0;
+        let opened: Result<()> = retrying_panics(Path::new("s.redb"), || {
+            calls += 1;
+            Err(Error::Corrupted { path: "s.redb".into(), detail: "checksum".into(), job: None })
+        });
+        assert_eq!(calls, 1);
+        assert!(matches!(opened, Err(Error::Corrupted { .. })));
     }
 }
