@@ -671,7 +671,7 @@ class Kathikon:
         configured concurrency) or a dict of name → concurrency. Default: every queue.
 
         Each queue gets ``concurrency`` threads of its own while the queues' concurrency adds
-        up to at most ``max_threads`` (default: ``max(32, 4 × CPUs)``); beyond it,
+        up to at most ``max_threads`` (default: ``max(256, 8 × CPUs)``); beyond it,
         ``max_threads`` threads are shared by all the queues, each queue still running at
         most ``concurrency`` jobs at once, so thousands of queues cost no more threads than
         a few. Async jobs run on one event loop thread and are not bound by it.

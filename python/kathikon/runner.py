@@ -66,9 +66,10 @@ CLIENT_PREFETCH_BUDGET = 0.02
 MAX_BATCH = 256
 #: Most lanes a runner starts by default: queues whose concurrency adds up to more share this
 #: many lanes. Each lane is an OS thread with its own stack, so 10,000 queues must not mean
-#: 10,000 threads; a few per CPU keep the CPU busy with sync jobs that mostly wait (async
-#: jobs run on the event loop and are not bound by it).
-MAX_THREADS = max(32, 4 * (os.cpu_count() or 1))
+#: 10,000 threads; but an app that asks one queue for 100 threads of I/O-bound sync jobs (as
+#: Celery and RQ users do) gets them, each waiting in its own claim, which is also the fastest
+#: way to drain one busy queue (async jobs run on the event loop and are not bound by it).
+MAX_THREADS = max(256, 8 * (os.cpu_count() or 1))
 
 
 class Slots:
