@@ -218,6 +218,17 @@ def test_bad_jobs_queries_are_typed_errors_naming_the_value(
         assert word in str(err.value), str(err.value)
 
 
+@pytest.mark.parametrize("verb", ["get", "cancel", "retry"])
+def test_a_deep_list_as_a_job_id_is_a_typed_error_naming_it(
+    side: kathikon.Kathikon, worker: kathikon.WorkerFunction, verb: str
+) -> None:
+    before = stored(side)
+    with pytest.raises(kathikon.InvalidJobError) as err:
+        getattr(side, verb)(DEEP)
+    assert "job id [[[" in str(err.value), str(err.value)
+    assert stored(side) == before
+
+
 def test_largest_jobs_query_values_are_accepted(
     side: kathikon.Kathikon, worker: kathikon.WorkerFunction
 ) -> None:

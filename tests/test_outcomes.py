@@ -275,6 +275,25 @@ def test_snooze_rejects_bad_values() -> None:
             kathikon.Snooze(bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize("huge", [3e11, 1e15, float("inf"), 2**63, timedelta.max])
+def test_a_snooze_past_what_a_datetime_holds_is_refused_naming_it(
+    app: kathikon.Kathikon, huge: object
+) -> None:
+    """A job snoozing beyond 100 years fails with a ValueError naming the value (its own bug),
+    and the job's times stay readable."""
+
+    @app.worker(name=f"snoozes-{id(huge)}", max_attempts=2)
+    def snoozes(job: kathikon.Job) -> object:
+        return kathikon.Snooze(huge)  # type: ignore[arg-type]
+
+    job = snoozes.insert({})
+    assert app.drain() == {"retryable": 1}
+    stored = app.get(job.id)
+    assert stored.state is S.RETRYABLE
+    assert "Snooze(" in stored.errors[-1]["error"] and "100 years" in stored.errors[-1]["error"]
+    assert stored.scheduled_at is not None and stored.scheduled_at.year < 9999
+
+
 # -- backoff ------------------------------------------------------------------------------
 
 

@@ -212,7 +212,10 @@ class Engine:
         manual_clock: Optional[int] = None,
         connect: bool = True,
         lease: float = 30.0,
+        takeover: bool = True,
     ) -> Engine: ...
+    def keep(self) -> str:
+        """Take the store over (or reconnect) if its owner went away; the role then."""
     @property
     def role(self) -> str:
         """``"owner"`` or ``"client"``."""
@@ -221,6 +224,9 @@ class Engine:
     @property
     def serve_error(self) -> Optional[str]:
         """Why this owner does not serve the store to other processes, or ``None``."""
+    @property
+    def failure(self) -> Optional[str]:
+        """The storage failure after which this owner's engine stopped writing, or ``None``."""
     def advance_clock(self, seconds: float) -> None:
         """Move a manual clock (µs start given as ``manual_clock``) by ``seconds``."""
     def counts(self) -> builtins.list[tuple[str, str, int]]:

@@ -25,6 +25,7 @@ from .errors import (
     ConfigurationError,
     InvalidJobError,
     JobNotFoundError,
+    StorageError,
     StoreNotFoundError,
     UnknownQueueError,
     UnknownWorkerError,
@@ -116,6 +117,12 @@ class Kathikon:
         lease: seconds the store's owner keeps this process's claimed jobs without hearing
             from it (default 30); a native heartbeat renews it while the process lives.
             Only used when this process is a client.
+        takeover: whether this process may own the store (default ``True``): open the file
+            itself when no other process holds it, at open or after the owner went away.
+            ``False`` only ever connects to an owner, waiting for one to serve (up to 5 s per
+            call, then :class:`OwnerGoneError`). The worker processes of
+            ``start(processes=N)`` always run with ``False``, so a job that crashes one
+            cannot take the store down: the pool's parent, which runs no jobs, takes over.
         testing: ``"manual"`` or ``"inline"`` for an app under test (default ``None``: a
             normal app); the environment variable ``KATHIKON_TESTING`` overrides it for every
             app made in the process. Either mode keeps jobs in a fresh in-memory store (``path``
@@ -155,11 +162,14 @@ class Kathikon:
         max_args_bytes: Optional[int] = None,
         connect: bool = True,
         lease: float = 30.0,
+        takeover: bool = True,
         testing: Optional[str] = None,
         create: bool = True,
     ) -> None:
         if clock not in ("system", "manual"):
-            raise ConfigurationError(f'clock={clock!r}: use "system" (the default) or "manual"')
+            raise ConfigurationError(
+                f'clock={shown(clock)}: use "system" (the default) or "manual"'
+            )
         self.config: Config = build_config(
             queues,
             max_attempts,
@@ -184,6 +194,7 @@ class Kathikon:
             manual_clock=_wall_micros() if clock == "manual" or self.testing else None,
             connect=bool(connect),
             lease=positive_seconds("lease", lease),
+            takeover=bool(takeover) and _processes.may_take_over(self.path),
         )
         # The module that created the app: worker processes import it to find the app again.
         self._origin: str = sys._getframe(1).f_globals.get("__name__", "__main__")
@@ -224,6 +235,18 @@ class Kathikon:
         """The process id of the store's owner (``os.getpid()`` when :attr:`role` is
         ``"owner"``)."""
         return self._engine.owner_pid
+
+    @property
+    def store_failure(self) -> Optional[str]:
+        """Why this process's store stopped writing, or ``None`` while it is healthy.
+
+        Set when this process owns the store and a commit failed (a full disk, say): the
+        engine then writes nothing more, every write raises :class:`StorageError`, and the
+        app's workers stop claiming (with one ERROR log line). It stays set until the app is
+        closed: once the cause is fixed, close the app and open it again (which replays the
+        store's log), or let the process exit (``kathikon worker`` exits with status 75 by
+        itself) for a supervisor to restart it."""
+        return self._engine.failure
 
     # -- workers -------------------------------------------------------------------------
 
@@ -267,7 +290,7 @@ class Kathikon:
 
         def decorate(func: Callable[[Job], Any]) -> WorkerFunction:
             if not callable(func):
-                raise ConfigurationError(f"@app.worker needs a function, got {func!r}")
+                raise ConfigurationError(f"@app.worker needs a function, got {shown(func)}")
             reg = make_registration(
                 name=name or qualified_name(func),
                 queue=queue,
@@ -290,7 +313,7 @@ class Kathikon:
         instance = worker() if isinstance(worker, type) else worker
         if not isinstance(instance, Worker):
             raise ConfigurationError(
-                f"register() takes a kathikon.Worker subclass, got {worker!r}; "
+                f"register() takes a kathikon.Worker subclass, got {shown(worker)}; "
                 "decorate plain functions with @app.worker instead"
             )
         cls = type(instance)
@@ -495,7 +518,7 @@ class Kathikon:
         if isinstance(job, Job):
             return job.id
         if isinstance(job, bool) or not isinstance(job, int):
-            raise InvalidJobError(f"job id {job!r} must be an int or a kathikon.Job")
+            raise InvalidJobError(f"job id {shown(job)} must be an int or a kathikon.Job")
         if job < 0:
             raise InvalidJobError(f"job id {job} is negative; ids are positive ints")
         if job > MAX_JOB_ID:
@@ -606,7 +629,7 @@ class Kathikon:
         when no worker claimed from it lately, so jobs that would sit available forever are
         visible. Any queue name is accepted, configured in this app or not."""
         if not isinstance(queue, str) or not queue:
-            raise ConfigurationError(f"check_queue({queue!r}): pass a queue name (a str)")
+            raise ConfigurationError(f"check_queue({shown(queue)}): pass a queue name (a str)")
         states = self._engine.counts()
         count = {state: n for q, state, n in states if q == queue}
         claimer = next((c for c in self._engine.claimers() if c[0] == queue), None)
@@ -648,7 +671,7 @@ class Kathikon:
         configured concurrency) or a dict of name → concurrency. Default: every queue.
 
         Each queue gets ``concurrency`` threads of its own while the queues' concurrency adds
-        up to at most ``max_threads`` (default: ``max(32, 4 × CPUs)``); beyond it,
+        up to at most ``max_threads`` (default: ``max(256, 8 × CPUs)``); beyond it,
         ``max_threads`` threads are shared by all the queues, each queue still running at
         most ``concurrency`` jobs at once, so thousands of queues cost no more threads than
         a few. Async jobs run on one event loop thread and are not bound by it.
@@ -667,7 +690,7 @@ class Kathikon:
             isinstance(max_threads, bool) or not isinstance(max_threads, int) or max_threads < 1
         ):
             raise ConfigurationError(
-                f"max_threads={max_threads!r} must be an int of at least 1 (the most threads "
+                f"max_threads={shown(max_threads)} must be an int of at least 1 (the most threads "
                 "that run sync jobs), or None for the default"
             )
         if self.testing is not None:
@@ -733,21 +756,31 @@ class Kathikon:
     ) -> None:
         """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully.
         ``queues`` and ``processes`` are as for :meth:`start`. Raises
-        :class:`ConfigurationError` in a testing mode, where no worker runs."""
+        :class:`ConfigurationError` in a testing mode, where no worker runs, and
+        :class:`StorageError` when the store this process owns stops writing (see
+        :attr:`store_failure`), without waiting for running jobs."""
         if self.testing is not None:
             raise testing_mode.refuse_run(self, "app.run()")
         stop = threading.Event()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        failure: Optional[str] = None
         try:
             self.start(queues, processes=processes)
             while not stop.wait(0.5):
-                pass
+                failure = self.store_failure
+                if failure is not None:
+                    # No outcome can be recorded any more: waiting for running jobs is moot.
+                    raise StorageError(
+                        f"the store {self.path} stopped writing: {failure}; app.run() "
+                        "gives up so that the process can exit and be restarted (its open "
+                        "replays the store's log)"
+                    )
         except KeyboardInterrupt:
             pass
         finally:
-            self.stop()
+            self.stop(0.0 if failure is not None else 30.0)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
 

@@ -30,12 +30,25 @@ class Discard(JobOutcome):
         self.reason = str(reason)
 
 
+#: The longest snooze, in seconds (100 years): every time the job can be given must stay
+#: within what Python's ``datetime`` can read back.
+MAX_SNOOZE_SECONDS = 100 * 366 * 86_400
+
+
 class Snooze(JobOutcome):
-    """Run the job again after ``seconds`` without using up an attempt."""
+    """Run the job again after ``seconds`` (at most :data:`MAX_SNOOZE_SECONDS`) without using
+    up an attempt."""
 
     def __init__(self, seconds: Union[float, timedelta]) -> None:
         value = seconds.total_seconds() if isinstance(seconds, timedelta) else seconds
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-            raise ValueError(f"Snooze({seconds!r}): pass a number of seconds >= 0 or a timedelta")
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, (int, float))
+            or not 0 <= value <= MAX_SNOOZE_SECONDS
+        ):
+            raise ValueError(
+                f"Snooze({seconds!r}): pass a number of seconds from 0 to "
+                f"{MAX_SNOOZE_SECONDS:,} (100 years) or a timedelta"
+            )
         super().__init__(value)
         self.seconds = float(value)

@@ -6,6 +6,12 @@ interpreter: no inherited file locks, threads or sockets). Each child imports th
 same way the parent did, finds the store held, and becomes a client of its owner: it claims
 jobs over the owner's socket under a lease its native heartbeat thread renews.
 
+Worker processes never own the store (their apps open with ``takeover=False``): a job that
+crashes its process must not take the store down for every client. When the owner goes
+away, the parent takes the store over (it checks every 0.2 s, as it makes no calls of its
+own) and the children connect to it; if the parent itself was the owner and died, the
+children stop, as they do whenever their parent is gone.
+
 Concurrency is split, so each queue's limit holds across all processes together: a queue
 of concurrency C gets ``C // N`` lanes in every child, plus one more in the first ``C % N``
 children. A child whose share is empty is not started.
@@ -31,7 +37,7 @@ import time
 import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
-from .errors import ConfigurationError
+from .errors import ConfigurationError, KathikonError
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -43,6 +49,19 @@ log = logging.getLogger("kathikon")
 #: Apps alive in this process, by the real path of their store: how a child finds the app
 #: its parent meant once the app's module has been imported.
 _APPS: weakref.WeakValueDictionary[str, Kathikon] = weakref.WeakValueDictionary()
+
+
+#: Set in a worker process's environment (by its parent, at spawn): the real path of the
+#: store whose apps in that process must not take it over. Set before the child starts, as
+#: a child whose app is created by its ``__main__`` module opens it before any pool code runs.
+NO_TAKEOVER_ENV = "KATHIKON_WORKER_PROCESS_OF"
+
+
+def may_take_over(path: Optional[str]) -> bool:
+    """Whether an app on ``path`` in this process may own the store: not in a worker process
+    of a pool on that store."""
+    store = os.environ.get(NO_TAKEOVER_ENV)
+    return store is None or path is None or os.path.realpath(path) != store
 
 
 def remember(app: Kathikon) -> None:
@@ -112,6 +131,10 @@ def _child_main(
     os._exit(0 if finished else 3)
 
 
+#: Held while the environment carries a child's settings.
+_SPAWN_ENV = threading.Lock()
+
+
 class ProcessPool:
     """N worker processes for one app, kept running until :meth:`stop`."""
 
@@ -162,15 +185,34 @@ class ProcessPool:
         child = self._context.Process(
             target=_child_main, args=args, name=f"kathikon-worker-{slot}", daemon=False
         )
-        child.start()
+        assert self._app.path is not None  # checked at __init__
+        with _SPAWN_ENV:
+            # A spawned child gets this process's environment as it is at start().
+            before = os.environ.get(NO_TAKEOVER_ENV)
+            os.environ[NO_TAKEOVER_ENV] = os.path.realpath(self._app.path)
+            try:
+                child.start()
+            finally:
+                if before is None:
+                    del os.environ[NO_TAKEOVER_ENV]
+                else:
+                    os.environ[NO_TAKEOVER_ENV] = before
         with self._lock:
             self._children[slot] = child
             self._ready[slot] = ready
             self._started_at[slot] = time.monotonic()
         log.info("worker process %d started (queues %s)", child.pid, self._shares[slot])
 
+    def _keep_store(self) -> None:
+        """Take the store over if its owner went away: the children never do."""
+        try:
+            self._app._engine.keep()
+        except KathikonError as exc:
+            log.warning("the store's owner went away and no process took it over yet: %s", exc)
+
     def _watch(self) -> None:
         while not self._stopping.wait(0.2):
+            self._keep_store()
             for slot, child in enumerate(list(self._children)):
                 if child is None or child.is_alive() or self._stopping.is_set():
                     continue

@@ -66,9 +66,10 @@ CLIENT_PREFETCH_BUDGET = 0.02
 MAX_BATCH = 256
 #: Most lanes a runner starts by default: queues whose concurrency adds up to more share this
 #: many lanes. Each lane is an OS thread with its own stack, so 10,000 queues must not mean
-#: 10,000 threads; a few per CPU keep the CPU busy with sync jobs that mostly wait (async
-#: jobs run on the event loop and are not bound by it).
-MAX_THREADS = max(32, 4 * (os.cpu_count() or 1))
+#: 10,000 threads; but an app that asks one queue for 100 threads of I/O-bound sync jobs (as
+#: Celery and RQ users do) gets them, each waiting in its own claim, which is also the fastest
+#: way to drain one busy queue (async jobs run on the event loop and are not bound by it).
+MAX_THREADS = max(256, 8 * (os.cpu_count() or 1))
 
 
 class Slots:
@@ -155,6 +156,8 @@ class Runner:
         self._batches: set[handback.LaneBatch] = set()
         self._abandoned = False
         self._grace = 0.0
+        # Set (under the lock) by the first lane that finds the store stopped writing.
+        self._store_failed = False
         # Loop thread only, filled as the shutdown cancels them: async jobs to hand back.
         self._async_back: list[Job] = []
         #: The jobs the last :meth:`stop` handed back as interrupted by shutdown.
@@ -286,6 +289,8 @@ class Runner:
                 self._note_owner_change(f"claiming from queue {queue!r}")
                 continue
             except KathikonError:
+                if self._store_stopped():
+                    return
                 log.exception("claiming from queue %r failed; retrying in %s s", queue, poll)
                 self._stopping.wait(poll)
                 continue
@@ -294,9 +299,34 @@ class Runner:
                     POLL, {"claimed": len(records), "demand": batch}, {"queue": queue}
                 )
             if not records:
+                # An idle lane claims nothing from the store, so it looks here (once a poll
+                # interval at most) whether the store stopped writing meanwhile.
+                if self._store_stopped():
+                    return
                 batch = 1
                 continue
             batch, pace = self._run_and_size(queue, records, slots, pace, held=False)
+
+    def _store_stopped(self) -> bool:
+        """Whether this process's store stopped writing after a storage failure (asked when a
+        claim failed or found nothing). Its lanes then stop: every claim would fail until the
+        app is reopened. The first lane to find out logs it, once."""
+        failure = self._engine.failure
+        if failure is None:
+            return False
+        with self._handback:
+            first = not self._store_failed
+            self._store_failed = True
+        if first:
+            log.error(
+                "the store %s stopped writing: %s. This app's workers claim no more jobs; "
+                "jobs running now cannot record their outcomes, stay executing and are "
+                "rescued (the attempt counted) when the store is next opened. Close the app "
+                "and open it again once the cause is fixed, or restart its process",
+                self._app.path,
+                failure,
+            )
+        return True
 
     def _shared_lane(self, ready: ReadyQueues) -> None:
         """A lane shared by the queues: take a hot queue with a free slot, claim from it
@@ -315,6 +345,9 @@ class Runner:
                 slots.release()
                 return
             except KathikonError:
+                if self._store_stopped():
+                    slots.release()
+                    return
                 log.exception("claiming from queue %r failed; retrying in %s s", queue, poll)
                 slots.release()
                 ready.claimed(queue, look, got_jobs=True)
@@ -327,6 +360,8 @@ class Runner:
             ready.claimed(queue, look, got_jobs=bool(records))
             if not records:
                 slots.release()
+                if self._store_stopped():
+                    return
                 self._demand[queue] = 1
                 continue
             demand, pace = self._run_and_size(

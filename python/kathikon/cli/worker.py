@@ -115,7 +115,9 @@ def worker(
     claiming jobs and waits up to --grace seconds for the running ones, then hands back those
     still running (due again, the attempt not counted) and exits 0. A second signal exits at
     once (status 1); jobs that were running stay executing in the store and are rescued, that
-    attempt counted, when it is next opened.
+    attempt counted, when it is next opened. If the store this process owns stops writing
+    (a commit failed: a full disk, say), it logs an ERROR naming the store and the cause and
+    exits with status 75, for a supervisor to restart it.
     """
     from .. import joblog
 
@@ -184,7 +186,9 @@ def _run_worker(
             f"{grace:g}",
         )
         while not stop.wait(0.5):
-            pass
+            failure = app.store_failure
+            if failure is not None:
+                _exit_for_restart(app, failure)
         finished = app.stop(timeout=grace)
         app.close(timeout=0)
     finally:
@@ -201,6 +205,31 @@ def _run_worker(
     )
     # Threads of jobs that outlived the grace period would keep the interpreter alive.
     _hard_exit(0)
+
+
+#: The exit status after the store stopped writing: EX_TEMPFAIL, "try again later", so that a
+#: supervisor restarting on failure (systemd ``Restart=on-failure``, Kubernetes, supervisord
+#: with ``autorestart=unexpected``) starts the worker again.
+EXIT_STORE_FAILED = 75
+
+
+def _exit_for_restart(app: Kathikon, failure: str) -> NoReturn:
+    """The store this process owns stopped writing (a commit failed: a full disk, say), and
+    only reopening it lets anyone write again, which this process cannot do while its app
+    holds the store. Exit, so that the store is released: a supervisor restarts the worker,
+    whose open replays the store's log (nothing acknowledged is lost); meanwhile other
+    processes' next calls reconnect or take the store over."""
+    store = "memory" if app.path is None else os.path.abspath(app.path)
+    log.error(
+        "the store %s stopped writing: %s. Exiting with status %d for a supervisor to "
+        "restart this worker (its open replays the store's log; fix the cause first, e.g. "
+        "free disk space); jobs running now stay executing and are rescued, the attempt "
+        "counted, when the store is next opened",
+        store,
+        failure,
+        EXIT_STORE_FAILED,
+    )
+    _hard_exit(EXIT_STORE_FAILED)
 
 
 def _hard_exit(code: int) -> NoReturn:

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -107,6 +107,8 @@ pub struct Engine {
     recovery: Recovery,
     /// This process's id, noted as the claimer of its own claims.
     pid: u32,
+    /// The storage failure that stopped the writer (set once, by the applier).
+    failure: Arc<OnceLock<Error>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -173,8 +175,9 @@ impl Engine {
             Box::new(Scheduler::new(next_due, config.scheduler_interval)),
             Box::new(Pruner::new(config.retention, config.prune_interval)),
         ]);
-        let applier: SharedApplier =
-            Shared::new(Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins));
+        let applier = Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins);
+        let failure = applier.failure();
+        let applier: SharedApplier = Shared::new(applier);
         let writer = Writer { applier: applier.clone(), clock: config.clock.clone(), rx };
         let handle = std::thread::Builder::new()
             .name("kathikon-writer".into())
@@ -192,7 +195,17 @@ impl Engine {
             path: config.path,
             recovery,
             pid: std::process::id(),
+            failure,
         })
+    }
+
+    /// The storage failure after which this engine stopped writing (a failed commit, say on a
+    /// full disk), or `None` while it writes. Once set it stays: redb refuses every write
+    /// until the store is reopened, so the engine is of no more use and its host should close
+    /// it (a worker process exits for its supervisor to restart it; see
+    /// `docs/reliability.md`, "A full disk").
+    pub fn failure(&self) -> Option<Error> {
+        self.failure.get().cloned()
     }
 
     /// What the open found executing and rescued.

@@ -129,6 +129,26 @@ pub enum Error {
         /// The failure that stopped the writer.
         cause: Box<Error>,
     },
+    /// The process that owns the store, which this process uses through its socket, stopped
+    /// writing after the storage failure `cause`: this call was refused or failed there, and
+    /// nothing of it was written (a failed commit is [`Error::CommitFailed`] instead). This
+    /// process cannot reopen the store while that owner holds it; once the owner exits or
+    /// closes its app, the next call reconnects or takes the store over (replaying its log).
+    #[error(
+        "storage error: the process that owns the store {path} (pid {owner}) stopped writing \
+         after a storage failure ({}); nothing of this call was written. Once that process \
+         exits or closes its app (a `kathikon worker` exits by itself, with status 75, for its \
+         supervisor to restart it), the next call reconnects or takes the store over",
+        StorageWords(cause)
+    )]
+    OwnerStopped {
+        /// The store file.
+        path: PathBuf,
+        /// PID of the owner that stopped writing.
+        owner: u32,
+        /// The failure that stopped the owner's writer.
+        cause: Box<Error>,
+    },
 }
 
 /// A storage failure's words without the "storage error: " prefix, so one failure can be named
@@ -160,6 +180,20 @@ impl Error {
     /// record fails its batch alone.
     pub(crate) fn stops_writer(&self) -> bool {
         matches!(self, Error::Storage(_) | Error::CommitFailed { .. } | Error::WriterStopped { .. })
+    }
+
+    /// What the store's owner, whose writer stopped after `cause`, tells its client instead of
+    /// a storage error: a failed read's "reopen the app" words (redb refusing every access
+    /// after an I/O error) and the refusal of a write are both [`Error::WriterStopped`]; a
+    /// failed commit stays [`Error::CommitFailed`] (its outcome is unknown) and any other
+    /// error is this call's own.
+    pub(crate) fn reported_by_stopped_owner(self, cause: &Error) -> Error {
+        match self {
+            Error::Storage(_) | Error::WriterStopped { .. } => {
+                Error::WriterStopped { cause: Box::new(cause.clone()) }
+            }
+            other => other,
+        }
     }
 }
 
@@ -199,12 +233,9 @@ fn storage_text(e: &redb::StorageError) -> String {
 /// What to do about an I/O error, when its kind says (empty otherwise).
 pub(crate) fn io_advice(io: &std::io::Error) -> &'static str {
     match io.kind() {
-        std::io::ErrorKind::StorageFull => {
-            " (the disk is full: free some space, then close the app and open it again)"
-        }
+        std::io::ErrorKind::StorageFull => " (the disk is full: free some space)",
         std::io::ErrorKind::QuotaExceeded => {
-            " (the disk quota is exceeded: free some space or raise the quota, then close the \
-             app and open it again)"
+            " (the disk quota is exceeded: free some space or raise the quota)"
         }
         _ => "",
     }

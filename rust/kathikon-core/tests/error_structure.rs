@@ -1,6 +1,7 @@
 //! What code decides on is in the error's structure, in-process and through the owner's
 //! socket alike: a failed commit is `CommitFailed` naming the store (outcome unknown), every
-//! later write is `WriterStopped` naming that failure, and a damaged record is `Corrupted`
+//! later write is `WriterStopped` naming that failure (`OwnerStopped`, naming the owner too,
+//! through the socket), and a damaged record is `Corrupted`
 //! naming its job until the record is moved aside. The messages stay the words users read.
 
 mod common;
@@ -103,8 +104,32 @@ fn a_failed_checkpoint_is_commit_failed_and_stops_the_writer() {
     assert_every_write_stopped_after(&engine, &failure);
 }
 
+/// `err` refuses a client's call because its owner (pid `owner`) stopped writing after
+/// `failure`: it names the store, the owner and the failure, and says what lets work go on
+/// (not "close the app", which would not help a client).
+fn assert_owner_stopped_after(err: &Error, path: &Path, owner: u32, failure: &Error) {
+    let Error::OwnerStopped { path: reported, owner: pid, cause } = err else {
+        panic!("expected OwnerStopped, got {err:?}");
+    };
+    assert_eq!((reported.as_path(), *pid), (path, owner));
+    assert_eq!(format!("{cause:?}"), format!("{failure:?}"));
+    let words = failure.to_string();
+    let words = words.strip_prefix("storage error: ").unwrap();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "storage error: the process that owns the store {} (pid {owner}) stopped writing \
+             after a storage failure ({words}); nothing of this call was written. Once that \
+             process exits or closes its app (a `kathikon worker` exits by itself, with status \
+             75, for its supervisor to restart it), the next call reconnects or takes the \
+             store over",
+            path.display()
+        )
+    );
+}
+
 #[test]
-fn a_client_gets_the_same_commit_failed_and_writer_stopped_as_the_owner() {
+fn a_client_gets_commit_failed_then_owner_stopped_naming_the_owner() {
     let dir = scratch_dir();
     let path = store_path(&dir);
     let faults = Arc::new(Faults::default());
@@ -118,9 +143,18 @@ fn a_client_gets_the_same_commit_failed_and_writer_stopped_as_the_owner() {
     let failure = client.insert(vec![job("q", "w")]).unwrap_err();
     assert_commit_failed(&failure, &path, "I/O error on the write-ahead log");
     faults.heal();
-    assert_every_write_stopped_after(&client, &failure);
-    // The owner's own calls say the same.
+    let owner = std::process::id();
+    for err in [
+        client.insert(vec![job("q", "w")]).unwrap_err(),
+        client.cancel(1).unwrap_err(),
+        client.sync().unwrap_err(),
+        client.claim("q", 1, Duration::ZERO).unwrap_err(),
+    ] {
+        assert_owner_stopped_after(&err, &store, owner, &failure);
+    }
+    // The owner's own calls are refused as the owner's: its app is what must be reopened.
     assert_every_write_stopped_after(&*engine, &failure);
+    assert_eq!(format!("{:?}", engine.failure()), format!("{:?}", Some(&failure)));
     client.close();
     server.stop();
 }

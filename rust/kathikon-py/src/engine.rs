@@ -45,7 +45,7 @@ pub(crate) struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0, manual_clock=None, connect=true, lease=30.0))]
+    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0, manual_clock=None, connect=true, lease=30.0, takeover=true))]
     #[allow(clippy::too_many_arguments)] // keyword-only in Python
     fn new(
         py: Python<'_>,
@@ -57,6 +57,7 @@ impl PyEngine {
         manual_clock: Option<i64>,
         connect: bool,
         lease: f64,
+        takeover: bool,
     ) -> PyResult<Self> {
         let manual_clock = manual_clock.map(|start| Arc::new(ManualClock::new(start)));
         let mut config = EngineConfig {
@@ -83,6 +84,7 @@ impl PyEngine {
             // A hand-moved clock only makes sense in the process that owns the store.
             connect: connect && manual_clock.is_none(),
             lease,
+            takeover,
             ..NodeConfig::default()
         };
         let inner = py.detach(|| Node::open(config)).py_err()?;
@@ -270,11 +272,28 @@ impl PyEngine {
         }
     }
 
+    /// Take the store over (or connect to its new owner) if the owner went away; the role
+    /// then, as [`Self::role`]. For a process that makes no calls but keeps the store.
+    fn keep(&self, py: Python<'_>) -> PyResult<&'static str> {
+        match py.detach(|| self.inner.keep()).py_err()? {
+            Role::Owner => Ok("owner"),
+            Role::Client => Ok("client"),
+        }
+    }
+
     /// Why this owner does not serve the store to other processes (its socket could not be
     /// created), or `None`.
     #[getter]
     fn serve_error(&self) -> Option<String> {
         self.inner.serve_error()
+    }
+
+    /// The storage failure after which this process's engine stopped writing (it owns the
+    /// store, and a commit failed: a full disk, say), or `None`. The engine writes nothing
+    /// more until the app is closed and opened again.
+    #[getter]
+    fn failure(&self) -> Option<String> {
+        self.inner.failure().map(|e| e.to_string())
     }
 
     /// The process id of the store's owner (this process's, when it owns the store).

@@ -104,9 +104,11 @@ pub(crate) fn map_error(error: Error) -> PyErr {
         Error::OwnerGone { .. } => OwnerGoneError::new_err(text),
         Error::OwnerNotAnswering { .. } => OwnerNotAnsweringError::new_err(text),
         Error::Protocol(_) => ProtocolError::new_err(text),
-        // A failed commit (outcome unknown) and a write refused by the stopped writer are
-        // storage errors; their messages say which.
-        Error::CommitFailed { .. } | Error::WriterStopped { .. } => StorageError::new_err(text),
+        // A failed commit (outcome unknown) and a call refused by a stopped writer, this
+        // process's or its owner's, are storage errors; their messages say which.
+        Error::CommitFailed { .. } | Error::WriterStopped { .. } | Error::OwnerStopped { .. } => {
+            StorageError::new_err(text)
+        }
         // Storage, and any variant added later: the general storage error.
         _ => StorageError::new_err(text),
     }

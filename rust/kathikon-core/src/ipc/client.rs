@@ -348,6 +348,16 @@ impl Client {
             Ok(Response::Error(WireError::Closed)) => {
                 Err(self.owner_gone("the owner closed the store".into()))
             }
+            Ok(Response::Error(WireError::WriterStopped { cause })) => {
+                // The owner's writer stopped: only the owner can reopen the store, and this
+                // process takes it over once the owner lets go; the error says so.
+                self.checkin(conn);
+                Err(Error::OwnerStopped {
+                    path: self.store.clone(),
+                    owner: self.owner_pid,
+                    cause: Box::new((*cause).into()),
+                })
+            }
             Ok(Response::Error(e)) => {
                 self.checkin(conn);
                 Err(e.into())

@@ -33,7 +33,7 @@ use std::collections::HashMap;
 use std::mem::ManuallyDrop;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientConfig, ConnectError};
@@ -69,6 +69,12 @@ pub struct NodeConfig {
     /// [`Error::OwnerNotAnswering`] (the owner waits at most a fraction of a second on a
     /// claim before answering, so this bounds only an owner that is stopped or overloaded).
     pub answer_timeout: Duration,
+    /// Whether this process may own the store: open the file itself when no other process
+    /// holds it, at open or after its owner went away. `false` for processes that run jobs
+    /// under another that keeps the store (a pool's worker processes): a job that crashes
+    /// such a process must not take the store down for every client, so it only ever
+    /// connects, waiting up to `connect_timeout` for an owner to serve.
+    pub takeover: bool,
 }
 
 impl Default for NodeConfig {
@@ -80,6 +86,7 @@ impl Default for NodeConfig {
             lease: Duration::from_secs(30),
             connect_timeout: Duration::from_secs(5),
             answer_timeout: super::client::DEFAULT_ANSWER_TIMEOUT,
+            takeover: true,
         }
     }
 }
@@ -161,6 +168,10 @@ pub struct Node {
     held: Mutex<Option<HeldHere>>,
     /// Called, outside every lock, after this process took the store over.
     on_takeover: Mutex<Option<TakeoverHook>>,
+    /// How many searches for a new owner ended, and the last one that failed (its number
+    /// and error), handed to the threads that waited for it.
+    searches: AtomicU64,
+    failed_search: Mutex<Option<(u64, Error)>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -172,7 +183,20 @@ impl std::fmt::Debug for Node {
     }
 }
 
-pub(super) fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Current> {
+/// One try at holding the store: open the file (when this process may own it), else connect
+/// to the process that serves it. A file held by another process whose socket does not answer
+/// (yet) is [`Error::StorageLocked`]; with `takeover` off, a socket that does not answer is
+/// [`Error::OwnerGone`] naming `previous` (the owner this process last talked to, 0 if none).
+pub(super) fn acquire(
+    config: &NodeConfig,
+    store: Option<&PathBuf>,
+    previous: u32,
+) -> Result<Current> {
+    if !config.takeover {
+        if let Some(store) = store {
+            return connect_only(config, store, previous);
+        }
+    }
     let locked = match Engine::open(config.engine.clone()) {
         Ok(engine) => {
             let engine = Arc::new(engine);
@@ -218,6 +242,35 @@ pub(super) fn acquire(config: &NodeConfig, store: Option<&PathBuf>) -> Result<Cu
     }
 }
 
+/// [`acquire`] for a process that never owns the store: the owner's client, or
+/// [`Error::OwnerGone`] when no process serves it.
+fn connect_only(config: &NodeConfig, store: &Path, previous: u32) -> Result<Current> {
+    let client_config = ClientConfig {
+        store: store.to_path_buf(),
+        lease: config.lease,
+        connect_timeout: config.connect_timeout,
+    };
+    match Client::connect_bounded(&client_config, config.answer_timeout) {
+        Ok(client) => {
+            let client = Arc::new(client);
+            Ok(Current { jobs: client.clone(), owned: None, client: Some(client) })
+        }
+        Err(ConnectError::NotAnswering(waited)) => {
+            Err(Error::OwnerNotAnswering { path: store.to_path_buf(), owner: None, waited })
+        }
+        Err(ConnectError::Unreachable(e)) => Err(Error::OwnerGone {
+            path: store.to_path_buf(),
+            owner: previous,
+            detail: format!(
+                "no process serves the store ({e}), and this process does not take stores \
+                 over (takeover=False, as in a pool's worker process): it waits for the \
+                 process that keeps the store (the pool's parent) to take it over"
+            ),
+        }),
+        Err(ConnectError::Refused(e)) => Err(e),
+    }
+}
+
 impl Node {
     /// Open the store: own it if nobody does, connect to its owner otherwise.
     pub fn open(config: NodeConfig) -> Result<Node> {
@@ -234,7 +287,9 @@ impl Node {
         };
         crate::fork::install();
         let generation = crate::fork::generation();
-        let current = acquire(&config, store.as_ref())?;
+        // The store may be changing hands right now (its owner died and its file is being
+        // released, or the next owner is opening it): the same tries as a takeover.
+        let current = super::handover::next_owner(&config, store.as_ref(), 0)?;
         Ok(Node {
             config,
             store,
@@ -243,6 +298,8 @@ impl Node {
             closed: AtomicBool::new(false),
             held: Mutex::new(held),
             on_takeover: Mutex::new(None),
+            searches: AtomicU64::new(0),
+            failed_search: Mutex::new(None),
         })
     }
 
@@ -276,13 +333,29 @@ impl Node {
                 return Ok(pick(&current));
             }
         }
+        let searched_before = self.searches.load(Ordering::Acquire);
         let mut slot = self.current.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         // Another thread may have switched already.
         let mut took_over_from = None;
         if let Some(client) = slot.client.clone() {
             if client.is_gone() {
+                // One search at a time, and the threads that waited for it take its answer:
+                // lanes of a process that finds no owner fail together after one bounded
+                // wait, not one wait after another.
+                let failed = self.failed_search.lock().unwrap_or_else(PoisonError::into_inner);
+                if let Some((_, e)) = failed.as_ref().filter(|(n, _)| *n > searched_before) {
+                    return Err(e.clone());
+                }
+                drop(failed);
                 client.close();
-                let next = super::handover::next_owner(&self.config, self.store.as_ref())?;
+                let previous = client.owner_pid();
+                let found =
+                    super::handover::next_owner(&self.config, self.store.as_ref(), previous);
+                let number = self.searches.fetch_add(1, Ordering::AcqRel) + 1;
+                let next = found.inspect_err(|e| {
+                    *self.failed_search.lock().unwrap_or_else(PoisonError::into_inner) =
+                        Some((number, e.clone()));
+                })?;
                 drop(ManuallyDrop::into_inner(std::mem::replace(
                     &mut *slot,
                     ManuallyDrop::new(next),
@@ -301,6 +374,14 @@ impl Node {
             }
         }
         Ok(picked)
+    }
+
+    /// Take the store over (or connect to its new owner) if the owner this process talked to
+    /// went away; the role this process has then. For a process that makes no calls of its
+    /// own but must keep the store, such as a pool's parent, whose worker processes never
+    /// take it over: it calls this periodically, so its takeover does not wait for a call.
+    pub fn keep(&self) -> Result<Role> {
+        self.checked(|current| if current.owned.is_some() { Role::Owner } else { Role::Client })
     }
 
     /// Call `hook` each time this process takes the store over from an owner that went
@@ -385,7 +466,7 @@ impl Node {
         if self.generation.load(Ordering::Acquire) == generation {
             return Ok(()); // another thread of this child did it
         }
-        let own = acquire(&self.config, Some(store))?;
+        let own = super::handover::next_owner(&self.config, Some(store), 0)?;
         // The parent's `Current` is not dropped: its connections, server and engine are the
         // parent's, run by threads this process does not have.
         let _parents = std::mem::replace(&mut *slot, ManuallyDrop::new(own));
@@ -441,6 +522,14 @@ impl Node {
             Some(client) => client.owner_pid(),
             None => std::process::id(),
         }
+    }
+
+    /// The storage failure after which this process's engine stopped writing, when it owns
+    /// the store (see [`Engine::failure`]); `None` while it writes, and for a client (whose
+    /// calls report its owner's failure as [`Error::OwnerStopped`]).
+    pub fn failure(&self) -> Option<Error> {
+        let current = self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+        current.owned.as_ref().and_then(|o| o.engine.failure())
     }
 
     /// What opening the store found and rescued (nothing, for a client).

@@ -249,7 +249,7 @@ impl From<&Error> for WireError {
             Error::CommitFailed { path, detail } => {
                 WireError::CommitFailed { path: path.clone(), detail: detail.clone() }
             }
-            Error::WriterStopped { cause } => {
+            Error::WriterStopped { cause } | Error::OwnerStopped { cause, .. } => {
                 WireError::WriterStopped { cause: Box::new(cause.as_ref().into()) }
             }
         }

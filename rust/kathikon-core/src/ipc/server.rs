@@ -230,6 +230,15 @@ fn accept_loop(shared: &Arc<Shared>, listener: &UnixListener) {
     }
 }
 
+/// `error` as this owner reports it to a client: after its writer stopped, a storage failure
+/// is that stop (see [`Error::reported_by_stopped_owner`]), which the client reports as its owner's.
+fn owner_error(shared: &Shared, error: Error) -> Error {
+    match shared.engine.failure() {
+        Some(cause) => error.reported_by_stopped_owner(&cause),
+        None => error,
+    }
+}
+
 /// Answer one connection until it closes or sends something malformed.
 fn serve(shared: &Shared, stream: UnixStream) {
     let Ok(read_half) = stream.try_clone() else { return };
@@ -294,7 +303,7 @@ fn serve(shared: &Shared, stream: UnixStream) {
             }
             let response = match answer(shared, session, pid, request) {
                 Ok(r) => r,
-                Err(e) => Response::Error(WireError::from(&e)),
+                Err(e) => Response::Error(WireError::from(&owner_error(shared, e))),
             };
             if !send(&mut writer, &mut outbuf, &response) {
                 break;

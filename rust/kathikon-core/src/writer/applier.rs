@@ -3,7 +3,7 @@
 //! by one thread at a time (the writer thread, or a caller leading its own batch: see
 //! [`super::lead`]); after a failed commit it refuses every later batch.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::claim::ClaimQueues;
@@ -28,8 +28,9 @@ pub(crate) struct Applier {
     /// The periodic work that runs in every batch (scheduler, pruner).
     plugins: Plugins,
     /// Set after a failed commit: redb refuses writes until reopened, and the batch's outcome
-    /// is unknown, so every later command is refused naming this failure.
-    failed: Option<Error>,
+    /// is unknown, so every later command is refused naming this failure. Shared with the
+    /// engine, which tells its host (and the clients it serves) without taking the applier.
+    failed: Arc<OnceLock<Error>>,
 }
 
 impl Applier {
@@ -39,7 +40,12 @@ impl Applier {
         telemetry: Arc<Telemetry>,
         plugins: Plugins,
     ) -> Applier {
-        Applier { store, queues, telemetry, plugins, failed: None }
+        Applier { store, queues, telemetry, plugins, failed: Arc::default() }
+    }
+
+    /// Where the failure that stopped this applier is kept (empty while it writes).
+    pub(crate) fn failure(&self) -> Arc<OnceLock<Error>> {
+        self.failed.clone()
     }
 
     /// How long the writer thread may sleep, as of `now`, before a plugin wants it.
@@ -70,7 +76,7 @@ impl Applier {
 
     /// Checkpoint the store (see [`Store::checkpoint`]), unless the writer stopped.
     pub(crate) fn checkpoint(&mut self) -> Result<()> {
-        if let Some(cause) = &self.failed {
+        if let Some(cause) = self.failed.get() {
             return Err(stopped(cause));
         }
         self.store.checkpoint().inspect_err(|error| self.fail(error))
@@ -79,13 +85,13 @@ impl Applier {
     /// Stop writing after `error` (outside a batch, whatever failed is storage), naming it in
     /// every later refusal.
     fn fail(&mut self, error: &Error) {
-        self.failed = Some(error.clone());
+        let _ = self.failed.set(root_cause(error).clone());
     }
 
     /// Do a piece of the work the store put off (filing new jobs); returns
     /// whether more waits. A failure stops the engine's writes, as a failed batch does.
     pub(super) fn background_work(&mut self) -> bool {
-        if self.failed.is_some() || !self.store.has_background_work() {
+        if self.failed.get().is_some() || !self.store.has_background_work() {
             return false;
         }
         match self.store.do_background_work(FILE_CHUNK) {
@@ -108,7 +114,7 @@ impl Applier {
             })
             .fold(now.micros, Micros::max);
         let info = Batch { now, as_of, led };
-        if let Some(cause) = &self.failed {
+        if let Some(cause) = self.failed.get() {
             for cmd in batch.drain(..) {
                 // Put claimed keys back, so every later claim fails with this error too
                 // instead of finding an empty queue and waiting quietly.
@@ -164,7 +170,7 @@ impl Applier {
                     cmd.fail(&|| error.clone());
                 }
                 if fatal {
-                    self.failed = Some(error);
+                    self.fail(&error);
                 }
                 self.plugins.finished(&info, None);
             }
@@ -178,6 +184,15 @@ fn stopped(cause: &Error) -> Error {
     match cause {
         Error::WriterStopped { .. } => cause.clone(),
         _ => Error::WriterStopped { cause: Box::new(cause.clone()) },
+    }
+}
+
+/// The failure that stopped a writer, without the refusals that name it (a store may refuse
+/// with [`Error::WriterStopped`] itself, after its own earlier failure).
+fn root_cause(error: &Error) -> &Error {
+    match error {
+        Error::WriterStopped { cause } => root_cause(cause),
+        other => other,
     }
 }
 

@@ -78,23 +78,7 @@ impl RedbStore {
         // may leave the newest commit torn (never acknowledged), and redb then falls back to the
         // commit before. A clean close ends with a two-phase commit, whose damage redb refuses
         // ("Primary is corrupted despite 2-phase commit") rather than rolling it back.
-        // Opened here rather than by `Builder::create` (which opens it the same way) to know
-        // its descriptor: a child made by `fork` must not keep it, nor the lock on it.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
-        let not_in_children = CloseInForkedChild::new(file.as_raw_fd());
-        let db = guarded(&path, || {
-            let backend = FileBackend::new(file).map_err(|e| open_error(&path, e))?;
-            Database::builder()
-                .set_check_integrity_on_open(true)
-                .create_with_backend(backend)
-                .map_err(|e| open_error(&path, e))
-        })?;
+        let (db, not_in_children) = open_redb(&path)?;
         let mut store = Self::checked(db, path, fsync, Some(registered))?;
         store.not_in_children = Some(not_in_children);
         store.attach_log(fsync, log_faults)?;
@@ -268,6 +252,65 @@ fn create_new(path: &Path, fsync: bool) -> Result<()> {
     Ok(())
 }
 
+/// How many times a redb open that panicked is tried before the panic counts as damage.
+const OPEN_TRIES: u32 = 3;
+
+/// redb's open of the file at `path`, its pages verified. Only a panic that every one of
+/// [`OPEN_TRIES`] opens repeats is reported as damage ([`Error::Corrupted`]): a store is being
+/// taken over right after its owner died, and an open that panics once and then opens clean
+/// (nothing quarantined, nothing lost) met a passing state, not a damaged file. Errors redb
+/// returns (a held lock, a checksum that does not match) are answers, not retried.
+///
+/// The file is opened here rather than by `Builder::create` (which opens it the same way) to
+/// know its descriptor: a child made by `fork` must not keep it, nor the lock on it.
+fn open_redb(path: &Path) -> Result<(Database, CloseInForkedChild)> {
+    retrying_panics(path, || {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| Error::Storage(format!("cannot open {}: {e}", path.display())))?;
+        let not_in_children = CloseInForkedChild::new(file.as_raw_fd());
+        let backend = FileBackend::new(file).map_err(|e| open_error(path, e))?;
+        let db = Database::builder()
+            .set_check_integrity_on_open(true)
+            .create_with_backend(backend)
+            .map_err(|e| open_error(path, e))?;
+        Ok((db, not_in_children))
+    })
+}
+
+/// `open` of the store at `path`, under [`guarded`], tried again while it panics, up to
+/// [`OPEN_TRIES`] times in all; what it returns (a value or an error) is the answer.
+fn retrying_panics<T>(path: &Path, mut open: impl FnMut() -> Result<T>) -> Result<T> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        // Set when `open` returned rather than panicked.
+        let mut returned = false;
+        let opened = guarded(path, || {
+            let answer = open();
+            returned = true;
+            answer
+        });
+        match opened {
+            Err(Error::Corrupted { detail, .. }) if !returned && tries >= OPEN_TRIES => {
+                return Err(Error::Corrupted {
+                    path: path.to_path_buf(),
+                    detail: format!("{detail} (on each of {OPEN_TRIES} opens)"),
+                    job: None,
+                })
+            }
+            Err(Error::Corrupted { .. }) if !returned => {
+                std::thread::sleep(std::time::Duration::from_millis(20 * u64::from(tries)));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 fn durability(fsync: bool) -> redb::Durability {
     if fsync {
         redb::Durability::Immediate
@@ -318,5 +361,49 @@ fn open_error(path: &Path, e: DatabaseError) -> Error {
         other => {
             Error::Corrupted { path: path.to_path_buf(), detail: other.to_string(), job: None }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_open_that_panics_once_is_tried_again_and_its_answer_taken() {
+        let mut calls = 0;
+        let opened = retrying_panics(Path::new("s.redb"), || {
+            calls += 1;
+            assert!(calls > 1, "a passing state of the file");
+            Ok(calls)
+        });
+        assert_eq!(opened.unwrap(), 2);
+    }
+
+    #[test]
+    fn a_panic_every_open_repeats_is_damage_and_says_so() {
+        let mut calls = 0;
+        let opened: Result<()> = retrying_panics(Path::new("s.redb"), || {
+            calls += 1;
+            panic!("a damaged page");
+        });
+        assert_eq!(calls, OPEN_TRIES);
+        match opened {
+            Err(Error::Corrupted { detail, .. }) => {
+                assert!(detail.contains("a damaged page"), "{detail}");
+                assert!(detail.contains("on each of 3 opens"), "{detail}");
+            }
+            other => panic!("expected Corrupted, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_error_open_returns_is_the_answer_not_tried_again() {
+        let mut calls = 0;
+        let opened: Result<()> = retrying_panics(Path::new("s.redb"), || {
+            calls += 1;
+            Err(Error::Corrupted { path: "s.redb".into(), detail: "checksum".into(), job: None })
+        });
+        assert_eq!(calls, 1);
+        assert!(matches!(opened, Err(Error::Corrupted { .. })));
     }
 }
