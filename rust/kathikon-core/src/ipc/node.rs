@@ -217,16 +217,8 @@ pub(super) fn acquire(
         Err(e) => return Err(e),
     };
     let Some(store) = store else { return Err(locked) };
-    let client_config = ClientConfig {
-        store: store.clone(),
-        lease: config.lease,
-        connect_timeout: config.connect_timeout,
-    };
-    match Client::connect_bounded(&client_config, config.answer_timeout) {
-        Ok(client) => {
-            let client = Arc::new(client);
-            Ok(Current { jobs: client.clone(), owned: None, client: Some(client) })
-        }
+    match connect(config, store) {
+        Ok(current) => Ok(current),
         // A holder that does not serve (an older Kathikon, or one that chose not to): the
         // lock error says who it is.
         Err(ConnectError::Unreachable(_)) => Err(locked),
@@ -245,16 +237,8 @@ pub(super) fn acquire(
 /// [`acquire`] for a process that never owns the store: the owner's client, or
 /// [`Error::OwnerGone`] when no process serves it.
 fn connect_only(config: &NodeConfig, store: &Path, previous: u32) -> Result<Current> {
-    let client_config = ClientConfig {
-        store: store.to_path_buf(),
-        lease: config.lease,
-        connect_timeout: config.connect_timeout,
-    };
-    match Client::connect_bounded(&client_config, config.answer_timeout) {
-        Ok(client) => {
-            let client = Arc::new(client);
-            Ok(Current { jobs: client.clone(), owned: None, client: Some(client) })
-        }
+    match connect(config, store) {
+        Ok(current) => Ok(current),
         Err(ConnectError::NotAnswering(waited)) => {
             Err(Error::OwnerNotAnswering { path: store.to_path_buf(), owner: None, waited })
         }
@@ -269,6 +253,17 @@ fn connect_only(config: &NodeConfig, store: &Path, previous: u32) -> Result<Curr
         }),
         Err(ConnectError::Refused(e)) => Err(e),
     }
+}
+
+/// A client session with the store's owner, each wait on it bounded by the config.
+fn connect(config: &NodeConfig, store: &Path) -> std::result::Result<Current, ConnectError> {
+    let client_config = ClientConfig {
+        store: store.to_path_buf(),
+        lease: config.lease,
+        connect_timeout: config.connect_timeout,
+    };
+    let client = Arc::new(Client::connect_bounded(&client_config, config.answer_timeout)?);
+    Ok(Current { jobs: client.clone(), owned: None, client: Some(client) })
 }
 
 impl Node {
