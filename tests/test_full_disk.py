@@ -78,6 +78,13 @@ def disk(tmp_path: Path) -> Iterator[Path]:
             subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
+def give_space_back(mnt: Path) -> None:
+    """Free the filler and grow the tmpfs: running every job rewrites pages and the log
+    (copy-on-write), which can take more than the filler's 2 MiB on a slow machine."""
+    (mnt / "filler").unlink()
+    subprocess.run(["mount", "-o", "remount,size=64m", str(mnt)], check=True)
+
+
 def big_args(n: int) -> dict[str, Any]:
     """About 8 KiB of args that do not compress, tagged with ``n``."""
     return {"n": n, "pad": os.urandom(4096).hex()}
@@ -167,7 +174,7 @@ def test_a_worker_owner_exits_75_naming_the_store_and_a_new_owner_runs_every_ack
         assert ENOSPC in line, line
 
         # Space comes back; the supervisor's restart owns the store again and runs the jobs.
-        (disk / "filler").unlink()
+        give_space_back(disk)
         second = Worker(tmp_path, store)
         # This client's connection was to the first owner: its next call goes to the new one.
         assert app.get(acknowledged[0]).id == acknowledged[0]
@@ -224,7 +231,7 @@ def test_an_app_owning_the_store_stops_its_workers_says_why_and_reopens_with_eve
     (line,) = stopped_lines()
     assert f"the store {store}" in line and ENOSPC in line, line
 
-    (disk / "filler").unlink()
+    give_space_back(disk)
     ns = load_app(tmp_path, store)
     app = ns["app"]
     try:
