@@ -23,6 +23,45 @@ use crate::job::{Job, JobId, Placement};
 use crate::request::RequestId;
 use crate::state::JobState;
 
+/// Small records kept beside the jobs, each under a kind and a name: the keys of unique jobs,
+/// the last slot each cron entry fired, the settings of queues controlled at runtime. They are
+/// written in the writer's transaction with the jobs, so a crash keeps both or neither, and a
+/// value is opaque bytes to the store (each feature encodes its own). An entry may carry an
+/// expiry time, which the store indexes so that expired entries are found without a scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum EntryKind {
+    /// A unique job's key → the job that holds it.
+    Unique = 1,
+    /// A cron entry's name → the last slot it fired.
+    Cron = 2,
+    /// A queue's name → its settings (paused, concurrency, started at runtime).
+    Queue = 3,
+}
+
+impl EntryKind {
+    /// The kind stored as `byte`, if any.
+    pub fn from_byte(byte: u8) -> Option<EntryKind> {
+        match byte {
+            1 => Some(EntryKind::Unique),
+            2 => Some(EntryKind::Cron),
+            3 => Some(EntryKind::Queue),
+            _ => None,
+        }
+    }
+}
+
+/// One stored entry: its name, value and expiry time (if it has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The name it is stored under (within its kind).
+    pub name: String,
+    /// The value, as the feature that wrote it encoded it.
+    pub value: Vec<u8>,
+    /// When it expires, if ever.
+    pub expires: Option<Micros>,
+}
+
 /// An available job's place in its queue: `(queue, priority, scheduled_at, id)`.
 pub type AvailableEntry = (String, u8, Micros, JobId);
 
@@ -120,6 +159,8 @@ pub trait ReadTxn {
     fn counts(&mut self) -> Result<Vec<(String, JobState, u64)>>;
     /// The earliest `scheduled_at` among `queue`'s available jobs.
     fn oldest_available(&mut self, queue: &str) -> Result<Option<Micros>>;
+    /// Every entry of `kind`, by name.
+    fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>>;
 }
 
 /// Reads and writes inside one write transaction.
@@ -163,4 +204,28 @@ pub trait WriteTxn {
     fn remember_insert(&mut self, request: RequestId, first: JobId, count: u64) -> Result<()>;
     /// Forget up to `limit` requests made before `before`, oldest first; returns how many.
     fn forget_requests(&mut self, before: Micros, limit: usize) -> Result<u64>;
+    /// The entry `(kind, name)`, if stored.
+    fn entry(&mut self, kind: EntryKind, name: &str) -> Result<Option<Entry>>;
+    /// Store `value` under `(kind, name)`, replacing any entry there, expiring at `expires`.
+    fn put_entry(
+        &mut self,
+        kind: EntryKind,
+        name: &str,
+        value: &[u8],
+        expires: Option<Micros>,
+    ) -> Result<()>;
+    /// Delete the entry `(kind, name)`, if stored.
+    fn remove_entry(&mut self, kind: EntryKind, name: &str) -> Result<()>;
+    /// Names of up to `limit` entries of `kind` that expire at or before `until`, earliest
+    /// first (from the expiry index, not a scan).
+    fn expired_entries(
+        &mut self,
+        kind: EntryKind,
+        until: Micros,
+        limit: usize,
+    ) -> Result<Vec<String>>;
+    /// The earliest expiry time of any entry of `kind`.
+    fn next_expiry(&mut self, kind: EntryKind) -> Result<Option<Micros>>;
+    /// Every entry of `kind`, by name.
+    fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>>;
 }

@@ -10,6 +10,7 @@
 //! - `wal/`: the log file itself; `schema.rs`: tables and record encoding; `unfiled.rs`,
 //!   `rewrites.rs`, `index_changes.rs`, `ordered.rs`: writes a transaction keeps back.
 
+mod entries;
 mod holder;
 mod index_changes;
 mod logged;
@@ -120,6 +121,7 @@ impl Store for RedbStore {
                 counts: txn.open_table(COUNTS)?,
                 quarantine: txn.open_table(QUARANTINE)?,
                 path: &self.path,
+                txn: &txn,
             };
             f(&mut tables)
         })

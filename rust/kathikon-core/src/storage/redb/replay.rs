@@ -214,6 +214,12 @@ pub(super) fn apply_logged(tables: &mut WriteTables<'_>, payload: &[u8]) -> Opti
                 wal::Op::Request(request, first, count) => {
                     tables.request_store(request, first, count)?;
                 }
+                wal::Op::PutEntry(kind, name, value, expires) => {
+                    tables.entry_put(kind, name, value, expires)?;
+                }
+                wal::Op::RemoveEntry(kind, name) => {
+                    tables.entry_remove(kind, name)?;
+                }
             }
         }
         Ok(())

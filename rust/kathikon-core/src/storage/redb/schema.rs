@@ -59,6 +59,9 @@ pub(crate) const QUARANTINE: TableDefinition<u64, (i64, &str, &[u8])> =
 pub(crate) const REQUESTS: TableDefinition<(i64, u64), (u64, u64)> =
     TableDefinition::new("requests");
 
+// `entries` and `entry_expiry` (small records by kind and name: unique keys, cron slots, queue
+// settings) are defined in `entries.rs`, added without a format change as `requests` was.
+
 pub(crate) const META_FORMAT: &str = "format_version";
 pub(crate) const META_NEXT_ID: &str = "next_id";
 /// A random id given to the store when it first gets a write-ahead log; each log record

@@ -22,7 +22,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobId, Placement};
 use crate::request::RequestId;
 use crate::state::JobState;
-use crate::storage::{AvailableEntry, Quarantined, ReadTxn, WriteTxn};
+use crate::storage::{AvailableEntry, Entry, EntryKind, Quarantined, ReadTxn, WriteTxn};
 
 type AvailKey<'a> = (&'a str, u8, i64, u64);
 
@@ -40,6 +40,8 @@ pub(super) struct WriteTables<'t> {
     pub(super) txn: &'t redb::WriteTransaction,
     /// Inserts sent with a request id (`requests.rs`), once a batch used the table.
     pub(super) requests: Option<super::requests::RequestsTable<'t>>,
+    /// Entries and their expiry index (`entries.rs`), once a batch used them.
+    pub(super) entries: Option<(super::entries::EntriesTable<'t>, super::entries::ExpiryTable<'t>)>,
     /// Changes to `counts` made by this transaction per queue (indexed by state), written
     /// once at its end (the log's long transaction: just before it is committed).
     pub(super) deltas: HashMap<String, [i64; 7]>,
@@ -91,6 +93,7 @@ impl WriteTables<'_> {
             quarantine: txn.open_table(QUARANTINE)?,
             txn,
             requests: None,
+            entries: None,
             deltas: HashMap::new(),
             changes: IndexChanges::default(),
             rewrites: Rewrites::default(),
@@ -400,6 +403,41 @@ impl WriteTxn for WriteTables<'_> {
     fn forget_requests(&mut self, before: Micros, limit: usize) -> Result<u64> {
         self.request_forget(before, limit)
     }
+
+    fn entry(&mut self, kind: EntryKind, name: &str) -> Result<Option<Entry>> {
+        self.entry_get(kind, name)
+    }
+
+    fn put_entry(
+        &mut self,
+        kind: EntryKind,
+        name: &str,
+        value: &[u8],
+        expires: Option<Micros>,
+    ) -> Result<()> {
+        self.entry_put(kind, name, value, expires)
+    }
+
+    fn remove_entry(&mut self, kind: EntryKind, name: &str) -> Result<()> {
+        self.entry_remove(kind, name)
+    }
+
+    fn expired_entries(
+        &mut self,
+        kind: EntryKind,
+        until: Micros,
+        limit: usize,
+    ) -> Result<Vec<String>> {
+        self.entry_expired(kind, until, limit)
+    }
+
+    fn next_expiry(&mut self, kind: EntryKind) -> Result<Option<Micros>> {
+        self.entry_next_expiry(kind)
+    }
+
+    fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>> {
+        self.entry_all(kind)
+    }
 }
 
 pub(super) struct ReadTables<'p> {
@@ -408,6 +446,8 @@ pub(super) struct ReadTables<'p> {
     pub(super) counts: redb::ReadOnlyTable<(&'static str, u8), u64>,
     pub(super) quarantine: redb::ReadOnlyTable<u64, (i64, &'static str, &'static [u8])>,
     pub(super) path: &'p Path,
+    /// The snapshot, to open the tables only some stores have (`entries.rs`).
+    pub(super) txn: &'p redb::ReadTransaction,
 }
 
 impl ReadTxn for ReadTables<'_> {
@@ -482,6 +522,10 @@ impl ReadTxn for ReadTables<'_> {
             }
         }
         Ok(oldest)
+    }
+
+    fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>> {
+        self.entry_all(kind)
     }
 }
 

@@ -3,8 +3,10 @@
 //! records read back from a log file and split into their operations.
 
 use super::file::{CHUNK, KEEP};
+use crate::clock::Micros;
 use crate::job::JobId;
 use crate::request::RequestId;
+use crate::storage::EntryKind;
 
 pub(super) const MAGIC: &[u8; 4] = b"KWAL";
 pub(crate) const HEADER: usize = 32;
@@ -14,6 +16,10 @@ const OP_DELETE: u8 = 2;
 const OP_NEXT_ID: u8 = 3;
 /// An insert's request id and the jobs it stored (`storage/redb/requests.rs`).
 const OP_REQUEST: u8 = 4;
+/// An entry stored (`storage/redb/entries.rs`): kind, expiry (`i64::MIN`: none), name, value.
+const OP_PUT_ENTRY: u8 = 5;
+/// An entry deleted: kind, name.
+const OP_REMOVE_ENTRY: u8 = 6;
 
 /// One batch's effects, built while the batch runs; the header is filled in by
 /// [`Wal::append`].
@@ -57,6 +63,29 @@ impl LogBuf {
     pub(crate) fn next_id(&mut self, next: u64) {
         self.bytes.push(OP_NEXT_ID);
         self.bytes.extend_from_slice(&next.to_le_bytes());
+    }
+
+    pub(crate) fn put_entry(
+        &mut self,
+        kind: EntryKind,
+        name: &str,
+        value: &[u8],
+        expires: Option<Micros>,
+    ) {
+        self.bytes.push(OP_PUT_ENTRY);
+        self.bytes.push(kind as u8);
+        self.bytes.extend_from_slice(&expires.unwrap_or(i64::MIN).to_le_bytes());
+        self.bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(name.as_bytes());
+        self.bytes.extend_from_slice(&(value.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(value);
+    }
+
+    pub(crate) fn remove_entry(&mut self, kind: EntryKind, name: &str) {
+        self.bytes.push(OP_REMOVE_ENTRY);
+        self.bytes.push(kind as u8);
+        self.bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(name.as_bytes());
     }
 
     pub(crate) fn request(&mut self, request: RequestId, first: JobId, count: u64) {
@@ -111,6 +140,10 @@ pub(crate) enum Op<'a> {
     NextId(u64),
     /// A request id and the `(first id, count)` its insert stored.
     Request(RequestId, JobId, u64),
+    /// An entry stored: kind, name, value, expiry.
+    PutEntry(EntryKind, &'a str, &'a [u8], Option<Micros>),
+    /// An entry deleted: kind, name.
+    RemoveEntry(EntryKind, &'a str),
 }
 
 /// Split a record's payload into its operations; `None` if it does not parse (which a record
@@ -127,6 +160,16 @@ pub(crate) fn ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
     fn u64_of(rest: &mut &[u8]) -> Option<u64> {
         Some(u64::from_le_bytes(take(rest, 8)?.try_into().ok()?))
     }
+    fn bytes_of<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(take(rest, 4)?.try_into().ok()?) as usize;
+        take(rest, len)
+    }
+    fn kind_of(rest: &mut &[u8]) -> Option<EntryKind> {
+        EntryKind::from_byte(take(rest, 1)?[0])
+    }
+    fn name_of<'a>(rest: &mut &'a [u8]) -> Option<&'a str> {
+        std::str::from_utf8(bytes_of(rest)?).ok()
+    }
     let mut out = Vec::new();
     while let Some((&tag, rest)) = payload.split_first() {
         payload = rest;
@@ -142,6 +185,16 @@ pub(crate) fn ops(mut payload: &[u8]) -> Option<Vec<Op<'_>>> {
                 let at = u64_of(&mut payload)? as i64;
                 let nonce = u64_of(&mut payload)?;
                 Op::Request(RequestId { at, nonce }, u64_of(&mut payload)?, u64_of(&mut payload)?)
+            }
+            OP_PUT_ENTRY => {
+                let kind = kind_of(&mut payload)?;
+                let expires = Some(u64_of(&mut payload)? as i64).filter(|&at| at != i64::MIN);
+                let name = name_of(&mut payload)?;
+                Op::PutEntry(kind, name, bytes_of(&mut payload)?, expires)
+            }
+            OP_REMOVE_ENTRY => {
+                let kind = kind_of(&mut payload)?;
+                Op::RemoveEntry(kind, name_of(&mut payload)?)
             }
             _ => return None,
         });
@@ -278,6 +331,9 @@ mod tests {
         buf.put(8, b"");
         let request = RequestId { at: -5, nonce: u64::MAX };
         buf.request(request, 12, 3);
+        buf.put_entry(EntryKind::Unique, "k\u{e9}y", b"\x01\x02", Some(-7));
+        buf.put_entry(EntryKind::Cron, "", b"", None);
+        buf.remove_entry(EntryKind::Queue, "emails");
         let ops = ops(&buf.bytes[HEADER..]).unwrap();
         let expected = [
             Op::Put(7, b"abc"),
@@ -285,6 +341,9 @@ mod tests {
             Op::NextId(11),
             Op::Put(8, b""),
             Op::Request(request, 12, 3),
+            Op::PutEntry(EntryKind::Unique, "k\u{e9}y", b"\x01\x02", Some(-7)),
+            Op::PutEntry(EntryKind::Cron, "", b"", None),
+            Op::RemoveEntry(EntryKind::Queue, "emails"),
         ];
         assert_eq!(ops, expected);
         assert!(super::ops(&buf.bytes[HEADER..buf.bytes.len() - 1]).is_none());
