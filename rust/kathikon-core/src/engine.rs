@@ -11,14 +11,15 @@ use crossbeam_channel::{bounded, unbounded, Sender};
 
 use crate::claim::{ClaimQueues, Claimer};
 use crate::clock::{Clock, Micros, SystemClock};
+use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
-use crate::plugins::{Plugins, Pruner, Scheduler};
+use crate::plugins::{CronPlugin, Crontab, Plugins, Pruner, Scheduler};
 use crate::request::RequestId;
 use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
-use crate::storage::{Quarantined, RedbStore, Store};
+use crate::storage::{EntryKind, Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
 use crate::writer::{self, Applier, Command, Shared, SharedApplier, Writer};
 
@@ -109,6 +110,8 @@ pub struct Engine {
     pid: u32,
     /// The storage failure that stopped the writer (set once, by the applier).
     failure: Arc<OnceLock<Error>>,
+    /// The crontab its cron plugin fires.
+    crontab: Arc<Crontab>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -171,9 +174,11 @@ impl Engine {
         })?;
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
+        let crontab = Arc::new(Crontab::default());
         let plugins = Plugins::new(vec![
             Box::new(Scheduler::new(next_due, config.scheduler_interval)),
             Box::new(Pruner::new(config.retention, config.prune_interval)),
+            Box::new(CronPlugin::new(crontab.clone())),
         ]);
         let applier = Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins);
         let failure = applier.failure();
@@ -196,6 +201,7 @@ impl Engine {
             recovery,
             pid: std::process::id(),
             failure,
+            crontab,
         })
     }
 
@@ -514,6 +520,21 @@ impl Jobs for Engine {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// Armed by the writer's next batch, which this waits for.
+    fn set_crontab(&self, entries: Vec<CronEntry>) -> Result<()> {
+        self.crontab.install(crate::cron::compile(entries)?);
+        self.sync()
+    }
+
+    fn cron_slots(&self) -> Result<Vec<CronSlot>> {
+        let mut out = Vec::new();
+        self.store()?.read(&mut |txn| {
+            out = txn.entries(EntryKind::Cron)?;
+            Ok(())
+        })?;
+        Ok(out.into_iter().filter_map(|e| CronSlot::decode(&e.name, &e.value)).collect())
     }
 }
 

@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use crate::claim::Claimer;
 use crate::clock::Micros;
+use crate::cron::{CronEntry, CronSlot};
 use crate::error::Result;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::state::JobState;
@@ -143,4 +144,14 @@ pub trait Jobs: Send + Sync {
 
     /// Whether [`Jobs::close`] was called.
     fn is_closed(&self) -> bool;
+
+    /// Hand this process's crontab to the store, replacing the one it handed before; refuses
+    /// a bad entry or two entries of one name with [`crate::Error::InvalidJob`], changing
+    /// nothing. Only the store's owner fires a crontab (the engine arms it in its writer
+    /// before this returns); a client keeps none: the process that holds it hands the
+    /// crontab to the engine it gets when it takes the store over ([`crate::ipc::Node`]).
+    fn set_crontab(&self, entries: Vec<CronEntry>) -> Result<()>;
+
+    /// The last slot each cron entry fired, as the store's owner stored them, by name.
+    fn cron_slots(&self) -> Result<Vec<CronSlot>>;
 }

@@ -16,6 +16,7 @@
 pub mod backoff;
 pub mod claim;
 pub mod clock;
+pub mod cron;
 pub mod engine;
 pub mod error;
 mod fork;
@@ -36,6 +37,7 @@ mod writer;
 
 pub use claim::Claimer;
 pub use clock::{Clock, Micros, SystemClock};
+pub use cron::{CatchUp, CronEntry, CronSlot};
 pub use engine::{Durability, Engine, EngineConfig, Recovery};
 pub use error::{Error, Result};
 pub use job::{Ack, AckResult, Job, JobError, JobId, NewJob, Outcome};

@@ -39,12 +39,24 @@ pub enum EngineEvent {
         /// Time spent, in microseconds (shared with its batch).
         duration_us: u64,
     },
+    /// A cron entry's slot inserted its job (see `crate::cron`).
+    CronInsert {
+        /// The entry's name.
+        name: String,
+        /// The slot, µs since the Unix epoch.
+        slot: i64,
+        /// The job inserted.
+        id: u64,
+        /// How long after the slot the job was inserted, in microseconds.
+        lateness_us: u64,
+    },
 }
 
 impl EngineEvent {
     /// Every event's name, in declaration order. Defined here once and exported by the
     /// binding, so the host maps names it is sure the engine uses.
-    pub const NAMES: [&'static str; 3] = ["scheduler.tick", "job.quarantine", "pruner.tick"];
+    pub const NAMES: [&'static str; 4] =
+        ["scheduler.tick", "job.quarantine", "pruner.tick", "cron.insert"];
 
     /// This event's name, one of [`EngineEvent::NAMES`].
     pub fn name(&self) -> &'static str {
@@ -52,6 +64,7 @@ impl EngineEvent {
             EngineEvent::SchedulerTick { .. } => Self::NAMES[0],
             EngineEvent::Quarantined { .. } => Self::NAMES[1],
             EngineEvent::PrunerTick { .. } => Self::NAMES[2],
+            EngineEvent::CronInsert { .. } => Self::NAMES[3],
         }
     }
 }

@@ -35,6 +35,7 @@ use super::protocol::{Request, Response, WireError};
 use super::socket::{short, socket_path};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
+use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
 use crate::fork::CloseInForkedChild;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
@@ -611,6 +612,19 @@ impl Jobs for Client {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// A client fires nothing: the entries are checked and left to the process that holds
+    /// this client, which hands them to the engine it gets if it takes the store over.
+    fn set_crontab(&self, entries: Vec<CronEntry>) -> Result<()> {
+        crate::cron::compile(entries).map(|_| ())
+    }
+
+    fn cron_slots(&self) -> Result<Vec<CronSlot>> {
+        match self.call(&Request::CronSlots)? {
+            Response::CronSlots(slots) => Ok(slots),
+            other => Self::unexpected(&other),
+        }
     }
 }
 

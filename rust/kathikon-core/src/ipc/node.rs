@@ -38,6 +38,7 @@ use std::time::{Duration, Instant};
 
 use super::client::{Client, ClientConfig, ConnectError};
 use super::server::Server;
+use crate::cron::CronEntry;
 use crate::engine::{canonical, Engine, EngineConfig, Recovery};
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob};
@@ -172,6 +173,9 @@ pub struct Node {
     /// and error), handed to the threads that waited for it.
     searches: AtomicU64,
     failed_search: Mutex<Option<(u64, Error)>>,
+    /// The crontab this process declared ([`Node::set_crontab`]), handed to every engine it
+    /// gets by taking the store over, so whichever process owns the store fires it.
+    crontab: Mutex<Vec<CronEntry>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -295,6 +299,7 @@ impl Node {
             on_takeover: Mutex::new(None),
             searches: AtomicU64::new(0),
             failed_search: Mutex::new(None),
+            crontab: Mutex::new(Vec::new()),
         })
     }
 
@@ -361,7 +366,12 @@ impl Node {
             }
         }
         let picked = pick(&slot);
+        let engine =
+            slot.owned.as_ref().filter(|_| took_over_from.is_some()).map(|o| o.engine.clone());
         drop(slot);
+        if let Some(engine) = engine {
+            self.arm_crontab(&engine);
+        }
         if let (Some(pid), Some(store)) = (took_over_from, &self.store) {
             let hook = self.on_takeover.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some(hook) = hook.as_ref() {
@@ -462,10 +472,15 @@ impl Node {
             return Ok(()); // another thread of this child did it
         }
         let own = super::handover::next_owner(&self.config, Some(store), 0)?;
+        let engine = own.owned.as_ref().map(|o| o.engine.clone());
         // The parent's `Current` is not dropped: its connections, server and engine are the
         // parent's, run by threads this process does not have.
         let _parents = std::mem::replace(&mut *slot, ManuallyDrop::new(own));
         self.generation.store(generation, Ordering::Release);
+        drop(slot);
+        if let Some(engine) = engine {
+            self.arm_crontab(&engine);
+        }
         Ok(())
     }
 
@@ -561,6 +576,24 @@ impl Node {
     /// Whether [`Node::close`] was called.
     pub fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    /// [`Jobs::set_crontab`] for this process: kept, and fired by this process whenever it
+    /// owns the store (now, or after it takes the store over: that arming counts as a start,
+    /// so its `@reboot` entries fire then).
+    pub fn set_crontab(&self, entries: Vec<CronEntry>) -> Result<()> {
+        crate::cron::compile(entries.clone())?;
+        *self.crontab.lock().unwrap_or_else(PoisonError::into_inner) = entries.clone();
+        self.jobs()?.set_crontab(entries)
+    }
+
+    /// Hand the crontab to `engine`, which this process just got by taking the store over.
+    /// A failure shows at the next call on that engine, which fails the same way.
+    fn arm_crontab(&self, engine: &Engine) {
+        let entries = self.crontab.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        if !entries.is_empty() {
+            let _ = engine.set_crontab(entries);
+        }
     }
 }
 

@@ -117,6 +117,8 @@ pub enum Request {
         /// Longest wait.
         timeout_ms: u64,
     },
+    /// [`crate::Jobs::cron_slots`].
+    CronSlots,
 }
 
 /// What the owner answers.
@@ -155,6 +157,8 @@ pub enum Response {
     Claimers(Vec<crate::claim::Claimer>),
     /// The store's ready generation and the watched queues with jobs ready.
     Ready(u64, Vec<String>),
+    /// The last slot of each cron entry.
+    CronSlots(Vec<crate::cron::CronSlot>),
 }
 
 /// [`Error`] as it crosses the socket, so the client raises the same typed error the owner

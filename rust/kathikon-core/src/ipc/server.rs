@@ -432,6 +432,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             let (generation, ready) = shared.engine.wait_ready_for(pid, &queues, seen, wait)?;
             Response::Ready(generation, ready)
         }
+        Request::CronSlots => Response::CronSlots(store.cron_slots()?),
     })
 }
 

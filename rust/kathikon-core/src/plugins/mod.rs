@@ -30,6 +30,7 @@
 //! housekeeping on a timer (the pruner) leaves such a batch alone, so a caller never waits for
 //! it; the writer thread does it in its next batch.
 
+pub(crate) mod cron;
 pub(crate) mod pruner;
 pub(crate) mod scheduler;
 
@@ -41,6 +42,7 @@ use crate::storage::WriteTxn;
 use crate::telemetry::Telemetry;
 use crate::writer::Effects;
 
+pub(crate) use cron::{CronPlugin, Crontab};
 pub(crate) use pruner::Pruner;
 pub(crate) use scheduler::Scheduler;
 
