@@ -15,6 +15,7 @@ hello world
 from . import telemetry
 from ._native import FORMAT_VERSION, JobSpec
 from .app import Kathikon
+from .cron import CronEntry
 from .errors import (
     ConfigurationError,
     CorruptStoreError,
@@ -46,6 +47,7 @@ __all__ = [
     "Cancel",
     "ConfigurationError",
     "CorruptStoreError",
+    "CronEntry",
     "Discard",
     "EngineClosedError",
     "InvalidJobError",

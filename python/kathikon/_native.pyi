@@ -39,6 +39,8 @@ __all__ = [
     "ENGINE_EVENTS",
     "DURABILITIES",
     "MAX_PRIORITY",
+    "cron_next",
+    "CATCH_UP_POLICIES",
 ]
 
 FORMAT_VERSION: Final[int]
@@ -277,3 +279,17 @@ class Engine:
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    def set_crontab(
+        self, entries: builtins.list[tuple[str, str, str, str, int, JobSpec]]
+    ) -> None:
+        """Replace this process's crontab: ``(name, expression, timezone, catch_up,
+        catch_up_limit, job)`` each; fired while this process owns the store."""
+    def cron_slots(self) -> builtins.list[tuple[str, int, str, str]]:
+        """The last slot each cron entry fired: ``(name, slot µs, expression, timezone)``."""
+
+def cron_next(expression: str, timezone: str, after: int) -> Optional[int]:
+    """The first slot of ``expression`` in ``timezone`` strictly after ``after`` (µs);
+    ``None`` for ``@reboot``. Raises ``ConfigurationError`` naming a bad value."""
+
+#: The values of ``catch_up=`` for a cron entry, the default first.
+CATCH_UP_POLICIES: Final[tuple[str, ...]]

@@ -20,6 +20,7 @@ from . import processes as _processes
 from . import telemetry, testing_mode
 from ._native import Engine, JobSpec, job_spec
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
+from .cron import DEFAULT_CATCH_UP_LIMIT, DEFAULT_TIMEZONE, SKIP, CronEntry, Crontab
 from .engine_events import EventPump
 from .errors import (
     ConfigurationError,
@@ -205,6 +206,7 @@ class Kathikon:
         # Valid while the registration and the app's queues stay as they are (both are fixed
         # once made today; dynamic queues would have to clear it).
         self._plain_specs: dict[str, tuple[Registration, JobSpec]] = {}
+        self._crontab = Crontab(self)
         self._lock = threading.Lock()
         self._runner: Optional[Runner] = None
         self._closed = threading.Event()
@@ -266,6 +268,8 @@ class Kathikon:
         tags: Iterable[str] = (),
         backoff: Optional[Callable[[Job], Optional[float]]] = None,
         name: Optional[str] = None,
+        cron: Optional[str] = None,
+        cron_timezone: str = DEFAULT_TIMEZONE,
     ) -> Callable[[Callable[[Job], Any]], WorkerFunction]: ...
 
     def worker(
@@ -280,12 +284,16 @@ class Kathikon:
         tags: Iterable[str] = (),
         backoff: Optional[Callable[[Job], Optional[float]]] = None,
         name: Optional[str] = None,
+        cron: Optional[str] = None,
+        cron_timezone: str = DEFAULT_TIMEZONE,
     ) -> Union[WorkerFunction, Callable[[Callable[[Job], Any]], WorkerFunction]]:
         """Register a function (sync or ``async def``) taking a :class:`Job` as a worker.
 
         Usable bare (``@app.worker``) or with settings (``@app.worker(queue="emails")``).
         ``timeout`` (seconds) is enforced for async functions only. ``backoff(job)`` returns
         the seconds before a retry (``None`` for the default exponential backoff).
+        ``cron`` (with ``cron_timezone``, default UTC) also declares a cron entry named after
+        the worker that inserts a job with no args on each slot: see :meth:`cron`.
         """
 
         def decorate(func: Callable[[Job], Any]) -> WorkerFunction:
@@ -303,6 +311,15 @@ class Kathikon:
                 known_queues=list(self.config.queues),
             )
             self._add(reg)
+            if cron is not None:
+                try:
+                    self._crontab.add(
+                        cron, reg, None, None, cron_timezone, SKIP, DEFAULT_CATCH_UP_LIMIT, {}
+                    )
+                except BaseException:
+                    with self._lock:
+                        self._workers.pop(reg.name, None)
+                    raise
             return WorkerFunction(self, func, reg)
 
         return decorate(fn) if fn is not None else decorate
@@ -839,6 +856,52 @@ class Kathikon:
             return f"<Kathikon memory (testing={self.testing!r}) queues={self.config.queues}>"
         where = self.path or "memory"
         return f"<Kathikon {where} queues={self.config.queues}>"
+
+    # -- cron ----------------------------------------------------------------------------
+
+    def cron(
+        self,
+        expression: str,
+        worker: WorkerRef,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        name: Optional[str] = None,
+        timezone: str = DEFAULT_TIMEZONE,
+        catch_up: str = SKIP,
+        catch_up_limit: int = DEFAULT_CATCH_UP_LIMIT,
+        **options: Unpack[JobOptions],
+    ) -> None:
+        """Insert a job for ``worker`` with ``args`` on every slot of ``expression``.
+
+        ``expression`` has five fields (minute hour day-of-month month day-of-week), or six
+        with seconds first, or is ``@hourly``, ``@daily``, ``@weekly``, ``@monthly``,
+        ``@yearly`` or ``@reboot`` (once each time a process starts owning the store); names,
+        ranges, steps and lists are allowed. It is read in ``timezone`` (an IANA name).
+        ``name`` (default: the worker's name) is unique in the crontab; the last slot fired is
+        stored under it, so no slot is inserted twice, whichever process fires it.
+        ``catch_up`` says what happens to slots that passed while no process owned the store:
+        ``"skip"`` (default; the next slot fires as usual), ``"once"`` (one job for them, their
+        count and times in ``job.meta["cron"]["missed"]``), ``"all"`` (a job each, the newest
+        ``catch_up_limit``). Other keywords are insert options (``priority``, ``queue``,
+        ``tags``, ``meta``, ``max_attempts``). Each job's ``meta["cron"]`` holds the entry's
+        ``name``, ``expression`` and ``slot`` (ISO-8601 in the entry's zone).
+
+        Raises:
+            ConfigurationError: a bad expression, time zone, catch-up policy or option, a
+                name already declared, or a worker not registered with this app.
+        """
+        try:
+            reg = self._resolve(worker)
+        except UnknownWorkerError as e:
+            raise ConfigurationError(f"cron({expression!r}, ...): {e}") from None
+        self._crontab.add(
+            expression, reg, args, name, timezone, catch_up, catch_up_limit, options
+        )
+
+    def crontab(self) -> list[CronEntry]:
+        """The declared crontab, each entry with its next run time (``next_at``) and the last
+        slot that fired (``last_slot``, as the store's owner stored it)."""
+        return self._crontab.entries()
 
 
 def _unregistered(app: Kathikon, worker: Any, name: str) -> str:

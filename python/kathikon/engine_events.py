@@ -14,10 +14,12 @@ from typing import Optional
 from . import telemetry
 from ._native import Engine
 from .errors import KathikonError
-from .vocabulary import JOB_QUARANTINE, PRUNER_TICK, SCHEDULER_TICK
+from .job import from_micros
+from .vocabulary import CRON_INSERT, JOB_QUARANTINE, PRUNER_TICK, SCHEDULER_TICK
 
 QUARANTINE = ("kathikon", "job", "quarantine")
 PRUNE = ("kathikon", "job", "prune")
+CRON = ("kathikon", "cron", "insert")
 # Engine event names → the telemetry event each one is reported as.
 TICKS = {
     SCHEDULER_TICK: ("kathikon", "scheduler", "tick"),
@@ -70,4 +72,14 @@ class EventPump:
                         QUARANTINE,
                         {"count": 1},
                         {"id": measurements["id"], "reason": measurements["reason"]},
+                    )
+                elif name == CRON_INSERT:
+                    telemetry.execute(
+                        CRON,
+                        {"lateness": measurements["lateness"]},
+                        {
+                            "name": measurements["name"],
+                            "slot": from_micros(measurements["slot"]),
+                            "job_id": measurements["id"],
+                        },
                     )

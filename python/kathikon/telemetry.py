@@ -17,6 +17,7 @@ event                                        measurements                    met
 ``("kathikon", "scheduler", "tick")``        ``promoted``, ``duration``      (none)
 ``("kathikon", "pruner", "tick")``           ``pruned``, ``duration``        (none)
 ``("kathikon", "dispatcher", "poll")``       ``claimed``, ``demand``         ``queue``
+``("kathikon", "cron", "insert")``           ``lateness``                    ``name``, ``slot``, …
 ===========================================  ==============================  =====================
 
 ``job.stop``'s ``outcome`` is ``complete``, ``fail``, ``snooze``, ``cancel``, ``discard``,
@@ -29,6 +30,9 @@ holds ``error``, the failure's traceback or the ``Cancel``/``Discard`` reason (e
 stands after the outcome was stored). Durations are seconds. ``dispatcher.poll`` is one claim by
 one of a queue's lanes: ``demand`` is how many jobs it asked for, ``claimed`` how many it got.
 ``job.quarantine`` is a job record found damaged on disk and moved aside (``app.quarantined()``).
+``cron.insert`` is one job a cron entry's slot inserted, reported by the process that owns the
+store (it fires the crontab): ``lateness`` is the seconds from the slot to the insert, the
+metadata ``name`` (the entry's), ``slot`` (an aware UTC datetime) and ``job_id``.
 
 Emitting costs one dict lookup when nobody is attached. A handler that raises (anything,
 ``KeyboardInterrupt`` and ``SystemExit`` included) is detached and the error logged; it never
@@ -62,6 +66,7 @@ EVENTS: tuple[Event, ...] = (
     ("kathikon", "scheduler", "tick"),
     ("kathikon", "pruner", "tick"),
     ("kathikon", "dispatcher", "poll"),
+    ("kathikon", "cron", "insert"),
 )
 
 # Events produced by the engine's own threads; the app collects them only while someone
@@ -72,6 +77,7 @@ ENGINE_EVENTS = frozenset(
         ("kathikon", "pruner", "tick"),
         ("kathikon", "job", "prune"),
         ("kathikon", "job", "quarantine"),
+        ("kathikon", "cron", "insert"),
     }
 )
 

@@ -22,8 +22,9 @@ IGNORED = "ignored"
 
 # -- engine events -----------------------------------------------------------------------
 
-#: ``Engine.next_events`` names: a scheduler tick, a quarantined record, a pruner tick.
-SCHEDULER_TICK, JOB_QUARANTINE, PRUNER_TICK = ENGINE_EVENTS
+#: ``Engine.next_events`` names: a scheduler tick, a quarantined record, a pruner tick, a
+#: cron entry's slot inserting its job.
+SCHEDULER_TICK, JOB_QUARANTINE, PRUNER_TICK, CRON_INSERT = ENGINE_EVENTS
 
 # -- durability --------------------------------------------------------------------------
 
@@ -33,6 +34,7 @@ FSYNC, NO_FSYNC = DURABILITIES
 __all__ = [
     "CANCEL",
     "COMPLETE",
+    "CRON_INSERT",
     "DISCARD",
     "DURABILITIES",
     "ENGINE_EVENTS",

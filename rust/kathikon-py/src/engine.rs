@@ -356,6 +356,12 @@ impl PyEngine {
                     m.set_item("id", id)?;
                     m.set_item("reason", reason)?;
                 }
+                EngineEvent::CronInsert { name, slot, id, lateness_us } => {
+                    m.set_item("name", name)?;
+                    m.set_item("slot", slot)?;
+                    m.set_item("id", id)?;
+                    m.set_item("lateness", lateness_us as f64 / 1e6)?;
+                }
                 _ => continue,
             }
             out.push((name, m));
@@ -371,6 +377,26 @@ impl PyEngine {
     #[getter]
     fn closed(&self) -> bool {
         self.inner.is_closed()
+    }
+
+    /// Replace this process's crontab: `[(name, expression, timezone, catch_up,
+    /// catch_up_limit, JobSpec), …]`. Fired while this process owns the store.
+    fn set_crontab(
+        &self,
+        py: Python<'_>,
+        entries: Vec<crate::cron::EntryTuple<'_>>,
+    ) -> PyResult<()> {
+        let entries = entries.into_iter().map(crate::cron::entry).collect::<PyResult<Vec<_>>>()?;
+        py.detach(|| self.inner.set_crontab(entries)).map_err(|e| match e {
+            kathikon_core::Error::InvalidJob(text) => ConfigurationError::new_err(text),
+            other => crate::errors::map_error(other),
+        })
+    }
+
+    /// The last slot each cron entry fired: `[(name, slot µs, expression, timezone), …]`.
+    fn cron_slots(&self, py: Python<'_>) -> PyResult<Vec<(String, i64, String, String)>> {
+        let slots = py.detach(|| self.inner.retrying(|jobs| jobs.cron_slots())).py_err()?;
+        Ok(slots.into_iter().map(|s| (s.name, s.slot, s.expression, s.timezone)).collect())
     }
 }
 

@@ -3,6 +3,7 @@
 //! every call that waits or touches storage.
 
 mod convert;
+mod cron;
 mod engine;
 mod errors;
 mod job;
@@ -22,6 +23,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     errors::register(m)?;
     job::register(m)?;
     engine::register(m)?;
+    cron::register(m)?;
     m.add("FORMAT_VERSION", kathikon_core::storage::FORMAT_VERSION)?;
     add_vocabulary(m)
 }
