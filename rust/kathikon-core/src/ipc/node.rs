@@ -583,7 +583,7 @@ impl Node {
     /// so its `@reboot` entries fire then).
     pub fn set_crontab(&self, entries: Vec<CronEntry>) -> Result<()> {
         crate::cron::compile(entries.clone())?;
-        *self.crontab.lock().unwrap_or_else(PoisonError::into_inner) = entries.clone();
+        self.crontab.lock().unwrap_or_else(PoisonError::into_inner).clone_from(&entries);
         self.jobs()?.set_crontab(entries)
     }
 

@@ -35,6 +35,9 @@ pub trait Opened {
     fn recovery(&self) -> Option<Recovery>;
     /// Release everything, so the file can be opened again.
     fn close(self: Box<Self>);
+    /// The engine of the process that owns the store (for what only an owner does, such as
+    /// firing a crontab).
+    fn owner(&self) -> Arc<Engine>;
 }
 
 /// The engine in this process.
@@ -69,6 +72,10 @@ impl Opened for OpenedEngine {
 
     fn close(self: Box<Self>) {
         self.0.close();
+    }
+
+    fn owner(&self) -> Arc<Engine> {
+        self.0.clone()
     }
 }
 
@@ -114,6 +121,10 @@ impl Opened for OpenedSocket {
         self.client.close();
         self.server.stop();
         self.engine.close();
+    }
+
+    fn owner(&self) -> Arc<Engine> {
+        self.engine.clone()
     }
 }
 
@@ -178,6 +189,11 @@ impl Store {
     /// See [`Backend::fences_refused_acks`].
     pub fn fences_refused_acks(&self) -> bool {
         self.backend.fences_refused_acks()
+    }
+
+    /// See [`Opened::owner`].
+    pub fn owner(&self) -> Arc<Engine> {
+        self.opened.as_ref().expect("an open store").owner()
     }
 
     /// Close everything that holds the file; the store stays closed until [`Store::reopen`].

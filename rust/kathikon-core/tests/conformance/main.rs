@@ -9,6 +9,7 @@
 //! - [`reads`]: `list`'s filters and paging, unknown ids;
 //! - [`claimers`]: which queues running processes claim from;
 //! - [`ready`]: one waiter watching many queues (`wait_ready`).
+//! - [`cron`]: a crontab checked by `set_crontab`, its fired slots read by `cron_slots`.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -17,6 +18,7 @@ mod harness;
 mod claimers;
 mod claims;
 mod counts;
+mod cron;
 mod model;
 mod outcomes;
 mod reads;
@@ -55,4 +57,7 @@ harness::conformance! {
     ready::wait_ready_names_the_watched_queues_with_jobs_ready,
     ready::wait_ready_is_woken_by_an_insert_into_any_watched_queue,
     ready::interrupt_of_a_watched_queue_ends_a_wait_ready,
+    cron::bad_crontabs_are_refused_whole,
+    cron::the_owners_fired_slots_are_read_back_with_their_jobs,
+    cron::a_stored_slot_is_not_fired_again_after_reopen,
 }
