@@ -208,12 +208,11 @@ def test_each_firing_emits_cron_insert_telemetry(wait_until: Any) -> None:
 
 def test_testing_modes_fire_on_the_manual_clock_only() -> None:
     for mode in ("manual", "inline"):
-        ran: list[str] = []
         app = kathikon.Kathikon(None, testing=mode)
 
         @app.worker
         def tick(job: kathikon.Job) -> None:
-            ran.append(job.meta["cron"]["slot"])
+            pass
 
         app.cron("* * * * * *", tick)
         # More than a second passes on the wall clock; the app's clock does not move.

@@ -279,9 +279,7 @@ class Engine:
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
-    def set_crontab(
-        self, entries: builtins.list[tuple[str, str, str, str, int, JobSpec]]
-    ) -> None:
+    def set_crontab(self, entries: builtins.list[tuple[str, str, str, str, int, JobSpec]]) -> None:
         """Replace this process's crontab: ``(name, expression, timezone, catch_up,
         catch_up_limit, job)`` each; fired while this process owns the store."""
     def cron_slots(self) -> builtins.list[tuple[str, int, str, str]]:

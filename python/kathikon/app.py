@@ -894,9 +894,7 @@ class Kathikon:
             reg = self._resolve(worker)
         except UnknownWorkerError as e:
             raise ConfigurationError(f"cron({expression!r}, ...): {e}") from None
-        self._crontab.add(
-            expression, reg, args, name, timezone, catch_up, catch_up_limit, options
-        )
+        self._crontab.add(expression, reg, args, name, timezone, catch_up, catch_up_limit, options)
 
     def crontab(self) -> list[CronEntry]:
         """The declared crontab, each entry with its next run time (``next_at``) and the last

@@ -122,8 +122,7 @@ class Crontab:
         for option in ("schedule_in", "schedule_at"):
             if options.get(option) is not None:
                 raise ConfigurationError(
-                    f"cron entry {label!r}: {option}= cannot be given; a cron job runs at its "
-                    "slot"
+                    f"cron entry {label!r}: {option}= cannot be given; a cron job runs at its slot"
                 )
         cron_next(expression, timezone, 0)  # raises ConfigurationError naming a bad value
         try:
@@ -152,9 +151,7 @@ class Crontab:
         for e in self._entries:
             found = stored.get(e.name)
             last = (
-                found[0]
-                if found is not None and found[1:] == (e.expression, e.timezone)
-                else None
+                found[0] if found is not None and found[1:] == (e.expression, e.timezone) else None
             )
             following = cron_next(e.expression, e.timezone, now)
             out.append(

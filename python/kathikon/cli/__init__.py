@@ -73,8 +73,7 @@ def main() -> NoReturn:
 
 # Each command module adds its commands to the group when imported.
 from ..bench.command import bench_command  # noqa: E402
-from . import insert, manage, stats, worker  # noqa: E402, F401
-from . import cron  # noqa: E402, F401
+from . import cron, insert, manage, stats, worker  # noqa: E402, F401
 
 cli.add_command(insert.insert_command)
 cli.add_command(bench_command)

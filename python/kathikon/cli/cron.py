@@ -59,13 +59,13 @@ def cron_command(app_spec: str, as_json: bool) -> None:
     table = Table(header_style="bold", box=None, pad_edge=False)
     for column in ("name", "expression", "timezone", "worker", "next run (UTC)", "last slot"):
         table.add_column(column, overflow="fold")
-    for e in entries:
+    for entry in entries:
         table.add_row(
-            Text(e.name),
-            Text(e.expression),
-            Text(e.timezone),
-            Text(e.worker),
-            when(e.next_at) or Text("at start", style="dim"),
-            when(e.last_slot) or Text("never", style="dim"),
+            Text(entry.name),
+            Text(entry.expression),
+            Text(entry.timezone),
+            Text(entry.worker),
+            when(entry.next_at) or Text("at start", style="dim"),
+            when(entry.last_slot) or Text("never", style="dim"),
         )
     console.print(table)
