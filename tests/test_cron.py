@@ -531,3 +531,12 @@ def test_duplicate_names_and_unregistered_workers_are_refused() -> None:
     assert [e.name for e in app.crontab()] == ["sweep", "sweep-5"]
     other.close()
     app.close()
+
+
+def test_the_bench_cron_workload_reports_its_firings() -> None:
+    from kathikon.bench import run
+
+    [row] = run(["cron"], scale=0.01, rounds=1)
+    assert row["workload"] == "cron lateness"
+    assert row["jobs"] >= 2 and row["started"] >= 2
+    assert {"p50_ms", "p99_ms", "start_p99_ms"} <= set(row)

@@ -36,6 +36,9 @@ NOTES = {
     "open_seconds": "opening the store and being ready to run its jobs, in a fresh process",
     "file_bytes_per_job": "the store file's size per job",
     "rss_bytes_per_queued_job": "memory the open added per job waiting to run",
+    "start_p99_ms": "cron lateness: the 99th percentile, in ms, from the slot until its job "
+    "started in a worker (the p50/p99 columns: until the owner inserted it)",
+    "started": "cron jobs started in a worker",
 }
 
 
