@@ -540,3 +540,40 @@ def test_the_bench_cron_workload_reports_its_firings() -> None:
     assert row["workload"] == "cron lateness"
     assert row["jobs"] >= 2 and row["started"] >= 2
     assert {"p50_ms", "p99_ms", "start_p99_ms"} <= set(row)
+
+
+@pytest.mark.parametrize(
+    ("expression", "first", "reopen", "fired"),
+    [
+        (
+            "30 3 * * *",
+            "2027-10-30T00:00:00+00:00",
+            "2027-11-02T02:00:00+00:00",
+            [
+                "2027-10-30T03:30:00+03:00",
+                "2027-10-31T03:30:00+03:00",
+                "2027-11-01T03:30:00+02:00",
+                "2027-11-02T03:30:00+02:00",
+            ],
+        ),
+        (
+            "30 * * * *",
+            "2027-10-30T23:45:00+00:00",
+            "2027-10-31T03:00:00+00:00",
+            ["2027-10-31T03:30:00+03:00", "2027-10-31T03:30:00+02:00", "2027-10-31T04:30:00+02:00"],
+        ),
+    ],
+)
+def test_a_catch_up_across_a_fall_back_follows_the_same_rules(
+    store_path: Path, expression: str, first: str, reopen: str, fired: list[str]
+) -> None:
+    app, sweep = manual_app(store_path)
+    move_to(app, first)
+    app.cron(expression, sweep, timezone="Europe/Athens", catch_up="all")
+    app.advance_clock(3600)  # the first slot fires
+    app.close()
+    app, sweep = manual_app(store_path)
+    move_to(app, reopen)
+    app.cron(expression, sweep, timezone="Europe/Athens", catch_up="all")
+    assert slots(app) == fired
+    app.close()
