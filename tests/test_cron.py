@@ -577,3 +577,30 @@ def test_a_catch_up_across_a_fall_back_follows_the_same_rules(
     app.cron(expression, sweep, timezone="Europe/Athens", catch_up="all")
     assert slots(app) == fired
     app.close()
+
+
+def test_a_worker_class_declares_an_entry_with_its_cron_attributes() -> None:
+    app = kathikon.Kathikon(None, clock="manual")
+    move_to(app, "2030-01-01T10:00:00+00:00")
+
+    @app.register
+    class Nightly(kathikon.Worker):
+        name = "nightly"
+        cron = "0 2 * * *"
+        cron_timezone = "America/New_York"
+
+        def perform(self, job: kathikon.Job) -> None:
+            pass
+
+    [entry] = app.crontab()
+    assert (entry.name, entry.worker, entry.timezone) == ("nightly", "nightly", "America/New_York")
+    assert entry.next_at == datetime.fromisoformat("2030-01-02T07:00:00+00:00")
+
+    class Broken(kathikon.Worker):
+        name = "broken"
+        cron = "0 25 * * *"
+
+    with pytest.raises(ConfigurationError, match="0 25"):
+        app.register(Broken)
+    assert "broken" not in app.workers
+    app.close()

@@ -311,15 +311,7 @@ class Kathikon:
                 known_queues=list(self.config.queues),
             )
             self._add(reg)
-            if cron is not None:
-                try:
-                    self._crontab.add(
-                        cron, reg, None, None, cron_timezone, SKIP, DEFAULT_CATCH_UP_LIMIT, {}
-                    )
-                except BaseException:
-                    with self._lock:
-                        self._workers.pop(reg.name, None)
-                    raise
+            self._declare_cron(reg, cron, cron_timezone)
             return WorkerFunction(self, func, reg)
 
         return decorate(fn) if fn is not None else decorate
@@ -347,6 +339,7 @@ class Kathikon:
             known_queues=list(self.config.queues),
         )
         self._add(reg)
+        self._declare_cron(reg, cls.cron, cls.cron_timezone)
         return worker
 
     def _add(self, reg: Registration) -> None:
@@ -895,6 +888,18 @@ class Kathikon:
         except UnknownWorkerError as e:
             raise ConfigurationError(f"cron({expression!r}, ...): {e}") from None
         self._crontab.add(expression, reg, args, name, timezone, catch_up, catch_up_limit, options)
+
+    def _declare_cron(self, reg: Registration, cron: Optional[str], timezone: str) -> None:
+        """The cron entry a worker declares with its registration (``cron=``); a refused
+        one leaves the worker unregistered, as if the registration had failed."""
+        if cron is None:
+            return
+        try:
+            self._crontab.add(cron, reg, None, None, timezone, SKIP, DEFAULT_CATCH_UP_LIMIT, {})
+        except BaseException:
+            with self._lock:
+                self._workers.pop(reg.name, None)
+            raise
 
     def crontab(self) -> list[CronEntry]:
         """The declared crontab, each entry with its next run time (``next_at``) and the last

@@ -47,6 +47,11 @@ class Worker:
     timeout: ClassVar[Optional[float]] = None
     tags: ClassVar[Sequence[str]] = ()
     name: ClassVar[Optional[str]] = None
+    #: A cron expression: the app also inserts a job with no args on each of its slots (an
+    #: entry named after the worker; see ``Kathikon.cron``).
+    cron: ClassVar[Optional[str]] = None
+    #: The IANA time zone ``cron`` is read in.
+    cron_timezone: ClassVar[str] = "UTC"
 
     def perform(self, job: Job) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__}.perform is not implemented")
