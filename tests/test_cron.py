@@ -14,7 +14,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional
@@ -183,7 +183,7 @@ def test_every_second_entries_and_aliases_fire_on_their_slots() -> None:
 
 
 def test_each_firing_emits_cron_insert_telemetry(wait_until: Any) -> None:
-    seen: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    seen: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = []
     telemetry.attach(
         "test-cron", [("kathikon", "cron", "insert")], lambda e, m, md: seen.append((m, md))
     )
