@@ -129,6 +129,7 @@ mod tests {
             EngineEvent::SchedulerTick { promoted: 0, duration_us: 0 },
             EngineEvent::Quarantined { id: 1, reason: String::new() },
             EngineEvent::PrunerTick { pruned: 0, duration_us: 0 },
+            EngineEvent::CronInsert { name: String::new(), slot: 0, id: 1, lateness_us: 0 },
         ];
         let names: Vec<&str> = events.iter().map(EngineEvent::name).collect();
         assert_eq!(names, EngineEvent::NAMES);
