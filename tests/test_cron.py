@@ -492,6 +492,7 @@ def test_kathikon_cron_lists_the_crontab(project: Project) -> None:
         ("* * * * *", {"schedule_in": 5}, "schedule_in"),
         ("* * * * *", {"queue": "nowhere"}, "nowhere"),
         ("* * * * *", {"priority": 12}, "12"),
+        ("0 0 31 2 *", {}, "names no time"),
     ],
 )
 def test_bad_declarations_are_refused_naming_the_value(

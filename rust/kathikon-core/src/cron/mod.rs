@@ -92,6 +92,13 @@ impl CronEntry {
         }
         self.job.validate().map_err(|e| bad(e.to_string()))?;
         let schedule = Schedule::parse(&self.expression, &self.timezone).map_err(bad)?;
+        if !schedule.is_reboot() && schedule.next_after(0).is_none() {
+            return Err(bad(format!(
+                "cron expression {:?} names no time that exists (such as February 31); fix \
+                 the day or month",
+                self.expression
+            )));
+        }
         if serde_json::from_str::<serde_json::Value>(&self.job.meta)
             .is_ok_and(|m| !(m.is_object() || m.is_null()))
         {
