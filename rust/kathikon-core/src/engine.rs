@@ -16,6 +16,7 @@ use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::plugins::{Plugins, Pruner, Scheduler};
 use crate::request::RequestId;
+use crate::retention::Retention;
 use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
 use crate::storage::{Quarantined, RedbStore, Store};
@@ -63,8 +64,8 @@ pub struct EngineConfig {
     pub scheduler_interval: Duration,
     /// How often the pruner runs.
     pub prune_interval: Duration,
-    /// How long finished jobs are kept before the pruner deletes them.
-    pub retention: Duration,
+    /// How long finished jobs are kept before the pruner deletes them, per terminal state.
+    pub retention: Retention,
     /// The time source.
     pub clock: Arc<dyn Clock>,
 }
@@ -75,8 +76,8 @@ impl Default for EngineConfig {
             path: None,
             durability: Durability::Fsync,
             scheduler_interval: Duration::from_secs(1),
-            prune_interval: Duration::from_secs(30),
-            retention: Duration::from_secs(24 * 3600),
+            prune_interval: Duration::from_secs(60),
+            retention: Retention::default(),
             clock: Arc::new(SystemClock),
         }
     }
