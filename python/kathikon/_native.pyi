@@ -5,7 +5,8 @@ Users import from :mod:`kathikon`; this module is the engine's raw interface.
 
 import builtins
 from datetime import datetime
-from typing import Any, Final, Optional, final
+from collections.abc import Mapping
+from typing import Any, Final, Optional, Union, final
 
 from typing_extensions import TypeAlias
 
@@ -207,8 +208,8 @@ class Engine:
         *,
         fsync: bool = True,
         scheduler_interval: float = 1.0,
-        prune_interval: float = 30.0,
-        retention_period: float = 86400.0,
+        prune_interval: float = 60.0,
+        retention_period: Union[float, Mapping[str, float], None] = None,
         manual_clock: Optional[int] = None,
         connect: bool = True,
         lease: float = 30.0,

@@ -98,12 +98,13 @@ class Kathikon:
         queues: queue name → concurrency, or → ``{"concurrency": n}``. Default
             ``{"default": 10}``.
         max_attempts: default attempts per job (20).
-        poll_interval: longest an idle queue waits before looking again, seconds (1.0).
+        poll_interval: longest an idle queue waits before looking again, seconds (0.2).
         scheduler_interval: longest the scheduler sleeps, seconds (1.0); it normally wakes
             exactly when the next scheduled job is due.
-        prune_interval: how often old finished jobs are deleted, seconds (30).
+        prune_interval: how often old finished jobs are deleted, seconds (60).
         retention_period: how long completed/cancelled/discarded jobs are kept, seconds
-            (86,400 = one day).
+            (604,800 = 7 days); or per state, e.g. ``{"completed": 3600, "discarded":
+            30 * 86400}`` (a state left out keeps 7 days).
         durability: ``"fsync"`` (default: every insert is on disk before it returns) or
             ``"none"`` (~5× faster single inserts; a killed process loses nothing, a power loss
             or an OS crash up to the last ~2 s).
@@ -153,10 +154,10 @@ class Kathikon:
         queues: Optional[Mapping[str, QueueSpec]] = None,
         *,
         max_attempts: int = 20,
-        poll_interval: float = 1.0,
+        poll_interval: float = 0.2,
         scheduler_interval: float = 1.0,
-        prune_interval: float = 30.0,
-        retention_period: float = 86_400.0,
+        prune_interval: float = 60.0,
+        retention_period: Union[float, Mapping[str, float]] = 604_800.0,
         durability: str = "fsync",
         clock: str = "system",
         max_args_bytes: Optional[int] = None,

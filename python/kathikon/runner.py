@@ -738,9 +738,9 @@ def _jobs_watched() -> bool:
 
 
 def _outcomes_watched() -> bool:
-    """Whether a handler listens for retry/discard/cancel/snooze events, which need the job
-    as stored after its outcome (so the ack must wait for its commit)."""
-    return any(telemetry.has_handlers(e) for e in OUTCOME_EVENTS.values())
+    """Whether a handler listens for retry/discard/cancel/snooze/sleep events, which need
+    the job as stored after its outcome (so the ack must wait for its commit)."""
+    return any(telemetry.has_handlers(e) for events in OUTCOME_EVENTS.values() for e in events)
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:
