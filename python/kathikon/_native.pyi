@@ -4,8 +4,8 @@ Users import from :mod:`kathikon`; this module is the engine's raw interface.
 """
 
 import builtins
-from datetime import datetime
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, Final, Optional, Union, final
 
 from typing_extensions import TypeAlias

@@ -98,7 +98,8 @@ class Kathikon:
         queues: queue name → concurrency, or → ``{"concurrency": n}``. Default
             ``{"default": 10}``.
         max_attempts: default attempts per job (20).
-        poll_interval: longest an idle queue waits before looking again, seconds (0.2).
+        poll_interval: longest an idle queue waits before looking again, seconds (1.0; a
+            job wakes an idle queue at once, so a shorter wait only costs idle wake-ups).
         scheduler_interval: longest the scheduler sleeps, seconds (1.0); it normally wakes
             exactly when the next scheduled job is due.
         prune_interval: how often old finished jobs are deleted, seconds (60).
@@ -154,7 +155,7 @@ class Kathikon:
         queues: Optional[Mapping[str, QueueSpec]] = None,
         *,
         max_attempts: int = 20,
-        poll_interval: float = 0.2,
+        poll_interval: float = 1.0,
         scheduler_interval: float = 1.0,
         prune_interval: float = 60.0,
         retention_period: Union[float, Mapping[str, float]] = 604_800.0,

@@ -46,7 +46,7 @@ class Config:
 
     queues: dict[str, int] = field(default_factory=lambda: {"default": 10})
     max_attempts: int = 20
-    poll_interval: float = 0.2
+    poll_interval: float = 1.0
     scheduler_interval: float = 1.0
     prune_interval: float = 60.0
     retention_period: Retention = DEFAULT_RETENTION

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Optional
 
 #: Seconds after its last claim that a queue still counts as served (claims come at least
-#: every ``poll_interval``, 0.2 s by default; lanes busy with jobs show as executing jobs).
+#: every ``poll_interval``, 1 s by default; lanes busy with jobs show as executing jobs).
 SERVED_WITHIN = 5.0
 
 #: What :attr:`QueueCheck.summary` and ``kathikon stats`` say of a queue nobody serves.
