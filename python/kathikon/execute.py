@@ -21,9 +21,9 @@ AckTuple = tuple[int, int, str, Optional[str], Optional[int]]
 
 START = ("kathikon", "job", "start")
 STOP = ("kathikon", "job", "stop")
-# A snooze is told twice, with the same measurements and metadata: as ``snooze`` (this
-# package's name since its first release) and as ``sleep`` (the name the seed's event table
-# gives the job put to sleep until its new time), so handlers of either name see it.
+# A snooze is told under two names with the same measurements and metadata: ``snooze`` and
+# ``sleep`` (the seed's event vocabulary's name for a job put to sleep until a later time),
+# so a handler of either name sees it.
 OUTCOME_EVENTS: dict[str, tuple[telemetry.Event, ...]] = {
     FAIL: (("kathikon", "job", "retry"),),
     SNOOZE: (("kathikon", "job", "snooze"), telemetry.SLEEP_EVENT),
@@ -137,8 +137,8 @@ class Attempt:
             return
         if kind == FAIL and stored.state is JobState.DISCARDED:
             kind = DISCARD
-        events = [e for e in OUTCOME_EVENTS.get(kind, ()) if telemetry.has_handlers(e)]
-        if not events:
+        events = OUTCOME_EVENTS.get(kind)
+        if events is None or not any(map(telemetry.has_handlers, events)):
             return
         measurements: dict[str, Any] = {"duration": self.duration}
         metadata: dict[str, Any] = {"job": stored}
