@@ -432,6 +432,11 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             let (generation, ready) = shared.engine.wait_ready_for(pid, &queues, seen, wait)?;
             Response::Ready(generation, ready)
         }
+        Request::SetQueue { queue, change } => Response::Queue(store.set_queue(&queue, change)?),
+        Request::QueueSettings => {
+            let (generation, settings) = store.queue_settings()?;
+            Response::QueueSettings(generation, settings)
+        }
     })
 }
 

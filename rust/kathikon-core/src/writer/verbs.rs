@@ -8,6 +8,7 @@ use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{AckResult, Job, JobId, NewJob};
 use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
+use crate::queues;
 use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::WriteTxn;
@@ -35,7 +36,15 @@ pub(crate) fn apply_one(
         Command::Insert { jobs, request, .. } => {
             Reply::Jobs(insert(txn, std::mem::take(jobs), *request, now, effects)?)
         }
-        Command::Claim { keys, .. } => {
+        Command::Claim { queue, keys, .. } => {
+            if effects.paused(queue) {
+                // Paused since the claimer looked: the jobs stay available, back in the queue
+                // for when it is resumed.
+                for key in std::mem::take(keys) {
+                    queue.push(key);
+                }
+                return Ok(Reply::Jobs(Ok(Vec::new())));
+            }
             let mut claimed = Vec::with_capacity(keys.len());
             for &(_, _, id) in keys.iter() {
                 let Some(mut job) = txn.get(id)? else { continue };
@@ -130,6 +139,13 @@ pub(crate) fn apply_one(
             Reply::Unit
         }
         Command::Sync { .. } | Command::Wake | Command::Shutdown => Reply::Unit,
+        Command::SetQueue { queue, name, change, .. } => {
+            let result = queues::set(txn, name, *change)?;
+            if let Ok(settings) = &result {
+                effects.settings_changed(queue.clone(), settings.clone());
+            }
+            Reply::Queue(result)
+        }
     })
 }
 
