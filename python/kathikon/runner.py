@@ -25,6 +25,7 @@ Queues change at runtime (:mod:`kathikon.queues`): a settings thread looks at th
 queue settings every :data:`kathikon.queues.SETTINGS_POLL` seconds and, when they changed,
 sets each queue's :class:`Slots` limit to its new concurrency, spawns lanes for a queue
 scaled up or started, and leaves the lanes past a lowered limit idle (0 for a stopped queue).
+"""
 
 
 from __future__ import annotations
