@@ -203,9 +203,7 @@ def test_start_queue_makes_a_worker_process_run_a_new_queue_and_stop_stops_it(
     started = owner.start_queue("imports", 2)
     assert started == QueueSettings("imports", started=2)
     first = owner.insert("noop", queue="imports")
-    wait_until(
-        lambda: owner.get(first).state is kathikon.JobState.COMPLETED, 10, "the job to run"
-    )
+    wait_until(lambda: owner.get(first).state is kathikon.JobState.COMPLETED, 10, "the job to run")
     owner.stop_queue("imports")
     time.sleep(1.0)  # the worker's settings poll comes within a second
     second = owner.insert("noop", queue="imports")  # still an allowed insert target
@@ -214,9 +212,7 @@ def test_start_queue_makes_a_worker_process_run_a_new_queue_and_stop_stops_it(
     check = owner.check_queue("imports")
     assert check.stopped and check.concurrency == 0 and "stopped" in check.summary
     owner.start_queue("imports")
-    wait_until(
-        lambda: owner.get(second).state is kathikon.JobState.COMPLETED, 10, "the job to run"
-    )
+    wait_until(lambda: owner.get(second).state is kathikon.JobState.COMPLETED, 10, "the job to run")
 
 
 def test_queues_lists_declared_runtime_and_job_holding_queues(owner: kathikon.Kathikon) -> None:
@@ -332,20 +328,20 @@ def test_each_change_emits_its_telemetry_event(memory_app: kathikon.Kathikon) ->
     }
 
 
-def test_pause_holds_in_both_testing_modes() -> None:
-    for mode in ("manual", "inline"):
-        app = kathikon.Kathikon(queues={"default": 1}, testing=mode)
-        try:
-            ran: list[int] = []
-            app.worker(name="w")(lambda job: ran.append(job.id))
-            app.pause_queue("default")
-            job = app.insert("w")
-            assert app.drain() == {} and ran == [], mode
-            assert app.get(job).state is kathikon.JobState.AVAILABLE, mode
-            app.resume_queue("default")
-            assert app.drain() == {"completed": 1} and ran == [job.id], mode
-        finally:
-            app.close()
+@pytest.mark.parametrize("mode", ["manual", "inline"])
+def test_pause_holds_in_both_testing_modes(mode: str) -> None:
+    app = kathikon.Kathikon(queues={"default": 1}, testing=mode)
+    try:
+        ran: list[int] = []
+        app.worker(name="w")(lambda job: ran.append(job.id))
+        app.pause_queue("default")
+        job = app.insert("w")
+        assert app.drain() == {} and ran == []
+        assert app.get(job).state is kathikon.JobState.AVAILABLE
+        app.resume_queue("default")
+        assert app.drain() == {"completed": 1} and ran == [job.id]
+    finally:
+        app.close()
 
 
 @pytest.mark.parametrize(

@@ -4,11 +4,11 @@ state machine (hypothesis.stateful).
 The machine inserts jobs (one at a time and in batches, some scheduled), cancels, retries,
 drains (everything or one queue), advances the manual clock, prunes, pauses and resumes
 queues (a paused queue's jobs wait through drains, and stay paused across a reopen), and
-closes and reopens the store file. Each job carries a *script*: what its runs do, one entry per attempt (complete,
-fail, snooze, cancel, discard; complete once the script is used up), with its backoff and
-snooze lengths, so the model can predict every run. After every step each job's state,
-attempt, max_attempts, error count and due time, the store's counts, and what ``drain``
-returned must be exactly what the model says.
+closes and reopens the store file. Each job carries a *script*: what its runs do, one entry
+per attempt (complete, fail, snooze, cancel, discard; complete once the script is used up),
+with its backoff and snooze lengths, so the model can predict every run. After every step
+each job's state, attempt, max_attempts, error count and due time, the store's counts, and
+what ``drain`` returned must be exactly what the model says.
 """
 
 from __future__ import annotations

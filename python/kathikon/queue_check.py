@@ -77,16 +77,11 @@ class QueueCheck:
     def summary(self) -> str:
         """One line for people, e.g. ``served by pid 4121`` or ``no process runs it: 3 jobs
         available``."""
+        jobs = f"{self.available} job{'' if self.available == 1 else 's'} available"
         if self.paused:
-            return (
-                f"paused: {self.available} job{'' if self.available == 1 else 's'} available "
-                f"wait; resume it with app.resume_queue({self.queue!r})"
-            )
+            return f"paused ({jobs}); resume it with app.resume_queue({self.queue!r})"
         if self.stopped:
-            return (
-                f"stopped: {self.available} job{'' if self.available == 1 else 's'} available "
-                f"wait; run it again with app.start_queue({self.queue!r})"
-            )
+            return f"stopped ({jobs}); run it again with app.start_queue({self.queue!r})"
         if self.served:
             return f"served by pid {self.claimer_pid}"
         if self.claimer_pid is None:

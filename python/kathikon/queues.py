@@ -133,8 +133,7 @@ def change(
         )
     if concurrency is not None and concurrency > MAX_CONCURRENCY:
         raise ConfigurationError(
-            f"{what}_queue({queue!r}, {concurrency}): concurrency must be at most "
-            f"{MAX_CONCURRENCY}"
+            f"{what}_queue({queue!r}, {concurrency}): concurrency must be at most {MAX_CONCURRENCY}"
         )
     if local_only:
         settings = app._local_queues.change(queue, what, concurrency)

@@ -27,7 +27,6 @@ sets each queue's :class:`Slots` limit to its new concurrency, spawns lanes for 
 scaled up or started, and leaves the lanes past a lowered limit idle (0 for a stopped queue).
 """
 
-
 from __future__ import annotations
 
 import asyncio

@@ -73,8 +73,13 @@ def main() -> NoReturn:
 
 # Each command module adds its commands to the group when imported.
 from ..bench.command import bench_command  # noqa: E402
-from . import insert, manage, stats, worker  # noqa: E402, F401
-from . import queues  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    insert,
+    manage,
+    queues,
+    stats,
+    worker,
+)
 
 cli.add_command(insert.insert_command)
 cli.add_command(bench_command)

@@ -79,7 +79,7 @@ def _report(app: Kathikon, queue: str, done: str, as_json: bool) -> None:
         emit_json(check.to_dict())
         return
     stdout_console().print(
-        f"{queue}: {done} ({_state(check)}, concurrency {_concurrency(check)} per worker)"
+        f"{queue}: {done}; now {_state(check)}, concurrency {_concurrency(check)} per worker"
     )
 
 
@@ -115,16 +115,16 @@ def pause_command(app_spec: Optional[str], path: Optional[str], queue: str, as_j
 @click.argument("queue")
 @store_options
 @json_option
-def resume_command(
-    app_spec: Optional[str], path: Optional[str], queue: str, as_json: bool
-) -> None:
+def resume_command(app_spec: Optional[str], path: Optional[str], queue: str, as_json: bool) -> None:
     """Resume a paused QUEUE: idle workers start its jobs at once."""
     _change(app_spec, path, queue, "resume", None, as_json)
 
 
 @cli.command("scale")
 @click.argument("queue")
-@click.argument("concurrency", metavar="N", type=click.IntRange(min=1, max=2**32 - 1), required=False)
+@click.argument(
+    "concurrency", metavar="N", type=click.IntRange(min=1, max=2**32 - 1), required=False
+)
 @store_options
 @json_option
 def scale_command(
@@ -141,7 +141,9 @@ def scale_command(
 
 @cli.command("start")
 @click.argument("queue")
-@click.argument("concurrency", metavar="N", type=click.IntRange(min=1, max=2**32 - 1), required=False)
+@click.argument(
+    "concurrency", metavar="N", type=click.IntRange(min=1, max=2**32 - 1), required=False
+)
 @store_options
 @json_option
 def start_command(
