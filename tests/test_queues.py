@@ -121,7 +121,7 @@ def _states(app: kathikon.Kathikon) -> dict[int, str]:
 # -- pause and resume --------------------------------------------------------------------
 
 
-def test_pause_is_stored_and_survives_a_sigkill_of_its_process(store_path: Path) -> None:
+def test_pause_is_stored_and_kept_by_the_next_owner_after_a_sigkill(store_path: Path) -> None:
     pauser = textwrap.dedent(
         """
         import sys, time
@@ -136,13 +136,17 @@ def test_pause_is_stored_and_survives_a_sigkill_of_its_process(store_path: Path)
         [sys.executable, "-c", pauser, str(store_path)], stdout=subprocess.PIPE, text=True
     ) as proc:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "paused"
-        proc.send_signal(signal.SIGKILL)  # no clean close: the pause comes back from the log
+        app = kathikon.Kathikon(store_path, queues={"default": 1, "emails": 1})
+        assert app.role == "client" and app.check_queue("emails").paused
+        # No clean close: the pause comes back from the store's log, in the process that
+        # takes the store over.
+        proc.send_signal(signal.SIGKILL)
         proc.wait(10)
-    app = kathikon.Kathikon(store_path, queues={"default": 1, "emails": 1})
     try:
         ran: list[int] = []
         app.worker(name="send", queue="emails")(lambda job: ran.append(job.id))
         job = app.insert("send")
+        assert app.role == "owner", "the client took the store over"
         check = app.check_queue("emails")
         assert check.paused and "paused" in check.summary
         assert app.drain() == {}, "a paused queue's jobs wait, in a drain too"
@@ -151,6 +155,11 @@ def test_pause_is_stored_and_survives_a_sigkill_of_its_process(store_path: Path)
         assert app.drain() == {"completed": 1} and ran == [job.id]
     finally:
         app.close()
+    reopened = kathikon.Kathikon(store_path, queues={"default": 1, "emails": 1})
+    try:
+        assert not reopened.check_queue("emails").paused, "the resume is stored too"
+    finally:
+        reopened.close()
 
 
 def test_no_job_of_a_paused_queue_starts_in_a_worker_process_after_pause_returns(

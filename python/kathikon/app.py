@@ -642,13 +642,15 @@ class Kathikon:
         return self._check_queues([queue])[0]
 
     def _check_queues(self, names: list[str]) -> list[QueueCheck]:
-        states = self._engine.counts()
+        counts: dict[str, dict[str, int]] = {}
+        for q, state, n in self._engine.counts():
+            counts.setdefault(q, {})[state] = n
         claimers = {c[0]: c for c in self._engine.claimers()}
         settings = _queues.stored(self._engine)[1]
         local = self._local_queues.all()
         out = []
         for queue in names:
-            count = {state: n for q, state, n in states if q == queue}
+            count = counts.get(queue, {})
             claimer = claimers.get(queue)
             mine = settings.get(queue, QueueSettings(queue)).merged(local.get(queue))
             configured = self.config.queues.get(queue)
