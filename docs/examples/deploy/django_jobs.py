@@ -13,11 +13,11 @@ if not apps.ready:  # imported by `kathikon worker`, outside a running Django
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mysite.settings")
     django.setup()
 
-from django.conf import settings
-from django.contrib.auth.models import User
-from django.core.mail import send_mail
+from django.conf import settings  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from django.core.mail import send_mail  # noqa: E402
 
-import kathikon
+import kathikon  # noqa: E402
 
 app = kathikon.Kathikon(settings.KATHIKON_STORE, queues={"default": 10, "emails": 5})
 

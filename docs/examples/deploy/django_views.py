@@ -1,6 +1,7 @@
 """mysite/views.py: a view that inserts a job."""
 
 from django.http import HttpRequest, JsonResponse
+
 from mysite.jobs import send_welcome
 
 

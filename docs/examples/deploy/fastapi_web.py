@@ -4,6 +4,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from myapp.jobs import app as jobs  # opens the store: owner or client, whichever comes first
 from myapp.jobs import send_email
 

@@ -5,9 +5,8 @@ import os
 # workers.
 os.environ["KATHIKON_TESTING"] = "manual"
 
-import shop_app
-
-import kathikon.testing
+import kathikon.testing  # noqa: E402
+import shop_app  # noqa: E402
 
 # The kathikon_app fixture now yields shop_app.app, with an empty store for each test.
 kathikon.testing.use(shop_app.app)

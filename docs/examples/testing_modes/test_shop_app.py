@@ -1,7 +1,7 @@
 import pytest
-import shop_app
 
 import kathikon
+import shop_app
 from kathikon.testing import assert_enqueued, drain_jobs, perform_job, refute_enqueued
 
 
