@@ -278,3 +278,13 @@ class Engine:
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    def set_queue(
+        self, queue: str, change: str, concurrency: Optional[int] = None
+    ) -> tuple[str, bool, Optional[int], Optional[int], bool]:
+        """Change a queue's runtime settings (``change``: pause, resume, scale, start, stop);
+        returns ``(queue, paused, concurrency, started, stopped)`` as they now are."""
+    def queue_settings(
+        self,
+    ) -> tuple[int, builtins.list[tuple[str, bool, Optional[int], Optional[int], bool]]]:
+        """``(generation, rows)``: every queue with runtime settings, as ``set_queue``
+        returns them; the generation changes whenever any of them does."""

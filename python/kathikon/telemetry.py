@@ -18,6 +18,11 @@ event                                        measurements                    met
 ``("kathikon", "scheduler", "tick")``        ``promoted``, ``duration``      (none)
 ``("kathikon", "pruner", "tick")``           ``pruned``, ``duration``        (none)
 ``("kathikon", "dispatcher", "poll")``       ``claimed``, ``demand``         ``queue``
+``("kathikon", "queue", "pause")``           (none)                          ``queue``, settings
+``("kathikon", "queue", "resume")``          (none)                          ``queue``, settings
+``("kathikon", "queue", "scale")``           (none)                          ``queue``, settings
+``("kathikon", "queue", "start")``           (none)                          ``queue``, settings
+``("kathikon", "queue", "stop")``            (none)                          ``queue``, settings
 ===========================================  ==============================  =====================
 
 ``job.stop``'s ``outcome`` is ``complete``, ``fail``, ``snooze``, ``cancel``, ``discard``,
@@ -29,6 +34,9 @@ holds ``error``, the failure's traceback or the ``Cancel``/``Discard`` reason (e
 ``job`` is the :class:`~kathikon.Job` as claimed (``retry``/``discard``/… carry the job as it
 stands after the outcome was stored). Durations are seconds. ``dispatcher.poll`` is one claim by
 one of a queue's lanes: ``demand`` is how many jobs it asked for, ``claimed`` how many it got.
+``queue.*`` is a change by ``app.pause_queue`` and its siblings (or the CLI), emitted by
+the process that made it; its metadata holds the queue's settings as they now are
+(``paused``, ``concurrency``, ``started``, ``stopped``) and ``local_only``.
 ``job.quarantine`` is a job record found damaged on disk and moved aside (``app.quarantined()``).
 ``job.sleep`` is the seed's name for a snooze: it comes with every ``job.snooze``, with the same
 measurements and metadata, so attach to one of the two.
@@ -66,6 +74,11 @@ EVENTS: tuple[Event, ...] = (
     ("kathikon", "pruner", "tick"),
     ("kathikon", "dispatcher", "poll"),
     ("kathikon", "job", "sleep"),
+    ("kathikon", "queue", "pause"),
+    ("kathikon", "queue", "resume"),
+    ("kathikon", "queue", "scale"),
+    ("kathikon", "queue", "start"),
+    ("kathikon", "queue", "stop"),
 )
 
 # Events produced by the engine's own threads; the app collects them only while someone

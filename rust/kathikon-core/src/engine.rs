@@ -15,11 +15,12 @@ use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::plugins::{Plugins, Pruner, Scheduler};
+use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::retention::Retention;
 use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
-use crate::storage::{Quarantined, RedbStore, Store};
+use crate::storage::{EntryKind, Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
 use crate::writer::{self, Applier, Command, Shared, SharedApplier, Writer};
 
@@ -165,11 +166,19 @@ impl Engine {
             Ok(())
         })?;
         let queues = Arc::new(ClaimQueues::default());
+        let mut settings = Vec::new();
         store.read(&mut |txn| {
+            settings = txn.entries(EntryKind::Queue)?;
             txn.available(&mut |(queue, priority, at, id)| {
                 queues.get(&queue).push((priority, at, id));
             })
         })?;
+        // A queue paused before a restart or a takeover stays paused: its flag is set before
+        // anyone can claim.
+        queues.settings.load(&settings, now.max(0) as u64)?;
+        for stored in queues.settings.snapshot().1 {
+            queues.get(&stored.name).set_paused(stored.paused);
+        }
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
         let plugins = Plugins::new(vec![
@@ -296,7 +305,8 @@ impl Engine {
                 return Err(Error::Closed);
             }
             let seen = q.generation();
-            let keys = q.pop(max);
+            // Paused: wait as if nothing were ready (a resume wakes the queue).
+            let keys = if q.is_paused() { Vec::new() } else { q.pop(max) };
             if !keys.is_empty() {
                 let queue = q.clone();
                 let jobs = self.call(|reply| Command::Claim { queue, keys, reply })?;
@@ -515,6 +525,17 @@ impl Jobs for Engine {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn set_queue(&self, queue: &str, change: QueueChange) -> Result<QueueSettings> {
+        let claims = self.queues.get(queue);
+        let name = queue.to_string();
+        self.call(|reply| Command::SetQueue { queue: claims, name, change, reply })
+    }
+
+    /// Read from memory (the writer updates it after each committed change): never fails.
+    fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
+        Ok(self.queues.settings.snapshot())
     }
 }
 
