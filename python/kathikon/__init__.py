@@ -38,6 +38,7 @@ from .errors import (
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
+from .queues import QueueSettings
 from .worker import Worker, WorkerFunction
 
 __version__ = "0.1.0"
@@ -66,6 +67,7 @@ __all__ = [
     "ProtocolError",
     "QuarantinedRecord",
     "QueueCheck",
+    "QueueSettings",
     "Snooze",
     "StorageError",
     "StorageLockedError",

@@ -117,6 +117,15 @@ pub enum Request {
         /// Longest wait.
         timeout_ms: u64,
     },
+    /// [`crate::Jobs::set_queue`].
+    SetQueue {
+        /// The queue.
+        queue: String,
+        /// What changes.
+        change: crate::queues::QueueChange,
+    },
+    /// [`crate::Jobs::queue_settings`].
+    QueueSettings,
     /// [`crate::Jobs::cron_slots`].
     CronSlots,
 }
@@ -157,6 +166,10 @@ pub enum Response {
     Claimers(Vec<crate::claim::Claimer>),
     /// The store's ready generation and the watched queues with jobs ready.
     Ready(u64, Vec<String>),
+    /// One queue's runtime settings.
+    Queue(crate::queues::QueueSettings),
+    /// The settings' generation and every queue with runtime settings.
+    QueueSettings(u64, Vec<crate::queues::QueueSettings>),
     /// The last slot of each cron entry.
     CronSlots(Vec<crate::cron::CronSlot>),
 }

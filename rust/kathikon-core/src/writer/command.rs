@@ -10,6 +10,7 @@ use crate::claim::{ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
 
@@ -71,6 +72,14 @@ pub(crate) enum Command {
     /// that batch left for the writer's idle time. Unanswered, and never part of a batch.
     Wake,
     Shutdown,
+    /// Change a queue's runtime settings; `queue` is its claim queue, whose paused flag
+    /// follows the stored value once the change commits.
+    SetQueue {
+        queue: Arc<ClaimQueue>,
+        name: String,
+        change: QueueChange,
+        reply: Sender<Result<QueueSettings>>,
+    },
 }
 
 /// One command's answer, computed inside the transaction and sent only after it commits.
@@ -81,6 +90,7 @@ pub(crate) enum Reply {
     Job(Result<Job>),
     Count(Result<u64>),
     Unit,
+    Queue(Result<QueueSettings>),
 }
 
 impl Command {
@@ -110,6 +120,9 @@ impl Command {
             (Command::Sync { reply, .. }, Reply::Unit) => {
                 let _ = reply.send(Ok(()));
             }
+            (Command::SetQueue { reply, .. }, Reply::Queue(r)) => {
+                let _ = reply.send(r);
+            }
             _ => {}
         }
     }
@@ -134,6 +147,9 @@ impl Command {
                 let _ = reply.send(Err(error()));
             }
             Command::Sync { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::SetQueue { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
             Command::Ack { reply: None, .. }

@@ -8,7 +8,8 @@
 //! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
 //! - [`reads`]: `list`'s filters and paging, unknown ids;
 //! - [`claimers`]: which queues running processes claim from;
-//! - [`ready`]: one waiter watching many queues (`wait_ready`).
+//! - [`ready`]: one waiter watching many queues (`wait_ready`);
+//! - [`queues`]: queues controlled at runtime (pause, resume, scale, start, stop);
 //! - [`cron`]: a crontab checked by `set_crontab`, its fired slots read by `cron_slots`.
 
 #[path = "../common/mod.rs"]
@@ -21,6 +22,7 @@ mod counts;
 mod cron;
 mod model;
 mod outcomes;
+mod queues;
 mod reads;
 mod ready;
 
@@ -57,6 +59,11 @@ harness::conformance! {
     ready::wait_ready_names_the_watched_queues_with_jobs_ready,
     ready::wait_ready_is_woken_by_an_insert_into_any_watched_queue,
     ready::interrupt_of_a_watched_queue_ends_a_wait_ready,
+    queues::a_paused_queue_gives_no_claim_until_resumed,
+    queues::a_resume_wakes_a_claim_waiting_on_the_paused_queue,
+    queues::no_claim_succeeds_once_a_pause_has_returned,
+    queues::queue_settings_are_stored_across_a_reopen,
+    queues::bad_queue_changes_are_refused_and_store_nothing,
     cron::bad_crontabs_are_refused_whole,
     cron::the_owners_fired_slots_are_read_back_with_their_jobs,
     cron::a_stored_slot_is_not_fired_again_after_reopen,
