@@ -318,11 +318,7 @@ impl PyEngine {
     }
 
     fn set_events(&self, py: Python<'_>, on: bool) {
-        py.detach(|| {
-            if let Ok(jobs) = self.inner.jobs() {
-                jobs.set_events(on);
-            }
-        });
+        py.detach(|| self.inner.set_events(on));
     }
 
     /// Wait up to `timeout` seconds for engine events: `[(name, measurements), …]`, each name

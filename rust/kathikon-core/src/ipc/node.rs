@@ -176,6 +176,10 @@ pub struct Node {
     /// The crontab this process declared ([`Node::set_crontab`]), handed to every engine it
     /// gets by taking the store over, so whichever process owns the store fires it.
     crontab: Mutex<Vec<CronEntry>>,
+    /// Whether this process collects engine events ([`Node::set_events`]): switched on in
+    /// every engine it gets by taking the store over, so handlers attached before a takeover
+    /// keep hearing the scheduler, the pruner and cron after it.
+    events: AtomicBool,
 }
 
 impl std::fmt::Debug for Node {
@@ -300,6 +304,7 @@ impl Node {
             searches: AtomicU64::new(0),
             failed_search: Mutex::new(None),
             crontab: Mutex::new(Vec::new()),
+            events: AtomicBool::new(false),
         })
     }
 
@@ -370,7 +375,7 @@ impl Node {
             slot.owned.as_ref().filter(|_| took_over_from.is_some()).map(|o| o.engine.clone());
         drop(slot);
         if let Some(engine) = engine {
-            self.arm_crontab(&engine);
+            self.arm(&engine);
         }
         if let (Some(pid), Some(store)) = (took_over_from, &self.store) {
             let hook = self.on_takeover.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -479,7 +484,7 @@ impl Node {
         self.generation.store(generation, Ordering::Release);
         drop(slot);
         if let Some(engine) = engine {
-            self.arm_crontab(&engine);
+            self.arm(&engine);
         }
         Ok(())
     }
@@ -587,9 +592,22 @@ impl Node {
         self.jobs()?.set_crontab(entries)
     }
 
-    /// Hand the crontab to `engine`, which this process just got by taking the store over.
-    /// A failure shows at the next call on that engine, which fails the same way.
-    fn arm_crontab(&self, engine: &Engine) {
+    /// [`Jobs::set_events`] for this process: kept, and applied to every engine it gets by
+    /// taking the store over.
+    pub fn set_events(&self, on: bool) {
+        self.events.store(on, Ordering::Release);
+        if let Ok(jobs) = self.jobs() {
+            jobs.set_events(on);
+        }
+    }
+
+    /// Hand the crontab and the events switch to `engine`, which this process just got by
+    /// taking the store over. A failure shows at the next call on that engine, which fails
+    /// the same way.
+    fn arm(&self, engine: &Engine) {
+        if self.events.load(Ordering::Acquire) {
+            engine.set_events(true);
+        }
         let entries = self.crontab.lock().unwrap_or_else(PoisonError::into_inner).clone();
         if !entries.is_empty() {
             let _ = engine.set_crontab(entries);
