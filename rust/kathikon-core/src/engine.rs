@@ -20,6 +20,7 @@ use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
 use crate::storage::{Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
+use crate::unique::Inserted;
 use crate::writer::{self, Applier, Command, Shared, SharedApplier, Writer};
 
 /// When a commit counts as done.
@@ -174,6 +175,7 @@ impl Engine {
         let plugins = Plugins::new(vec![
             Box::new(Scheduler::new(next_due, config.scheduler_interval)),
             Box::new(Pruner::new(config.retention, config.prune_interval)),
+            Box::new(crate::plugins::UniqueExpiry::new()),
         ]);
         let applier = Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins);
         let failure = applier.failure();
@@ -342,7 +344,7 @@ impl Engine {
     /// [`Jobs::insert`] sent as `request`: stored once however often it is sent (within
     /// [`crate::REQUEST_MEMORY`]); a repeat returns the jobs the first one stored, as they
     /// are now. For inserts that may be resent after their owner went away (over the socket).
-    pub fn insert_once(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+    pub fn insert_once(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Inserted> {
         self.call_leading(|reply| Command::Insert { jobs, request: Some(request), reply })
     }
 
@@ -356,7 +358,7 @@ impl Engine {
 
 impl Jobs for Engine {
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        self.call_leading(|reply| Command::Insert { jobs, request: None, reply })
+        self.insert_flagged(jobs).map(|inserted| inserted.jobs)
     }
 
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
@@ -514,6 +516,10 @@ impl Jobs for Engine {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
+        self.call_leading(|reply| Command::Insert { jobs, request: None, reply })
     }
 }
 

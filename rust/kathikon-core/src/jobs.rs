@@ -17,6 +17,7 @@ use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::state::JobState;
 use crate::storage::Quarantined;
 use crate::telemetry::EngineEvent;
+use crate::unique::Inserted;
 
 /// Which jobs [`Jobs::list`] returns.
 #[derive(Debug, Clone, Default)]
@@ -143,4 +144,10 @@ pub trait Jobs: Send + Sync {
 
     /// Whether [`Jobs::close`] was called.
     fn is_closed(&self) -> bool;
+
+    /// [`Jobs::insert`], also saying which of the returned jobs existed already: a job with a
+    /// unique spec ([`crate::UniqueSpec`]) whose key another job held comes back as that job,
+    /// listed in [`Inserted::conflicts`], and nothing new is stored for it. Duplicates within
+    /// one call resolve the same way, the later ones finding the first.
+    fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted>;
 }

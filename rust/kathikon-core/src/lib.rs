@@ -32,6 +32,7 @@ mod request;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod unique;
 mod writer;
 
 pub use claim::Claimer;
@@ -43,3 +44,4 @@ pub use jobs::{Jobs, ListFilter};
 pub use request::{RequestId, REQUEST_MEMORY};
 pub use state::JobState;
 pub use telemetry::EngineEvent;
+pub use unique::{Inserted, UniqueSpec};

@@ -155,6 +155,8 @@ pub enum Response {
     Claimers(Vec<crate::claim::Claimer>),
     /// The store's ready generation and the watched queues with jobs ready.
     Ready(u64, Vec<String>),
+    /// Inserted jobs, and which of them existed already (unique conflicts).
+    Inserted(crate::unique::Inserted),
 }
 
 /// [`Error`] as it crosses the socket, so the client raises the same typed error the owner

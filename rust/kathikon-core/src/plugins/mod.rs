@@ -32,6 +32,7 @@
 
 pub(crate) mod pruner;
 pub(crate) mod scheduler;
+pub(crate) mod unique;
 
 use std::time::{Duration, Instant};
 
@@ -43,6 +44,7 @@ use crate::writer::Effects;
 
 pub(crate) use pruner::Pruner;
 pub(crate) use scheduler::Scheduler;
+pub(crate) use unique::UniqueExpiry;
 
 /// Where in a batch a plugin's step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

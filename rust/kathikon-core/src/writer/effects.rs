@@ -28,6 +28,8 @@ pub(crate) struct Effects {
     pub pruned: u64,
     /// Records moved to the quarantine table, with the reason.
     pub quarantined: Vec<(JobId, String)>,
+    /// The earliest expiry of the unique keys the batch wrote (`plugins::unique` looks then).
+    pub unique_expiry: Option<crate::clock::Micros>,
 }
 
 impl Effects {
