@@ -8,7 +8,8 @@
 //! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
 //! - [`reads`]: `list`'s filters and paging, unknown ids;
 //! - [`claimers`]: which queues running processes claim from;
-//! - [`ready`]: one waiter watching many queues (`wait_ready`).
+//! - [`ready`]: one waiter watching many queues (`wait_ready`);
+//! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -21,6 +22,7 @@ mod model;
 mod outcomes;
 mod reads;
 mod ready;
+mod unique;
 
 harness::conformance! {
     model::matches_the_reference_model,
@@ -55,4 +57,11 @@ harness::conformance! {
     ready::wait_ready_names_the_watched_queues_with_jobs_ready,
     ready::wait_ready_is_woken_by_an_insert_into_any_watched_queue,
     ready::interrupt_of_a_watched_queue_ends_a_wait_ready,
+    unique::a_held_key_returns_the_existing_job_flagged,
+    unique::duplicates_within_one_insert_resolve_to_the_first,
+    unique::only_the_named_states_and_the_period_hold_a_key,
+    unique::threads_racing_one_key_store_one_job,
+    unique::replace_overwrites_fields_and_moves_the_claim_place,
+    unique::keys_survive_a_reopen,
+    unique::bad_specs_are_refused_naming_the_value,
 }

@@ -1,0 +1,74 @@
+//! Unique keys expire by their period: the expiry plugin deletes each key's entry once its
+//! period has passed on the store's clock (from the expiry index), and keeps the keys that
+//! have no period or whose period has not passed.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{job, scratch_dir, T0};
+use kathikon_core::clock::ManualClock;
+use kathikon_core::storage::{EntryKind, RedbStore, Store};
+use kathikon_core::{Engine, EngineConfig, Jobs, NewJob, UniqueSpec};
+
+const SECOND: i64 = 1_000_000;
+
+fn unique(args: &str, period: Option<i64>) -> NewJob {
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
+    let spec = UniqueSpec::from_names(
+        &names(&["worker", "args"]),
+        vec![],
+        period,
+        &names(&["available", "completed"]),
+        &[],
+    )
+    .unwrap();
+    NewJob { args: args.into(), unique: Some(spec), ..job("q", "w") }
+}
+
+fn keys(store: &RedbStore) -> usize {
+    let mut n = 0;
+    store
+        .read(&mut |txn| {
+            n = txn.entries(EntryKind::Unique)?.len();
+            Ok(())
+        })
+        .unwrap();
+    n
+}
+
+#[test]
+fn keys_are_deleted_once_their_period_passed() {
+    let dir = scratch_dir();
+    let store = Arc::new(RedbStore::open(Some(&dir.path().join("s.redb")), false).unwrap());
+    let clock = Arc::new(ManualClock::new(T0));
+    let config = EngineConfig { clock: clock.clone(), ..EngineConfig::default() };
+    let engine = Engine::with_store(config, store.clone()).unwrap();
+    let batch = vec![
+        unique(r#"{"n":1}"#, Some(60 * SECOND)),
+        unique(r#"{"n":2}"#, Some(120 * SECOND)),
+        unique(r#"{"n":3}"#, None),
+    ];
+    engine.insert(batch).unwrap();
+    assert_eq!(keys(&store), 3);
+
+    clock.advance(61 * SECOND);
+    // The plugin steps in the writer's next batches (no more often than once a second).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while keys(&store) != 2 {
+        assert!(Instant::now() < deadline, "the expired key was never deleted");
+        std::thread::sleep(Duration::from_millis(50));
+        engine.sync().unwrap();
+    }
+    clock.advance(60 * SECOND);
+    while keys(&store) != 1 {
+        assert!(Instant::now() < deadline, "the second expired key was never deleted");
+        std::thread::sleep(Duration::from_millis(50));
+        engine.sync().unwrap();
+    }
+    // The key without a period stays, and still holds.
+    let again = engine.insert_flagged(vec![unique(r#"{"n":3}"#, None)]).unwrap();
+    assert_eq!(again.conflicts, [0]);
+    engine.close();
+}
