@@ -37,6 +37,7 @@ from .errors import (
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
+from .unique import Unique
 from .worker import Worker, WorkerFunction
 
 __version__ = "0.1.0"
@@ -71,6 +72,7 @@ __all__ = [
     "StoreVersionError",
     "UnknownQueueError",
     "UnknownWorkerError",
+    "Unique",
     "Worker",
     "WorkerFunction",
     "__version__",

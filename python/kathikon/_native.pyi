@@ -116,6 +116,10 @@ class Job:
     """
 
     @property
+    def conflict(self) -> bool:
+        """Whether the insert that returned this job found it already stored (its unique key
+        was held) instead of storing a new one. False on jobs read any other way."""
+    @property
     def id(self) -> int: ...
     @property
     def state(self) -> JobState: ...
@@ -186,6 +190,7 @@ def job_spec(
     max_attempts: int,
     priority: int,
     scheduled_at: Optional[int],
+    unique: Optional[tuple[list[str], list[str], Optional[int], list[str], list[str]]] = None,
 ) -> JobSpec:
     """A ``JobSpec`` from values ``kathikon.app`` has checked and encoded."""
 
