@@ -344,7 +344,12 @@ impl Engine {
     /// [`Jobs::insert`] sent as `request`: stored once however often it is sent (within
     /// [`crate::REQUEST_MEMORY`]); a repeat returns the jobs the first one stored, as they
     /// are now. For inserts that may be resent after their owner went away (over the socket).
-    pub fn insert_once(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Inserted> {
+    pub fn insert_once(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.insert_once_flagged(request, jobs).map(|inserted| inserted.jobs)
+    }
+
+    /// [`Engine::insert_once`], saying which jobs existed already ([`Jobs::insert_flagged`]).
+    pub fn insert_once_flagged(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Inserted> {
         self.call_leading(|reply| Command::Insert { jobs, request: Some(request), reply })
     }
 

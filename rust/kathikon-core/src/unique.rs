@@ -161,12 +161,7 @@ impl UniqueSpec {
         // `Map` is ordered by key (serde_json without `preserve_order`), nested objects too,
         // so equal values always print the same text.
         let canonical = Value::Object(object).to_string();
-        let digest = Sha256::digest(canonical.as_bytes());
-        let mut hex = String::with_capacity(64);
-        for byte in digest.iter() {
-            hex.push_str(&format!("{byte:02x}"));
-        }
-        Ok(hex)
+        Ok(hex(&Sha256::digest(canonical.as_bytes())))
     }
 
     /// `text` (args or meta) parsed, keeping only the spec's keys when it names some (a key
@@ -182,6 +177,17 @@ impl UniqueSpec {
             other => Ok(other),
         }
     }
+}
+
+/// `bytes` in lowercase hex.
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(DIGITS[usize::from(byte >> 4)] as char);
+        out.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    out
 }
 
 /// What an insert stored or found: the jobs, one per job asked for, in order, and which of
@@ -379,9 +385,9 @@ mod tests {
         assert_ne!(worker_only.key(&new_job()).unwrap(), all.key(&new_job()).unwrap());
         // The digest of the canonical text, so another implementation can compute it.
         let text = r#"{"worker":"m.f"}"#;
-        let want: String =
-            Sha256::digest(text.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+        let want = hex(&Sha256::digest(text.as_bytes()));
         assert_eq!(worker_only.key(&new_job()).unwrap(), want);
+        assert_eq!(hex(&[0x00, 0x9f, 0xa0]), "009fa0");
     }
 
     #[test]

@@ -389,7 +389,11 @@ impl Client {
     /// [`Jobs::insert`] under `request`: the owner stores it once however often it is sent,
     /// so after [`Error::OwnerGone`] (outcome unknown) it can be sent again, to the next
     /// owner. `jobs` is lent to the request and given back, so a resend needs no copy.
-    pub fn insert_once(&self, request: RequestId, jobs: &mut Vec<NewJob>) -> Result<Inserted> {
+    pub fn insert_once_flagged(
+        &self,
+        request: RequestId,
+        jobs: &mut Vec<NewJob>,
+    ) -> Result<Inserted> {
         let mut message = Request::Insert { jobs: std::mem::take(jobs), request };
         let answer = self.call(&message);
         if let Request::Insert { jobs: lent, .. } = &mut message {
@@ -615,7 +619,7 @@ impl Jobs for Client {
     }
 
     fn insert_flagged(&self, mut jobs: Vec<NewJob>) -> Result<Inserted> {
-        self.insert_once(RequestId::new(), &mut jobs)
+        self.insert_once_flagged(RequestId::new(), &mut jobs)
     }
 }
 

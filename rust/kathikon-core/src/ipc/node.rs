@@ -403,7 +403,7 @@ impl Node {
         };
         let (request, mut jobs, mut client) = (RequestId::new(), jobs, client);
         for _ in 0..MAX_SWITCHES {
-            match client.insert_once(request, &mut jobs) {
+            match client.insert_once_flagged(request, &mut jobs) {
                 Err(Error::OwnerGone { .. }) => {}
                 answer => return answer,
             }
@@ -414,11 +414,11 @@ impl Node {
             })?;
             match next {
                 Ok(next) => client = next,
-                Err(Some(engine)) => return engine.insert_once(request, jobs),
+                Err(Some(engine)) => return engine.insert_once_flagged(request, jobs),
                 Err(None) => return Err(Error::Closed),
             }
         }
-        client.insert_once(request, &mut jobs)
+        client.insert_once_flagged(request, &mut jobs)
     }
 
     /// `call` on the store as this process holds it, called again on the next owner when

@@ -22,27 +22,34 @@ pub(crate) const EXPIRE_LIMIT: usize = 10_000;
 const SPACING: Duration = Duration::from_secs(1);
 
 pub(crate) struct UniqueExpiry {
-    /// The earliest expiry known: `Some(None)` none stored, `None` not read yet (at open,
-    /// and after a batch that failed).
-    next: Option<Option<Micros>>,
+    /// Whether `next` was read (it is not at open, nor after a batch that failed).
+    known: bool,
+    /// The earliest expiry of any stored key, when `known`.
+    next: Option<Micros>,
     /// No step before this.
     not_before: Instant,
     /// What this batch's step did: how many it deleted, if it ran.
     deleted: Option<usize>,
     /// The earliest expiry as this batch's step left it.
-    found: Option<Option<Micros>>,
+    found: Option<Micros>,
 }
 
 impl UniqueExpiry {
     pub(crate) fn new() -> UniqueExpiry {
-        UniqueExpiry { next: None, not_before: Instant::now(), deleted: None, found: None }
+        UniqueExpiry {
+            known: false,
+            next: None,
+            not_before: Instant::now(),
+            deleted: None,
+            found: None,
+        }
     }
 
     fn due(&self, now: Now) -> Option<Instant> {
-        let at = match self.next {
-            None => now.instant, // not read yet: look at the first chance
-            Some(None) => return None,
-            Some(Some(at)) => now.instant_of(at)?,
+        let at = if self.known {
+            now.instant_of(self.next?)?
+        } else {
+            now.instant // not read yet: look at the first chance
         };
         Some(at.max(self.not_before))
     }
@@ -66,7 +73,7 @@ impl Plugin for UniqueExpiry {
             txn.remove_entry(EntryKind::Unique, name)?;
         }
         self.deleted = Some(expired.len());
-        self.found = Some(txn.next_expiry(EntryKind::Unique)?);
+        self.found = txn.next_expiry(EntryKind::Unique)?;
         Ok(())
     }
 
@@ -74,16 +81,16 @@ impl Plugin for UniqueExpiry {
         let (deleted, found) = (self.deleted.take(), self.found.take());
         let Some(committed) = committed else {
             // Nothing read or written in a failed batch counts: read again.
-            self.next = None;
+            self.known = false;
             return;
         };
         if let Some(deleted) = deleted {
-            self.next = found;
+            (self.known, self.next) = (true, found);
             let full = deleted >= EXPIRE_LIMIT;
             self.not_before = Instant::now() + if full { Duration::ZERO } else { SPACING };
         }
         if let Some(at) = committed.effects.unique_expiry {
-            self.next = Some(Some(self.next.flatten().map_or(at, |n| n.min(at))));
+            self.next = Some(self.next.map_or(at, |n| n.min(at)));
         }
     }
 }

@@ -1,6 +1,7 @@
-//! Unique keys expire by their period: the expiry plugin deletes each key's entry once its
-//! period has passed on the store's clock (from the expiry index), and keeps the keys that
-//! have no period or whose period has not passed.
+//! Unique keys in the store: the expiry plugin deletes each key's entry once its period has
+//! passed on the store's clock (from the expiry index), and keeps the keys that have no period
+//! or whose period has not passed; an insert resent under its request id (after its owner went
+//! away) is answered with the jobs the first send stored or found, conflicts included.
 
 mod common;
 
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{job, scratch_dir, T0};
 use kathikon_core::clock::ManualClock;
 use kathikon_core::storage::{EntryKind, RedbStore, Store};
-use kathikon_core::{Engine, EngineConfig, Jobs, NewJob, UniqueSpec};
+use kathikon_core::{Engine, EngineConfig, Jobs, NewJob, RequestId, UniqueSpec};
 
 const SECOND: i64 = 1_000_000;
 
@@ -70,5 +71,28 @@ fn keys_are_deleted_once_their_period_passed() {
     // The key without a period stays, and still holds.
     let again = engine.insert_flagged(vec![unique(r#"{"n":3}"#, None)]).unwrap();
     assert_eq!(again.conflicts, [0]);
+    engine.close();
+}
+
+#[test]
+fn a_resent_unique_insert_gets_the_first_answer() {
+    let dir = scratch_dir();
+    let config = EngineConfig {
+        path: Some(dir.path().join("s.redb")),
+        clock: Arc::new(ManualClock::new(T0)),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(config).unwrap();
+    let held = engine.insert(vec![unique(r#"{"n":0}"#, None)]).unwrap().remove(0);
+    let request = RequestId::new();
+    let batch =
+        || vec![unique(r#"{"n":1}"#, None), unique(r#"{"n":0}"#, None), unique(r#"{"n":1}"#, None)];
+    let first = engine.insert_once_flagged(request, batch()).unwrap();
+    assert_eq!(first.conflicts, [1, 2]);
+    assert_eq!(first.jobs[1].id, held.id);
+    assert_eq!(first.jobs[2].id, first.jobs[0].id);
+    let again = engine.insert_once_flagged(request, batch()).unwrap();
+    assert_eq!(again, first);
+    assert_eq!(engine.list(&kathikon_core::ListFilter::default()).unwrap().len(), 2);
     engine.close();
 }
