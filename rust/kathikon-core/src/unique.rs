@@ -208,8 +208,10 @@ impl Inserted {
     }
 }
 
-/// The job holding `key` for `spec` at `now`, if any: the entry names a job that still
-/// exists, is in one of the spec's states and was inserted within its period.
+/// The job holding `key` for `spec` at `now`, if any: the entry has not expired (by the
+/// period of the insert that wrote it) and names a job that still exists, is in one of the
+/// spec's states and was inserted within the spec's period. Checking the entry's own expiry
+/// makes the answer the same whether or not the expiry plugin has deleted it yet.
 fn holder(
     txn: &mut dyn WriteTxn,
     spec: &UniqueSpec,
@@ -217,6 +219,9 @@ fn holder(
     now: Micros,
 ) -> Result<Option<Job>> {
     let Some(entry) = txn.entry(EntryKind::Unique, key)? else { return Ok(None) };
+    if entry.expires.is_some_and(|at| at <= now) {
+        return Ok(None);
+    }
     let Ok(id) = postcard::from_bytes::<JobId>(&entry.value) else { return Ok(None) };
     let Some(job) = txn.get(id)? else { return Ok(None) };
     let within = spec.period.is_none_or(|p| now < job.inserted_at.saturating_add(p));
