@@ -112,7 +112,8 @@ class Job:
     ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
     ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
     ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
-    ``discarded_at``.
+    ``discarded_at``; and ``conflict``, set on a job a unique insert returned because it
+    already held the key.
     """
 
     @property

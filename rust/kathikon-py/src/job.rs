@@ -76,7 +76,8 @@ fn maybe_datetime(py: Python<'_>, micros: Option<i64>) -> PyResult<Option<Py<PyA
 /// ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
 /// ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
 /// ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
-/// ``discarded_at``.
+/// ``discarded_at``; and ``conflict``, set on a job a unique insert returned because it
+/// already held the key.
 #[pyclass(frozen, module = "kathikon", name = "Job")]
 pub(crate) struct PyJob {
     pub(crate) inner: Job,
