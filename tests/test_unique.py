@@ -6,6 +6,7 @@ on the manual clock; duplicates inside one ``insert_all``; the testing modes; ba
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -452,3 +453,28 @@ def test_unique_source_reads_as_documented() -> None:
     assert (u.period, u.fields, u.keys) == (60.0, ("worker", "queue", "args"), ())
     assert u.states == Unique.INCOMPLETE | {"completed"}
     assert Unique.ALL == frozenset(s.value for s in JobState)
+
+
+def test_the_bench_workload_measures_unique_beside_plain_inserts(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "kathikon", "bench", "-w", "unique", "--scale", "0.01"]
+        + ["--rounds", "1", "--json", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = {
+        e["kathikon"]["workload"]: e["kathikon"] for e in json.loads(out.read_text())["results"]
+    }
+    assert set(rows) == {
+        "insert plain",
+        "insert new keys",
+        "insert same key",
+        "insert_all /1000 plain",
+        "insert_all /1000 unique",
+    }
+    assert rows["insert new keys"]["jobs"] == 50
+    assert all(row["jobs_per_s"] > 0 for row in rows.values())

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import kathikon
 
-from . import procs, workloads
+from . import procs, unique, workloads
 from .workloads import Result
 
 # name → (callable taking the scale factor, default job count)
@@ -44,6 +44,7 @@ WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
         procs.cpu_bound(int(2_000 * s), processes=0),
         procs.cpu_bound(int(2_000 * s), processes=2),
     ],
+    "unique": unique.workload,
 }
 
 
