@@ -104,8 +104,8 @@ pub struct NewJob {
     /// When to run it; `None` means now.
     pub scheduled_at: Option<Micros>,
     /// Insert it only if no job with the same key (in the states and period the spec names)
-    /// exists; `None` for a plain insert.
-    pub unique: Option<crate::unique::UniqueSpec>,
+    /// exists; `None` for a plain insert (boxed, so a plain job stays small to move).
+    pub unique: Option<Box<crate::unique::UniqueSpec>>,
 }
 
 impl NewJob {

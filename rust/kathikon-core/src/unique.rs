@@ -244,28 +244,26 @@ fn hold(
     txn.put_entry(EntryKind::Unique, key, &value, expires)
 }
 
-/// Insert `new` (which has a unique spec) as job `id`, unless a job holds its key: then
-/// return that job (with the spec's replace applied) and `true`.
+/// Insert `new` (whose unique spec, taken out of it, is `spec`) as job `id`, unless a job
+/// holds its key: then return that job (with the spec's replace applied) and `true`.
 pub(crate) fn insert(
     txn: &mut dyn WriteTxn,
-    mut new: NewJob,
+    new: NewJob,
+    spec: &UniqueSpec,
     id: JobId,
     now: Micros,
     effects: &mut Effects,
 ) -> Result<(Job, bool)> {
-    let Some(spec) = new.unique.take() else {
-        unreachable!("unique::insert is called for jobs with a spec")
-    };
     let key = spec.key(&new)?;
-    if let Some(found) = holder(txn, &spec, &key, now)? {
-        return Ok((replace(txn, found, new, &spec, now, effects)?, true));
+    if let Some(found) = holder(txn, spec, &key, now)? {
+        return Ok((replace(txn, found, new, spec, now, effects)?, true));
     }
     let job = new.into_job(id, now);
     txn.put(None, &job)?;
     if job.state == JobState::Available {
         effects.ready(&job);
     }
-    hold(txn, &spec, &key, &job, effects)?;
+    hold(txn, spec, &key, &job, effects)?;
     Ok((job, false))
 }
 

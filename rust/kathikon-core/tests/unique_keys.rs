@@ -25,7 +25,7 @@ fn unique(args: &str, period: Option<i64>) -> NewJob {
         &[],
     )
     .unwrap();
-    NewJob { args: args.into(), unique: Some(spec), ..job("q", "w") }
+    NewJob { args: args.into(), unique: Some(Box::new(spec)), ..job("q", "w") }
 }
 
 fn keys(store: &RedbStore) -> usize {

@@ -315,9 +315,9 @@ fn job_spec(
     unique: Option<UniqueNames>,
 ) -> PyResult<Bound<'_, PyJobSpec>> {
     let unique = match unique {
-        Some((fields, keys, period, states, replace)) => {
-            Some(UniqueSpec::from_names(&fields, keys, period, &states, &replace).py_err()?)
-        }
+        Some((fields, keys, period, states, replace)) => Some(Box::new(
+            UniqueSpec::from_names(&fields, keys, period, &states, &replace).py_err()?,
+        )),
         None => None,
     };
     let job =

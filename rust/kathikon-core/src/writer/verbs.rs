@@ -202,10 +202,10 @@ fn insert(
     }
     let later = jobs.len() >= FILE_LATER_FROM;
     let mut out = Inserted { jobs: Vec::with_capacity(jobs.len()), conflicts: Vec::new() };
-    for (offset, new) in jobs.into_iter().enumerate() {
+    for (offset, mut new) in jobs.into_iter().enumerate() {
         let id = first + offset as u64;
-        if new.unique.is_some() {
-            let (job, conflict) = unique::insert(txn, new, id, now, effects)?;
+        if let Some(spec) = new.unique.take() {
+            let (job, conflict) = unique::insert(txn, new, &spec, id, now, effects)?;
             if conflict {
                 out.conflicts.push(offset as u32);
             }

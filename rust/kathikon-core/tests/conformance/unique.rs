@@ -31,7 +31,7 @@ fn spec(keys: &[&str], period: Option<i64>, replace: &[&str]) -> UniqueSpec {
 }
 
 fn unique(args: &str, spec: &UniqueSpec) -> NewJob {
-    NewJob { args: args.into(), unique: Some(spec.clone()), ..job("q", "w") }
+    NewJob { args: args.into(), unique: Some(Box::new(spec.clone())), ..job("q", "w") }
 }
 
 fn stored(store: &dyn Jobs) -> usize {
