@@ -400,6 +400,7 @@ impl Client {
             *jobs = std::mem::take(lent);
         }
         match answer? {
+            Response::Jobs(jobs) => Ok(Inserted { jobs, conflicts: Vec::new() }),
             Response::Inserted(inserted) => Ok(inserted),
             other => Self::unexpected(&other),
         }

@@ -155,7 +155,8 @@ pub enum Response {
     Claimers(Vec<crate::claim::Claimer>),
     /// The store's ready generation and the watched queues with jobs ready.
     Ready(u64, Vec<String>),
-    /// Inserted jobs, and which of them existed already (unique conflicts).
+    /// Inserted jobs when some of them existed already (unique conflicts), saying which; an
+    /// insert without conflicts is answered with [`Response::Jobs`].
     Inserted(crate::unique::Inserted),
 }
 
