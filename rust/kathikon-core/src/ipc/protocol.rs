@@ -160,6 +160,18 @@ pub enum Response {
     Inserted(crate::unique::Inserted),
 }
 
+impl Response {
+    /// An insert's answer: plain [`Response::Jobs`] unless some jobs existed already, so the
+    /// common answer keeps its shape.
+    pub fn inserted(inserted: crate::unique::Inserted) -> Response {
+        if inserted.conflicts.is_empty() {
+            Response::Jobs(inserted.jobs)
+        } else {
+            Response::Inserted(inserted)
+        }
+    }
+}
+
 /// [`Error`] as it crosses the socket, so the client raises the same typed error the owner
 /// would have raised in-process. Postcard encodes a variant by its index: new variants go at
 /// the end, and existing ones keep their fields, so every message that existed before encodes

@@ -342,13 +342,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             return Err(Error::Protocol("hello sent twice on one connection".into()));
         }
         Request::Insert { jobs, request } => {
-            // Plain `Jobs` unless some were conflicts: the common answer keeps its shape.
-            let inserted = shared.engine.insert_once_flagged(request, jobs)?;
-            if inserted.conflicts.is_empty() {
-                Response::Jobs(inserted.jobs)
-            } else {
-                Response::Inserted(inserted)
-            }
+            Response::inserted(shared.engine.insert_once_flagged(request, jobs)?)
         }
         Request::Claim { queue, max, timeout_ms } => {
             let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);
