@@ -9,7 +9,7 @@ takeover of the store. This module only checks and encodes what the caller decla
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Optional, Union
@@ -68,10 +68,12 @@ class Unique:
             keys that are not strings), naming it.
     """
 
-    period: Optional[float] = 60.0
-    fields: tuple[str, ...] = ("worker", "queue", "args")
-    keys: tuple[str, ...] = ()
-    states: frozenset[str] = _INCOMPLETE | {"completed"}
+    # Normalised by __post_init__: period to float seconds (or None), fields and keys to
+    # tuples, states to a frozenset of state names.
+    period: Union[float, timedelta, None] = 60.0
+    fields: Sequence[str] = ("worker", "queue", "args")
+    keys: Sequence[str] = ()
+    states: Iterable[str] = _INCOMPLETE | {"completed"}
 
     #: Every state in which a job may still run: scheduled, available, executing, retryable.
     INCOMPLETE: ClassVar[frozenset[str]] = _INCOMPLETE
@@ -116,7 +118,8 @@ class Unique:
 
     def native(self, replace: tuple[str, ...] = ()) -> NativeUnique:
         """The spec as the core takes it, with the fields a conflict overwrites."""
-        period = None if self.period is None else round(self.period * 1_000_000)
+        seconds = _period(self.period)
+        period = None if seconds is None else round(seconds * 1_000_000)
         return (list(self.fields), list(self.keys), period, sorted(self.states), list(replace))
 
 
