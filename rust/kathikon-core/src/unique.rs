@@ -244,13 +244,14 @@ fn hold(
     txn.put_entry(EntryKind::Unique, key, &value, expires)
 }
 
-/// Insert `new` (whose unique spec, taken out of it, is `spec`) as job `id`, unless a job
-/// holds its key: then return that job (with the spec's replace applied) and `true`.
+/// Insert `new` (whose unique spec, taken out of it, is `spec`) as job `id` (a new id when
+/// `None`), unless a job holds its key: then return that job (with the spec's replace
+/// applied) and `true`.
 pub(crate) fn insert(
     txn: &mut dyn WriteTxn,
     new: NewJob,
     spec: &UniqueSpec,
-    id: JobId,
+    id: Option<JobId>,
     now: Micros,
     effects: &mut Effects,
 ) -> Result<(Job, bool)> {
@@ -258,6 +259,10 @@ pub(crate) fn insert(
     if let Some(found) = holder(txn, spec, &key, now)? {
         return Ok((replace(txn, found, new, spec, now, effects)?, true));
     }
+    let id = match id {
+        Some(id) => id,
+        None => txn.allocate_ids(1)?,
+    };
     let job = new.into_job(id, now);
     txn.put(None, &job)?;
     if job.state == JobState::Available {

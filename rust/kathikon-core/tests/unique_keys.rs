@@ -96,3 +96,27 @@ fn a_resent_unique_insert_gets_the_first_answer() {
     assert_eq!(engine.list(&kathikon_core::ListFilter::default()).unwrap().len(), 2);
     engine.close();
 }
+
+/// The owner's own insert that only finds existing jobs takes no id (so it changes nothing
+/// and its batch needs no log write); the next job stored gets the next id.
+#[test]
+fn an_owners_conflicting_insert_takes_no_id() {
+    let dir = scratch_dir();
+    let config = EngineConfig {
+        path: Some(dir.path().join("s.redb")),
+        clock: Arc::new(ManualClock::new(T0)),
+        ..EngineConfig::default()
+    };
+    let engine = Engine::open(config).unwrap();
+    let first = engine.insert(vec![unique(r#"{"n":1}"#, None)]).unwrap().remove(0);
+    for _ in 0..3 {
+        let again = engine.insert_flagged(vec![unique(r#"{"n":1}"#, None)]).unwrap();
+        assert_eq!((again.conflicts.as_slice(), again.jobs[0].id), (&[0][..], first.id));
+    }
+    let mixed = engine
+        .insert_flagged(vec![unique(r#"{"n":1}"#, None), job("q", "w"), unique(r#"{"n":2}"#, None)])
+        .unwrap();
+    let ids: Vec<_> = mixed.jobs.iter().map(|j| j.id).collect();
+    assert_eq!((ids, mixed.conflicts), (vec![first.id, first.id + 1, first.id + 2], vec![0]));
+    engine.close();
+}

@@ -194,16 +194,19 @@ fn insert(
             return Ok(Ok(unique::stored_by(txn, &jobs, first, now)?));
         }
     }
-    // Every job gets an id, even one a unique conflict does not store: the ids of an insert
-    // stay `first + index`, which a resent insert's answer relies on.
-    let first = txn.allocate_ids(jobs.len() as u64)?;
+    // A resendable insert reserves an id for every job, even one a unique conflict does not
+    // store, so its jobs stay at `first + index`, which a resent insert's answer relies on.
+    // An owner's own insert with unique jobs takes an id per job it stores: then an insert
+    // that only finds existing jobs changes nothing, and its batch needs no log write.
+    let reserve = request.is_some() || jobs.iter().all(|job| job.unique.is_none());
+    let first = if reserve { txn.allocate_ids(jobs.len() as u64)? } else { 0 };
     if let Some(request) = request {
         txn.remember_insert(request, first, jobs.len() as u64)?;
     }
     let later = jobs.len() >= FILE_LATER_FROM;
     let mut out = Inserted { jobs: Vec::with_capacity(jobs.len()), conflicts: Vec::new() };
     for (offset, mut new) in jobs.into_iter().enumerate() {
-        let id = first + offset as u64;
+        let id = reserve.then(|| first + offset as u64);
         if let Some(spec) = new.unique.take() {
             let (job, conflict) = unique::insert(txn, new, &spec, id, now, effects)?;
             if conflict {
@@ -212,6 +215,10 @@ fn insert(
             out.jobs.push(job);
             continue;
         }
+        let id = match id {
+            Some(id) => id,
+            None => txn.allocate_ids(1)?,
+        };
         let job = new.into_job(id, now);
         if later {
             txn.put_new(&job)?;
