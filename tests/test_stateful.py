@@ -3,12 +3,13 @@ state machine (hypothesis.stateful).
 
 The machine inserts jobs (one at a time, in batches, some scheduled, some unique: a key of
 three, a period or none, two sets of states, replacing args or not), cancels, retries,
-drains (everything or one queue), advances the manual clock, prunes, and closes and reopens
-the store file. Each job carries a *script*: what its runs do, one entry per attempt (complete,
-fail, snooze, cancel, discard; complete once the script is used up), with its backoff and
-snooze lengths, so the model can predict every run. After every step each job's state,
-attempt, max_attempts, error count and due time, the store's counts, and what ``drain``
-returned must be exactly what the model says.
+drains (everything or one queue), advances the manual clock, prunes, pauses and resumes
+queues (a paused queue's jobs wait through drains, and stay paused across a reopen), and
+closes and reopens the store file. Each job carries a *script*: what its runs do, one entry
+per attempt (complete, fail, snooze, cancel, discard; complete once the script is used up),
+with its backoff and snooze lengths, so the model can predict every run. After every step
+each job's state, attempt, max_attempts, error count and due time, the store's counts, and
+what ``drain`` returned must be exactly what the model says.
 """
 
 from __future__ import annotations
@@ -118,6 +119,7 @@ class JobQueueMachine(RuleBasedStateMachine):
         self.dir = Path(tempfile.mkdtemp(prefix="kathikon-stateful-"))
         self.path = self.dir / "jobs.redb"
         self.model: dict[int, ModelJob] = {}
+        self.paused: set[str] = set()
         # A unique key → the job it names and when it expires (by the inserting period).
         self.unique_keys: dict[int, tuple[int, Optional[int]]] = {}
         self.app = self.open()
@@ -331,7 +333,9 @@ class JobQueueMachine(RuleBasedStateMachine):
             ready = [
                 m
                 for m in self.model.values()
-                if m.state == "available" and (queue is None or m.queue == queue)
+                if m.state == "available"
+                and (queue is None or m.queue == queue)
+                and m.queue not in self.paused
             ]
             if not ready:
                 break
@@ -375,6 +379,16 @@ class JobQueueMachine(RuleBasedStateMachine):
         for job_id in gone:
             del self.model[job_id]
 
+    @rule(queue=st.sampled_from(QUEUES))
+    def pause_queue(self, queue: str) -> None:
+        assert self.app.pause_queue(queue).paused
+        self.paused.add(queue)
+
+    @rule(queue=st.sampled_from(QUEUES))
+    def resume_queue(self, queue: str) -> None:
+        assert not self.app.resume_queue(queue).paused
+        self.paused.discard(queue)
+
     @rule()
     def reopen(self) -> None:
         """Close and open the same file. The manual clock restarts at the wall clock."""
@@ -408,6 +422,10 @@ class JobQueueMachine(RuleBasedStateMachine):
         stats = self.app.stats()
         for q in QUEUES:
             assert {s: n for s, n in stats[q].items() if n} == counts[q], f"stats of {q}"
+
+    @invariant()
+    def paused_queues_match_the_model(self) -> None:
+        assert {q for q in QUEUES if self.app.check_queue(q).paused} == self.paused
 
     @invariant()
     def nothing_is_executing_between_steps(self) -> None:

@@ -37,6 +37,7 @@ from .errors import (
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
+from .queues import QueueSettings
 from .unique import Unique
 from .worker import Worker, WorkerFunction
 
@@ -65,6 +66,7 @@ __all__ = [
     "ProtocolError",
     "QuarantinedRecord",
     "QueueCheck",
+    "QueueSettings",
     "Snooze",
     "StorageError",
     "StorageLockedError",

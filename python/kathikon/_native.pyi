@@ -4,8 +4,9 @@ Users import from :mod:`kathikon`; this module is the engine's raw interface.
 """
 
 import builtins
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Final, Optional, final
+from typing import Any, Final, Optional, Union, final
 
 from typing_extensions import TypeAlias
 
@@ -213,8 +214,8 @@ class Engine:
         *,
         fsync: bool = True,
         scheduler_interval: float = 1.0,
-        prune_interval: float = 30.0,
-        retention_period: float = 86400.0,
+        prune_interval: float = 60.0,
+        retention_period: Union[float, Mapping[str, float], None] = None,
         manual_clock: Optional[int] = None,
         connect: bool = True,
         lease: float = 30.0,
@@ -283,3 +284,13 @@ class Engine:
     def close(self) -> None: ...
     @property
     def closed(self) -> bool: ...
+    def set_queue(
+        self, queue: str, change: str, concurrency: Optional[int] = None
+    ) -> tuple[str, bool, Optional[int], Optional[int], bool]:
+        """Change a queue's runtime settings (``change``: pause, resume, scale, start, stop);
+        returns ``(queue, paused, concurrency, started, stopped)`` as they now are."""
+    def queue_settings(
+        self,
+    ) -> tuple[int, builtins.list[tuple[str, bool, Optional[int], Optional[int], bool]]]:
+        """``(generation, rows)``: every queue with runtime settings, as ``set_queue``
+        returns them; the generation changes whenever any of them does."""

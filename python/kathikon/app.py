@@ -17,6 +17,7 @@ from typing_extensions import Unpack
 
 from . import drain as _drain
 from . import processes as _processes
+from . import queues as _queues
 from . import telemetry, testing_mode
 from ._native import Engine, JobSpec, job_spec
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
@@ -45,6 +46,7 @@ from .options import (
     shown,
 )
 from .queue_check import QueueCheck
+from .queues import QueueSettings
 from .runner import Runner
 from .unique import NativeUnique, Unique, check_replace, native_unique
 from .vocabulary import FSYNC
@@ -99,12 +101,14 @@ class Kathikon:
         queues: queue name → concurrency, or → ``{"concurrency": n}``. Default
             ``{"default": 10}``.
         max_attempts: default attempts per job (20).
-        poll_interval: longest an idle queue waits before looking again, seconds (1.0).
+        poll_interval: longest an idle queue waits before looking again, seconds (1.0; a
+            job wakes an idle queue at once, so a shorter wait only costs idle wake-ups).
         scheduler_interval: longest the scheduler sleeps, seconds (1.0); it normally wakes
             exactly when the next scheduled job is due.
-        prune_interval: how often old finished jobs are deleted, seconds (30).
+        prune_interval: how often old finished jobs are deleted, seconds (60).
         retention_period: how long completed/cancelled/discarded jobs are kept, seconds
-            (86,400 = one day).
+            (604,800 = 7 days); or per state, e.g. ``{"completed": 3600, "discarded":
+            30 * 86400}`` (a state left out keeps 7 days).
         durability: ``"fsync"`` (default: every insert is on disk before it returns) or
             ``"none"`` (~5× faster single inserts; a killed process loses nothing, a power loss
             or an OS crash up to the last ~2 s).
@@ -156,8 +160,8 @@ class Kathikon:
         max_attempts: int = 20,
         poll_interval: float = 1.0,
         scheduler_interval: float = 1.0,
-        prune_interval: float = 30.0,
-        retention_period: float = 86_400.0,
+        prune_interval: float = 60.0,
+        retention_period: Union[float, Mapping[str, float]] = 604_800.0,
         durability: str = "fsync",
         clock: str = "system",
         max_args_bytes: Optional[int] = None,
@@ -208,6 +212,10 @@ class Kathikon:
         self._plain_specs: dict[str, tuple[Registration, JobSpec]] = {}
         self._lock = threading.Lock()
         self._runner: Optional[Runner] = None
+        # This process's local_only queue changes, applied by its runner on top of the store's.
+        self._local_queues = _queues.LocalQueues()
+        # In a worker process of a pool: (its index, processes), to split runtime concurrency.
+        self._pool_share = (0, 1)
         self._closed = threading.Event()
         self._events = EventPump(self._engine, self._closed)
         self._unwatch = telemetry.watch(self._telemetry_changed)
@@ -438,10 +446,11 @@ class Kathikon:
                 args_json = self._args_json(args)
                 return cached[1] if args_json == "{}" else cached[1]._with_args(args_json)
         queue = reg.queue if queue is None else queue
-        if queue not in self.config.queues:
+        if queue not in self.config.queues and not self._started_at_runtime(queue):
             raise UnknownQueueError(
                 f"queue {queue!r} is not configured in this app; configured queues: "
-                f"{', '.join(self.config.queues)} (add it to Kathikon(queues=...))"
+                f"{', '.join(self.config.queues)} (add it to Kathikon(queues=...), or start "
+                f"it with app.start_queue({queue!r}, concurrency))"
             )
         attempts = check_max_attempts(
             max_attempts
@@ -649,20 +658,45 @@ class Kathikon:
         """Whether a running process serves ``queue``, with its available and executing
         jobs: ``check.served`` is ``False`` (and ``check.summary`` says "no process runs it")
         when no worker claimed from it lately, so jobs that would sit available forever are
-        visible. Any queue name is accepted, configured in this app or not."""
+        visible. Also its runtime settings: ``paused``, ``stopped``, ``started`` and the
+        ``concurrency`` a worker of this app runs it at (``configured_concurrency``: the
+        constructor's). Any queue name is accepted, configured in this app or not."""
         if not isinstance(queue, str) or not queue:
             raise ConfigurationError(f"check_queue({shown(queue)}): pass a queue name (a str)")
-        states = self._engine.counts()
-        count = {state: n for q, state, n in states if q == queue}
-        claimer = next((c for c in self._engine.claimers() if c[0] == queue), None)
-        return QueueCheck(
-            queue=queue,
-            available=count.get(JobState.AVAILABLE.value, 0),
-            executing=count.get(JobState.EXECUTING.value, 0),
-            oldest_available=self.oldest_available(queue),
-            claimer_pid=None if claimer is None else claimer[1],
-            idle=None if claimer is None else claimer[2],
-        )
+        return self._check_queues([queue])[0]
+
+    def _check_queues(self, names: list[str]) -> list[QueueCheck]:
+        counts: dict[str, dict[str, int]] = {}
+        for q, state, n in self._engine.counts():
+            counts.setdefault(q, {})[state] = n
+        claimers = {c[0]: c for c in self._engine.claimers()}
+        settings = _queues.stored(self._engine)[1]
+        local = self._local_queues.all()
+        out = []
+        for queue in names:
+            count = counts.get(queue, {})
+            claimer = claimers.get(queue)
+            mine = settings.get(queue, QueueSettings(queue)).merged(local.get(queue))
+            configured = self.config.queues.get(queue)
+            runs = configured is not None or mine.started is not None
+            paused_here = queue in local and local[queue].paused
+            available = count.get(JobState.AVAILABLE.value, 0)
+            out.append(
+                QueueCheck(
+                    queue=queue,
+                    available=available,
+                    executing=count.get(JobState.EXECUTING.value, 0),
+                    oldest_available=self.oldest_available(queue) if available else None,
+                    claimer_pid=None if claimer is None else claimer[1],
+                    idle=None if claimer is None else claimer[2],
+                    paused=mine.paused,
+                    stopped=mine.stopped,
+                    started=mine.started,
+                    concurrency=mine.concurrency_here(configured, paused_here) if runs else None,
+                    configured_concurrency=configured,
+                )
+            )
+        return out
 
     def prune(self, older_than: float = 0.0) -> int:
         """Delete finished jobs that finished more than ``older_than`` seconds ago."""
@@ -726,7 +760,7 @@ class Kathikon:
                 pool.start(grace)
                 self._pool = pool
                 return
-            self._runner = Runner(self, selected, max_threads)
+            self._runner = Runner(self, selected, max_threads, self._pool_share)
             self._runner.start()
 
     @property
@@ -861,6 +895,70 @@ class Kathikon:
             return f"<Kathikon memory (testing={self.testing!r}) queues={self.config.queues}>"
         where = self.path or "memory"
         return f"<Kathikon {where} queues={self.config.queues}>"
+
+    # -- queues at runtime (kathikon.queues) -----------------------------------------------
+
+    def pause_queue(self, queue: str, *, local_only: bool = False) -> QueueSettings:
+        """Start no new job of ``queue`` in any process of the store until
+        :meth:`resume_queue`; running jobs finish. Exact: once this returns, no claim of the
+        queue succeeds anywhere. Stored: the queue stays paused across restarts.
+        ``local_only=True`` stops this process's workers claiming from it, and stores
+        nothing. Emits ``("kathikon", "queue", "pause")``."""
+        queue = _queues.check_known(self, queue, "pause_queue")
+        return _queues.change(self, queue, "pause", local_only=local_only)
+
+    def resume_queue(self, queue: str, *, local_only: bool = False) -> QueueSettings:
+        """Undo :meth:`pause_queue`: idle workers of ``queue`` claim its jobs at once."""
+        queue = _queues.check_known(self, queue, "resume_queue")
+        return _queues.change(self, queue, "resume", local_only=local_only)
+
+    def scale_queue(
+        self, queue: str, concurrency: Optional[int], *, local_only: bool = False
+    ) -> QueueSettings:
+        """Run ``queue`` at ``concurrency`` in every worker of the store (each ``app.start()``
+        or ``kathikon worker``; a ``processes=N`` pool splits it as it splits configured
+        concurrency), within a second, and in workers started later. ``None`` goes back to
+        each worker's configured concurrency."""
+        queue = _queues.check_known(self, queue, "scale_queue")
+        return _queues.change(self, queue, "scale", concurrency, local_only)
+
+    def start_queue(
+        self, queue: str, concurrency: Optional[int] = None, *, local_only: bool = False
+    ) -> QueueSettings:
+        """Run ``queue`` in every worker of the store within a second, at ``concurrency``,
+        though no app declares it, and allow inserting into it; or run a stopped queue
+        again (``concurrency`` may then be left out). Stored: workers started later run it
+        too, until :meth:`stop_queue`."""
+        if not isinstance(queue, str) or not queue:
+            raise ConfigurationError(f"start_queue({shown(queue)}): pass a queue name (a str)")
+        if concurrency is None and queue not in self.config.queues and not local_only:
+            if _queues.stored(self._engine)[1].get(queue, QueueSettings(queue)).started is None:
+                raise ConfigurationError(
+                    f"start_queue({queue!r}): queue {queue!r} is not configured in this app, "
+                    f"so pass its concurrency, e.g. app.start_queue({queue!r}, 4)"
+                )
+        return _queues.change(self, queue, "start", concurrency, local_only)
+
+    def stop_queue(self, queue: str, *, local_only: bool = False) -> QueueSettings:
+        """Stop running ``queue`` in every worker of the store within a second (jobs running
+        finish); its jobs stay stored, and :meth:`start_queue` runs it again."""
+        queue = _queues.check_known(self, queue, "stop_queue")
+        return _queues.change(self, queue, "stop", local_only=local_only)
+
+    def queues(self) -> list[QueueCheck]:
+        """Every queue, by name, as :meth:`check_queue` sees it: those this app declares,
+        those with runtime settings, and those holding jobs."""
+        names = {*self.config.queues, *_queues.stored(self._engine)[1]}
+        names.update(q for q, _, n in self._engine.counts() if n)
+        return self._check_queues(sorted(names))
+
+    def _started_at_runtime(self, queue: object) -> bool:
+        """Whether ``queue`` was started with :meth:`start_queue` (an allowed insert target,
+        though not declared)."""
+        if not isinstance(queue, str):
+            return False
+        settings = _queues.stored(self._engine)[1].get(queue)
+        return settings is not None and settings.started is not None
 
 
 def _unique_spec(reg: Registration, unique: Any, replace: Any) -> Optional[NativeUnique]:

@@ -8,12 +8,19 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from .errors import ConfigurationError
+from .job import TERMINAL_STATES, JobState
 from .options import not_utf8
 from .vocabulary import DURABILITIES, FSYNC, NO_FSYNC
 
 QueueSpec = Union[int, Mapping[str, Any]]
 
 DEFAULT_QUEUES: dict[str, QueueSpec] = {"default": 10}
+
+#: How long a finished job is kept, in seconds, unless ``retention_period`` says otherwise.
+DEFAULT_RETENTION = 7 * 86_400.0
+
+#: ``retention_period``: seconds for every finished state, or finished state → seconds.
+Retention = Union[float, dict[str, float]]
 
 
 @dataclass(frozen=True)
@@ -28,7 +35,9 @@ class Config:
         scheduler_interval: longest the scheduler sleeps (it normally wakes exactly at the
             next due time).
         prune_interval: how often finished jobs past ``retention_period`` are deleted.
-        retention_period: how long completed, cancelled and discarded jobs are kept.
+        retention_period: how long completed, cancelled and discarded jobs are kept: seconds
+            for all three, or a dict of state → seconds naming every one of them (a state
+            the app left out has :data:`DEFAULT_RETENTION`).
         max_args_bytes: largest encoded ``args`` (UTF-8 JSON bytes) a job may carry; ``None``
             (the default) for no limit.
         durability: ``"fsync"`` (each commit reaches the disk before ``insert`` returns) or
@@ -39,8 +48,8 @@ class Config:
     max_attempts: int = 20
     poll_interval: float = 1.0
     scheduler_interval: float = 1.0
-    prune_interval: float = 30.0
-    retention_period: float = 86_400.0
+    prune_interval: float = 60.0
+    retention_period: Retention = DEFAULT_RETENTION
     durability: str = "fsync"
     max_args_bytes: Optional[int] = None
 
@@ -51,6 +60,27 @@ def positive_seconds(name: str, value: Any) -> float:
     if not (value > 0 and math.isfinite(value)):
         raise ConfigurationError(f"{name}={value!r} must be a finite number of seconds above 0")
     return float(value)
+
+
+def retention(value: Any) -> Retention:
+    """``retention_period`` checked: a number of seconds, or a dict naming only finished
+    states, completed with :data:`DEFAULT_RETENTION` for the states it leaves out."""
+    if not isinstance(value, Mapping):
+        return positive_seconds("retention_period", value)
+    finished = [state.value for state in JobState if state in TERMINAL_STATES]
+    for state in value:
+        if state not in finished:
+            raise ConfigurationError(
+                f"retention_period names {state!r}, which is not a finished state; use "
+                f"{', '.join(map(repr, finished))}, e.g. "
+                '{"completed": 3600, "discarded": 7 * 86400}'
+            )
+    return {
+        state: positive_seconds(f"retention_period[{state!r}]", value[state])
+        if state in value
+        else DEFAULT_RETENTION
+        for state in finished
+    }
 
 
 def parse_concurrency(queue: str, spec: Any) -> int:
@@ -118,7 +148,7 @@ def build_config(
         poll_interval=positive_seconds("poll_interval", poll_interval),
         scheduler_interval=positive_seconds("scheduler_interval", scheduler_interval),
         prune_interval=positive_seconds("prune_interval", prune_interval),
-        retention_period=positive_seconds("retention_period", retention_period),
+        retention_period=retention(retention_period),
         durability=durability,
         max_args_bytes=_byte_limit(max_args_bytes),
     )

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Optional, TypeVar, Union
 from .errors import InvalidJobError, UnknownQueueError
 from .execute import AckTuple, Attempt, run_async, run_sync
 from .job import Job, from_micros
+from .queues import stored as stored_queue_settings
 from .vocabulary import IGNORED
 
 if TYPE_CHECKING:
@@ -41,9 +42,11 @@ def drain_rounds(
     """Check :meth:`Kathikon.drain`'s arguments, then run due jobs in rounds (one claimed
     batch per queue each), yielding each round until a round runs nothing. Closing the
     generator ends the drain."""
-    if queue is not None and queue not in app.config.queues:
+    if queue is not None and queue not in app.config.queues and not app._started_at_runtime(queue):
         raise UnknownQueueError(f"queue {queue!r} is not configured in this app")
-    queues = list(app.config.queues) if queue is None else [queue]
+    # Queues started at runtime too. A paused queue's claims take nothing, so its jobs wait
+    # for the resume here as they do for workers.
+    queues = list(app.config.queues) + _runtime_started(app) if queue is None else [queue]
     if with_scheduled is True:
         until: Optional[int] = 2**63 - 1
     elif with_scheduled is False:
@@ -103,3 +106,12 @@ def _run_to_completion(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any
         return loop.run_until_complete(coro)
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kathikon-drain") as pool:
         return pool.submit(loop.run_until_complete, coro).result()
+
+
+def _runtime_started(app: Kathikon) -> list[str]:
+    """Queues started with ``start_queue`` that the app does not declare."""
+    return sorted(
+        name
+        for name, settings in stored_queue_settings(app._engine)[1].items()
+        if settings.started is not None and name not in app.config.queues
+    )

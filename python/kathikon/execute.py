@@ -21,11 +21,14 @@ AckTuple = tuple[int, int, str, Optional[str], Optional[int]]
 
 START = ("kathikon", "job", "start")
 STOP = ("kathikon", "job", "stop")
-OUTCOME_EVENTS = {
-    FAIL: ("kathikon", "job", "retry"),
-    SNOOZE: ("kathikon", "job", "snooze"),
-    CANCEL: ("kathikon", "job", "cancel"),
-    DISCARD: ("kathikon", "job", "discard"),
+# A snooze is told under two names with the same measurements and metadata: ``snooze`` and
+# ``sleep`` (the seed's event vocabulary's name for a job put to sleep until a later time),
+# so a handler of either name sees it.
+OUTCOME_EVENTS: dict[str, tuple[telemetry.Event, ...]] = {
+    FAIL: (("kathikon", "job", "retry"),),
+    SNOOZE: (("kathikon", "job", "snooze"), telemetry.SLEEP_EVENT),
+    CANCEL: (("kathikon", "job", "cancel"),),
+    DISCARD: (("kathikon", "job", "discard"),),
 }
 
 
@@ -134,8 +137,8 @@ class Attempt:
             return
         if kind == FAIL and stored.state is JobState.DISCARDED:
             kind = DISCARD
-        event = OUTCOME_EVENTS.get(kind)
-        if event is None or not telemetry.has_handlers(event):
+        events = OUTCOME_EVENTS.get(kind)
+        if events is None or not any(map(telemetry.has_handlers, events)):
             return
         measurements: dict[str, Any] = {"duration": self.duration}
         metadata: dict[str, Any] = {"job": stored}
@@ -147,7 +150,8 @@ class Attempt:
         if kind in (CANCEL, DISCARD):
             errors = stored.errors
             metadata["reason"] = errors[-1]["error"] if errors else None
-        telemetry.execute(event, measurements, metadata)
+        for event in events:
+            telemetry.execute(event, measurements, metadata)
 
 
 def report_interrupted(job: Job, stored: Optional[Job], duration: float) -> None:

@@ -103,7 +103,13 @@ def _find_app(origin: str, path: str) -> Kathikon:
 
 
 def _child_main(
-    origin: str, path: str, queues: dict[str, int], grace: float, parent: int, ready: Any
+    origin: str,
+    path: str,
+    queues: dict[str, int],
+    grace: float,
+    parent: int,
+    ready: Any,
+    share: tuple[int, int] = (0, 1),
 ) -> None:
     """A worker process: run ``queues`` of the app until SIGTERM or the parent's death."""
     stop = threading.Event()
@@ -113,6 +119,7 @@ def _child_main(
 
     joblog.inherit()  # the job lines and log format of `kathikon worker`, if it started us
     app = _find_app(origin, path)
+    app._pool_share = share  # a queue scaled or started at runtime is split as `queues` was
     app.start(queues)
     ready.set()
     try:
@@ -181,6 +188,7 @@ class ProcessPool:
             self._grace,
             os.getpid(),
             ready,
+            (slot, len(self._shares)),
         )
         child = self._context.Process(
             target=_child_main, args=args, name=f"kathikon-worker-{slot}", daemon=False

@@ -10,7 +10,7 @@ has no running worker: its available jobs wait until one is started for it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Optional
 
@@ -39,6 +39,31 @@ class QueueCheck:
     (``None``: no process has claimed from it since)."""
     idle: Optional[float]
     """Seconds since that claim's wait ended (0.0 while a worker waits on the queue)."""
+    paused: bool = False
+    """Paused (``app.pause_queue``): no job of it starts until it is resumed."""
+    stopped: bool = False
+    """Stopped (``app.stop_queue``): no worker claims from it; its jobs stay stored."""
+    started: Optional[int] = None
+    """Started at runtime (``app.start_queue``) with this concurrency."""
+    concurrency: Optional[int] = None
+    """How many of its jobs a worker of this app runs at once: the scaled concurrency
+    (``app.scale_queue``), else the configured one, else the one it was started with; 0 when
+    stopped; ``None`` if no worker of this app runs it."""
+    configured_concurrency: Optional[int] = None
+    """Its concurrency in this app's constructor (``None``: not declared there)."""
+
+    @property
+    def running(self) -> int:
+        """Jobs running now (the same as :attr:`executing`)."""
+        return self.executing
+
+    def to_dict(self) -> dict[str, object]:
+        """Every field, with ``oldest_available`` as ISO 8601 text, and ``served``."""
+        out: dict[str, object] = {f.name: getattr(self, f.name) for f in fields(self)}
+        oldest = self.oldest_available
+        out["oldest_available"] = None if oldest is None else oldest.isoformat()
+        out["served"] = self.served
+        return out
 
     @property
     def served(self) -> bool:
@@ -52,6 +77,11 @@ class QueueCheck:
     def summary(self) -> str:
         """One line for people, e.g. ``served by pid 4121`` or ``no process runs it: 3 jobs
         available``."""
+        jobs = f"{self.available} job{'' if self.available == 1 else 's'} available"
+        if self.paused:
+            return f"paused ({jobs}); resume it with app.resume_queue({self.queue!r})"
+        if self.stopped:
+            return f"stopped ({jobs}); run it again with app.start_queue({self.queue!r})"
         if self.served:
             return f"served by pid {self.claimer_pid}"
         if self.claimer_pid is None:

@@ -56,6 +56,11 @@ class ReadyQueues:
         self._looks = 0
         self._seen_ready: dict[str, int] = {}
 
+    def set_queues(self, names: list[str]) -> None:
+        """Watch these queues from the next look on (queues started, stopped or scaled at
+        runtime); a queue dropped leaves the line when a lane finds it has no free slot."""
+        self._names = list(names)
+
     def watch(self) -> None:
         """The watcher thread: wait for queues to have jobs ready, mark them hot."""
         seen: Optional[int] = None

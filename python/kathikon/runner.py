@@ -20,6 +20,11 @@ loop has started them all; the loop starts each as a slot frees, with no thread 
 and sends the outcomes of all the jobs that finished in one pass of the loop in one call. The
 engine's claim waits with the GIL released and is woken as soon as a job lands, so idle queues
 cost nothing.
+
+Queues change at runtime (:mod:`kathikon.queues`): a settings thread looks at the store's
+queue settings every :data:`kathikon.queues.SETTINGS_POLL` seconds and, when they changed,
+sets each queue's :class:`Slots` limit to its new concurrency, spawns lanes for a queue
+scaled up or started, and leaves the lanes past a lowered limit idle (0 for a stopped queue).
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Callable, Optional
 
 from . import handback, telemetry
+from . import queues as _queues
 from ._native import Engine
 from .errors import EngineClosedError, KathikonError, OwnerGoneError
 from .execute import (
@@ -91,11 +97,32 @@ class Slots:
             return taken
 
     def take(self) -> None:
-        """Wait for a free slot and take it."""
+        """Wait for a free slot and take it, for a job already claimed: one runs even while
+        the queue is stopped (limit 0), so claimed jobs finish instead of waiting for ever."""
         with self._cond:
-            while self.running >= self.limit:
+            while self.running >= max(self.limit, 1):
                 self._cond.wait(0.5)
             self.running += 1
+
+    def take_claimed(self, n: int) -> int:
+        """:meth:`take_up_to` for jobs already claimed (async ones waiting on the loop): as
+        :meth:`take`, one runs even while the queue is stopped."""
+        with self._cond:
+            taken = max(0, min(n, max(self.limit, 1) - self.running))
+            self.running += taken
+            return taken
+
+    def set_limit(self, limit: int) -> None:
+        """A new concurrency (scaled, started or stopped at runtime): wakes every waiter."""
+        with self._cond:
+            self.limit = limit
+            self._cond.notify_all()
+
+    def wait_for_lane(self, lane: int, timeout: float) -> None:
+        """Wait up to ``timeout`` s until lane number ``lane`` is within the limit."""
+        with self._cond:
+            if lane >= self.limit:
+                self._cond.wait(timeout)
 
     def release(self, n: int = 1) -> None:
         with self._cond:
@@ -120,9 +147,18 @@ class Runner:
         app: Kathikon,
         queues: Optional[dict[str, int]] = None,
         max_threads: Optional[int] = None,
+        share: tuple[int, int] = (0, 1),
     ) -> None:
         self._app = app
+        # The queues this runner was asked to run, at their configured concurrency; what it
+        # runs is these with the runtime settings applied (`_plan`), and queues started at
+        # runtime. `share`: (this process's index, processes) in a pool, which splits a
+        # runtime concurrency as it splits configured ones.
         self._queues = dict(app.config.queues) if queues is None else queues
+        self._share = share
+        # Dedicated lanes spawned per queue; held while queues change (and while stopping).
+        self._lanes: dict[str, int] = {}
+        self._changes = threading.Lock()
         self._max_threads = MAX_THREADS if max_threads is None else max_threads
         # Set when lanes are shared by the queues; then per queue, the next claim's size and
         # the smoothed seconds per job (a dedicated lane keeps its own).
@@ -171,20 +207,85 @@ class Runner:
 
     def start(self) -> None:
         shared = sum(self._queues.values()) > self._max_threads
-        for queue, concurrency in self._queues.items():
+        try:
+            seen, plan = self._plan()
+        except KathikonError:
+            log.exception("reading the queues' runtime settings failed; using the configured")
+            seen, plan = None, dict(self._queues)
+        for queue, concurrency in plan.items():
             self._slots[queue] = Slots(concurrency)
         if shared:
             poll = self._app.config.poll_interval
             self._ready = ReadyQueues(self._engine, self._slots, poll, self._stopping)
+            self._ready.set_queues([q for q, s in self._slots.items() if s.limit > 0])
         for queue, slots in self._slots.items():
             slots.on_release = self._release_hook(queue)
             if not shared:
-                for lane in range(slots.limit):
-                    self._spawn(self._lane, (queue,), f"kathikon-{queue}-{lane}")
+                self._add_lanes(queue, slots.limit)
+        self._spawn(self._watch_settings, (seen,), "kathikon-queues")
         if self._ready is not None:
             self._spawn(self._ready.watch, (), "kathikon-watcher")
             for lane in range(self._max_threads):
                 self._spawn(self._shared_lane, (self._ready,), f"kathikon-lane-{lane}")
+
+    def _add_lanes(self, queue: str, concurrency: int) -> None:
+        """Dedicated lanes for ``queue`` up to ``concurrency`` (those already spawned stay;
+        lanes past a lowered limit idle)."""
+        have = self._lanes.get(queue, 0)
+        want = min(concurrency, self._max_threads)
+        for lane in range(have, want):
+            self._spawn(self._lane, (queue, lane), f"kathikon-{queue}-{lane}")
+        self._lanes[queue] = max(have, want)
+
+    # -- queues at runtime -----------------------------------------------------------------
+
+    def _plan(self) -> tuple[tuple[int, int], dict[str, int]]:
+        """What the settings say now: the generations seen and each queue's concurrency."""
+        generation, settings = _queues.stored(self._engine)
+        local = self._app._local_queues
+        seen = (generation, local.generation)
+        return seen, _queues.plan(self._queues, settings, local.all(), self._share)
+
+    def _watch_settings(self, seen: Optional[tuple[int, int]]) -> None:
+        """The settings thread: apply changed runtime settings within a poll."""
+        while not self._stopping.wait(_queues.SETTINGS_POLL):
+            try:
+                now, plan = self._plan()
+            except EngineClosedError:
+                return
+            except KathikonError:
+                continue  # the owner is changing hands, say: the next look retries
+            if now != seen:
+                seen = now
+                self._apply(plan)
+
+    def _apply(self, plan: dict[str, int]) -> None:
+        """Run each queue at its planned concurrency from now on."""
+        with self._changes:
+            if self._stopping.is_set():
+                return
+            for queue in self._slots:
+                plan.setdefault(queue, 0)  # no longer run here (its runtime start was undone)
+            for queue, concurrency in plan.items():
+                slots = self._slots.get(queue)
+                if slots is None:
+                    slots = Slots(concurrency)
+                    slots.on_release = self._release_hook(queue)
+                    self._slots[queue] = slots
+                elif slots.limit == concurrency:
+                    continue
+                else:
+                    lowered = concurrency < slots.limit
+                    slots.set_limit(concurrency)
+                    if lowered:
+                        # Lanes past the new limit stop waiting in a claim at once.
+                        self._engine.interrupt(queue)
+                log.info("queue %r now runs at concurrency %d here", queue, concurrency)
+                if self._ready is None:
+                    self._add_lanes(queue, concurrency)
+            if self._ready is not None:
+                self._ready.set_queues([q for q, s in self._slots.items() if s.limit > 0])
+                self._ready.wake_all()
 
     def _spawn(self, target: Callable[..., None], args: tuple[object, ...], name: str) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
@@ -197,7 +298,8 @@ class Runner:
         again, the attempt not counted; listed in :attr:`interrupted`). Outcomes sent so far
         are committed before this returns."""
         self._grace = timeout
-        self._stopping.set()
+        with self._changes:
+            self._stopping.set()  # no queue change spawns lanes from here on
         for queue in self._slots:
             self._engine.interrupt(queue)
         if self._ready is not None:
@@ -274,12 +376,16 @@ class Runner:
 
     # -- lanes ---------------------------------------------------------------------------
 
-    def _lane(self, queue: str) -> None:
+    def _lane(self, queue: str, lane: int) -> None:
         slots = self._slots[queue]
         poll = self._app.config.poll_interval
         batch = 1
         pace: Optional[float] = None  # seconds per job, smoothed
         while not self._stopping.is_set():
+            if lane >= slots.limit:
+                # Past the queue's concurrency (scaled down or stopped): claim nothing.
+                slots.wait_for_lane(lane, poll)
+                continue
             try:
                 records = self._engine.claim(queue, batch, poll)
             except EngineClosedError:
@@ -385,7 +491,7 @@ class Runner:
         had_async = self._run_batch(queue, records, slots, held)
         budget = PREFETCH_BUDGET if self._engine.role == "owner" else CLIENT_PREFETCH_BUDGET
         if had_async:
-            return self._next_async_claim(queue, budget, slots.limit), pace
+            return self._next_async_claim(queue, budget, max(slots.limit, 1)), pace
         per_job = (time.perf_counter() - started) / len(records)
         pace = _smoothed(pace, per_job)
         return max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7)))), pace
@@ -578,7 +684,7 @@ class Runner:
         if not waiting:
             return
         loop = asyncio.get_running_loop()
-        for _ in range(self._slots[queue].take_up_to(len(waiting))):
+        for _ in range(self._slots[queue].take_claimed(len(waiting))):
             attempt, started = waiting.popleft()
             job_id = attempt.job.id
             task = loop.create_task(self._run_async(queue, job_id, attempt))
@@ -738,9 +844,9 @@ def _jobs_watched() -> bool:
 
 
 def _outcomes_watched() -> bool:
-    """Whether a handler listens for retry/discard/cancel/snooze events, which need the job
-    as stored after its outcome (so the ack must wait for its commit)."""
-    return any(telemetry.has_handlers(e) for e in OUTCOME_EVENTS.values())
+    """Whether a handler listens for retry/discard/cancel/snooze/sleep events, which need
+    the job as stored after its outcome (so the ack must wait for its commit)."""
+    return any(telemetry.has_handlers(e) for events in OUTCOME_EVENTS.values() for e in events)
 
 
 def _cancel_all(loop: asyncio.AbstractEventLoop) -> None:

@@ -12,11 +12,17 @@ event                                        measurements                    met
 ``("kathikon", "job", "discard")``           ``duration``                    ``job``, ``reason``
 ``("kathikon", "job", "cancel")``            ``duration``                    ``job``, ``reason``
 ``("kathikon", "job", "snooze")``            ``duration``, ``delay``         ``job``
+``("kathikon", "job", "sleep")``             ``duration``, ``delay``         ``job``
 ``("kathikon", "job", "prune")``             ``count``                       (none)
 ``("kathikon", "job", "quarantine")``        ``count``                       ``id``, ``reason``
 ``("kathikon", "scheduler", "tick")``        ``promoted``, ``duration``      (none)
 ``("kathikon", "pruner", "tick")``           ``pruned``, ``duration``        (none)
 ``("kathikon", "dispatcher", "poll")``       ``claimed``, ``demand``         ``queue``
+``("kathikon", "queue", "pause")``           (none)                          ``queue``, settings
+``("kathikon", "queue", "resume")``          (none)                          ``queue``, settings
+``("kathikon", "queue", "scale")``           (none)                          ``queue``, settings
+``("kathikon", "queue", "start")``           (none)                          ``queue``, settings
+``("kathikon", "queue", "stop")``            (none)                          ``queue``, settings
 ===========================================  ==============================  ======================
 
 ``job.insert``'s ``conflict`` is true when a unique insert returned an existing job (each such
@@ -31,7 +37,12 @@ holds ``error``, the failure's traceback or the ``Cancel``/``Discard`` reason (e
 ``job`` is the :class:`~kathikon.Job` as claimed (``retry``/``discard``/… carry the job as it
 stands after the outcome was stored). Durations are seconds. ``dispatcher.poll`` is one claim by
 one of a queue's lanes: ``demand`` is how many jobs it asked for, ``claimed`` how many it got.
+``queue.*`` is a change by ``app.pause_queue`` and its siblings (or the CLI), emitted by
+the process that made it; its metadata holds the queue's settings as they now are
+(``paused``, ``concurrency``, ``started``, ``stopped``) and ``local_only``.
 ``job.quarantine`` is a job record found damaged on disk and moved aside (``app.quarantined()``).
+``job.sleep`` is the seed's name for a snooze: it comes with every ``job.snooze``, with the same
+measurements and metadata, so attach to one of the two.
 
 Emitting costs one dict lookup when nobody is attached. A handler that raises (anything,
 ``KeyboardInterrupt`` and ``SystemExit`` included) is detached and the error logged; it never
@@ -65,6 +76,12 @@ EVENTS: tuple[Event, ...] = (
     ("kathikon", "scheduler", "tick"),
     ("kathikon", "pruner", "tick"),
     ("kathikon", "dispatcher", "poll"),
+    ("kathikon", "job", "sleep"),
+    ("kathikon", "queue", "pause"),
+    ("kathikon", "queue", "resume"),
+    ("kathikon", "queue", "scale"),
+    ("kathikon", "queue", "start"),
+    ("kathikon", "queue", "stop"),
 )
 
 # Events produced by the engine's own threads; the app collects them only while someone
@@ -79,6 +96,9 @@ ENGINE_EVENTS = frozenset(
 )
 
 POLL_EVENT: Event = ("kathikon", "dispatcher", "poll")
+
+#: The seed's name for a snooze, emitted with every ``("kathikon", "job", "snooze")``.
+SLEEP_EVENT: Event = ("kathikon", "job", "sleep")
 
 _log = logging.getLogger("kathikon.telemetry")
 _lock = threading.Lock()
@@ -210,7 +230,8 @@ def attach_default_logger(
     handler_id: str = "kathikon-default-logger",
     logger: Optional[logging.Logger] = None,
 ) -> None:
-    """Log one line per event through :mod:`logging` (logger ``kathikon``).
+    """Log one line per event through :mod:`logging` (logger ``kathikon``); a snooze is
+    logged once, as ``job.snooze`` (not again as ``job.sleep``).
 
     Args:
         level: the log level of each line.
@@ -241,7 +262,8 @@ def attach_default_logger(
         else:
             out.log(level, " ".join(f"{k}={_logfmt(v)}" for k, v in record.items()))
 
-    attach(handler_id, EVENTS, log)
+    # Every event but sleep, which would log each snooze a second time.
+    attach(handler_id, [e for e in EVENTS if e != SLEEP_EVENT], log)
 
 
 def attach_job_logger(

@@ -7,6 +7,7 @@
     kathikon job ID ...    kathikon retry ID... ...    kathikon cancel ID... ...
     kathikon stats ... [--watch [SECONDS]]     kathikon prune ... [--older-than 7d]
     kathikon insert myapp.jobs:app WORKER [--args JSON] [--queue Q] [--schedule-in 1h] ...
+    kathikon queues ...    kathikon pause|resume|stop Q ...    kathikon scale|start Q [N] ...
 
 Exit status: 0 on success, 1 on an error (one line on stderr, never a traceback), 2 on a
 usage error, 130 when interrupted. ``--json`` prints machine-readable output on stdout.
@@ -72,7 +73,13 @@ def main() -> NoReturn:
 
 # Each command module adds its commands to the group when imported.
 from ..bench.command import bench_command  # noqa: E402
-from . import insert, manage, stats, worker  # noqa: E402, F401
+from . import (  # noqa: E402, F401
+    insert,
+    manage,
+    queues,
+    stats,
+    worker,
+)
 
 cli.add_command(insert.insert_command)
 cli.add_command(bench_command)

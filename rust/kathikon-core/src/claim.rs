@@ -16,7 +16,7 @@
 //! store can tell a queue that no running process serves from one whose workers are idle.
 
 use foldhash::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,7 @@ use crossbeam_skiplist::SkipSet;
 
 use crate::clock::Micros;
 use crate::job::{Job, JobId};
+use crate::queues::RuntimeQueues;
 use crate::ready::ReadySignal;
 
 /// A job's place in its ready queue.
@@ -48,6 +49,9 @@ pub struct ClaimQueue {
     claimer: AtomicU32,
     /// The store-wide signal this queue's wakeups also give.
     any: Arc<ReadySignal>,
+    /// Paused (`pause_queue`): claims take nothing and [`ClaimQueues::wait_ready`] does not
+    /// report the queue. Set by the writer after committing the change, before answering it.
+    paused: AtomicBool,
 }
 
 impl ClaimQueue {
@@ -126,6 +130,21 @@ impl ClaimQueue {
         self.interrupts.load(Ordering::SeqCst)
     }
 
+    /// Whether the queue is paused (see [`crate::queues`]).
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Pause or resume the queue. Resuming wakes its parked claimers and watchers at once;
+    /// the flag is stored before the wakeup, so a claimer that sees the new generation also
+    /// sees the queue resumed.
+    pub fn set_paused(&self, paused: bool) {
+        let was = self.paused.swap(paused, Ordering::AcqRel);
+        if was && !paused {
+            self.notify();
+        }
+    }
+
     /// Note a claim call by process `pid` whose wait ends at `until` (µs after the epoch).
     /// Relaxed: the two values are read only for a report, never to order other memory.
     pub fn note_claim(&self, until: u64, pid: u32) {
@@ -153,11 +172,18 @@ pub struct ClaimQueues {
     any: Arc<ReadySignal>,
     /// What [`ClaimQueue::note_claim`]'s times count from.
     epoch: Instant,
+    /// Every queue's settings controlled at runtime, as stored.
+    pub settings: RuntimeQueues,
 }
 
 impl Default for ClaimQueues {
     fn default() -> Self {
-        Self { queues: RwLock::default(), any: Arc::default(), epoch: Instant::now() }
+        Self {
+            queues: RwLock::default(),
+            any: Arc::default(),
+            epoch: Instant::now(),
+            settings: RuntimeQueues::default(),
+        }
     }
 }
 
@@ -201,9 +227,10 @@ impl ClaimQueues {
     }
 
     /// Wait until the store's ready generation differs from `seen` (`None`: do not wait) or
-    /// `deadline` passes, then return the generation and which of `queues` have jobs ready.
-    /// An interrupt of any queue, and closing the engine (which interrupts every queue),
-    /// moves the generation on, so either ends the wait, perhaps with none ready.
+    /// `deadline` passes, then return the generation and which of `queues` have jobs ready
+    /// and are not paused. An interrupt of any queue, and closing the engine (which
+    /// interrupts every queue), moves the generation on, so either ends the wait, perhaps
+    /// with none ready.
     pub fn wait_ready(
         &self,
         queues: &[(String, Arc<ClaimQueue>)],
@@ -214,7 +241,11 @@ impl ClaimQueues {
             Some(seen) => self.any.wait_past(seen, deadline),
             None => self.any.generation(),
         };
-        let ready = queues.iter().filter(|(_, q)| !q.is_empty()).map(|(n, _)| n.clone()).collect();
+        let ready = queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty() && !q.is_paused())
+            .map(|(n, _)| n.clone())
+            .collect();
         (generation, ready)
     }
 

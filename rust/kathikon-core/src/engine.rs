@@ -15,10 +15,12 @@ use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::plugins::{Plugins, Pruner, Scheduler};
+use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
+use crate::retention::Retention;
 use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
-use crate::storage::{Quarantined, RedbStore, Store};
+use crate::storage::{EntryKind, Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
 use crate::unique::Inserted;
 use crate::writer::{self, Applier, Command, Shared, SharedApplier, Writer};
@@ -64,8 +66,8 @@ pub struct EngineConfig {
     pub scheduler_interval: Duration,
     /// How often the pruner runs.
     pub prune_interval: Duration,
-    /// How long finished jobs are kept before the pruner deletes them.
-    pub retention: Duration,
+    /// How long finished jobs are kept before the pruner deletes them, per terminal state.
+    pub retention: Retention,
     /// The time source.
     pub clock: Arc<dyn Clock>,
 }
@@ -76,8 +78,8 @@ impl Default for EngineConfig {
             path: None,
             durability: Durability::Fsync,
             scheduler_interval: Duration::from_secs(1),
-            prune_interval: Duration::from_secs(30),
-            retention: Duration::from_secs(24 * 3600),
+            prune_interval: Duration::from_secs(60),
+            retention: Retention::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -165,11 +167,19 @@ impl Engine {
             Ok(())
         })?;
         let queues = Arc::new(ClaimQueues::default());
+        let mut settings = Vec::new();
         store.read(&mut |txn| {
+            settings = txn.entries(EntryKind::Queue)?;
             txn.available(&mut |(queue, priority, at, id)| {
                 queues.get(&queue).push((priority, at, id));
             })
         })?;
+        // A queue paused before a restart or a takeover stays paused: its flag is set before
+        // anyone can claim.
+        queues.settings.load(&settings, now.max(0) as u64)?;
+        for stored in queues.settings.snapshot().1 {
+            queues.get(&stored.name).set_paused(stored.paused);
+        }
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
         let plugins = Plugins::new(vec![
@@ -297,7 +307,8 @@ impl Engine {
                 return Err(Error::Closed);
             }
             let seen = q.generation();
-            let keys = q.pop(max);
+            // Paused: wait as if nothing were ready (a resume wakes the queue).
+            let keys = if q.is_paused() { Vec::new() } else { q.pop(max) };
             if !keys.is_empty() {
                 let queue = q.clone();
                 let jobs = self.call(|reply| Command::Claim { queue, keys, reply })?;
@@ -521,6 +532,17 @@ impl Jobs for Engine {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn set_queue(&self, queue: &str, change: QueueChange) -> Result<QueueSettings> {
+        let claims = self.queues.get(queue);
+        let name = queue.to_string();
+        self.call(|reply| Command::SetQueue { queue: claims, name, change, reply })
+    }
+
+    /// Read from memory (the writer updates it after each committed change): never fails.
+    fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
+        Ok(self.queues.settings.snapshot())
     }
 
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {

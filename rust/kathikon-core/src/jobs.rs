@@ -14,6 +14,7 @@ use crate::claim::Claimer;
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::queues::{QueueChange, QueueSettings};
 use crate::state::JobState;
 use crate::storage::Quarantined;
 use crate::telemetry::EngineEvent;
@@ -145,6 +146,16 @@ pub trait Jobs: Send + Sync {
     /// Whether [`Jobs::close`] was called.
     fn is_closed(&self) -> bool;
 
+    /// Change queue `queue`'s runtime settings (pause, resume, scale, start, stop) and return
+    /// them as they now are, once the change is committed. Once a pause returns, no claim of
+    /// the queue succeeds in any process (running jobs finish) until it is resumed; a resume
+    /// wakes waiting claimers at once. The settings stay stored across restarts and owners.
+    fn set_queue(&self, queue: &str, change: QueueChange) -> Result<QueueSettings>;
+
+    /// Every queue with runtime settings, by name, and a generation that changes whenever
+    /// any of them does (a poller passes over an answer whose generation it has seen). Cheap:
+    /// read from the owner's memory.
+    fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)>;
     /// [`Jobs::insert`], also saying which of the returned jobs existed already: a job with a
     /// unique spec ([`crate::UniqueSpec`]) whose key another job held comes back as that job,
     /// listed in [`Inserted::conflicts`], and nothing new is stored for it. Duplicates within

@@ -60,7 +60,7 @@ fn the_pruner_runs_on_its_own() {
     let clock = Arc::new(ManualClock::new(T0));
     let engine = Engine::open(EngineConfig {
         prune_interval: Duration::from_millis(30),
-        retention: Duration::from_secs(60),
+        retention: Duration::from_secs(60).into(),
         clock: clock.clone(),
         ..EngineConfig::default()
     })

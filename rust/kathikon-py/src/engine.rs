@@ -9,7 +9,7 @@ use kathikon_core::clock::ManualClock;
 use kathikon_core::ipc::{Node, NodeConfig, Role};
 use kathikon_core::{
     Ack, AckResult, Clock, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
-    SystemClock,
+    QueueChange, QueueSettings, Retention, SystemClock,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -17,6 +17,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 use crate::convert::AckTuple;
 use crate::errors::{ConfigurationError, IntoPy, InvalidJobError};
 use crate::job::{untracked, PyJob, PyJobSpec};
+use crate::retention::RetentionArg;
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
     Duration::try_from_secs_f64(value).map_err(|_| {
@@ -45,7 +46,7 @@ pub(crate) struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=30.0, retention_period=86400.0, manual_clock=None, connect=true, lease=30.0, takeover=true))]
+    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=60.0, retention_period=None, manual_clock=None, connect=true, lease=30.0, takeover=true))]
     #[allow(clippy::too_many_arguments)] // keyword-only in Python
     fn new(
         py: Python<'_>,
@@ -53,7 +54,7 @@ impl PyEngine {
         fsync: bool,
         scheduler_interval: f64,
         prune_interval: f64,
-        retention_period: f64,
+        retention_period: Option<RetentionArg>,
         manual_clock: Option<i64>,
         connect: bool,
         lease: f64,
@@ -65,7 +66,8 @@ impl PyEngine {
             durability: if fsync { Durability::Fsync } else { Durability::None },
             scheduler_interval: seconds("scheduler_interval", scheduler_interval)?,
             prune_interval: seconds("prune_interval", prune_interval)?,
-            retention: seconds("retention_period", retention_period)?,
+            retention: retention_period
+                .map_or(Ok(Retention::default()), RetentionArg::retention)?,
             ..EngineConfig::default()
         };
         if let Some(clock) = &manual_clock {
@@ -382,6 +384,50 @@ impl PyEngine {
     fn closed(&self) -> bool {
         self.inner.is_closed()
     }
+
+    /// Change a queue's runtime settings: `change` is "pause", "resume", "scale" (with
+    /// `concurrency`, or `None` to go back to each process's configured value), "start"
+    /// (with `concurrency`, or `None` for the one it was started with before) or "stop".
+    /// Returns the settings as they now are, as [`Self::queue_settings`] lists them.
+    #[pyo3(signature = (queue, change, concurrency=None))]
+    fn set_queue(
+        &self,
+        py: Python<'_>,
+        queue: &str,
+        change: &str,
+        concurrency: Option<u32>,
+    ) -> PyResult<QueueRow> {
+        let change = match change {
+            "pause" => QueueChange::Pause,
+            "resume" => QueueChange::Resume,
+            "scale" => QueueChange::Scale(concurrency),
+            "start" => QueueChange::Start(concurrency),
+            "stop" => QueueChange::Stop,
+            other => {
+                return Err(ConfigurationError::new_err(format!(
+                    "queue change {other:?} is not one of pause, resume, scale, start, stop"
+                )))
+            }
+        };
+        let settings =
+            py.detach(|| self.inner.retrying(|jobs| jobs.set_queue(queue, change))).py_err()?;
+        Ok(queue_row(settings))
+    }
+
+    /// `(generation, [(queue, paused, concurrency, started, stopped), …])`: every queue with
+    /// runtime settings, by name; the generation changes whenever any of them does.
+    fn queue_settings(&self, py: Python<'_>) -> PyResult<(u64, Vec<QueueRow>)> {
+        let (generation, all) =
+            py.detach(|| self.inner.retrying(|jobs| jobs.queue_settings())).py_err()?;
+        Ok((generation, all.into_iter().map(queue_row).collect()))
+    }
+}
+
+/// A queue's runtime settings for Python: `(queue, paused, concurrency, started, stopped)`.
+type QueueRow = (String, bool, Option<u32>, Option<u32>, bool);
+
+fn queue_row(s: QueueSettings) -> QueueRow {
+    (s.name, s.paused, s.concurrency, s.started, s.stopped)
 }
 
 /// One INFO line on the `kathikon` logger: this process took over the store from `pid`.

@@ -6,6 +6,7 @@ mod convert;
 mod engine;
 mod errors;
 mod job;
+mod retention;
 
 use kathikon_core::job::MAX_PRIORITY;
 use kathikon_core::{Durability, EngineEvent, JobState, Outcome};

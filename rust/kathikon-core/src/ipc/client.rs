@@ -39,6 +39,7 @@ use crate::error::{Error, Result};
 use crate::fork::CloseInForkedChild;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::Quarantined;
@@ -617,6 +618,20 @@ impl Jobs for Client {
 
     fn is_closed(&self) -> bool {
         self.closed.load(Ordering::Acquire)
+    }
+
+    fn set_queue(&self, queue: &str, change: QueueChange) -> Result<QueueSettings> {
+        match self.call(&Request::SetQueue { queue: queue.to_string(), change })? {
+            Response::Queue(settings) => Ok(settings),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
+        match self.call(&Request::QueueSettings)? {
+            Response::QueueSettings(generation, settings) => Ok((generation, settings)),
+            other => Self::unexpected(&other),
+        }
     }
 
     fn insert_flagged(&self, mut jobs: Vec<NewJob>) -> Result<Inserted> {

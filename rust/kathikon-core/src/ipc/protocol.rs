@@ -117,6 +117,15 @@ pub enum Request {
         /// Longest wait.
         timeout_ms: u64,
     },
+    /// [`crate::Jobs::set_queue`].
+    SetQueue {
+        /// The queue.
+        queue: String,
+        /// What changes.
+        change: crate::queues::QueueChange,
+    },
+    /// [`crate::Jobs::queue_settings`].
+    QueueSettings,
 }
 
 /// What the owner answers.
@@ -155,6 +164,10 @@ pub enum Response {
     Claimers(Vec<crate::claim::Claimer>),
     /// The store's ready generation and the watched queues with jobs ready.
     Ready(u64, Vec<String>),
+    /// One queue's runtime settings.
+    Queue(crate::queues::QueueSettings),
+    /// The settings' generation and every queue with runtime settings.
+    QueueSettings(u64, Vec<crate::queues::QueueSettings>),
     /// Inserted jobs when some of them existed already (unique conflicts), saying which; an
     /// insert without conflicts is answered with [`Response::Jobs`].
     Inserted(crate::unique::Inserted),

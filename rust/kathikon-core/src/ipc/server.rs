@@ -335,6 +335,8 @@ fn serve(shared: &Shared, stream: UnixStream) {
 /// One request's answer. The verbs go through the contract, [`Jobs`], on the owner's engine;
 /// around Claim and Ack this keeps the session's books (what it holds; acks it no longer may
 /// send are fenced with the engine's own `note_fenced`).
+// One arm per request: splitting the dispatch would scatter it, not simplify it.
+#[allow(clippy::too_many_lines)]
 fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<Response> {
     let store: &dyn Jobs = &*shared.engine;
     Ok(match request {
@@ -431,6 +433,11 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);
             let (generation, ready) = shared.engine.wait_ready_for(pid, &queues, seen, wait)?;
             Response::Ready(generation, ready)
+        }
+        Request::SetQueue { queue, change } => Response::Queue(store.set_queue(&queue, change)?),
+        Request::QueueSettings => {
+            let (generation, settings) = store.queue_settings()?;
+            Response::QueueSettings(generation, settings)
         }
     })
 }

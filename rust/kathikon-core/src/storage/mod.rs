@@ -192,8 +192,14 @@ pub trait WriteTxn {
     fn due(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>>;
     /// The earliest due time of any scheduled or retryable job.
     fn next_due(&mut self) -> Result<Option<Micros>>;
-    /// Ids of terminal jobs that finished at or before `until`, oldest first.
-    fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>>;
+    /// Keys `(finished_at, id)` of up to `limit` terminal jobs that finished at or before
+    /// `until` and come after the key `after` (from the first when `None`), oldest first.
+    fn finished(
+        &mut self,
+        after: Option<(Micros, JobId)>,
+        until: Micros,
+        limit: usize,
+    ) -> Result<Vec<(Micros, JobId)>>;
     /// Ids of every job in the executing state.
     fn executing(&mut self) -> Result<Vec<JobId>>;
     /// The jobs the insert carrying `request` stored, as `(first id, how many)` (an insert's

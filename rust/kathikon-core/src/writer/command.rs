@@ -10,6 +10,7 @@ use crate::claim::{ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
 use crate::unique::Inserted;
@@ -72,6 +73,14 @@ pub(crate) enum Command {
     /// that batch left for the writer's idle time. Unanswered, and never part of a batch.
     Wake,
     Shutdown,
+    /// Change a queue's runtime settings; `queue` is its claim queue, whose paused flag
+    /// follows the stored value once the change commits.
+    SetQueue {
+        queue: Arc<ClaimQueue>,
+        name: String,
+        change: QueueChange,
+        reply: Sender<Result<QueueSettings>>,
+    },
 }
 
 /// One command's answer, computed inside the transaction and sent only after it commits.
@@ -82,6 +91,7 @@ pub(crate) enum Reply {
     Job(Result<Job>),
     Count(Result<u64>),
     Unit,
+    Queue(Result<QueueSettings>),
     Inserted(Result<Inserted>),
 }
 
@@ -111,6 +121,9 @@ impl Command {
             }
             (Command::Sync { reply, .. }, Reply::Unit) => {
                 let _ = reply.send(Ok(()));
+            }
+            (Command::SetQueue { reply, .. }, Reply::Queue(r)) => {
+                let _ = reply.send(r);
             }
             (Command::Insert { reply, .. }, Reply::Inserted(r)) => {
                 let _ = reply.send(r);
@@ -142,6 +155,9 @@ impl Command {
                 let _ = reply.send(Err(error()));
             }
             Command::Sync { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::SetQueue { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
             Command::Ack { reply: None, .. }

@@ -5,8 +5,11 @@
 
 use foldhash::{HashSet, HashSetExt};
 
-use crate::claim::{key_of, ClaimKey, ClaimQueues};
+use std::sync::Arc;
+
+use crate::claim::{key_of, ClaimKey, ClaimQueue, ClaimQueues};
 use crate::job::{Job, JobId};
+use crate::queues::QueueSettings;
 
 /// A change to an in-memory claim queue.
 enum QueueChange {
@@ -28,6 +31,8 @@ pub(crate) struct Effects {
     pub pruned: u64,
     /// Records moved to the quarantine table, with the reason.
     pub quarantined: Vec<(JobId, String)>,
+    /// Queues whose runtime settings changed, in order, with their claim queue.
+    settings: Vec<(Arc<ClaimQueue>, QueueSettings)>,
     /// The earliest expiry of the unique keys the batch wrote (`plugins::unique` looks then).
     pub unique_expiry: Option<crate::clock::Micros>,
 }
@@ -47,6 +52,20 @@ impl Effects {
     /// The job at `key` of `queue` stopped being available.
     pub(crate) fn unready(&mut self, queue: String, key: ClaimKey) {
         self.queue_changes.push(QueueChange::Unready(queue, key));
+    }
+
+    /// `queue`'s settings are `settings` now.
+    pub(crate) fn settings_changed(&mut self, queue: Arc<ClaimQueue>, settings: QueueSettings) {
+        self.settings.push((queue, settings));
+    }
+
+    /// Whether `queue` is paused as of this point of the batch: an earlier command of it may
+    /// have paused or resumed it, not yet published.
+    pub(crate) fn paused(&self, queue: &Arc<ClaimQueue>) -> bool {
+        match self.settings.iter().rev().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+            Some((_, settings)) => settings.paused,
+            None => queue.is_paused(),
+        }
     }
 
     /// Apply the queue changes to `queues` (after the commit), and wake the claimers of each
@@ -69,6 +88,10 @@ impl Effects {
         }
         for queue in touched {
             queues.get(queue).notify();
+        }
+        for (queue, settings) in &self.settings {
+            queue.set_paused(settings.paused);
+            queues.settings.changed(settings);
         }
     }
 }

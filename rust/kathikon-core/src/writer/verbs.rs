@@ -3,11 +3,14 @@
 //! stored, lets the job's own transition (`job.rs`, checked by `state.rs`) change it, writes it
 //! back, and records in [`Effects`] what the claim queues must learn after the commit.
 
-use crate::claim::key_of;
+use std::sync::Arc;
+
+use crate::claim::{key_of, ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
-use crate::job::{AckResult, JobId, NewJob};
+use crate::job::{AckResult, Job, JobId, NewJob};
 use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
+use crate::queues;
 use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::WriteTxn;
@@ -36,19 +39,8 @@ pub(crate) fn apply_one(
         Command::Insert { jobs, request, .. } => {
             Reply::Inserted(insert(txn, std::mem::take(jobs), *request, now, effects)?)
         }
-        Command::Claim { keys, .. } => {
-            let mut claimed = Vec::with_capacity(keys.len());
-            for &(_, _, id) in keys.iter() {
-                let Some(mut job) = txn.get(id)? else { continue };
-                if job.state != JobState::Available {
-                    continue; // cancelled or retried since it was queued
-                }
-                let before = job.placement();
-                job.claim(now)?;
-                txn.put(Some(before), &job)?;
-                claimed.push(job);
-            }
-            Reply::Jobs(Ok(claimed))
+        Command::Claim { queue, keys, .. } => {
+            Reply::Jobs(Ok(claim(txn, queue, keys, now, effects)?))
         }
         Command::Ack { acks, .. } => {
             let mut results = Vec::with_capacity(acks.len());
@@ -131,7 +123,44 @@ pub(crate) fn apply_one(
             Reply::Unit
         }
         Command::Sync { .. } | Command::Wake | Command::Shutdown => Reply::Unit,
+        Command::SetQueue { queue, name, change, .. } => {
+            let result = queues::set(txn, name, *change)?;
+            if let Ok(settings) = &result {
+                effects.settings_changed(queue.clone(), settings.clone());
+            }
+            Reply::Queue(result)
+        }
     })
+}
+
+/// Mark the jobs at `keys` (popped from `queue`) executing, skipping those no longer
+/// available. A queue paused since the claimer looked (by an earlier batch, or earlier in this
+/// one) claims nothing: its jobs go back in the queue, still available, for the resume.
+fn claim(
+    txn: &mut dyn WriteTxn,
+    queue: &Arc<ClaimQueue>,
+    keys: &mut Vec<ClaimKey>,
+    now: Micros,
+    effects: &Effects,
+) -> Result<Vec<Job>> {
+    if effects.paused(queue) {
+        for key in std::mem::take(keys) {
+            queue.push(key);
+        }
+        return Ok(Vec::new());
+    }
+    let mut claimed = Vec::with_capacity(keys.len());
+    for &(_, _, id) in keys.iter() {
+        let Some(mut job) = txn.get(id)? else { continue };
+        if job.state != JobState::Available {
+            continue; // cancelled or retried since it was queued
+        }
+        let before = job.placement();
+        job.claim(now)?;
+        txn.put(Some(before), &job)?;
+        claimed.push(job);
+    }
+    Ok(claimed)
 }
 
 /// Append each refused report `(id, attempt, text)` to its job's history.

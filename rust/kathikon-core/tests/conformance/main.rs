@@ -9,6 +9,7 @@
 //! - [`reads`]: `list`'s filters and paging, unknown ids;
 //! - [`claimers`]: which queues running processes claim from;
 //! - [`ready`]: one waiter watching many queues (`wait_ready`);
+//! - [`queues`]: queues controlled at runtime (pause, resume, scale, start, stop);
 //! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
 
 #[path = "../common/mod.rs"]
@@ -20,6 +21,7 @@ mod claims;
 mod counts;
 mod model;
 mod outcomes;
+mod queues;
 mod reads;
 mod ready;
 mod unique;
@@ -57,6 +59,11 @@ harness::conformance! {
     ready::wait_ready_names_the_watched_queues_with_jobs_ready,
     ready::wait_ready_is_woken_by_an_insert_into_any_watched_queue,
     ready::interrupt_of_a_watched_queue_ends_a_wait_ready,
+    queues::a_paused_queue_gives_no_claim_until_resumed,
+    queues::a_resume_wakes_a_claim_waiting_on_the_paused_queue,
+    queues::no_claim_succeeds_once_a_pause_has_returned,
+    queues::queue_settings_are_stored_across_a_reopen,
+    queues::bad_queue_changes_are_refused_and_store_nothing,
     unique::a_held_key_returns_the_existing_job_flagged,
     unique::duplicates_within_one_insert_resolve_to_the_first,
     unique::only_the_named_states_and_the_period_hold_a_key,

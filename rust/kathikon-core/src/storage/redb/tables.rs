@@ -3,6 +3,7 @@
 //! queue and state, and the quarantine of records that no longer decode; what a batch writes
 //! is kept back and written together at the end of the transaction.
 
+use std::ops::Bound::{Excluded, Included};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -374,11 +375,24 @@ impl WriteTxn for WriteTables<'_> {
         Ok(first)
     }
 
-    fn finished(&mut self, until: Micros, limit: usize) -> Result<Vec<JobId>> {
+    fn finished(
+        &mut self,
+        after: Option<(Micros, JobId)>,
+        until: Micros,
+        limit: usize,
+    ) -> Result<Vec<(Micros, JobId)>> {
         self.changes.finished.flush(&mut self.finished)?;
+        let end = (until, u64::MAX);
         let mut out = Vec::new();
-        for entry in self.finished.range(..=(until, u64::MAX))?.take(limit) {
-            out.push(entry?.0.value().1);
+        let range = match after {
+            None => self.finished.range(..=end)?,
+            Some(after) if after >= end => return Ok(out),
+            Some(after) => {
+                self.finished.range::<(Micros, JobId)>((Excluded(after), Included(end)))?
+            }
+        };
+        for entry in range.take(limit) {
+            out.push(entry?.0.value());
         }
         Ok(out)
     }
