@@ -1,7 +1,8 @@
 """Random sequences of calls on the public API, checked against a reference model of the job
 state machine (hypothesis.stateful).
 
-The machine inserts jobs (one at a time and in batches, some scheduled), cancels, retries,
+The machine inserts jobs (one at a time, in batches, some scheduled, some unique: a key of
+three, a period or none, two sets of states, replacing args or not), cancels, retries,
 drains (everything or one queue), advances the manual clock, prunes, pauses and resumes
 queues (a paused queue's jobs wait through drains, and stay paused across a reopen), and
 closes and reopens the store file. Each job carries a *script*: what its runs do, one entry
@@ -61,6 +62,7 @@ class ModelJob:
     state: str
     max_attempts: int
     due: int  # µs: when a scheduled/retryable job becomes available
+    inserted_at: int = 0
     attempt: int = 0
     errors: int = 0
     finished_at: Optional[int] = None
@@ -118,8 +120,12 @@ class JobQueueMachine(RuleBasedStateMachine):
         self.path = self.dir / "jobs.redb"
         self.model: dict[int, ModelJob] = {}
         self.paused: set[str] = set()
+        # A unique key → the job it names and when it expires (by the inserting period).
+        self.unique_keys: dict[int, tuple[int, Optional[int]]] = {}
         self.app = self.open()
         self.now = micros(self.app.now())
+        # The latest the clock has been: a reopen restarts it at the wall clock, earlier.
+        self.high_water = self.now
 
     def open(self) -> kathikon.Kathikon:
         app = kathikon.Kathikon(
@@ -182,6 +188,7 @@ class JobQueueMachine(RuleBasedStateMachine):
             state="scheduled" if due > self.now else "available",
             max_attempts=params["max_attempts"],
             due=due,
+            inserted_at=self.now,
         )
         return job.id
 
@@ -204,6 +211,73 @@ class JobQueueMachine(RuleBasedStateMachine):
         )
         assert job.args == args
         return self.add(job, params)
+
+    def holds(self, key: int, period: Optional[int], states: frozenset[str]) -> Optional[bool]:
+        """Whether a unique insert of ``key`` finds a job holding it; ``None`` when either
+        answer is right: the key expired at a time the clock has since gone back from (a
+        reopen), so whether the expiry plugin deleted it yet decides."""
+        if key not in self.unique_keys:
+            return False
+        job_id, expires = self.unique_keys[key]
+        m = self.model.get(job_id)
+        if m is None or m.state not in states:
+            return False
+        if period is not None and self.now >= m.inserted_at + period * SECOND:
+            return False
+        if expires is not None and expires <= self.now:
+            return False
+        if expires is not None and expires <= self.high_water:
+            return None
+        return True
+
+    @rule(
+        target=jobs,
+        params=job_specs,
+        key=st.integers(min_value=0, max_value=2),
+        period=st.sampled_from([None, 30]),
+        incomplete=st.booleans(),
+        replace=st.booleans(),
+    )
+    def insert_unique(
+        self,
+        params: dict[str, Any],
+        key: int,
+        period: Optional[int],
+        incomplete: bool,
+        replace: bool,
+    ) -> int:
+        states = kathikon.Unique.INCOMPLETE
+        if not incomplete:
+            states = states | {"completed"}
+        unique = kathikon.Unique(
+            period=period, fields=("worker", "args"), keys=("key",), states=states
+        )
+        args = {k: params[k] for k in ("script", "backoff", "snooze")}
+        job = self.app.insert(
+            "stateful.scripted",
+            {**args, "key": key},
+            queue=params["queue"],
+            max_attempts=params["max_attempts"],
+            schedule_in=params["schedule_in"],
+            priority=params["priority"],
+            unique=unique,
+            replace=("args",) if replace else None,
+        )
+        held = self.holds(key, period, states)
+        if held is not None:
+            assert job.conflict == held, f"key {key}: conflict {job.conflict}, model {held}"
+        if not job.conflict:
+            job_id = self.add(job, params)
+            expires = None if period is None else self.now + period * SECOND
+            self.unique_keys[key] = (job_id, expires)
+            return job_id
+        job_id = self.unique_keys[key][0]
+        assert job.id == job_id
+        m = self.model[job_id]
+        if replace and m.state in ("scheduled", "available", "retryable"):
+            m.script, m.backoff, m.snooze = list(args["script"]), args["backoff"], args["snooze"]
+            assert job.args == {**args, "key": key}
+        return job_id
 
     @rule(target=jobs, batch=st.lists(job_specs, min_size=1, max_size=4))
     def insert_all(self, batch: list[dict[str, Any]]) -> Any:
@@ -289,6 +363,7 @@ class JobQueueMachine(RuleBasedStateMachine):
     def advance_clock(self, seconds: int) -> None:
         self.app.advance_clock(seconds)
         self.now += seconds * SECOND
+        self.high_water = max(self.high_water, self.now)
         assert micros(self.app.now()) == self.now
         self.promote()
 
@@ -321,6 +396,7 @@ class JobQueueMachine(RuleBasedStateMachine):
         self.app = self.open()
         self.app.advance_clock(0)  # wait for the first commit, which promotes what is due
         self.now = micros(self.app.now())
+        self.high_water = max(self.high_water, self.now)
         self.promote()
 
     # -- invariants ------------------------------------------------------------------------

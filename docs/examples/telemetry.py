@@ -70,7 +70,7 @@ number = r"[0-9.e-]+"
 patterns = [
     r'event=job\.insert jobs="\[\{\\"id\\": 1, \\"worker\\": \\"__main__\.resize\\", '
     r'\\"queue\\": \\"default\\", \\"attempt\\": 0, \\"state\\": \\"available\\"\}\]" '
-    rf"count=1 duration={number}",
+    rf"conflict=false count=1 duration={number}",
     r"event=job\.start job\.id=1 job\.worker=__main__\.resize job\.queue=default "
     rf"job\.attempt=1 job\.state=executing queue_time={number}",
     r"event=job\.stop job\.id=1 job\.worker=__main__\.resize job\.queue=default "

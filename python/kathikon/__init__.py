@@ -39,6 +39,7 @@ from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
 from .queues import QueueSettings
+from .unique import Unique
 from .worker import Worker, WorkerFunction
 
 __version__ = "0.1.0"
@@ -75,6 +76,7 @@ __all__ = [
     "StoreVersionError",
     "UnknownQueueError",
     "UnknownWorkerError",
+    "Unique",
     "Worker",
     "WorkerFunction",
     "__version__",

@@ -115,9 +115,14 @@ class Job:
     ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
     ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
     ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
-    ``discarded_at``.
+    ``discarded_at``; and ``conflict``, set on a job a unique insert returned because it
+    already held the key.
     """
 
+    @property
+    def conflict(self) -> bool:
+        """Whether the insert that returned this job found it already stored (its unique key
+        was held) instead of storing a new one. False on jobs read any other way."""
     @property
     def id(self) -> int: ...
     @property
@@ -189,6 +194,7 @@ def job_spec(
     max_attempts: int,
     priority: int,
     scheduled_at: Optional[int],
+    unique: Optional[tuple[list[str], list[str], Optional[int], list[str], list[str]]] = None,
 ) -> JobSpec:
     """A ``JobSpec`` from values ``kathikon.app`` has checked and encoded."""
 

@@ -49,6 +49,7 @@ from .options import (
 from .queue_check import QueueCheck
 from .queues import QueueSettings
 from .runner import Runner
+from .unique import NativeUnique, Unique, check_replace, native_unique
 from .vocabulary import FSYNC
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
 
@@ -278,6 +279,7 @@ class Kathikon:
         name: Optional[str] = None,
         cron: Optional[str] = None,
         cron_timezone: str = DEFAULT_TIMEZONE,
+        unique: Optional[Unique] = None,
     ) -> Callable[[Callable[[Job], Any]], WorkerFunction]: ...
 
     def worker(
@@ -294,6 +296,7 @@ class Kathikon:
         name: Optional[str] = None,
         cron: Optional[str] = None,
         cron_timezone: str = DEFAULT_TIMEZONE,
+        unique: Optional[Unique] = None,
     ) -> Union[WorkerFunction, Callable[[Callable[[Job], Any]], WorkerFunction]]:
         """Register a function (sync or ``async def``) taking a :class:`Job` as a worker.
 
@@ -302,6 +305,8 @@ class Kathikon:
         the seconds before a retry (``None`` for the default exponential backoff).
         ``cron`` (with ``cron_timezone``, default UTC) also declares a cron entry named after
         the worker that inserts a job with no args on each slot: see :meth:`cron`.
+        ``unique`` (a :class:`~kathikon.Unique`) makes every insert of the worker unique
+        unless the insert says otherwise.
         """
 
         def decorate(func: Callable[[Job], Any]) -> WorkerFunction:
@@ -317,6 +322,7 @@ class Kathikon:
                 perform=func,
                 backoff=backoff,
                 known_queues=list(self.config.queues),
+                unique=unique,
             )
             self._add(reg)
             self._declare_cron(reg, cron, cron_timezone)
@@ -345,6 +351,7 @@ class Kathikon:
             perform=instance.perform,
             backoff=backoff,
             known_queues=list(self.config.queues),
+            unique=cls.unique,
         )
         self._add(reg)
         self._declare_cron(reg, cls.cron, cls.cron_timezone)
@@ -408,6 +415,8 @@ class Kathikon:
         max_attempts: Optional[int] = None
         tags: Optional[Iterable[str]] = None
         meta: Optional[Mapping[str, Any]] = None
+        unique: Any = None
+        replace: Any = None
         nones = 0
         if options:
             # One pass over the (one or two, typically) options given, here rather than in a
@@ -430,6 +439,10 @@ class Kathikon:
                     tags = value
                 elif name == "max_attempts":
                     max_attempts = value
+                elif name == "unique":
+                    unique = value
+                elif name == "replace":
+                    replace = value
                 else:
                     check_option_names(options, JOB_OPTION_NAMES)
         plain = nones == len(options)  # no option given, or each as None: the defaults hold
@@ -466,6 +479,9 @@ class Kathikon:
             None
             if schedule_in is None and schedule_at is None
             else scheduled_at_micros(self._engine.now(), schedule_in, schedule_at),
+            None
+            if reg.unique is None and unique is None and replace is None
+            else _unique_spec(reg, unique, replace),
         )
         if plain:
             # Kept with no args, so that the cached path above may hand it out as it is.
@@ -506,6 +522,12 @@ class Kathikon:
                 worker's, then the app's.
             tags (Iterable[str]): strings to label the job.
             meta (Mapping[str, Any]): a dict of JSON values kept with the job.
+            unique (Unique | False): return the existing job (``job.conflict`` set) instead
+                of storing this one while a job with the same key exists; defaults to the
+                worker's ``unique``, ``False`` turns it off for this insert.
+            replace (Iterable[str]): with a unique insert that finds a job still scheduled,
+                available or retryable, the fields to overwrite on it: ``args``, ``meta``,
+                ``tags``, ``priority``, ``queue``, ``scheduled_at``, ``max_attempts``.
 
         Raises:
             InvalidJobError: (or its subclasses) a value is unusable; nothing was stored.
@@ -526,7 +548,7 @@ class Kathikon:
             telemetry.execute(
                 INSERT,
                 {"count": len(jobs), "duration": time.perf_counter() - started},
-                {"jobs": jobs},
+                {"jobs": jobs, "conflict": any(job.conflict for job in jobs)},
             )
         return testing_mode.run_inserted(self, jobs) if self._inline else jobs
 
@@ -1003,6 +1025,22 @@ class Kathikon:
         """The declared crontab, each entry with its next run time (``next_at``) and the last
         slot that fired (``last_slot``, as the store's owner stored it)."""
         return self._crontab.entries()
+
+
+def _unique_spec(reg: Registration, unique: Any, replace: Any) -> Optional[NativeUnique]:
+    """The core's unique spec for an insert of ``reg`` given ``unique=`` and ``replace=``."""
+    if unique is False:
+        chosen = None
+    elif unique is None:
+        chosen = reg.unique
+    elif isinstance(unique, Unique):
+        chosen = unique
+    else:
+        raise InvalidJobError(
+            f"unique={shown(unique)} must be a kathikon.Unique (or False for a plain insert), "
+            "e.g. unique=kathikon.Unique(period=300)"
+        )
+    return native_unique(chosen, check_replace(replace))
 
 
 def _unregistered(app: Kathikon, worker: Any, name: str) -> str:

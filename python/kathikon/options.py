@@ -12,10 +12,13 @@ import math
 import reprlib
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Optional, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional, TypedDict, Union
 
 from .errors import InvalidJobError
 from .vocabulary import MAX_PRIORITY
+
+if TYPE_CHECKING:
+    from .unique import Unique
 
 Seconds = Union[float, int, timedelta]
 
@@ -51,6 +54,13 @@ class JobOptions(RunOptions, total=False):
     """Seconds or a timedelta from now. Not with ``schedule_at``."""
     schedule_at: Optional[datetime]
     """An aware datetime. Not with ``schedule_in``."""
+    unique: Union[Unique, Literal[False], None]
+    """Return the existing job instead of storing this one while a job with the same key
+    exists (:class:`~kathikon.Unique`); defaults to the worker's. ``False``: not unique."""
+    replace: Optional[Iterable[str]]
+    """With a unique insert that finds a job still scheduled, available or retryable: the
+    fields to overwrite on it (``args``, ``meta``, ``tags``, ``priority``, ``queue``,
+    ``scheduled_at``, ``max_attempts``)."""
 
 
 #: The names :class:`JobOptions` declares, checked at run time (where ``**options`` would

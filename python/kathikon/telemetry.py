@@ -2,10 +2,10 @@
 
 Events are tuples. Handlers receive ``(event, measurements, metadata)``:
 
-===========================================  ==============================  =====================
+===========================================  ==============================  ======================
 event                                        measurements                    metadata
-===========================================  ==============================  =====================
-``("kathikon", "job", "insert")``            ``count``, ``duration``         ``jobs``
+===========================================  ==============================  ======================
+``("kathikon", "job", "insert")``            ``count``, ``duration``         ``jobs``, ``conflict``
 ``("kathikon", "job", "start")``             ``queue_time``                  ``job``
 ``("kathikon", "job", "stop")``              ``duration``, ``queue_time``    ``job``, ``outcome``, …
 ``("kathikon", "job", "retry")``             ``duration``, ``delay``         ``job``, ``error``
@@ -24,7 +24,10 @@ event                                        measurements                    met
 ``("kathikon", "queue", "start")``           (none)                          ``queue``, settings
 ``("kathikon", "queue", "stop")``            (none)                          ``queue``, settings
 ``("kathikon", "cron", "insert")``           ``lateness``                    ``name``, ``slot``, …
-===========================================  ==============================  =====================
+===========================================  ==============================  ======================
+
+``job.insert``'s ``conflict`` is true when a unique insert returned an existing job (each such
+job has ``job.conflict`` set).
 
 ``job.stop``'s ``outcome`` is ``complete``, ``fail``, ``snooze``, ``cancel``, ``discard``,
 ``interrupt`` (handed back by a shutdown whose grace period ran out) or ``ignored`` (the store

@@ -132,6 +132,11 @@ def run_inserted(app: Kathikon, jobs: list[Job]) -> list[Job]:
     ``advance_clock`` or ``retry``) runs first.
     """
     engine = app._engine
+    if any(job.conflict for job in jobs):
+        # A unique insert that found its job stored nothing new: that job is not run again
+        # here, and comes back as the insert found it.
+        fresh = iter(run_inserted(app, [job for job in jobs if not job.conflict]))
+        return [job if job.conflict else next(fresh) for job in jobs]
     ids = {job.id for job in jobs}
     for job in jobs:
         if job.state is not JobState.AVAILABLE:

@@ -13,6 +13,7 @@ from typing_extensions import Unpack
 from .errors import ConfigurationError
 from .job import Job
 from .options import JobOptions, check_max_attempts, check_priority, check_tags, not_utf8
+from .unique import Unique, check_unique
 
 if TYPE_CHECKING:
     from ._native import JobSpec
@@ -29,6 +30,7 @@ class Worker:
             max_attempts = 5
             priority = 0
             timeout = None          # seconds; enforced for async perform only
+            unique = None           # kathikon.Unique(...): insert once per key
 
             def perform(self, job: kathikon.Job) -> None: ...
 
@@ -52,6 +54,7 @@ class Worker:
     cron: ClassVar[Optional[str]] = None
     #: The IANA time zone ``cron`` is read in.
     cron_timezone: ClassVar[str] = "UTC"
+    unique: ClassVar[Optional[Unique]] = None
 
     def perform(self, job: Job) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__}.perform is not implemented")
@@ -74,6 +77,7 @@ class Registration:
     perform: Callable[[Job], Any]
     is_async: bool
     backoff: Optional[Callable[[Job], Optional[float]]]
+    unique: Optional[Unique] = None
 
 
 def qualified_name(obj: Any) -> str:
@@ -91,6 +95,7 @@ def make_registration(
     perform: Callable[[Job], Any],
     backoff: Optional[Callable[[Job], Optional[float]]],
     known_queues: Sequence[str],
+    unique: Optional[Unique] = None,
 ) -> Registration:
     """Check a worker's settings at definition time, so mistakes surface at import."""
     where = f"worker {name!r}"
@@ -133,6 +138,7 @@ def make_registration(
         perform=perform,
         is_async=is_async,
         backoff=backoff,
+        unique=check_unique(unique, where),
     )
 
 
@@ -172,7 +178,7 @@ class WorkerFunction:
     ) -> Job:
         """Insert a job for this worker; see :meth:`Kathikon.insert` for the options
         (``queue``, ``priority``, ``schedule_in``, ``schedule_at``, ``max_attempts``,
-        ``tags``, ``meta``)."""
+        ``tags``, ``meta``, ``unique``, ``replace``)."""
         return self._app.insert(self, args, **options)
 
     def __repr__(self) -> str:

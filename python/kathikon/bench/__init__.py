@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import kathikon
 
-from . import cron, procs, workloads
+from . import cron, procs, unique, workloads
 from .workloads import Result
 
 # name → (callable taking the scale factor, default job count)
@@ -45,6 +45,7 @@ WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
         procs.cpu_bound(int(2_000 * s), processes=2),
     ],
     "cron": lambda s: [cron.cron_lateness(max(3.0, 20 * s))],
+    "unique": unique.workload,
 }
 
 

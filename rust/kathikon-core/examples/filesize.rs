@@ -20,6 +20,7 @@ fn main() {
         let batch: Vec<NewJob> = (offset..offset + 10_000)
             .map(|i| NewJob {
                 scheduled_at: (i % 10 == 0).then_some(i64::MAX / 4),
+                unique: None,
                 ..common::noop_job()
             })
             .collect();

@@ -24,6 +24,7 @@ fn main() {
             let batch = (i..n.min(i + 10_000))
                 .map(|k| NewJob {
                     scheduled_at: (k % 10 == 0).then_some(far),
+                    unique: None,
                     ..common::noop_job()
                 })
                 .collect();

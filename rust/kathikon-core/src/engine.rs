@@ -23,6 +23,7 @@ use crate::state::JobState;
 pub(crate) use crate::storage::canonical;
 use crate::storage::{EntryKind, Quarantined, RedbStore, Store};
 use crate::telemetry::{EngineEvent, Telemetry};
+use crate::unique::Inserted;
 use crate::writer::{self, Applier, Command, Shared, SharedApplier, Writer};
 
 /// When a commit counts as done.
@@ -189,6 +190,7 @@ impl Engine {
             Box::new(Scheduler::new(next_due, config.scheduler_interval)),
             Box::new(Pruner::new(config.retention, config.prune_interval)),
             Box::new(CronPlugin::new(crontab.clone())),
+            Box::new(crate::plugins::UniqueExpiry::new()),
         ]);
         let applier = Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins);
         let failure = applier.failure();
@@ -360,6 +362,11 @@ impl Engine {
     /// [`crate::REQUEST_MEMORY`]); a repeat returns the jobs the first one stored, as they
     /// are now. For inserts that may be resent after their owner went away (over the socket).
     pub fn insert_once(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.insert_once_flagged(request, jobs).map(|inserted| inserted.jobs)
+    }
+
+    /// [`Engine::insert_once`], saying which jobs existed already ([`Jobs::insert_flagged`]).
+    pub fn insert_once_flagged(&self, request: RequestId, jobs: Vec<NewJob>) -> Result<Inserted> {
         self.call_leading(|reply| Command::Insert { jobs, request: Some(request), reply })
     }
 
@@ -373,7 +380,7 @@ impl Engine {
 
 impl Jobs for Engine {
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        self.call_leading(|reply| Command::Insert { jobs, request: None, reply })
+        self.insert_flagged(jobs).map(|inserted| inserted.jobs)
     }
 
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
@@ -557,6 +564,10 @@ impl Jobs for Engine {
             Ok(())
         })?;
         Ok(out.into_iter().filter_map(|e| CronSlot::decode(&e.name, &e.value)).collect())
+    }
+
+    fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
+        self.call_leading(|reply| Command::Insert { jobs, request: None, reply })
     }
 }
 

@@ -68,6 +68,7 @@ pub fn store_file_target(dir: &Path, data: &[u8]) {
                 max_attempts: 1,
                 priority: 0,
                 scheduled_at: None,
+                unique: None,
             };
             if let Err(e) = engine.insert(vec![job]) {
                 typed(&e);

@@ -103,6 +103,9 @@ pub struct NewJob {
     pub priority: u8,
     /// When to run it; `None` means now.
     pub scheduled_at: Option<Micros>,
+    /// Insert it only if no job with the same key (in the states and period the spec names)
+    /// exists; `None` for a plain insert (boxed, so a plain job stays small to move).
+    pub unique: Option<Box<crate::unique::UniqueSpec>>,
 }
 
 impl NewJob {
@@ -129,7 +132,10 @@ impl NewJob {
                 return bad(format!("{what} is not valid JSON ({e})"));
             }
         }
-        Ok(())
+        match &self.unique {
+            Some(spec) => spec.validate(),
+            None => Ok(()),
+        }
     }
 
     /// The stored job this becomes at `now`, with id `id`.
@@ -402,6 +408,14 @@ impl Job {
         Ok(())
     }
 
+    /// A unique insert's replace moved its due time from now into the future (`at`): from
+    /// available back to scheduled.
+    pub fn reschedule(&mut self, at: Micros) -> Result<()> {
+        self.step(Event::Reschedule)?;
+        self.scheduled_at = at;
+        Ok(())
+    }
+
     /// Where it sits in the indexes right now.
     pub fn placement(&self) -> Placement {
         Placement {
@@ -438,6 +452,7 @@ pub(crate) mod tests {
             max_attempts: 2,
             priority: 0,
             scheduled_at: None,
+            unique: None,
         }
     }
 

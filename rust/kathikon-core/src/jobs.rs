@@ -19,6 +19,7 @@ use crate::queues::{QueueChange, QueueSettings};
 use crate::state::JobState;
 use crate::storage::Quarantined;
 use crate::telemetry::EngineEvent;
+use crate::unique::Inserted;
 
 /// Which jobs [`Jobs::list`] returns.
 #[derive(Debug, Clone, Default)]
@@ -165,4 +166,10 @@ pub trait Jobs: Send + Sync {
 
     /// The last slot each cron entry fired, as the store's owner stored them, by name.
     fn cron_slots(&self) -> Result<Vec<CronSlot>>;
+
+    /// [`Jobs::insert`], also saying which of the returned jobs existed already: a job with a
+    /// unique spec ([`crate::UniqueSpec`]) whose key another job held comes back as that job,
+    /// listed in [`Inserted::conflicts`], and nothing new is stored for it. Duplicates within
+    /// one call resolve the same way, the later ones finding the first.
+    fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted>;
 }

@@ -35,6 +35,7 @@ pub mod retention;
 pub mod state;
 pub mod storage;
 pub mod telemetry;
+pub mod unique;
 mod writer;
 
 pub use claim::Claimer;
@@ -49,3 +50,4 @@ pub use request::{RequestId, REQUEST_MEMORY};
 pub use retention::Retention;
 pub use state::JobState;
 pub use telemetry::EngineEvent;
+pub use unique::{Inserted, UniqueSpec};

@@ -7,6 +7,7 @@
 //!                                         └──rescue──────────┘ └──snooze──► scheduled
 //!  cancel: scheduled | available | executing | retryable ──► cancelled
 //!  retry:  scheduled | retryable | completed | cancelled | discarded ──► available
+//!  reschedule (a unique insert's replace moved it later): available ──► scheduled
 //! ```
 //! Storage persists the state this module returns and never decides one itself.
 
@@ -123,11 +124,13 @@ pub enum Event {
     },
     /// A user asked for it to run again now.
     Retry,
+    /// A unique insert that replaced its `scheduled_at` moved it into the future.
+    Reschedule,
 }
 
 impl Event {
     /// Every event's [`Event::action`], in the order of the variants.
-    pub const ACTIONS: [&'static str; 9] = [
+    pub const ACTIONS: [&'static str; 10] = [
         "promoted",
         "claimed",
         "completed",
@@ -137,6 +140,7 @@ impl Event {
         "discarded",
         "rescued",
         "retried",
+        "rescheduled",
     ];
 
     /// How the event reads in an error message ("job 3 is completed; it cannot be claimed …").
@@ -151,6 +155,7 @@ impl Event {
             Event::Discard => 6,
             Event::Rescue { .. } => 7,
             Event::Retry => 8,
+            Event::Reschedule => 9,
         }]
     }
 }
@@ -172,6 +177,7 @@ pub fn transition(id: JobId, from: JobState, event: Event) -> Result<JobState> {
         (Scheduled | Retryable | Completed | Cancelled | Discarded, Event::Retry) => {
             Some(Available)
         }
+        (Available, Event::Reschedule) => Some(Scheduled),
         _ => None,
     };
     next.ok_or(Error::IllegalTransition { id, from, action: event.action() })
@@ -194,6 +200,7 @@ mod tests {
             Event::Rescue { exhausted: false },
             Event::Rescue { exhausted: true },
             Event::Retry,
+            Event::Reschedule,
         ]
     }
 
@@ -219,6 +226,7 @@ mod tests {
         (JobState::Completed, "retry", JobState::Available),
         (JobState::Cancelled, "retry", JobState::Available),
         (JobState::Discarded, "retry", JobState::Available),
+        (JobState::Available, "reschedule", JobState::Scheduled),
     ];
 
     fn name(e: Event) -> &'static str {
@@ -234,6 +242,7 @@ mod tests {
             Event::Rescue { exhausted: false } => "rescue",
             Event::Rescue { exhausted: true } => "rescue-exhausted",
             Event::Retry => "retry",
+            Event::Reschedule => "reschedule",
         }
     }
 

@@ -58,6 +58,7 @@ fn every_field_survives_close_and_reopen() {
         max_attempts: 7,
         priority: 4,
         scheduled_at: None,
+        unique: None,
     };
     let future = NewJob {
         queue: "reports".into(),

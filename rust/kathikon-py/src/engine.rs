@@ -147,7 +147,17 @@ impl PyEngine {
             };
             jobs.push(spec.get().job.clone());
         }
-        records(py, py.detach(|| self.inner.insert(jobs)).py_err()?)
+        let inserted = py.detach(|| self.inner.insert_flagged(jobs)).py_err()?;
+        if inserted.conflicts.is_empty() {
+            return records(py, inserted.jobs);
+        }
+        let mut conflicts = inserted.conflicts.iter().peekable();
+        let mut out = Vec::with_capacity(inserted.jobs.len());
+        for (i, job) in inserted.jobs.into_iter().enumerate() {
+            let conflict = conflicts.next_if(|&&c| c as usize == i).is_some();
+            out.push(untracked(py, PyJob::flagged(job, conflict))?);
+        }
+        Ok(out)
     }
 
     /// Claim up to `max` jobs from `queue`, waiting up to `timeout` seconds. A claim the

@@ -10,7 +10,7 @@
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
 
-use kathikon_core::{Job, JobState, NewJob};
+use kathikon_core::{Job, JobState, NewJob, UniqueSpec};
 use pyo3::prelude::*;
 use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyDict, PyList, PyString};
@@ -76,17 +76,25 @@ fn maybe_datetime(py: Python<'_>, micros: Option<i64>) -> PyResult<Option<Py<PyA
 /// ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
 /// ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
 /// ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
-/// ``discarded_at``.
+/// ``discarded_at``; and ``conflict``, set on a job a unique insert returned because it
+/// already held the key.
 #[pyclass(frozen, module = "kathikon", name = "Job")]
 pub(crate) struct PyJob {
     pub(crate) inner: Job,
     args: PyOnceLock<Py<PyAny>>,
     meta: PyOnceLock<Py<PyAny>>,
+    /// An insert returned this job because it already held the insert's unique key.
+    conflict: bool,
 }
 
 impl PyJob {
     pub(crate) fn new(inner: Job) -> Self {
-        PyJob { inner, args: PyOnceLock::new(), meta: PyOnceLock::new() }
+        PyJob::flagged(inner, false)
+    }
+
+    /// A job an insert returned, `conflict` when it existed already (a unique insert's).
+    pub(crate) fn flagged(inner: Job, conflict: bool) -> Self {
+        PyJob { inner, args: PyOnceLock::new(), meta: PyOnceLock::new(), conflict }
     }
 
     fn decoded(py: Python<'_>, cell: &PyOnceLock<Py<PyAny>>, json: &str) -> PyResult<Py<PyAny>> {
@@ -102,6 +110,12 @@ impl PyJob {
 
 #[pymethods]
 impl PyJob {
+    /// Whether the insert that returned this job found it already stored (its unique key
+    /// was held) instead of storing a new one. False on jobs read any other way.
+    #[getter]
+    fn conflict(&self) -> bool {
+        self.conflict
+    }
     #[getter]
     fn id(&self) -> u64 {
         self.inner.id
@@ -280,10 +294,13 @@ impl PyJobSpec {
     }
 }
 
+/// A unique spec as `kathikon.unique` passes it: `(fields, keys, period µs, states, replace)`.
+type UniqueNames = (Vec<String>, Vec<String>, Option<i64>, Vec<String>, Vec<String>);
+
 /// A `JobSpec` from values `kathikon.app` has checked and encoded (not for users: nothing
 /// here checks them again before they are stored).
 #[pyfunction]
-#[pyo3(signature = (queue, worker, args, meta, tags, max_attempts, priority, scheduled_at))]
+#[pyo3(signature = (queue, worker, args, meta, tags, max_attempts, priority, scheduled_at, unique=None))]
 #[allow(clippy::too_many_arguments)] // positional, from one call site in kathikon.app
 fn job_spec(
     py: Python<'_>,
@@ -295,8 +312,16 @@ fn job_spec(
     max_attempts: u32,
     priority: u8,
     scheduled_at: Option<i64>,
+    unique: Option<UniqueNames>,
 ) -> PyResult<Bound<'_, PyJobSpec>> {
-    let job = NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at };
+    let unique = match unique {
+        Some((fields, keys, period, states, replace)) => Some(Box::new(
+            UniqueSpec::from_names(&fields, keys, period, &states, &replace).py_err()?,
+        )),
+        None => None,
+    };
+    let job =
+        NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at, unique };
     untracked(py, PyJobSpec { job })
 }
 

@@ -12,5 +12,6 @@ pub fn noop_job() -> NewJob {
         max_attempts: 20,
         priority: 0,
         scheduled_at: None,
+        unique: None,
     }
 }

@@ -45,6 +45,7 @@ use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::Quarantined;
 use crate::telemetry::EngineEvent;
+use crate::unique::Inserted;
 
 /// Longest one claim request asks the owner to wait; longer waits are several requests, so an
 /// interrupt is noticed within this.
@@ -390,14 +391,19 @@ impl Client {
     /// [`Jobs::insert`] under `request`: the owner stores it once however often it is sent,
     /// so after [`Error::OwnerGone`] (outcome unknown) it can be sent again, to the next
     /// owner. `jobs` is lent to the request and given back, so a resend needs no copy.
-    pub fn insert_once(&self, request: RequestId, jobs: &mut Vec<NewJob>) -> Result<Vec<Job>> {
+    pub fn insert_once_flagged(
+        &self,
+        request: RequestId,
+        jobs: &mut Vec<NewJob>,
+    ) -> Result<Inserted> {
         let mut message = Request::Insert { jobs: std::mem::take(jobs), request };
         let answer = self.call(&message);
         if let Request::Insert { jobs: lent, .. } = &mut message {
             *jobs = std::mem::take(lent);
         }
         match answer? {
-            Response::Jobs(jobs) => Ok(jobs),
+            Response::Jobs(jobs) => Ok(Inserted { jobs, conflicts: Vec::new() }),
+            Response::Inserted(inserted) => Ok(inserted),
             other => Self::unexpected(&other),
         }
     }
@@ -412,8 +418,8 @@ impl Client {
 }
 
 impl Jobs for Client {
-    fn insert(&self, mut jobs: Vec<NewJob>) -> Result<Vec<Job>> {
-        self.insert_once(RequestId::new(), &mut jobs)
+    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.insert_flagged(jobs).map(|inserted| inserted.jobs)
     }
 
     /// Jobs claimed are held by this process's session. A long wait is several requests of
@@ -640,6 +646,10 @@ impl Jobs for Client {
             Response::CronSlots(slots) => Ok(slots),
             other => Self::unexpected(&other),
         }
+    }
+
+    fn insert_flagged(&self, mut jobs: Vec<NewJob>) -> Result<Inserted> {
+        self.insert_once_flagged(RequestId::new(), &mut jobs)
     }
 }
 

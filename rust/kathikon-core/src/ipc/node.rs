@@ -44,6 +44,7 @@ use crate::error::{Error, Result};
 use crate::job::{Job, NewJob};
 use crate::jobs::Jobs;
 use crate::request::RequestId;
+use crate::unique::Inserted;
 
 /// How many owner changes one call rides through before it gives up with the last error.
 const MAX_SWITCHES: usize = 3;
@@ -406,13 +407,18 @@ impl Node {
     /// the next owner, which may be this process: the store remembers the id with the jobs,
     /// so they are stored exactly once, and the answer is the jobs stored.
     pub fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.insert_flagged(jobs).map(|inserted| inserted.jobs)
+    }
+
+    /// [`Node::insert`], saying which jobs existed already ([`Jobs::insert_flagged`]).
+    pub fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
         let client = match self.checked(|c| c.client.clone().ok_or_else(|| c.jobs.clone()))? {
             Ok(client) => client,
-            Err(local) => return local.insert(jobs),
+            Err(local) => return local.insert_flagged(jobs),
         };
         let (request, mut jobs, mut client) = (RequestId::new(), jobs, client);
         for _ in 0..MAX_SWITCHES {
-            match client.insert_once(request, &mut jobs) {
+            match client.insert_once_flagged(request, &mut jobs) {
                 Err(Error::OwnerGone { .. }) => {}
                 answer => return answer,
             }
@@ -423,11 +429,11 @@ impl Node {
             })?;
             match next {
                 Ok(next) => client = next,
-                Err(Some(engine)) => return engine.insert_once(request, jobs),
+                Err(Some(engine)) => return engine.insert_once_flagged(request, jobs),
                 Err(None) => return Err(Error::Closed),
             }
         }
-        client.insert_once(request, &mut jobs)
+        client.insert_once_flagged(request, &mut jobs)
     }
 
     /// `call` on the store as this process holds it, called again on the next owner when

@@ -172,6 +172,21 @@ pub enum Response {
     QueueSettings(u64, Vec<crate::queues::QueueSettings>),
     /// The last slot of each cron entry.
     CronSlots(Vec<crate::cron::CronSlot>),
+    /// Inserted jobs when some of them existed already (unique conflicts), saying which; an
+    /// insert without conflicts is answered with [`Response::Jobs`].
+    Inserted(crate::unique::Inserted),
+}
+
+impl Response {
+    /// An insert's answer: plain [`Response::Jobs`] unless some jobs existed already, so the
+    /// common answer keeps its shape.
+    pub fn inserted(inserted: crate::unique::Inserted) -> Response {
+        if inserted.conflicts.is_empty() {
+            Response::Jobs(inserted.jobs)
+        } else {
+            Response::Inserted(inserted)
+        }
+    }
 }
 
 /// [`Error`] as it crosses the socket, so the client raises the same typed error the owner

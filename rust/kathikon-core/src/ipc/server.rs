@@ -344,7 +344,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             return Err(Error::Protocol("hello sent twice on one connection".into()));
         }
         Request::Insert { jobs, request } => {
-            Response::Jobs(shared.engine.insert_once(request, jobs)?)
+            Response::inserted(shared.engine.insert_once_flagged(request, jobs)?)
         }
         Request::Claim { queue, max, timeout_ms } => {
             let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);

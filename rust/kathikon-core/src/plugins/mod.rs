@@ -33,6 +33,7 @@
 pub(crate) mod cron;
 pub(crate) mod pruner;
 pub(crate) mod scheduler;
+pub(crate) mod unique;
 
 use std::time::{Duration, Instant};
 
@@ -45,6 +46,7 @@ use crate::writer::Effects;
 pub(crate) use cron::{CronPlugin, Crontab};
 pub(crate) use pruner::Pruner;
 pub(crate) use scheduler::Scheduler;
+pub(crate) use unique::UniqueExpiry;
 
 /// Where in a batch a plugin's step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

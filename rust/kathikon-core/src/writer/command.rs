@@ -13,6 +13,7 @@ use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
+use crate::unique::Inserted;
 
 /// What callers ask of the writer. Each carries the channel its answer goes back on.
 pub(crate) enum Command {
@@ -21,7 +22,7 @@ pub(crate) enum Command {
     Insert {
         jobs: Vec<NewJob>,
         request: Option<RequestId>,
-        reply: Sender<Result<Vec<Job>>>,
+        reply: Sender<Result<Inserted>>,
     },
     Claim {
         queue: Arc<ClaimQueue>,
@@ -91,13 +92,14 @@ pub(crate) enum Reply {
     Count(Result<u64>),
     Unit,
     Queue(Result<QueueSettings>),
+    Inserted(Result<Inserted>),
 }
 
 impl Command {
     pub(crate) fn answer(self, reply: Reply) {
         // A caller that gave up waiting has dropped its receiver; nothing to do then.
         match (self, reply) {
-            (Command::Insert { reply, .. } | Command::Claim { reply, .. }, Reply::Jobs(r)) => {
+            (Command::Claim { reply, .. }, Reply::Jobs(r)) => {
                 let _ = reply.send(r);
             }
             (Command::Ack { reply: Some(reply), .. }, Reply::Acks(r)) => {
@@ -123,13 +125,19 @@ impl Command {
             (Command::SetQueue { reply, .. }, Reply::Queue(r)) => {
                 let _ = reply.send(r);
             }
+            (Command::Insert { reply, .. }, Reply::Inserted(r)) => {
+                let _ = reply.send(r);
+            }
             _ => {}
         }
     }
 
     pub(crate) fn fail(self, error: &dyn Fn() -> Error) {
         match self {
-            Command::Insert { reply, .. } | Command::Claim { reply, .. } => {
+            Command::Insert { reply, .. } => {
+                let _ = reply.send(Err(error()));
+            }
+            Command::Claim { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
             Command::Ack { reply: Some(reply), .. } => {

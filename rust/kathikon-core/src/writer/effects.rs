@@ -33,6 +33,8 @@ pub(crate) struct Effects {
     pub quarantined: Vec<(JobId, String)>,
     /// Queues whose runtime settings changed, in order, with their claim queue.
     settings: Vec<(Arc<ClaimQueue>, QueueSettings)>,
+    /// The earliest expiry of the unique keys the batch wrote (`plugins::unique` looks then).
+    pub unique_expiry: Option<crate::clock::Micros>,
 }
 
 impl Effects {

@@ -268,7 +268,7 @@ mod tests {
                 .as_mut()
                 .unwrap()
                 .apply_own(Command::Insert { jobs, request: None, reply }, 1_000);
-            assert_eq!(answer.recv().unwrap().unwrap().len(), 1_000);
+            assert_eq!(answer.recv().unwrap().unwrap().jobs.len(), 1_000);
         }
         assert!(store.has_background_work());
         let (tx, rx) = crossbeam_channel::unbounded();

@@ -14,6 +14,7 @@ use crate::queues;
 use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::WriteTxn;
+use crate::unique::{self, Inserted};
 
 use super::command::{Command, Reply};
 use super::effects::Effects;
@@ -36,7 +37,7 @@ pub(crate) fn apply_one(
         // Taken, not cloned: the store runs a batch once, and a failed one is answered with
         // its error alone.
         Command::Insert { jobs, request, .. } => {
-            Reply::Jobs(insert(txn, std::mem::take(jobs), *request, now, effects)?)
+            Reply::Inserted(insert(txn, std::mem::take(jobs), *request, now, effects)?)
         }
         Command::Claim { queue, keys, .. } => {
             Reply::Jobs(Ok(claim(txn, queue, keys, now, effects)?))
@@ -206,7 +207,7 @@ fn insert(
     request: Option<RequestId>,
     now: Micros,
     effects: &mut Effects,
-) -> Result<Result<Vec<Job>>> {
+) -> Result<Result<Inserted>> {
     // Check every job before writing any, so a bad one leaves nothing behind.
     for (i, job) in jobs.iter().enumerate() {
         if let Err(Error::InvalidJob(msg)) = job.validate() {
@@ -215,21 +216,39 @@ fn insert(
         }
     }
     if jobs.is_empty() {
-        return Ok(Ok(Vec::new()));
+        return Ok(Ok(Inserted::default()));
     }
     if let Some(request) = request {
-        if let Some((first, count)) = txn.inserted_by(request)? {
-            return Ok(Ok(stored_by(txn, first, count)?));
+        if let Some((first, _)) = txn.inserted_by(request)? {
+            return Ok(Ok(unique::stored_by(txn, &jobs, first, now)?));
         }
     }
-    let first = txn.allocate_ids(jobs.len() as u64)?;
+    // A resendable insert reserves an id for every job, even one a unique conflict does not
+    // store, so its jobs stay at `first + index`, which a resent insert's answer relies on.
+    // An owner's own insert with unique jobs takes an id per job it stores: then an insert
+    // that only finds existing jobs changes nothing, and its batch needs no log write.
+    let reserve = request.is_some() || jobs.iter().all(|job| job.unique.is_none());
+    let first = if reserve { txn.allocate_ids(jobs.len() as u64)? } else { 0 };
     if let Some(request) = request {
         txn.remember_insert(request, first, jobs.len() as u64)?;
     }
     let later = jobs.len() >= FILE_LATER_FROM;
-    let mut out = Vec::with_capacity(jobs.len());
-    for (offset, new) in jobs.into_iter().enumerate() {
-        let job = new.into_job(first + offset as u64, now);
+    let mut out = Inserted { jobs: Vec::with_capacity(jobs.len()), conflicts: Vec::new() };
+    for (offset, mut new) in jobs.into_iter().enumerate() {
+        let id = reserve.then(|| first + offset as u64);
+        if let Some(spec) = new.unique.take() {
+            let (job, conflict) = unique::insert(txn, new, &spec, id, now, effects)?;
+            if conflict {
+                out.conflicts.push(offset as u32);
+            }
+            out.jobs.push(job);
+            continue;
+        }
+        let id = match id {
+            Some(id) => id,
+            None => txn.allocate_ids(1)?,
+        };
+        let job = new.into_job(id, now);
         if later {
             txn.put_new(&job)?;
         } else {
@@ -238,19 +257,7 @@ fn insert(
         if job.state == JobState::Available {
             effects.ready(&job);
         }
-        out.push(job);
+        out.jobs.push(job);
     }
     Ok(Ok(out))
-}
-
-/// The jobs an earlier insert of the same request stored, as they are now (a job pruned or
-/// quarantined since is left out): a resend's answer.
-fn stored_by(txn: &mut dyn WriteTxn, first: JobId, count: u64) -> Result<Vec<Job>> {
-    let mut out = Vec::with_capacity(count as usize);
-    for id in first..first + count {
-        if let Some(job) = txn.get(id)? {
-            out.push(job);
-        }
-    }
-    Ok(out)
 }

@@ -28,6 +28,7 @@ pub fn job(queue: &str, worker: &str) -> NewJob {
         max_attempts: 3,
         priority: 0,
         scheduled_at: None,
+        unique: None,
     }
 }
 

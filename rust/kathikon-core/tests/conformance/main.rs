@@ -11,6 +11,7 @@
 //! - [`ready`]: one waiter watching many queues (`wait_ready`);
 //! - [`queues`]: queues controlled at runtime (pause, resume, scale, start, stop);
 //! - [`cron`]: a crontab checked by `set_crontab`, its fired slots read by `cron_slots`.
+//! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -25,6 +26,7 @@ mod outcomes;
 mod queues;
 mod reads;
 mod ready;
+mod unique;
 
 harness::conformance! {
     model::matches_the_reference_model,
@@ -67,4 +69,11 @@ harness::conformance! {
     cron::bad_crontabs_are_refused_whole,
     cron::the_owners_fired_slots_are_read_back_with_their_jobs,
     cron::a_stored_slot_is_not_fired_again_after_reopen,
+    unique::a_held_key_returns_the_existing_job_flagged,
+    unique::duplicates_within_one_insert_resolve_to_the_first,
+    unique::only_the_named_states_and_the_period_hold_a_key,
+    unique::threads_racing_one_key_store_one_job,
+    unique::replace_overwrites_fields_and_moves_the_claim_place,
+    unique::keys_survive_a_reopen,
+    unique::bad_specs_are_refused_naming_the_value,
 }

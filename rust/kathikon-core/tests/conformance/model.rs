@@ -255,6 +255,7 @@ fn new_job(spec: &Spec, now: Micros) -> NewJob {
         max_attempts: spec.max_attempts,
         priority: spec.priority,
         scheduled_at: spec.delay_s.map(|d| now + d * SECOND),
+        unique: None,
     }
 }
 
@@ -558,7 +559,17 @@ fn any_new_job() -> impl Strategy<Value = NewJob> {
         prop::option::of(prop_oneof![any::<i64>(), (T0 - 10)..(T0 + 10)]),
     )
         .prop_map(|(queue, worker, args, meta, tags, max_attempts, priority, scheduled_at)| {
-            NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at }
+            NewJob {
+                queue,
+                worker,
+                args,
+                meta,
+                tags,
+                max_attempts,
+                priority,
+                scheduled_at,
+                unique: None,
+            }
         })
 }
 

@@ -148,6 +148,7 @@ mod tests {
             max_attempts: 3,
             priority: 4,
             scheduled_at: Some(99),
+            unique: None,
         }
         .into_job(5, 10);
         let bytes = encode(&job);
@@ -179,6 +180,7 @@ mod tests {
             max_attempts: 3,
             priority: 4,
             scheduled_at: None,
+            unique: None,
         }
         .into_job(9, 10)
     }
