@@ -478,6 +478,40 @@ def test_kathikon_cron_lists_the_crontab(project: Project) -> None:
     assert missing.returncode == 2 and "--app" in missing.stderr
 
 
+REBOOT_APP = textwrap.dedent(
+    """
+    import os
+    import kathikon
+
+    app = kathikon.Kathikon(os.environ["KATHIKON_CRON_STORE"])
+
+    @app.worker(name="warm-up", cron="@reboot")
+    def warm_up(job):
+        pass
+
+    app.cron("* * * * * *", warm_up, name="every-second", catch_up="all")
+    """
+)
+
+
+def test_commands_that_only_use_the_store_fire_nothing(project: Project) -> None:
+    (project.root / "rebootapp.py").write_text(REBOOT_APP)
+    # No process owns the store: each command owns it for its run, and fires nothing.
+    for command in (["cron"], ["stats"], ["queues"], ["jobs"]):
+        result = project.cli(*command, "--app", "rebootapp:app", "--json")
+        assert result.returncode == 0, (command, result.stderr)
+    listed = json.loads(project.cli("cron", "--app", "rebootapp:app", "--json").stdout)
+    assert [(e["name"], e["last_slot"]) for e in listed] == [
+        ("warm-up", None),
+        ("every-second", None),
+    ]
+    store = kathikon.Kathikon(project.env["KATHIKON_CRON_STORE"], create=False)
+    try:
+        assert store.jobs() == []
+    finally:
+        store.close()
+
+
 # -- declarations refused -----------------------------------------------------------------------
 
 

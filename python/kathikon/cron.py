@@ -81,6 +81,20 @@ def _text(value: Any, what: str, name: str, example: str) -> str:
     return value
 
 
+#: Whether apps made in this process hand their crontab to their engine, so that the process
+#: fires it whenever it owns the store. The command line's other commands (`kathikon cron`,
+#: `stats`, `queues`, `insert`, ...) import an app only to use its store: they turn this off,
+#: so running one never fires a slot, or an ``@reboot`` entry, of the app it reads.
+_fires_in_this_process = True
+
+
+def fire_nothing_in_this_process() -> None:
+    """Keep every crontab declared from now on in this process to itself (listed by
+    ``app.crontab()``, never fired here)."""
+    global _fires_in_this_process
+    _fires_in_this_process = False
+
+
 class Crontab:
     """One app's declared crontab, handed to its engine on every change."""
 
@@ -137,7 +151,8 @@ class Crontab:
                     "of them another name (name=...)"
                 )
             entries = [*self._entries, entry]
-            self._app._engine.set_crontab([e.row() for e in entries])
+            if _fires_in_this_process:
+                self._app._engine.set_crontab([e.row() for e in entries])
             self._entries = entries
 
     def entries(self) -> list[CronEntry]:

@@ -13,14 +13,19 @@ from typing import Any, Optional
 import click
 
 from ..app import Kathikon
+from ..cron import fire_nothing_in_this_process
 from ..errors import StorageError, StorageLockedError
 from .base import HELD_WHILE_INSPECTING, CliError
 from .import_failure import import_failed
 
 
-def load_app(spec: str) -> Kathikon:
+def load_app(spec: str, *, fires_cron: bool = False) -> Kathikon:
     """Import ``module.path:attribute`` (attribute defaults to ``app``) from the current
-    directory or the installed packages and return that :class:`Kathikon` app."""
+    directory or the installed packages and return that :class:`Kathikon` app. Only a command
+    that runs the app's workers (``fires_cron``) fires its crontab while it owns the store; the
+    others read and change the store without inserting cron jobs."""
+    if not fires_cron:
+        fire_nothing_in_this_process()
     module_name, _, attr = spec.partition(":")
     attr = attr or "app"
     if not all(p.isidentifier() for p in module_name.split(".") + attr.split(".")):

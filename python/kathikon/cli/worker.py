@@ -129,7 +129,7 @@ def worker(
     open_level = open_logger.level
     open_logger.setLevel(logging.WARNING)
     try:
-        app = load_app(app_spec)
+        app = load_app(app_spec, fires_cron=True)
     except StorageLockedError as e:
         raise CliError(f"{e} ({HELD_WHILE_WORKING})") from None
     try:
