@@ -130,6 +130,9 @@ fn every_call_through_the_socket_answers_as_the_engine_does() {
 
     let listed = c.list(&ListFilter { state: Some(JobState::Completed), ..ListFilter::default() });
     assert_eq!(listed.unwrap().len(), 1);
+    // The failed job is due at once: the sync lets its promotion commit, so both ends read
+    // the counts of one settled store (without it the promotion may land between the reads).
+    c.sync().unwrap();
     let counts = c.counts().unwrap();
     assert_eq!(counts, owned.engine.counts().unwrap());
 
