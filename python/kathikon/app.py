@@ -49,6 +49,7 @@ from .options import (
 from .queue_check import QueueCheck
 from .queues import QueueSettings
 from .runner import Runner
+from .stop_signal import StopRequest
 from .unique import NativeUnique, Unique, check_replace, native_unique
 from .vocabulary import FSYNC
 from .worker import Registration, Worker, WorkerFunction, make_registration, qualified_name
@@ -827,7 +828,7 @@ class Kathikon:
         :attr:`store_failure`), without waiting for running jobs."""
         if self.testing is not None:
             raise testing_mode.refuse_run(self, "app.run()")
-        stop = threading.Event()
+        stop = StopRequest()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -849,6 +850,7 @@ class Kathikon:
             self.stop(0.0 if failure is not None else 30.0)
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
+            stop.close()
 
     def drain(
         self, queue: Optional[str] = None, *, with_scheduled: Union[bool, datetime] = False

@@ -38,6 +38,7 @@ import weakref
 from typing import TYPE_CHECKING, Any, Optional
 
 from .errors import ConfigurationError, KathikonError
+from .stop_signal import StopRequest
 
 if TYPE_CHECKING:
     from multiprocessing.process import BaseProcess
@@ -112,7 +113,7 @@ def _child_main(
     share: tuple[int, int] = (0, 1),
 ) -> None:
     """A worker process: run ``queues`` of the app until SIGTERM or the parent's death."""
-    stop = threading.Event()
+    stop = StopRequest()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides; Ctrl-C reaches both
     from . import joblog

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 from types import FrameType
 from typing import NoReturn, Optional
 
@@ -15,6 +14,7 @@ import click
 from .. import __version__
 from ..app import OPEN_LOGGER, Kathikon
 from ..errors import StorageLockedError
+from ..stop_signal import StopRequest
 from ..testing_mode import refuse_run
 from .base import HELD_WHILE_WORKING, CliError, cli
 from .load import load_app
@@ -147,7 +147,7 @@ def worker(
 def _run_worker(
     app: Kathikon, selected: dict[str, int], grace: float, processes: Optional[int]
 ) -> None:
-    stop = threading.Event()
+    stop = StopRequest()
     signals: list[int] = []
 
     def on_signal(signum: int, frame: Optional[FrameType]) -> None:
@@ -194,6 +194,7 @@ def _run_worker(
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+        stop.close()
     if finished:
         log.info("stopped: every running job finished")
         return
