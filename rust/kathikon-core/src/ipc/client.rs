@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::fork::CloseInForkedChild;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::metrics::MetricPoint;
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
@@ -650,6 +651,13 @@ impl Jobs for Client {
 
     fn insert_flagged(&self, mut jobs: Vec<NewJob>) -> Result<Inserted> {
         self.insert_once_flagged(RequestId::new(), &mut jobs)
+    }
+
+    fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>> {
+        match self.call(&Request::Metrics { since, queue: queue.map(str::to_string) })? {
+            Response::Metrics(points) => Ok(points),
+            other => Self::unexpected(&other),
+        }
     }
 }
 

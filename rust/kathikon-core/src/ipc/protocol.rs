@@ -128,6 +128,13 @@ pub enum Request {
     QueueSettings,
     /// [`crate::Jobs::cron_slots`].
     CronSlots,
+    /// [`crate::Jobs::metrics`].
+    Metrics {
+        /// From this time's minute on.
+        since: Option<crate::clock::Micros>,
+        /// Only this queue.
+        queue: Option<String>,
+    },
 }
 
 /// What the owner answers.
@@ -175,6 +182,8 @@ pub enum Response {
     /// Inserted jobs when some of them existed already (unique conflicts), saying which; an
     /// insert without conflicts is answered with [`Response::Jobs`].
     Inserted(crate::unique::Inserted),
+    /// Per queue and minute, outcome counts and duration percentiles.
+    Metrics(Vec<crate::metrics::MetricPoint>),
 }
 
 impl Response {

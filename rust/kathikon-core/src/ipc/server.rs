@@ -440,6 +440,9 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             Response::QueueSettings(generation, settings)
         }
         Request::CronSlots => Response::CronSlots(store.cron_slots()?),
+        Request::Metrics { since, queue } => {
+            Response::Metrics(store.metrics(since, queue.as_deref())?)
+        }
     })
 }
 

@@ -37,6 +37,8 @@ pub enum EntryKind {
     Cron = 2,
     /// A queue's name → its settings (paused, concurrency, started at runtime).
     Queue = 3,
+    /// A (queue, minute) → its outcome counts and duration histogram (`crate::metrics`).
+    Metrics = 4,
 }
 
 impl EntryKind {
@@ -46,6 +48,7 @@ impl EntryKind {
             1 => Some(EntryKind::Unique),
             2 => Some(EntryKind::Cron),
             3 => Some(EntryKind::Queue),
+            4 => Some(EntryKind::Metrics),
             _ => None,
         }
     }

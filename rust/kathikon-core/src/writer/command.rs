@@ -64,6 +64,10 @@ pub(crate) enum Command {
         promote_until: Option<Micros>,
         reply: Sender<Result<()>>,
     },
+    /// Write the metrics counts held in memory, the running minute's too (a reader asks).
+    FlushMetrics {
+        reply: Sender<Result<()>>,
+    },
     /// Move these records to the quarantine table if they still do not decode (a reader
     /// found them; it cannot write). Unanswered.
     Quarantine {
@@ -119,7 +123,7 @@ impl Command {
             ) => {
                 let _ = reply.send(r);
             }
-            (Command::Sync { reply, .. }, Reply::Unit) => {
+            (Command::Sync { reply, .. } | Command::FlushMetrics { reply }, Reply::Unit) => {
                 let _ = reply.send(Ok(()));
             }
             (Command::SetQueue { reply, .. }, Reply::Queue(r)) => {
@@ -154,7 +158,7 @@ impl Command {
             | Command::Fence { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Sync { reply, .. } => {
+            Command::Sync { reply, .. } | Command::FlushMetrics { reply } => {
                 let _ = reply.send(Err(error()));
             }
             Command::SetQueue { reply, .. } => {

@@ -9,6 +9,7 @@ use crate::claim::{key_of, ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{AckResult, Job, JobId, NewJob};
+use crate::metrics::Ended;
 use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
 use crate::queues;
 use crate::request::RequestId;
@@ -52,8 +53,13 @@ pub(crate) fn apply_one(
                     }
                     Some(mut job) => {
                         let before = job.placement();
+                        let started = job.attempted_at;
                         job.finish(ack.outcome.clone(), now)?;
                         txn.put(Some(before), &job)?;
+                        if let Some(ended) = ended(job.state) {
+                            let duration = started.map(|at| now - at);
+                            effects.rollup.record(&job.queue, ended, now, duration);
+                        }
                         AckResult::Applied(job)
                     }
                 };
@@ -73,6 +79,7 @@ pub(crate) fn apply_one(
             let (before, was_key) = (job.placement(), key_of(&job));
             job.cancel(now, "cancelled by user".into())?;
             txn.put(Some(before), &job)?;
+            effects.rollup.record(&job.queue, Ended::Cancelled, now, None);
             if before.state == JobState::Available {
                 effects.unready(job.queue.clone(), was_key);
             }
@@ -122,7 +129,9 @@ pub(crate) fn apply_one(
             }
             Reply::Unit
         }
-        Command::Sync { .. } | Command::Wake | Command::Shutdown => Reply::Unit,
+        Command::Sync { .. } | Command::FlushMetrics { .. } | Command::Wake | Command::Shutdown => {
+            Reply::Unit
+        }
         Command::SetQueue { queue, name, change, .. } => {
             let result = queues::set(txn, name, *change)?;
             if let Ok(settings) = &result {
@@ -193,6 +202,9 @@ fn rescue(
         let before = job.placement();
         job.rescue_because(now, &format!("{cause} during attempt {attempt}"))?;
         txn.put(Some(before), &job)?;
+        // The attempt ended without a report: counted, with no duration to go by.
+        let lost = if job.state == JobState::Discarded { Ended::Discarded } else { Ended::Failed };
+        effects.rollup.record(&job.queue, lost, now, None);
         if job.state == JobState::Available {
             effects.ready(&job);
         }
@@ -260,4 +272,16 @@ fn insert(
         out.jobs.push(job);
     }
     Ok(Ok(out))
+}
+
+/// How an acked attempt counts in the metrics, by the state it left the job in (`None`: a
+/// snooze or an interrupt, which hand the job back without ending anything).
+fn ended(state: JobState) -> Option<Ended> {
+    match state {
+        JobState::Completed => Some(Ended::Completed),
+        JobState::Retryable => Some(Ended::Failed),
+        JobState::Discarded => Some(Ended::Discarded),
+        JobState::Cancelled => Some(Ended::Cancelled),
+        _ => None,
+    }
 }
