@@ -10,14 +10,14 @@ import kathikon
 app = kathikon.Kathikon(path=None, clock="manual")  # a clock that moves only when told
 
 
-@app.worker
+@app.worker(name="resize")
 def resize(job: kathikon.Job) -> None:
     app.advance_clock(job.args["seconds"])  # "takes" that long on the store's clock
 
 
 for seconds in (0.1, 0.2, 0.3, 0.4, 2.0):
-    app.enqueue("resize", {"seconds": seconds})
-app.drain()
+    app.insert("resize", {"seconds": seconds})
+    app.drain()
 
 for point in app.metrics(since=timedelta(hours=1)):
     print(point.queue, point.completed, point.failed, point.p50, point.p95)

@@ -252,14 +252,13 @@ impl Rollup {
         at: Micros,
         duration: Option<Micros>,
     ) {
-        let queue = match self.queues.get(queue) {
-            Some(&index) => index,
-            None => {
-                let index = self.names.len() as u32;
-                self.names.push(queue.to_string());
-                self.queues.insert(queue.to_string(), index);
-                index
-            }
+        let queue = if let Some(&index) = self.queues.get(queue) {
+            index
+        } else {
+            let index = self.names.len() as u32;
+            self.names.push(queue.to_string());
+            self.queues.insert(queue.to_string(), index);
+            index
         };
         self.batch.push(Pending { queue, minute: minute_of(at), ended, duration });
     }

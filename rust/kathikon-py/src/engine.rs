@@ -451,10 +451,10 @@ impl PyEngine {
         &self,
         py: Python<'_>,
         since: Option<i64>,
-        queue: Option<String>,
+        queue: Option<&str>,
     ) -> PyResult<Vec<MetricRow>> {
         let points = py
-            .detach(|| self.inner.retrying(|jobs| jobs.metrics(since, queue.as_deref())))
+            .detach(|| self.inner.retrying(|jobs| jobs.metrics(since, queue)))
             .py_err()?;
         Ok(points
             .into_iter()

@@ -48,7 +48,7 @@ impl Applier {
             telemetry,
             plugins,
             failed: Arc::default(),
-            rollup: Default::default(),
+            rollup: crate::metrics::Rollup::default(),
         }
     }
 

@@ -43,30 +43,7 @@ pub(crate) fn apply_one(
         Command::Claim { queue, keys, .. } => {
             Reply::Jobs(Ok(claim(txn, queue, keys, now, effects)?))
         }
-        Command::Ack { acks, .. } => {
-            let mut results = Vec::with_capacity(acks.len());
-            for ack in acks {
-                let result = match txn.get(ack.id)? {
-                    None => AckResult::Stale(None),
-                    Some(old) if old.state != JobState::Executing || old.attempt != ack.attempt => {
-                        AckResult::Stale(Some(old.state))
-                    }
-                    Some(mut job) => {
-                        let before = job.placement();
-                        let started = job.attempted_at;
-                        job.finish(ack.outcome.clone(), now)?;
-                        txn.put(Some(before), &job)?;
-                        if let Some(ended) = ended(job.state) {
-                            let duration = started.map(|at| now - at);
-                            effects.rollup.record(&job.queue, ended, now, duration);
-                        }
-                        AckResult::Applied(job)
-                    }
-                };
-                results.push(result);
-            }
-            Reply::Acks(Ok(results))
-        }
+        Command::Ack { acks, .. } => Reply::Acks(Ok(ack(txn, acks, now, effects)?)),
         Command::Cancel { id, .. } => {
             let Some(old) = txn.get(*id)? else {
                 return Ok(Reply::Cancelled(Err(txn.missing(*id)?)));
@@ -284,4 +261,35 @@ fn ended(state: JobState) -> Option<Ended> {
         JobState::Cancelled => Some(Ended::Cancelled),
         _ => None,
     }
+}
+
+/// Record each ack's outcome, if its attempt is still executing, and count it in the metrics.
+fn ack(
+    txn: &mut dyn WriteTxn,
+    acks: &[crate::job::Ack],
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<Vec<AckResult>> {
+    let mut results = Vec::with_capacity(acks.len());
+    for ack in acks {
+        let result = match txn.get(ack.id)? {
+            None => AckResult::Stale(None),
+            Some(old) if old.state != JobState::Executing || old.attempt != ack.attempt => {
+                AckResult::Stale(Some(old.state))
+            }
+            Some(mut job) => {
+                let before = job.placement();
+                let started = job.attempted_at;
+                job.finish(ack.outcome.clone(), now)?;
+                txn.put(Some(before), &job)?;
+                if let Some(ended) = ended(job.state) {
+                    let duration = started.map(|at| now - at);
+                    effects.rollup.record(&job.queue, ended, now, duration);
+                }
+                AckResult::Applied(job)
+            }
+        };
+        results.push(result);
+    }
+    Ok(results)
 }
