@@ -583,6 +583,27 @@ impl Jobs for Engine {
         })?;
         Ok(crate::metrics::points(out, since, queue, self.clock.now()))
     }
+
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool> {
+        crate::progress::check(fraction, note.as_deref())?;
+        let progress = crate::progress::Progress { attempt, fraction, note, at: self.clock.now() };
+        Ok(self.call(|reply| Command::SetProgress { id, progress, reply })? == 1)
+    }
+
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>> {
+        let mut out = None;
+        self.store()?.read(&mut |txn| {
+            out = txn.entry(EntryKind::Progress, &crate::progress::entry_name(id))?;
+            Ok(())
+        })?;
+        Ok(out.and_then(|e| crate::progress::decode(&e.value)))
+    }
 }
 
 impl Drop for Engine {

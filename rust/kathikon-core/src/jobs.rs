@@ -178,4 +178,13 @@ pub trait Jobs: Send + Sync {
     /// `since`'s minute on (the last 24 hours kept when `None`), of `queue` (all when `None`),
     /// oldest first. Everything acked before the call counts, the running minute's too.
     fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>>;
+
+    /// Store `fraction` (0.0–1.0) and `note` as job `id`'s progress, if `attempt` is the one
+    /// executing now; returns whether it was stored (`false`: the attempt ended or was
+    /// superseded). A bad value is [`crate::Error::InvalidJob`] naming it.
+    fn set_progress(&self, id: JobId, attempt: u32, fraction: f64, note: Option<String>)
+        -> Result<bool>;
+
+    /// Job `id`'s latest stored progress, kept after the job ends (see [`crate::progress`]).
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>>;
 }

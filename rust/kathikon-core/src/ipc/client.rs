@@ -653,6 +653,29 @@ impl Jobs for Client {
         self.insert_once_flagged(RequestId::new(), &mut jobs)
     }
 
+    /// Checked here too, so a bad value never crosses the socket.
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool> {
+        crate::progress::check(fraction, note.as_deref())?;
+        let progress = crate::progress::Progress { attempt, fraction, note, at: 0 };
+        match self.call(&Request::SetProgress { id, progress })? {
+            Response::Count(n) => Ok(n == 1),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>> {
+        match self.call(&Request::Progress { id })? {
+            Response::Progress(progress) => Ok(progress),
+            other => Self::unexpected(&other),
+        }
+    }
+
     fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>> {
         match self.call(&Request::Metrics { since, queue: queue.map(str::to_string) })? {
             Response::Metrics(points) => Ok(points),

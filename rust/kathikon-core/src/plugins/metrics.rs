@@ -46,8 +46,11 @@ impl Plugin for MetricsPlugin {
             return Ok(());
         }
         effects.rollup.flush(txn, batch.now.micros, batch.flush)?;
-        for name in txn.expired_entries(EntryKind::Metrics, batch.now.micros, EXPIRE_LIMIT)? {
-            txn.remove_entry(EntryKind::Metrics, &name)?;
+        // Progress reports expire on the same schedule (see `crate::progress`).
+        for kind in [EntryKind::Metrics, EntryKind::Progress] {
+            for name in txn.expired_entries(kind, batch.now.micros, EXPIRE_LIMIT)? {
+                txn.remove_entry(kind, &name)?;
+            }
         }
         Ok(())
     }

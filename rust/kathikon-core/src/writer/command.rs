@@ -64,6 +64,13 @@ pub(crate) enum Command {
         promote_until: Option<Micros>,
         reply: Sender<Result<()>>,
     },
+    /// Store a running attempt's progress; answered with 1 if stored, 0 if the attempt is not
+    /// executing.
+    SetProgress {
+        id: JobId,
+        progress: crate::progress::Progress,
+        reply: Sender<Result<u64>>,
+    },
     /// Write the metrics counts held in memory, the running minute's too (a reader asks).
     FlushMetrics {
         reply: Sender<Result<()>>,
@@ -118,7 +125,8 @@ impl Command {
             (
                 Command::Prune { reply, .. }
                 | Command::Rescue { reply, .. }
-                | Command::Fence { reply, .. },
+                | Command::Fence { reply, .. }
+                | Command::SetProgress { reply, .. },
                 Reply::Count(r),
             ) => {
                 let _ = reply.send(r);
@@ -155,7 +163,8 @@ impl Command {
             }
             Command::Prune { reply, .. }
             | Command::Rescue { reply, .. }
-            | Command::Fence { reply, .. } => {
+            | Command::Fence { reply, .. }
+            | Command::SetProgress { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
             Command::Sync { reply, .. } | Command::FlushMetrics { reply } => {

@@ -94,6 +94,9 @@ pub(crate) fn apply_one(
         Command::Rescue { jobs, cause, .. } => {
             Reply::Count(Ok(rescue(txn, jobs, cause, now, effects)?))
         }
+        Command::SetProgress { id, progress, .. } => {
+            Reply::Count(Ok(u64::from(crate::progress::store(txn, *id, progress)?)))
+        }
         Command::Fence { notes, .. } => Reply::Count(Ok(note_fenced(txn, notes, now)?)),
         Command::Quarantine { ids } => {
             for &id in ids.iter() {
