@@ -182,8 +182,13 @@ pub trait Jobs: Send + Sync {
     /// Store `fraction` (0.0–1.0) and `note` as job `id`'s progress, if `attempt` is the one
     /// executing now; returns whether it was stored (`false`: the attempt ended or was
     /// superseded). A bad value is [`crate::Error::InvalidJob`] naming it.
-    fn set_progress(&self, id: JobId, attempt: u32, fraction: f64, note: Option<String>)
-        -> Result<bool>;
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool>;
 
     /// Job `id`'s latest stored progress, kept after the job ends (see [`crate::progress`]).
     fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>>;

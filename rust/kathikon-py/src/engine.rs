@@ -453,9 +453,8 @@ impl PyEngine {
         since: Option<i64>,
         queue: Option<&str>,
     ) -> PyResult<Vec<MetricRow>> {
-        let points = py
-            .detach(|| self.inner.retrying(|jobs| jobs.metrics(since, queue)))
-            .py_err()?;
+        let points =
+            py.detach(|| self.inner.retrying(|jobs| jobs.metrics(since, queue))).py_err()?;
         Ok(points
             .into_iter()
             .map(|p| {

@@ -8,8 +8,8 @@ use crate::harness::{Backend, Store};
 use kathikon_core::clock::SECOND;
 use kathikon_core::{Error, Outcome, Progress};
 
-fn progress(attempt: u32, fraction: f64, note: Option<&str>, at: i64) -> Option<Progress> {
-    Some(Progress { attempt, fraction, note: note.map(str::to_string), at })
+fn progress(attempt: u32, fraction: f64, note: Option<&str>, at: i64) -> Progress {
+    Progress { attempt, fraction, note: note.map(str::to_string), at }
 }
 
 pub fn a_running_attempts_latest_progress_is_kept_after_it_ends(backend: &'static dyn Backend) {
@@ -25,20 +25,20 @@ pub fn a_running_attempts_latest_progress_is_kept_after_it_ends(backend: &'stati
     s.clock().advance(SECOND);
     assert!(s.set_progress(id, 1, 0.75, None).unwrap());
     assert!(!s.set_progress(id, 2, 0.9, None).unwrap(), "another attempt's report");
-    assert_eq!(s.progress(id).unwrap(), progress(1, 0.75, None, T0 + SECOND));
+    assert_eq!(s.progress(id).unwrap(), Some(progress(1, 0.75, None, T0 + SECOND)));
 
     finish(&*s, &running, Outcome::Fail { error: "boom".into(), retry_in: Some(0) });
     assert!(!s.set_progress(id, 1, 1.0, None).unwrap(), "the attempt ended");
     s.reopen();
-    assert_eq!(s.progress(id).unwrap(), progress(1, 0.75, None, T0 + SECOND));
+    assert_eq!(s.progress(id).unwrap(), Some(progress(1, 0.75, None, T0 + SECOND)));
 
     s.sync().unwrap();
     let again = claim_one(&*s, "q");
     assert_eq!(again.attempt, 2);
     assert!(s.set_progress(id, 2, 0.1, Some("again".into())).unwrap());
-    assert_eq!(s.progress(id).unwrap(), progress(2, 0.1, Some("again"), T0 + SECOND));
+    assert_eq!(s.progress(id).unwrap(), Some(progress(2, 0.1, Some("again"), T0 + SECOND)));
     finish(&*s, &again, Outcome::Complete);
-    assert_eq!(s.progress(id).unwrap(), progress(2, 0.1, Some("again"), T0 + SECOND));
+    assert_eq!(s.progress(id).unwrap(), Some(progress(2, 0.1, Some("again"), T0 + SECOND)));
 }
 
 pub fn bad_progress_is_refused_naming_the_value(backend: &'static dyn Backend) {
