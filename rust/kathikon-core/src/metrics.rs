@@ -342,6 +342,48 @@ mod tests {
         assert_eq!(bucket_of(i64::MAX), BUCKETS - 1);
     }
 
+    /// Stored metrics entries, by name.
+    fn stored(store: &crate::storage::RedbStore) -> Vec<(String, Record)> {
+        use crate::storage::Store;
+        let mut out = Vec::new();
+        store
+            .read(&mut |txn| {
+                out = txn.entries(EntryKind::Metrics)?;
+                Ok(())
+            })
+            .unwrap();
+        out.into_iter().map(|e| (e.name, Record::decode(&e.value).unwrap())).collect()
+    }
+
+    fn flush(store: &crate::storage::RedbStore, rollup: &mut Rollup, now: Micros, all: bool) {
+        use crate::storage::Store;
+        store.write(&mut |txn| rollup.flush(txn, now, all)).unwrap();
+        rollup.commit();
+    }
+
+    /// Acks of the running minute write nothing until it is over (or a reader asks); then one
+    /// entry holds them all. A batch that did not commit counts nothing.
+    #[test]
+    fn a_minute_is_written_once_when_over_and_an_aborted_batch_counts_nothing() {
+        let store = crate::storage::RedbStore::open(None, false).unwrap();
+        let mut rollup = Rollup::default();
+        let minute = 1_000 * MINUTE;
+        for i in 0..1_000 {
+            rollup.record("q", Ended::Completed, minute + i, Some(5));
+            rollup.commit();
+            flush(&store, &mut rollup, minute + i, false);
+        }
+        rollup.record("q", Ended::Failed, minute + 2_000, Some(5));
+        rollup.abort();
+        assert!(stored(&store).is_empty(), "nothing written while the minute runs");
+        flush(&store, &mut rollup, minute + MINUTE, false);
+        let entries = stored(&store);
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].0, entry_name(minute, "q"));
+        assert_eq!(entries[0].1.counts, [1_000, 0, 0, 0]);
+        assert_eq!(rollup.earliest(), None, "a written minute that is over leaves memory");
+    }
+
     #[test]
     fn records_round_trip_and_refuse_foreign_bytes() {
         let mut record = Record::new();
