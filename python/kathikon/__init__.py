@@ -36,6 +36,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
+from .metrics import MetricPoint
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
 from .queues import QueueSettings
@@ -63,6 +64,7 @@ __all__ = [
     "Kathikon",
     "KathikonError",
     "NotAStoreError",
+    "MetricPoint",
     "OwnerGoneError",
     "OwnerNotAnsweringError",
     "ProtocolError",

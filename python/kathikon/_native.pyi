@@ -301,6 +301,13 @@ class Engine:
         catch_up_limit, job)`` each; fired while this process owns the store."""
     def cron_slots(self) -> builtins.list[tuple[str, int, str, str]]:
         """The last slot each cron entry fired: ``(name, slot µs, expression, timezone)``."""
+    def metrics(
+        self, since: Optional[int] = None, queue: Optional[str] = None
+    ) -> builtins.list[
+        tuple[str, int, int, int, int, int, Optional[int], Optional[int], Optional[int]]
+    ]:
+        """Per queue and minute: ``(queue, minute µs, completed, failed, discarded, cancelled,
+        p50 µs, p95 µs, p99 µs)``, oldest first."""
 
 def cron_next(expression: str, timezone: str, after: int) -> Optional[int]:
     """The first slot of ``expression`` in ``timezone`` strictly after ``after`` (µs);

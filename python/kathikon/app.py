@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from typing_extensions import Unpack
 
 from . import drain as _drain
+from . import metrics as _metrics
 from . import processes as _processes
 from . import queues as _queues
 from . import telemetry, testing_mode
@@ -961,6 +962,18 @@ class Kathikon:
         names = {*self.config.queues, *_queues.stored(self._engine)[1]}
         names.update(q for q, _, n in self._engine.counts() if n)
         return self._check_queues(sorted(names))
+
+    def metrics(
+        self,
+        since: Union[datetime, timedelta, None] = None,
+        queue: Optional[str] = None,
+    ) -> list[_metrics.MetricPoint]:
+        """History for charts: per queue and per minute, the jobs completed, attempts failed
+        (to be retried), jobs discarded and cancelled, and attempt duration percentiles
+        (:class:`MetricPoint`), oldest first. ``since``: an aware datetime, or a timedelta
+        meaning that long ago (the last 24 hours, all that is kept, when ``None``); ``queue``:
+        one queue only. Whatever ended before the call counts, the running minute's too."""
+        return _metrics.read(self._engine, since, queue)
 
     def _started_at_runtime(self, queue: object) -> bool:
         """Whether ``queue`` was started with :meth:`start_queue` (an allowed insert target,

@@ -15,6 +15,7 @@ use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::metrics::MetricPoint;
 use crate::plugins::{CronPlugin, Crontab, Plugins, Pruner, Scheduler};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
@@ -191,6 +192,7 @@ impl Engine {
             Box::new(Pruner::new(config.retention, config.prune_interval)),
             Box::new(CronPlugin::new(crontab.clone())),
             Box::new(crate::plugins::UniqueExpiry::new()),
+            Box::new(crate::plugins::MetricsPlugin::new()),
         ]);
         let applier = Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins);
         let failure = applier.failure();
@@ -568,6 +570,39 @@ impl Jobs for Engine {
 
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
         self.call_leading(|reply| Command::Insert { jobs, request: None, reply })
+    }
+
+    /// Waits for what was sent before, then has the writer write the counts it holds.
+    fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>> {
+        self.sync()?;
+        self.call(|reply| Command::FlushMetrics { reply })?;
+        let mut out = Vec::new();
+        self.store()?.read(&mut |txn| {
+            out = txn.entries(EntryKind::Metrics)?;
+            Ok(())
+        })?;
+        Ok(crate::metrics::points(out, since, queue, self.clock.now()))
+    }
+
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool> {
+        crate::progress::check(fraction, note.as_deref())?;
+        let progress = crate::progress::Progress { attempt, fraction, note, at: self.clock.now() };
+        Ok(self.call(|reply| Command::SetProgress { id, progress, reply })? == 1)
+    }
+
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>> {
+        let mut out = None;
+        self.store()?.read(&mut |txn| {
+            out = txn.entry(EntryKind::Progress, &crate::progress::entry_name(id))?;
+            Ok(())
+        })?;
+        Ok(out.and_then(|e| crate::progress::decode(&e.value)))
     }
 }
 

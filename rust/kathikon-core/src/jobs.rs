@@ -15,6 +15,7 @@ use crate::clock::Micros;
 use crate::cron::{CronEntry, CronSlot};
 use crate::error::Result;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::metrics::MetricPoint;
 use crate::queues::{QueueChange, QueueSettings};
 use crate::state::JobState;
 use crate::storage::Quarantined;
@@ -172,4 +173,23 @@ pub trait Jobs: Send + Sync {
     /// listed in [`Inserted::conflicts`], and nothing new is stored for it. Duplicates within
     /// one call resolve the same way, the later ones finding the first.
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted>;
+
+    /// Per queue and minute, the outcomes counted and the attempt duration percentiles, from
+    /// `since`'s minute on (the last 24 hours kept when `None`), of `queue` (all when `None`),
+    /// oldest first. Everything acked before the call counts, the running minute's too.
+    fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>>;
+
+    /// Store `fraction` (0.0–1.0) and `note` as job `id`'s progress, if `attempt` is the one
+    /// executing now; returns whether it was stored (`false`: the attempt ended or was
+    /// superseded). A bad value is [`crate::Error::InvalidJob`] naming it.
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool>;
+
+    /// Job `id`'s latest stored progress, kept after the job ends (see [`crate::progress`]).
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>>;
 }

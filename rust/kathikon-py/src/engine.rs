@@ -443,7 +443,30 @@ impl PyEngine {
         let slots = py.detach(|| self.inner.retrying(|jobs| jobs.cron_slots())).py_err()?;
         Ok(slots.into_iter().map(|s| (s.name, s.slot, s.expression, s.timezone)).collect())
     }
+
+    /// Per queue and minute: `[(queue, minute µs, completed, failed, discarded, cancelled,
+    /// p50 µs, p95 µs, p99 µs), …]`, oldest first.
+    #[pyo3(signature = (since=None, queue=None))]
+    fn metrics(
+        &self,
+        py: Python<'_>,
+        since: Option<i64>,
+        queue: Option<&str>,
+    ) -> PyResult<Vec<MetricRow>> {
+        let points =
+            py.detach(|| self.inner.retrying(|jobs| jobs.metrics(since, queue))).py_err()?;
+        Ok(points
+            .into_iter()
+            .map(|p| {
+                let counts = (p.completed, p.failed, p.discarded, p.cancelled);
+                (p.queue, p.minute, counts.0, counts.1, counts.2, counts.3, p.p50, p.p95, p.p99)
+            })
+            .collect())
+    }
 }
+
+/// One queue's minute for Python (see `metrics`).
+type MetricRow = (String, i64, u64, u64, u64, u64, Option<i64>, Option<i64>, Option<i64>);
 
 /// A queue's runtime settings for Python: `(queue, paused, concurrency, started, stopped)`.
 type QueueRow = (String, bool, Option<u32>, Option<u32>, bool);

@@ -128,6 +128,26 @@ pub enum Request {
     QueueSettings,
     /// [`crate::Jobs::cron_slots`].
     CronSlots,
+    /// [`crate::Jobs::set_progress`]; answered with [`Response::Count`] 1 if stored, else 0.
+    SetProgress {
+        /// The job.
+        id: JobId,
+        /// The attempt, fraction and note reported (its `at` is the owner's clock on arrival;
+        /// the one sent is ignored).
+        progress: crate::progress::Progress,
+    },
+    /// [`crate::Jobs::progress`].
+    Progress {
+        /// The job.
+        id: JobId,
+    },
+    /// [`crate::Jobs::metrics`].
+    Metrics {
+        /// From this time's minute on.
+        since: Option<crate::clock::Micros>,
+        /// Only this queue.
+        queue: Option<String>,
+    },
 }
 
 /// What the owner answers.
@@ -175,6 +195,10 @@ pub enum Response {
     /// Inserted jobs when some of them existed already (unique conflicts), saying which; an
     /// insert without conflicts is answered with [`Response::Jobs`].
     Inserted(crate::unique::Inserted),
+    /// Per queue and minute, outcome counts and duration percentiles.
+    Metrics(Vec<crate::metrics::MetricPoint>),
+    /// A job's latest progress, if it has one.
+    Progress(Option<crate::progress::Progress>),
 }
 
 impl Response {

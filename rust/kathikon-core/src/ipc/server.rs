@@ -440,6 +440,13 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             Response::QueueSettings(generation, settings)
         }
         Request::CronSlots => Response::CronSlots(store.cron_slots()?),
+        Request::SetProgress { id, progress: p } => {
+            Response::Count(u64::from(store.set_progress(id, p.attempt, p.fraction, p.note)?))
+        }
+        Request::Progress { id } => Response::Progress(store.progress(id)?),
+        Request::Metrics { since, queue } => {
+            Response::Metrics(store.metrics(since, queue.as_deref())?)
+        }
     })
 }
 

@@ -64,6 +64,17 @@ pub(crate) enum Command {
         promote_until: Option<Micros>,
         reply: Sender<Result<()>>,
     },
+    /// Store a running attempt's progress; answered with 1 if stored, 0 if the attempt is not
+    /// executing.
+    SetProgress {
+        id: JobId,
+        progress: crate::progress::Progress,
+        reply: Sender<Result<u64>>,
+    },
+    /// Write the metrics counts held in memory, the running minute's too (a reader asks).
+    FlushMetrics {
+        reply: Sender<Result<()>>,
+    },
     /// Move these records to the quarantine table if they still do not decode (a reader
     /// found them; it cannot write). Unanswered.
     Quarantine {
@@ -114,12 +125,13 @@ impl Command {
             (
                 Command::Prune { reply, .. }
                 | Command::Rescue { reply, .. }
-                | Command::Fence { reply, .. },
+                | Command::Fence { reply, .. }
+                | Command::SetProgress { reply, .. },
                 Reply::Count(r),
             ) => {
                 let _ = reply.send(r);
             }
-            (Command::Sync { reply, .. }, Reply::Unit) => {
+            (Command::Sync { reply, .. } | Command::FlushMetrics { reply }, Reply::Unit) => {
                 let _ = reply.send(Ok(()));
             }
             (Command::SetQueue { reply, .. }, Reply::Queue(r)) => {
@@ -151,10 +163,11 @@ impl Command {
             }
             Command::Prune { reply, .. }
             | Command::Rescue { reply, .. }
-            | Command::Fence { reply, .. } => {
+            | Command::Fence { reply, .. }
+            | Command::SetProgress { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Sync { reply, .. } => {
+            Command::Sync { reply, .. } | Command::FlushMetrics { reply } => {
                 let _ = reply.send(Err(error()));
             }
             Command::SetQueue { reply, .. } => {

@@ -12,6 +12,8 @@
 //! - [`queues`]: queues controlled at runtime (pause, resume, scale, start, stop);
 //! - [`cron`]: a crontab checked by `set_crontab`, its fired slots read by `cron_slots`.
 //! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
+//! - [`metrics`]: outcome counts and duration percentiles per queue and minute.
+//! - [`progress`]: a running attempt's progress, stored, kept and refused.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -21,8 +23,10 @@ mod claimers;
 mod claims;
 mod counts;
 mod cron;
+mod metrics;
 mod model;
 mod outcomes;
+mod progress;
 mod queues;
 mod reads;
 mod ready;
@@ -76,4 +80,8 @@ harness::conformance! {
     unique::replace_overwrites_fields_and_moves_the_claim_place,
     unique::keys_survive_a_reopen,
     unique::bad_specs_are_refused_naming_the_value,
+    metrics::metrics_count_outcomes_and_duration_percentiles_per_queue_and_minute,
+    metrics::metrics_are_kept_across_a_reopen_and_for_24_hours,
+    progress::a_running_attempts_latest_progress_is_kept_after_it_ends,
+    progress::bad_progress_is_refused_naming_the_value,
 }

@@ -538,6 +538,10 @@ impl ReadTxn for ReadTables<'_> {
         Ok(oldest)
     }
 
+    fn entry(&mut self, kind: EntryKind, name: &str) -> Result<Option<Entry>> {
+        self.entry_get(kind, name)
+    }
+
     fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>> {
         self.entry_all(kind)
     }
