@@ -36,6 +36,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
+from .listing import JobFilter, JobPage
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
 from .queues import QueueSettings
@@ -55,8 +56,10 @@ __all__ = [
     "InvalidJobError",
     "Job",
     "JobErrorEntry",
+    "JobFilter",
     "JobNotFoundError",
     "JobOutcome",
+    "JobPage",
     "JobSpec",
     "JobState",
     "JobStateError",
