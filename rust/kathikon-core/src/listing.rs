@@ -4,7 +4,7 @@
 //!
 //! The filter is part of the contract, so the socket client sends it whole and a store on a
 //! database server can translate it to its own query. `args` and `meta` match *contained*
-//! JSON, as PostgreSQL's `@>` does: an object contains another when each of the other's keys
+//! JSON, as `PostgreSQL`'s `@>` does: an object contains another when each of the other's keys
 //! is present with a contained value, an array when each of the other's elements is contained
 //! in one of its elements, and any other value only an equal one.
 

@@ -41,8 +41,11 @@ impl PyListFilter {
         descending: bool,
         limit: usize,
     ) -> PyResult<Self> {
-        let states =
-            states.iter().map(|s| JobState::parse(s)).collect::<Result<Vec<_>, _>>().py_err()?;
+        let states = states
+            .into_iter()
+            .map(|s| JobState::parse(&s))
+            .collect::<Result<Vec<_>, _>>()
+            .py_err()?;
         Ok(Self {
             inner: ListFilter {
                 states,

@@ -20,6 +20,9 @@ struct Known {
     state: JobState,
 }
 
+/// Which jobs of the model a filter case selects.
+type Keep = Box<dyn Fn(&Known) -> bool>;
+
 fn ids(jobs: &[Job]) -> Vec<JobId> {
     jobs.iter().map(|j| j.id).collect()
 }
@@ -59,7 +62,7 @@ pub fn list_and_count_follow_every_filter_in_both_orders(backend: &'static dyn B
     let running = claim_one(&*s, "a");
     model.iter_mut().find(|k| k.id == running.id).unwrap().state = JobState::Executing;
 
-    let cases: Vec<(ListFilter, Box<dyn Fn(&Known) -> bool>)> = vec![
+    let cases: Vec<(ListFilter, Keep)> = vec![
         (ListFilter::default(), Box::new(|_| true)),
         (
             ListFilter {
