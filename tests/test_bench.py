@@ -115,6 +115,7 @@ def test_the_listing_workload_times_the_newest_jobs_of_a_queue_in_a_state(
     assert set(rows) == {
         "newest 50 of a queue, rare state",
         "newest 50 of a queue, common state",
+        "newest 50 of a queue, empty state",
         "count of a queue in a state",
     }
     assert all(row["jobs"] == 10_000 and row["p50_ms"] > 0 for row in rows.values())
