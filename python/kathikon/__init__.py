@@ -37,6 +37,7 @@ from .errors import (
 )
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .metrics import MetricPoint
+from .listing import JobFilter, JobPage
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
 from .queues import QueueSettings
@@ -56,8 +57,10 @@ __all__ = [
     "InvalidJobError",
     "Job",
     "JobErrorEntry",
+    "JobFilter",
     "JobNotFoundError",
     "JobOutcome",
+    "JobPage",
     "JobSpec",
     "JobState",
     "JobStateError",

@@ -75,6 +75,7 @@ def main() -> NoReturn:
 # Each command module adds its commands to the group when imported.
 from ..bench.command import bench_command  # noqa: E402
 from . import (  # noqa: E402, F401
+    bulk,
     cron,
     insert,
     manage,

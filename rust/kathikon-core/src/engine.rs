@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::metrics::MetricPoint;
+use crate::listing::{self, BulkAction, Matcher, BULK_CHUNK};
 use crate::plugins::{CronPlugin, Crontab, Plugins, Pruner, Scheduler};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
@@ -439,24 +440,16 @@ impl Jobs for Engine {
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+        let matcher = Matcher::new(filter)?;
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         self.store()?.read(&mut |txn| {
             out.clear();
             damaged.clear();
-            txn.scan(
-                filter.after,
-                &mut |job| {
-                    let keep = filter.state.is_none_or(|s| s == job.state)
-                        && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
-                        && filter.worker.as_ref().is_none_or(|w| *w == job.worker);
-                    if keep {
-                        out.push(job);
-                    }
-                    filter.limit == 0 || out.len() < filter.limit
-                },
-                &mut damaged,
-            )
+            listing::walk(txn, &matcher, &mut damaged, &mut |job| {
+                out.push(job);
+                filter.limit == 0 || out.len() < filter.limit
+            })
         })?;
         self.quarantine(damaged);
         Ok(out)
@@ -566,6 +559,43 @@ impl Jobs for Engine {
             Ok(())
         })?;
         Ok(out.into_iter().filter_map(|e| CronSlot::decode(&e.name, &e.value)).collect())
+    }
+
+    fn count(&self, filter: &ListFilter) -> Result<u64> {
+        let matcher = Matcher::new(filter)?;
+        if matcher.counts_suffice() {
+            return Ok(matcher.sum_counts(&self.counts()?));
+        }
+        let mut n = 0;
+        let mut damaged = Vec::new();
+        self.store()?.read(&mut |txn| {
+            n = 0;
+            damaged.clear();
+            listing::walk(txn, &matcher, &mut damaged, &mut |_| {
+                n += 1;
+                true
+            })
+        })?;
+        self.quarantine(damaged);
+        Ok(n)
+    }
+
+    fn bulk(&self, action: BulkAction, filter: &ListFilter) -> Result<u64> {
+        let matcher = Arc::new(Matcher::new(filter)?);
+        let mut page = ListFilter { limit: BULK_CHUNK, descending: false, ..filter.clone() };
+        let mut total = 0;
+        loop {
+            let ids: Vec<JobId> = self.list(&page)?.iter().map(|j| j.id).collect();
+            let Some(&last) = ids.last() else { break };
+            let full = ids.len() == BULK_CHUNK;
+            page.after = Some(last);
+            let matcher = matcher.clone();
+            total += self.call(|reply| Command::Bulk { action, ids, matcher, reply })?;
+            if !full {
+                break;
+            }
+        }
+        Ok(total)
     }
 
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {

@@ -524,14 +524,7 @@ impl Jobs for Client {
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
-        let request = Request::List {
-            state: filter.state,
-            queue: filter.queue.clone(),
-            worker: filter.worker.clone(),
-            after: filter.after,
-            limit: filter.limit as u64,
-        };
-        match self.call(&request)? {
+        match self.call(&Request::List { filter: filter.clone() })? {
             Response::Jobs(jobs) => Ok(jobs),
             other => Self::unexpected(&other),
         }
@@ -645,6 +638,20 @@ impl Jobs for Client {
     fn cron_slots(&self) -> Result<Vec<CronSlot>> {
         match self.call(&Request::CronSlots)? {
             Response::CronSlots(slots) => Ok(slots),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn count(&self, filter: &ListFilter) -> Result<u64> {
+        match self.call(&Request::Count { filter: filter.clone() })? {
+            Response::Count(n) => Ok(n),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn bulk(&self, action: crate::listing::BulkAction, filter: &ListFilter) -> Result<u64> {
+        match self.call(&Request::Bulk { action, filter: filter.clone() })? {
+            Response::Count(n) => Ok(n),
             other => Self::unexpected(&other),
         }
     }

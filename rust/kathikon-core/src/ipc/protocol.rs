@@ -69,16 +69,8 @@ pub enum Request {
     },
     /// [`crate::Jobs::list`].
     List {
-        /// Only jobs in this state.
-        state: Option<JobState>,
-        /// Only jobs in this queue.
-        queue: Option<String>,
-        /// Only jobs of this worker.
-        worker: Option<String>,
-        /// Only ids above this one.
-        after: Option<JobId>,
-        /// At most this many (0: no limit).
-        limit: u64,
+        /// Which jobs.
+        filter: crate::jobs::ListFilter,
     },
     /// [`crate::Jobs::counts`].
     Counts,
@@ -147,6 +139,18 @@ pub enum Request {
         since: Option<crate::clock::Micros>,
         /// Only this queue.
         queue: Option<String>,
+    },
+    /// [`crate::Jobs::count`].
+    Count {
+        /// Which jobs.
+        filter: crate::jobs::ListFilter,
+    },
+    /// [`crate::Jobs::bulk`].
+    Bulk {
+        /// What to do.
+        action: crate::listing::BulkAction,
+        /// To which jobs.
+        filter: crate::jobs::ListFilter,
     },
 }
 

@@ -157,6 +157,13 @@ pub trait ReadTxn {
         f: &mut dyn FnMut(Job) -> bool,
         damaged: &mut Vec<JobId>,
     ) -> Result<()>;
+    /// Like [`ReadTxn::scan`], in descending id order, starting below `before`.
+    fn scan_desc(
+        &mut self,
+        before: Option<JobId>,
+        f: &mut dyn FnMut(Job) -> bool,
+        damaged: &mut Vec<JobId>,
+    ) -> Result<()>;
     /// Every quarantined record, by id.
     fn quarantined(&mut self) -> Result<Vec<Quarantined>>;
     /// Every available job's queue position.

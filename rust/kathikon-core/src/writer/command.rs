@@ -10,6 +10,7 @@ use crate::claim::{ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::listing::{BulkAction, Matcher};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
@@ -43,6 +44,13 @@ pub(crate) enum Command {
     },
     Prune {
         before: Micros,
+        reply: Sender<Result<u64>>,
+    },
+    /// A bulk action on these jobs, each only if `matcher` still selects it.
+    Bulk {
+        action: BulkAction,
+        ids: Vec<JobId>,
+        matcher: Arc<Matcher>,
         reply: Sender<Result<u64>>,
     },
     /// Take jobs back from a worker that lost them (its process disconnected or its lease
@@ -124,6 +132,7 @@ impl Command {
             }
             (
                 Command::Prune { reply, .. }
+                | Command::Bulk { reply, .. }
                 | Command::Rescue { reply, .. }
                 | Command::Fence { reply, .. }
                 | Command::SetProgress { reply, .. },
@@ -162,6 +171,7 @@ impl Command {
                 let _ = reply.send(Err(error()));
             }
             Command::Prune { reply, .. }
+            | Command::Bulk { reply, .. }
             | Command::Rescue { reply, .. }
             | Command::Fence { reply, .. }
             | Command::SetProgress { reply, .. } => {

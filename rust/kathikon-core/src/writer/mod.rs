@@ -25,6 +25,7 @@
 //! what a batch changes outside the store.
 
 mod applier;
+mod bulk;
 mod command;
 mod effects;
 mod verbs;

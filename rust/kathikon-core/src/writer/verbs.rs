@@ -91,6 +91,9 @@ pub(crate) fn apply_one(
             effects.pruned += total;
             Reply::Count(Ok(total))
         }
+        Command::Bulk { action, ids, matcher, .. } => {
+            Reply::Count(Ok(super::bulk::apply(txn, *action, ids, matcher, now, effects)?))
+        }
         Command::Rescue { jobs, cause, .. } => {
             Reply::Count(Ok(rescue(txn, jobs, cause, now, effects)?))
         }

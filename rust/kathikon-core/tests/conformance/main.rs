@@ -7,6 +7,7 @@
 //! - [`claims`]: claim order, waiting, interrupts, and claimers racing each other and cancels;
 //! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
 //! - [`reads`]: `list`'s filters and paging, unknown ids;
+//! - [`listing`]: `list`'s full filter in both orders, `count`, bulk actions in chunks;
 //! - [`claimers`]: which queues running processes claim from;
 //! - [`ready`]: one waiter watching many queues (`wait_ready`);
 //! - [`queues`]: queues controlled at runtime (pause, resume, scale, start, stop);
@@ -24,6 +25,7 @@ mod claims;
 mod counts;
 mod cron;
 mod metrics;
+mod listing;
 mod model;
 mod outcomes;
 mod progress;
@@ -60,6 +62,8 @@ harness::conformance! {
     counts::sync_promoting_runs_scheduled_jobs_early,
     reads::list_filters_by_state_queue_worker_limit_and_after,
     reads::unknown_ids_are_job_not_found,
+    listing::list_and_count_follow_every_filter_in_both_orders,
+    listing::bulk_actions_work_in_chunks_and_delete_spares_unfinished_jobs,
     claimers::claimers_name_the_queues_claimed_from_and_by_whom,
     claimers::a_waiting_claim_shows_as_a_claimer_with_no_idle_time,
     ready::wait_ready_names_the_watched_queues_with_jobs_ready,
