@@ -36,8 +36,8 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
-from .metrics import MetricPoint
 from .listing import JobFilter, JobPage
+from .metrics import MetricPoint
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
 from .queues import QueueSettings
