@@ -10,6 +10,8 @@ command does: as a client of a running ``kathikon worker``, or as its owner when
 from __future__ import annotations
 
 import ipaddress
+import signal
+import threading
 from typing import Optional
 
 import click
@@ -85,6 +87,10 @@ def dashboard_command(
             )
         mode = "actions allowed" if _actions(choice, token) else "read-only"
         click.echo(f"kathikon dashboard on http://{host}:{port}/ ({mode})", err=True)
+        # uvicorn stops on SIGTERM, then sends it again to the handler it found: a no-op one
+        # here, so that the store is closed and the command exits 0 as after Ctrl-C's stop.
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, lambda *_: None)
         uvicorn.run(dashboard, host=host, port=port, log_level="warning")
 
 
