@@ -105,7 +105,7 @@ DOCS_REQUIREMENTS := "mkdocs==1.6.1" "mkdocs-material==9.8.2" "mkdocstrings[pyth
 .PHONY: docs-env
 docs-env: wheel ## .venv-docs: the pinned docs tools and the built wheel
 	test -x $(DOCS_PY) || { $(PYTHON) -m venv $(DOCSENV) && $(DOCS_PY) -m pip install -q --upgrade pip; }
-	$(DOCS_PY) -m pip install -q $(DOCS_REQUIREMENTS)
+	$(DOCS_PY) -m pip install -q $(DOCS_REQUIREMENTS) $(WEB_REQUIREMENTS)
 	$(DOCS_PY) -m pip install -q --no-deps --force-reinstall "$$(ls -t dist/kathikon-*.whl | head -n 1)"
 
 # The demo notebook is executed first, into build/notebook/, and its page includes it as

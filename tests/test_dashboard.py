@@ -11,7 +11,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -173,7 +172,7 @@ def test_the_assets_are_served_from_the_package(app: kathikon.Kathikon) -> None:
 def test_retry_and_cancel_from_the_job_page(app: kathikon.Kathikon, failed: kathikon.Job) -> None:
     c = client(app, read_only=False)
     token = csrf(c)
-    assert 'action="/jobs/%d/retry"' % failed.id in c.get(f"/jobs/{failed.id}").text
+    assert f'action="/jobs/{failed.id}/retry"' in c.get(f"/jobs/{failed.id}").text
     done = c.post(f"/jobs/{failed.id}/retry", data={"csrf": token}, follow_redirects=False)
     assert done.status_code == 303
     assert done.headers["location"] == f"/jobs/{failed.id}?done=retry"
@@ -266,8 +265,8 @@ def test_read_only_by_default_refuses_actions_and_shows_no_buttons(
     c = client(app)
     token = csrf(c)
     page = c.get(f"/jobs/{failed.id}").text
-    assert "read-only" in page and "<form method=\"post\"" not in page
-    assert "<form method=\"post\"" not in c.get("/queues").text
+    assert "read-only" in page and '<form method="post"' not in page
+    assert '<form method="post"' not in c.get("/queues").text
     refused = c.post(f"/jobs/{failed.id}/retry", data={"csrf": token})
     assert refused.status_code == 403 and "read-only" in refused.text
     refused = c.post("/queues/pause", data={"csrf": token, "queue": "emails"})
@@ -392,8 +391,16 @@ def served(store_path: Path) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     kathikon.Kathikon(store_path).close()
     port = _free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kathikon.cli", "dashboard", "--path", str(store_path),
-         "--port", str(port)],
+        [
+            sys.executable,
+            "-m",
+            "kathikon.cli",
+            "dashboard",
+            "--path",
+            str(store_path),
+            "--port",
+            str(port),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

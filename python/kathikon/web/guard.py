@@ -60,7 +60,7 @@ SECURITY_HEADERS = [
 def check_auth(auth: object) -> Auth:
     """``auth`` if it is a usable setting, else :class:`ConfigurationError` saying why."""
     if auth is None or callable(auth):
-        return auth  # type: ignore[return-value]
+        return auth
     if isinstance(auth, str):
         if len(auth) < 8:
             raise ConfigurationError(
