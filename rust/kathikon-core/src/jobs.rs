@@ -17,7 +17,6 @@ use crate::error::Result;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::metrics::MetricPoint;
 
-
 use crate::listing::{BulkAction, TimeRange};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::state::JobState;
@@ -213,7 +212,6 @@ pub trait Jobs: Send + Sync {
 
     /// Job `id`'s latest stored progress, kept after the job ends (see [`crate::progress`]).
     fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>>;
-
 
     /// How many jobs `filter` selects (its `limit` aside), as of the last acknowledged write.
     /// A filter of states and a queue alone is answered from the stored counts.
