@@ -9,6 +9,9 @@ TESTENV := .venv-test
 TOOLS_PY := $(TOOLS)/bin/python
 TEST_PY := $(TESTENV)/bin/python
 MATURIN_VERSION := 1.16.0
+# The [web] extra's packages (the dashboard), pinned for the tools' types and the tests; httpx2 is
+# what Starlette's TestClient drives the dashboard with.
+WEB_REQUIREMENTS := "starlette==1.10.0" "jinja2==3.1.6" "uvicorn==0.55.0" "httpx2==2.17.0"
 
 .PHONY: help
 help: ## list the targets
@@ -18,7 +21,8 @@ $(TOOLS_PY):
 	$(PYTHON) -m venv $(TOOLS)
 	$(TOOLS_PY) -m pip install -q --upgrade pip
 	$(TOOLS_PY) -m pip install -q "maturin==$(MATURIN_VERSION)" "ruff==0.17.6" "mypy==2.4.1" "pytest==9.2.0" \
-		"click==8.5.1" "rich==15.0.0" "opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0"
+		"click==8.5.1" "rich==15.0.0" "opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0" \
+		$(WEB_REQUIREMENTS)
 
 .PHONY: tools
 tools: $(TOOLS_PY) ## install maturin, ruff, mypy (and pytest, click, rich, opentelemetry-sdk, prometheus-client for their types) into .venv-tools
@@ -66,7 +70,7 @@ test-env: wheel ## a fresh virtualenv with the built wheel and the test dependen
 	$(PYTHON) -m venv $(TESTENV)
 	$(TEST_PY) -m pip install -q --upgrade pip
 	$(TEST_PY) -m pip install -q dist/*.whl "pytest==9.2.0" "pytest-timeout==2.4.0" "hypothesis==6.170.17" \
-		"opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0"
+		"opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0" $(WEB_REQUIREMENTS)
 
 .PHONY: test-python
 test-python: test-env ## pytest against the installed wheel (run from tests/, so the source tree is not imported)
@@ -101,7 +105,7 @@ DOCS_REQUIREMENTS := "mkdocs==1.6.1" "mkdocs-material==9.8.2" "mkdocstrings[pyth
 .PHONY: docs-env
 docs-env: wheel ## .venv-docs: the pinned docs tools and the built wheel
 	test -x $(DOCS_PY) || { $(PYTHON) -m venv $(DOCSENV) && $(DOCS_PY) -m pip install -q --upgrade pip; }
-	$(DOCS_PY) -m pip install -q $(DOCS_REQUIREMENTS)
+	$(DOCS_PY) -m pip install -q $(DOCS_REQUIREMENTS) $(WEB_REQUIREMENTS)
 	$(DOCS_PY) -m pip install -q --no-deps --force-reinstall "$$(ls -t dist/kathikon-*.whl | head -n 1)"
 
 # The demo notebook is executed first, into build/notebook/, and its page includes it as

@@ -107,6 +107,21 @@ def test_the_open_workload_measures_memory_in_a_fresh_process(tmp_path: Path) ->
     assert row["rss_bytes_per_queued_job"] >= 20
 
 
+def test_the_listing_workload_times_the_newest_jobs_of_a_queue_in_a_state(
+    tmp_path: Path,
+) -> None:
+    _, results = bench(tmp_path, "-w", "listing", "--scale", "0.01", "--rounds", "1")
+    rows = {row["workload"]: row for row in results}
+    assert set(rows) == {
+        "newest 50 of a queue, rare state",
+        "newest 50 of a queue, common state",
+        "newest 50 of a queue, empty state",
+        "count of a queue in a state",
+    }
+    assert all(row["jobs"] == 10_000 and row["p50_ms"] > 0 for row in rows.values())
+    assert rows["newest 50 of a queue, rare state"]["in_state"] == 10
+
+
 def test_the_processes_workload_runs_clients_and_worker_processes(tmp_path: Path) -> None:
     _, results = bench(tmp_path, "-w", "processes", "--scale", "0.05", "--rounds", "1")
     rows = {row["workload"]: row for row in results}

@@ -104,9 +104,17 @@ for call in run_rows:
     signature = inspect.signature(getattr(owner, m.group(2))).parameters
     documented_call = ast.parse("f(" + m.group(3).replace("*, ", "") + ")").body[0]
     assert isinstance(documented_call, ast.Expr) and isinstance(documented_call.value, ast.Call)
-    documented_names = [k.arg for k in documented_call.value.keywords]
-    assert documented_names == [n for n in signature if n != "self"], (call, documented_names)
+    # `**name` in the documented call stands for the signature's `**name` (arg None in the AST).
+    documented_names = [k.arg or f"**{ast.unparse(k.value)}" for k in documented_call.value.keywords]
+    signature_names = [
+        f"**{n}" if p.kind is inspect.Parameter.VAR_KEYWORD else n
+        for n, p in signature.items()
+        if n != "self"
+    ]
+    assert documented_names == signature_names, (call, documented_names)
     for keyword in documented_call.value.keywords:
+        if keyword.arg is None:
+            continue
         value = eval(ast.unparse(keyword.value), {"logging": logging})
         assert value == signature[str(keyword.arg)].default, (call, keyword.arg)
 

@@ -36,6 +36,8 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
+from .listing import JobFilter, JobPage
+from .metrics import MetricPoint
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
 from .queue_check import QueueCheck
 from .queues import QueueSettings
@@ -55,14 +57,17 @@ __all__ = [
     "InvalidJobError",
     "Job",
     "JobErrorEntry",
+    "JobFilter",
     "JobNotFoundError",
     "JobOutcome",
+    "JobPage",
     "JobSpec",
     "JobState",
     "JobStateError",
     "Kathikon",
     "KathikonError",
     "NotAStoreError",
+    "MetricPoint",
     "OwnerGoneError",
     "OwnerNotAnsweringError",
     "ProtocolError",

@@ -267,6 +267,9 @@ class Engine:
         after: Optional[int] = None,
         limit: int = 0,
     ) -> builtins.list[Job]: ...
+    def list_by(self, filter: ListFilter) -> builtins.list[Job]: ...
+    def count(self, filter: ListFilter) -> int: ...
+    def bulk(self, action: str, filter: ListFilter, force: bool = False) -> int: ...
     def prune(self, older_than: float) -> int: ...
     def sync(self, promote_until: Optional[int] = None) -> None:
         """Wait until everything sent so far is committed and due jobs are promoted (also
@@ -301,6 +304,13 @@ class Engine:
         catch_up_limit, job)`` each; fired while this process owns the store."""
     def cron_slots(self) -> builtins.list[tuple[str, int, str, str]]:
         """The last slot each cron entry fired: ``(name, slot µs, expression, timezone)``."""
+    def metrics(
+        self, since: Optional[int] = None, queue: Optional[str] = None
+    ) -> builtins.list[
+        tuple[str, int, int, int, int, int, Optional[int], Optional[int], Optional[int]]
+    ]:
+        """Per queue and minute: ``(queue, minute µs, completed, failed, discarded, cancelled,
+        p50 µs, p95 µs, p99 µs)``, oldest first."""
 
 def cron_next(expression: str, timezone: str, after: int) -> Optional[int]:
     """The first slot of ``expression`` in ``timezone`` strictly after ``after`` (µs);
@@ -308,3 +318,28 @@ def cron_next(expression: str, timezone: str, after: int) -> Optional[int]:
 
 #: The values of ``catch_up=`` for a cron entry, the default first.
 CATCH_UP_POLICIES: Final[tuple[str, ...]]
+
+class ListFilter:
+    """Which jobs a listing, count or bulk action selects (checked by ``kathikon.listing``).
+    Times are µs since the epoch; ``*_after`` inclusive, ``*_before`` exclusive."""
+
+    def __init__(
+        self,
+        *,
+        states: builtins.list[str] = ...,
+        queue: Optional[str] = None,
+        worker: Optional[str] = None,
+        tags: builtins.list[str] = ...,
+        args: Optional[str] = None,
+        meta: Optional[str] = None,
+        inserted_after: Optional[int] = None,
+        inserted_before: Optional[int] = None,
+        scheduled_after: Optional[int] = None,
+        scheduled_before: Optional[int] = None,
+        finished_after: Optional[int] = None,
+        finished_before: Optional[int] = None,
+        after: Optional[int] = None,
+        before: Optional[int] = None,
+        descending: bool = False,
+        limit: int = 0,
+    ) -> None: ...

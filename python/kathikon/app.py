@@ -9,13 +9,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
 
 from typing_extensions import Unpack
 
 from . import drain as _drain
+from . import metrics as _metrics
 from . import processes as _processes
 from . import queues as _queues
 from . import telemetry, testing_mode
@@ -33,6 +34,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobState, QuarantinedRecord, from_micros
+from .listing import JobFilter, JobFilterExtras, JobPage, Order, States, build_filter, encode_cursor
 from .options import (
     JOB_OPTION_NAMES,
     JobOptions,
@@ -605,30 +607,31 @@ class Kathikon:
 
     def jobs(
         self,
-        state: Union[str, JobState, None] = None,
+        state: Optional[States] = None,
         queue: Optional[str] = None,
         worker: Optional[WorkerRef] = None,
         limit: int = 100,
         after: Optional[int] = None,
-    ) -> list[Job]:
-        """Stored jobs, oldest id first, filtered by state, queue and worker."""
-        if state is not None:
-            try:
-                if not isinstance(state, str):
-                    raise ValueError(state)
-                state = JobState(state).value
-            except ValueError:
-                raise InvalidJobError(
-                    f"state {shown(state)} is not a job state; use one of "
-                    f"{', '.join(s.value for s in JobState)}"
-                ) from None
+        *,
+        order: Order = "asc",
+        cursor: Optional[str] = None,
+        **filters: Unpack[JobFilterExtras],
+    ) -> JobPage:
+        """Stored jobs matching every filter given, oldest id first (``order="desc"``: newest
+        first), at most ``limit`` of them: a :class:`JobPage`, a list whose ``cursor`` continues
+        the listing (``app.jobs(..., cursor=page.cursor)``; ``None`` on the last page).
+
+        ``state`` may be a list of states; ``tags`` jobs having all of them; ``args`` and
+        ``meta`` select jobs whose args (meta) *contain* the given JSON (``{"user_id": 7}``
+        matches any job whose args hold that key with that value, nested objects and arrays
+        alike); times (``inserted_after`` … ``finished_before``) are aware datetimes or epoch
+        seconds, ``*_after`` inclusive and ``*_before`` exclusive. ``after`` (a job id) is the
+        older way to page, ascending only."""
         if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit < 2**64:
             raise InvalidJobError(
                 f"limit {shown(limit)} must be an int from 1 to 2**64 - 1; to read every job, "
-                "page through them with after=<the last id of the previous page>"
+                "page through them with cursor=<the previous page's cursor>"
             )
-        if queue is not None and not isinstance(queue, str):
-            raise InvalidJobError(f"queue {shown(queue)} must be a queue name (a str) or None")
         if after is not None and (
             isinstance(after, bool) or not isinstance(after, int) or not 0 <= after < 2**64
         ):
@@ -636,13 +639,48 @@ class Kathikon:
                 f"after {shown(after)} must be a job id (an int from 0 to 2**64 - 1) or None; "
                 "pass the last id of the previous page, or None for the first page"
             )
-        name = (
-            None
-            if worker is None
-            else (worker if isinstance(worker, str) else self._resolve(worker).name)
+        given = dict(filters, state=state, queue=queue, worker=worker)
+        # One more than asked says whether another page follows.
+        ask = min(limit + 1, 2**64 - 1)
+        query = build_filter(
+            given, self._worker_name, order=order, limit=ask, after=after, cursor=cursor
         )
-        records = self._engine.list(state=state, queue=queue, worker=name, after=after, limit=limit)
-        return records
+        records = self._engine.list_by(query)
+        more = len(records) > limit
+        page = records[:limit]
+        next_cursor = encode_cursor(order, page[-1].id) if more and page else None
+        return JobPage(page, next_cursor)
+
+    def count(self, **filters: Unpack[JobFilter]) -> int:
+        """How many stored jobs match the filters of :meth:`jobs` (all jobs without any).
+        States and a queue alone are answered from the stored counts, at once."""
+        return self._engine.count(build_filter(filters, self._worker_name))
+
+    def cancel_jobs(self, **filters: Unpack[JobFilter]) -> int:
+        """Cancel every job matching the filters of :meth:`jobs` that is not finished yet;
+        returns how many were cancelled. Done in chunks of at most 1,000 jobs per commit, so
+        other callers are never held up for long; each job is checked against the filters
+        again as it is cancelled. An executing job's result is ignored when it finishes."""
+        return self._engine.bulk("cancel", build_filter(filters, self._worker_name))
+
+    def retry_jobs(self, **filters: Unpack[JobFilter]) -> int:
+        """Make every scheduled, retryable or finished job matching the filters of
+        :meth:`jobs` available now (executing and available ones are left alone); returns
+        how many. Chunked as :meth:`cancel_jobs` is."""
+        return self._engine.bulk("retry", build_filter(filters, self._worker_name))
+
+    def delete_jobs(self, *, force: bool = False, **filters: Unpack[JobFilter]) -> int:
+        """Delete every finished (completed, cancelled, discarded) job matching the filters
+        of :meth:`jobs`; with ``force=True``, jobs in any state (an executing job's worker
+        then finds it gone when it reports). Returns how many; chunked as
+        :meth:`cancel_jobs` is."""
+        if not isinstance(force, bool):
+            raise InvalidJobError(f"force {shown(force)} must be True or False")
+        query = build_filter(filters, self._worker_name)
+        return self._engine.bulk("delete", query, force)
+
+    def _worker_name(self, worker: WorkerRef) -> str:
+        return worker if isinstance(worker, str) else self._resolve(worker).name
 
     def stats(self) -> dict[str, dict[str, int]]:
         """Jobs per queue and state, e.g. ``{"emails": {"available": 3, "completed": 9}}``.
@@ -963,6 +1001,18 @@ class Kathikon:
         names = {*self.config.queues, *_queues.stored(self._engine)[1]}
         names.update(q for q, _, n in self._engine.counts() if n)
         return self._check_queues(sorted(names))
+
+    def metrics(
+        self,
+        since: Union[datetime, timedelta, None] = None,
+        queue: Optional[str] = None,
+    ) -> list[_metrics.MetricPoint]:
+        """History for charts: per queue and per minute, the jobs completed, attempts failed
+        (to be retried), jobs discarded and cancelled, and attempt duration percentiles
+        (:class:`MetricPoint`), oldest first. ``since``: an aware datetime, or a timedelta
+        meaning that long ago (the last 24 hours, all that is kept, when ``None``); ``queue``:
+        one queue only. Whatever ended before the call counts, the running minute's too."""
+        return _metrics.read(self._engine, since, queue)
 
     def _started_at_runtime(self, queue: object) -> bool:
         """Whether ``queue`` was started with :meth:`start_queue` (an allowed insert target,

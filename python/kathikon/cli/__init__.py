@@ -9,6 +9,7 @@
     kathikon insert myapp.jobs:app WORKER [--args JSON] [--queue Q] [--schedule-in 1h] ...
     kathikon queues ...    kathikon pause|resume|stop Q ...    kathikon scale|start Q [N] ...
     kathikon cron --app myapp.jobs:app [--json]
+    kathikon dashboard (myapp.jobs:app | --path jobs.redb) [--host H] [--port P] [--allow-actions]
 
 Exit status: 0 on success, 1 on an error (one line on stderr, never a traceback), 2 on a
 usage error, 130 when interrupted. ``--json`` prints machine-readable output on stdout.
@@ -75,7 +76,9 @@ def main() -> NoReturn:
 # Each command module adds its commands to the group when imported.
 from ..bench.command import bench_command  # noqa: E402
 from . import (  # noqa: E402, F401
+    bulk,
     cron,
+    dashboard,
     insert,
     manage,
     queues,

@@ -11,10 +11,9 @@ import click
 
 from ..app import Kathikon
 from ..errors import JobNotFoundError, JobStateError, KathikonError
-from ..job import Job, JobState
+from ..job import Job
 from .base import (
-    SHORT_STATES,
-    STATE_OF_HEADING,
+    CliError,
     cli,
     compact,
     emit_json,
@@ -30,6 +29,8 @@ from .base import (
     styled_state,
     when,
 )
+from .bulk import all_option, run_bulk
+from .filters import filter_options, filter_values
 from .load import opened
 
 if TYPE_CHECKING:
@@ -38,16 +39,18 @@ if TYPE_CHECKING:
 
 @cli.command("jobs")
 @store_options
-@click.option(
-    "--state",
-    type=click.Choice([s.value for s in JobState] + list(SHORT_STATES.values())),
-    help="Only this state (or its column heading in `kathikon stats`, e.g. done).",
-)
-@click.option("--queue", help="Only this queue.")
-@click.option("--worker", "worker_name", metavar="NAME", help="Only this worker (its name).")
+@filter_options
 @click.option(
     "--limit", type=click.IntRange(min=1), default=100, show_default=True, help="At most this many."
 )
+@click.option(
+    "--order",
+    type=click.Choice(["asc", "desc"]),
+    default="asc",
+    show_default=True,
+    help="Oldest (asc) or newest (desc) id first.",
+)
+@click.option("--cursor", help="Continue from the page that printed this cursor.")
 @click.option(
     "--after", type=click.IntRange(min=0), metavar="ID", help="Only ids above this (paging)."
 )
@@ -55,28 +58,43 @@ if TYPE_CHECKING:
 def jobs_command(
     app_spec: Optional[str],
     path: Optional[str],
-    state: Optional[str],
-    queue: Optional[str],
-    worker_name: Optional[str],
     limit: int,
+    order: str,
+    cursor: Optional[str],
     after: Optional[int],
     as_json: bool,
+    **params: Any,
 ) -> None:
-    """List jobs, oldest id first."""
-    state = STATE_OF_HEADING.get(state, state) if state is not None else None
+    """List jobs matching every filter given, oldest id first (--order desc: newest).
+
+    A page that has a next one ends with its cursor (on stderr with --json, whose output
+    stays a list of jobs): pass it as --cursor to continue.
+    """
+    filters = filter_values(params)
     with opened(app_spec, path) as app:
-        found = app.jobs(state=state, queue=queue, worker=worker_name, limit=limit, after=after)
+        found = app.jobs(
+            limit=limit,
+            after=after,
+            order=order,  # type: ignore[arg-type]  # click.Choice checked it
+            cursor=cursor,
+            **filters,
+        )
     if as_json:
         emit_json([job_to_dict(j) for j in found])
+        if found.cursor is not None:
+            click.echo(f"next page: --cursor {found.cursor}", err=True)
         return
     console = stdout_console()
     if not found:
         console.print("no jobs match", style="dim")
         return
     console.print(_jobs_table(found, console.width))
-    if len(found) == limit:
+    if found.cursor is not None:
+        hint = f" or --after {found[-1].id}" if order == "asc" else ""
         console.print(
-            f"(the first {limit}; see more with --limit or --after {found[-1].id})", style="dim"
+            f"(the first {limit}; next page: --cursor {found.cursor}{hint})",
+            style="dim",
+            soft_wrap=True,
         )
 
 
@@ -203,40 +221,63 @@ def _print_changes(changes: list[tuple[Job, str]]) -> None:
 
 
 @cli.command("retry")
-@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, type=int)
+@click.argument("job_ids", metavar="[ID]...", nargs=-1, type=int)
 @store_options
+@filter_options
+@all_option
 @json_option
 @click.pass_context
 def retry_command(
     ctx: click.Context,
+    /,
     app_spec: Optional[str],
     path: Optional[str],
     job_ids: tuple[int, ...],
+    every: bool,
     as_json: bool,
+    **params: Any,
 ) -> None:
     """Make jobs available to run now (one more attempt if they had used them all).
 
-    Executing jobs are refused. Every id is tried; the status is 1 if any failed.
+    Executing jobs are refused. Every id is tried; the status is 1 if any failed. Without
+    ids, every job the filters select (or --all) is retried in bulk, executing and available
+    ones left alone, and the count printed.
     """
+    if not job_ids:
+        run_bulk("retry", app_spec, path, every, as_json, params)
+        return
+    if every or filter_values(params):
+        raise CliError("name job ids or filters (or --all), not both")
     with opened(app_spec, path) as app:
         code = _apply(job_ids, app.retry, "retrying", as_json, app)
     ctx.exit(code)
 
 
 @cli.command("cancel")
-@click.argument("job_ids", metavar="ID...", nargs=-1, required=True, type=int)
+@click.argument("job_ids", metavar="[ID]...", nargs=-1, type=int)
 @store_options
+@filter_options
+@all_option
 @json_option
 @click.pass_context
 def cancel_command(
     ctx: click.Context,
+    /,
     app_spec: Optional[str],
     path: Optional[str],
     job_ids: tuple[int, ...],
+    every: bool,
     as_json: bool,
+    **params: Any,
 ) -> None:
     """Cancel scheduled, available, retryable or executing jobs (finished jobs are left
-    unchanged). Every id is tried; the status is 1 if any failed."""
+    unchanged). Every id is tried; the status is 1 if any failed. Without ids, every job the
+    filters select (or --all) is cancelled in bulk, and the count printed."""
+    if not job_ids:
+        run_bulk("cancel", app_spec, path, every, as_json, params)
+        return
+    if every or filter_values(params):
+        raise CliError("name job ids or filters (or --all), not both")
     with opened(app_spec, path) as app:
         code = _apply(job_ids, app.cancel, "cancelling", as_json, app)
     ctx.exit(code)

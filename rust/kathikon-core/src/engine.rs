@@ -15,6 +15,8 @@ use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::listing::{self, BulkAction, Matcher, BULK_CHUNK};
+use crate::metrics::MetricPoint;
 use crate::plugins::{CronPlugin, Crontab, Plugins, Pruner, Scheduler};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
@@ -191,6 +193,7 @@ impl Engine {
             Box::new(Pruner::new(config.retention, config.prune_interval)),
             Box::new(CronPlugin::new(crontab.clone())),
             Box::new(crate::plugins::UniqueExpiry::new()),
+            Box::new(crate::plugins::MetricsPlugin::new()),
         ]);
         let applier = Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins);
         let failure = applier.failure();
@@ -437,24 +440,16 @@ impl Jobs for Engine {
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+        let matcher = Matcher::new(filter)?;
         let mut out = Vec::new();
         let mut damaged = Vec::new();
         self.store()?.read(&mut |txn| {
             out.clear();
             damaged.clear();
-            txn.scan(
-                filter.after,
-                &mut |job| {
-                    let keep = filter.state.is_none_or(|s| s == job.state)
-                        && filter.queue.as_ref().is_none_or(|q| *q == job.queue)
-                        && filter.worker.as_ref().is_none_or(|w| *w == job.worker);
-                    if keep {
-                        out.push(job);
-                    }
-                    filter.limit == 0 || out.len() < filter.limit
-                },
-                &mut damaged,
-            )
+            listing::walk(txn, &matcher, &mut damaged, &mut |job| {
+                out.push(job);
+                filter.limit == 0 || out.len() < filter.limit
+            })
         })?;
         self.quarantine(damaged);
         Ok(out)
@@ -566,8 +561,78 @@ impl Jobs for Engine {
         Ok(out.into_iter().filter_map(|e| CronSlot::decode(&e.name, &e.value)).collect())
     }
 
+    fn count(&self, filter: &ListFilter) -> Result<u64> {
+        let matcher = Matcher::new(filter)?;
+        if matcher.counts_suffice() {
+            return Ok(matcher.sum_counts(&self.counts()?));
+        }
+        let mut n = 0;
+        let mut damaged = Vec::new();
+        self.store()?.read(&mut |txn| {
+            n = 0;
+            damaged.clear();
+            listing::walk(txn, &matcher, &mut damaged, &mut |_| {
+                n += 1;
+                true
+            })
+        })?;
+        self.quarantine(damaged);
+        Ok(n)
+    }
+
+    fn bulk(&self, action: BulkAction, filter: &ListFilter) -> Result<u64> {
+        let matcher = Arc::new(Matcher::new(filter)?);
+        let mut page = ListFilter { limit: BULK_CHUNK, descending: false, ..filter.clone() };
+        let mut total = 0;
+        loop {
+            let ids: Vec<JobId> = self.list(&page)?.iter().map(|j| j.id).collect();
+            let Some(&last) = ids.last() else { break };
+            let full = ids.len() == BULK_CHUNK;
+            page.after = Some(last);
+            let matcher = matcher.clone();
+            total += self.call(|reply| Command::Bulk { action, ids, matcher, reply })?;
+            if !full {
+                break;
+            }
+        }
+        Ok(total)
+    }
+
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
         self.call_leading(|reply| Command::Insert { jobs, request: None, reply })
+    }
+
+    /// Waits for what was sent before, then has the writer write the counts it holds.
+    fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>> {
+        self.sync()?;
+        self.call(|reply| Command::FlushMetrics { reply })?;
+        let mut out = Vec::new();
+        self.store()?.read(&mut |txn| {
+            out = txn.entries(EntryKind::Metrics)?;
+            Ok(())
+        })?;
+        Ok(crate::metrics::points(out, since, queue, self.clock.now()))
+    }
+
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool> {
+        crate::progress::check(fraction, note.as_deref())?;
+        let progress = crate::progress::Progress { attempt, fraction, note, at: self.clock.now() };
+        Ok(self.call(|reply| Command::SetProgress { id, progress, reply })? == 1)
+    }
+
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>> {
+        let mut out = None;
+        self.store()?.read(&mut |txn| {
+            out = txn.entry(EntryKind::Progress, &crate::progress::entry_name(id))?;
+            Ok(())
+        })?;
+        Ok(out.and_then(|e| crate::progress::decode(&e.value)))
     }
 }
 

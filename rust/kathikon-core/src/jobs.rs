@@ -15,6 +15,9 @@ use crate::clock::Micros;
 use crate::cron::{CronEntry, CronSlot};
 use crate::error::Result;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::metrics::MetricPoint;
+
+use crate::listing::{BulkAction, TimeRange};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::state::JobState;
 use crate::storage::Quarantined;
@@ -22,7 +25,7 @@ use crate::telemetry::EngineEvent;
 use crate::unique::Inserted;
 
 /// Which jobs [`Jobs::list`] returns.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ListFilter {
     /// Only jobs in this state.
     pub state: Option<JobState>,
@@ -34,6 +37,24 @@ pub struct ListFilter {
     pub after: Option<JobId>,
     /// At most this many; 0 means no limit.
     pub limit: usize,
+    /// Only jobs in one of these states (empty: any).
+    pub states: Vec<JobState>,
+    /// Only jobs that have every one of these tags.
+    pub tags: Vec<String>,
+    /// Only jobs whose args contain this JSON ([`crate::listing`]).
+    pub args: Option<String>,
+    /// Only jobs whose meta contains this JSON.
+    pub meta: Option<String>,
+    /// Only jobs inserted in this range.
+    pub inserted: TimeRange,
+    /// Only jobs scheduled (due) in this range.
+    pub scheduled: TimeRange,
+    /// Only finished jobs that finished in this range.
+    pub finished: TimeRange,
+    /// Only jobs with an id below this one (for paging newest first).
+    pub before: Option<JobId>,
+    /// Newest (highest id) first instead of oldest first.
+    pub descending: bool,
 }
 
 /// A job store the app talks to. Every call is safe from any thread; every write returns once
@@ -93,7 +114,7 @@ pub trait Jobs: Send + Sync {
     /// [`crate::Error::Corrupted`] naming the job, and is moved to the quarantine.
     fn get(&self, id: JobId) -> Result<Job>;
 
-    /// Jobs matching `filter`, in id order. A record that no longer decodes is left out and
+    /// Jobs matching `filter`, in id order (descending when it says so). A record that no longer decodes is left out and
     /// moved to the quarantine (see [`Jobs::quarantined`]).
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>>;
 
@@ -172,4 +193,33 @@ pub trait Jobs: Send + Sync {
     /// listed in [`Inserted::conflicts`], and nothing new is stored for it. Duplicates within
     /// one call resolve the same way, the later ones finding the first.
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted>;
+
+    /// Per queue and minute, the outcomes counted and the attempt duration percentiles, from
+    /// `since`'s minute on (the last 24 hours kept when `None`), of `queue` (all when `None`),
+    /// oldest first. Everything acked before the call counts, the running minute's too.
+    fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>>;
+
+    /// Store `fraction` (0.0–1.0) and `note` as job `id`'s progress, if `attempt` is the one
+    /// executing now; returns whether it was stored (`false`: the attempt ended or was
+    /// superseded). A bad value is [`crate::Error::InvalidJob`] naming it.
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool>;
+
+    /// Job `id`'s latest stored progress, kept after the job ends (see [`crate::progress`]).
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>>;
+
+    /// How many jobs `filter` selects (its `limit` aside), as of the last acknowledged write.
+    /// A filter of states and a queue alone is answered from the stored counts.
+    fn count(&self, filter: &ListFilter) -> Result<u64>;
+
+    /// Apply `action` to every job `filter` selects (its `limit` and order aside), in
+    /// commands of at most [`crate::listing::BULK_CHUNK`] jobs, each checked against the
+    /// filter again as the writer applies it; returns how many jobs changed. A bad filter is
+    /// [`crate::Error::InvalidJob`], changing nothing; chunks done before a later error stay.
+    fn bulk(&self, action: BulkAction, filter: &ListFilter) -> Result<u64>;
 }

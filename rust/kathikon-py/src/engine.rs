@@ -16,6 +16,7 @@ use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::convert::AckTuple;
 use crate::errors::{ConfigurationError, IntoPy, InvalidJobError};
+use crate::filter::PyListFilter;
 use crate::job::{untracked, PyJob, PyJobSpec};
 use crate::retention::RetentionArg;
 
@@ -236,8 +237,38 @@ impl PyEngine {
         limit: usize,
     ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let state = state.map(JobState::parse).transpose().py_err()?;
-        let filter = ListFilter { state, queue, worker, after, limit };
+        let filter = ListFilter { state, queue, worker, after, limit, ..ListFilter::default() };
         records(py, py.detach(|| self.inner.retrying(|jobs| jobs.list(&filter))).py_err()?)
+    }
+
+    /// The jobs `filter` selects, in its order, at most its limit.
+    fn list_by<'py>(
+        &self,
+        py: Python<'py>,
+        filter: &PyListFilter,
+    ) -> PyResult<Vec<Bound<'py, PyJob>>> {
+        let filter = &filter.inner;
+        records(py, py.detach(|| self.inner.retrying(|jobs| jobs.list(filter))).py_err()?)
+    }
+
+    /// How many jobs `filter` selects.
+    fn count(&self, py: Python<'_>, filter: &PyListFilter) -> PyResult<u64> {
+        let filter = &filter.inner;
+        py.detach(|| self.inner.retrying(|jobs| jobs.count(filter))).py_err()
+    }
+
+    /// Apply the bulk `action` (`cancel`, `retry`, `delete`) to the jobs `filter` selects;
+    /// returns how many changed.
+    #[pyo3(signature = (action, filter, force=false))]
+    fn bulk(
+        &self,
+        py: Python<'_>,
+        action: &str,
+        filter: &PyListFilter,
+        force: bool,
+    ) -> PyResult<u64> {
+        let (action, filter) = (crate::filter::action(action, force)?, &filter.inner);
+        py.detach(|| self.inner.jobs()?.bulk(action, filter)).py_err()
     }
 
     /// Delete jobs finished more than `older_than` seconds ago; returns how many.
@@ -443,7 +474,30 @@ impl PyEngine {
         let slots = py.detach(|| self.inner.retrying(|jobs| jobs.cron_slots())).py_err()?;
         Ok(slots.into_iter().map(|s| (s.name, s.slot, s.expression, s.timezone)).collect())
     }
+
+    /// Per queue and minute: `[(queue, minute µs, completed, failed, discarded, cancelled,
+    /// p50 µs, p95 µs, p99 µs), …]`, oldest first.
+    #[pyo3(signature = (since=None, queue=None))]
+    fn metrics(
+        &self,
+        py: Python<'_>,
+        since: Option<i64>,
+        queue: Option<&str>,
+    ) -> PyResult<Vec<MetricRow>> {
+        let points =
+            py.detach(|| self.inner.retrying(|jobs| jobs.metrics(since, queue))).py_err()?;
+        Ok(points
+            .into_iter()
+            .map(|p| {
+                let counts = (p.completed, p.failed, p.discarded, p.cancelled);
+                (p.queue, p.minute, counts.0, counts.1, counts.2, counts.3, p.p50, p.p95, p.p99)
+            })
+            .collect())
+    }
 }
+
+/// One queue's minute for Python (see `metrics`).
+type MetricRow = (String, i64, u64, u64, u64, u64, Option<i64>, Option<i64>, Option<i64>);
 
 /// A queue's runtime settings for Python: `(queue, paused, concurrency, started, stopped)`.
 type QueueRow = (String, bool, Option<u32>, Option<u32>, bool);

@@ -6,6 +6,7 @@ mod convert;
 mod cron;
 mod engine;
 mod errors;
+mod filter;
 mod job;
 mod retention;
 
@@ -25,6 +26,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     job::register(m)?;
     engine::register(m)?;
     cron::register(m)?;
+    filter::register(m)?;
     m.add("FORMAT_VERSION", kathikon_core::storage::FORMAT_VERSION)?;
     add_vocabulary(m)
 }

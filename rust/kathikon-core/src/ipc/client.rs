@@ -40,6 +40,7 @@ use crate::error::{Error, Result};
 use crate::fork::CloseInForkedChild;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::metrics::MetricPoint;
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
@@ -523,14 +524,7 @@ impl Jobs for Client {
     }
 
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
-        let request = Request::List {
-            state: filter.state,
-            queue: filter.queue.clone(),
-            worker: filter.worker.clone(),
-            after: filter.after,
-            limit: filter.limit as u64,
-        };
-        match self.call(&request)? {
+        match self.call(&Request::List { filter: filter.clone() })? {
             Response::Jobs(jobs) => Ok(jobs),
             other => Self::unexpected(&other),
         }
@@ -648,8 +642,52 @@ impl Jobs for Client {
         }
     }
 
+    fn count(&self, filter: &ListFilter) -> Result<u64> {
+        match self.call(&Request::Count { filter: filter.clone() })? {
+            Response::Count(n) => Ok(n),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn bulk(&self, action: crate::listing::BulkAction, filter: &ListFilter) -> Result<u64> {
+        match self.call(&Request::Bulk { action, filter: filter.clone() })? {
+            Response::Count(n) => Ok(n),
+            other => Self::unexpected(&other),
+        }
+    }
+
     fn insert_flagged(&self, mut jobs: Vec<NewJob>) -> Result<Inserted> {
         self.insert_once_flagged(RequestId::new(), &mut jobs)
+    }
+
+    /// Checked here too, so a bad value never crosses the socket.
+    fn set_progress(
+        &self,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
+    ) -> Result<bool> {
+        crate::progress::check(fraction, note.as_deref())?;
+        let progress = crate::progress::Progress { attempt, fraction, note, at: 0 };
+        match self.call(&Request::SetProgress { id, progress })? {
+            Response::Count(n) => Ok(n == 1),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>> {
+        match self.call(&Request::Progress { id })? {
+            Response::Progress(progress) => Ok(progress),
+            other => Self::unexpected(&other),
+        }
+    }
+
+    fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>> {
+        match self.call(&Request::Metrics { since, queue: queue.map(str::to_string) })? {
+            Response::Metrics(points) => Ok(points),
+            other => Self::unexpected(&other),
+        }
     }
 }
 

@@ -69,16 +69,8 @@ pub enum Request {
     },
     /// [`crate::Jobs::list`].
     List {
-        /// Only jobs in this state.
-        state: Option<JobState>,
-        /// Only jobs in this queue.
-        queue: Option<String>,
-        /// Only jobs of this worker.
-        worker: Option<String>,
-        /// Only ids above this one.
-        after: Option<JobId>,
-        /// At most this many (0: no limit).
-        limit: u64,
+        /// Which jobs.
+        filter: crate::jobs::ListFilter,
     },
     /// [`crate::Jobs::counts`].
     Counts,
@@ -128,6 +120,38 @@ pub enum Request {
     QueueSettings,
     /// [`crate::Jobs::cron_slots`].
     CronSlots,
+    /// [`crate::Jobs::set_progress`]; answered with [`Response::Count`] 1 if stored, else 0.
+    SetProgress {
+        /// The job.
+        id: JobId,
+        /// The attempt, fraction and note reported (its `at` is the owner's clock on arrival;
+        /// the one sent is ignored).
+        progress: crate::progress::Progress,
+    },
+    /// [`crate::Jobs::progress`].
+    Progress {
+        /// The job.
+        id: JobId,
+    },
+    /// [`crate::Jobs::metrics`].
+    Metrics {
+        /// From this time's minute on.
+        since: Option<crate::clock::Micros>,
+        /// Only this queue.
+        queue: Option<String>,
+    },
+    /// [`crate::Jobs::count`].
+    Count {
+        /// Which jobs.
+        filter: crate::jobs::ListFilter,
+    },
+    /// [`crate::Jobs::bulk`].
+    Bulk {
+        /// What to do.
+        action: crate::listing::BulkAction,
+        /// To which jobs.
+        filter: crate::jobs::ListFilter,
+    },
 }
 
 /// What the owner answers.
@@ -175,6 +199,10 @@ pub enum Response {
     /// Inserted jobs when some of them existed already (unique conflicts), saying which; an
     /// insert without conflicts is answered with [`Response::Jobs`].
     Inserted(crate::unique::Inserted),
+    /// Per queue and minute, outcome counts and duration percentiles.
+    Metrics(Vec<crate::metrics::MetricPoint>),
+    /// A job's latest progress, if it has one.
+    Progress(Option<crate::progress::Progress>),
 }
 
 impl Response {

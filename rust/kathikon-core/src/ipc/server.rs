@@ -29,7 +29,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fork::CloseInForkedChild;
 use crate::job::{AckResult, JobId};
-use crate::jobs::{Jobs, ListFilter};
+use crate::jobs::Jobs;
 
 /// Longest a claim request waits inside the owner; clients wait longer by asking again, so a
 /// client that stops asking (interrupted, closing) frees its connection within this.
@@ -411,10 +411,9 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
         }
         Request::Retry { id } => Response::Job(store.retry(id)?),
         Request::Get { id } => Response::Job(store.get(id)?),
-        Request::List { state, queue, worker, after, limit } => {
-            let filter = ListFilter { state, queue, worker, after, limit: limit as usize };
-            Response::Jobs(store.list(&filter)?)
-        }
+        Request::List { filter } => Response::Jobs(store.list(&filter)?),
+        Request::Count { filter } => Response::Count(store.count(&filter)?),
+        Request::Bulk { action, filter } => Response::Count(store.bulk(action, &filter)?),
         Request::Counts => Response::Counts(store.counts()?),
         Request::Quarantined => Response::Quarantined(store.quarantined()?),
         Request::OldestAvailable { queue } => Response::Time(store.oldest_available(&queue)?),
@@ -440,6 +439,13 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             Response::QueueSettings(generation, settings)
         }
         Request::CronSlots => Response::CronSlots(store.cron_slots()?),
+        Request::SetProgress { id, progress: p } => {
+            Response::Count(u64::from(store.set_progress(id, p.attempt, p.fraction, p.note)?))
+        }
+        Request::Progress { id } => Response::Progress(store.progress(id)?),
+        Request::Metrics { since, queue } => {
+            Response::Metrics(store.metrics(since, queue.as_deref())?)
+        }
     })
 }
 

@@ -31,6 +31,7 @@
 //! it; the writer thread does it in its next batch.
 
 pub(crate) mod cron;
+pub(crate) mod metrics;
 pub(crate) mod pruner;
 pub(crate) mod scheduler;
 pub(crate) mod unique;
@@ -44,6 +45,7 @@ use crate::telemetry::Telemetry;
 use crate::writer::Effects;
 
 pub(crate) use cron::{CronPlugin, Crontab};
+pub(crate) use metrics::MetricsPlugin;
 pub(crate) use pruner::Pruner;
 pub(crate) use scheduler::Scheduler;
 pub(crate) use unique::UniqueExpiry;
@@ -91,6 +93,8 @@ pub(crate) struct Batch {
     /// A caller applies this batch itself (see `writer::lead`): timer housekeeping waits for
     /// the writer thread's next batch.
     pub led: bool,
+    /// Write what is held in memory now (a reader asked, or the engine closes).
+    pub flush: bool,
 }
 
 /// What a committed batch did, for the plugins' telemetry.

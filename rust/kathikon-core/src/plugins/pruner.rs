@@ -193,7 +193,7 @@ mod tests {
     use crate::{Ack, Engine, EngineConfig};
 
     fn batch(led: bool) -> Batch {
-        Batch { now: Now { micros: 0, instant: Instant::now() }, as_of: 0, led }
+        Batch { now: Now { micros: 0, instant: Instant::now() }, as_of: 0, led, flush: false }
     }
 
     #[test]

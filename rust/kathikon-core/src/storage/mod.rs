@@ -37,6 +37,10 @@ pub enum EntryKind {
     Cron = 2,
     /// A queue's name → its settings (paused, concurrency, started at runtime).
     Queue = 3,
+    /// A (queue, minute) → its outcome counts and duration histogram (`crate::metrics`).
+    Metrics = 4,
+    /// A job's id → the latest progress its running attempt reported (`crate::progress`).
+    Progress = 5,
 }
 
 impl EntryKind {
@@ -46,6 +50,8 @@ impl EntryKind {
             1 => Some(EntryKind::Unique),
             2 => Some(EntryKind::Cron),
             3 => Some(EntryKind::Queue),
+            4 => Some(EntryKind::Metrics),
+            5 => Some(EntryKind::Progress),
             _ => None,
         }
     }
@@ -151,6 +157,13 @@ pub trait ReadTxn {
         f: &mut dyn FnMut(Job) -> bool,
         damaged: &mut Vec<JobId>,
     ) -> Result<()>;
+    /// Like [`ReadTxn::scan`], in descending id order, starting below `before`.
+    fn scan_desc(
+        &mut self,
+        before: Option<JobId>,
+        f: &mut dyn FnMut(Job) -> bool,
+        damaged: &mut Vec<JobId>,
+    ) -> Result<()>;
     /// Every quarantined record, by id.
     fn quarantined(&mut self) -> Result<Vec<Quarantined>>;
     /// Every available job's queue position.
@@ -161,6 +174,8 @@ pub trait ReadTxn {
     fn oldest_available(&mut self, queue: &str) -> Result<Option<Micros>>;
     /// Every entry of `kind`, by name.
     fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>>;
+    /// The entry `(kind, name)`, if stored.
+    fn entry(&mut self, kind: EntryKind, name: &str) -> Result<Option<Entry>>;
 }
 
 /// Reads and writes inside one write transaction.

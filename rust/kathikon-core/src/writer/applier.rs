@@ -31,6 +31,8 @@ pub(crate) struct Applier {
     /// is unknown, so every later command is refused naming this failure. Shared with the
     /// engine, which tells its host (and the clients it serves) without taking the applier.
     failed: Arc<OnceLock<Error>>,
+    /// The metrics counts held in memory, lent to each batch's [`Effects`].
+    rollup: crate::metrics::Rollup,
 }
 
 impl Applier {
@@ -40,7 +42,14 @@ impl Applier {
         telemetry: Arc<Telemetry>,
         plugins: Plugins,
     ) -> Applier {
-        Applier { store, queues, telemetry, plugins, failed: Arc::default() }
+        Applier {
+            store,
+            queues,
+            telemetry,
+            plugins,
+            failed: Arc::default(),
+            rollup: crate::metrics::Rollup::default(),
+        }
     }
 
     /// Where the failure that stopped this applier is kept (empty while it writes).
@@ -106,6 +115,16 @@ impl Applier {
     /// Apply `batch` (emptying it) in one transaction, then answer and publish. `led`: a
     /// caller applies it itself.
     pub(super) fn apply(&mut self, batch: &mut Vec<Command>, now: Now, led: bool) {
+        let flush = batch.iter().any(|c| matches!(c, Command::FlushMetrics { .. }));
+        self.apply_flushing(batch, now, led, flush);
+    }
+
+    /// Write the metrics held in memory, in a batch of their own (the engine closes).
+    pub(super) fn flush_metrics(&mut self, now: Now) {
+        self.apply_flushing(&mut Vec::new(), now, false, true);
+    }
+
+    fn apply_flushing(&mut self, batch: &mut Vec<Command>, now: Now, led: bool, flush: bool) {
         let as_of = batch
             .iter()
             .filter_map(|c| match c {
@@ -113,7 +132,7 @@ impl Applier {
                 _ => None,
             })
             .fold(now.micros, Micros::max);
-        let info = Batch { now, as_of, led };
+        let info = Batch { now, as_of, led, flush };
         if let Some(cause) = self.failed.get() {
             for cmd in batch.drain(..) {
                 // Put claimed keys back, so every later claim fails with this error too
@@ -125,11 +144,13 @@ impl Applier {
             return;
         }
         let mut replies = Vec::with_capacity(batch.len());
-        let mut effects = Effects::default();
+        let mut effects = Effects::lending(std::mem::take(&mut self.rollup));
         let plugins = &mut self.plugins;
         let result = self.store.write(&mut |txn| {
             replies.clear();
-            effects = Effects::default();
+            let mut rollup = std::mem::take(&mut effects.rollup);
+            rollup.abort();
+            effects = Effects::lending(rollup);
             plugins.step(Phase::BeforeCommands, txn, &info, &mut effects)?;
             for cmd in batch.iter_mut() {
                 replies.push(apply_one(txn, cmd, now.micros, &mut effects)?);
@@ -142,6 +163,7 @@ impl Applier {
         let duration_us = now.instant.elapsed().as_micros() as u64;
         match result {
             Ok(()) => {
+                effects.rollup.commit();
                 effects.publish(&self.queues);
                 for (cmd, reply) in batch.drain(..).zip(replies) {
                     cmd.answer(reply);
@@ -154,6 +176,7 @@ impl Applier {
                 for (id, reason) in std::mem::take(&mut effects.quarantined) {
                     self.telemetry.emit(|| EngineEvent::Quarantined { id, reason });
                 }
+                self.rollup = std::mem::take(&mut effects.rollup);
             }
             Err(error) => {
                 // Every caller gets the batch's error; one that is neither a storage failure nor
@@ -172,6 +195,8 @@ impl Applier {
                 if fatal {
                     self.fail(&error);
                 }
+                effects.rollup.abort();
+                self.rollup = std::mem::take(&mut effects.rollup);
                 self.plugins.finished(&info, None);
             }
         }

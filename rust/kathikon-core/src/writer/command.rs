@@ -10,6 +10,7 @@ use crate::claim::{ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::listing::{BulkAction, Matcher};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::state::JobState;
@@ -45,6 +46,13 @@ pub(crate) enum Command {
         before: Micros,
         reply: Sender<Result<u64>>,
     },
+    /// A bulk action on these jobs, each only if `matcher` still selects it.
+    Bulk {
+        action: BulkAction,
+        ids: Vec<JobId>,
+        matcher: Arc<Matcher>,
+        reply: Sender<Result<u64>>,
+    },
     /// Take jobs back from a worker that lost them (its process disconnected or its lease
     /// expired). Each `(id, attempt)` is rescued only if that attempt is still executing.
     Rescue {
@@ -62,6 +70,17 @@ pub(crate) enum Command {
     /// promoted as of now (or as of `promote_until`, when later: "run scheduled jobs now").
     Sync {
         promote_until: Option<Micros>,
+        reply: Sender<Result<()>>,
+    },
+    /// Store a running attempt's progress; answered with 1 if stored, 0 if the attempt is not
+    /// executing.
+    SetProgress {
+        id: JobId,
+        progress: crate::progress::Progress,
+        reply: Sender<Result<u64>>,
+    },
+    /// Write the metrics counts held in memory, the running minute's too (a reader asks).
+    FlushMetrics {
         reply: Sender<Result<()>>,
     },
     /// Move these records to the quarantine table if they still do not decode (a reader
@@ -113,13 +132,15 @@ impl Command {
             }
             (
                 Command::Prune { reply, .. }
+                | Command::Bulk { reply, .. }
                 | Command::Rescue { reply, .. }
-                | Command::Fence { reply, .. },
+                | Command::Fence { reply, .. }
+                | Command::SetProgress { reply, .. },
                 Reply::Count(r),
             ) => {
                 let _ = reply.send(r);
             }
-            (Command::Sync { reply, .. }, Reply::Unit) => {
+            (Command::Sync { reply, .. } | Command::FlushMetrics { reply }, Reply::Unit) => {
                 let _ = reply.send(Ok(()));
             }
             (Command::SetQueue { reply, .. }, Reply::Queue(r)) => {
@@ -150,11 +171,13 @@ impl Command {
                 let _ = reply.send(Err(error()));
             }
             Command::Prune { reply, .. }
+            | Command::Bulk { reply, .. }
             | Command::Rescue { reply, .. }
-            | Command::Fence { reply, .. } => {
+            | Command::Fence { reply, .. }
+            | Command::SetProgress { reply, .. } => {
                 let _ = reply.send(Err(error()));
             }
-            Command::Sync { reply, .. } => {
+            Command::Sync { reply, .. } | Command::FlushMetrics { reply } => {
                 let _ = reply.send(Err(error()));
             }
             Command::SetQueue { reply, .. } => {

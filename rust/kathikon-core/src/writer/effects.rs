@@ -35,9 +35,16 @@ pub(crate) struct Effects {
     settings: Vec<(Arc<ClaimQueue>, QueueSettings)>,
     /// The earliest expiry of the unique keys the batch wrote (`plugins::unique` looks then).
     pub unique_expiry: Option<crate::clock::Micros>,
+    /// The writer's metrics counts, lent to the batch (see `crate::metrics`).
+    pub rollup: crate::metrics::Rollup,
 }
 
 impl Effects {
+    /// No effects yet, with the writer's metrics counts lent for the batch.
+    pub(crate) fn lending(rollup: crate::metrics::Rollup) -> Effects {
+        Effects { rollup, ..Effects::default() }
+    }
+
     /// `job` became available.
     pub(crate) fn ready(&mut self, job: &Job) {
         if let Some(QueueChange::Ready(queue, keys)) = self.queue_changes.last_mut() {

@@ -25,6 +25,7 @@
 //! what a batch changes outside the store.
 
 mod applier;
+mod bulk;
 mod command;
 mod effects;
 mod verbs;
@@ -153,6 +154,10 @@ impl Writer {
                 }
             }
             if shutdown {
+                // The counts of the running minute are written before the store is let go.
+                if let Some(applier) = lock(&self.applier).as_mut() {
+                    applier.flush_metrics(Now::of(&*self.clock));
+                }
                 // Dropping the applier releases the store; callers find `None` from now on.
                 lock(&self.applier).take();
                 for cmd in self.rx.try_iter() {

@@ -9,6 +9,7 @@ use crate::claim::{key_of, ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{AckResult, Job, JobId, NewJob};
+use crate::metrics::Ended;
 use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
 use crate::queues;
 use crate::request::RequestId;
@@ -42,25 +43,7 @@ pub(crate) fn apply_one(
         Command::Claim { queue, keys, .. } => {
             Reply::Jobs(Ok(claim(txn, queue, keys, now, effects)?))
         }
-        Command::Ack { acks, .. } => {
-            let mut results = Vec::with_capacity(acks.len());
-            for ack in acks {
-                let result = match txn.get(ack.id)? {
-                    None => AckResult::Stale(None),
-                    Some(old) if old.state != JobState::Executing || old.attempt != ack.attempt => {
-                        AckResult::Stale(Some(old.state))
-                    }
-                    Some(mut job) => {
-                        let before = job.placement();
-                        job.finish(ack.outcome.clone(), now)?;
-                        txn.put(Some(before), &job)?;
-                        AckResult::Applied(job)
-                    }
-                };
-                results.push(result);
-            }
-            Reply::Acks(Ok(results))
-        }
+        Command::Ack { acks, .. } => Reply::Acks(Ok(ack(txn, acks, now, effects)?)),
         Command::Cancel { id, .. } => {
             let Some(old) = txn.get(*id)? else {
                 return Ok(Reply::Cancelled(Err(txn.missing(*id)?)));
@@ -73,6 +56,7 @@ pub(crate) fn apply_one(
             let (before, was_key) = (job.placement(), key_of(&job));
             job.cancel(now, "cancelled by user".into())?;
             txn.put(Some(before), &job)?;
+            effects.rollup.record(&job.queue, Ended::Cancelled, now, None);
             if before.state == JobState::Available {
                 effects.unready(job.queue.clone(), was_key);
             }
@@ -107,8 +91,14 @@ pub(crate) fn apply_one(
             effects.pruned += total;
             Reply::Count(Ok(total))
         }
+        Command::Bulk { action, ids, matcher, .. } => {
+            Reply::Count(Ok(super::bulk::apply(txn, *action, ids, matcher, now, effects)?))
+        }
         Command::Rescue { jobs, cause, .. } => {
             Reply::Count(Ok(rescue(txn, jobs, cause, now, effects)?))
+        }
+        Command::SetProgress { id, progress, .. } => {
+            Reply::Count(Ok(u64::from(crate::progress::store(txn, *id, progress)?)))
         }
         Command::Fence { notes, .. } => Reply::Count(Ok(note_fenced(txn, notes, now)?)),
         Command::Quarantine { ids } => {
@@ -122,7 +112,9 @@ pub(crate) fn apply_one(
             }
             Reply::Unit
         }
-        Command::Sync { .. } | Command::Wake | Command::Shutdown => Reply::Unit,
+        Command::Sync { .. } | Command::FlushMetrics { .. } | Command::Wake | Command::Shutdown => {
+            Reply::Unit
+        }
         Command::SetQueue { queue, name, change, .. } => {
             let result = queues::set(txn, name, *change)?;
             if let Ok(settings) = &result {
@@ -193,6 +185,9 @@ fn rescue(
         let before = job.placement();
         job.rescue_because(now, &format!("{cause} during attempt {attempt}"))?;
         txn.put(Some(before), &job)?;
+        // The attempt ended without a report: counted, with no duration to go by.
+        let lost = if job.state == JobState::Discarded { Ended::Discarded } else { Ended::Failed };
+        effects.rollup.record(&job.queue, lost, now, None);
         if job.state == JobState::Available {
             effects.ready(&job);
         }
@@ -260,4 +255,47 @@ fn insert(
         out.jobs.push(job);
     }
     Ok(Ok(out))
+}
+
+/// How an acked attempt counts in the metrics, by the state it left the job in (`None`: a
+/// snooze or an interrupt, which hand the job back without ending anything).
+fn ended(state: JobState) -> Option<Ended> {
+    match state {
+        JobState::Completed => Some(Ended::Completed),
+        JobState::Retryable => Some(Ended::Failed),
+        JobState::Discarded => Some(Ended::Discarded),
+        JobState::Cancelled => Some(Ended::Cancelled),
+        _ => None,
+    }
+}
+
+/// Record each ack's outcome, if its attempt is still executing, and count it in the metrics.
+fn ack(
+    txn: &mut dyn WriteTxn,
+    acks: &[crate::job::Ack],
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<Vec<AckResult>> {
+    let mut results = Vec::with_capacity(acks.len());
+    for ack in acks {
+        let result = match txn.get(ack.id)? {
+            None => AckResult::Stale(None),
+            Some(old) if old.state != JobState::Executing || old.attempt != ack.attempt => {
+                AckResult::Stale(Some(old.state))
+            }
+            Some(mut job) => {
+                let before = job.placement();
+                let started = job.attempted_at;
+                job.finish(ack.outcome.clone(), now)?;
+                txn.put(Some(before), &job)?;
+                if let Some(ended) = ended(job.state) {
+                    let duration = started.map(|at| now - at);
+                    effects.rollup.record(&job.queue, ended, now, duration);
+                }
+                AckResult::Applied(job)
+            }
+        };
+        results.push(result);
+    }
+    Ok(results)
 }

@@ -7,11 +7,14 @@
 //! - [`claims`]: claim order, waiting, interrupts, and claimers racing each other and cancels;
 //! - [`counts`]: the stored counts, `oldest_available` and `sync_promoting`;
 //! - [`reads`]: `list`'s filters and paging, unknown ids;
+//! - [`listing`]: `list`'s full filter in both orders, `count`, bulk actions in chunks;
 //! - [`claimers`]: which queues running processes claim from;
 //! - [`ready`]: one waiter watching many queues (`wait_ready`);
 //! - [`queues`]: queues controlled at runtime (pause, resume, scale, start, stop);
 //! - [`cron`]: a crontab checked by `set_crontab`, its fired slots read by `cron_slots`.
 //! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
+//! - [`metrics`]: outcome counts and duration percentiles per queue and minute.
+//! - [`progress`]: a running attempt's progress, stored, kept and refused.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -21,8 +24,11 @@ mod claimers;
 mod claims;
 mod counts;
 mod cron;
+mod listing;
+mod metrics;
 mod model;
 mod outcomes;
+mod progress;
 mod queues;
 mod reads;
 mod ready;
@@ -56,6 +62,8 @@ harness::conformance! {
     counts::sync_promoting_runs_scheduled_jobs_early,
     reads::list_filters_by_state_queue_worker_limit_and_after,
     reads::unknown_ids_are_job_not_found,
+    listing::list_and_count_follow_every_filter_in_both_orders,
+    listing::bulk_actions_work_in_chunks_and_delete_spares_unfinished_jobs,
     claimers::claimers_name_the_queues_claimed_from_and_by_whom,
     claimers::a_waiting_claim_shows_as_a_claimer_with_no_idle_time,
     ready::wait_ready_names_the_watched_queues_with_jobs_ready,
@@ -76,4 +84,8 @@ harness::conformance! {
     unique::replace_overwrites_fields_and_moves_the_claim_place,
     unique::keys_survive_a_reopen,
     unique::bad_specs_are_refused_naming_the_value,
+    metrics::metrics_count_outcomes_and_duration_percentiles_per_queue_and_minute,
+    metrics::metrics_are_kept_across_a_reopen_and_for_24_hours,
+    progress::a_running_attempts_latest_progress_is_kept_after_it_ends,
+    progress::bad_progress_is_refused_naming_the_value,
 }

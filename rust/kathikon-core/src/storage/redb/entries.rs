@@ -117,6 +117,18 @@ impl<'t> WriteTables<'t> {
 }
 
 impl ReadTables<'_> {
+    pub(super) fn entry_get(&mut self, kind: EntryKind, name: &str) -> Result<Option<Entry>> {
+        let table = match self.txn.open_table(ENTRIES) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(table.get((kind as u8, name))?.map(|v| {
+            let (expires, value) = v.value();
+            Entry { name: name.to_string(), value: value.to_vec(), expires }
+        }))
+    }
+
     pub(super) fn entry_all(&mut self, kind: EntryKind) -> Result<Vec<Entry>> {
         match self.txn.open_table(ENTRIES) {
             Ok(table) => collect(&table, kind),

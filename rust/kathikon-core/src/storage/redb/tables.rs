@@ -496,6 +496,27 @@ impl ReadTxn for ReadTables<'_> {
         Ok(())
     }
 
+    fn scan_desc(
+        &mut self,
+        before: Option<JobId>,
+        f: &mut dyn FnMut(Job) -> bool,
+        damaged: &mut Vec<JobId>,
+    ) -> Result<()> {
+        let end = before.unwrap_or(u64::MAX);
+        for entry in self.jobs.range(..end)?.rev() {
+            let (k, v) = entry?;
+            match decode(k.value(), v.value()) {
+                Ok(job) => {
+                    if !f(job) {
+                        break;
+                    }
+                }
+                Err(_) => damaged.push(k.value()),
+            }
+        }
+        Ok(())
+    }
+
     fn quarantined(&mut self) -> Result<Vec<Quarantined>> {
         let mut out = Vec::new();
         for entry in self.quarantine.iter()? {
@@ -536,6 +557,10 @@ impl ReadTxn for ReadTables<'_> {
             }
         }
         Ok(oldest)
+    }
+
+    fn entry(&mut self, kind: EntryKind, name: &str) -> Result<Option<Entry>> {
+        self.entry_get(kind, name)
     }
 
     fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>> {
