@@ -76,7 +76,7 @@ def test_the_overview_shows_every_queue_with_its_counts(app: kathikon.Kathikon) 
     assert 'data-live="1.0"' in page.text  # live refresh, once a second
 
 
-def test_the_job_list_filters_by_state_queue_and_worker_and_pages_by_after(
+def test_the_job_list_filters_by_state_queue_and_worker_and_pages_by_cursor(
     app: kathikon.Kathikon,
 ) -> None:
     app.worker(name="a")(lambda job: None)
@@ -89,19 +89,28 @@ def test_the_job_list_filters_by_state_queue_and_worker_and_pages_by_after(
         assert page.status_code == 200, page.text
         return [int(i) for i in re.findall(r'<tr data-job="(\d+)">', page.text)]
 
-    assert listed("/jobs") == ids
-    assert listed("/jobs?queue=emails") == ids[5:]
-    assert listed("/jobs?worker=a") == ids[:5]
+    newest = ids[::-1]
+    assert listed("/jobs") == newest
+    assert listed("/jobs?order=asc") == ids
+    assert listed("/jobs?queue=emails") == newest[:2]
+    assert listed("/jobs?worker=a") == newest[2:]
     assert listed("/jobs?state=completed") == []
     first = c.get("/jobs?worker=a&limit=2").text
-    assert f'href="/jobs?worker=a&amp;limit=2&amp;after={ids[1]}"' in first
-    assert listed(f"/jobs?worker=a&limit=2&after={ids[1]}") == ids[2:4]
-    assert listed(f"/jobs?worker=a&limit=2&after={ids[3]}") == ids[4:5]
+    found = re.search(r'id="next-page" rel="next" href="/jobs\?([^"]+)"', first)
+    assert found is not None
+    second = found.group(1).replace("&amp;", "&")
+    assert second.startswith("worker=a&limit=2&cursor=")
+    assert listed(f"/jobs?{second}") == newest[4:6]
+    third = re.search(r'id="next-page" rel="next" href="/jobs\?([^"]+)"', c.get(f"/jobs?{second}").text)
+    assert third is not None
+    last = c.get("/jobs?" + third.group(1).replace("&amp;", "&")).text
+    assert re.findall(r'<tr data-job="(\d+)">', last) == [str(newest[6])]
+    assert 'id="next-page"' not in last
 
 
 @pytest.mark.parametrize(
     ("query", "named"),
-    [("state=bogus", "bogus"), ("after=x", "after='x'"), ("limit=0", "limit='0'")],
+    [("state=bogus", "bogus"), ("cursor=x", "cursor 'x'"), ("limit=0", "limit='0'")],
 )
 def test_a_bad_filter_is_a_400_naming_the_value(
     app: kathikon.Kathikon, query: str, named: str

@@ -20,7 +20,7 @@ from . import metrics as _metrics
 from . import processes as _processes
 from . import queues as _queues
 from . import telemetry, testing_mode
-from ._native import Engine, JobSpec, job_spec
+from ._native import Engine, JobSpec, ListFilter, job_spec
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
 from .cron import DEFAULT_CATCH_UP_LIMIT, DEFAULT_TIMEZONE, SKIP, CronEntry, Crontab
 from .engine_events import EventPump
@@ -28,6 +28,7 @@ from .errors import (
     ConfigurationError,
     InvalidJobError,
     JobNotFoundError,
+    JobStateError,
     StorageError,
     StoreNotFoundError,
     UnknownQueueError,
@@ -604,6 +605,27 @@ class Kathikon:
         """Make a scheduled, retryable or finished job available now (one more attempt is
         allowed if it had used them all). Raises :class:`JobStateError` for an executing job."""
         return self._engine.retry(self._id(job))
+
+    def delete(self, job: Union[Job, int], *, force: bool = False) -> None:
+        """Delete a finished (completed, cancelled, discarded) job; with ``force=True``, a job
+        in any state (an executing job's worker then finds it gone when it reports). Raises
+        :class:`JobNotFoundError` for an unknown id and :class:`JobStateError` for an
+        unfinished job without ``force``. :meth:`delete_jobs` deletes by filter."""
+        if not isinstance(force, bool):
+            raise InvalidJobError(f"force {shown(force)} must be True or False")
+        job_id = self._id(job)
+        # The id bounds select this one job; the walk between them reads one record.
+        only = ListFilter(
+            after=job_id - 1 if job_id > 0 else None,
+            before=job_id + 1 if job_id < MAX_JOB_ID else None,
+        )
+        if self._engine.bulk("delete", only, force):
+            return
+        state = self.get(job_id).state  # JobNotFoundError when there is no such job
+        raise JobStateError(
+            f"job {job_id} is {state.value}: only finished jobs are deleted; pass force=True "
+            "to delete it anyway, or cancel it first"
+        )
 
     def jobs(
         self,

@@ -1,4 +1,5 @@
-"""The dashboard's actions: retry or cancel one job; pause, resume or scale a queue.
+"""The dashboard's actions: retry, cancel or delete one job; pause, resume or scale a queue
+(the job list's bulk action: ``bulk.py``).
 
 Each is a POST route only (a GET of its URL is 405 and changes nothing), reached after
 :class:`~kathikon.web.guard.Guard` checked auth and the form's CSRF token; each refuses with
@@ -47,20 +48,30 @@ class Actions:
     async def cancel(self, request: Request) -> Response:
         return await self._job_action(request, "cancel")
 
+    async def delete(self, request: Request) -> Response:
+        return await self._job_action(request, "delete")
+
     async def _job_action(self, request: Request, what: str) -> Response:
         if not self.settings.actions:
             return self._error(request, 403, READ_ONLY)
         job_id: int = request.path_params["job_id"]
         app = self.settings.app
-        verb = app.retry if what == "retry" else app.cancel
+        force = (await self._form(request)).get("force") == "1"
+        verbs = {
+            "retry": app.retry,
+            "cancel": app.cancel,
+            "delete": lambda job: app.delete(job, force=force),
+        }
         try:
-            await run_in_threadpool(verb, job_id)
+            await run_in_threadpool(verbs[what], job_id)
         except JobNotFoundError as e:
             return self._error(request, 404, str(e))
         except JobStateError as e:
             return self._error(request, 409, str(e))
         except KathikonError as e:
             return self._error(request, 400, str(e))
+        if what == "delete":  # the job's page is gone with it: back to the list
+            return RedirectResponse(url(request, "jobs") + "?done=delete&n=1", status_code=303)
         target = url(request, "job", job_id=job_id) + f"?done={what}"
         return RedirectResponse(target, status_code=303)
 

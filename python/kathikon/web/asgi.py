@@ -11,10 +11,12 @@ from starlette.staticfiles import StaticFiles
 
 from ..app import Kathikon
 from .actions import Actions
+from .bulk import Bulk
 from .guard import Auth, Guard
 from .pages import Pages
 from .render import STATIC
 from .settings import MIN_REFRESH, make_settings
+from .workers import Workers
 
 
 def asgi_app(
@@ -52,12 +54,16 @@ def asgi_app(
     settings = make_settings(app, read_only, auth, refresh, title)
     pages = Pages(settings)
     actions = Actions(settings)
+    bulk = Bulk(settings)
     routes = [
         Route("/", pages.overview, methods=["GET"], name="overview"),
         Route("/jobs", pages.jobs, methods=["GET"], name="jobs"),
         Route("/jobs/{job_id:int}", pages.job, methods=["GET"], name="job"),
         Route("/jobs/{job_id:int}/retry", actions.retry, methods=["POST"], name="retry"),
         Route("/jobs/{job_id:int}/cancel", actions.cancel, methods=["POST"], name="cancel"),
+        Route("/jobs/{job_id:int}/delete", actions.delete, methods=["POST"], name="delete"),
+        Route("/jobs/bulk", bulk.act, methods=["POST"], name="bulk"),
+        Route("/workers", Workers(settings).show, methods=["GET"], name="workers"),
         Route("/queues", pages.queues, methods=["GET"], name="queues"),
         Route("/queues/pause", actions.pause, methods=["POST"], name="pause"),
         Route("/queues/resume", actions.resume, methods=["POST"], name="resume"),

@@ -42,8 +42,9 @@ CSRF_COOKIE = "kathikon_csrf"
 CSRF_FIELD = "csrf"
 #: Where the request's CSRF token is kept in the ASGI scope for the pages to render.
 CSRF_SCOPE_KEY = "kathikon.csrf"
-#: The largest form an action accepts (its fields are a token, a queue name and a number).
-MAX_FORM_BYTES = 16 * 1024
+#: The largest form an action accepts: a bulk action's holds a page of job ids (at most
+#: ``MAX_PAGE``, each up to 20 digits) and the list's filter.
+MAX_FORM_BYTES = 64 * 1024
 
 SECURITY_HEADERS = [
     (

@@ -1,5 +1,5 @@
 """The dashboard's pages (GET only, none changes anything): overview, jobs, job, queues and
-cron, each read through the app's public API, so it works as the store's owner or as a
+cron (workers: ``workers.py``), each read through the app's public API, so it works as the store's owner or as a
 client of a running ``kathikon worker``.
 
 The handlers are plain functions: Starlette runs them in its thread pool, so a call to the
@@ -14,11 +14,16 @@ from typing import Optional
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ..errors import InvalidJobError, JobNotFoundError, KathikonError
-from ..job import Job, JobState
+from ..errors import JobNotFoundError, KathikonError
+from ..job import JobState
 from ..queue_check import QueueCheck
+from . import filters
+from .bulk import bulk_done
+from .charts import DEFAULT_WINDOW, WINDOWS, charts
+from .filters import TIME_FIELDS
 from .render import page
-from .settings import DEFAULT_PAGE, MAX_PAGE, Settings
+from .settings import Settings
+from .timeline import timeline
 
 #: The states a job can be cancelled from, and retried from.
 CANCELLABLE = frozenset({"scheduled", "available", "retryable", "executing"})
@@ -83,11 +88,28 @@ class Pages:
 
     def overview(self, request: Request) -> HTMLResponse:
         rows, totals = _queue_rows(self.settings)
+        params = request.query_params
+        window = params.get("window") or DEFAULT_WINDOW
+        if window not in WINDOWS:
+            choices = ", ".join(WINDOWS)
+            return self._error(request, 400, f"window={window!r} must be one of {choices}")
+        queue = params.get("queue") or None
+        app = self.settings.app
+        points = app.metrics(since=WINDOWS[window][1], queue=queue)
         return page(
             request,
             self.settings,
             "overview.html",
-            {"rows": rows, "totals": totals, "role": self.settings.app.role, "live": True},
+            {
+                "rows": rows,
+                "totals": totals,
+                "role": app.role,
+                "live": True,
+                "charts": charts(points, app.now(), window),
+                "windows": WINDOWS,
+                "window": window,
+                "chart_queue": queue or "",
+            },
         )
 
     def queues(self, request: Request) -> HTMLResponse:
@@ -99,34 +121,29 @@ class Pages:
 
     def jobs(self, request: Request) -> HTMLResponse:
         params = request.query_params
-        state = params.get("state") or None
-        queue = params.get("queue") or None
-        worker = params.get("worker") or None
+        app = self.settings.app
         try:
-            after = _int_param(params.get("after"), "after", 0, 2**64 - 1)
-            limit = _int_param(params.get("limit"), "limit", 1, MAX_PAGE) or DEFAULT_PAGE
-            jobs: list[Job] = self.settings.app.jobs(
-                state=state, queue=queue, worker=worker, limit=limit, after=after
+            query = filters.parse({k: params.getlist(k) for k in params.keys()})
+            jobs = app.jobs(
+                limit=query.limit, order=query.order, cursor=query.cursor, **query.filters
             )
-        except (InvalidJobError, ValueError) as e:
+            total = app.count(**query.filters)
+        except KathikonError as e:
             return self._error(request, 400, str(e))
-        filters = {"state": state or "", "queue": queue or "", "worker": worker or ""}
-        query = {k: v for k, v in filters.items() if v}
-        if limit != DEFAULT_PAGE:
-            query["limit"] = str(limit)
-        next_query = {**query, "after": str(jobs[-1].id)} if len(jobs) == limit else None
+        done = params.get("done", "")
         return page(
             request,
             self.settings,
             "jobs.html",
             {
                 "jobs": jobs,
-                "filters": filters,
                 "query": query,
-                "next_query": next_query,
-                "after": after,
-                "queue_names": [c.queue for c in self.settings.app.queues()],
-                "worker_names": sorted(self.settings.app.workers),
+                "total": total,
+                "next_query": query.items() + [("cursor", jobs.cursor)] if jobs.cursor else None,
+                "done": bulk_done(done, params.get("n", ""), params.get("skipped", "")),
+                "queue_names": [c.queue for c in app.queues()],
+                "worker_names": sorted(app.workers),
+                "time_fields": TIME_FIELDS,
                 "live": True,
             },
         )
@@ -148,6 +165,10 @@ class Pages:
                 "job": job,
                 "can_retry": state in RETRYABLE,
                 "can_cancel": state in CANCELLABLE,
+                "can_delete": job.state.finished,
+                "timeline": timeline(job),
+                # Progress comes with `job.progress`; a job without it shows none.
+                "progress": getattr(job, "progress", None),
                 "done": DONE.get(request.query_params.get("done", "")),
                 "live": False,
             },
@@ -161,11 +182,3 @@ class Pages:
             {"entries": self.settings.app.crontab(), "live": False},
         )
 
-
-def _int_param(text: Optional[str], name: str, low: int, high: int) -> Optional[int]:
-    """A query parameter that must be an int from ``low`` to ``high`` (``None`` if absent)."""
-    if text is None or text == "":
-        return None
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
-        raise ValueError(f"{name}={text!r} in the URL must be an int from {low} to {high}")
-    return int(text)
