@@ -101,7 +101,9 @@ def test_the_job_list_filters_by_state_queue_and_worker_and_pages_by_cursor(
     second = found.group(1).replace("&amp;", "&")
     assert second.startswith("worker=a&limit=2&cursor=")
     assert listed(f"/jobs?{second}") == newest[4:6]
-    third = re.search(r'id="next-page" rel="next" href="/jobs\?([^"]+)"', c.get(f"/jobs?{second}").text)
+    third = re.search(
+        r'id="next-page" rel="next" href="/jobs\?([^"]+)"', c.get(f"/jobs?{second}").text
+    )
     assert third is not None
     last = c.get("/jobs?" + third.group(1).replace("&amp;", "&")).text
     assert re.findall(r'<tr data-job="(\d+)">', last) == [str(newest[6])]

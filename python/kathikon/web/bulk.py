@@ -60,7 +60,9 @@ def _ids(values: list[str]) -> list[int]:
     out = []
     for text in values:
         if not (text.isascii() and text.isdigit()) or int(text) >= 2**64:
-            raise ValueError(f"id={text!r} in the form is not a job id (an int from 0 to 2**64 - 1)")
+            raise ValueError(
+                f"id={text!r} in the form is not a job id (an int from 0 to 2**64 - 1)"
+            )
         out.append(int(text))
     if not out:
         raise ValueError(

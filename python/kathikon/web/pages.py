@@ -1,6 +1,6 @@
 """The dashboard's pages (GET only, none changes anything): overview, jobs, job, queues and
-cron (workers: ``workers.py``), each read through the app's public API, so it works as the store's owner or as a
-client of a running ``kathikon worker``.
+cron (the workers page: ``workers.py``), each read through the app's public API, so it works
+as the store's owner or as a client of a running ``kathikon worker``.
 
 The handlers are plain functions: Starlette runs them in its thread pool, so a call to the
 store (a socket round trip when the app is a client) does not block the event loop.
@@ -181,4 +181,3 @@ class Pages:
             "cron.html",
             {"entries": self.settings.app.crontab(), "live": False},
         )
-
