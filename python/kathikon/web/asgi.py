@@ -37,8 +37,8 @@ def asgi_app(
     Args:
         app: the app whose store to show.
         read_only: ``True`` refuses every action (403); ``False`` allows them (retry, cancel
-            or delete a job or many, pause, resume and scale a queue). ``None`` (default): actions are
-            allowed only when ``auth`` is set.
+            or delete a job or many, pause, resume and scale a queue). ``None`` (default):
+            actions are allowed only when ``auth`` is set.
         auth: who may use the dashboard. ``None`` (default): anyone who can reach it (keep it
             on 127.0.0.1). A token (a str of 8 characters or more): the request must carry it,
             as HTTP Basic's password (any user name; the browser asks) or as
