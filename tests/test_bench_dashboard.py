@@ -19,7 +19,9 @@ def test_the_dashboard_workload_times_each_page_at_each_size(tmp_path: Path) -> 
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr
-    rows = {r["kathikon"]["workload"]: r["kathikon"] for r in json.loads(out.read_text())["results"]}
+    rows = {
+        r["kathikon"]["workload"]: r["kathikon"] for r in json.loads(out.read_text())["results"]
+    }
     pages = ("overview", "job list, first page", "job list, a queue's failed jobs")
     # Scale 0.01: 10k and 100k jobs shrink to 1,000 (at least, once), 1M to 10,000.
     assert set(rows) == {f"render {page} @{size:,}" for page in pages for size in (1_000, 10_000)}
