@@ -12,6 +12,9 @@ MATURIN_VERSION := 1.16.0
 # The [web] extra's packages (the dashboard), pinned for the tools' types and the tests; httpx2 is
 # what Starlette's TestClient drives the dashboard with.
 WEB_REQUIREMENTS := "starlette==1.10.0" "jinja2==3.1.6" "uvicorn==0.55.0" "httpx2==2.17.0"
+# The end-to-end test of the dashboard (tests/browser/) drives Debian's Chromium with Selenium.
+# (4.52 needs a certifi newer than any on PyPI today.)
+BROWSER_REQUIREMENTS := "selenium==4.51.0"
 
 .PHONY: help
 help: ## list the targets
@@ -70,14 +73,30 @@ test-env: wheel ## a fresh virtualenv with the built wheel and the test dependen
 	$(PYTHON) -m venv $(TESTENV)
 	$(TEST_PY) -m pip install -q --upgrade pip
 	$(TEST_PY) -m pip install -q dist/*.whl "pytest==9.2.0" "pytest-timeout==2.4.0" "hypothesis==6.170.17" \
-		"opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0" $(WEB_REQUIREMENTS)
+		"opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0" $(WEB_REQUIREMENTS) \
+		$(BROWSER_REQUIREMENTS)
+
+# Debian's Chromium and its chromedriver, for tests/browser/ (which fails under CI without them,
+# and skips elsewhere). Installed with apt-get when missing and running as root, as CI does.
+.PHONY: browser
+browser: ## install Debian's chromium and chromium-driver (apt-get, as root) when missing
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then :; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		export DEBIAN_FRONTEND=noninteractive && apt-get update -q \
+		&& apt-get install -y -q chromium chromium-driver; \
+	else echo "browser: run as root (or: sudo apt-get install chromium chromium-driver)" \
+		"for tests/browser/"; fi
 
 .PHONY: test-python
-test-python: test-env ## pytest against the installed wheel (run from tests/, so the source tree is not imported)
+test-python: test-env browser ## pytest against the installed wheel (run from tests/, so the source tree is not imported)
 	cd tests && ../$(TEST_PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: test
 test: lint test-rust test-python docs typecheck smoke ## everything CI runs
+
+.PHONY: screenshots
+screenshots: test-env browser ## photograph each dashboard page into docs/images/dashboard/ (headless Chromium)
+	$(TEST_PY) tests/browser/screenshots.py docs/images/dashboard
 
 .PHONY: bench
 bench: test-env ## the main job: install the wheel and run `kathikon bench` on the embedded default

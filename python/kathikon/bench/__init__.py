@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import kathikon
 
-from . import cron, listing, procs, unique, workloads
+from . import cron, dashboard, listing, procs, unique, workloads
 from .workloads import Result
 
 # name → (callable taking the scale factor, default job count)
@@ -47,6 +47,7 @@ WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
     "cron": lambda s: [cron.cron_lateness(max(3.0, 20 * s))],
     "unique": unique.workload,
     "listing": listing.workload,
+    "dashboard": dashboard.workload,
 }
 
 
