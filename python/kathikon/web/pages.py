@@ -146,6 +146,7 @@ class Pages:
             "job.html",
             {
                 "job": job,
+                "progress": self.settings.app.progress(job_id),
                 "can_retry": state in RETRYABLE,
                 "can_cancel": state in CANCELLABLE,
                 "done": DONE.get(request.query_params.get("done", "")),
