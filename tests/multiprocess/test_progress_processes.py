@@ -167,7 +167,12 @@ def test_processes_lists_the_owner_the_worker_processes_and_who_runs_what(run: R
 
         found = app.processes()
         owner = found[0]
-        assert (owner.pid, owner.role, owner.lease_expires, owner.jobs) == (w.pid, "owner", None, ())
+        assert (owner.pid, owner.role, owner.lease_expires, owner.jobs) == (
+            w.pid,
+            "owner",
+            None,
+            (),
+        )
         clients = {p.pid: p for p in found[1:]}
         assert all(p.role == "client" for p in clients.values())
         assert set(clients) == pool | {os.getpid()}, found

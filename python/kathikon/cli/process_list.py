@@ -6,8 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Optional
 
-import click
-
 from ..process_info import ProcessInfo
 from ..progress import Progress
 from .base import cli, emit_json, iso, json_option, store_options, when
