@@ -170,8 +170,7 @@ def _print_job(job: Job, reported: Optional[Progress] = None) -> None:
         else:
             cell = Text("" if value is None else str(value))
         grid.add_row(key, cell)
-    if reported is not None:
-        grid.add_row("progress", Text(progress_text(reported)))
+    grid.add_row("progress", Text("" if reported is None else progress_text(reported)))
     grid.add_row("errors", str(len(job.errors)))
     console.print(grid)
     for entry in job.errors:
