@@ -365,11 +365,13 @@ fn serve(shared: &Shared, stream: UnixStream) {
         }
     }
     // The last connection of a session closing means its process exited, was killed, or
-    // closed its app: what it still held is rescued at once.
-    let orphans = {
+    // closed its app: what it still held is rescued at once. The session stays listed,
+    // holding those jobs, until the rescue is committed, so `processes` never shows them as
+    // executing under nobody (that is, under the owner) in between.
+    let orphans: Option<Vec<(JobId, u32)>> = {
         let mut sessions = shared.sessions();
         match sessions.get_mut(&session) {
-            Some(s) if s.conns <= 1 => sessions.remove(&session).map(|s| s.held),
+            Some(s) if s.conns <= 1 => Some(s.held.iter().map(|(id, a)| (*id, *a)).collect()),
             Some(s) => {
                 s.conns -= 1;
                 None
@@ -377,12 +379,25 @@ fn serve(shared: &Shared, stream: UnixStream) {
             None => None,
         }
     };
-    if let Some(held) = orphans {
-        let cause = format!(
-            "rescued: worker process {pid} disconnected from the store's owner (it exited, \
-             crashed or was killed)"
-        );
-        let _ = shared.engine.rescue(held.into_iter().collect(), cause);
+    let Some(held) = orphans else { return };
+    let cause = format!(
+        "rescued: worker process {pid} disconnected from the store's owner (it exited, \
+         crashed or was killed)"
+    );
+    let _ = shared.engine.rescue(held.clone(), cause);
+    let mut sessions = shared.sessions();
+    match sessions.get_mut(&session) {
+        Some(s) if s.conns <= 1 => {
+            sessions.remove(&session);
+        }
+        // A connection of the same session opened meanwhile: it keeps the session.
+        Some(s) => {
+            s.conns -= 1;
+            for (id, _) in &held {
+                s.held.remove(id);
+            }
+        }
+        None => {}
     }
 }
 
