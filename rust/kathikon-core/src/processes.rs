@@ -6,7 +6,9 @@
 //! owner-local app a lock): they are the executing jobs no client session holds. The sessions
 //! are read before and after the executing jobs are listed, and a job held by a session in
 //! either read is that session's, so a job a client claims or acks meanwhile is never shown
-//! under the owner; only a claim answered in the instant between the two reads may be.
+//! under the owner; only a claim answered in the instant between the two reads may be, and a
+//! job whose client's lease just ran out, until its rescue commits (a client that disconnects
+//! stays listed, holding its jobs, until theirs has).
 
 use std::collections::HashSet;
 use std::sync::OnceLock;
