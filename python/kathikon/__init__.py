@@ -39,6 +39,8 @@ from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
 from .listing import JobFilter, JobPage
 from .metrics import MetricPoint
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
+from .process_info import ProcessInfo
+from .progress import Progress
 from .queue_check import QueueCheck
 from .queues import QueueSettings
 from .unique import Unique
@@ -70,6 +72,8 @@ __all__ = [
     "MetricPoint",
     "OwnerGoneError",
     "OwnerNotAnsweringError",
+    "ProcessInfo",
+    "Progress",
     "ProtocolError",
     "QuarantinedRecord",
     "QueueCheck",

@@ -119,6 +119,10 @@ class Job:
     already held the key.
     """
 
+    def progress(self, fraction: float, note: Optional[str] = None) -> None:
+        """Report how far along this running job is: ``fraction`` from 0.0 to 1.0 and an
+        optional short ``note``. Cheap: the latest value is written at most twice a second, and
+        the last one before the job's outcome."""
     @property
     def conflict(self) -> bool:
         """Whether the insert that returned this job found it already stored (its unique key
@@ -304,6 +308,18 @@ class Engine:
         catch_up_limit, job)`` each; fired while this process owns the store."""
     def cron_slots(self) -> builtins.list[tuple[str, int, str, str]]:
         """The last slot each cron entry fired: ``(name, slot µs, expression, timezone)``."""
+    def progress(self, id: int) -> Optional[tuple[int, float, Optional[str], int]]:
+        """Job ``id``'s latest stored progress: ``(attempt, fraction, note, at µs)``."""
+    @property
+    def progress_writes(self) -> int:
+        """How many progress values this engine has written for its jobs."""
+    def processes(
+        self,
+    ) -> builtins.list[
+        tuple[int, str, str, int, int, Optional[int], builtins.list[int], builtins.list[str]]
+    ]:
+        """The processes working on the store, owner first: ``(pid, role, hostname,
+        connected µs, last seen µs, lease expiry µs or None, [job ids], [queues])``."""
     def metrics(
         self, since: Optional[int] = None, queue: Optional[str] = None
     ) -> builtins.list[

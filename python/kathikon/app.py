@@ -17,7 +17,9 @@ from typing_extensions import Unpack
 
 from . import drain as _drain
 from . import metrics as _metrics
+from . import process_info as _process_info
 from . import processes as _processes
+from . import progress as _progress
 from . import queues as _queues
 from . import telemetry, testing_mode
 from ._native import Engine, JobSpec, ListFilter, job_spec
@@ -1035,6 +1037,18 @@ class Kathikon:
         meaning that long ago (the last 24 hours, all that is kept, when ``None``); ``queue``:
         one queue only. Whatever ended before the call counts, the running minute's too."""
         return _metrics.read(self._engine, since, queue)
+
+    def progress(self, job: Union[Job, int]) -> Optional[_progress.Progress]:
+        """Job ``job``'s latest progress as its worker reported it with
+        :meth:`Job.progress <kathikon.Job.progress>` (:class:`Progress`: fraction, note, when,
+        which attempt), kept after the job ends; ``None`` if it never reported any."""
+        return _progress.read(self._engine, self._id(job))
+
+    def processes(self) -> list[_process_info.ProcessInfo]:
+        """The processes working on the store (:class:`ProcessInfo`): the owner first, then
+        each process connected to it (worker processes, other apps on the same file), with
+        its pid, lease, the jobs it is running and the queues it claims from."""
+        return _process_info.read(self._engine)
 
     def _started_at_runtime(self, queue: object) -> bool:
         """Whether ``queue`` was started with :meth:`start_queue` (an allowed insert target,

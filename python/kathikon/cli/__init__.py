@@ -9,6 +9,7 @@
     kathikon insert myapp.jobs:app WORKER [--args JSON] [--queue Q] [--schedule-in 1h] ...
     kathikon queues ...    kathikon pause|resume|stop Q ...    kathikon scale|start Q [N] ...
     kathikon cron --app myapp.jobs:app [--json]
+    kathikon processes (--app myapp.jobs:app | --path jobs.redb) [--json]
     kathikon dashboard (myapp.jobs:app | --path jobs.redb) [--host H] [--port P] [--allow-actions]
 
 Exit status: 0 on success, 1 on an error (one line on stderr, never a traceback), 2 on a
@@ -81,6 +82,7 @@ from . import (  # noqa: E402, F401
     dashboard,
     insert,
     manage,
+    process_list,
     queues,
     stats,
     worker,

@@ -12,6 +12,7 @@ import click
 from ..app import Kathikon
 from ..errors import JobNotFoundError, JobStateError, KathikonError
 from ..job import Job
+from ..progress import Progress
 from .base import (
     CliError,
     cli,
@@ -32,6 +33,7 @@ from .base import (
 from .bulk import all_option, run_bulk
 from .filters import filter_options, filter_values
 from .load import opened
+from .process_list import progress_text, progress_to_dict
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -143,13 +145,14 @@ def job_command(app_spec: Optional[str], path: Optional[str], job_id: int, as_js
     """Show every field of one job, and its errors with their tracebacks."""
     with opened(app_spec, path) as app:
         job = app.get(job_id)
+        reported = app.progress(job_id)
     if as_json:
-        emit_json(job_to_dict(job))
+        emit_json({**job_to_dict(job), "progress": progress_to_dict(reported)})
     else:
-        _print_job(job)
+        _print_job(job, reported)
 
 
-def _print_job(job: Job) -> None:
+def _print_job(job: Job, reported: Optional[Progress] = None) -> None:
     from rich.table import Table
     from rich.text import Text
 
@@ -167,6 +170,7 @@ def _print_job(job: Job) -> None:
         else:
             cell = Text("" if value is None else str(value))
         grid.add_row(key, cell)
+    grid.add_row("progress", Text("" if reported is None else progress_text(reported)))
     grid.add_row("errors", str(len(job.errors)))
     console.print(grid)
     for entry in job.errors:

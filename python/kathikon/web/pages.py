@@ -163,6 +163,7 @@ class Pages:
             "job.html",
             {
                 "job": job,
+                "progress": self.settings.app.progress(job_id),
                 "can_retry": state in RETRYABLE,
                 "can_cancel": state in CANCELLABLE,
                 "can_delete": job.state.finished,

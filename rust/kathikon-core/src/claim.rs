@@ -52,6 +52,9 @@ pub struct ClaimQueue {
     /// Paused (`pause_queue`): claims take nothing and [`ClaimQueues::wait_ready`] does not
     /// report the queue. Set by the writer after committing the change, before answering it.
     paused: AtomicBool,
+    /// Claimed from or waited on by the store's owner itself (not for a client), for
+    /// [`crate::Jobs::processes`].
+    owner_claims: AtomicBool,
 }
 
 impl ClaimQueue {
@@ -151,6 +154,13 @@ impl ClaimQueue {
         self.claimed_until.fetch_max(until + 1, Ordering::Relaxed);
         self.claimer.store(pid, Ordering::Relaxed);
     }
+
+    /// Note that the owner itself claims from this queue: a load per claim call, a store once.
+    pub fn note_owner_claim(&self) {
+        if !self.owner_claims.load(Ordering::Relaxed) {
+            self.owner_claims.store(true, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Who claims from a queue, as [`ClaimQueues::claimers`] reports it.
@@ -206,6 +216,18 @@ impl ClaimQueues {
             })
             .collect();
         out.sort_by(|a, b| a.queue.cmp(&b.queue));
+        out
+    }
+
+    /// The queues the owner itself has claimed from or waited on, in name order.
+    pub fn owner_queues(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .all()
+            .into_iter()
+            .filter(|(_, q)| q.owner_claims.load(Ordering::Relaxed))
+            .map(|(name, _)| name)
+            .collect();
+        out.sort();
         out
     }
 

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,7 @@ use crate::jobs::{Jobs, ListFilter};
 use crate::listing::{self, BulkAction, Matcher, BULK_CHUNK};
 use crate::metrics::MetricPoint;
 use crate::plugins::{CronPlugin, Crontab, Plugins, Pruner, Scheduler};
+use crate::processes::{Peers, ProcessInfo, ProcessRole};
 use crate::queues::{QueueChange, QueueSettings};
 use crate::request::RequestId;
 use crate::retention::Retention;
@@ -117,6 +118,11 @@ pub struct Engine {
     failure: Arc<OnceLock<Error>>,
     /// The crontab its cron plugin fires.
     crontab: Arc<Crontab>,
+    /// When it opened the store, on its clock.
+    opened_at: Micros,
+    /// The client sessions its socket server knows ([`Engine::serve_peers`]); weak, as the
+    /// server holds the engine.
+    peers: Mutex<Option<Weak<dyn Peers>>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -217,6 +223,8 @@ impl Engine {
             pid: std::process::id(),
             failure,
             crontab,
+            opened_at: now,
+            peers: Mutex::new(None),
         })
     }
 
@@ -304,10 +312,25 @@ impl Engine {
         max: usize,
         timeout: Duration,
     ) -> Result<Vec<Job>> {
+        self.claim_as(pid, false, queue, max, timeout)
+    }
+
+    /// [`Engine::claim_for`], noting for [`Jobs::processes`] whether the owner itself claims.
+    fn claim_as(
+        &self,
+        pid: u32,
+        by_owner: bool,
+        queue: &str,
+        max: usize,
+        timeout: Duration,
+    ) -> Result<Vec<Job>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let q = self.queues.get(queue);
+        if by_owner {
+            q.note_owner_claim();
+        }
         let deadline = Instant::now() + timeout;
         q.note_claim(self.queues.since_epoch(deadline), pid);
         let interrupts = q.interrupts();
@@ -341,6 +364,19 @@ impl Engine {
         seen: Option<u64>,
         timeout: Duration,
     ) -> Result<(u64, Vec<String>)> {
+        self.wait_ready_as(pid, false, queues, seen, timeout)
+    }
+
+    /// [`Engine::wait_ready_for`], noting for [`Jobs::processes`] whether the owner itself
+    /// waits.
+    fn wait_ready_as(
+        &self,
+        pid: u32,
+        by_owner: bool,
+        queues: &[String],
+        seen: Option<u64>,
+        timeout: Duration,
+    ) -> Result<(u64, Vec<String>)> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }
@@ -351,6 +387,9 @@ impl Engine {
             .map(|name| {
                 let q = self.queues.get(name);
                 q.note_claim(until, pid);
+                if by_owner {
+                    q.note_owner_claim();
+                }
                 (name.clone(), q)
             })
             .collect();
@@ -359,6 +398,17 @@ impl Engine {
             return Err(Error::Closed);
         }
         Ok(found)
+    }
+
+    /// Let [`Jobs::processes`] list the client sessions `peers` (the socket server) knows.
+    pub fn serve_peers(&self, peers: Weak<dyn Peers>) {
+        *self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(peers);
+    }
+
+    /// The client sessions the socket server knows now (none when nothing serves the store).
+    fn peers(&self) -> Vec<ProcessInfo> {
+        let peers = self.peers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        peers.and_then(|p| p.upgrade()).map_or_else(Vec::new, |p| p.peers(self.clock.now()))
     }
 
     /// [`Jobs::insert`] sent as `request`: stored once however often it is sent (within
@@ -387,7 +437,7 @@ impl Jobs for Engine {
     }
 
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
-        self.claim_for(self.pid, queue, max, timeout)
+        self.claim_as(self.pid, true, queue, max, timeout)
     }
 
     fn wait_ready(
@@ -396,7 +446,7 @@ impl Jobs for Engine {
         seen: Option<u64>,
         timeout: Duration,
     ) -> Result<(u64, Vec<String>)> {
-        self.wait_ready_for(self.pid, queues, seen, timeout)
+        self.wait_ready_as(self.pid, true, queues, seen, timeout)
     }
 
     fn interrupt(&self, queue: &str) {
@@ -624,6 +674,26 @@ impl Jobs for Engine {
         crate::progress::check(fraction, note.as_deref())?;
         let progress = crate::progress::Progress { attempt, fraction, note, at: self.clock.now() };
         Ok(self.call(|reply| Command::SetProgress { id, progress, reply })? == 1)
+    }
+
+    /// The owner's entry and the sessions' (see [`crate::processes`] for the order of reads).
+    fn processes(&self) -> Result<Vec<ProcessInfo>> {
+        let before = self.peers();
+        let filter = ListFilter { state: Some(JobState::Executing), ..ListFilter::default() };
+        let executing = self.list(&filter)?.into_iter().map(|job| job.id).collect();
+        let after = self.peers();
+        let now = self.clock.now();
+        let owner = ProcessInfo {
+            pid: self.pid,
+            role: ProcessRole::Owner,
+            hostname: crate::processes::hostname().to_string(),
+            connected_at: self.opened_at,
+            last_seen: now,
+            lease_expires: None,
+            jobs: Vec::new(),
+            queues: self.queues.owner_queues(),
+        };
+        Ok(crate::processes::assemble(owner, executing, &before, after))
     }
 
     fn progress(&self, id: JobId) -> Result<Option<crate::progress::Progress>> {

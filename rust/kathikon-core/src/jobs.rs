@@ -16,6 +16,7 @@ use crate::cron::{CronEntry, CronSlot};
 use crate::error::Result;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::metrics::MetricPoint;
+use crate::processes::ProcessInfo;
 
 use crate::listing::{BulkAction, TimeRange};
 use crate::queues::{QueueChange, QueueSettings};
@@ -222,4 +223,10 @@ pub trait Jobs: Send + Sync {
     /// filter again as the writer applies it; returns how many jobs changed. A bad filter is
     /// [`crate::Error::InvalidJob`], changing nothing; chunks done before a later error stay.
     fn bulk(&self, action: BulkAction, filter: &ListFilter) -> Result<u64>;
+
+    /// The processes working on the store, as its owner sees them: the owner first, then
+    /// each client connected to it, with when it connected and was last heard from, when its
+    /// lease expires, the jobs it holds (executing) and the queues it claims from
+    /// ([`crate::processes`]).
+    fn processes(&self) -> Result<Vec<ProcessInfo>>;
 }

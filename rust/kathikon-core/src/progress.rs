@@ -5,8 +5,9 @@
 //! finished job stays readable), is replaced by the next attempt's first report, and expires
 //! [`KEEP`] after its last report through the entries' expiry index.
 //!
-//! Reports are not rate-limited here: the reporting process keeps at most one in flight per job
-//! and second and sends the last one before its ack (the Python `Job.progress`).
+//! Reports are not rate-limited here: the reporting process writes at most one per job every
+//! 500 ms and the last one before its ack (`kathikon-py`'s `progress.rs`, behind the Python
+//! `Job.progress`).
 
 use crate::clock::Micros;
 use crate::error::{Error, Result};

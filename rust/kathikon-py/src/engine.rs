@@ -18,6 +18,7 @@ use crate::convert::AckTuple;
 use crate::errors::{ConfigurationError, IntoPy, InvalidJobError};
 use crate::filter::PyListFilter;
 use crate::job::{untracked, PyJob, PyJobSpec};
+use crate::progress::Reporter;
 use crate::retention::RetentionArg;
 
 fn seconds(name: &str, value: f64) -> PyResult<Duration> {
@@ -39,7 +40,9 @@ fn records(py: Python<'_>, jobs: Vec<kathikon_core::Job>) -> PyResult<Vec<Bound<
 /// socket beside the file), or talks to the process that does.
 #[pyclass(frozen, module = "kathikon._native", name = "Engine")]
 pub(crate) struct PyEngine {
-    inner: Node,
+    inner: Arc<Node>,
+    /// Progress reported by the jobs this process claimed through this engine.
+    progress: Arc<Reporter>,
     /// Set when the engine runs on a hand-moved clock (`kathikon.testing`).
     manual_clock: Option<Arc<ManualClock>>,
 }
@@ -90,9 +93,10 @@ impl PyEngine {
             takeover,
             ..NodeConfig::default()
         };
-        let inner = py.detach(|| Node::open(config)).py_err()?;
+        let inner = Arc::new(py.detach(|| Node::open(config)).py_err()?);
         inner.on_takeover(Box::new(log_takeover));
-        Ok(Self { inner, manual_clock })
+        let progress = Reporter::new(Arc::downgrade(&inner));
+        Ok(Self { inner, progress, manual_clock })
     }
 
     /// Move a manual clock forward by `seconds` (may be negative).
@@ -172,10 +176,11 @@ impl PyEngine {
         timeout: f64,
     ) -> PyResult<Vec<Bound<'py, PyJob>>> {
         let timeout = seconds("timeout", timeout)?;
-        records(
-            py,
-            py.detach(|| self.inner.retrying(|jobs| jobs.claim(queue, max, timeout))).py_err()?,
-        )
+        let jobs =
+            py.detach(|| self.inner.retrying(|jobs| jobs.claim(queue, max, timeout))).py_err()?;
+        jobs.into_iter()
+            .map(|job| untracked(py, PyJob::running(job, self.progress.clone())))
+            .collect()
     }
 
     /// Wait up to `timeout` seconds for the store's ready generation to move past `seen`
@@ -199,6 +204,7 @@ impl PyEngine {
     #[pyo3(signature = (acks, wait=true))]
     fn ack(&self, py: Python<'_>, acks: Vec<AckTuple>, wait: bool) -> PyResult<Vec<Option<PyJob>>> {
         let acks = acks.into_iter().map(Ack::try_from).collect::<PyResult<Vec<_>>>()?;
+        py.detach(|| self.progress.before_ack(&acks));
         if !wait {
             return py.detach(|| self.inner.jobs()?.ack_nowait(acks)).py_err().map(|()| Vec::new());
         }
@@ -475,6 +481,32 @@ impl PyEngine {
         Ok(slots.into_iter().map(|s| (s.name, s.slot, s.expression, s.timezone)).collect())
     }
 
+    /// Job `id`'s latest stored progress: `(attempt, fraction, note, at µs)`, or `None`.
+    fn progress(&self, py: Python<'_>, id: u64) -> PyResult<Option<ProgressRow>> {
+        let progress = py.detach(|| self.inner.retrying(|jobs| jobs.progress(id))).py_err()?;
+        Ok(progress.map(|p| (p.attempt, p.fraction, p.note, p.at)))
+    }
+
+    /// How many progress values this engine has written for its jobs (the rate limit's
+    /// count, for tests).
+    #[getter]
+    fn progress_writes(&self) -> u64 {
+        self.progress.writes()
+    }
+
+    /// The processes working on the store, owner first: `[(pid, role, hostname, connected
+    /// µs, last seen µs, lease expiry µs or None, [job ids], [queues]), …]`.
+    fn processes(&self, py: Python<'_>) -> PyResult<Vec<ProcessRow>> {
+        let all = py.detach(|| self.inner.retrying(|jobs| jobs.processes())).py_err()?;
+        Ok(all
+            .into_iter()
+            .map(|p| {
+                let seen = (p.connected_at, p.last_seen, p.lease_expires);
+                (p.pid, p.role.as_str(), p.hostname, seen.0, seen.1, seen.2, p.jobs, p.queues)
+            })
+            .collect())
+    }
+
     /// Per queue and minute: `[(queue, minute µs, completed, failed, discarded, cancelled,
     /// p50 µs, p95 µs, p99 µs), …]`, oldest first.
     #[pyo3(signature = (since=None, queue=None))]
@@ -495,6 +527,12 @@ impl PyEngine {
             .collect())
     }
 }
+
+/// A job's stored progress for Python (see `progress`).
+type ProgressRow = (u32, f64, Option<String>, i64);
+
+/// A process working on the store, for Python (see `processes`).
+type ProcessRow = (u32, &'static str, String, i64, i64, Option<i64>, Vec<u64>, Vec<String>);
 
 /// One queue's minute for Python (see `metrics`).
 type MetricRow = (String, i64, u64, u64, u64, u64, Option<i64>, Option<i64>, Option<i64>);

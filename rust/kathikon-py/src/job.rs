@@ -17,7 +17,10 @@ use pyo3::types::{PyDict, PyList, PyString};
 use pyo3::IntoPyObjectExt;
 use pyo3::PyClass;
 
-use crate::errors::IntoPy;
+use std::sync::Arc;
+
+use crate::errors::{IntoPy, InvalidJobError, JobStateError};
+use crate::progress::Reporter;
 
 /// Python helpers the getters call: `kathikon.job`'s `JobState` members (in `JobState::ALL`
 /// order) and `from_micros`, and `json.loads`. Looked up once.
@@ -85,6 +88,8 @@ pub(crate) struct PyJob {
     meta: PyOnceLock<Py<PyAny>>,
     /// An insert returned this job because it already held the insert's unique key.
     conflict: bool,
+    /// Where `progress` reports go: set on a job this process claimed to run.
+    reporter: Option<Arc<Reporter>>,
 }
 
 impl PyJob {
@@ -94,7 +99,12 @@ impl PyJob {
 
     /// A job an insert returned, `conflict` when it existed already (a unique insert's).
     pub(crate) fn flagged(inner: Job, conflict: bool) -> Self {
-        PyJob { inner, args: PyOnceLock::new(), meta: PyOnceLock::new(), conflict }
+        PyJob { inner, args: PyOnceLock::new(), meta: PyOnceLock::new(), conflict, reporter: None }
+    }
+
+    /// A job this process claimed to run, whose `progress` reports go to `reporter`.
+    pub(crate) fn running(inner: Job, reporter: Arc<Reporter>) -> Self {
+        PyJob { reporter: Some(reporter), ..PyJob::new(inner) }
     }
 
     fn decoded(py: Python<'_>, cell: &PyOnceLock<Py<PyAny>>, json: &str) -> PyResult<Py<PyAny>> {
@@ -196,6 +206,33 @@ impl PyJob {
         maybe_datetime(py, self.inner.discarded_at)
     }
 
+    /// Report how far along this running job is: `fraction` from 0.0 to 1.0 and an optional
+    /// short `note`. Cheap: the latest value is written at most twice a second, and the last
+    /// one before the job's outcome.
+    #[pyo3(signature = (fraction, note=None))]
+    fn progress(
+        &self,
+        fraction: &Bound<'_, PyAny>,
+        note: Option<&Bound<'_, PyAny>>,
+    ) -> PyResult<()> {
+        let fraction = progress_fraction(fraction)?;
+        let note = progress_note(note)?;
+        kathikon_core::progress::check(fraction, note.as_deref())
+            .map_err(|e| InvalidJobError::new_err(e.to_string()))?;
+        match &self.reporter {
+            Some(reporter) => reporter.report(self.inner.id, self.inner.attempt, (fraction, note)),
+            // The unsaved job `kathikon.testing.perform_job` runs: nothing to store.
+            None if self.inner.id == 0 => {}
+            None => {
+                return Err(JobStateError::new_err(format!(
+                    "job {} ({}) is not running in this process: call progress() on the job                      passed to the worker function while it runs",
+                    self.inner.id, self.inner.state
+                )))
+            }
+        }
+        Ok(())
+    }
+
     fn __repr__(&self, py: Python<'_>) -> PyResult<String> {
         let (queue, worker) =
             (PyString::new(py, &self.inner.queue), PyString::new(py, &self.inner.worker));
@@ -238,6 +275,32 @@ impl PyJob {
         let mut hasher = DefaultHasher::new();
         (self.inner.id, self.inner.state.as_str(), self.inner.attempt).hash(&mut hasher);
         hasher.finish()
+    }
+}
+
+/// A progress fraction as a float; anything but a real number is refused naming it.
+fn progress_fraction(value: &Bound<'_, PyAny>) -> PyResult<f64> {
+    let number = !value.is_instance_of::<pyo3::types::PyBool>()
+        && (value.is_instance_of::<pyo3::types::PyFloat>()
+            || value.is_instance_of::<pyo3::types::PyInt>());
+    match number.then(|| value.extract::<f64>()) {
+        Some(Ok(fraction)) => Ok(fraction),
+        _ => Err(InvalidJobError::new_err(format!(
+            "progress fraction {:.60} is not a number; pass how far along the job is as a              float from 0.0 to 1.0, e.g. 0.25 for a quarter",
+            value.repr()?.to_string()
+        ))),
+    }
+}
+
+/// A progress note: `None` or a str; anything else is refused naming it.
+fn progress_note(value: Option<&Bound<'_, PyAny>>) -> PyResult<Option<String>> {
+    let Some(value) = value.filter(|v| !v.is_none()) else { return Ok(None) };
+    match value.cast::<PyString>() {
+        Ok(text) => Ok(Some(text.extract::<String>()?)),
+        Err(_) => Err(InvalidJobError::new_err(format!(
+            "progress note {:.60} is not a str; pass a short status line, or None",
+            value.repr()?.to_string()
+        ))),
     }
 }
 

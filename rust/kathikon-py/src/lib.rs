@@ -8,6 +8,7 @@ mod engine;
 mod errors;
 mod filter;
 mod job;
+mod progress;
 mod retention;
 
 use kathikon_core::job::MAX_PRIORITY;

@@ -683,6 +683,13 @@ impl Jobs for Client {
         }
     }
 
+    fn processes(&self) -> Result<Vec<crate::processes::ProcessInfo>> {
+        match self.call(&Request::Processes)? {
+            Response::Processes(processes) => Ok(processes),
+            other => Self::unexpected(&other),
+        }
+    }
+
     fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>> {
         match self.call(&Request::Metrics { since, queue: queue.map(str::to_string) })? {
             Response::Metrics(points) => Ok(points),

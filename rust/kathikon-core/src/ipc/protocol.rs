@@ -152,6 +152,8 @@ pub enum Request {
         /// To which jobs.
         filter: crate::jobs::ListFilter,
     },
+    /// [`crate::Jobs::processes`].
+    Processes,
 }
 
 /// What the owner answers.
@@ -203,6 +205,8 @@ pub enum Response {
     Metrics(Vec<crate::metrics::MetricPoint>),
     /// A job's latest progress, if it has one.
     Progress(Option<crate::progress::Progress>),
+    /// The processes working on the store.
+    Processes(Vec<crate::processes::ProcessInfo>),
 }
 
 impl Response {

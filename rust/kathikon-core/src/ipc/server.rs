@@ -9,7 +9,7 @@
 //! refusal is written into the job's history (fencing). The engine's own attempt check stays
 //! behind this one.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::{BufReader, BufWriter, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::io::AsRawFd;
@@ -25,11 +25,13 @@ use crossbeam_channel::{bounded, Receiver, Sender};
 use super::frame::{self, PROTOCOL_VERSION};
 use super::protocol::{Request, Response, WireError};
 use super::socket::{my_uid, peer_uid, short, socket_path};
+use crate::clock::Micros;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fork::CloseInForkedChild;
 use crate::job::{AckResult, JobId};
 use crate::jobs::Jobs;
+use crate::processes::{Peers, ProcessInfo, ProcessRole};
 
 /// Longest a claim request waits inside the owner; clients wait longer by asking again, so a
 /// client that stops asking (interrupted, closing) frees its connection within this.
@@ -45,6 +47,46 @@ struct Session {
     lease: Duration,
     /// Jobs claimed through this session and not yet acked: id → attempt.
     held: HashMap<JobId, u32>,
+    /// When its first connection said hello.
+    since: Instant,
+    /// The queues it has claimed from or waited on.
+    queues: BTreeSet<String>,
+}
+
+impl Session {
+    /// Note the queues `request` claims from or waits on (a lookup per queue; a copy of the
+    /// name only the first time).
+    fn note_queues(&mut self, request: &Request) {
+        let mut note = |queue: &String| {
+            if !self.queues.contains(queue) {
+                self.queues.insert(queue.clone());
+            }
+        };
+        match request {
+            Request::Claim { queue, .. } => note(queue),
+            Request::WaitReady { queues, .. } => queues.iter().for_each(note),
+            _ => {}
+        }
+    }
+
+    /// The session as [`crate::Jobs::processes`] lists it, `now` being `at` on the engine
+    /// clock.
+    fn info(&self, now: Micros, at: Instant) -> ProcessInfo {
+        let on_clock = |then: Instant| now - at.saturating_duration_since(then).as_micros() as i64;
+        let last_seen = on_clock(self.last_seen);
+        let mut jobs: Vec<JobId> = self.held.keys().copied().collect();
+        jobs.sort_unstable();
+        ProcessInfo {
+            pid: self.pid,
+            role: ProcessRole::Client,
+            hostname: crate::processes::hostname().to_string(),
+            connected_at: on_clock(self.since),
+            last_seen,
+            lease_expires: Some(last_seen + self.lease.as_micros() as i64),
+            jobs,
+            queues: self.queues.iter().cloned().collect(),
+        }
+    }
 }
 
 struct Shared {
@@ -55,6 +97,13 @@ struct Shared {
     conns: Mutex<HashMap<u64, UnixStream>>,
     next_conn: AtomicU64,
     handlers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Peers for Shared {
+    fn peers(&self, now: Micros) -> Vec<ProcessInfo> {
+        let at = Instant::now();
+        self.sessions().values().map(|s| s.info(now, at)).collect()
+    }
 }
 
 impl Shared {
@@ -114,6 +163,8 @@ impl Server {
             next_conn: AtomicU64::new(0),
             handlers: Mutex::new(Vec::new()),
         });
+        let peers: Arc<dyn Peers> = shared.clone();
+        shared.engine.serve_peers(Arc::downgrade(&peers));
         let listener = Arc::new(listener);
         let accept = {
             let (shared, listener) = (shared.clone(), listener.clone());
@@ -287,6 +338,8 @@ fn serve(shared: &Shared, stream: UnixStream) {
             last_seen: Instant::now(),
             lease,
             held: HashMap::new(),
+            since: Instant::now(),
+            queues: BTreeSet::new(),
         });
         s.conns += 1;
         s.last_seen = Instant::now();
@@ -300,6 +353,7 @@ fn serve(shared: &Shared, stream: UnixStream) {
             let Ok(request) = frame::decode::<Request>(&inbuf) else { break };
             if let Some(s) = shared.sessions().get_mut(&session) {
                 s.last_seen = Instant::now();
+                s.note_queues(&request);
             }
             let response = match answer(shared, session, pid, request) {
                 Ok(r) => r,
@@ -311,11 +365,13 @@ fn serve(shared: &Shared, stream: UnixStream) {
         }
     }
     // The last connection of a session closing means its process exited, was killed, or
-    // closed its app: what it still held is rescued at once.
-    let orphans = {
+    // closed its app: what it still held is rescued at once. The session stays listed,
+    // holding those jobs, until the rescue is committed, so `processes` never shows them as
+    // executing under nobody (that is, under the owner) in between.
+    let orphans: Option<Vec<(JobId, u32)>> = {
         let mut sessions = shared.sessions();
         match sessions.get_mut(&session) {
-            Some(s) if s.conns <= 1 => sessions.remove(&session).map(|s| s.held),
+            Some(s) if s.conns <= 1 => Some(s.held.iter().map(|(id, a)| (*id, *a)).collect()),
             Some(s) => {
                 s.conns -= 1;
                 None
@@ -323,12 +379,25 @@ fn serve(shared: &Shared, stream: UnixStream) {
             None => None,
         }
     };
-    if let Some(held) = orphans {
-        let cause = format!(
-            "rescued: worker process {pid} disconnected from the store's owner (it exited, \
-             crashed or was killed)"
-        );
-        let _ = shared.engine.rescue(held.into_iter().collect(), cause);
+    let Some(held) = orphans else { return };
+    let cause = format!(
+        "rescued: worker process {pid} disconnected from the store's owner (it exited, \
+         crashed or was killed)"
+    );
+    let _ = shared.engine.rescue(held.clone(), cause);
+    let mut sessions = shared.sessions();
+    match sessions.get_mut(&session) {
+        Some(s) if s.conns <= 1 => {
+            sessions.remove(&session);
+        }
+        // A connection of the same session opened meanwhile: it keeps the session.
+        Some(s) => {
+            s.conns -= 1;
+            for (id, _) in &held {
+                s.held.remove(id);
+            }
+        }
+        None => {}
     }
 }
 
@@ -443,6 +512,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             Response::Count(u64::from(store.set_progress(id, p.attempt, p.fraction, p.note)?))
         }
         Request::Progress { id } => Response::Progress(store.progress(id)?),
+        Request::Processes => Response::Processes(store.processes()?),
         Request::Metrics { since, queue } => {
             Response::Metrics(store.metrics(since, queue.as_deref())?)
         }

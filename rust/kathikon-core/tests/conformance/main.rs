@@ -15,6 +15,7 @@
 //! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
 //! - [`metrics`]: outcome counts and duration percentiles per queue and minute.
 //! - [`progress`]: a running attempt's progress, stored, kept and refused.
+//! - [`processes`]: who works on the store and which jobs each process holds.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -28,6 +29,7 @@ mod listing;
 mod metrics;
 mod model;
 mod outcomes;
+mod processes;
 mod progress;
 mod queues;
 mod reads;
@@ -88,4 +90,5 @@ harness::conformance! {
     metrics::metrics_are_kept_across_a_reopen_and_for_24_hours,
     progress::a_running_attempts_latest_progress_is_kept_after_it_ends,
     progress::bad_progress_is_refused_naming_the_value,
+    processes::processes_list_the_owner_first_and_who_holds_each_job,
 }
