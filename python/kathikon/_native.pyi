@@ -42,6 +42,7 @@ __all__ = [
     "MAX_PRIORITY",
     "cron_next",
     "CATCH_UP_POLICIES",
+    "ListFilter",
 ]
 
 FORMAT_VERSION: Final[int]
@@ -335,12 +336,13 @@ def cron_next(expression: str, timezone: str, after: int) -> Optional[int]:
 #: The values of ``catch_up=`` for a cron entry, the default first.
 CATCH_UP_POLICIES: Final[tuple[str, ...]]
 
+@final
 class ListFilter:
     """Which jobs a listing, count or bulk action selects (checked by ``kathikon.listing``).
     Times are µs since the epoch; ``*_after`` inclusive, ``*_before`` exclusive."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         *,
         states: builtins.list[str] = ...,
         queue: Optional[str] = None,
@@ -358,4 +360,4 @@ class ListFilter:
         before: Optional[int] = None,
         descending: bool = False,
         limit: int = 0,
-    ) -> None: ...
+    ) -> ListFilter: ...
