@@ -8,7 +8,6 @@ import json
 import os
 import re
 import threading
-from types import SimpleNamespace
 from typing import Any
 from urllib.parse import quote
 
@@ -333,25 +332,21 @@ def test_the_job_page_shows_a_timeline_of_attempts_and_errors(app: kathikon.Kath
     assert 'href="#attempt-2"' in timeline.group(1) and 'id="attempt-2"' in page
 
 
-def test_the_job_page_shows_progress_when_the_job_has_it(
-    app: kathikon.Kathikon, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    app.worker(name="w")(lambda job: None)
-    job = app.insert("w")
-    assert 'id="job-progress"' not in client(app).get(f"/jobs/{job.id}").text
+def test_the_job_page_shows_progress_when_the_job_reported_one(app: kathikon.Kathikon) -> None:
+    @app.worker
+    def quiet(job: kathikon.Job) -> None:
+        pass
 
-    class WithProgress:
-        def __init__(self, job: kathikon.Job) -> None:
-            self._job = job
-            self.progress = SimpleNamespace(fraction=0.25, note=XSS, at=None)
+    @app.worker
+    def reporting(job: kathikon.Job) -> None:
+        job.progress(0.25, XSS)
 
-        def __getattr__(self, name: str) -> Any:
-            return getattr(self._job, name)
-
-    real_get = app.get
-    monkeypatch.setattr(app, "get", lambda j: WithProgress(real_get(j)))
-    page = client(app).get(f"/jobs/{job.id}").text
-    assert '<progress max="1" value="0.25">' in page and "25.0 %" in page
+    silent, reported = quiet.insert(), reporting.insert()
+    app.drain()
+    assert 'id="job-progress"' not in client(app).get(f"/jobs/{silent.id}").text
+    page = client(app).get(f"/jobs/{reported.id}").text
+    assert 'id="job-progress"' in page and '<progress max="1" value="0.25">' in page
+    assert "25%" in page and "(attempt 1," in page
     assert "&lt;script&gt;" in page and "<script>alert" not in page
 
 
@@ -379,21 +374,27 @@ def test_the_workers_page_shows_each_queues_claimer(app: kathikon.Kathikon) -> N
         app.stop()
 
 
-def test_the_workers_page_lists_processes_when_the_app_has_them(
-    app: kathikon.Kathikon, monkeypatch: pytest.MonkeyPatch
+def test_the_workers_page_lists_each_process_with_the_jobs_it_runs(
+    app: kathikon.Kathikon,
 ) -> None:
-    procs = [
-        SimpleNamespace(pid=4121, role="owner", lease=None, queues=["default"], running=[]),
-        SimpleNamespace(pid=4122, role="client", lease=12.5, queues=[XSS], running=[7, 9]),
-    ]
-    monkeypatch.setattr(app, "processes", lambda: procs, raising=False)
-    page = client(app).get("/workers").text
-    assert 'id="process-table"' in page and 'id="claimer-table"' not in page
-    row = re.search(r'<tr data-pid="4122">(.*?)</tr>', page, re.S)
-    assert row is not None
-    assert 'data-running="7" href="/jobs/7"' in row.group(1) and "12.5" in row.group(1)
-    assert "&lt;script&gt;" in row.group(1) and "<script>alert" not in page
-    assert "idle" in re.search(r'<tr data-pid="4121">(.*?)</tr>', page, re.S).group(1)  # type: ignore[union-attr]
+    release = threading.Event()
+    app.worker(name="hold", queue="emails")(lambda job: release.wait(30))
+    job = app.insert("hold")
+    c = client(app)
+    idle = c.get("/workers").text
+    row = re.search(rf'<tr data-pid="{os.getpid()}">(.*?)</tr>', idle, re.S)
+    assert row is not None and "owner" in row.group(1) and "idle" in row.group(1)
+    app.start()
+    try:
+        wait_for("the job to start", lambda: app.get(job.id).state == "executing")
+        page = c.get("/workers").text
+        row = re.search(rf'<tr data-pid="{os.getpid()}">(.*?)</tr>', page, re.S)
+        assert row is not None
+        assert f'data-running="{job.id}" href="/jobs/{job.id}"' in row.group(1)
+        assert 'href="/jobs?queue=emails">emails</a>' in row.group(1)
+    finally:
+        release.set()
+        app.stop()
 
 
 def test_the_live_script_pauses_while_rows_are_ticked(app: kathikon.Kathikon) -> None:

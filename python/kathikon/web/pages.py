@@ -168,8 +168,6 @@ class Pages:
                 "can_cancel": state in CANCELLABLE,
                 "can_delete": job.state.finished,
                 "timeline": timeline(job),
-                # Progress comes with `job.progress`; a job without it shows none.
-                "progress": getattr(job, "progress", None),
                 "done": DONE.get(request.query_params.get("done", "")),
                 "live": False,
             },
