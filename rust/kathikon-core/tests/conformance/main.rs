@@ -15,10 +15,12 @@
 //! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
 //! - [`metrics`]: outcome counts and duration percentiles per queue and minute.
 //! - [`progress`]: a running attempt's progress, stored, kept and refused.
+//! - [`index_listing`]: listing through the per-state indexes equals the walk.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod index_listing;
 
 mod claimers;
 mod claims;
@@ -88,4 +90,6 @@ harness::conformance! {
     metrics::metrics_are_kept_across_a_reopen_and_for_24_hours,
     progress::a_running_attempts_latest_progress_is_kept_after_it_ends,
     progress::bad_progress_is_refused_naming_the_value,
+    index_listing::listing_by_index_equals_the_walk_on_random_stores,
+    index_listing::newest_failed_of_one_queue_come_from_the_index,
 }

@@ -1,0 +1,131 @@
+//! Which index a listing reads: a filter that names states (or a finishing-time range) is
+//! answered from the store's per-state indexes when they hold fewer jobs than the walk in id
+//! order would read, and at once when the counts say no job can match.
+//!
+//! The choice never changes the answer: an index holds every job of its states (of its queue,
+//! where it has one), the ids it gives are sorted into the listing's order and bounded by its
+//! cursor, and each job is read and matched against the whole filter, as the walk does. Only
+//! the cost differs, estimated from the counts per queue and state, read in the same snapshot:
+//! the walk reads about `limit × jobs / matching` records (every job without a limit), the
+//! index path one cheap entry per job of the index, then records until the page is full.
+
+use crate::error::{Error, Result};
+use crate::job::{Job, JobId};
+use crate::listing::Matcher;
+use crate::state::JobState;
+use crate::storage::{IndexSource, ReadTxn};
+
+/// The jobs `matcher` selects, in its order, bounded by its cursor, read through the indexes;
+/// `Ok(false)` when the walk in id order is the cheaper way (nothing was passed to `f`).
+/// Records that do not decode go to `damaged`.
+pub(crate) fn walk_indexed(
+    txn: &mut dyn ReadTxn,
+    matcher: &Matcher,
+    damaged: &mut Vec<JobId>,
+    f: &mut dyn FnMut(Job) -> bool,
+) -> Result<bool> {
+    let Some(ids) = candidates(txn, matcher)? else { return Ok(false) };
+    for id in ids {
+        match txn.get(id) {
+            Ok(Some(job)) => {
+                if matcher.matches(&job) && !f(job) {
+                    break;
+                }
+            }
+            Ok(None) => {}
+            Err(Error::Corrupted { job: Some(bad), .. }) if bad == id => damaged.push(id),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
+}
+
+/// The states a filter can select, by `JobState as usize`.
+fn wanted_states(matcher: &Matcher) -> [bool; 7] {
+    let f = matcher.filter();
+    let mut wanted = [true; 7];
+    for s in JobState::ALL {
+        let ok = f.state.is_none_or(|only| only == s)
+            && (f.states.is_empty() || f.states.contains(&s))
+            && (f.finished.after.is_none() && f.finished.before.is_none() || s.is_terminal());
+        wanted[s as usize] = ok;
+    }
+    wanted
+}
+
+/// The ids to read, in the listing's order and within its cursor, or `None` to walk.
+fn candidates(txn: &mut dyn ReadTxn, matcher: &Matcher) -> Result<Option<Vec<JobId>>> {
+    let f = matcher.filter();
+    let wanted = wanted_states(matcher);
+    if wanted.iter().all(|w| *w) {
+        return Ok(None); // no state narrows the listing: every index together is the walk
+    }
+    let counts = txn.counts()?;
+    let queue_ok = |q: &str| f.queue.as_deref().is_none_or(|want| want == q);
+    let total: u64 = counts.iter().map(|(_, _, n)| n).sum();
+    let matching: u64 = counts
+        .iter()
+        .filter(|(q, s, _)| wanted[*s as usize] && queue_ok(q))
+        .map(|(_, _, n)| n)
+        .sum();
+    if matching == 0 {
+        return Ok(Some(Vec::new()));
+    }
+    // Records the walk would read: to the end without a limit, else until `limit` of the
+    // `matching` jobs, spread over the `total`, are found.
+    let walk = match f.limit {
+        0 => total,
+        limit => total.min((limit as u64).saturating_mul(total).div_ceil(matching)),
+    };
+    let in_state = |state: JobState| -> u64 {
+        counts.iter().filter(|(_, s, _)| *s == state).map(|(_, _, n)| n).sum()
+    };
+    let mut sources: Vec<(IndexSource<'_>, u64)> = Vec::new();
+    for (queue, state, n) in &counts {
+        if !wanted[*state as usize] || !queue_ok(queue) {
+            continue;
+        }
+        match state {
+            JobState::Available => sources.push((IndexSource::Available(queue), *n)),
+            JobState::Retryable | JobState::Cancelled | JobState::Discarded => {
+                sources.push((IndexSource::Failed(queue, *state), *n));
+            }
+            _ => {}
+        }
+    }
+    if wanted[JobState::Scheduled as usize] {
+        let n = in_state(JobState::Scheduled) + in_state(JobState::Retryable);
+        sources.push((IndexSource::Due, n));
+    }
+    if wanted[JobState::Executing as usize] {
+        sources.push((IndexSource::Executing, in_state(JobState::Executing)));
+    }
+    let ranged = !(f.finished.after.is_none() && f.finished.before.is_none());
+    if wanted[JobState::Completed as usize] {
+        let n = JobState::TERMINAL.iter().map(|s| in_state(*s)).sum();
+        sources.push((IndexSource::Finished(f.finished.after, f.finished.before), n));
+    }
+    // Over the walk's cost, the index path is still tried when a finishing-time range may
+    // hold far fewer entries than its states' counts say, up to that cost.
+    let entries: u64 = sources.iter().map(|(_, n)| n).sum();
+    let budget = if entries <= walk {
+        usize::MAX
+    } else if ranged {
+        usize::try_from(walk).unwrap_or(usize::MAX)
+    } else {
+        return Ok(None);
+    };
+    let mut ids = Vec::new();
+    for (source, _) in &sources {
+        let left = budget.saturating_sub(ids.len());
+        if !txn.index_ids(source, f.after, f.before, left, &mut ids)? {
+            return Ok(None);
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup(); // `due` and `finished` hold failure states' ids `failed` holds too
+    if f.descending {
+        ids.reverse();
+    }
+    Ok(Some(ids))
+}
