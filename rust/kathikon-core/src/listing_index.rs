@@ -85,9 +85,15 @@ fn candidates(txn: &mut dyn ReadTxn, matcher: &Matcher) -> Result<Option<Vec<Job
         if !wanted[*state as usize] || !queue_ok(queue) {
             continue;
         }
+        // A failure state's jobs are in `due` or `finished` too: read from `failed` when
+        // that table is not read whole anyway, so no id is read twice.
+        let covered = match state {
+            JobState::Retryable => wanted[JobState::Scheduled as usize],
+            _ => wanted[JobState::Completed as usize],
+        };
         match state {
             JobState::Available => sources.push((IndexSource::Available(queue), *n)),
-            JobState::Retryable | JobState::Cancelled | JobState::Discarded => {
+            JobState::Retryable | JobState::Cancelled | JobState::Discarded if !covered => {
                 sources.push((IndexSource::Failed(queue, *state), *n));
             }
             _ => {}
@@ -101,16 +107,23 @@ fn candidates(txn: &mut dyn ReadTxn, matcher: &Matcher) -> Result<Option<Vec<Job
         sources.push((IndexSource::Executing, in_state(JobState::Executing)));
     }
     let ranged = !(f.finished.after.is_none() && f.finished.before.is_none());
+    let in_range = IndexSource::Finished(f.finished.after, f.finished.before);
     if wanted[JobState::Completed as usize] {
         let n = JobState::TERMINAL.iter().map(|s| in_state(*s)).sum();
-        sources.push((IndexSource::Finished(f.finished.after, f.finished.before), n));
+        if ranged {
+            // The range holds every job the filter can select: it alone is read.
+            sources = vec![(in_range, n)];
+        } else {
+            sources.push((in_range, n));
+        }
     }
-    // Over the walk's cost, the index path is still tried when a finishing-time range may
-    // hold far fewer entries than its states' counts say, up to that cost.
+    // Over the walk's cost, a finishing-time range is still tried, up to that cost: it may
+    // hold far fewer entries than its states' counts say.
     let entries: u64 = sources.iter().map(|(_, n)| n).sum();
     let budget = if entries <= walk {
         usize::MAX
     } else if ranged {
+        sources = vec![(in_range, 0)];
         usize::try_from(walk).unwrap_or(usize::MAX)
     } else {
         return Ok(None);
@@ -122,10 +135,95 @@ fn candidates(txn: &mut dyn ReadTxn, matcher: &Matcher) -> Result<Option<Vec<Job
             return Ok(None);
         }
     }
-    ids.sort_unstable();
-    ids.dedup(); // `due` and `finished` hold failure states' ids `failed` holds too
+    ids.sort_unstable(); // the sources are disjoint: no id twice
     if f.descending {
         ids.reverse();
     }
     Ok(Some(ids))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::candidates;
+    use crate::job::tests::new_job;
+    use crate::job::{JobId, NewJob};
+    use crate::jobs::ListFilter;
+    use crate::listing::{Matcher, TimeRange};
+    use crate::state::JobState;
+    use crate::storage::{RedbStore, Store, WriteTxn};
+
+    /// 1,000 available jobs of queue "a", then ten of queue "b" cancelled at times 1..=10.
+    fn store() -> RedbStore {
+        let store = RedbStore::open(None, false).unwrap();
+        store
+            .write(&mut |txn| {
+                let first = txn.allocate_ids(1_010)?;
+                for id in first..first + 1_010 {
+                    let queue = if id - first < 1_000 { "a" } else { "b" };
+                    let mut job = NewJob { queue: queue.into(), ..new_job() }.into_job(id, 1);
+                    if queue == "b" {
+                        job.cancel((id - first - 999) as i64, "no".into())?;
+                    }
+                    txn.put(None, &job)?;
+                }
+                Ok(())
+            })
+            .unwrap();
+        store
+    }
+
+    fn plan(store: &RedbStore, filter: ListFilter) -> Option<Vec<JobId>> {
+        let matcher = Matcher::new(&filter).unwrap();
+        let mut out = None;
+        store
+            .read(&mut |txn| {
+                out = candidates(txn, &matcher)?;
+                Ok(())
+            })
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_rare_state_is_read_from_its_index_and_a_common_one_walked() {
+        let store = store();
+        let b = |state| ListFilter {
+            state: Some(state),
+            queue: Some("b".into()),
+            limit: 5,
+            descending: true,
+            ..Default::default()
+        };
+        let cancelled: Vec<JobId> = (1_001..=1_010).rev().collect();
+        assert_eq!(plan(&store, b(JobState::Cancelled)), Some(cancelled));
+        // The counts say no job of "b" is discarded: nothing to read.
+        assert_eq!(plan(&store, b(JobState::Discarded)), Some(vec![]));
+        // A page of "a"'s available jobs: the walk finds it in the first records.
+        let available =
+            ListFilter { state: Some(JobState::Available), limit: 50, ..Default::default() };
+        assert_eq!(plan(&store, available.clone()), None);
+        // Without a limit, the index holds no more than the walk reads.
+        assert_eq!(
+            plan(&store, ListFilter { limit: 0, ..available }).map(|ids| ids.len()),
+            Some(1_000)
+        );
+        // No state named: the walk.
+        assert_eq!(
+            plan(&store, ListFilter { queue: Some("b".into()), ..Default::default() }),
+            None
+        );
+        // The cursor bounds the ids read.
+        let page = ListFilter { after: Some(1_004), before: Some(1_008), ..b(JobState::Cancelled) };
+        assert_eq!(plan(&store, page), Some(vec![1_007, 1_006, 1_005]));
+    }
+
+    #[test]
+    fn a_finishing_time_range_reads_that_range_of_the_finished_index() {
+        let store = store();
+        let f = ListFilter {
+            finished: TimeRange { after: Some(3), before: Some(6) },
+            ..Default::default()
+        };
+        assert_eq!(plan(&store, f), Some(vec![1_003, 1_004, 1_005]));
+    }
 }
