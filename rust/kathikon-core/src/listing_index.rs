@@ -150,7 +150,7 @@ mod tests {
     use crate::jobs::ListFilter;
     use crate::listing::{Matcher, TimeRange};
     use crate::state::JobState;
-    use crate::storage::{RedbStore, Store, WriteTxn};
+    use crate::storage::{RedbStore, Store};
 
     /// 1,000 available jobs of queue "a", then ten of queue "b" cancelled at times 1..=10.
     fn store() -> RedbStore {
@@ -172,8 +172,8 @@ mod tests {
         store
     }
 
-    fn plan(store: &RedbStore, filter: ListFilter) -> Option<Vec<JobId>> {
-        let matcher = Matcher::new(&filter).unwrap();
+    fn plan(store: &RedbStore, filter: &ListFilter) -> Option<Vec<JobId>> {
+        let matcher = Matcher::new(filter).unwrap();
         let mut out = None;
         store
             .read(&mut |txn| {
@@ -195,26 +195,26 @@ mod tests {
             ..Default::default()
         };
         let cancelled: Vec<JobId> = (1_001..=1_010).rev().collect();
-        assert_eq!(plan(&store, b(JobState::Cancelled)), Some(cancelled));
+        assert_eq!(plan(&store, &b(JobState::Cancelled)), Some(cancelled));
         // The counts say no job of "b" is discarded: nothing to read.
-        assert_eq!(plan(&store, b(JobState::Discarded)), Some(vec![]));
+        assert_eq!(plan(&store, &b(JobState::Discarded)), Some(vec![]));
         // A page of "a"'s available jobs: the walk finds it in the first records.
         let available =
             ListFilter { state: Some(JobState::Available), limit: 50, ..Default::default() };
-        assert_eq!(plan(&store, available.clone()), None);
+        assert_eq!(plan(&store, &available.clone()), None);
         // Without a limit, the index holds no more than the walk reads.
         assert_eq!(
-            plan(&store, ListFilter { limit: 0, ..available }).map(|ids| ids.len()),
+            plan(&store, &ListFilter { limit: 0, ..available }).map(|ids| ids.len()),
             Some(1_000)
         );
         // No state named: the walk.
         assert_eq!(
-            plan(&store, ListFilter { queue: Some("b".into()), ..Default::default() }),
+            plan(&store, &ListFilter { queue: Some("b".into()), ..Default::default() }),
             None
         );
         // The cursor bounds the ids read.
         let page = ListFilter { after: Some(1_004), before: Some(1_008), ..b(JobState::Cancelled) };
-        assert_eq!(plan(&store, page), Some(vec![1_007, 1_006, 1_005]));
+        assert_eq!(plan(&store, &page), Some(vec![1_007, 1_006, 1_005]));
     }
 
     #[test]
@@ -224,6 +224,6 @@ mod tests {
             finished: TimeRange { after: Some(3), before: Some(6) },
             ..Default::default()
         };
-        assert_eq!(plan(&store, f), Some(vec![1_003, 1_004, 1_005]));
+        assert_eq!(plan(&store, &f), Some(vec![1_003, 1_004, 1_005]));
     }
 }

@@ -109,7 +109,7 @@ fn random_filter(rng: &mut Rng, all: &[Job]) -> ListFilter {
     let pick = |rng: &mut Rng| JobState::ALL[rng.below(7) as usize];
     match rng.below(4) {
         0 => f.state = Some(pick(rng)),
-        1 => f.states = (0..1 + rng.below(3)).map(|_| pick(rng)).collect(),
+        1 => f.states = (0..=rng.below(3)).map(|_| pick(rng)).collect(),
         2 => {
             f.state = Some(pick(rng));
             f.states = vec![pick(rng), pick(rng)];
