@@ -174,3 +174,37 @@ fn a_format_2_store_with_a_log_to_replay_is_upgraded_then_replayed() {
     assert_eq!(reopen_and_check(&copy), last);
     assert_eq!(format_of(&copy), 3);
 }
+
+/// The store files an older Kathikon wrote, kept in the fuzz corpus (format 2 and format 1,
+/// each with a retryable and a discarded job of queue "a"): opened, they are upgraded and
+/// list their failed jobs as the walk does.
+#[test]
+fn stores_written_by_older_formats_open_and_list_their_failed_jobs() {
+    let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/store_file");
+    let dir = scratch_dir();
+    for seed in ["seed-format2-store", "seed-small-store"] {
+        let path = dir.path().join(format!("{seed}.redb"));
+        std::fs::copy(corpus.join(seed), &path).unwrap();
+        let old = format_of(&path);
+        assert!(old < FORMAT_VERSION, "{seed} is format {old}");
+        let engine = Engine::open(config(&path)).unwrap();
+        let all = engine.list(&ListFilter::default()).unwrap();
+        for state in [JobState::Retryable, JobState::Discarded] {
+            let f = ListFilter {
+                state: Some(state),
+                queue: Some("a".into()),
+                descending: true,
+                limit: 1,
+                ..Default::default()
+            };
+            let want: Vec<JobId> =
+                all.iter().rev().filter(|j| j.state == state).take(1).map(|j| j.id).collect();
+            assert!(!want.is_empty() || old == 1, "{seed} has a {state:?} job");
+            let got: Vec<JobId> = engine.list(&f).unwrap().iter().map(|j| j.id).collect();
+            assert_eq!(got, want, "{seed}: {f:?}");
+        }
+        engine.close();
+        common::assert_indexes_match_records(&path);
+        assert_eq!(format_of(&path), FORMAT_VERSION);
+    }
+}
