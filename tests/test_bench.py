@@ -116,10 +116,14 @@ def test_the_listing_workload_times_the_newest_jobs_of_a_queue_in_a_state(
         "newest 50 of a queue, rare state",
         "newest 50 of a queue, common state",
         "newest 50 of a queue, empty state",
+        "newest 50 discarded of a queue",
+        "newest 50 retryable of a queue",
         "count of a queue in a state",
     }
     assert all(row["jobs"] == 10_000 and row["p50_ms"] > 0 for row in rows.values())
     assert rows["newest 50 of a queue, rare state"]["in_state"] == 10
+    assert rows["newest 50 discarded of a queue"]["in_state"] == 10
+    assert rows["newest 50 retryable of a queue"]["in_state"] == 10
 
 
 def test_the_processes_workload_runs_clients_and_worker_processes(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ pub mod ipc;
 pub mod job;
 pub mod jobs;
 pub mod listing;
+mod listing_index;
 pub mod metrics;
 mod plugins;
 pub mod processes;

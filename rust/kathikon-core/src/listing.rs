@@ -92,6 +92,11 @@ impl Matcher {
         })
     }
 
+    /// The filter checked.
+    pub(crate) fn filter(&self) -> &ListFilter {
+        &self.filter
+    }
+
     /// Whether `job` is selected (the id bounds aside: the walk keeps to them).
     pub(crate) fn matches(&self, job: &Job) -> bool {
         let f = &self.filter;
@@ -158,8 +163,22 @@ pub(crate) fn contains(have: &Value, want: &Value) -> bool {
 }
 
 /// Walk the jobs between the filter's id bounds in its order, keeping those `matcher`
-/// selects, until `f` returns false. Undecodable records go to `damaged`.
+/// selects, until `f` returns false: through the store's indexes when that reads less
+/// (`listing_index.rs`), else every record in id order. Undecodable records go to `damaged`.
 pub(crate) fn walk(
+    txn: &mut dyn ReadTxn,
+    matcher: &Matcher,
+    damaged: &mut Vec<JobId>,
+    f: &mut dyn FnMut(Job) -> bool,
+) -> Result<()> {
+    if crate::listing_index::walk_indexed(txn, matcher, damaged, f)? {
+        return Ok(());
+    }
+    walk_ids(txn, matcher, damaged, f)
+}
+
+/// [`walk`] over every record in id order.
+pub(crate) fn walk_ids(
     txn: &mut dyn ReadTxn,
     matcher: &Matcher,
     damaged: &mut Vec<JobId>,

@@ -137,7 +137,8 @@ fn store_file_corpus_and_a_short_random_run() {
     assert!(fuzz("store_file", &target) > 0 || seconds().is_zero());
 }
 
-/// Writes seeds of the current formats into the corpus (version 2 records, a format 2 store),
+/// Writes seeds of the current formats into the corpus (version 2 records, a store of the
+/// current format, named by its number),
 /// beside the committed older ones. Run by hand after a format change:
 /// `cargo test --test fuzz_corpus -- --ignored write_seeds`.
 #[test]
@@ -186,5 +187,6 @@ fn write_seeds() {
         std::fs::write(root.join("decode_record").join(name), record).unwrap();
     }
     engine.close();
-    std::fs::copy(&path, root.join("store_file/seed-format2-store")).unwrap();
+    let name = format!("store_file/seed-format{}-store", kathikon_core::storage::FORMAT_VERSION);
+    std::fs::copy(&path, root.join(name)).unwrap();
 }

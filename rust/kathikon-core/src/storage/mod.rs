@@ -176,6 +176,40 @@ pub trait ReadTxn {
     fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>>;
     /// The entry `(kind, name)`, if stored.
     fn entry(&mut self, kind: EntryKind, name: &str) -> Result<Option<Entry>>;
+    /// Push to `out` the ids that the index `source` holds between the id bounds `after` and
+    /// `before` (both excluded), in no particular order, and return true; return false when
+    /// the store has no such index or it holds more than `budget` ids in those bounds (`out`
+    /// is then partly filled, to be thrown away). The store without indexes lists by walking.
+    fn index_ids(
+        &mut self,
+        source: &IndexSource<'_>,
+        after: Option<JobId>,
+        before: Option<JobId>,
+        budget: usize,
+        out: &mut Vec<JobId>,
+    ) -> Result<bool> {
+        let _ = (source, after, before, budget, out);
+        Ok(false)
+    }
+}
+
+/// One of a store's per-state indexes, read by a listing instead of every record
+/// ([`ReadTxn::index_ids`]). Each holds every job in its states (of its queue, where it has
+/// one) and no other job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IndexSource<'a> {
+    /// `queue`'s available jobs.
+    Available(&'a str),
+    /// Scheduled and retryable jobs, of every queue.
+    Due,
+    /// Executing jobs, of every queue.
+    Executing,
+    /// Completed, cancelled and discarded jobs of every queue that finished at or after
+    /// `.0` and before `.1` (open where `None`).
+    Finished(Option<Micros>, Option<Micros>),
+    /// `queue`'s jobs in `state`, one of the failure states (retryable, cancelled,
+    /// discarded).
+    Failed(&'a str, JobState),
 }
 
 /// Reads and writes inside one write transaction.

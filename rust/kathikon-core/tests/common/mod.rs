@@ -139,7 +139,8 @@ pub fn snapshot(engine: &dyn Jobs) -> Snapshot {
 
 /// Read the closed store at `path` with redb directly and check that its index tables hold
 /// exactly the entries its job records call for: one per job, in the table of its state
-/// (`available`, `due`, `executing` or `finished`), and nothing else. The table layout is
+/// (`available`, `due`, `executing` or `finished`), one more in `failed` for a retryable,
+/// cancelled or discarded job, and nothing else. The table layout is
 /// written out here on purpose, apart from the engine's own, so the check does not share
 /// the code it checks.
 pub fn assert_indexes_match_records(path: &Path) {
@@ -149,15 +150,20 @@ pub fn assert_indexes_match_records(path: &Path) {
     const DUE: TableDefinition<(i64, u64), ()> = TableDefinition::new("due");
     const EXECUTING: TableDefinition<u64, ()> = TableDefinition::new("executing");
     const FINISHED: TableDefinition<(i64, u64), ()> = TableDefinition::new("finished");
+    const FAILED: TableDefinition<(&str, u8, u64), ()> = TableDefinition::new("failed");
 
     type Entries = (Vec<(String, u8, i64, u64)>, Vec<(i64, u64)>, Vec<u64>, Vec<(i64, u64)>);
     let db = redb::Database::open(path).expect("open the closed store with redb");
     let txn = db.begin_read().expect("read transaction");
     let mut expected: Entries = Default::default();
+    let mut expected_failed: Vec<(String, u8, u64)> = Vec::new();
     let jobs = txn.open_table(JOBS).expect("jobs");
     for entry in jobs.iter().expect("iterate jobs") {
         let (id, bytes) = entry.expect("a jobs entry");
         let job = kathikon_core::storage::decode_record(id.value(), bytes.value()).expect("decode");
+        if matches!(job.state, JobState::Retryable | JobState::Cancelled | JobState::Discarded) {
+            expected_failed.push((job.queue.clone(), job.state as u8, job.id));
+        }
         match job.state {
             JobState::Available => {
                 expected.0.push((job.queue.clone(), job.priority, job.scheduled_at, job.id));
@@ -188,6 +194,15 @@ pub fn assert_indexes_match_records(path: &Path) {
     for e in finished.iter().expect("iterate") {
         found.3.push(e.expect("entry").0.value());
     }
+    let mut found_failed = Vec::new();
+    let failed = txn.open_table(FAILED).expect("failed");
+    for e in failed.iter().expect("iterate") {
+        let key = e.expect("entry").0;
+        let (q, s, id) = key.value();
+        found_failed.push((q.to_string(), s, id));
+    }
+    expected_failed.sort();
+    assert_eq!(found_failed, expected_failed, "the failed index disagrees with the job records");
     expected.0.sort();
     expected.1.sort_unstable();
     expected.2.sort_unstable();

@@ -16,10 +16,12 @@
 //! - [`metrics`]: outcome counts and duration percentiles per queue and minute.
 //! - [`progress`]: a running attempt's progress, stored, kept and refused.
 //! - [`processes`]: who works on the store and which jobs each process holds.
+//! - [`index_listing`]: listing through the per-state indexes equals the walk.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
+mod index_listing;
 
 mod claimers;
 mod claims;
@@ -91,4 +93,6 @@ harness::conformance! {
     progress::a_running_attempts_latest_progress_is_kept_after_it_ends,
     progress::bad_progress_is_refused_naming_the_value,
     processes::processes_list_the_owner_first_and_who_holds_each_job,
+    index_listing::listing_by_index_equals_the_walk_on_random_stores,
+    index_listing::newest_failed_of_one_queue_come_from_the_index,
 }

@@ -34,6 +34,8 @@ pub(super) struct IndexChanges {
     pub(super) executing: Changes<JobId>,
     pub(super) due: Changes<(i64, JobId)>,
     pub(super) finished: Changes<(i64, JobId)>,
+    /// Per queue (the first part of every `failed` key): `(state as u8, id)`.
+    failed: HashMap<String, Changes<(u8, JobId)>>,
 }
 
 /// Keys to add to one table (or one queue's part of `available`) and keys to remove from it.
@@ -139,6 +141,33 @@ impl IndexChanges {
         self.queue(queue).remove(key);
     }
 
+    /// The `failed` entry `key` of `queue`'s is added ([`Changes::add`]).
+    pub(super) fn add_failed(&mut self, queue: &str, key: (u8, JobId)) {
+        failed_queue(&mut self.failed, queue).add(key);
+    }
+
+    /// The `failed` entry `key` of `queue`'s is removed ([`Changes::remove`]).
+    pub(super) fn remove_failed(&mut self, queue: &str, key: (u8, JobId)) {
+        failed_queue(&mut self.failed, queue).remove(key);
+    }
+
+    /// Whether any `failed` entry waits to be written.
+    pub(super) fn failed_pending(&self) -> bool {
+        self.failed.values().any(|c| !c.adds.is_empty() || !c.removes.is_empty())
+    }
+
+    /// Apply the pending changes to `failed`, each key under its queue's name.
+    pub(super) fn flush_failed(
+        &mut self,
+        failed: &mut Table<'_, (&'static str, u8, u64), ()>,
+    ) -> Result<()> {
+        for (queue, changes) in &mut self.failed {
+            let q = queue.as_str();
+            changes.flush_as(failed, |(s, id)| (q, s, id), |(_, s, id)| (s, id))?;
+        }
+        Ok(())
+    }
+
     fn queue(&mut self, queue: &str) -> &mut Changes<QueueKey> {
         // Allocate the queue name only the first time it is seen.
         if !self.available.contains_key(queue) {
@@ -159,6 +188,17 @@ impl IndexChanges {
         }
         Ok(())
     }
+}
+
+/// `queue`'s changes in `failed`, made the first time the queue is seen.
+fn failed_queue<'m>(
+    failed: &'m mut HashMap<String, Changes<(u8, JobId)>>,
+    queue: &str,
+) -> &'m mut Changes<(u8, JobId)> {
+    if !failed.contains_key(queue) {
+        failed.insert(queue.to_string(), Changes::default());
+    }
+    failed.get_mut(queue).expect("inserted")
 }
 
 #[cfg(test)]

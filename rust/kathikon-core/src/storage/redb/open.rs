@@ -10,12 +10,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use redb::backends::{FileBackend, InMemoryBackend};
-use redb::{Database, DatabaseError, ReadableDatabase, TableHandle};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableHandle};
 
 use super::holder::{holder_pid, open_in, Registered};
 use super::schema::{
-    AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, FORMAT_VERSION, JOBS, META, META_FORMAT,
-    META_NEXT_ID, QUARANTINE,
+    decode, in_failed, AVAILABLE, COUNTS, DUE, EXECUTING, FAILED, FINISHED, FORMAT_VERSION, JOBS,
+    META, META_FORMAT, META_NEXT_ID, QUARANTINE,
 };
 use super::wal::{self, LogFaults};
 use super::RedbStore;
@@ -189,6 +189,7 @@ impl RedbStore {
                 txn.open_table(FINISHED)?;
                 txn.open_table(COUNTS)?;
                 txn.open_table(QUARANTINE)?;
+                txn.open_table(FAILED)?;
             }
             txn.commit().map_err(|e| commit_failed(&self.path, &e))?;
             Ok(())
@@ -200,13 +201,26 @@ impl RedbStore {
         }
     }
 
-    /// Format 1 → 2: add the quarantine table. Records stay version 1 until they next change
-    /// (both versions are read), so the upgrade is one small commit.
+    /// Formats 1 and 2 → 3, in one commit: add the quarantine table (format 1; records stay
+    /// version 1 until they next change, both versions being read) and the `failed` index,
+    /// built from the records (one read of each; a record that does not decode gets no
+    /// entry, and is quarantined when a read meets it). Before the write-ahead log is
+    /// replayed, whose records then change the index as they change the jobs.
     fn upgrade(&self) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
         {
             txn.open_table(QUARANTINE)?;
+            let jobs = txn.open_table(JOBS)?;
+            let mut failed = txn.open_table(FAILED)?;
+            for entry in jobs.iter()? {
+                let (id, bytes) = entry?;
+                if let Ok(job) = decode(id.value(), bytes.value()) {
+                    if in_failed(job.state) {
+                        failed.insert((job.queue.as_str(), job.state as u8, job.id), ())?;
+                    }
+                }
+            }
             txn.open_table(META)?.insert(META_FORMAT, FORMAT_VERSION)?;
         }
         txn.commit().map_err(|e| commit_failed(&self.path, &e))

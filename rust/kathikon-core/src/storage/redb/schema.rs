@@ -10,7 +10,11 @@
 //! | `executing` | id                                       | executing (rescued at open)|
 //! | `finished`  | `(finished_at, id)`                      | completed/cancelled/discarded (pruner) |
 //! | `counts`    | `(queue, state)` → number of jobs        | (every job, counted)       |
+//! | `failed`    | `(queue, state, id)`                     | retryable/cancelled/discarded (listing) |
 //!
+//! `failed` (format 3) lets a listing of one queue's failed jobs read them alone: those
+//! states are entered off the happy path (a failure, a cancel, a discard), so the entry costs
+//! a completed job nothing. Jobs of the other states are listed from the tables above.
 //! `quarantine` holds records that no longer decode (damaged on disk), moved aside under their
 //! id with the time and the reason, so the rest of the store keeps working and an operator can
 //! see what was lost: `(quarantined_at, reason, the record's bytes)`.
@@ -26,11 +30,13 @@ use redb::TableDefinition;
 
 use crate::error::{Error, Result};
 use crate::job::Job;
+use crate::state::JobState;
 
-/// Version of the record encoding and table layout this build writes. Format 1 stores are
-/// upgraded at open (the `quarantine` table is added; old records stay as they are and are
-/// rewritten as version 2 when they next change).
-pub const FORMAT_VERSION: u64 = 2;
+/// Version of the record encoding and table layout this build writes. Older stores are
+/// upgraded at open: format 1 gets the `quarantine` table (old records stay as they are and
+/// are rewritten as version 2 when they next change), formats 1 and 2 the `failed` index,
+/// built from the records.
+pub const FORMAT_VERSION: u64 = 3;
 
 /// Record version 1: postcard alone.
 const RECORD_V1: u8 = 1;
@@ -51,6 +57,15 @@ pub(crate) const META: TableDefinition<&str, u64> = TableDefinition::new("kathik
 /// Records that no longer decode, by id: `(quarantined_at, reason, record bytes)`.
 pub(crate) const QUARANTINE: TableDefinition<u64, (i64, &str, &[u8])> =
     TableDefinition::new("quarantine");
+
+/// Jobs in a failure state by `(queue, state as u8, id)`: retryable, cancelled and
+/// discarded jobs only (format 3).
+pub(crate) const FAILED: TableDefinition<(&str, u8, u64), ()> = TableDefinition::new("failed");
+
+/// Whether `state`'s jobs have an entry in `failed`.
+pub(crate) fn in_failed(state: JobState) -> bool {
+    matches!(state, JobState::Retryable | JobState::Cancelled | JobState::Discarded)
+}
 
 /// Inserts that came with a request id (over the socket), by `(made at, nonce)`: the first
 /// job id they stored and how many, so a resent insert is answered with the same jobs. Added

@@ -13,8 +13,8 @@ use redb::{ReadableTable, Table};
 use super::index_changes::IndexChanges;
 use super::rewrites::Rewrites;
 use super::schema::{
-    decode, encode, AVAILABLE, COUNTS, DUE, EXECUTING, FINISHED, JOBS, META, META_NEXT_ID,
-    QUARANTINE,
+    decode, encode, in_failed, AVAILABLE, COUNTS, DUE, EXECUTING, FAILED, FINISHED, JOBS, META,
+    META_NEXT_ID, QUARANTINE,
 };
 use super::unfiled::Unfiled;
 use super::wal::LogBuf;
@@ -23,9 +23,12 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobId, Placement};
 use crate::request::RequestId;
 use crate::state::JobState;
-use crate::storage::{AvailableEntry, Entry, EntryKind, Quarantined, ReadTxn, WriteTxn};
+use crate::storage::{
+    AvailableEntry, Entry, EntryKind, IndexSource, Quarantined, ReadTxn, WriteTxn,
+};
 
 type AvailKey<'a> = (&'a str, u8, i64, u64);
+type FailedTable<'t> = Table<'t, (&'static str, u8, u64), ()>;
 
 /// The tables of one write transaction, opened once for the whole batch.
 pub(super) struct WriteTables<'t> {
@@ -37,6 +40,8 @@ pub(super) struct WriteTables<'t> {
     pub(super) meta: Table<'t, &'static str, u64>,
     pub(super) counts: Table<'t, (&'static str, u8), u64>,
     quarantine: Table<'t, u64, (i64, &'static str, &'static [u8])>,
+    /// The `failed` index, once a batch changed it (most batches have no failure).
+    failed: Option<FailedTable<'t>>,
     /// The transaction, to open the tables only some batches use when one first does.
     pub(super) txn: &'t redb::WriteTransaction,
     /// Inserts sent with a request id (`requests.rs`), once a batch used the table.
@@ -68,6 +73,17 @@ pub(super) struct WriteTables<'t> {
     pub(super) unfiled: Unfiled,
 }
 
+/// The `failed` table of `txn`, opened into `slot` the first time a transaction needs it.
+fn failed_table<'s, 't>(
+    slot: &'s mut Option<FailedTable<'t>>,
+    txn: &'t redb::WriteTransaction,
+) -> Result<&'s mut FailedTable<'t>> {
+    if slot.is_none() {
+        *slot = Some(txn.open_table(FAILED)?);
+    }
+    Ok(slot.as_mut().expect("opened"))
+}
+
 /// The earliest due time of a transaction's due index, once looked up.
 #[derive(Clone, Copy)]
 enum FirstDue {
@@ -92,6 +108,7 @@ impl WriteTables<'_> {
             meta: txn.open_table(META)?,
             counts: txn.open_table(COUNTS)?,
             quarantine: txn.open_table(QUARANTINE)?,
+            failed: None,
             txn,
             requests: None,
             entries: None,
@@ -128,7 +145,11 @@ impl WriteTables<'_> {
         self.changes.flush_available(&mut self.available)?;
         self.changes.executing.flush(&mut self.executing)?;
         self.changes.due.flush(&mut self.due)?;
-        self.changes.finished.flush(&mut self.finished)
+        self.changes.finished.flush(&mut self.finished)?;
+        if self.changes.failed_pending() {
+            self.changes.flush_failed(failed_table(&mut self.failed, self.txn)?)?;
+        }
+        Ok(())
     }
 
     /// The next free id: as this transaction left it, or as stored.
@@ -208,6 +229,18 @@ impl WriteTables<'_> {
                 for (queue, priority, at, job) in available {
                     self.available.remove((queue.as_str(), priority, at, job))?;
                 }
+                let failed = failed_table(&mut self.failed, self.txn)?;
+                let mut naming = Vec::new();
+                for entry in failed.iter()? {
+                    let key = entry?.0;
+                    let (queue, state, job) = key.value();
+                    if job == id {
+                        naming.push((queue.to_string(), state));
+                    }
+                }
+                for (queue, state) in naming {
+                    failed.remove((queue.as_str(), state, id))?;
+                }
                 self.quarantined.push((id, reason));
                 self.moved_aside = true;
             }
@@ -245,6 +278,9 @@ impl WriteTables<'_> {
                 self.changes.finished.remove((at.finished_at.unwrap_or(0), id));
             }
         }
+        if in_failed(at.state) {
+            self.changes.remove_failed(queue, (at.state as u8, id));
+        }
     }
 
     /// Add the index entry of `job`'s state (written with the rest, later).
@@ -262,6 +298,9 @@ impl WriteTables<'_> {
             JobState::Completed | JobState::Cancelled | JobState::Discarded => {
                 self.changes.finished.add((job.finished_at().unwrap_or(0), job.id));
             }
+        }
+        if in_failed(job.state) {
+            self.changes.add_failed(&job.queue, (job.state as u8, job.id));
         }
     }
 }
@@ -565,6 +604,77 @@ impl ReadTxn for ReadTables<'_> {
 
     fn entries(&mut self, kind: EntryKind) -> Result<Vec<Entry>> {
         self.entry_all(kind)
+    }
+
+    fn index_ids(
+        &mut self,
+        source: &IndexSource<'_>,
+        after: Option<JobId>,
+        before: Option<JobId>,
+        budget: usize,
+        out: &mut Vec<JobId>,
+    ) -> Result<bool> {
+        let (low, high) = (after.map_or(0, |a| a.saturating_add(1)), before.unwrap_or(u64::MAX));
+        if low >= high {
+            return Ok(true);
+        }
+        let limit = out.len().saturating_add(budget);
+        // Push `id` if within the bounds; false once over budget.
+        let mut keep = |id: JobId| {
+            if (low..high).contains(&id) {
+                out.push(id);
+            }
+            out.len() <= limit
+        };
+        match *source {
+            IndexSource::Available(queue) => {
+                let range = (queue, 0, i64::MIN, 0)..=(queue, u8::MAX, i64::MAX, u64::MAX);
+                for entry in self.available.range(range)? {
+                    if !keep(entry?.0.value().3) {
+                        return Ok(false);
+                    }
+                }
+            }
+            IndexSource::Due => {
+                for entry in self.txn.open_table(DUE)?.iter()? {
+                    if !keep(entry?.0.value().1) {
+                        return Ok(false);
+                    }
+                }
+            }
+            IndexSource::Executing => {
+                for entry in self.txn.open_table(EXECUTING)?.range(low..high)? {
+                    if !keep(entry?.0.value()) {
+                        return Ok(false);
+                    }
+                }
+            }
+            IndexSource::Finished(from, to) => {
+                let start = (from.unwrap_or(i64::MIN), 0);
+                let table = self.txn.open_table(FINISHED)?;
+                let range = match to {
+                    Some(to) if to <= start.0 => return Ok(true),
+                    Some(to) => table.range(start..(to, 0))?,
+                    None => table.range(start..)?,
+                };
+                for entry in range {
+                    if !keep(entry?.0.value().1) {
+                        return Ok(false);
+                    }
+                }
+            }
+            IndexSource::Failed(queue, state) => {
+                // A store upgraded from format 2 has the table; so does every newer one.
+                let table = self.txn.open_table(FAILED)?;
+                let s = state as u8;
+                for entry in table.range((queue, s, low)..(queue, s, high))? {
+                    if !keep(entry?.0.value().2) {
+                        return Ok(false);
+                    }
+                }
+            }
+        }
+        Ok(true)
     }
 }
 
