@@ -204,7 +204,9 @@ impl PyEngine {
     #[pyo3(signature = (acks, wait=true))]
     fn ack(&self, py: Python<'_>, acks: Vec<AckTuple>, wait: bool) -> PyResult<Vec<Option<PyJob>>> {
         let acks = acks.into_iter().map(Ack::try_from).collect::<PyResult<Vec<_>>>()?;
-        py.detach(|| self.progress.before_ack(&acks));
+        if self.progress.tracks_any() {
+            py.detach(|| self.progress.before_ack(&acks));
+        }
         if !wait {
             return py.detach(|| self.inner.jobs()?.ack_nowait(acks)).py_err().map(|()| Vec::new());
         }

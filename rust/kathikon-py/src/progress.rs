@@ -111,10 +111,17 @@ impl Reporter {
         }
     }
 
+    /// Whether any running job of this process reported progress that [`Self::before_ack`]
+    /// may have to write: one atomic load, so an ack of jobs that never report pays no more
+    /// (in particular, no release of the GIL).
+    pub(crate) fn tracks_any(&self) -> bool {
+        self.tracked.load(Ordering::Acquire) != 0
+    }
+
     /// Write the values still waiting for the attempts `acks` end, and forget those jobs:
     /// called before the acks are sent.
     pub(crate) fn before_ack(&self, acks: &[Ack]) {
-        if self.tracked.load(Ordering::Acquire) == 0 {
+        if !self.tracks_any() {
             return;
         }
         let _send = lock(&self.send);
