@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from ..errors import JobNotFoundError, JobStateError, KathikonError
 from ..queues import MAX_CONCURRENCY
 from .guard import form_fields
-from .render import page, url
+from .render import error_page, url
 from .settings import Settings
 
 READ_ONLY = (
@@ -31,13 +31,7 @@ class Actions:
         self.settings = settings
 
     def _error(self, request: Request, status: int, message: str) -> HTMLResponse:
-        return page(
-            request,
-            self.settings,
-            "error.html",
-            {"status": status, "message": message, "live": False},
-            status_code=status,
-        )
+        return error_page(request, self.settings, status, message)
 
     async def _form(self, request: Request) -> dict[str, str]:
         return form_fields(await request.body())

@@ -23,7 +23,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from ..app import Kathikon
 from ..errors import JobNotFoundError, JobStateError, KathikonError
 from . import filters
-from .render import page, url
+from .render import error_page, url
 from .settings import MAX_PAGE, Settings
 
 ACTIONS = ("retry", "cancel", "delete")
@@ -110,13 +110,7 @@ class Bulk:
         self.settings = settings
 
     def _error(self, request: Request, status: int, message: str) -> HTMLResponse:
-        return page(
-            request,
-            self.settings,
-            "error.html",
-            {"status": status, "message": message},
-            status_code=status,
-        )
+        return error_page(request, self.settings, status, message)
 
     async def act(self, request: Request) -> Response:
         if not self.settings.actions:

@@ -21,7 +21,7 @@ from . import filters
 from .bulk import bulk_done
 from .charts import DEFAULT_WINDOW, WINDOWS, charts
 from .filters import TIME_FIELDS
-from .render import page
+from .render import error_page, page
 from .settings import Settings
 from .timeline import timeline
 
@@ -78,13 +78,7 @@ class Pages:
         self.settings = settings
 
     def _error(self, request: Request, status: int, message: str) -> HTMLResponse:
-        return page(
-            request,
-            self.settings,
-            "error.html",
-            {"status": status, "message": message},
-            status_code=status,
-        )
+        return error_page(request, self.settings, status, message)
 
     def overview(self, request: Request) -> HTMLResponse:
         rows, totals = _queue_rows(self.settings)

@@ -100,3 +100,9 @@ def page(
         **{"live": False, "active": "", **context},
     )
     return HTMLResponse(html, status_code=status_code)
+
+
+def error_page(request: Request, settings: Settings, status: int, message: str) -> HTMLResponse:
+    """The error page with ``status``, saying ``message`` (a typed error's own text)."""
+    context = {"status": status, "message": message}
+    return page(request, settings, "error.html", context, status_code=status)
