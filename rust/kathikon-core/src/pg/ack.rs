@@ -1,14 +1,17 @@
 //! Acks: a worker's outcomes, applied in one transaction through [`crate::Job::finish`], and
-//! fenced: an outcome counts only while the job is executing exactly the reported attempt for
-//! this node. The check reads the row locked `FOR UPDATE`, which no other transaction can
-//! change until this one commits, so it holds at the update as it did at the read: a node that
-//! lost the job (it was rescued, cancelled, or claimed again elsewhere) never overwrites what
-//! happened since. A refused outcome changes no state; it is written into the job's
-//! history (`fenced: …`), as the socket owner does for its clients.
+//! fenced by node and attempt. A claim makes the node hold the attempt (`node_id`, `attempt`);
+//! its first report lets go of it: applied if the job is still executing it, else stale (it
+//! was cancelled meanwhile) and let go all the same. A report from a node that does not hold
+//! the attempt — it reported already, or lost the job to a rescue and a new claim — is
+//! refused and noted in the job's history (`fenced: …`), as the socket owner does for its
+//! clients. //!
+//! The check reads the row locked `FOR UPDATE`, which no other transaction can change until
+//! this one commits, so it holds at the update as it did at the read: a node that lost the job
+//! never overwrites what happened since. A refused outcome changes no state.
 
 use postgres::Client;
 
-use super::write::{lock, promote_if_due, store, Locked};
+use super::write::{begin, lock, promote_if_due, store, Locked};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Ack, AckResult};
@@ -25,7 +28,7 @@ pub(crate) fn ack(
     if acks.is_empty() {
         return Ok(Vec::new());
     }
-    let mut tx = client.transaction()?;
+    let mut tx = begin(client, now)?;
     let ids: Vec<u64> = acks.iter().map(|a| a.id).collect();
     let mut jobs = lock(&mut tx, &ids)?;
     let mut results = Vec::with_capacity(acks.len());
@@ -35,11 +38,14 @@ pub(crate) fn ack(
             continue;
         };
         promote_if_due(job, now)?;
-        let holds =
-            job.state == JobState::Executing && job.attempt == attempt && *holder == Some(node);
-        if holds {
-            job.finish(outcome, now)?;
-            results.push(AckResult::Applied(job.clone()));
+        if *holder == Some(node) && job.attempt == attempt {
+            *holder = None;
+            if job.state == JobState::Executing {
+                job.finish(outcome, now)?;
+                results.push(AckResult::Applied(job.clone()));
+            } else {
+                results.push(AckResult::Stale(Some(job.state)));
+            }
         } else {
             let text = format!(
                 "fenced: node {node} (process {pid}) reported '{}' for attempt {attempt} while \
@@ -52,7 +58,7 @@ pub(crate) fn ack(
             results.push(AckResult::Stale(Some(job.state)));
         }
     }
-    let changed: Vec<_> = jobs.values().map(|l| &l.job).collect();
+    let changed: Vec<_> = jobs.values().map(|l| (&l.job, l.node)).collect();
     store(&mut tx, &changed)?;
     tx.commit()?;
     Ok(results)

@@ -5,7 +5,7 @@
 
 use postgres::Client;
 
-use super::write::{lock, promote_if_due, store};
+use super::write::{begin, lock, promote_if_due, store, Locked};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId};
@@ -16,13 +16,14 @@ const CANCELLED_BY_USER: &str = "cancelled by user";
 
 /// Cancel job `id` at `now`: the job as it now is and the state it was in.
 pub(crate) fn cancel(client: &mut Client, id: JobId, now: Micros) -> Result<(Job, JobState)> {
-    let mut tx = client.transaction()?;
-    let mut job = lock(&mut tx, &[id])?.remove(&id).ok_or(Error::JobNotFound(id))?.job;
+    let mut tx = begin(client, now)?;
+    let Locked { mut job, node } =
+        lock(&mut tx, &[id])?.remove(&id).ok_or(Error::JobNotFound(id))?;
     promote_if_due(&mut job, now)?;
     let before = job.state;
     if !before.is_terminal() {
         job.cancel(now, CANCELLED_BY_USER.into())?;
-        store(&mut tx, &[&job])?;
+        store(&mut tx, &[(&job, node)])?;
     }
     tx.commit()?;
     Ok((job, before))
@@ -30,12 +31,13 @@ pub(crate) fn cancel(client: &mut Client, id: JobId, now: Micros) -> Result<(Job
 
 /// Make job `id` available at `now`.
 pub(crate) fn retry(client: &mut Client, id: JobId, now: Micros) -> Result<Job> {
-    let mut tx = client.transaction()?;
-    let mut job = lock(&mut tx, &[id])?.remove(&id).ok_or(Error::JobNotFound(id))?.job;
+    let mut tx = begin(client, now)?;
+    let Locked { mut job, node } =
+        lock(&mut tx, &[id])?.remove(&id).ok_or(Error::JobNotFound(id))?;
     promote_if_due(&mut job, now)?;
     if job.state != JobState::Available {
         job.retry(now)?;
-        store(&mut tx, &[&job])?;
+        store(&mut tx, &[(&job, node)])?;
     }
     tx.commit()?;
     Ok(job)

@@ -6,11 +6,12 @@
 //! - [`schema`]: the versioned `kathikon` schema and [`schema::migrate`];
 //! - `connection`: connections reused across calls;
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
-//! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `reads` (get, counts,
+//! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
 //!   listing), `nodes` (a process's node row, and its held jobs rescued at close);
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
 mod ack;
+mod bulk;
 mod change;
 mod claim;
 mod connection;

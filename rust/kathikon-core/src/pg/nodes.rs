@@ -56,7 +56,7 @@ pub(crate) fn leave(client: &mut Client, node: i64, now: Micros) -> Result<u64> 
         );
         job.rescue_because(now, &cause)?;
     }
-    store(&mut tx, &jobs.iter().collect::<Vec<_>>())?;
+    store(&mut tx, &jobs.iter().map(|j| (j, None)).collect::<Vec<_>>())?;
     tx.execute("DELETE FROM kathikon.nodes WHERE id = $1", &[&node])?;
     tx.commit()?;
     Ok(jobs.len() as u64)

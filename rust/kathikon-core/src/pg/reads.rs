@@ -53,7 +53,7 @@ pub(crate) fn ready_count(client: &mut Client, queue: &str) -> Result<usize> {
 }
 
 /// A filter as an SQL condition and its parameters.
-struct Condition {
+pub(crate) struct Condition {
     sql: Vec<String>,
     params: Vec<Box<dyn ToSql + Sync>>,
 }
@@ -93,7 +93,8 @@ impl Condition {
         Ok(())
     }
 
-    fn of(filter: &ListFilter) -> Result<Condition> {
+    /// `filter`'s condition; a containment filter that is not JSON is refused by name.
+    pub(crate) fn of(filter: &ListFilter) -> Result<Condition> {
         let mut c = Condition { sql: Vec::new(), params: Vec::new() };
         if let Some(s) = filter.state {
             c.add(|n| format!("state = ${n}"), Box::new(code(s)));
@@ -126,7 +127,8 @@ impl Condition {
         Ok(c)
     }
 
-    fn where_clause(&self) -> String {
+    /// `WHERE …`, or nothing when the filter selects every job.
+    pub(crate) fn where_clause(&self) -> String {
         if self.sql.is_empty() {
             String::new()
         } else {
@@ -134,7 +136,8 @@ impl Condition {
         }
     }
 
-    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+    /// The parameters, in the order the condition numbers them.
+    pub(crate) fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
         self.params.iter().map(|p| &**p).collect()
     }
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::connection::Connections;
 use super::wake::{Wake, Woken};
-use super::{ack, change, claim, insert, nodes, reads, schema};
+use super::{ack, bulk, change, claim, insert, nodes, reads, schema};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
@@ -298,8 +298,9 @@ impl Jobs for PgStore {
         self.with(|c| reads::count(c, filter))
     }
 
-    fn bulk(&self, _action: BulkAction, _filter: &ListFilter) -> Result<u64> {
-        unsupported("bulk")
+    fn bulk(&self, action: BulkAction, filter: &ListFilter) -> Result<u64> {
+        let now = self.clock.now();
+        self.with(|c| bulk::bulk(c, action, filter, now))
     }
 
     fn processes(&self) -> Result<Vec<ProcessInfo>> {

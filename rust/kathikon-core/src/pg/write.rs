@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use postgres::Transaction;
+use postgres::{Client, Transaction};
 
 use super::row::{errors_json, job, pg_id, COLUMNS};
 use crate::clock::Micros;
@@ -42,11 +42,22 @@ pub(crate) fn promote_if_due(job: &mut Job, now: Micros) -> Result<()> {
     Ok(())
 }
 
-/// Write the fields a transition changes of each of `jobs` (locked by [`lock`]).
-pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[&Job]) -> Result<()> {
+/// Open a transaction for a change at `now`, first promoting every due job that no other
+/// transaction holds, as each of the engine's write batches starts.
+pub(crate) fn begin(client: &mut Client, now: Micros) -> Result<Transaction<'_>> {
+    let mut tx = client.transaction()?;
+    super::claim::promote(&mut tx, None, now, true)?;
+    Ok(tx)
+}
+
+/// Write the fields a transition changes of each of `jobs` (locked by [`lock`]), and the
+/// node that holds each (`None`: none).
+pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
+    let nodes: Vec<Option<i64>> = jobs.iter().map(|(_, node)| *node).collect();
+    let jobs: Vec<&Job> = jobs.iter().map(|(job, _)| *job).collect();
     let ids: Vec<i64> = jobs.iter().map(|j| pg_id(j.id)).collect();
     let states: Vec<i16> = jobs.iter().map(|j| super::row::code(j.state)).collect();
     let attempts: Vec<i64> = jobs.iter().map(|j| i64::from(j.attempt)).collect();
@@ -61,11 +72,12 @@ pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[&Job]) -> Result<()> {
         "UPDATE kathikon.jobs j SET state = u.state, attempt = u.attempt,
              max_attempts = u.max_attempts, errors = u.errors::json, scheduled_at = u.scheduled_at,
              attempted_at = u.attempted_at, completed_at = u.completed_at,
-             cancelled_at = u.cancelled_at, discarded_at = u.discarded_at
+             cancelled_at = u.cancelled_at, discarded_at = u.discarded_at, node_id = u.node_id
          FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[])
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                     $11::bigint[])
              AS u(id, state, attempt, max_attempts, errors, scheduled_at, attempted_at,
-                  completed_at, cancelled_at, discarded_at)
+                  completed_at, cancelled_at, discarded_at, node_id)
          WHERE j.id = u.id",
         &[
             &ids,
@@ -78,6 +90,7 @@ pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[&Job]) -> Result<()> {
             &completed,
             &cancelled,
             &discarded,
+            &nodes,
         ],
     )?;
     Ok(())

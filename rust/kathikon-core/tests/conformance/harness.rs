@@ -147,7 +147,6 @@ impl Opened for OpenedSocket {
 /// the embedded store it inspects. The one list to shrink as verbs are added.
 #[cfg(feature = "postgres")]
 pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
-    ("bulk_actions_work_in_chunks_and_delete_spares_unfinished_jobs", "bulk"),
     ("claimers_name_the_queues_claimed_from_and_by_whom", "claimers"),
     ("a_waiting_claim_shows_as_a_claimer_with_no_idle_time", "claimers"),
     ("wait_ready_names_the_watched_queues_with_jobs_ready", "wait_ready"),
@@ -176,7 +175,6 @@ pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
     ("a_running_attempts_latest_progress_is_kept_after_it_ends", "set_progress, progress"),
     ("bad_progress_is_refused_naming_the_value", "set_progress"),
     ("processes_list_the_owner_first_and_who_holds_each_job", "processes"),
-    ("newest_failed_of_one_queue_come_from_the_index", "the embedded store's redb indexes"),
 ];
 
 /// The PostgreSQL store, on a fresh database per store (a reopen opens the same one again).
