@@ -129,7 +129,7 @@ pub enum Error {
         /// The failure that stopped the writer.
         cause: Box<Error>,
     },
-    /// The PostgreSQL database holds a Kathikon schema newer than this build knows: another
+    /// The `PostgreSQL` database holds a Kathikon schema newer than this build knows: another
     /// machine runs a newer Kathikon and migrated it. Nothing was changed.
     #[error("the PostgreSQL database has Kathikon schema version {found}, newer than this Kathikon knows ({supported}); upgrade kathikon here to the version the other machines run (a schema is never downgraded)")]
     SchemaTooNew {
@@ -138,7 +138,7 @@ pub enum Error {
         /// The newest version this build creates and reads.
         supported: i64,
     },
-    /// The PostgreSQL database holds no Kathikon schema, or an older one than this build
+    /// The `PostgreSQL` database holds no Kathikon schema, or an older one than this build
     /// uses, and the store was opened without migrating. Nothing was changed.
     #[error("the PostgreSQL database has Kathikon schema version {found} (0: none), older than this Kathikon's ({supported}); run `kathikon migrate --url ...`, or open the store with migration allowed")]
     SchemaTooOld {
@@ -147,7 +147,7 @@ pub enum Error {
         /// The version this build uses.
         supported: i64,
     },
-    /// A verb the store does not implement yet (the PostgreSQL store is being built verb by
+    /// A verb the store does not implement yet (the `PostgreSQL` store is being built verb by
     /// verb): nothing was done.
     #[error("{verb} is not yet supported on PostgreSQL; use the embedded store (a path instead of a url) for it until it is")]
     Unsupported {

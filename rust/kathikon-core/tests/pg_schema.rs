@@ -1,4 +1,4 @@
-//! The PostgreSQL store's schema on a real server: created in its own `kathikon` schema
+//! The `PostgreSQL` store's schema on a real server: created in its own `kathikon` schema
 //! beside the application's tables, idempotent, safe when many processes migrate at once, and
 //! refused with a typed error when a newer Kathikon migrated it; a store opened without
 //! migrating refuses a database without the schema.

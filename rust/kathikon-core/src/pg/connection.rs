@@ -47,7 +47,9 @@ impl Connections {
 
     /// A connection of its own: idle or new.
     fn take(&self) -> Result<Client> {
-        if let Some(client) = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        if let Some(client) =
+            self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop()
+        {
             if !client.is_closed() {
                 return Ok(client);
             }
@@ -65,7 +67,7 @@ impl Connections {
         let mut client = self.take()?;
         let result = work(&mut client);
         if !client.is_closed() {
-            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if idle.len() < MAX_IDLE {
                 idle.push(client);
             }
@@ -75,6 +77,6 @@ impl Connections {
 
     /// Close every idle connection.
     pub(crate) fn close(&self) {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
     }
 }

@@ -1,5 +1,5 @@
 //! Insert: a batch of jobs in one statement (one round trip): the jobs' columns are sent as
-//! arrays and unnested into rows, in the order given, so the ids PostgreSQL assigns ascend in
+//! arrays and unnested into rows, in the order given, so the ids `PostgreSQL` assigns ascend in
 //! that order.
 
 use postgres::Client;

@@ -1,7 +1,7 @@
-//! The job store on PostgreSQL (in progress): [`PgStore`] implements the job-store contract
+//! The job store on `PostgreSQL` (in progress): [`PgStore`] implements the job-store contract
 //! ([`crate::Jobs`]) on a database many machines share, so an app that outgrows one machine
-//! keeps its code and points it at PostgreSQL. Its design is in `docs/architecture.md`
-//! ("PostgreSQL"); one concept per module:
+//! keeps its code and points it at `PostgreSQL`. Its design is in `docs/architecture.md`
+//! ("`PostgreSQL`"); one concept per module:
 //!
 //! - [`schema`]: the versioned `kathikon` schema and [`schema::migrate`];
 //! - `connection`: connections reused across calls;

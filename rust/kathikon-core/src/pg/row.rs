@@ -35,7 +35,7 @@ pub(crate) fn state(id: JobId, code: i16) -> Result<JobState> {
     })
 }
 
-/// An id as PostgreSQL's bigint.
+/// An id as `PostgreSQL`'s bigint.
 pub(crate) fn pg_id(id: JobId) -> i64 {
     id as i64
 }

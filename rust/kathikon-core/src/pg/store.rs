@@ -1,4 +1,4 @@
-//! [`PgStore`]: the job-store contract on PostgreSQL. Every verb is a transaction (or one
+//! [`PgStore`]: the job-store contract on `PostgreSQL`. Every verb is a transaction (or one
 //! statement) on a connection of its own, so calls from many threads and processes run side
 //! by side; the database's locks, not this process, keep them apart. Times come from the
 //! store's clock, as the embedded engine's do, so tests move time by hand on both alike.
@@ -58,7 +58,7 @@ impl PgConfig {
     }
 }
 
-/// A job store on PostgreSQL, registered as one node of the database.
+/// A job store on `PostgreSQL`, registered as one node of the database.
 pub struct PgStore {
     connections: Connections,
     clock: Arc<dyn Clock>,

@@ -1,4 +1,4 @@
-//! What PostgreSQL cannot store that the embedded store can: a NUL character in text. A
+//! What `PostgreSQL` cannot store that the embedded store can: a NUL character in text. A
 //! `text` value refuses one outright, and a `\u0000` escape in args or meta could not be
 //! compared as `jsonb` by the `@>` filters, so both are refused at insert, naming the value.
 
@@ -7,7 +7,7 @@ use serde_json::Value;
 use crate::error::{Error, Result};
 use crate::job::NewJob;
 
-/// [`NewJob::validate`], and no NUL character anywhere PostgreSQL would store it.
+/// [`NewJob::validate`], and no NUL character anywhere `PostgreSQL` would store it.
 pub fn validate(new: &NewJob) -> Result<()> {
     new.validate()?;
     let refuse = |what: &str| {

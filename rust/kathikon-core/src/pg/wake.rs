@@ -41,7 +41,7 @@ pub(crate) struct Mark {
 
 impl Wake {
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The counts of `queue` now, taken before a claim's first look.
@@ -76,7 +76,11 @@ impl Wake {
             if now >= until {
                 return Woken::Look;
             }
-            s = self.changed.wait_timeout(s, until - now).unwrap_or_else(|p| p.into_inner()).0;
+            s = self
+                .changed
+                .wait_timeout(s, until - now)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
     }
 

@@ -1,4 +1,4 @@
-//! A private PostgreSQL server for tests: one per test binary, started on first use from
+//! A private `PostgreSQL` server for tests: one per test binary, started on first use from
 //! Debian's server binaries (`/usr/lib/postgresql/*/bin`), listening on 127.0.0.1 on a free
 //! port and on a socket in its own data directory, and stopped by PID (SIGTERM, then a wait)
 //! when the test binary exits. Each test gets a fresh database of its own ([`database`]).
@@ -34,7 +34,7 @@ fn server() -> &'static Result<Server, String> {
     SERVER.get_or_init(start)
 }
 
-/// The directory holding Debian's PostgreSQL server binaries (the newest version installed).
+/// The directory holding Debian's `PostgreSQL` server binaries (the newest version installed).
 fn bin_dir() -> Option<PathBuf> {
     let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .ok()?
@@ -193,9 +193,9 @@ extern "C" fn stop_server() {
     }
 }
 
-/// Whether this test binary has a PostgreSQL server (starting it on first call). Without one
+/// Whether this test binary has a `PostgreSQL` server (starting it on first call). Without one
 /// it says why on stderr and answers `false`, for the test to skip, unless `CI` is set: then
-/// a missing PostgreSQL fails the test.
+/// a missing `PostgreSQL` fails the test.
 pub fn available() -> bool {
     match server() {
         Ok(_) => true,

@@ -4,7 +4,7 @@
 //! contract, kept by each implementation: the in-process engine, and the client of an owner
 //! that serves the store on its Unix socket (the owner runs in this process, but the body's
 //! calls cross the real socket, framed and decoded, and go through the server's sessions),
-//! and, with the `postgres` feature, the PostgreSQL store on a fresh database of a private
+//! and, with the `postgres` feature, the `PostgreSQL` store on a fresh database of a private
 //! server (`common::pg`), for the verbs it implements so far ([`POSTGRES_SKIPS`]).
 
 use std::path::PathBuf;
@@ -142,8 +142,8 @@ impl Opened for OpenedSocket {
     }
 }
 
-/// The conformance tests not run against PostgreSQL yet, each with why: the verb it needs that
-/// the PostgreSQL store does not implement yet (it answers `Error::Unsupported`), or what of
+/// The conformance tests not run against `PostgreSQL` yet, each with why: the verb it needs that
+/// the `PostgreSQL` store does not implement yet (it answers `Error::Unsupported`), or what of
 /// the embedded store it inspects. The one list to shrink as verbs are added.
 #[cfg(feature = "postgres")]
 pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
@@ -177,7 +177,7 @@ pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
     ("processes_list_the_owner_first_and_who_holds_each_job", "processes"),
 ];
 
-/// The PostgreSQL store, on a fresh database per store (a reopen opens the same one again).
+/// The `PostgreSQL` store, on a fresh database per store (a reopen opens the same one again).
 #[cfg(feature = "postgres")]
 pub struct PostgresBackend {
     databases: std::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
@@ -188,16 +188,14 @@ pub static POSTGRES: std::sync::LazyLock<PostgresBackend> = std::sync::LazyLock:
     PostgresBackend { databases: std::sync::Mutex::new(std::collections::HashMap::new()) }
 });
 
+/// Why test `name` does not run against `PostgreSQL`, if it does not: a verb it needs is not
+/// supported yet (see [`POSTGRES_SKIPS`]), or there is no `PostgreSQL` here (outside CI).
 #[cfg(feature = "postgres")]
-impl PostgresBackend {
-    /// Why test `name` does not run against PostgreSQL, if it does not: a verb it needs is not
-    /// supported yet, or there is no PostgreSQL here (outside CI).
-    pub fn skip(&self, name: &str) -> Option<String> {
-        if let Some((_, why)) = POSTGRES_SKIPS.iter().find(|(test, _)| *test == name) {
-            return Some(format!("needs {why}, not yet supported on PostgreSQL"));
-        }
-        (!crate::common::pg::available()).then(|| "no PostgreSQL here".to_string())
+pub fn postgres_skip(name: &str) -> Option<String> {
+    if let Some((_, why)) = POSTGRES_SKIPS.iter().find(|(test, _)| *test == name) {
+        return Some(format!("needs {why}, not yet supported on PostgreSQL"));
     }
+    (!crate::common::pg::available()).then(|| "no PostgreSQL here".to_string())
 }
 
 #[cfg(feature = "postgres")]
@@ -390,12 +388,11 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $body() {
-                    let backend = &*crate::harness::POSTGRES;
-                    if let Some(why) = backend.skip(stringify!($body)) {
+                    if let Some(why) = crate::harness::postgres_skip(stringify!($body)) {
                         eprintln!("skipped on PostgreSQL: {why}");
                         return;
                     }
-                    crate::$module::$body(backend);
+                    crate::$module::$body(&*crate::harness::POSTGRES);
                 }
             )*
         }
