@@ -46,7 +46,7 @@ format: tools ## format Rust and Python sources
 	$(TOOLS)/bin/ruff check --fix python tests benches examples
 
 .PHONY: lint-rust
-lint-rust: ## rustfmt --check and clippy -D warnings (every feature: the wheel builds without them)
+lint-rust: ## rustfmt --check and clippy -D warnings, every feature on
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --all-features -- -D warnings
 
