@@ -4,7 +4,8 @@
 //! was cancelled meanwhile) and let go all the same. A report from a node that does not hold
 //! the attempt — it reported already, or lost the job to a rescue and a new claim — is
 //! refused and noted in the job's history (`fenced: …`), as the socket owner does for its
-//! clients. //!
+//! clients.
+//!
 //! The check reads the row locked `FOR UPDATE`, which no other transaction can change until
 //! this one commits, so it holds at the update as it did at the read: a node that lost the job
 //! never overwrites what happened since. A refused outcome changes no state.
