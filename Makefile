@@ -46,9 +46,9 @@ format: tools ## format Rust and Python sources
 	$(TOOLS)/bin/ruff check --fix python tests benches examples
 
 .PHONY: lint-rust
-lint-rust: ## rustfmt --check and clippy -D warnings
+lint-rust: ## rustfmt --check and clippy -D warnings, every feature on
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --all-features -- -D warnings
 
 .PHONY: lint-python
 lint-python: tools ## ruff and mypy (strict) over the package
@@ -62,9 +62,10 @@ lint: lint-rust lint-python ## every linter
 # Doc-tests run for the core only: cargo cannot build them for the binding's cdylib, and warns
 # so on every run that includes it (`doctest = false` in its [lib] does not silence that).
 .PHONY: test-rust
-test-rust: ## the core's Rust tests (nextest when installed) and doc-tests
-	if command -v cargo-nextest >/dev/null; then cargo nextest run --workspace --no-tests=warn; \
-	else cargo test --workspace --lib --tests; fi
+test-rust: postgres ## the core's Rust tests, the PostgreSQL store's included (nextest when installed), and doc-tests
+	if command -v cargo-nextest >/dev/null; then \
+		cargo nextest run --workspace --features kathikon-core/postgres --no-tests=warn; \
+	else cargo test --workspace --features kathikon-core/postgres --lib --tests; fi
 	cargo test -p kathikon-core --doc
 
 .PHONY: test-env
@@ -86,6 +87,24 @@ browser: ## install Debian's chromium and chromium-driver (apt-get, as root) whe
 		&& apt-get install -y -q chromium chromium-driver; \
 	else echo "browser: run as root (or: sudo apt-get install chromium chromium-driver)" \
 		"for tests/browser/"; fi
+
+# Debian's PostgreSQL server binaries, for the PostgreSQL store's Rust tests (each test binary
+# starts its own throwaway server on 127.0.0.1 and stops it by PID; they fail under CI without the
+# binaries and skip elsewhere). Installed with apt-get when missing and running as root, as CI
+# does, without starting Debian's own cluster service.
+.PHONY: postgres
+postgres: ## install Debian's postgresql server binaries (apt-get, as root) when missing
+	@if compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null \
+		&& compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null; then :; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		made_policy=""; if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d \
+			&& made_policy=1; fi; \
+		export DEBIAN_FRONTEND=noninteractive && apt-get update -q \
+		&& apt-get install -y -q --no-install-recommends postgresql; status=$$?; \
+		if [ -n "$$made_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi; exit $$status; \
+	else echo "postgres: run as root (or: sudo apt-get install postgresql)" \
+		"for the PostgreSQL store's tests"; fi
 
 .PHONY: test-python
 test-python: test-env browser ## pytest against the installed wheel (run from tests/, so the source tree is not imported)

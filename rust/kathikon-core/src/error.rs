@@ -129,6 +129,31 @@ pub enum Error {
         /// The failure that stopped the writer.
         cause: Box<Error>,
     },
+    /// The `PostgreSQL` database holds a Kathikon schema newer than this build knows: another
+    /// machine runs a newer Kathikon and migrated it. Nothing was changed.
+    #[error("the PostgreSQL database has Kathikon schema version {found}, newer than this Kathikon knows ({supported}); upgrade kathikon here to the version the other machines run (a schema is never downgraded)")]
+    SchemaTooNew {
+        /// The version the database's `kathikon.meta` holds.
+        found: i64,
+        /// The newest version this build creates and reads.
+        supported: i64,
+    },
+    /// The `PostgreSQL` database holds no Kathikon schema, or an older one than this build
+    /// uses, and the store was opened without migrating. Nothing was changed.
+    #[error("the PostgreSQL database has Kathikon schema version {found} (0: none), older than this Kathikon's ({supported}); run `kathikon migrate --url ...`, or open the store with migration allowed")]
+    SchemaTooOld {
+        /// The version the database holds (0: no Kathikon schema).
+        found: i64,
+        /// The version this build uses.
+        supported: i64,
+    },
+    /// A verb the store does not implement yet (the `PostgreSQL` store is being built verb by
+    /// verb): nothing was done.
+    #[error("{verb} is not yet supported on PostgreSQL; use the embedded store (a path instead of a url) for it until it is")]
+    Unsupported {
+        /// The verb ([`crate::Jobs`]' method name).
+        verb: &'static str,
+    },
     /// The process that owns the store, which this process uses through its socket, stopped
     /// writing after the storage failure `cause`: this call was refused or failed there, and
     /// nothing of it was written (a failed commit is [`Error::CommitFailed`] instead). This

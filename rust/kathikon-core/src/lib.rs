@@ -30,6 +30,8 @@ pub mod jobs;
 pub mod listing;
 mod listing_index;
 pub mod metrics;
+#[cfg(feature = "postgres")]
+pub mod pg;
 mod plugins;
 pub mod processes;
 pub mod progress;

@@ -2,6 +2,8 @@
 #![allow(dead_code)] // every test binary uses its own subset of these helpers
 
 pub mod faulty;
+#[cfg(feature = "postgres")]
+pub mod pg;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -3,7 +3,9 @@
 //! A body talks to the store only through [`Jobs`], so what it proves is a promise of the
 //! contract, kept by each implementation: the in-process engine, and the client of an owner
 //! that serves the store on its Unix socket (the owner runs in this process, but the body's
-//! calls cross the real socket, framed and decoded, and go through the server's sessions).
+//! calls cross the real socket, framed and decoded, and go through the server's sessions),
+//! and, with the `postgres` feature, the `PostgreSQL` store on a fresh database of a private
+//! server (`common::pg`), for the verbs it implements so far ([`POSTGRES_SKIPS`]).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use std::time::Duration;
 use crate::common::{scratch_dir, T0};
 use kathikon_core::clock::ManualClock;
 use kathikon_core::ipc::{Client, ClientConfig, Server};
-use kathikon_core::{Engine, EngineConfig, Jobs, Recovery};
+use kathikon_core::{Engine, EngineConfig, Jobs, NewJob, Recovery, Result};
 
 /// One implementation of the contract, opened on a real store file.
 pub trait Backend: Sync {
@@ -24,6 +26,18 @@ pub trait Backend: Sync {
     /// the job, or reports twice) and notes each refusal; the engine alone refuses a stale
     /// ack without a trace.
     fn fences_refused_acks(&self) -> bool;
+
+    /// Whether the store is a redb file at [`Store::path`] (whose indexes a test may check
+    /// after closing it).
+    fn has_store_file(&self) -> bool {
+        true
+    }
+
+    /// What this store accepts of a job description: [`NewJob::validate`], and whatever the
+    /// store's medium adds.
+    fn validate(&self, new: &NewJob) -> Result<()> {
+        new.validate()
+    }
 }
 
 /// A store a [`Backend`] opened: the contract, and what closing it in order takes.
@@ -128,6 +142,118 @@ impl Opened for OpenedSocket {
     }
 }
 
+/// The conformance tests not run against `PostgreSQL` yet, each with why: the verb it needs that
+/// the `PostgreSQL` store does not implement yet (it answers `Error::Unsupported`), or what of
+/// the embedded store it inspects. The one list to shrink as verbs are added.
+#[cfg(feature = "postgres")]
+pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
+    ("claimers_name_the_queues_claimed_from_and_by_whom", "claimers"),
+    ("a_waiting_claim_shows_as_a_claimer_with_no_idle_time", "claimers"),
+    ("wait_ready_names_the_watched_queues_with_jobs_ready", "wait_ready"),
+    ("wait_ready_is_woken_by_an_insert_into_any_watched_queue", "wait_ready"),
+    ("interrupt_of_a_watched_queue_ends_a_wait_ready", "wait_ready"),
+    ("a_paused_queue_gives_no_claim_until_resumed", "set_queue"),
+    ("a_resume_wakes_a_claim_waiting_on_the_paused_queue", "set_queue"),
+    ("no_claim_succeeds_once_a_pause_has_returned", "set_queue"),
+    ("queue_settings_are_stored_across_a_reopen", "set_queue, queue_settings"),
+    ("bad_queue_changes_are_refused_and_store_nothing", "set_queue"),
+    ("bad_crontabs_are_refused_whole", "set_crontab"),
+    (
+        "the_owners_fired_slots_are_read_back_with_their_jobs",
+        "set_crontab, cron_slots, an owner engine",
+    ),
+    ("a_stored_slot_is_not_fired_again_after_reopen", "set_crontab, cron_slots, an owner engine"),
+    ("a_held_key_returns_the_existing_job_flagged", "insert of a unique job"),
+    ("duplicates_within_one_insert_resolve_to_the_first", "insert of a unique job"),
+    ("only_the_named_states_and_the_period_hold_a_key", "insert of a unique job"),
+    ("threads_racing_one_key_store_one_job", "insert of a unique job"),
+    ("replace_overwrites_fields_and_moves_the_claim_place", "insert of a unique job"),
+    ("keys_survive_a_reopen", "insert of a unique job"),
+    ("bad_specs_are_refused_naming_the_value", "insert of a unique job"),
+    ("metrics_count_outcomes_and_duration_percentiles_per_queue_and_minute", "metrics"),
+    ("metrics_are_kept_across_a_reopen_and_for_24_hours", "metrics"),
+    ("a_running_attempts_latest_progress_is_kept_after_it_ends", "set_progress, progress"),
+    ("bad_progress_is_refused_naming_the_value", "set_progress"),
+    ("processes_list_the_owner_first_and_who_holds_each_job", "processes"),
+];
+
+/// The `PostgreSQL` store, on a fresh database per store (a reopen opens the same one again).
+#[cfg(feature = "postgres")]
+pub struct PostgresBackend {
+    databases: std::sync::Mutex<std::collections::HashMap<PathBuf, String>>,
+}
+
+#[cfg(feature = "postgres")]
+pub static POSTGRES: std::sync::LazyLock<PostgresBackend> = std::sync::LazyLock::new(|| {
+    PostgresBackend { databases: std::sync::Mutex::new(std::collections::HashMap::new()) }
+});
+
+/// Why test `name` does not run against `PostgreSQL`, if it does not: a verb it needs is not
+/// supported yet (see [`POSTGRES_SKIPS`]), or there is no `PostgreSQL` here (outside CI).
+#[cfg(feature = "postgres")]
+pub fn postgres_skip(name: &str) -> Option<String> {
+    if let Some((_, why)) = POSTGRES_SKIPS.iter().find(|(test, _)| *test == name) {
+        return Some(format!("needs {why}, not yet supported on PostgreSQL"));
+    }
+    (!crate::common::pg::available()).then(|| "no PostgreSQL here".to_string())
+}
+
+#[cfg(feature = "postgres")]
+struct OpenedPostgres(Arc<kathikon_core::pg::PgStore>);
+
+#[cfg(feature = "postgres")]
+impl Backend for PostgresBackend {
+    fn open(&self, config: EngineConfig) -> Box<dyn Opened> {
+        use kathikon_core::pg::{PgConfig, PgStore};
+        let key = config.path.clone().expect("a store path naming the test's database");
+        let url = self
+            .databases
+            .lock()
+            .unwrap()
+            .entry(key)
+            .or_insert_with(|| crate::common::pg::database().expect("a PostgreSQL database"))
+            .clone();
+        let store = PgStore::open(PgConfig {
+            clock: config.clock.clone(),
+            poll_interval: Duration::from_millis(20),
+            ..PgConfig::new(url)
+        })
+        .unwrap_or_else(|e| panic!("open the PostgreSQL store: {e}"));
+        Box::new(OpenedPostgres(Arc::new(store)))
+    }
+
+    fn fences_refused_acks(&self) -> bool {
+        true
+    }
+
+    fn has_store_file(&self) -> bool {
+        false
+    }
+
+    fn validate(&self, new: &NewJob) -> Result<()> {
+        kathikon_core::pg::validate(new)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl Opened for OpenedPostgres {
+    fn jobs(&self) -> Arc<dyn Jobs> {
+        self.0.clone()
+    }
+
+    fn recovery(&self) -> Option<Recovery> {
+        None
+    }
+
+    fn close(self: Box<Self>) {
+        self.0.close();
+    }
+
+    fn owner(&self) -> Arc<Engine> {
+        panic!("the PostgreSQL store has no owning engine; list the test in POSTGRES_SKIPS")
+    }
+}
+
 /// A fresh store file for one test, opened by one backend on a manual clock at [`T0`]. It
 /// derefs to the contract, so a body reads `store.insert(…)`.
 pub struct Store {
@@ -191,6 +317,16 @@ impl Store {
         self.backend.fences_refused_acks()
     }
 
+    /// See [`Backend::has_store_file`].
+    pub fn has_store_file(&self) -> bool {
+        self.backend.has_store_file()
+    }
+
+    /// See [`Backend::validate`].
+    pub fn validate(&self, new: &NewJob) -> Result<()> {
+        self.backend.validate(new)
+    }
+
     /// See [`Opened::owner`].
     pub fn owner(&self) -> Arc<Engine> {
         self.opened.as_ref().expect("an open store").owner()
@@ -226,8 +362,9 @@ impl Drop for Store {
     }
 }
 
-/// `#[test] fn NAME()` in module `engine` and in module `socket` for each body `MODULE::NAME`
-/// (a `fn(&'static dyn Backend)`), like a test mixin run once per storage backend.
+/// `#[test] fn NAME()` in module `engine`, in module `socket` and (with the `postgres`
+/// feature) in module `postgres` for each body `MODULE::NAME` (a `fn(&'static dyn Backend)`),
+/// like a test mixin run once per storage backend.
 macro_rules! conformance {
     ($($module:ident :: $body:ident),* $(,)?) => {
         mod engine {
@@ -243,6 +380,19 @@ macro_rules! conformance {
                 #[test]
                 fn $body() {
                     crate::$module::$body(&crate::harness::SOCKET);
+                }
+            )*
+        }
+        #[cfg(feature = "postgres")]
+        mod postgres {
+            $(
+                #[test]
+                fn $body() {
+                    if let Some(why) = crate::harness::postgres_skip(stringify!($body)) {
+                        eprintln!("skipped on PostgreSQL: {why}");
+                        return;
+                    }
+                    crate::$module::$body(&*crate::harness::POSTGRES);
                 }
             )*
         }

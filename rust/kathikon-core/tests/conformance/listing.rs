@@ -184,5 +184,7 @@ pub fn bulk_actions_work_in_chunks_and_delete_spares_unfinished_jobs(
     assert!(s.claim("b", 1, std::time::Duration::ZERO).unwrap().is_empty());
     let path = s.path();
     s.close();
-    common::assert_indexes_match_records(&path);
+    if s.has_store_file() {
+        common::assert_indexes_match_records(&path);
+    }
 }

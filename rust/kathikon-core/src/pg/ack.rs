@@ -1,0 +1,66 @@
+//! Acks: a worker's outcomes, applied in one transaction through [`crate::Job::finish`], and
+//! fenced by node and attempt. A claim makes the node hold the attempt (`node_id`, `attempt`);
+//! its first report lets go of it: applied if the job is still executing it, else stale (it
+//! was cancelled meanwhile) and let go all the same. A report from a node that does not hold
+//! the attempt — it reported already, or lost the job to a rescue and a new claim — is
+//! refused and noted in the job's history (`fenced: …`), as the socket owner does for its
+//! clients.
+//!
+//! The check reads the row locked `FOR UPDATE`, which no other transaction can change until
+//! this one commits, so it holds at the update as it did at the read: a node that lost the job
+//! never overwrites what happened since. A refused outcome changes no state.
+
+use postgres::Client;
+
+use super::write::{begin, lock, promote_if_due, store, Locked};
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::job::{Ack, AckResult};
+use crate::state::JobState;
+
+/// Apply `acks` at `now` for node `node` (process `pid`); one result per ack, in order.
+pub(crate) fn ack(
+    client: &mut Client,
+    acks: Vec<Ack>,
+    now: Micros,
+    node: i64,
+    pid: u32,
+) -> Result<Vec<AckResult>> {
+    if acks.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = begin(client, now)?;
+    let ids: Vec<u64> = acks.iter().map(|a| a.id).collect();
+    let mut jobs = lock(&mut tx, &ids)?;
+    let mut results = Vec::with_capacity(acks.len());
+    for Ack { id, attempt, outcome } in acks {
+        let Some(Locked { job, node: holder }) = jobs.get_mut(&id) else {
+            results.push(AckResult::Stale(None));
+            continue;
+        };
+        promote_if_due(job, now)?;
+        if *holder == Some(node) && job.attempt == attempt {
+            *holder = None;
+            if job.state == JobState::Executing {
+                job.finish(outcome, now)?;
+                results.push(AckResult::Applied(job.clone()));
+            } else {
+                results.push(AckResult::Stale(Some(job.state)));
+            }
+        } else {
+            let text = format!(
+                "fenced: node {node} (process {pid}) reported '{}' for attempt {attempt} while \
+                 the job was {} (attempt {}); the report was refused",
+                outcome.past_tense(),
+                job.state,
+                job.attempt
+            );
+            job.note_fenced(now, attempt, text);
+            results.push(AckResult::Stale(Some(job.state)));
+        }
+    }
+    let changed: Vec<_> = jobs.values().map(|l| (&l.job, l.node)).collect();
+    store(&mut tx, &changed)?;
+    tx.commit()?;
+    Ok(results)
+}

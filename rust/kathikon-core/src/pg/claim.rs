@@ -1,0 +1,92 @@
+//! Promotion and claiming. Promotion makes scheduled and retryable jobs whose time has come
+//! available (the transition [`Event::Promote`]); a claim promotes its queue's due jobs, then
+//! takes the most urgent available ones — by priority, due time, id — with
+//! `FOR UPDATE SKIP LOCKED`, so claimers in any number of processes each get different jobs
+//! without waiting on each other's locks, and marks them executing for this node with the
+//! attempt counted ([`Event::Claim`]; the same fields [`crate::Job::claim`] sets).
+
+use std::sync::OnceLock;
+
+use postgres::GenericClient;
+
+use super::row::{code, codes, job, J_COLUMNS};
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::job::Job;
+use crate::state::{transition, Event, JobState};
+
+/// The state a due waiting job is promoted to, per the transition table.
+fn promoted() -> JobState {
+    transition(0, JobState::Scheduled, Event::Promote).expect("scheduled jobs promote")
+}
+
+/// Make every scheduled or retryable job due at or before `until` available (of `queue`
+/// only, when given). With `skip_locked`, rows another transaction holds are left for the
+/// next promotion (a claim must not wait); without, this waits for them (a sync promises
+/// every due job promoted). Returns how many were promoted.
+pub(crate) fn promote(
+    client: &mut impl GenericClient,
+    queue: Option<&str>,
+    until: Micros,
+    skip_locked: bool,
+) -> Result<u64> {
+    static SQL: OnceLock<[String; 4]> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        let stmt = |queue: &str, lock: &str| {
+            format!(
+                "UPDATE kathikon.jobs SET state = {available} WHERE id IN (
+                     SELECT id FROM kathikon.jobs
+                     WHERE state IN ({waiting}) AND scheduled_at <= $1 {queue}
+                     ORDER BY id FOR UPDATE {lock})",
+                available = code(promoted()),
+                waiting = codes(&JobState::WAITING),
+            )
+        };
+        [
+            stmt("", ""),
+            stmt("", "SKIP LOCKED"),
+            stmt("AND queue = $2", ""),
+            stmt("AND queue = $2", "SKIP LOCKED"),
+        ]
+    });
+    let n = match queue {
+        None => client.execute(&sql[usize::from(skip_locked)], &[&until])?,
+        Some(q) => client.execute(&sql[2 + usize::from(skip_locked)], &[&until, &q])?,
+    };
+    Ok(n)
+}
+
+/// Claim up to `max` jobs of `queue` at `now` for node `node`; returns them in claim order.
+pub(crate) fn claim(
+    client: &mut impl GenericClient,
+    queue: &str,
+    max: usize,
+    now: Micros,
+    node: i64,
+) -> Result<Vec<Job>> {
+    static SQL: OnceLock<String> = OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "UPDATE kathikon.jobs j
+             SET state = {executing}, attempt = j.attempt + 1, attempted_at = $2, node_id = $3
+             FROM (SELECT id FROM kathikon.jobs
+                   WHERE queue = $1 AND state = {available}
+                   ORDER BY priority, scheduled_at, id
+                   LIMIT $4
+                   FOR UPDATE SKIP LOCKED) c
+             WHERE j.id = c.id
+             RETURNING {J_COLUMNS}",
+            executing = code(
+                transition(0, JobState::Available, Event::Claim).expect("available jobs claim")
+            ),
+            available = code(JobState::Available),
+        )
+    });
+    promote(client, Some(queue), now, true)?;
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let rows = client.query(sql.as_str(), &[&queue, &now, &node, &limit])?;
+    let mut jobs = rows.iter().map(job).collect::<Result<Vec<Job>>>()?;
+    // RETURNING promises no order; the claim's is the queue's.
+    jobs.sort_unstable_by_key(|j| (j.priority, j.scheduled_at, j.id));
+    Ok(jobs)
+}

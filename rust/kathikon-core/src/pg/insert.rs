@@ -1,0 +1,77 @@
+//! Insert: a batch of jobs in one statement (one round trip): the jobs' columns are sent as
+//! arrays and unnested into rows, in the order given, so the ids `PostgreSQL` assigns ascend in
+//! that order.
+
+use postgres::Client;
+
+use super::row::code;
+use super::validate::validate;
+use crate::clock::Micros;
+use crate::error::{Error, Result};
+use crate::job::{Job, NewJob};
+
+const INSERT: &str = "INSERT INTO kathikon.jobs
+        (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
+    SELECT u.state, u.queue, u.worker, u.args::json, u.meta::json,
+        ARRAY(SELECT t FROM json_array_elements_text(u.tags::json) WITH ORDINALITY AS e(t, k)
+              ORDER BY k),
+        u.max_attempts, u.priority, $9, u.scheduled_at
+    FROM unnest($1::smallint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+                $7::bigint[], $8::smallint[], $10::bigint[])
+        WITH ORDINALITY AS u(state, queue, worker, args, meta, tags, max_attempts, priority,
+                             scheduled_at, n)
+    ORDER BY u.n
+    RETURNING id";
+
+/// Insert `jobs` at `now`, all or none; returns them as stored, in the order given.
+pub(crate) fn insert(client: &mut Client, jobs: Vec<NewJob>, now: Micros) -> Result<Vec<Job>> {
+    for new in &jobs {
+        validate(new)?;
+        if new.unique.is_some() {
+            return Err(Error::Unsupported { verb: "insert of a unique job" });
+        }
+    }
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut jobs: Vec<Job> = jobs.into_iter().map(|new| new.into_job(0, now)).collect();
+    let states: Vec<i16> = jobs.iter().map(|j| code(j.state)).collect();
+    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
+    let workers: Vec<&str> = jobs.iter().map(|j| j.worker.as_str()).collect();
+    let args: Vec<&str> = jobs.iter().map(|j| j.args.as_str()).collect();
+    let metas: Vec<&str> = jobs.iter().map(|j| j.meta.as_str()).collect();
+    let tags: Vec<String> =
+        jobs.iter().map(|j| serde_json::to_string(&j.tags).expect("tags always encode")).collect();
+    let max_attempts: Vec<i64> = jobs.iter().map(|j| i64::from(j.max_attempts)).collect();
+    let priorities: Vec<i16> = jobs.iter().map(|j| i16::from(j.priority)).collect();
+    let scheduled: Vec<i64> = jobs.iter().map(|j| j.scheduled_at).collect();
+    let rows = client.query(
+        INSERT,
+        &[
+            &states,
+            &queues,
+            &workers,
+            &args,
+            &metas,
+            &tags,
+            &max_attempts,
+            &priorities,
+            &now,
+            &scheduled,
+        ],
+    )?;
+    // One statement's identity values ascend in the order its rows are inserted (`ORDER BY`).
+    let mut ids: Vec<i64> = rows.iter().map(|r| r.get(0)).collect();
+    ids.sort_unstable();
+    if ids.len() != jobs.len() {
+        return Err(Error::Storage(format!(
+            "PostgreSQL inserted {} rows for {} jobs",
+            ids.len(),
+            jobs.len()
+        )));
+    }
+    for (job, id) in jobs.iter_mut().zip(ids) {
+        job.id = id as u64;
+    }
+    Ok(jobs)
+}

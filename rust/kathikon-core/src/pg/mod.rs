@@ -1,0 +1,29 @@
+//! The job store on `PostgreSQL` (in progress): [`PgStore`] implements the job-store contract
+//! ([`crate::Jobs`]) on a database many machines share, so an app that outgrows one machine
+//! keeps its code and points it at `PostgreSQL`. Its design is in `docs/architecture.md`
+//! ("`PostgreSQL`"); one concept per module:
+//!
+//! - [`schema`]: the versioned `kathikon` schema and [`schema::migrate`];
+//! - `connection`: connections reused across calls;
+//! - `row`: a job as a row; `write`: changes through the core's state machine;
+//! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
+//!   listing), `nodes` (a process's node row, and its held jobs rescued at close);
+//! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
+
+mod ack;
+mod bulk;
+mod change;
+mod claim;
+mod connection;
+mod insert;
+mod nodes;
+mod reads;
+mod row;
+pub mod schema;
+mod store;
+mod validate;
+mod wake;
+mod write;
+
+pub use store::{PgConfig, PgStore};
+pub use validate::validate;

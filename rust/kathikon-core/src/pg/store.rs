@@ -1,0 +1,309 @@
+//! [`PgStore`]: the job-store contract on `PostgreSQL`. Every verb is a transaction (or one
+//! statement) on a connection of its own, so calls from many threads and processes run side
+//! by side; the database's locks, not this process, keep them apart. Times come from the
+//! store's clock, as the embedded engine's do, so tests move time by hand on both alike.
+//!
+//! Verbs not built yet answer [`Error::Unsupported`] naming themselves; nothing is silently
+//! skipped.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::connection::Connections;
+use super::wake::{Wake, Woken};
+use super::{ack, bulk, change, claim, insert, nodes, reads, schema};
+use crate::claim::Claimer;
+use crate::clock::{Clock, Micros, SystemClock};
+use crate::cron::{CronEntry, CronSlot};
+use crate::error::{Error, Result};
+use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::jobs::{Jobs, ListFilter};
+use crate::listing::BulkAction;
+use crate::metrics::MetricPoint;
+use crate::processes::ProcessInfo;
+use crate::progress::Progress;
+use crate::queues::{QueueChange, QueueSettings};
+use crate::state::JobState;
+use crate::storage::Quarantined;
+use crate::telemetry::EngineEvent;
+use crate::unique::Inserted;
+
+/// How to open a [`PgStore`].
+#[derive(Debug, Clone)]
+pub struct PgConfig {
+    /// The database: a `postgresql://user@host:port/dbname` URL or a `key=value` string.
+    pub url: String,
+    /// Create or upgrade the `kathikon` schema at open ([`schema::migrate`]); without it, a
+    /// database whose schema is missing or older is refused ([`Error::SchemaTooOld`]).
+    pub migrate: bool,
+    /// The time the store runs on (due times, timestamps).
+    pub clock: Arc<dyn Clock>,
+    /// How often a waiting claim looks for jobs another process inserted.
+    pub poll_interval: Duration,
+    /// How long this node's lease runs from its last heartbeat.
+    pub lease: Duration,
+}
+
+impl PgConfig {
+    /// The database at `url`, migrated at open, on the wall clock, polling every 100 ms.
+    pub fn new(url: impl Into<String>) -> PgConfig {
+        PgConfig {
+            url: url.into(),
+            migrate: true,
+            clock: Arc::new(SystemClock),
+            poll_interval: Duration::from_millis(100),
+            lease: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A job store on `PostgreSQL`, registered as one node of the database.
+pub struct PgStore {
+    connections: Connections,
+    clock: Arc<dyn Clock>,
+    poll_interval: Duration,
+    node: i64,
+    wake: Wake,
+    closed: AtomicBool,
+}
+
+impl PgStore {
+    /// Connect to `config.url`, migrate or check the schema, and register this process as a
+    /// node.
+    pub fn open(config: PgConfig) -> Result<PgStore> {
+        let connections = Connections::new(&config.url)?;
+        let now = config.clock.now();
+        let lease = i64::try_from(config.lease.as_micros()).unwrap_or(i64::MAX);
+        let node = connections.with(|client| {
+            if config.migrate {
+                schema::migrate(client)?;
+            } else {
+                schema::check(client)?;
+            }
+            nodes::register(client, now, lease)
+        })?;
+        Ok(PgStore {
+            connections,
+            clock: config.clock,
+            poll_interval: config.poll_interval,
+            node,
+            wake: Wake::default(),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// This store's node id (its row in `kathikon.nodes`).
+    pub fn node(&self) -> i64 {
+        self.node
+    }
+
+    /// Run `work` on a connection, unless the store is closed.
+    fn with<T>(&self, work: impl FnOnce(&mut postgres::Client) -> Result<T>) -> Result<T> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(Error::Closed);
+        }
+        self.connections.with(work)
+    }
+}
+
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn unsupported<T>(verb: &'static str) -> Result<T> {
+    Err(Error::Unsupported { verb })
+}
+
+impl Jobs for PgStore {
+    fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        let now = self.clock.now();
+        let jobs = self.with(|c| insert::insert(c, jobs, now))?;
+        self.wake.inserted();
+        Ok(jobs)
+    }
+
+    fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let deadline = Instant::now() + timeout;
+        let mut mark = self.wake.mark(queue);
+        loop {
+            let now = self.clock.now();
+            let jobs = self.with(|c| claim::claim(c, queue, max, now, self.node))?;
+            if !jobs.is_empty() || Instant::now() >= deadline {
+                return Ok(jobs);
+            }
+            match self.wake.wait(queue, &mut mark, deadline, self.poll_interval) {
+                Woken::Look => {}
+                Woken::Interrupted => return Ok(Vec::new()),
+                Woken::Closed => return Err(Error::Closed),
+            }
+        }
+    }
+
+    fn wait_ready(
+        &self,
+        _queues: &[String],
+        _seen: Option<u64>,
+        _timeout: Duration,
+    ) -> Result<(u64, Vec<String>)> {
+        unsupported("wait_ready")
+    }
+
+    fn interrupt(&self, queue: &str) {
+        self.wake.interrupt(queue);
+    }
+
+    fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
+        let now = self.clock.now();
+        self.with(|c| ack::ack(c, acks, now, self.node, std::process::id()))
+    }
+
+    /// Applied at once, as [`Jobs::ack`]: a database commit is the only wait there is.
+    fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
+        self.ack(acks).map(drop)
+    }
+
+    fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
+        let now = self.clock.now();
+        self.with(|c| change::cancel(c, id, now))
+    }
+
+    fn retry(&self, id: JobId) -> Result<Job> {
+        let now = self.clock.now();
+        self.with(|c| change::retry(c, id, now))
+    }
+
+    fn get(&self, id: JobId) -> Result<Job> {
+        self.with(|c| reads::get(c, id))
+    }
+
+    fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
+        self.with(|c| reads::list(c, filter))
+    }
+
+    fn counts(&self) -> Result<Vec<(String, JobState, u64)>> {
+        self.with(reads::counts)
+    }
+
+    /// Always empty: the schema types every column, so no row is ever moved aside; a row
+    /// that does not make a job is an error naming it.
+    fn quarantined(&self) -> Result<Vec<Quarantined>> {
+        self.with(|_| Ok(Vec::new()))
+    }
+
+    fn oldest_available(&self, queue: &str) -> Result<Option<Micros>> {
+        self.with(|c| reads::oldest_available(c, queue))
+    }
+
+    fn ready_count(&self, queue: &str) -> Result<usize> {
+        self.with(|c| reads::ready_count(c, queue))
+    }
+
+    fn claimers(&self) -> Result<Vec<Claimer>> {
+        unsupported("claimers")
+    }
+
+    fn prune(&self, age: Duration) -> Result<u64> {
+        let before = self.clock.now().saturating_sub(age.as_micros() as i64);
+        self.with(|c| change::prune(c, before))
+    }
+
+    /// Every write is committed when its call returns; this promotes every due job.
+    fn sync(&self) -> Result<()> {
+        let now = self.clock.now();
+        self.with(|c| claim::promote(c, None, now, false)).map(drop)
+    }
+
+    fn sync_promoting(&self, until: Micros) -> Result<()> {
+        let until = until.max(self.clock.now());
+        self.with(|c| claim::promote(c, None, until, false)).map(drop)
+    }
+
+    /// Events happen in the process that makes them; this store collects none yet.
+    fn set_events(&self, _on: bool) {}
+
+    /// None to collect (see [`PgStore::set_events`]): waits out `timeout`, so a poller does
+    /// not spin.
+    fn next_events(&self, timeout: Duration) -> Vec<EngineEvent> {
+        std::thread::sleep(timeout);
+        Vec::new()
+    }
+
+    fn now(&self) -> Micros {
+        self.clock.now()
+    }
+
+    /// Hands back the jobs this node still holds (rescued, as a lost worker's are), deletes
+    /// its node row and closes the connections. A database that cannot be reached leaves the
+    /// jobs to be rescued when the node's lease expires.
+    fn close(&self) {
+        if self.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        self.wake.close();
+        let now = self.clock.now();
+        let _ = self.connections.with(|c| nodes::leave(c, self.node, now));
+        self.connections.close();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+
+    fn set_queue(&self, _queue: &str, _change: QueueChange) -> Result<QueueSettings> {
+        unsupported("set_queue")
+    }
+
+    fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
+        unsupported("queue_settings")
+    }
+
+    fn set_crontab(&self, _entries: Vec<CronEntry>) -> Result<()> {
+        unsupported("set_crontab")
+    }
+
+    fn cron_slots(&self) -> Result<Vec<CronSlot>> {
+        unsupported("cron_slots")
+    }
+
+    /// Plain inserts (no unique spec) never conflict; unique ones are not supported yet.
+    fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
+        Ok(Inserted { jobs: self.insert(jobs)?, conflicts: Vec::new() })
+    }
+
+    fn metrics(&self, _since: Option<Micros>, _queue: Option<&str>) -> Result<Vec<MetricPoint>> {
+        unsupported("metrics")
+    }
+
+    fn set_progress(
+        &self,
+        _id: JobId,
+        _attempt: u32,
+        _fraction: f64,
+        _note: Option<String>,
+    ) -> Result<bool> {
+        unsupported("set_progress")
+    }
+
+    fn progress(&self, _id: JobId) -> Result<Option<Progress>> {
+        unsupported("progress")
+    }
+
+    fn count(&self, filter: &ListFilter) -> Result<u64> {
+        self.with(|c| reads::count(c, filter))
+    }
+
+    fn bulk(&self, action: BulkAction, filter: &ListFilter) -> Result<u64> {
+        let now = self.clock.now();
+        self.with(|c| bulk::bulk(c, action, filter, now))
+    }
+
+    fn processes(&self) -> Result<Vec<ProcessInfo>> {
+        unsupported("processes")
+    }
+}

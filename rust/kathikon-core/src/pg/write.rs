@@ -1,0 +1,97 @@
+//! Changing jobs through the state machine: read them locked (`FOR UPDATE`, in id order, so
+//! two writers never deadlock), apply the core's own [`crate::Job`] methods — which alone
+//! decide the next state and the fields that go with it — and write the changed fields back
+//! in one statement. The rules live in `state.rs` and `job.rs` once, not again in SQL.
+
+use std::collections::BTreeMap;
+
+use postgres::{Client, Transaction};
+
+use super::row::{errors_json, job, pg_id, COLUMNS};
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::job::{Job, JobId};
+
+/// A job read for a change, and the node that claimed its latest attempt.
+pub(crate) struct Locked {
+    /// The job.
+    pub(crate) job: Job,
+    /// The node that claimed its latest attempt, if any did.
+    pub(crate) node: Option<i64>,
+}
+
+/// The jobs among `ids` that exist, locked until the transaction ends, by id.
+pub(crate) fn lock(tx: &mut Transaction<'_>, ids: &[JobId]) -> Result<BTreeMap<JobId, Locked>> {
+    let ids: Vec<i64> = ids.iter().map(|id| pg_id(*id)).collect();
+    let rows = tx.query(
+        &format!(
+            "SELECT {COLUMNS}, node_id FROM kathikon.jobs WHERE id = ANY($1) ORDER BY id \
+             FOR UPDATE"
+        ),
+        &[&ids],
+    )?;
+    rows.iter().map(|r| job(r).map(|job| (job.id, Locked { job, node: r.get(17) }))).collect()
+}
+
+/// A waiting job whose time has come is available: what the engine's every write batch does
+/// first, so a change sees the state the job would have had after the last promotion.
+pub(crate) fn promote_if_due(job: &mut Job, now: Micros) -> Result<()> {
+    if job.state.is_waiting() && job.scheduled_at <= now {
+        job.promote()?;
+    }
+    Ok(())
+}
+
+/// Open a transaction for a change at `now`, first promoting every due job that no other
+/// transaction holds, as each of the engine's write batches starts.
+pub(crate) fn begin(client: &mut Client, now: Micros) -> Result<Transaction<'_>> {
+    let mut tx = client.transaction()?;
+    super::claim::promote(&mut tx, None, now, true)?;
+    Ok(tx)
+}
+
+/// Write the fields a transition changes of each of `jobs` (locked by [`lock`]), and the
+/// node that holds each (`None`: none).
+pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
+    if jobs.is_empty() {
+        return Ok(());
+    }
+    let nodes: Vec<Option<i64>> = jobs.iter().map(|(_, node)| *node).collect();
+    let jobs: Vec<&Job> = jobs.iter().map(|(job, _)| *job).collect();
+    let ids: Vec<i64> = jobs.iter().map(|j| pg_id(j.id)).collect();
+    let states: Vec<i16> = jobs.iter().map(|j| super::row::code(j.state)).collect();
+    let attempts: Vec<i64> = jobs.iter().map(|j| i64::from(j.attempt)).collect();
+    let max_attempts: Vec<i64> = jobs.iter().map(|j| i64::from(j.max_attempts)).collect();
+    let errors: Vec<String> = jobs.iter().map(|j| errors_json(j)).collect();
+    let scheduled: Vec<Micros> = jobs.iter().map(|j| j.scheduled_at).collect();
+    let attempted: Vec<Option<Micros>> = jobs.iter().map(|j| j.attempted_at).collect();
+    let completed: Vec<Option<Micros>> = jobs.iter().map(|j| j.completed_at).collect();
+    let cancelled: Vec<Option<Micros>> = jobs.iter().map(|j| j.cancelled_at).collect();
+    let discarded: Vec<Option<Micros>> = jobs.iter().map(|j| j.discarded_at).collect();
+    tx.execute(
+        "UPDATE kathikon.jobs j SET state = u.state, attempt = u.attempt,
+             max_attempts = u.max_attempts, errors = u.errors::json, scheduled_at = u.scheduled_at,
+             attempted_at = u.attempted_at, completed_at = u.completed_at,
+             cancelled_at = u.cancelled_at, discarded_at = u.discarded_at, node_id = u.node_id
+         FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
+                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                     $11::bigint[])
+             AS u(id, state, attempt, max_attempts, errors, scheduled_at, attempted_at,
+                  completed_at, cancelled_at, discarded_at, node_id)
+         WHERE j.id = u.id",
+        &[
+            &ids,
+            &states,
+            &attempts,
+            &max_attempts,
+            &errors,
+            &scheduled,
+            &attempted,
+            &completed,
+            &cancelled,
+            &discarded,
+            &nodes,
+        ],
+    )?;
+    Ok(())
+}
