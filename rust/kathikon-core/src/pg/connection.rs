@@ -4,7 +4,7 @@
 //! for one connection only. A connection that broke is dropped, not put back; the next call
 //! opens a new one.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use postgres::{Client, Config, NoTls};
 
@@ -28,9 +28,10 @@ impl From<postgres::Error> for Error {
 }
 
 /// The database's address and its idle connections.
+#[derive(Clone)]
 pub(crate) struct Connections {
     config: Config,
-    idle: Mutex<Vec<Client>>,
+    idle: Arc<Mutex<Vec<Client>>>,
 }
 
 impl Connections {
@@ -42,7 +43,7 @@ impl Connections {
                  postgresql://user@host:5432/dbname"
             ))
         })?;
-        Ok(Connections { config, idle: Mutex::new(Vec::new()) })
+        Ok(Connections { config, idle: Arc::new(Mutex::new(Vec::new())) })
     }
 
     /// A connection of its own: idle or new.
@@ -54,6 +55,12 @@ impl Connections {
                 return Ok(client);
             }
         }
+        self.connect()
+    }
+
+    /// A new connection, never put back: for a thread that keeps one (the listener, the
+    /// node's upkeep with its session-level leader lock).
+    pub(crate) fn connect(&self) -> Result<Client> {
         self.config.connect(NoTls).map_err(|e| {
             Error::Storage(format!(
                 "could not connect to PostgreSQL ({e}); is the server up and the url right?"

@@ -7,7 +7,9 @@
 //! - `connection`: connections reused across calls;
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
 //! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
-//!   listing), `nodes` (a process's node row, and its held jobs rescued at close);
+//!   listing), `nodes` (a process's node row, its lease, and its held jobs rescued at close),
+//!   `rescue` (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the
+//!   lease and runs the periodic work);
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
 mod ack;
@@ -18,9 +20,11 @@ mod connection;
 mod insert;
 mod nodes;
 mod reads;
+mod rescue;
 mod row;
 pub mod schema;
 mod store;
+mod upkeep;
 mod validate;
 mod wake;
 mod write;

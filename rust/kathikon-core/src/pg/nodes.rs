@@ -36,6 +36,28 @@ pub(crate) fn register(client: &mut Client, now: Micros, lease_us: Micros) -> Re
     Ok(row.get(0))
 }
 
+/// Renew node `node`'s lease at `now` for `lease_us` more. A node whose row is gone — it
+/// stopped renewing (frozen, cut off) past its lease and another node rescued its jobs —
+/// registers again under the same id: what it held is lost to it already (its late acks are
+/// fenced), and what it claims from now on must again be rescued should it stop for good.
+pub(crate) fn renew(client: &mut Client, node: i64, now: Micros, lease_us: Micros) -> Result<()> {
+    let expires = now.saturating_add(lease_us);
+    let renewed = client.execute(
+        "UPDATE kathikon.nodes SET heartbeat_at = $2, lease_expires_at = $3 WHERE id = $1",
+        &[&node, &now, &expires],
+    )?;
+    if renewed == 0 {
+        client.execute(
+            "INSERT INTO kathikon.nodes
+                 (id, pid, hostname, started_at, heartbeat_at, lease_expires_at)
+             OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $4, $5)
+             ON CONFLICT (id) DO NOTHING",
+            &[&node, &(std::process::id() as i32), &hostname(), &now, &expires],
+        )?;
+    }
+    Ok(())
+}
+
 /// Rescue what node `node` still holds and delete its row, in one transaction; returns how
 /// many jobs were rescued (discarded ones included).
 pub(crate) fn leave(client: &mut Client, node: i64, now: Micros) -> Result<u64> {

@@ -7,10 +7,11 @@
 //! skipped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::connection::Connections;
+use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
 use super::{ack, bulk, change, claim, insert, nodes, reads, schema};
 use crate::claim::Claimer;
@@ -41,19 +42,31 @@ pub struct PgConfig {
     pub clock: Arc<dyn Clock>,
     /// How often a waiting claim looks for jobs another process inserted.
     pub poll_interval: Duration,
-    /// How long this node's lease runs from its last heartbeat.
+    /// How long this node's lease runs from its last heartbeat: once it has run out, another
+    /// node rescues the jobs this one holds.
     pub lease: Duration,
+    /// How often this node renews its lease, from a thread of its own; `None` runs no such
+    /// thread at all — the node never renews its lease nor does periodic work, as a process
+    /// that stopped would (for tests of what other nodes then do).
+    pub heartbeat: Option<Duration>,
+    /// How often the node's periodic work runs: rescue of nodes whose lease expired.
+    pub tick: Duration,
 }
 
 impl PgConfig {
-    /// The database at `url`, migrated at open, on the wall clock, polling every 100 ms.
+    /// The database at `url`, migrated at open, on the wall clock, polling every 100 ms; a
+    /// lease of 30 s renewed every 10 s (as a socket client's with the store's owner), and
+    /// the periodic work every second (as the embedded scheduler's).
     pub fn new(url: impl Into<String>) -> PgConfig {
+        let lease = Duration::from_secs(30);
         PgConfig {
             url: url.into(),
             migrate: true,
             clock: Arc::new(SystemClock),
             poll_interval: Duration::from_millis(100),
-            lease: Duration::from_secs(60),
+            lease,
+            heartbeat: Some(lease / 3),
+            tick: Duration::from_secs(1),
         }
     }
 }
@@ -66,6 +79,8 @@ pub struct PgStore {
     node: i64,
     wake: Wake,
     closed: AtomicBool,
+    /// The thread renewing the lease and doing the periodic work, if the config runs one.
+    upkeep: Mutex<Option<UpkeepThread>>,
 }
 
 impl PgStore {
@@ -83,6 +98,21 @@ impl PgStore {
             }
             nodes::register(client, now, lease)
         })?;
+        let upkeep = match config.heartbeat {
+            Some(heartbeat) => Some(
+                Upkeep {
+                    node,
+                    connections: connections.clone(),
+                    clock: config.clock.clone(),
+                    lease_us: lease,
+                    heartbeat,
+                    tick: config.tick,
+                }
+                .start()
+                .map_err(|e| Error::Storage(format!("start the node's upkeep thread: {e}")))?,
+            ),
+            None => None,
+        };
         Ok(PgStore {
             connections,
             clock: config.clock,
@@ -90,6 +120,7 @@ impl PgStore {
             node,
             wake: Wake::default(),
             closed: AtomicBool::new(false),
+            upkeep: Mutex::new(upkeep),
         })
     }
 
@@ -246,6 +277,12 @@ impl Jobs for PgStore {
             return;
         }
         self.wake.close();
+        // Stopped first: its connection (and, when it leads, the leadership) goes with it.
+        if let Some(mut upkeep) =
+            self.upkeep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+        {
+            upkeep.stop();
+        }
         let now = self.clock.now();
         let _ = self.connections.with(|c| nodes::leave(c, self.node, now));
         self.connections.close();

@@ -1,0 +1,107 @@
+//! A node's upkeep thread: it renews the node's lease every `heartbeat`, and every `tick`
+//! rescues the jobs of nodes whose lease expired ([`super::rescue`]). It keeps one connection
+//! of its own; when that breaks it connects again at the next tick, so a database restart
+//! costs at most a few ticks (the lease outlasts them by design: heartbeat ≈ lease / 3).
+//!
+//! The thread proves the process is alive, not that a job makes progress (job timeouts cover
+//! that), as the socket client's heartbeat does.
+
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use postgres::Client;
+
+use super::connection::Connections;
+use super::{nodes, rescue};
+use crate::clock::{Clock, Micros};
+use crate::error::Result;
+
+/// What the upkeep of one node does, and how often.
+pub(crate) struct Upkeep {
+    pub(crate) node: i64,
+    pub(crate) connections: Connections,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// The lease each renewal grants, in µs.
+    pub(crate) lease_us: Micros,
+    /// How often the lease is renewed.
+    pub(crate) heartbeat: Duration,
+    /// How often the periodic work runs.
+    pub(crate) tick: Duration,
+}
+
+/// The running thread; stopping it (or dropping this) ends it and closes its connection.
+pub(crate) struct UpkeepThread {
+    stop: Option<Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Upkeep {
+    /// Start the thread.
+    pub(crate) fn start(self) -> std::io::Result<UpkeepThread> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        let thread =
+            std::thread::Builder::new().name("kathikon-pg-upkeep".into()).spawn(move || {
+                let mut state = State { client: None, renewed: Instant::now(), failing: false };
+                // Ends when the store stops it (a message, or the sender dropped).
+                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(self.tick) {
+                    match self.round(&mut state) {
+                        Ok(()) => state.failing = false,
+                        Err(e) => {
+                            // The next tick tries again on a new connection; meanwhile the
+                            // lease runs on, and calls report their own errors. Said once
+                            // per streak of failures.
+                            state.client = None;
+                            if !std::mem::replace(&mut state.failing, true) {
+                                eprintln!(
+                                    "kathikon: PostgreSQL node {}: upkeep failed, retrying \
+                                     every {:?}: {e}",
+                                    self.node, self.tick
+                                );
+                            }
+                        }
+                    }
+                }
+            })?;
+        Ok(UpkeepThread { stop: Some(stop), thread: Some(thread) })
+    }
+
+    /// One tick's work.
+    fn round(&self, state: &mut State) -> Result<()> {
+        let client = match &mut state.client {
+            Some(client) if !client.is_closed() => client,
+            slot => slot.insert(self.connections.connect()?),
+        };
+        if state.renewed.elapsed() >= self.heartbeat {
+            nodes::renew(client, self.node, self.clock.now(), self.lease_us)?;
+            state.renewed = Instant::now();
+        }
+        rescue::rescue_expired(client, self.node, self.clock.now())?;
+        Ok(())
+    }
+}
+
+/// What the thread keeps between ticks.
+struct State {
+    client: Option<Client>,
+    renewed: Instant,
+    /// Whether the last round failed.
+    failing: bool,
+}
+
+impl UpkeepThread {
+    /// Stop the thread and wait for it (at most one round of work).
+    pub(crate) fn stop(&mut self) {
+        self.stop.take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for UpkeepThread {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
