@@ -123,27 +123,27 @@ fn a_node_that_stops_renewing_is_rescued_after_its_lease_and_its_late_ack_is_fen
 }
 
 #[test]
-fn live_nodes_racing_rescue_each_job_of_a_dead_node_once() {
+fn a_dead_nodes_jobs_are_each_rescued_once_among_live_nodes() {
     let Some(url) = common::pg::database() else { return };
     let clock = Arc::new(ManualClock::new(T0));
     let dead = stopped(&url, &clock);
-    let rescuers: Vec<PgStore> = (0..3).map(|_| live(&url, &clock)).collect();
-    rescuers[0].insert((0..50).map(|_| job("q", "w")).collect()).unwrap();
+    let live_nodes: Vec<PgStore> = (0..3).map(|_| live(&url, &clock)).collect();
+    live_nodes[0].insert((0..50).map(|_| job("q", "w")).collect()).unwrap();
     let held = dead.claim("q", 50, Duration::ZERO).unwrap();
     assert_eq!(held.len(), 50);
     clock.advance(6 * SECOND);
     eventually("every held job is rescued", || {
-        held.iter().all(|j| rescuers[1].get(j.id).unwrap().state == JobState::Available)
+        held.iter().all(|j| live_nodes[1].get(j.id).unwrap().state == JobState::Available)
     });
     for j in held {
-        let rescues: Vec<_> = rescuers[2]
+        let entries: Vec<_> = live_nodes[2]
             .get(j.id)
             .unwrap()
             .errors
             .into_iter()
             .filter(|e| e.error.starts_with("rescued:"))
             .collect();
-        assert_eq!(rescues.len(), 1, "job {} rescued {} times: {rescues:?}", j.id, rescues.len());
+        assert_eq!(entries.len(), 1, "job {} rescued {} times: {entries:?}", j.id, entries.len());
     }
 }
 

@@ -9,6 +9,7 @@ use super::write::{begin, lock, promote_if_due, store, Locked};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId};
+use crate::retention::Retention;
 use crate::state::JobState;
 
 /// What a user's cancel records as the reason.
@@ -50,4 +51,23 @@ pub(crate) fn prune(client: &mut Client, before: Micros) -> Result<u64> {
         super::row::codes(&JobState::TERMINAL)
     );
     Ok(client.execute(sql.as_str(), &[&before])?)
+}
+
+/// Delete the jobs finished longer ago than `retention` keeps each terminal state, at `now`;
+/// returns how many.
+pub(crate) fn prune_by_retention(
+    client: &mut Client,
+    retention: &Retention,
+    now: Micros,
+) -> Result<u64> {
+    let mut pruned = 0;
+    for state in JobState::TERMINAL {
+        let Some(period) = retention.of(state) else { continue };
+        let before = now.saturating_sub(i64::try_from(period.as_micros()).unwrap_or(i64::MAX));
+        pruned += client.execute(
+            "DELETE FROM kathikon.jobs WHERE state = $1 AND finished_at <= $2",
+            &[&super::row::code(state), &before],
+        )?;
+    }
+    Ok(pruned)
 }

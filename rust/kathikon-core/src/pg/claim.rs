@@ -23,7 +23,8 @@ fn promoted() -> JobState {
 /// Make every scheduled or retryable job due at or before `until` available (of `queue`
 /// only, when given). With `skip_locked`, rows another transaction holds are left for the
 /// next promotion (a claim must not wait); without, this waits for them (a sync promises
-/// every due job promoted). Returns how many were promoted.
+/// every due job promoted). The queues that got jobs are notified ([`super::listen`]).
+/// Returns how many were promoted.
 pub(crate) fn promote(
     client: &mut impl GenericClient,
     queue: Option<&str>,
@@ -34,10 +35,15 @@ pub(crate) fn promote(
     let sql = SQL.get_or_init(|| {
         let stmt = |queue: &str, lock: &str| {
             format!(
-                "UPDATE kathikon.jobs SET state = {available} WHERE id IN (
-                     SELECT id FROM kathikon.jobs
-                     WHERE state IN ({waiting}) AND scheduled_at <= $1 {queue}
-                     ORDER BY id FOR UPDATE {lock})",
+                "WITH p AS (UPDATE kathikon.jobs SET state = {available} WHERE id IN (
+                         SELECT id FROM kathikon.jobs
+                         WHERE state IN ({waiting}) AND scheduled_at <= $1 {queue}
+                         ORDER BY id FOR UPDATE {lock})
+                     RETURNING queue),
+                 woke AS MATERIALIZED (
+                     SELECT pg_notify('kathikon_jobs', q.queue)
+                     FROM (SELECT DISTINCT queue FROM p) q)
+                 SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM woke)",
                 available = code(promoted()),
                 waiting = codes(&JobState::WAITING),
             )
@@ -49,11 +55,11 @@ pub(crate) fn promote(
             stmt("AND queue = $2", "SKIP LOCKED"),
         ]
     });
-    let n = match queue {
-        None => client.execute(&sql[usize::from(skip_locked)], &[&until])?,
-        Some(q) => client.execute(&sql[2 + usize::from(skip_locked)], &[&until, &q])?,
+    let row = match queue {
+        None => client.query_one(&sql[usize::from(skip_locked)], &[&until])?,
+        Some(q) => client.query_one(&sql[2 + usize::from(skip_locked)], &[&until, &q])?,
     };
-    Ok(n)
+    Ok(row.get::<_, i64>(0) as u64)
 }
 
 /// Claim up to `max` jobs of `queue` at `now` for node `node`; returns them in claim order.

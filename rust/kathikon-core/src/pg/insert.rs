@@ -9,8 +9,12 @@ use super::validate::validate;
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Job, NewJob};
+use crate::state::JobState;
 
-const INSERT: &str = "INSERT INTO kathikon.jobs
+/// The insert, and in the same statement (so the same transaction, delivered at its commit)
+/// a notification per queue that got available jobs ([`super::listen`]). The notifying CTE is
+/// materialized and counted, so it runs exactly once, after the insert.
+const INSERT: &str = "WITH ins AS (INSERT INTO kathikon.jobs
         (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
     SELECT u.state, u.queue, u.worker, u.args::json, u.meta::json,
         ARRAY(SELECT t FROM json_array_elements_text(u.tags::json) WITH ORDINALITY AS e(t, k)
@@ -21,7 +25,11 @@ const INSERT: &str = "INSERT INTO kathikon.jobs
         WITH ORDINALITY AS u(state, queue, worker, args, meta, tags, max_attempts, priority,
                              scheduled_at, n)
     ORDER BY u.n
-    RETURNING id";
+    RETURNING id, queue, state),
+    woke AS MATERIALIZED (
+        SELECT pg_notify('kathikon_jobs', q.queue)
+        FROM (SELECT DISTINCT queue FROM ins WHERE state = $11) q)
+    SELECT id, (SELECT count(*) FROM woke) FROM ins";
 
 /// Insert `jobs` at `now`, all or none; returns them as stored, in the order given.
 pub(crate) fn insert(client: &mut Client, jobs: Vec<NewJob>, now: Micros) -> Result<Vec<Job>> {
@@ -58,6 +66,7 @@ pub(crate) fn insert(client: &mut Client, jobs: Vec<NewJob>, now: Micros) -> Res
             &priorities,
             &now,
             &scheduled,
+            &code(JobState::Available),
         ],
     )?;
     // One statement's identity values ascend in the order its rows are inserted (`ORDER BY`).

@@ -9,7 +9,7 @@
 //! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
 //!   listing), `nodes` (a process's node row, its lease, and its held jobs rescued at close),
 //!   `rescue` (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the
-//!   lease and runs the periodic work);
+//!   lease and, on the `leader` node only, runs the periodic work), `listen` and `wake` (wake-ups by `LISTEN/NOTIFY`);
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
 mod ack;
@@ -18,6 +18,8 @@ mod change;
 mod claim;
 mod connection;
 mod insert;
+mod leader;
+mod listen;
 mod nodes;
 mod reads;
 mod rescue;
@@ -29,5 +31,6 @@ mod validate;
 mod wake;
 mod write;
 
+pub use leader::LEADER_LOCK;
 pub use store::{PgConfig, PgStore};
 pub use validate::validate;

@@ -52,6 +52,17 @@ pub(crate) fn ready_count(client: &mut Client, queue: &str) -> Result<usize> {
     Ok(row.get::<_, i64>(0) as usize)
 }
 
+/// Which of `queues` have available jobs, in the order given.
+pub(crate) fn ready_queues(client: &mut Client, queues: &[String]) -> Result<Vec<String>> {
+    let rows = client.query(
+        "SELECT w.q FROM unnest($1::text[]) WITH ORDINALITY AS w(q, n)
+         WHERE EXISTS (SELECT 1 FROM kathikon.jobs WHERE queue = w.q AND state = $2)
+         ORDER BY w.n",
+        &[&queues, &code(JobState::Available)],
+    )?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
 /// A filter as an SQL condition and its parameters.
 pub(crate) struct Condition {
     sql: Vec<String>,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::connection::Connections;
+use super::listen::Listener;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
 use super::{ack, bulk, change, claim, insert, nodes, reads, schema};
@@ -25,6 +26,7 @@ use crate::metrics::MetricPoint;
 use crate::processes::ProcessInfo;
 use crate::progress::Progress;
 use crate::queues::{QueueChange, QueueSettings};
+use crate::retention::Retention;
 use crate::state::JobState;
 use crate::storage::Quarantined;
 use crate::telemetry::EngineEvent;
@@ -49,14 +51,20 @@ pub struct PgConfig {
     /// thread at all — the node never renews its lease nor does periodic work, as a process
     /// that stopped would (for tests of what other nodes then do).
     pub heartbeat: Option<Duration>,
-    /// How often the node's periodic work runs: rescue of nodes whose lease expired.
+    /// How often the node tries to lead and, while it leads, does the periodic work:
+    /// promotion of due jobs and rescue of nodes whose lease expired.
     pub tick: Duration,
+    /// How often the leader prunes finished jobs.
+    pub prune_interval: Duration,
+    /// How long finished jobs are kept before the leader prunes them, per terminal state.
+    pub retention: Retention,
 }
 
 impl PgConfig {
     /// The database at `url`, migrated at open, on the wall clock, polling every 100 ms; a
     /// lease of 30 s renewed every 10 s (as a socket client's with the store's owner), and
-    /// the periodic work every second (as the embedded scheduler's).
+    /// the periodic work every second (as the embedded scheduler's), pruning every minute
+    /// with the default retention (as the embedded pruner's).
     pub fn new(url: impl Into<String>) -> PgConfig {
         let lease = Duration::from_secs(30);
         PgConfig {
@@ -67,6 +75,8 @@ impl PgConfig {
             lease,
             heartbeat: Some(lease / 3),
             tick: Duration::from_secs(1),
+            prune_interval: Duration::from_secs(60),
+            retention: Retention::default(),
         }
     }
 }
@@ -77,10 +87,12 @@ pub struct PgStore {
     clock: Arc<dyn Clock>,
     poll_interval: Duration,
     node: i64,
-    wake: Wake,
+    wake: Arc<Wake>,
     closed: AtomicBool,
     /// The thread renewing the lease and doing the periodic work, if the config runs one.
     upkeep: Mutex<Option<UpkeepThread>>,
+    /// Whether this node leads (its upkeep holds the leader lock).
+    leading: Arc<AtomicBool>,
 }
 
 impl PgStore {
@@ -98,6 +110,11 @@ impl PgStore {
             }
             nodes::register(client, now, lease)
         })?;
+        let wake = Arc::new(Wake::default());
+        Listener { connections: connections.clone(), wake: wake.clone() }
+            .start()
+            .map_err(|e| Error::Storage(format!("start the node's listener thread: {e}")))?;
+        let leading = Arc::new(AtomicBool::new(false));
         let upkeep = match config.heartbeat {
             Some(heartbeat) => Some(
                 Upkeep {
@@ -107,6 +124,9 @@ impl PgStore {
                     lease_us: lease,
                     heartbeat,
                     tick: config.tick,
+                    prune_interval: config.prune_interval,
+                    retention: config.retention,
+                    leading: leading.clone(),
                 }
                 .start()
                 .map_err(|e| Error::Storage(format!("start the node's upkeep thread: {e}")))?,
@@ -118,10 +138,17 @@ impl PgStore {
             clock: config.clock,
             poll_interval: config.poll_interval,
             node,
-            wake: Wake::default(),
+            wake,
             closed: AtomicBool::new(false),
             upkeep: Mutex::new(upkeep),
+            leading,
         })
+    }
+
+    /// Whether this node is the leader now, which runs the periodic work of every node
+    /// ([`super::leader`]).
+    pub fn is_leader(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
     }
 
     /// This store's node id (its row in `kathikon.nodes`).
@@ -152,7 +179,17 @@ impl Jobs for PgStore {
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         let now = self.clock.now();
         let jobs = self.with(|c| insert::insert(c, jobs, now))?;
-        self.wake.inserted();
+        // This process's waits need not wait for the notification's round trip.
+        let mut queues: Vec<&str> = jobs
+            .iter()
+            .filter(|j| j.state == JobState::Available)
+            .map(|j| j.queue.as_str())
+            .collect();
+        queues.sort_unstable();
+        queues.dedup();
+        for queue in queues {
+            self.wake.notified(queue);
+        }
         Ok(jobs)
     }
 
@@ -176,13 +213,39 @@ impl Jobs for PgStore {
         }
     }
 
+    /// Waits on the ready generation ([`Wake`]: inserts here, notifications from the
+    /// database, interrupts), then reads which of `queues` have available jobs.
     fn wait_ready(
         &self,
-        _queues: &[String],
-        _seen: Option<u64>,
-        _timeout: Duration,
+        queues: &[String],
+        seen: Option<u64>,
+        timeout: Duration,
     ) -> Result<(u64, Vec<String>)> {
-        unsupported("wait_ready")
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        let deadline = Instant::now() + timeout;
+        let mut seen = seen;
+        loop {
+            let (generation, only_relistened) = match seen {
+                Some(seen) => {
+                    self.wake.wait_past(seen, deadline, self.poll_interval).ok_or(Error::Closed)?
+                }
+                None => (self.wake.generation(), false),
+            };
+            let now = self.clock.now();
+            // Due jobs count as ready, as a claim would promote them.
+            let ready = self.with(|c| {
+                claim::promote(c, None, now, true)?;
+                reads::ready_queues(c, queues)
+            })?;
+            // A listener that connected again only asks for a look: with nothing found, the
+            // wait goes on, as the caller asked to wait for a change.
+            if !ready.is_empty() || !only_relistened || Instant::now() >= deadline {
+                return Ok((generation, ready));
+            }
+            seen = Some(generation);
+        }
     }
 
     fn interrupt(&self, queue: &str) {

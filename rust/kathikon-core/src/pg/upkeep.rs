@@ -1,11 +1,13 @@
 //! A node's upkeep thread: it renews the node's lease every `heartbeat`, and every `tick`
-//! rescues the jobs of nodes whose lease expired ([`super::rescue`]). It keeps one connection
+//! tries to lead, and while it leads does the leader's periodic work ([`super::leader`]):
+//! promotion, rescue of nodes whose lease expired, pruning every `prune_interval`. It keeps one connection
 //! of its own; when that breaks it connects again at the next tick, so a database restart
 //! costs at most a few ticks (the lease outlasts them by design: heartbeat ≈ lease / 3).
 //!
 //! The thread proves the process is alive, not that a job makes progress (job timeouts cover
 //! that), as the socket client's heartbeat does.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -14,9 +16,10 @@ use std::time::{Duration, Instant};
 use postgres::Client;
 
 use super::connection::Connections;
-use super::{nodes, rescue};
+use super::{leader, nodes};
 use crate::clock::{Clock, Micros};
 use crate::error::Result;
+use crate::retention::Retention;
 
 /// What the upkeep of one node does, and how often.
 pub(crate) struct Upkeep {
@@ -29,6 +32,11 @@ pub(crate) struct Upkeep {
     pub(crate) heartbeat: Duration,
     /// How often the periodic work runs.
     pub(crate) tick: Duration,
+    /// How often the leader prunes, and what it keeps.
+    pub(crate) prune_interval: Duration,
+    pub(crate) retention: Retention,
+    /// Whether this node leads, as the thread last found.
+    pub(crate) leading: Arc<AtomicBool>,
 }
 
 /// The running thread; stopping it (or dropping this) ends it and closes its connection.
@@ -43,7 +51,12 @@ impl Upkeep {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread =
             std::thread::Builder::new().name("kathikon-pg-upkeep".into()).spawn(move || {
-                let mut state = State { client: None, renewed: Instant::now(), failing: false };
+                let mut state = State {
+                    client: None,
+                    renewed: Instant::now(),
+                    pruned: Instant::now(),
+                    failing: false,
+                };
                 // Ends when the store stops it (a message, or the sender dropped).
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(self.tick) {
                     match self.round(&mut state) {
@@ -52,7 +65,9 @@ impl Upkeep {
                             // The next tick tries again on a new connection; meanwhile the
                             // lease runs on, and calls report their own errors. Said once
                             // per streak of failures.
+                            // Dropping the connection gives up leadership, if held.
                             state.client = None;
+                            self.leading.store(false, Ordering::SeqCst);
                             if !std::mem::replace(&mut state.failing, true) {
                                 eprintln!(
                                     "kathikon: PostgreSQL node {}: upkeep failed, retrying \
@@ -77,7 +92,21 @@ impl Upkeep {
             nodes::renew(client, self.node, self.clock.now(), self.lease_us)?;
             state.renewed = Instant::now();
         }
-        rescue::rescue_expired(client, self.node, self.clock.now())?;
+        if !self.leading.load(Ordering::SeqCst) {
+            let leads = leader::try_lead(client)?;
+            self.leading.store(leads, Ordering::SeqCst);
+            if leads {
+                // A new leader prunes after a full interval, as the embedded pruner starts.
+                state.pruned = Instant::now();
+            }
+        }
+        if self.leading.load(Ordering::SeqCst) {
+            let prune = state.pruned.elapsed() >= self.prune_interval;
+            leader::lead(client, self.node, self.clock.now(), prune.then_some(&self.retention))?;
+            if prune {
+                state.pruned = Instant::now();
+            }
+        }
         Ok(())
     }
 }
@@ -86,6 +115,8 @@ impl Upkeep {
 struct State {
     client: Option<Client>,
     renewed: Instant,
+    /// When the leader last pruned.
+    pruned: Instant,
     /// Whether the last round failed.
     failing: bool,
 }

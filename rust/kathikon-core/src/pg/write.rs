@@ -11,6 +11,7 @@ use super::row::{errors_json, job, pg_id, COLUMNS};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Job, JobId};
+use crate::state::JobState;
 
 /// A job read for a change, and the node that claimed its latest attempt.
 pub(crate) struct Locked {
@@ -51,7 +52,7 @@ pub(crate) fn begin(client: &mut Client, now: Micros) -> Result<Transaction<'_>>
 }
 
 /// Write the fields a transition changes of each of `jobs` (locked by [`lock`]), and the
-/// node that holds each (`None`: none).
+/// node that holds each (`None`: none); notify the queues of the jobs now available.
 pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
@@ -93,5 +94,10 @@ pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> R
             &nodes,
         ],
     )?;
-    Ok(())
+    // Jobs made available (retried, rescued) wake the claims waiting on their queues.
+    let mut woken: Vec<&str> =
+        jobs.iter().filter(|j| j.state == JobState::Available).map(|j| j.queue.as_str()).collect();
+    woken.sort_unstable();
+    woken.dedup();
+    super::listen::notify(tx, &woken)
 }

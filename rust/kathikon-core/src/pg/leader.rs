@@ -1,0 +1,47 @@
+//! One leader among the nodes runs the periodic work every node would otherwise repeat:
+//! promotion of due jobs (with their queues notified), rescue of nodes whose lease expired,
+//! and pruning by retention.
+//!
+//! Leadership is a session-level advisory lock ([`LEADER_LOCK`]) held by the upkeep thread's
+//! own connection: `pg_try_advisory_lock` never waits, so every node tries at each tick and
+//! exactly one holds it. `PostgreSQL` releases it the moment that connection ends — the node
+//! closes, its process dies, the network drops it — so leadership moves within a tick of
+//! the server noticing, with no lease to wait out and no clocks to agree on (a leased leader
+//! row would need both). What the leader does is safe without it anyway (promotion and
+//! rescue lock the rows they change, `SKIP LOCKED`), so a leader that lost its connection
+//! without knowing yet does no harm before it notices.
+//!
+//! The lock needs the connection's session: behind a pooler in transaction mode (`PgBouncer`)
+//! the upkeep connection must bypass the pool.
+
+use postgres::Client;
+
+use super::{change, claim, rescue};
+use crate::clock::Micros;
+use crate::error::Result;
+use crate::retention::Retention;
+
+/// The leader's advisory lock key (the ASCII of "kathlead"); distinct from the migration
+/// lock's, since session and transaction advisory locks share one key space.
+pub const LEADER_LOCK: i64 = 0x6b61_7468_6c65_6164;
+
+/// Take leadership if no node holds it; whether this connection holds it now.
+pub(crate) fn try_lead(client: &mut Client) -> Result<bool> {
+    Ok(client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])?.get(0))
+}
+
+/// The leader's work at `now` as node `node`: promote due jobs, rescue dead nodes' jobs, and
+/// prune by `retention` when given (pruning runs less often than the rest).
+pub(crate) fn lead(
+    client: &mut Client,
+    node: i64,
+    now: Micros,
+    retention: Option<&Retention>,
+) -> Result<()> {
+    claim::promote(client, None, now, true)?;
+    rescue::rescue_expired(client, node, now)?;
+    if let Some(retention) = retention {
+        change::prune_by_retention(client, retention, now)?;
+    }
+    Ok(())
+}
