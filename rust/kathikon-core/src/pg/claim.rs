@@ -41,7 +41,7 @@ pub(crate) fn promote(
                          ORDER BY id FOR UPDATE {lock})
                      RETURNING queue),
                  woke AS MATERIALIZED (
-                     SELECT pg_notify('kathikon_jobs', q.queue)
+                     SELECT pg_notify('kathikon_jobs', ':' || q.queue)
                      FROM (SELECT DISTINCT queue FROM p) q)
                  SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM woke)",
                 available = code(promoted()),

@@ -12,7 +12,8 @@ use crate::job::{Job, NewJob};
 use crate::state::JobState;
 
 /// The insert, and in the same statement (so the same transaction, delivered at its commit)
-/// a notification per queue that got available jobs ([`super::listen`]). The notifying CTE is
+/// a notification per queue that got available jobs ([`super::listen`]), naming this node
+/// as its origin (it wakes its own waits at once, without the echo). The notifying CTE is
 /// materialized and counted, so it runs exactly once, after the insert.
 const INSERT: &str = "WITH ins AS (INSERT INTO kathikon.jobs
         (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at)
@@ -27,12 +28,18 @@ const INSERT: &str = "WITH ins AS (INSERT INTO kathikon.jobs
     ORDER BY u.n
     RETURNING id, queue, state),
     woke AS MATERIALIZED (
-        SELECT pg_notify('kathikon_jobs', q.queue)
+        SELECT pg_notify('kathikon_jobs', $12 || q.queue)
         FROM (SELECT DISTINCT queue FROM ins WHERE state = $11) q)
     SELECT id, (SELECT count(*) FROM woke) FROM ins";
 
-/// Insert `jobs` at `now`, all or none; returns them as stored, in the order given.
-pub(crate) fn insert(client: &mut Client, jobs: Vec<NewJob>, now: Micros) -> Result<Vec<Job>> {
+/// Insert `jobs` at `now` for node `node`, all or none; returns them as stored, in the order
+/// given.
+pub(crate) fn insert(
+    client: &mut Client,
+    jobs: Vec<NewJob>,
+    now: Micros,
+    node: i64,
+) -> Result<Vec<Job>> {
     for new in &jobs {
         validate(new)?;
         if new.unique.is_some() {
@@ -67,6 +74,7 @@ pub(crate) fn insert(client: &mut Client, jobs: Vec<NewJob>, now: Micros) -> Res
             &now,
             &scheduled,
             &code(JobState::Available),
+            &super::listen::origin(node),
         ],
     )?;
     // One statement's identity values ascend in the order its rows are inserted (`ORDER BY`).

@@ -19,8 +19,22 @@ use super::connection::Connections;
 use super::wake::Wake;
 use crate::error::Result;
 
-/// The channel every node listens on; the payload is the queue's name.
+/// The channel every node listens on. The payload is `<origin>:<queue>`: the origin is the
+/// node whose insert notifies (that node woke its own waits already, so it skips the echo,
+/// which would move its ready generation a second time for one change), or empty for every
+/// other change. An origin has no `:`, so the first one ends it; queue names may hold any.
 pub(crate) const CHANNEL: &str = "kathikon_jobs";
+
+/// The origin part of the payload of node `node`'s inserts, with its `:`.
+pub(crate) fn origin(node: i64) -> String {
+    format!("{node}:")
+}
+
+/// The queue a payload names, unless it is the echo of node `this`'s own insert.
+fn queue_of(payload: &str, this: i64) -> Option<&str> {
+    let (origin, queue) = payload.split_once(':')?;
+    (origin != this.to_string()).then_some(queue)
+}
 
 /// The longest wait between two attempts to connect the listener.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -34,7 +48,7 @@ const CHECK_CLOSED: Duration = Duration::from_millis(100);
 pub(crate) fn notify(client: &mut impl GenericClient, queues: &[&str]) -> Result<()> {
     if !queues.is_empty() {
         client.execute(
-            "SELECT pg_notify('kathikon_jobs', q) FROM unnest($1::text[]) AS q",
+            "SELECT pg_notify('kathikon_jobs', ':' || q) FROM unnest($1::text[]) AS q",
             &[&queues],
         )?;
     }
@@ -44,6 +58,8 @@ pub(crate) fn notify(client: &mut impl GenericClient, queues: &[&str]) -> Result
 /// The listening thread of one node; it ends by itself within [`CHECK_CLOSED`] of the
 /// store's close (not joined: it holds nothing of the store but the wake-ups).
 pub(crate) struct Listener {
+    /// The node listening.
+    pub(crate) node: i64,
     pub(crate) connections: Connections,
     pub(crate) wake: Arc<Wake>,
 }
@@ -73,7 +89,11 @@ impl Listener {
             while !self.wake.is_closed() {
                 let next = client.notifications().timeout_iter(CHECK_CLOSED).next();
                 match next {
-                    Ok(Some(note)) => self.wake.notified(note.payload()),
+                    Ok(Some(note)) => {
+                        if let Some(queue) = queue_of(note.payload(), self.node) {
+                            self.wake.notified(queue);
+                        }
+                    }
                     Ok(None) if !client.is_closed() => {}
                     Ok(None) | Err(_) => break,
                 }

@@ -40,11 +40,21 @@ pub(crate) fn register(client: &mut Client, now: Micros, lease_us: Micros) -> Re
 /// stopped renewing (frozen, cut off) past its lease and another node rescued its jobs —
 /// registers again under the same id: what it held is lost to it already (its late acks are
 /// fenced), and what it claims from now on must again be rescued should it stop for good.
-pub(crate) fn renew(client: &mut Client, node: i64, now: Micros, lease_us: Micros) -> Result<()> {
+///
+/// The renewal publishes the node's `claimers` (JSON, [`super::claimers`]) as of `now`.
+pub(crate) fn renew(
+    client: &mut Client,
+    node: i64,
+    now: Micros,
+    lease_us: Micros,
+    claimers: &str,
+) -> Result<()> {
     let expires = now.saturating_add(lease_us);
     let renewed = client.execute(
-        "UPDATE kathikon.nodes SET heartbeat_at = $2, lease_expires_at = $3 WHERE id = $1",
-        &[&node, &now, &expires],
+        "UPDATE kathikon.nodes
+         SET heartbeat_at = $2, lease_expires_at = $3, claimers = $4::text::json
+         WHERE id = $1",
+        &[&node, &now, &expires, &claimers],
     )?;
     if renewed == 0 {
         client.execute(

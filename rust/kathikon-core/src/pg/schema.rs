@@ -13,7 +13,10 @@ use postgres::Client;
 use crate::error::{Error, Result};
 
 /// The migrations, in order: migration `i` (from 0) takes the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/001_jobs_nodes_entries.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/001_jobs_nodes_entries.sql"),
+    include_str!("migrations/002_node_claimers.sql"),
+];
 
 /// The schema version this build creates and reads.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::claimers::{self, ClaimerLog};
 use super::connection::Connections;
 use super::listen::Listener;
 use super::upkeep::{Upkeep, UpkeepThread};
@@ -93,6 +94,8 @@ pub struct PgStore {
     upkeep: Mutex<Option<UpkeepThread>>,
     /// Whether this node leads (its upkeep holds the leader lock).
     leading: Arc<AtomicBool>,
+    /// The queues this node claims from.
+    claimers: Arc<ClaimerLog>,
 }
 
 impl PgStore {
@@ -111,10 +114,11 @@ impl PgStore {
             nodes::register(client, now, lease)
         })?;
         let wake = Arc::new(Wake::default());
-        Listener { connections: connections.clone(), wake: wake.clone() }
+        Listener { node, connections: connections.clone(), wake: wake.clone() }
             .start()
             .map_err(|e| Error::Storage(format!("start the node's listener thread: {e}")))?;
         let leading = Arc::new(AtomicBool::new(false));
+        let claimers = Arc::new(ClaimerLog::default());
         let upkeep = match config.heartbeat {
             Some(heartbeat) => Some(
                 Upkeep {
@@ -126,6 +130,7 @@ impl PgStore {
                     tick: config.tick,
                     prune_interval: config.prune_interval,
                     retention: config.retention,
+                    claimers: claimers.clone(),
                     leading: leading.clone(),
                 }
                 .start()
@@ -142,6 +147,17 @@ impl PgStore {
             closed: AtomicBool::new(false),
             upkeep: Mutex::new(upkeep),
             leading,
+            claimers,
+        })
+    }
+
+    /// Which of `queues` have jobs ready to claim, due ones counted (as a claim would promote
+    /// them).
+    fn ready_queues(&self, queues: &[String]) -> Result<Vec<String>> {
+        let now = self.clock.now();
+        self.with(|c| {
+            claim::promote(c, None, now, true)?;
+            reads::ready_queues(c, queues)
         })
     }
 
@@ -178,7 +194,7 @@ fn unsupported<T>(verb: &'static str) -> Result<T> {
 impl Jobs for PgStore {
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         let now = self.clock.now();
-        let jobs = self.with(|c| insert::insert(c, jobs, now))?;
+        let jobs = self.with(|c| insert::insert(c, jobs, now, self.node))?;
         // This process's waits need not wait for the notification's round trip.
         let mut queues: Vec<&str> = jobs
             .iter()
@@ -198,6 +214,7 @@ impl Jobs for PgStore {
             return Ok(Vec::new());
         }
         let deadline = Instant::now() + timeout;
+        let _claiming = self.claimers.begin(&[queue.to_string()]);
         let mut mark = self.wake.mark(queue);
         loop {
             let now = self.clock.now();
@@ -225,26 +242,26 @@ impl Jobs for PgStore {
             return Err(Error::Closed);
         }
         let deadline = Instant::now() + timeout;
-        let mut seen = seen;
+        // Each watched queue counts as claimed from, as by a claim.
+        let _claiming = self.claimers.begin(queues);
+        let Some(seen) = seen else {
+            let generation = self.wake.generation();
+            return Ok((generation, self.ready_queues(queues)?));
+        };
+        // What is ready as the wait begins: a look without a notification (polling while
+        // the listener is down, or after it reconnected) that finds a queue more ends the
+        // wait too.
+        let before = self.ready_queues(queues)?;
         loop {
-            let (generation, only_relistened) = match seen {
-                Some(seen) => {
-                    self.wake.wait_past(seen, deadline, self.poll_interval).ok_or(Error::Closed)?
-                }
-                None => (self.wake.generation(), false),
-            };
-            let now = self.clock.now();
-            // Due jobs count as ready, as a claim would promote them.
-            let ready = self.with(|c| {
-                claim::promote(c, None, now, true)?;
-                reads::ready_queues(c, queues)
-            })?;
-            // A listener that connected again only asks for a look: with nothing found, the
-            // wait goes on, as the caller asked to wait for a change.
-            if !ready.is_empty() || !only_relistened || Instant::now() >= deadline {
+            let generation =
+                self.wake.wait_past(seen, deadline, self.poll_interval).ok_or(Error::Closed)?;
+            let ready = self.ready_queues(queues)?;
+            if generation != seen
+                || Instant::now() >= deadline
+                || ready.iter().any(|queue| !before.contains(queue))
+            {
                 return Ok((generation, ready));
             }
-            seen = Some(generation);
         }
     }
 
@@ -298,8 +315,12 @@ impl Jobs for PgStore {
         self.with(|c| reads::ready_count(c, queue))
     }
 
+    /// This node's claimers as they are, and the other nodes' as of their last heartbeat.
     fn claimers(&self) -> Result<Vec<Claimer>> {
-        unsupported("claimers")
+        let now = self.clock.now();
+        let mut all = self.with(|c| claimers::others(c, self.node, now))?;
+        all.extend(self.claimers.local(std::process::id()));
+        Ok(claimers::merge(all))
     }
 
     fn prune(&self, age: Duration) -> Result<u64> {

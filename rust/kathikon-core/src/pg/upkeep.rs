@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 
+use super::claimers::ClaimerLog;
 use super::connection::Connections;
 use super::{leader, nodes};
 use crate::clock::{Clock, Micros};
@@ -35,6 +36,8 @@ pub(crate) struct Upkeep {
     /// How often the leader prunes, and what it keeps.
     pub(crate) prune_interval: Duration,
     pub(crate) retention: Retention,
+    /// This node's claimers, published with each renewal.
+    pub(crate) claimers: Arc<ClaimerLog>,
     /// Whether this node leads, as the thread last found.
     pub(crate) leading: Arc<AtomicBool>,
 }
@@ -89,7 +92,8 @@ impl Upkeep {
             slot => slot.insert(self.connections.connect()?),
         };
         if state.renewed.elapsed() >= self.heartbeat {
-            nodes::renew(client, self.node, self.clock.now(), self.lease_us)?;
+            let claimers = self.claimers.published();
+            nodes::renew(client, self.node, self.clock.now(), self.lease_us, &claimers)?;
             state.renewed = Instant::now();
         }
         if !self.leading.load(Ordering::SeqCst) {

@@ -19,10 +19,9 @@ struct State {
     notified: HashMap<String, u64>,
     /// Times the listener (re)connected: every wait looks again.
     relistened: u64,
-    /// Moves with every change above: `wait_ready`'s generation.
+    /// Moves with every notification and interrupt: `wait_ready`'s generation. Not with a
+    /// reconnect of the listener, which asks for a look but is no known change.
     generation: u64,
-    /// The generation of the latest notification or interrupt (not a reconnect).
-    changed_at: u64,
     /// Whether the listener is connected (else waits poll).
     listening: bool,
     closed: bool,
@@ -129,26 +128,20 @@ impl Wake {
         self.state().generation
     }
 
-    /// Wait until the generation differs from `seen`, `deadline` passes, or (while the
-    /// listener is down) `poll` passes. Returns the generation then, and whether it moved
-    /// only because the listener connected again (nothing known to have changed), or `None`
-    /// once closed.
-    pub(crate) fn wait_past(
-        &self,
-        seen: u64,
-        deadline: Instant,
-        poll: Duration,
-    ) -> Option<(u64, bool)> {
+    /// Wait until the generation differs from `seen`, the listener reconnects (a look is due),
+    /// `deadline` passes, or (while the listener is down) `poll` passes. Returns the
+    /// generation then, or `None` once closed.
+    pub(crate) fn wait_past(&self, seen: u64, deadline: Instant, poll: Duration) -> Option<u64> {
         let started = Instant::now();
         let mut s = self.state();
+        let relistened = s.relistened;
         loop {
             if s.closed {
                 return None;
             }
             let by = Self::look_by(&s, started, deadline, poll);
-            if s.generation != seen || Instant::now() >= by {
-                let only_relistened = s.generation != seen && s.changed_at <= seen;
-                return Some((s.generation, only_relistened));
+            if s.generation != seen || s.relistened != relistened || Instant::now() >= by {
+                return Some(s.generation);
             }
             s = self.wait_until(s, by);
         }
@@ -159,7 +152,6 @@ impl Wake {
         let mut s = self.state();
         *s.notified.entry(queue.to_string()).or_insert(0) += 1;
         s.generation += 1;
-        s.changed_at = s.generation;
         drop(s);
         self.changed.notify_all();
     }
@@ -170,7 +162,6 @@ impl Wake {
         s.listening = on;
         if on {
             s.relistened += 1;
-            s.generation += 1;
         }
         drop(s);
         self.changed.notify_all();
@@ -181,7 +172,6 @@ impl Wake {
         let mut s = self.state();
         *s.interrupts.entry(queue.to_string()).or_insert(0) += 1;
         s.generation += 1;
-        s.changed_at = s.generation;
         drop(s);
         self.changed.notify_all();
     }

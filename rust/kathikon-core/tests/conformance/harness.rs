@@ -147,9 +147,6 @@ impl Opened for OpenedSocket {
 /// the embedded store it inspects. The one list to shrink as verbs are added.
 #[cfg(feature = "postgres")]
 pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
-    ("claimers_name_the_queues_claimed_from_and_by_whom", "claimers"),
-    ("a_waiting_claim_shows_as_a_claimer_with_no_idle_time", "claimers"),
-    ("wait_ready_names_the_watched_queues_with_jobs_ready", "claimers"),
     ("a_paused_queue_gives_no_claim_until_resumed", "set_queue"),
     ("a_resume_wakes_a_claim_waiting_on_the_paused_queue", "set_queue"),
     ("no_claim_succeeds_once_a_pause_has_returned", "set_queue"),
