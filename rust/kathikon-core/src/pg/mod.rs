@@ -7,9 +7,12 @@
 //! - `connection`: connections reused across calls;
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
 //! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
-//!   listing), `nodes` (a process's node row, its lease, and its held jobs rescued at close),
-//!   `claimers` (the queues each node claims from), `rescue` (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the
-//!   lease and, on the `leader` node only, runs the periodic work), `listen` and `wake` (wake-ups by `LISTEN/NOTIFY`);
+//!   listing);
+//! - `nodes` (a process's node row, its lease, and its held jobs rescued at close), `rescue`
+//!   (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the lease and,
+//!   on the `leader` node only, runs the periodic work), `claimers` (the queues each node
+//!   claims from);
+//! - `listen` and `wake`: wake-ups by `LISTEN/NOTIFY`;
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
 mod ack;
