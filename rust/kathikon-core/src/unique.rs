@@ -143,6 +143,18 @@ impl UniqueSpec {
         self.states & (1 << state as u8) != 0
     }
 
+    /// When the key `job` takes expires: its insert plus the period, if the spec has one.
+    pub fn expiry(&self, job: &Job) -> Option<Micros> {
+        self.period.map(|p| job.inserted_at.saturating_add(p))
+    }
+
+    /// Whether `job`, found under this spec's key, holds it at `now`: it is in one of the
+    /// spec's states and was inserted within its period.
+    pub fn held_by(&self, job: &Job, now: Micros) -> bool {
+        let within = self.period.is_none_or(|p| now < job.inserted_at.saturating_add(p));
+        within && self.holds_in(job.state)
+    }
+
     /// The key of `job` under this spec: SHA-256, in hex, of the canonical JSON of its
     /// chosen fields.
     pub fn key(&self, job: &NewJob) -> Result<String> {
@@ -224,8 +236,7 @@ fn holder(
     }
     let Ok(id) = postcard::from_bytes::<JobId>(&entry.value) else { return Ok(None) };
     let Some(job) = txn.get(id)? else { return Ok(None) };
-    let within = spec.period.is_none_or(|p| now < job.inserted_at.saturating_add(p));
-    Ok((within && spec.holds_in(job.state)).then_some(job))
+    Ok(spec.held_by(&job, now).then_some(job))
 }
 
 /// Point `key` at `job`, expiring after the spec's period.
@@ -237,7 +248,7 @@ fn hold(
     effects: &mut Effects,
 ) -> Result<()> {
     let value = postcard::to_allocvec(&job.id).map_err(|e| Error::Storage(e.to_string()))?;
-    let expires = spec.period.map(|p| job.inserted_at.saturating_add(p));
+    let expires = spec.expiry(job);
     if let Some(at) = expires {
         effects.unique_expiry = Some(effects.unique_expiry.map_or(at, |e| e.min(at)));
     }
@@ -272,21 +283,16 @@ pub(crate) fn insert(
     Ok((job, false))
 }
 
-/// Overwrite the fields `spec` replaces on `old` with `new`'s, if `old` may still change
-/// (scheduled, available or retryable); moves its index entries and claim queue place.
-fn replace(
-    txn: &mut dyn WriteTxn,
-    old: Job,
-    new: NewJob,
-    spec: &UniqueSpec,
-    now: Micros,
-    effects: &mut Effects,
-) -> Result<Job> {
+/// `old` with the fields `spec` replaces overwritten by `new`'s, if `old` may still change
+/// (scheduled, available or retryable): an available job moved later is scheduled again.
+/// Equal to `old` when nothing changes. Every store applies a conflicting insert's replace
+/// with this.
+pub fn replaced(old: &Job, new: NewJob, spec: &UniqueSpec, now: Micros) -> Result<Job> {
+    let mut job = old.clone();
     if spec.replace == 0 || !REPLACEABLE_STATES.contains(&old.state) {
-        return Ok(old);
+        return Ok(job);
     }
     let r = spec.replace;
-    let mut job = old.clone();
     if r & R_ARGS != 0 {
         job.args = new.args;
     }
@@ -316,6 +322,20 @@ fn replace(
             job.scheduled_at = at;
         }
     }
+    Ok(job)
+}
+
+/// Apply `new`'s replace to `old` ([`replaced`]) and store it; moves its index entries and
+/// claim queue place.
+fn replace(
+    txn: &mut dyn WriteTxn,
+    old: Job,
+    new: NewJob,
+    spec: &UniqueSpec,
+    now: Micros,
+    effects: &mut Effects,
+) -> Result<Job> {
+    let job = replaced(&old, new, spec, now)?;
     if job == old {
         return Ok(old);
     }

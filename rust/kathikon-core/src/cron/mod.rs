@@ -8,6 +8,7 @@
 //! [`crate::storage::EntryKind::Cron`] entry) in the same transaction. Whoever owns the store
 //! next reads that slot back, so no slot is inserted twice across restarts and takeovers.
 
+pub(crate) mod firing;
 mod schedule;
 mod stored;
 

@@ -2,7 +2,7 @@
 //! arrays and unnested into rows, in the order given, so the ids `PostgreSQL` assigns ascend in
 //! that order.
 
-use postgres::Client;
+use postgres::GenericClient;
 
 use super::row::code;
 use super::validate::validate;
@@ -33,9 +33,9 @@ const INSERT: &str = "WITH ins AS (INSERT INTO kathikon.jobs
     SELECT id, (SELECT count(*) FROM woke) FROM ins";
 
 /// Insert `jobs` at `now` for node `node`, all or none; returns them as stored, in the order
-/// given.
+/// given. Jobs with a unique spec go through [`super::unique::insert_flagged`].
 pub(crate) fn insert(
-    client: &mut Client,
+    client: &mut impl GenericClient,
     jobs: Vec<NewJob>,
     now: Micros,
     node: i64,
@@ -43,7 +43,7 @@ pub(crate) fn insert(
     for new in &jobs {
         validate(new)?;
         if new.unique.is_some() {
-            return Err(Error::Unsupported { verb: "insert of a unique job" });
+            return Err(Error::Storage("a unique job reached the plain insert".into()));
         }
     }
     if jobs.is_empty() {

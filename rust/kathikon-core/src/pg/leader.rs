@@ -1,6 +1,7 @@
 //! One leader among the nodes runs the periodic work every node would otherwise repeat:
 //! promotion of due jobs (with their queues notified), rescue of nodes whose lease expired,
-//! and pruning by retention.
+//! deletion of expired entries (unique keys past their period), pruning by retention, and
+//! cron ([`super::cron`], fired by the upkeep thread after this work).
 //!
 //! Leadership is a session-level advisory lock ([`LEADER_LOCK`]) held by the upkeep thread's
 //! own connection: `pg_try_advisory_lock` never waits, so every node tries at each tick and
@@ -30,8 +31,9 @@ pub(crate) fn try_lead(client: &mut Client) -> Result<bool> {
     Ok(client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])?.get(0))
 }
 
-/// The leader's work at `now` as node `node`: promote due jobs, rescue dead nodes' jobs, and
-/// prune by `retention` when given (pruning runs less often than the rest).
+/// The leader's work at `now` as node `node`: promote due jobs, rescue dead nodes' jobs,
+/// delete expired entries, and prune by `retention` when given (pruning runs less often than
+/// the rest).
 pub(crate) fn lead(
     client: &mut Client,
     node: i64,
@@ -40,6 +42,9 @@ pub(crate) fn lead(
 ) -> Result<()> {
     claim::promote(client, None, now, true)?;
     rescue::rescue_expired(client, node, now)?;
+    // A row a transaction is taking over (a unique insert renewing an expired key) is locked
+    // and changed by it; the delete then finds the new expiry and keeps the row.
+    client.execute("DELETE FROM kathikon.entries WHERE expires_at <= $1", &[&now])?;
     if let Some(retention) = retention {
         change::prune_by_retention(client, retention, now)?;
     }

@@ -7,7 +7,8 @@
 //! - `connection`: connections reused across calls;
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
 //! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
-//!   listing);
+//!   listing); `unique` (inserts of unique jobs, by key rows of `kathikon.entries`);
+//! - `cron` (each node's declared crontab, fired by the leader, each slot once);
 //! - `nodes` (a process's node row, its lease, and its held jobs rescued at close), `rescue`
 //!   (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the lease and,
 //!   on the `leader` node only, runs the periodic work), `claimers` (the queues each node
@@ -21,6 +22,7 @@ mod change;
 mod claim;
 mod claimers;
 mod connection;
+mod cron;
 mod insert;
 mod leader;
 mod listen;
@@ -30,6 +32,7 @@ mod rescue;
 mod row;
 pub mod schema;
 mod store;
+mod unique;
 mod upkeep;
 mod validate;
 mod wake;

@@ -42,13 +42,15 @@ pub(crate) fn register(client: &mut Client, now: Micros, lease_us: Micros) -> Re
 /// fenced), and what it claims from now on must again be rescued should it stop for good.
 ///
 /// The renewal publishes the node's `claimers` (JSON, [`super::claimers`]) as of `now`.
+/// Returns whether the node was registered again (what hung off its row, its crontab, went
+/// with the old one).
 pub(crate) fn renew(
     client: &mut Client,
     node: i64,
     now: Micros,
     lease_us: Micros,
     claimers: &str,
-) -> Result<()> {
+) -> Result<bool> {
     let expires = now.saturating_add(lease_us);
     let renewed = client.execute(
         "UPDATE kathikon.nodes
@@ -57,15 +59,15 @@ pub(crate) fn renew(
         &[&node, &now, &expires, &claimers],
     )?;
     if renewed == 0 {
-        client.execute(
+        return Ok(client.execute(
             "INSERT INTO kathikon.nodes
                  (id, pid, hostname, started_at, heartbeat_at, lease_expires_at)
              OVERRIDING SYSTEM VALUE VALUES ($1, $2, $3, $4, $4, $5)
              ON CONFLICT (id) DO NOTHING",
             &[&node, &(std::process::id() as i32), &hostname(), &now, &expires],
-        )?;
+        )? == 1);
     }
-    Ok(())
+    Ok(false)
 }
 
 /// Rescue what node `node` still holds and delete its row, in one transaction; returns how

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_jobs_nodes_entries.sql"),
     include_str!("migrations/002_node_claimers.sql"),
+    include_str!("migrations/003_crontab.sql"),
 ];
 
 /// The schema version this build creates and reads.

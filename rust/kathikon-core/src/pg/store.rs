@@ -7,15 +7,16 @@
 //! skipped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::claimers::{self, ClaimerLog};
 use super::connection::Connections;
+use super::cron::Cron;
 use super::listen::Listener;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
-use super::{ack, bulk, change, claim, insert, nodes, reads, schema};
+use super::{ack, bulk, change, claim, cron, nodes, reads, schema, unique};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
@@ -96,6 +97,8 @@ pub struct PgStore {
     leading: Arc<AtomicBool>,
     /// The queues this node claims from.
     claimers: Arc<ClaimerLog>,
+    /// This node's crontab, and the entries it fires (while it leads, and at each sync).
+    cron: Arc<Mutex<Cron>>,
 }
 
 impl PgStore {
@@ -119,6 +122,7 @@ impl PgStore {
             .map_err(|e| Error::Storage(format!("start the node's listener thread: {e}")))?;
         let leading = Arc::new(AtomicBool::new(false));
         let claimers = Arc::new(ClaimerLog::default());
+        let cron = Arc::new(Mutex::new(Cron::default()));
         let upkeep = match config.heartbeat {
             Some(heartbeat) => Some(
                 Upkeep {
@@ -132,6 +136,7 @@ impl PgStore {
                     retention: config.retention,
                     claimers: claimers.clone(),
                     leading: leading.clone(),
+                    cron: cron.clone(),
                 }
                 .start()
                 .map_err(|e| Error::Storage(format!("start the node's upkeep thread: {e}")))?,
@@ -148,6 +153,7 @@ impl PgStore {
             upkeep: Mutex::new(upkeep),
             leading,
             claimers,
+            cron,
         })
     }
 
@@ -172,6 +178,10 @@ impl PgStore {
         self.node
     }
 
+    fn cron(&self) -> std::sync::MutexGuard<'_, Cron> {
+        self.cron.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Run `work` on a connection, unless the store is closed.
     fn with<T>(&self, work: impl FnOnce(&mut postgres::Client) -> Result<T>) -> Result<T> {
         if self.closed.load(Ordering::SeqCst) {
@@ -193,10 +203,15 @@ fn unsupported<T>(verb: &'static str) -> Result<T> {
 
 impl Jobs for PgStore {
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
+        self.insert_flagged(jobs).map(|inserted| inserted.jobs)
+    }
+
+    fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
         let now = self.clock.now();
-        let jobs = self.with(|c| insert::insert(c, jobs, now, self.node))?;
+        let inserted = self.with(|c| unique::insert_flagged(c, jobs, now, self.node))?;
         // This process's waits need not wait for the notification's round trip.
-        let mut queues: Vec<&str> = jobs
+        let mut queues: Vec<&str> = inserted
+            .jobs
             .iter()
             .filter(|j| j.state == JobState::Available)
             .map(|j| j.queue.as_str())
@@ -206,7 +221,7 @@ impl Jobs for PgStore {
         for queue in queues {
             self.wake.notified(queue);
         }
-        Ok(jobs)
+        Ok(inserted)
     }
 
     fn claim(&self, queue: &str, max: usize, timeout: Duration) -> Result<Vec<Job>> {
@@ -328,10 +343,15 @@ impl Jobs for PgStore {
         self.with(|c| change::prune(c, before))
     }
 
-    /// Every write is committed when its call returns; this promotes every due job.
+    /// Every write is committed when its call returns; this promotes every due job and fires
+    /// every cron slot that has come, as the leader's next tick would (safe from any node:
+    /// a slot fires once whoever fires it).
     fn sync(&self) -> Result<()> {
         let now = self.clock.now();
-        self.with(|c| claim::promote(c, None, now, false)).map(drop)
+        self.with(|c| {
+            claim::promote(c, None, now, false)?;
+            self.cron().step(c, self.node, now)
+        })
     }
 
     fn sync_promoting(&self, until: Micros) -> Result<()> {
@@ -384,17 +404,20 @@ impl Jobs for PgStore {
         unsupported("queue_settings")
     }
 
-    fn set_crontab(&self, _entries: Vec<CronEntry>) -> Result<()> {
-        unsupported("set_crontab")
+    /// Stores the crontab as this node's and arms it at once (what has to fire now, a missed
+    /// slot's catch-up or `@reboot`, is fired before this returns); the leader fires it from
+    /// then on, with every other node's ([`super::cron`]).
+    fn set_crontab(&self, entries: Vec<CronEntry>) -> Result<()> {
+        let now = self.clock.now();
+        self.with(|c| {
+            let mut cron = self.cron();
+            cron.declare(c, self.node, entries, now)?;
+            cron.step(c, self.node, now)
+        })
     }
 
     fn cron_slots(&self) -> Result<Vec<CronSlot>> {
-        unsupported("cron_slots")
-    }
-
-    /// Plain inserts (no unique spec) never conflict; unique ones are not supported yet.
-    fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
-        Ok(Inserted { jobs: self.insert(jobs)?, conflicts: Vec::new() })
+        self.with(cron::slots)
     }
 
     fn metrics(&self, _since: Option<Micros>, _queue: Option<&str>) -> Result<Vec<MetricPoint>> {

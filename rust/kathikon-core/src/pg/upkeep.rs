@@ -1,6 +1,6 @@
 //! A node's upkeep thread: it renews the node's lease every `heartbeat`, and every `tick`
 //! tries to lead, and while it leads does the leader's periodic work ([`super::leader`]):
-//! promotion, rescue of nodes whose lease expired, pruning every `prune_interval`. It keeps one connection
+//! promotion, rescue of nodes whose lease expired, pruning every `prune_interval`, cron. It keeps one connection
 //! of its own; when that breaks it connects again at the next tick, so a database restart
 //! costs at most a few ticks (the lease outlasts them by design: heartbeat ≈ lease / 3).
 //!
@@ -9,7 +9,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -17,6 +17,7 @@ use postgres::Client;
 
 use super::claimers::ClaimerLog;
 use super::connection::Connections;
+use super::cron::Cron;
 use super::{leader, nodes};
 use crate::clock::{Clock, Micros};
 use crate::error::Result;
@@ -40,6 +41,8 @@ pub(crate) struct Upkeep {
     pub(crate) claimers: Arc<ClaimerLog>,
     /// Whether this node leads, as the thread last found.
     pub(crate) leading: Arc<AtomicBool>,
+    /// This node's crontab, and the entries it fires while it leads.
+    pub(crate) cron: Arc<Mutex<Cron>>,
 }
 
 /// The running thread; stopping it (or dropping this) ends it and closes its connection.
@@ -93,7 +96,9 @@ impl Upkeep {
         };
         if state.renewed.elapsed() >= self.heartbeat {
             let claimers = self.claimers.published();
-            nodes::renew(client, self.node, self.clock.now(), self.lease_us, &claimers)?;
+            if nodes::renew(client, self.node, self.clock.now(), self.lease_us, &claimers)? {
+                self.cron().republish(client, self.node, self.clock.now())?;
+            }
             state.renewed = Instant::now();
         }
         if !self.leading.load(Ordering::SeqCst) {
@@ -110,8 +115,13 @@ impl Upkeep {
             if prune {
                 state.pruned = Instant::now();
             }
+            self.cron().step(client, self.node, self.clock.now())?;
         }
         Ok(())
+    }
+
+    fn cron(&self) -> std::sync::MutexGuard<'_, Cron> {
+        self.cron.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 

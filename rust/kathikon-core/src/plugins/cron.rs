@@ -10,16 +10,8 @@
 //! fires again (an owner that takes over, restarts, or re-arms reads it back first). That is
 //! the unique guard "entry name + slot" of every firing.
 //!
-//! Which slots a step fires, for an entry whose slots up to `cursor` are dealt with:
-//! - arming an entry with a stored slot `L` of the same expression and zone: the slots in
-//!   `(L, now]` passed while no process fired them; [`CatchUp`] decides (skip: none, once: one
-//!   job for them all, all: one job each, the newest `catch_up_limit`);
-//! - arming an entry without one (new, or its expression or zone changed): none; its first
-//!   slot is the next after now. `@reboot` fires once, now, each time an owner arms it;
-//! - running: the slots in `(cursor, now]`. The newest is on time; any older ones were missed
-//!   while the writer could not run (a stalled disk, a suspended machine, a manual clock moved
-//!   far), and [`CatchUp`] decides about them as about a downtime: skip fires the newest
-//!   alone, once one job for them all, all one each.
+//! Which slots each step fires, and the jobs they insert, are decided in `cron/firing.rs`,
+//! shared with the other stores.
 //!
 //! The plugin's state changes only once its batch committed ([`Plugin::finished`]): a batch
 //! that fails fired nothing, and the next one tries again.
@@ -28,13 +20,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
-
 use super::{Batch, Committed, Now, Phase, Plugin};
 use crate::clock::Micros;
-use crate::cron::{CatchUp, CronEntry, CronSlot, Schedule, MAX_COUNTED};
+use crate::cron::firing::{self, Firing};
+use crate::cron::{CronEntry, CronSlot, Schedule};
 use crate::error::Result;
-use crate::job::{JobId, NewJob};
+use crate::job::JobId;
 use crate::state::JobState;
 use crate::storage::{EntryKind, WriteTxn};
 use crate::telemetry::EngineEvent;
@@ -120,18 +111,10 @@ impl CronPlugin {
             }
             let stored = txn
                 .entry(EntryKind::Cron, &entry.name)?
-                .and_then(|e| CronSlot::decode(&entry.name, &e.value))
-                .filter(|s| s.expression == entry.expression && s.timezone == entry.timezone);
-            let mut cursor = now;
-            if schedule.is_reboot() {
-                let id = insert(txn, entry, schedule, now, None, now, effects)?;
-                fired.push(Fired { name: entry.name.clone(), slot: now, id, lateness_us: 0 });
-            } else if let Some(stored) = stored {
-                if stored.slot >= now {
-                    cursor = stored.slot;
-                } else {
-                    fire(txn, entry, schedule, stored.slot, now, false, effects, fired)?;
-                }
+                .and_then(|e| CronSlot::decode(&entry.name, &e.value));
+            let (cursor, firing) = firing::arm(entry, schedule, stored, now);
+            if let Some(firing) = firing {
+                write(txn, firing, now, effects, fired)?;
             }
             let next = schedule.next_after(cursor);
             armed.push(Armed { entry: entry.clone(), schedule: schedule.clone(), cursor, next });
@@ -167,7 +150,9 @@ impl Plugin for CronPlugin {
             (self.installed, self.armed.clone())
         };
         for a in armed.iter_mut().filter(|a| a.next.is_some_and(|next| next <= now)) {
-            fire(txn, &a.entry, &a.schedule, a.cursor, now, true, effects, &mut fired)?;
+            if let Some(firing) = firing::slots(&a.entry, &a.schedule, a.cursor, now, true) {
+                write(txn, firing, now, effects, &mut fired)?;
+            }
             a.cursor = now;
             a.next = a.schedule.next_after(now);
         }
@@ -187,113 +172,25 @@ impl Plugin for CronPlugin {
     }
 }
 
-/// Fire `entry`'s slots in `(after, now]`: `on_time` when the newest of them is the slot the
-/// writer woke for (the older ones, if any, were missed), not when arming after a downtime
-/// (all were missed). [`CatchUp`] decides which jobs the missed ones get.
-#[allow(clippy::too_many_arguments)] // one step's context, passed down as it is
-fn fire(
+/// Insert `firing`'s jobs at `now` and store its slot as the entry's last, in the batch's
+/// transaction: a slot stored is a slot inserted.
+fn write(
     txn: &mut dyn WriteTxn,
-    entry: &CronEntry,
-    schedule: &Schedule,
-    after: Micros,
+    firing: Firing,
     now: Micros,
-    on_time: bool,
     effects: &mut Effects,
     fired: &mut Vec<Fired>,
 ) -> Result<()> {
-    let keep = match entry.catch_up {
-        CatchUp::Skip if on_time => 1,
-        CatchUp::Skip => return Ok(()),
-        CatchUp::Once | CatchUp::All => entry.catch_up_limit as usize,
-    };
-    let counting = entry.catch_up == CatchUp::Once;
-    // Newest first: the walk back stops at `after`, at `keep` slots (or, counting them, at
-    // MAX_COUNTED), so a long downtime costs a bounded walk.
-    let (mut kept, mut count) = (Vec::new(), 0usize);
-    let mut slot = schedule.last_until(now);
-    while let Some(s) = slot.filter(|&s| s > after) {
-        if kept.len() == keep && (!counting || count == MAX_COUNTED) {
-            break;
+    let name = &firing.last.name;
+    for (slot, new) in firing.jobs {
+        let id = txn.allocate_ids(1)?;
+        let job = new.into_job(id, now);
+        txn.put(None, &job)?;
+        if job.state == JobState::Available {
+            effects.ready(&job);
         }
-        count += 1;
-        if kept.len() < keep {
-            kept.push(s);
-        }
-        slot = schedule.last_before(s);
-    }
-    let Some(&newest) = kept.first() else { return Ok(()) };
-    let mut record = |slot: Micros, id: JobId| {
         let lateness_us = (now - slot).max(0) as u64;
-        fired.push(Fired { name: entry.name.clone(), slot, id, lateness_us });
-    };
-    match entry.catch_up {
-        CatchUp::Skip => {
-            let id = insert(txn, entry, schedule, newest, None, now, effects)?;
-            record(newest, id);
-        }
-        CatchUp::Once => {
-            kept.reverse();
-            let missed = (count > 1 || !on_time).then_some((count, kept.as_slice()));
-            let id = insert(txn, entry, schedule, newest, missed, now, effects)?;
-            record(newest, id);
-        }
-        CatchUp::All => {
-            for &s in kept.iter().rev() {
-                let id = insert(txn, entry, schedule, s, None, now, effects)?;
-                record(s, id);
-            }
-        }
+        fired.push(Fired { name: name.clone(), slot, id, lateness_us });
     }
-    let last = CronSlot {
-        name: entry.name.clone(),
-        slot: newest,
-        expression: entry.expression.clone(),
-        timezone: entry.timezone.clone(),
-    };
-    txn.put_entry(EntryKind::Cron, &entry.name, &last.encode(), None)
-}
-
-/// Insert `entry`'s job for `slot` (standing for the `missed` slots too, when given: their
-/// count and the newest `catch_up_limit` of their times, oldest first). The job's
-/// `meta["cron"]` says which entry and slot it is. A `@reboot` firing also stores its time as
-/// the entry's last slot (for reads; it never decides a later firing).
-fn insert(
-    txn: &mut dyn WriteTxn,
-    entry: &CronEntry,
-    schedule: &Schedule,
-    slot: Micros,
-    missed: Option<(usize, &[Micros])>,
-    now: Micros,
-    effects: &mut Effects,
-) -> Result<JobId> {
-    let mut cron = Map::new();
-    cron.insert("name".into(), json!(entry.name));
-    cron.insert("expression".into(), json!(entry.expression));
-    cron.insert("slot".into(), json!(schedule.iso(slot)));
-    if let Some((count, slots)) = missed {
-        let times: Vec<String> = slots.iter().map(|&s| schedule.iso(s)).collect();
-        cron.insert("missed".into(), json!({ "count": count, "slots": times }));
-    }
-    let mut meta = match serde_json::from_str::<Value>(&entry.job.meta) {
-        Ok(Value::Object(meta)) => meta,
-        _ => Map::new(),
-    };
-    meta.insert("cron".into(), Value::Object(cron));
-    let new = NewJob { meta: Value::Object(meta).to_string(), ..entry.job.clone() };
-    let id = txn.allocate_ids(1)?;
-    let job = new.into_job(id, now);
-    txn.put(None, &job)?;
-    if job.state == JobState::Available {
-        effects.ready(&job);
-    }
-    if schedule.is_reboot() {
-        let last = CronSlot {
-            name: entry.name.clone(),
-            slot,
-            expression: entry.expression.clone(),
-            timezone: entry.timezone.clone(),
-        };
-        txn.put_entry(EntryKind::Cron, &entry.name, &last.encode(), None)?;
-    }
-    Ok(id)
+    txn.put_entry(EntryKind::Cron, name, &firing.last.encode(), None)
 }

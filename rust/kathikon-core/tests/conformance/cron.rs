@@ -7,7 +7,7 @@ use crate::common::{job, T0};
 use crate::harness::{Backend, Store};
 use kathikon_core::clock::{Clock, SECOND};
 use kathikon_core::cron::Schedule;
-use kathikon_core::{CatchUp, CronEntry, CronSlot, Error, Jobs, ListFilter};
+use kathikon_core::{CatchUp, CronEntry, CronSlot, Error, ListFilter};
 
 const EVERY_TEN_SECONDS: &str = "*/10 * * * * *";
 
