@@ -47,17 +47,20 @@ impl QueueSettings {
     }
 
     fn decode(entry: &Entry) -> Result<QueueSettings> {
-        let mut settings: QueueSettings = serde_json::from_slice(&entry.value).map_err(|e| {
-            Error::Storage(format!(
-                "queue {:?}: its stored settings do not decode: {e}",
-                entry.name
-            ))
+        Self::decode_value(&entry.name, &entry.value)
+    }
+
+    /// The settings stored for queue `name` as `value`.
+    pub(crate) fn decode_value(name: &str, value: &[u8]) -> Result<QueueSettings> {
+        let mut settings: QueueSettings = serde_json::from_slice(value).map_err(|e| {
+            Error::Storage(format!("queue {name:?}: its stored settings do not decode: {e}"))
         })?;
-        settings.name.clone_from(&entry.name);
+        name.clone_into(&mut settings.name);
         Ok(settings)
     }
 
-    fn encode(&self) -> Vec<u8> {
+    /// The value stored for these settings.
+    pub(crate) fn encode(&self) -> Vec<u8> {
         serde_json::to_vec(self).expect("queue settings encode as JSON")
     }
 }
@@ -105,6 +108,25 @@ impl QueueChange {
     }
 }
 
+/// Queue `name`'s settings after `change`, from those stored (`None`: a queue nobody
+/// changed); a bad change or name is [`Error::InvalidJob`] naming it. Every store applies a
+/// change with this, then stores the result (no entry when [`QueueSettings::is_default`]).
+pub(crate) fn changed(
+    name: &str,
+    stored: Option<QueueSettings>,
+    change: QueueChange,
+) -> Result<QueueSettings> {
+    if name.is_empty() {
+        return Err(Error::InvalidJob(
+            "queue name is empty; pass a queue name such as \"default\"".into(),
+        ));
+    }
+    let mut settings = stored
+        .unwrap_or_else(|| QueueSettings { name: name.to_string(), ..QueueSettings::default() });
+    change.apply(&mut settings)?;
+    Ok(settings)
+}
+
 /// Apply `change` to queue `name`'s stored settings inside the writer's transaction. The
 /// inner result is the settings as they now are, or the change's refusal (nothing written);
 /// the outer one a storage failure, which fails the batch.
@@ -113,18 +135,16 @@ pub(crate) fn set(
     name: &str,
     change: QueueChange,
 ) -> Result<Result<QueueSettings>> {
-    if name.is_empty() {
-        return Ok(Err(Error::InvalidJob(
-            "queue name is empty; pass a queue name such as \"default\"".into(),
-        )));
-    }
-    let mut settings = match txn.entry(EntryKind::Queue, name)? {
-        Some(entry) => QueueSettings::decode(&entry)?,
-        None => QueueSettings { name: name.to_string(), ..QueueSettings::default() },
+    // An empty name is refused by `changed`; there is no entry to read for it.
+    let stored = if name.is_empty() {
+        None
+    } else {
+        txn.entry(EntryKind::Queue, name)?.map(|e| QueueSettings::decode(&e)).transpose()?
     };
-    if let Err(refused) = change.apply(&mut settings) {
-        return Ok(Err(refused));
-    }
+    let settings = match changed(name, stored, change) {
+        Ok(settings) => settings,
+        Err(refused) => return Ok(Err(refused)),
+    };
     if settings.is_default() {
         txn.remove_entry(EntryKind::Queue, name)?;
     } else {

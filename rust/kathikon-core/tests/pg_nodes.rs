@@ -84,7 +84,6 @@ fn verbs_not_built_yet_are_refused_by_name() {
     let Some(url) = common::pg::database() else { return };
     let store = open(&url, &Arc::new(ManualClock::new(T0)));
     let refusals: Vec<(&str, Error)> = vec![
-        ("queue_settings", store.queue_settings().unwrap_err()),
         ("metrics", store.metrics(None, None).unwrap_err()),
         ("progress", store.progress(1).unwrap_err()),
         ("processes", store.processes().unwrap_err()),

@@ -3,12 +3,14 @@
 //! takes the most urgent available ones — by priority, due time, id — with
 //! `FOR UPDATE SKIP LOCKED`, so claimers in any number of processes each get different jobs
 //! without waiting on each other's locks, and marks them executing for this node with the
-//! attempt counted ([`Event::Claim`]; the same fields [`crate::Job::claim`] sets).
+//! attempt counted ([`Event::Claim`]; the same fields [`crate::Job::claim`] sets) — unless
+//! the queue is paused, checked under the queue's lock ([`super::queues`]).
 
 use std::sync::OnceLock;
 
-use postgres::GenericClient;
+use postgres::{Client, GenericClient};
 
+use super::queues::{not_paused, QUEUE_LOCKS};
 use super::row::{code, codes, job, J_COLUMNS};
 use crate::clock::Micros;
 use crate::error::Result;
@@ -20,63 +22,70 @@ fn promoted() -> JobState {
     transition(0, JobState::Scheduled, Event::Promote).expect("scheduled jobs promote")
 }
 
-/// Make every scheduled or retryable job due at or before `until` available (of `queue`
-/// only, when given). With `skip_locked`, rows another transaction holds are left for the
-/// next promotion (a claim must not wait); without, this waits for them (a sync promises
-/// every due job promoted). The queues that got jobs are notified ([`super::listen`]).
-/// Returns how many were promoted.
+/// The promotion statement: due waiting jobs (of queue `$2` only, when `queue` says so) made
+/// available, their queues notified; with `lock`, the claim's shared lock of queue `$2` is
+/// taken first (a materialized CTE, counted so it runs).
+fn promotion(queue: bool, skip_locked: bool, lock: bool) -> String {
+    format!(
+        "WITH {lock_cte} p AS (UPDATE kathikon.jobs SET state = {available} WHERE id IN (
+                 SELECT id FROM kathikon.jobs
+                 WHERE state IN ({waiting}) AND scheduled_at <= $1 {queue}
+                 ORDER BY id FOR UPDATE {skip})
+             RETURNING queue),
+         woke AS MATERIALIZED (
+             SELECT pg_notify('kathikon_jobs', ':' || q.queue)
+             FROM (SELECT DISTINCT queue FROM p) q)
+         SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM woke) {lock_count}",
+        lock_cte = if lock {
+            format!(
+                "l AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared({QUEUE_LOCKS}, \
+                 hashtext($2))),"
+            )
+        } else {
+            String::new()
+        },
+        lock_count = if lock { ", (SELECT count(*) FROM l)" } else { "" },
+        available = code(promoted()),
+        waiting = codes(&JobState::WAITING),
+        queue = if queue { "AND queue = $2" } else { "" },
+        skip = if skip_locked { "SKIP LOCKED" } else { "" },
+    )
+}
+
+/// Make every scheduled or retryable job due at or before `until` available. With
+/// `skip_locked`, rows another transaction holds are left for the next promotion (a claim
+/// must not wait); without, this waits for them (a sync promises every due job promoted).
+/// The queues that got jobs are notified ([`super::listen`]). Returns how many were promoted.
 pub(crate) fn promote(
     client: &mut impl GenericClient,
-    queue: Option<&str>,
     until: Micros,
     skip_locked: bool,
 ) -> Result<u64> {
-    static SQL: OnceLock<[String; 4]> = OnceLock::new();
-    let sql = SQL.get_or_init(|| {
-        let stmt = |queue: &str, lock: &str| {
-            format!(
-                "WITH p AS (UPDATE kathikon.jobs SET state = {available} WHERE id IN (
-                         SELECT id FROM kathikon.jobs
-                         WHERE state IN ({waiting}) AND scheduled_at <= $1 {queue}
-                         ORDER BY id FOR UPDATE {lock})
-                     RETURNING queue),
-                 woke AS MATERIALIZED (
-                     SELECT pg_notify('kathikon_jobs', ':' || q.queue)
-                     FROM (SELECT DISTINCT queue FROM p) q)
-                 SELECT (SELECT count(*) FROM p), (SELECT count(*) FROM woke)",
-                available = code(promoted()),
-                waiting = codes(&JobState::WAITING),
-            )
-        };
-        [
-            stmt("", ""),
-            stmt("", "SKIP LOCKED"),
-            stmt("AND queue = $2", ""),
-            stmt("AND queue = $2", "SKIP LOCKED"),
-        ]
-    });
-    let row = match queue {
-        None => client.query_one(&sql[usize::from(skip_locked)], &[&until])?,
-        Some(q) => client.query_one(&sql[2 + usize::from(skip_locked)], &[&until, &q])?,
-    };
+    static SQL: OnceLock<[String; 2]> = OnceLock::new();
+    let sql = SQL.get_or_init(|| [promotion(false, false, false), promotion(false, true, false)]);
+    let row = client.query_one(&sql[usize::from(skip_locked)], &[&until])?;
     Ok(row.get::<_, i64>(0) as u64)
 }
 
-/// Claim up to `max` jobs of `queue` at `now` for node `node`; returns them in claim order.
+/// Claim up to `max` jobs of `queue` at `now` for node `node`, none if it is paused; returns
+/// them in claim order. One transaction: the queue's shared lock and its promotion, then the
+/// claim, whose later snapshot sees any pause committed before the lock was granted.
 pub(crate) fn claim(
-    client: &mut impl GenericClient,
+    client: &mut Client,
     queue: &str,
     max: usize,
     now: Micros,
     node: i64,
 ) -> Result<Vec<Job>> {
     static SQL: OnceLock<String> = OnceLock::new();
+    // The queue's shared lock and its promotion, before the claim ([`promotion`]).
+    static PREPARE: OnceLock<String> = OnceLock::new();
     let sql = SQL.get_or_init(|| {
         format!(
             "UPDATE kathikon.jobs j
              SET state = {executing}, attempt = j.attempt + 1, attempted_at = $2, node_id = $3
              FROM (SELECT id FROM kathikon.jobs
-                   WHERE queue = $1 AND state = {available}
+                   WHERE queue = $1 AND state = {available} AND {not_paused}
                    ORDER BY priority, scheduled_at, id
                    LIMIT $4
                    FOR UPDATE SKIP LOCKED) c
@@ -86,11 +95,15 @@ pub(crate) fn claim(
                 transition(0, JobState::Available, Event::Claim).expect("available jobs claim")
             ),
             available = code(JobState::Available),
+            not_paused = not_paused("$1"),
         )
     });
-    promote(client, Some(queue), now, true)?;
+    let prepare = PREPARE.get_or_init(|| promotion(true, true, true));
+    let mut tx = client.transaction()?;
+    tx.query_one(prepare.as_str(), &[&now, &queue])?;
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let rows = client.query(sql.as_str(), &[&queue, &now, &node, &limit])?;
+    let rows = tx.query(sql.as_str(), &[&queue, &now, &node, &limit])?;
+    tx.commit()?;
     let mut jobs = rows.iter().map(job).collect::<Result<Vec<Job>>>()?;
     // RETURNING promises no order; the claim's is the queue's.
     jobs.sort_unstable_by_key(|j| (j.priority, j.scheduled_at, j.id));

@@ -40,7 +40,7 @@ pub(crate) fn lead(
     now: Micros,
     retention: Option<&Retention>,
 ) -> Result<()> {
-    claim::promote(client, None, now, true)?;
+    claim::promote(client, now, true)?;
     rescue::rescue_expired(client, node, now)?;
     // A row a transaction is taking over (a unique insert renewing an expired key) is locked
     // and changed by it; the delete then finds the new expiry and keeps the row.

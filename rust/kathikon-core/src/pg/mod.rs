@@ -8,7 +8,8 @@
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
 //! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
 //!   listing); `unique` (inserts of unique jobs, by key rows of `kathikon.entries`);
-//! - `cron` (each node's declared crontab, fired by the leader, each slot once);
+//! - `cron` (each node's declared crontab, fired by the leader, each slot once); `queues`
+//!   (runtime settings; a pause exact across nodes);
 //! - `nodes` (a process's node row, its lease, and its held jobs rescued at close), `rescue`
 //!   (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the lease and,
 //!   on the `leader` node only, runs the periodic work), `claimers` (the queues each node
@@ -27,6 +28,7 @@ mod insert;
 mod leader;
 mod listen;
 mod nodes;
+mod queues;
 mod reads;
 mod rescue;
 mod row;

@@ -52,14 +52,19 @@ pub(crate) fn ready_count(client: &mut Client, queue: &str) -> Result<usize> {
     Ok(row.get::<_, i64>(0) as usize)
 }
 
-/// Which of `queues` have available jobs, in the order given.
+/// Which of `queues` have available jobs and are not paused, in the order given.
 pub(crate) fn ready_queues(client: &mut Client, queues: &[String]) -> Result<Vec<String>> {
-    let rows = client.query(
-        "SELECT w.q FROM unnest($1::text[]) WITH ORDINALITY AS w(q, n)
-         WHERE EXISTS (SELECT 1 FROM kathikon.jobs WHERE queue = w.q AND state = $2)
-         ORDER BY w.n",
-        &[&queues, &code(JobState::Available)],
-    )?;
+    static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let sql = SQL.get_or_init(|| {
+        format!(
+            "SELECT w.q FROM unnest($1::text[]) WITH ORDINALITY AS w(q, n)
+             WHERE EXISTS (SELECT 1 FROM kathikon.jobs WHERE queue = w.q AND state = $2)
+                 AND {not_paused}
+             ORDER BY w.n",
+            not_paused = super::queues::not_paused("w.q"),
+        )
+    });
+    let rows = client.query(sql.as_str(), &[&queues, &code(JobState::Available)])?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

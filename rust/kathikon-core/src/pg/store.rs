@@ -16,7 +16,7 @@ use super::cron::Cron;
 use super::listen::Listener;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
-use super::{ack, bulk, change, claim, cron, nodes, reads, schema, unique};
+use super::{ack, bulk, change, claim, cron, nodes, queues, reads, schema, unique};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
@@ -162,7 +162,7 @@ impl PgStore {
     fn ready_queues(&self, queues: &[String]) -> Result<Vec<String>> {
         let now = self.clock.now();
         self.with(|c| {
-            claim::promote(c, None, now, true)?;
+            claim::promote(c, now, true)?;
             reads::ready_queues(c, queues)
         })
     }
@@ -349,14 +349,14 @@ impl Jobs for PgStore {
     fn sync(&self) -> Result<()> {
         let now = self.clock.now();
         self.with(|c| {
-            claim::promote(c, None, now, false)?;
+            claim::promote(c, now, false)?;
             self.cron().step(c, self.node, now)
         })
     }
 
     fn sync_promoting(&self, until: Micros) -> Result<()> {
         let until = until.max(self.clock.now());
-        self.with(|c| claim::promote(c, None, until, false)).map(drop)
+        self.with(|c| claim::promote(c, until, false)).map(drop)
     }
 
     /// Events happen in the process that makes them; this store collects none yet.
@@ -396,12 +396,15 @@ impl Jobs for PgStore {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn set_queue(&self, _queue: &str, _change: QueueChange) -> Result<QueueSettings> {
-        unsupported("set_queue")
+    /// Once a pause returns no claim of the queue succeeds on any node ([`super::queues`]); a
+    /// resume notifies the queue, waking claims everywhere.
+    fn set_queue(&self, queue: &str, change: QueueChange) -> Result<QueueSettings> {
+        self.with(|c| queues::set(c, queue, change))
     }
 
+    /// Read from the database (a round trip, not memory as at an embedded store's owner).
     fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
-        unsupported("queue_settings")
+        self.with(queues::all)
     }
 
     /// Stores the crontab as this node's and arms it at once (what has to fire now, a missed

@@ -47,7 +47,7 @@ pub(crate) fn promote_if_due(job: &mut Job, now: Micros) -> Result<()> {
 /// transaction holds, as each of the engine's write batches starts.
 pub(crate) fn begin(client: &mut Client, now: Micros) -> Result<Transaction<'_>> {
     let mut tx = client.transaction()?;
-    super::claim::promote(&mut tx, None, now, true)?;
+    super::claim::promote(&mut tx, now, true)?;
     Ok(tx)
 }
 

@@ -147,11 +147,6 @@ impl Opened for OpenedSocket {
 /// the embedded store it inspects. The one list to shrink as verbs are added.
 #[cfg(feature = "postgres")]
 pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
-    ("a_paused_queue_gives_no_claim_until_resumed", "set_queue"),
-    ("a_resume_wakes_a_claim_waiting_on_the_paused_queue", "set_queue"),
-    ("no_claim_succeeds_once_a_pause_has_returned", "set_queue"),
-    ("queue_settings_are_stored_across_a_reopen", "set_queue, queue_settings"),
-    ("bad_queue_changes_are_refused_and_store_nothing", "set_queue"),
     ("metrics_count_outcomes_and_duration_percentiles_per_queue_and_minute", "metrics"),
     ("metrics_are_kept_across_a_reopen_and_for_24_hours", "metrics"),
     ("a_running_attempts_latest_progress_is_kept_after_it_ends", "set_progress, progress"),
