@@ -15,6 +15,9 @@ WEB_REQUIREMENTS := "starlette==1.10.0" "jinja2==3.1.6" "uvicorn==0.55.0" "httpx
 # The end-to-end test of the dashboard (tests/browser/) drives Debian's Chromium with Selenium.
 # (4.52 needs a certifi newer than any on PyPI today.)
 BROWSER_REQUIREMENTS := "selenium==4.51.0"
+# Transactional inserts on PostgreSQL (`insert(..., conn=)`) are tested through psycopg 3 directly
+# and through SQLAlchemy's and Django's transactions, as the guide shows them.
+POSTGRES_REQUIREMENTS := "psycopg[binary]==3.3.9" "sqlalchemy==2.1.9" "django==5.2.20"
 
 .PHONY: help
 help: ## list the targets
@@ -75,7 +78,7 @@ test-env: wheel ## a fresh virtualenv with the built wheel and the test dependen
 	$(TEST_PY) -m pip install -q --upgrade pip
 	$(TEST_PY) -m pip install -q dist/*.whl "pytest==9.2.0" "pytest-timeout==2.4.0" "hypothesis==6.170.17" \
 		"opentelemetry-sdk==1.45.2" "prometheus-client==0.26.0" $(WEB_REQUIREMENTS) \
-		$(BROWSER_REQUIREMENTS)
+		$(BROWSER_REQUIREMENTS) $(POSTGRES_REQUIREMENTS)
 
 # Debian's Chromium and its chromedriver, for tests/browser/ (which fails under CI without them,
 # and skips elsewhere). Installed with apt-get when missing and running as root, as CI does.
@@ -107,7 +110,7 @@ postgres: ## install Debian's postgresql server binaries (apt-get, as root) when
 		"for the PostgreSQL store's tests"; fi
 
 .PHONY: test-python
-test-python: test-env browser ## pytest against the installed wheel (run from tests/, so the source tree is not imported)
+test-python: test-env browser postgres ## pytest against the installed wheel (run from tests/, so the source tree is not imported; tests/pg_server.py starts a throwaway PostgreSQL)
 	cd tests && ../$(TEST_PY) -m pytest -q -p no:cacheprovider
 
 .PHONY: test

@@ -62,3 +62,23 @@ def _wait_until(predicate: Callable[[], object], timeout: float = 5.0, what: str
 def wait_until() -> WaitUntil:
     """``wait_until(predicate, timeout=5.0, what="...")``: poll with a deadline, no fixed sleeps."""
     return _wait_until
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[object]:
+    """The session's throwaway PostgreSQL server (tests/pg_server.py), stopped at the end."""
+    import pg_server
+
+    try:
+        yield pg_server.server()
+    finally:
+        pg_server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: object) -> str:
+    """The url of a fresh, empty database on the session's PostgreSQL server."""
+    import pg_server as servers
+
+    assert isinstance(pg_server, servers.Server)
+    return pg_server.database()

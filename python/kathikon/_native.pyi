@@ -227,12 +227,22 @@ class Engine:
         connect: bool = True,
         lease: float = 30.0,
         takeover: bool = True,
+        url: Optional[str] = None,
+        migrate: bool = False,
+        poll_interval: float = 1.0,
     ) -> Engine: ...
+    @staticmethod
+    def migrate(url: str) -> int:
+        """Create or upgrade the Kathikon schema of the PostgreSQL database at ``url``; the
+        schema version it had before (0: none)."""
+    @staticmethod
+    def schema_version() -> int:
+        """The PostgreSQL schema version this build creates and reads."""
     def keep(self) -> str:
         """Take the store over (or reconnect) if its owner went away; the role then."""
     @property
     def role(self) -> str:
-        """``"owner"`` or ``"client"``."""
+        """``"owner"`` or ``"client"`` (a store file), ``"node"`` (a PostgreSQL database)."""
     @property
     def owner_pid(self) -> int: ...
     @property
@@ -251,6 +261,14 @@ class Engine:
     def insert(self, specs: builtins.list[JobSpec]) -> builtins.list[Job]:
         """Insert jobs in one commit (all or none); durable on return with fsync. Raises
         ``InvalidJobError`` naming any item that is not a ``JobSpec``."""
+    def host_insert(
+        self, specs: builtins.list[JobSpec]
+    ) -> tuple[str, dict[str, Any], builtins.list[Job]]:
+        """The insert of ``specs`` for the caller's own PostgreSQL connection: the statement
+        (psycopg's ``%(name)s`` style; each returned row's first column an inserted id), its
+        parameters, and the jobs to number with :meth:`numbered`. Stores nothing."""
+    def numbered(self, jobs: builtins.list[Job], ids: builtins.list[int]) -> builtins.list[Job]:
+        """``jobs`` from :meth:`host_insert` with the ids its statement returned, in order."""
     def claim(self, queue: str, max: int, timeout: float) -> list[Job]:
         """Claim up to ``max`` jobs, waiting up to ``timeout`` s; durably marked executing."""
     def wait_ready(

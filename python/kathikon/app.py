@@ -10,8 +10,10 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from types import TracebackType
 from typing import Any, Callable, Optional, TypeVar, Union, overload
+from urllib.parse import urlsplit, urlunsplit
 
 from typing_extensions import Unpack
 
@@ -22,6 +24,7 @@ from . import processes as _processes
 from . import progress as _progress
 from . import queues as _queues
 from . import telemetry, testing_mode
+from . import transactional as _transactional
 from ._native import Engine, JobSpec, ListFilter, job_spec
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
 from .cron import DEFAULT_CATCH_UP_LIMIT, DEFAULT_TIMEZONE, SKIP, CronEntry, Crontab
@@ -88,6 +91,30 @@ def _store_exists(path: str, create: bool) -> bool:
     return False
 
 
+def _check_url(url: object, path: Optional[str]) -> str:
+    """``url=`` checked: a PostgreSQL connection string, and no ``path`` beside it."""
+    if not isinstance(url, str) or not url.strip():
+        raise ConfigurationError(
+            f"url={shown(url)}: pass a PostgreSQL url such as "
+            '"postgresql://app@db.internal/app", or path= for a store file'
+        )
+    if path is not None:
+        raise ConfigurationError(
+            f"path={path!r} and url= were both given: a store is either a file (path=) or a "
+            "PostgreSQL database (url=); pass one"
+        )
+    return url
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def _log_open(path: str, existed: bool, role: str, owner_pid: int) -> None:
     log = logging.getLogger(OPEN_LOGGER)
     where = os.path.abspath(path)
@@ -100,7 +127,7 @@ def _log_open(path: str, existed: bool, role: str, owner_pid: int) -> None:
 
 
 class Kathikon:
-    """A job queue backed by one store file.
+    """A job queue backed by one store: a file (``path``) or a PostgreSQL database (``url``).
 
     Args:
         path: the store file (created if missing, owner-only permissions); ``None`` keeps
@@ -149,6 +176,14 @@ class Kathikon:
             working directory cannot silently start an empty store. Either way the store's
             absolute path, and whether it was created or opened, is logged at INFO on the
             ``kathikon`` logger. A testing mode neither looks for the file nor logs it.
+        url: a PostgreSQL database instead of a store file, for apps on several machines
+            (``"postgresql://user:password@host:5432/dbname"``, or a ``key=value`` string);
+            every process that opens it is a peer node (:attr:`role` ``"node"``). ``path``,
+            ``durability``, ``connect``, ``takeover`` and ``create`` are for store files and
+            are not used. See docs/guides/postgres.md.
+        migrate: with ``url``, create or upgrade Kathikon's schema (``kathikon``) in the
+            database at open (default ``False``: a database without it, or with an older one,
+            raises :class:`StoreVersionError` naming ``kathikon migrate --url``).
 
     Raises:
         ConfigurationError: a setting is invalid.
@@ -177,6 +212,8 @@ class Kathikon:
         takeover: bool = True,
         testing: Optional[str] = None,
         create: bool = True,
+        url: Optional[str] = None,
+        migrate: bool = False,
     ) -> None:
         if clock not in ("system", "manual"):
             raise ConfigurationError(
@@ -193,12 +230,17 @@ class Kathikon:
             max_args_bytes,
         )
         self.path: Optional[str] = None if path is None else os.fspath(path)
-        # In a testing mode, the path is kept for code that shows it but never opened.
+        #: The PostgreSQL database the jobs are in, when it is one (``url=``), else ``None``.
+        self.url: Optional[str] = None if url is None else _check_url(url, self.path)
+        # In a testing mode, the path or url is kept for code that shows it but never opened.
         self.testing: Optional[str] = testing_mode.resolve(testing)
         self._inline = self.testing == testing_mode.INLINE
         existed = self.path is not None and not self.testing and _store_exists(self.path, create)
         self._engine = Engine(
             None if self.testing else self.path,
+            url=None if self.testing else self.url,
+            migrate=bool(migrate),
+            poll_interval=self.config.poll_interval,
             fsync=self.config.durability == FSYNC,
             scheduler_interval=self.config.scheduler_interval,
             prune_interval=self.config.prune_interval,
@@ -231,6 +273,10 @@ class Kathikon:
         _processes.remember(self)
         if self.path is not None and not self.testing:
             _log_open(self.path, existed, self._engine.role, self._engine.owner_pid)
+        if self.url is not None and not self.testing:
+            logging.getLogger(OPEN_LOGGER).info(
+                "opened the PostgreSQL database %s as one of its nodes", _redacted(self.url)
+            )
         if self._engine.serve_error is not None:
             log.warning(
                 "the store %s is not served to other processes: %s; other processes that open "
@@ -244,7 +290,8 @@ class Kathikon:
         """``"owner"`` when this process owns the store file (and serves it to other
         processes on a socket beside it), ``"client"`` when it uses the owner's socket. It can
         change: a client whose owner went away becomes the owner on its next call if no other
-        process took the store first."""
+        process took the store first. ``"node"`` on a PostgreSQL database (``url=``), where
+        every process is a peer."""
         return self._engine.role
 
     @property
@@ -510,6 +557,8 @@ class Kathikon:
         self,
         worker: WorkerRef,
         args: Optional[Mapping[str, Any]] = None,
+        *,
+        conn: Any = None,
         **options: Unpack[JobOptions],
     ) -> Job:
         """Store a job and return it. Durable (fsync'd) before it returns, by default.
@@ -517,6 +566,11 @@ class Kathikon:
         Args:
             worker: a ``@app.worker`` function, a registered :class:`Worker`, or its name.
             args: a dict of JSON values, handed to the worker as ``job.args``.
+            conn: on a PostgreSQL store (``url=``), your own database connection (psycopg 3
+                connection or cursor, a psycopg2 cursor, Django's ``connection.cursor()``): the
+                job is inserted in its current transaction and exists only once that commits
+                (see docs/guides/postgres.md). Not with ``unique``. In a testing mode the job
+                goes to the in-memory store as usual.
 
         Keyword Args:
             queue (str): defaults to the worker's queue.
@@ -539,18 +593,25 @@ class Kathikon:
             InvalidJobError: (or its subclasses) a value is unusable; nothing was stored.
             StorageError: the write failed.
         """
-        return self._insert_specs([self._new(self._resolve(worker), args, options)])[0]
+        return self._insert_specs([self._new(self._resolve(worker), args, options)], conn)[0]
 
-    def insert_all(self, specs: Iterable[JobSpec]) -> list[Job]:
-        """Store many jobs in one commit: all of them or, on any error, none."""
-        return self._insert_specs(specs if type(specs) is list else list(specs))
+    def insert_all(self, specs: Iterable[JobSpec], *, conn: Any = None) -> list[Job]:
+        """Store many jobs in one commit: all of them or, on any error, none. ``conn``: as
+        for :meth:`insert`, all of them in your transaction."""
+        return self._insert_specs(specs if type(specs) is list else list(specs), conn)
 
-    def _insert_specs(self, specs: list[JobSpec]) -> list[Job]:
+    def _insert_specs(self, specs: list[JobSpec], conn: Any = None) -> list[Job]:
+        if conn is not None and self.testing is None:
+            insert: Callable[[list[JobSpec]], list[Job]] = partial(
+                _transactional.insert, self, conn=conn
+            )
+        else:
+            insert = self._engine.insert
         if not telemetry.has_handlers(INSERT):
-            jobs = self._engine.insert(specs)
+            jobs = insert(specs)
         else:
             started = time.perf_counter()
-            jobs = self._engine.insert(specs)
+            jobs = insert(specs)
             telemetry.execute(
                 INSERT,
                 {"count": len(jobs), "duration": time.perf_counter() - started},
@@ -967,7 +1028,7 @@ class Kathikon:
     def __repr__(self) -> str:
         if self.testing is not None:
             return f"<Kathikon memory (testing={self.testing!r}) queues={self.config.queues}>"
-        where = self.path or "memory"
+        where = self.path or (self.url and _redacted(self.url)) or "memory"
         return f"<Kathikon {where} queues={self.config.queues}>"
 
     # -- queues at runtime (kathikon.queues) -----------------------------------------------

@@ -65,9 +65,18 @@ def may_take_over(path: Optional[str]) -> bool:
     return store is None or path is None or os.path.realpath(path) != store
 
 
+def store_key(app: Kathikon) -> Optional[str]:
+    """What names the app's store to its worker processes: the file's real path, or the
+    database url; ``None`` for an in-memory store."""
+    if app.url is not None:
+        return app.url
+    return None if app.path is None else os.path.realpath(app.path)
+
+
 def remember(app: Kathikon) -> None:
-    if app.path is not None:
-        _APPS[os.path.realpath(app.path)] = app
+    key = store_key(app)
+    if key is not None:
+        _APPS[key] = app
 
 
 def split(queues: dict[str, int], processes: int) -> list[dict[str, int]]:
@@ -87,9 +96,9 @@ def restart_delay(failures: int) -> float:
     return min(60.0, 2.0 ** (failures - 1)) if failures > 0 else 1.0
 
 
-def _find_app(origin: str, path: str) -> Kathikon:
-    """In a child: the app on ``path``, importing the module that created it if needed."""
-    key = os.path.realpath(path)
+def _find_app(origin: str, key: str) -> Kathikon:
+    """In a child: the app on the store ``key`` names (:func:`store_key`), importing the
+    module that created it if needed."""
     app = _APPS.get(key)
     if app is None and origin not in ("__main__", "__mp_main__"):
         importlib.import_module(origin)
@@ -97,7 +106,7 @@ def _find_app(origin: str, path: str) -> Kathikon:
     if app is None:
         raise ConfigurationError(
             f"worker process {os.getpid()} imported {origin!r} but found no Kathikon app on "
-            f"{path!r}; create the app at module level (not under `if __name__ == "
+            f"{key!r}; create the app at module level (not under `if __name__ == "
             '"__main__":`) so worker processes can import it'
         )
     return app
@@ -105,7 +114,7 @@ def _find_app(origin: str, path: str) -> Kathikon:
 
 def _child_main(
     origin: str,
-    path: str,
+    key: str,
     queues: dict[str, int],
     grace: float,
     parent: int,
@@ -119,7 +128,7 @@ def _child_main(
     from . import joblog
 
     joblog.inherit()  # the job lines and log format of `kathikon worker`, if it started us
-    app = _find_app(origin, path)
+    app = _find_app(origin, key)
     app._pool_share = share  # a queue scaled or started at runtime is split as `queues` was
     app.start(queues)
     ready.set()
@@ -147,14 +156,16 @@ class ProcessPool:
     """N worker processes for one app, kept running until :meth:`stop`."""
 
     def __init__(self, app: Kathikon, queues: dict[str, int], processes: int) -> None:
-        if app.path is None:
+        key = store_key(app)
+        if key is None:
             raise ConfigurationError(
-                "processes= needs a store file: worker processes cannot reach an in-memory "
-                "store; pass path= to Kathikon"
+                "processes= needs a store file or a database: worker processes cannot reach "
+                "an in-memory store; pass path= (or url=) to Kathikon"
             )
         if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
             raise ConfigurationError(f"processes={processes!r} must be an int of at least 1")
         self._app = app
+        self._key = key
         self._shares = split(queues, processes)
         self._context = multiprocessing.get_context("spawn")
         self._children: list[Optional[BaseProcess]] = [None] * len(self._shares)
@@ -184,7 +195,7 @@ class ProcessPool:
         ready = self._context.Event()
         args: tuple[Any, ...] = (
             self._app._origin,
-            self._app.path,
+            self._key,
             self._shares[slot],
             self._grace,
             os.getpid(),
@@ -194,11 +205,11 @@ class ProcessPool:
         child = self._context.Process(
             target=_child_main, args=args, name=f"kathikon-worker-{slot}", daemon=False
         )
-        assert self._app.path is not None  # checked at __init__
         with _SPAWN_ENV:
-            # A spawned child gets this process's environment as it is at start().
+            # A spawned child gets this process's environment as it is at start(). (A
+            # database has no owner to take over; the variable is then never matched.)
             before = os.environ.get(NO_TAKEOVER_ENV)
-            os.environ[NO_TAKEOVER_ENV] = os.path.realpath(self._app.path)
+            os.environ[NO_TAKEOVER_ENV] = self._key
             try:
                 child.start()
             finally:

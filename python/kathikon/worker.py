@@ -174,12 +174,16 @@ class WorkerFunction:
         return self._app._new(self.registration, args, options)
 
     def insert(
-        self, args: Optional[Mapping[str, Any]] = None, **options: Unpack[JobOptions]
+        self,
+        args: Optional[Mapping[str, Any]] = None,
+        *,
+        conn: Any = None,
+        **options: Unpack[JobOptions],
     ) -> Job:
-        """Insert a job for this worker; see :meth:`Kathikon.insert` for the options
-        (``queue``, ``priority``, ``schedule_in``, ``schedule_at``, ``max_attempts``,
+        """Insert a job for this worker; see :meth:`Kathikon.insert` for ``conn`` and the
+        options (``queue``, ``priority``, ``schedule_in``, ``schedule_at``, ``max_attempts``,
         ``tags``, ``meta``, ``unique``, ``replace``)."""
-        return self._app.insert(self, args, **options)
+        return self._app.insert(self, args, conn=conn, **options)
 
     def __repr__(self) -> str:
         return f"<WorkerFunction {self.name} queue={self.queue!r}>"

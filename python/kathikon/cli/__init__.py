@@ -3,13 +3,14 @@
 ::
 
     kathikon worker myapp.jobs:app [--queues emails,default] [--concurrency N] [--grace S]
-    kathikon jobs   (--app myapp.jobs:app | --path jobs.redb) [--state S] [--queue Q] [--json]
+    kathikon jobs   (--app myapp.jobs:app | --path jobs.redb | --url URL) [--state S] [--json]
     kathikon job ID ...    kathikon retry ID... ...    kathikon cancel ID... ...
     kathikon stats ... [--watch [SECONDS]]     kathikon prune ... [--older-than 7d]
     kathikon insert myapp.jobs:app WORKER [--args JSON] [--queue Q] [--schedule-in 1h] ...
     kathikon queues ...    kathikon pause|resume|stop Q ...    kathikon scale|start Q [N] ...
     kathikon cron --app myapp.jobs:app [--json]
     kathikon processes (--app myapp.jobs:app | --path jobs.redb) [--json]
+    kathikon migrate --url postgresql://app@db.internal/app
     kathikon dashboard (myapp.jobs:app | --path jobs.redb) [--host H] [--port P] [--allow-actions]
 
 Exit status: 0 on success, 1 on an error (one line on stderr, never a traceback), 2 on a
@@ -82,6 +83,7 @@ from . import (  # noqa: E402, F401
     dashboard,
     insert,
     manage,
+    migrate,
     process_list,
     queues,
     stats,

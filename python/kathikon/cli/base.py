@@ -61,8 +61,29 @@ class CliError(Exception):
         self.cause = cause
 
 
+#: Where ``--url`` leaves its value in the click context, for :func:`kathikon.cli.load.opened`.
+URL_META = "kathikon.url"
+
+
+def _keep_url(ctx: click.Context, _param: click.Parameter, value: Optional[str]) -> None:
+    if value is not None:
+        ctx.meta[URL_META] = value
+
+
+def url_option(f: F) -> F:
+    """``--url``: a PostgreSQL database as the store (read by ``opened``, not passed)."""
+    return click.option(
+        "--url",
+        metavar="URL",
+        expose_value=False,
+        callback=_keep_url,
+        help="The PostgreSQL database, e.g. postgresql://app@db/app (instead of --app).",
+    )(f)
+
+
 def store_options(f: F) -> F:
-    """``--app`` / ``--path``: which store a command works on."""
+    """``--app`` / ``--path`` / ``--url``: which store a command works on."""
+    f = url_option(f)
     f = click.option(
         "--path",
         "path",

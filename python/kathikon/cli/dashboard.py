@@ -16,7 +16,7 @@ from typing import Optional
 
 import click
 
-from .base import CliError, cli
+from .base import CliError, cli, url_option
 from .load import opened
 
 TOKEN_ENV = "KATHIKON_DASHBOARD_TOKEN"
@@ -34,6 +34,7 @@ def _loopback(host: str) -> bool:
 @cli.command("dashboard")
 @click.argument("app_spec", metavar="MODULE:APP", required=False)
 @click.option("--path", "path", metavar="FILE", help="The store file, opened directly.")
+@url_option
 @click.option("--host", default="127.0.0.1", show_default=True, help="The address to bind.")
 @click.option(
     "--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="The port."

@@ -155,7 +155,7 @@ def insert_command(
         app = load_app(app_spec)
     except StorageLockedError as e:
         raise CliError(f"{e} ({HELD_WHILE_INSPECTING})") from None
-    if app.path is None or app.testing is not None:
+    if (app.path is None and app.url is None) or app.testing is not None:
         app.close()
         raise CliError(_in_memory(app_spec, app.testing))
     try:

@@ -1,5 +1,6 @@
 """Finding what a command works on: the app named ``MODULE:APP`` (imported by name, the one
-place the package does so from operator input), or the store file given with ``--path``."""
+place the package does so from operator input), the store file given with ``--path``, or the
+PostgreSQL database given with ``--url``."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import click
 from ..app import Kathikon
 from ..cron import fire_nothing_in_this_process
 from ..errors import StorageError, StorageLockedError
-from .base import HELD_WHILE_INSPECTING, CliError
+from .base import HELD_WHILE_INSPECTING, URL_META, CliError
 from .import_failure import import_failed
 
 
@@ -67,13 +68,19 @@ def _import(module_name: str, spec: str) -> Any:
 
 @contextmanager
 def opened(app_spec: Optional[str], path: Optional[str]) -> Iterator[Kathikon]:
-    """The app named by ``--app``, or the store at ``--path``; closed afterwards."""
-    if (app_spec is None) == (path is None):
-        raise click.UsageError("name the store with --app MODULE:ATTRIBUTE or --path FILE")
+    """The app named by ``--app``, the store file at ``--path`` or the database at ``--url``;
+    closed afterwards."""
+    url: Optional[str] = click.get_current_context().meta.get(URL_META)
+    if sum(given is not None for given in (app_spec, path, url)) != 1:
+        raise click.UsageError(
+            "name the store with one of --app MODULE:ATTRIBUTE, --path FILE, --url URL"
+        )
     try:
-        if app_spec is not None:
+        if url is not None:
+            app = Kathikon(url=url)
+        elif app_spec is not None:
             app = load_app(app_spec)
-            if app.path is None:
+            if app.path is None and app.url is None:
                 app.close()
                 raise CliError(
                     f"the app {app_spec} keeps its jobs in memory (path=None): "

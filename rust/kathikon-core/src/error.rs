@@ -140,7 +140,7 @@ pub enum Error {
     },
     /// The `PostgreSQL` database holds no Kathikon schema, or an older one than this build
     /// uses, and the store was opened without migrating. Nothing was changed.
-    #[error("the PostgreSQL database has Kathikon schema version {found} (0: none), older than this Kathikon's ({supported}); run `kathikon migrate --url ...`, or open the store with migration allowed")]
+    #[error("the PostgreSQL database has Kathikon schema version {found} (0: none), older than this Kathikon's ({supported}); run `kathikon migrate --url ...`, or open the store with migration allowed (Python: `Kathikon(url=..., migrate=True)`)")]
     SchemaTooOld {
         /// The version the database holds (0: no Kathikon schema).
         found: i64,

@@ -13,6 +13,7 @@
 //! whichever of the two this process is right now; `tests/conformance` runs the same
 //! behaviour tests against each implementation.
 
+pub mod app_store;
 pub mod backoff;
 pub mod claim;
 pub mod clock;
@@ -45,6 +46,7 @@ pub mod telemetry;
 pub mod unique;
 mod writer;
 
+pub use app_store::{AppRole, AppStore};
 pub use claim::Claimer;
 pub use clock::{Clock, Micros, SystemClock};
 pub use cron::{CatchUp, CronEntry, CronSlot};

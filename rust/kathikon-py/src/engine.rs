@@ -6,16 +6,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kathikon_core::clock::ManualClock;
-use kathikon_core::ipc::{Node, NodeConfig, Role};
+use kathikon_core::ipc::{Node, NodeConfig};
+use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{
-    Ack, AckResult, Clock, Durability, EngineConfig, EngineEvent, JobState, ListFilter, NewJob,
-    QueueChange, QueueSettings, Retention, SystemClock,
+    Ack, AckResult, AppRole, AppStore, Clock, Durability, EngineConfig, EngineEvent, Error,
+    JobState, ListFilter, NewJob, QueueChange, QueueSettings, Retention, SystemClock,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::convert::AckTuple;
-use crate::errors::{ConfigurationError, IntoPy, InvalidJobError};
+use crate::errors::{map_error, ConfigurationError, IntoPy, InvalidJobError};
 use crate::filter::PyListFilter;
 use crate::job::{untracked, PyJob, PyJobSpec};
 use crate::progress::Reporter;
@@ -36,11 +37,28 @@ fn records(py: Python<'_>, jobs: Vec<kathikon_core::Job>) -> PyResult<Vec<Bound<
     jobs.into_iter().map(|job| untracked(py, PyJob::new(job))).collect()
 }
 
-/// The job engine over one store: this process owns the store (and serves it to others on a
-/// socket beside the file), or talks to the process that does.
+/// The jobs of a list of `JobSpec`s; anything else in it is `InvalidJobError` naming it.
+fn new_jobs(specs: &Bound<'_, PyList>) -> PyResult<Vec<NewJob>> {
+    let mut jobs: Vec<NewJob> = Vec::with_capacity(specs.len());
+    for (i, item) in specs.iter().enumerate() {
+        let Ok(spec) = item.cast::<PyJobSpec>() else {
+            let shown: String = item.repr()?.to_string().chars().take(60).collect();
+            return Err(InvalidJobError::new_err(format!(
+                "insert_all item {i} is {shown}, not an unsaved job; build items with \
+                 worker.new(args) or app.new(worker, args)"
+            )));
+        };
+        jobs.push(spec.get().job.clone());
+    }
+    Ok(jobs)
+}
+
+/// The job engine over one store: a store file this process owns (and serves to others on a
+/// socket beside it) or talks to the process that owns, or a `PostgreSQL` database this
+/// process is one node of.
 #[pyclass(frozen, module = "kathikon._native", name = "Engine")]
 pub(crate) struct PyEngine {
-    inner: Arc<Node>,
+    inner: Arc<AppStore>,
     /// Progress reported by the jobs this process claimed through this engine.
     progress: Arc<Reporter>,
     /// Set when the engine runs on a hand-moved clock (`kathikon.testing`).
@@ -50,7 +68,7 @@ pub(crate) struct PyEngine {
 #[pymethods]
 impl PyEngine {
     #[new]
-    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=60.0, retention_period=None, manual_clock=None, connect=true, lease=30.0, takeover=true))]
+    #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=60.0, retention_period=None, manual_clock=None, connect=true, lease=30.0, takeover=true, url=None, migrate=false, poll_interval=1.0))]
     #[allow(clippy::too_many_arguments)] // keyword-only in Python
     fn new(
         py: Python<'_>,
@@ -63,6 +81,9 @@ impl PyEngine {
         connect: bool,
         lease: f64,
         takeover: bool,
+        url: Option<String>,
+        migrate: bool,
+        poll_interval: f64,
     ) -> PyResult<Self> {
         let manual_clock = manual_clock.map(|start| Arc::new(ManualClock::new(start)));
         let mut config = EngineConfig {
@@ -85,18 +106,55 @@ impl PyEngine {
                 lease.as_secs_f64()
             )));
         }
-        let config = NodeConfig {
-            engine: config,
-            // A hand-moved clock only makes sense in the process that owns the store.
-            connect: connect && manual_clock.is_none(),
-            lease,
-            takeover,
-            ..NodeConfig::default()
+        let inner = match url {
+            Some(url) => {
+                let config = PgConfig {
+                    migrate,
+                    clock: config.clock,
+                    poll_interval: seconds("poll_interval", poll_interval)?,
+                    lease,
+                    heartbeat: Some(lease / 3),
+                    tick: config.scheduler_interval,
+                    prune_interval: config.prune_interval,
+                    retention: config.retention,
+                    ..PgConfig::new(url)
+                };
+                // A url that does not parse is a setting of the app's, not a job's.
+                let store = py.detach(|| PgStore::open(config)).map_err(|e| match e {
+                    Error::InvalidJob(text) => ConfigurationError::new_err(text),
+                    other => map_error(other),
+                })?;
+                AppStore::Database(Arc::new(store))
+            }
+            None => {
+                let config = NodeConfig {
+                    engine: config,
+                    // A hand-moved clock only makes sense in the process that owns the store.
+                    connect: connect && manual_clock.is_none(),
+                    lease,
+                    takeover,
+                    ..NodeConfig::default()
+                };
+                AppStore::File(py.detach(|| Node::open(config)).py_err()?)
+            }
         };
-        let inner = Arc::new(py.detach(|| Node::open(config)).py_err()?);
+        let inner = Arc::new(inner);
         inner.on_takeover(Box::new(log_takeover));
         let progress = Reporter::new(Arc::downgrade(&inner));
         Ok(Self { inner, progress, manual_clock })
+    }
+
+    /// Create or upgrade the `kathikon` schema of the `PostgreSQL` database at `url`; the
+    /// version it had before (0: none).
+    #[staticmethod]
+    fn migrate(py: Python<'_>, url: String) -> PyResult<i64> {
+        py.detach(|| kathikon_core::pg::schema::migrate_url(&url)).py_err()
+    }
+
+    /// The `PostgreSQL` schema version this build creates and reads.
+    #[staticmethod]
+    fn schema_version() -> i64 {
+        kathikon_core::pg::schema::SCHEMA_VERSION
     }
 
     /// Move a manual clock forward by `seconds` (may be negative).
@@ -111,6 +169,63 @@ impl PyEngine {
         }
         clock.advance((seconds * 1e6).round() as i64);
         Ok(())
+    }
+
+    /// The insert of `specs` for the caller's own PostgreSQL connection (`insert(...,
+    /// conn=)`): `(statement, parameters, jobs)`, the statement in psycopg's `%(name)s` style,
+    /// each row it returns an inserted job's id (ascending in the order given), and the jobs
+    /// as they will be stored, to be numbered with [`Self::numbered`]. Nothing is stored
+    /// here. Only for a store on PostgreSQL.
+    fn host_insert<'py>(
+        &self,
+        py: Python<'py>,
+        specs: &Bound<'py, PyList>,
+    ) -> PyResult<(String, Bound<'py, PyDict>, Vec<Bound<'py, PyJob>>)> {
+        if !matches!(*self.inner, AppStore::Database(_)) {
+            return Err(ConfigurationError::new_err(
+                "conn= inserts through your PostgreSQL connection, but this app's store is a \
+                 file; open the app with url= (the same database as the connection)",
+            ));
+        }
+        let jobs = new_jobs(specs)?;
+        let now = self.inner.jobs_as_is().now();
+        let (sql, c, jobs) = kathikon_core::pg::host_insert(jobs, now).py_err()?;
+        let params = PyDict::new(py);
+        params.set_item("p1", c.states)?;
+        params.set_item("p2", c.queues)?;
+        params.set_item("p3", c.workers)?;
+        params.set_item("p4", c.args)?;
+        params.set_item("p5", c.metas)?;
+        params.set_item("p6", c.tags)?;
+        params.set_item("p7", c.max_attempts)?;
+        params.set_item("p8", c.priorities)?;
+        params.set_item("p9", c.now)?;
+        params.set_item("p10", c.scheduled)?;
+        params.set_item("p11", c.available)?;
+        params.set_item("p12", c.origin)?;
+        Ok((sql, params, records(py, jobs)?))
+    }
+
+    /// `jobs` from [`Self::host_insert`] with the ids its statement returned, in order.
+    fn numbered<'py>(
+        &self,
+        py: Python<'py>,
+        jobs: Vec<PyRef<'py, PyJob>>,
+        ids: Vec<u64>,
+    ) -> PyResult<Vec<Bound<'py, PyJob>>> {
+        if jobs.len() != ids.len() {
+            return Err(InvalidJobError::new_err(format!(
+                "the insert returned {} ids for {} jobs; pass the rows its statement returned",
+                ids.len(),
+                jobs.len()
+            )));
+        }
+        let jobs = jobs.iter().zip(ids).map(|(job, id)| {
+            let mut job = job.inner.clone();
+            job.id = id;
+            job
+        });
+        records(py, jobs.collect())
     }
 
     /// Job counts as `[(queue, state, count), …]`, exact as of the last acknowledged write.
@@ -141,17 +256,7 @@ impl PyEngine {
         py: Python<'py>,
         specs: &Bound<'py, PyList>,
     ) -> PyResult<Vec<Bound<'py, PyJob>>> {
-        let mut jobs: Vec<NewJob> = Vec::with_capacity(specs.len());
-        for (i, item) in specs.iter().enumerate() {
-            let Ok(spec) = item.cast::<PyJobSpec>() else {
-                let shown: String = item.repr()?.to_string().chars().take(60).collect();
-                return Err(InvalidJobError::new_err(format!(
-                    "insert_all item {i} is {shown}, not an unsaved job; build items with \
-                     worker.new(args) or app.new(worker, args)"
-                )));
-            };
-            jobs.push(spec.get().job.clone());
-        }
+        let jobs = new_jobs(specs)?;
         let inserted = py.detach(|| self.inner.insert_flagged(jobs)).py_err()?;
         if inserted.conflicts.is_empty() {
             return records(py, inserted.jobs);
@@ -314,22 +419,17 @@ impl PyEngine {
         Ok(claimers.into_iter().map(|c| (c.queue, c.pid, c.idle.as_secs_f64())).collect())
     }
 
-    /// "owner" when this process owns the store, "client" when it uses the owner's socket.
+    /// "owner" when this process owns the store file, "client" when it uses the owner's socket,
+    /// "node" on a database.
     #[getter]
     fn role(&self) -> &'static str {
-        match self.inner.role() {
-            Role::Owner => "owner",
-            Role::Client => "client",
-        }
+        self.inner.role().as_str()
     }
 
     /// Take the store over (or connect to its new owner) if the owner went away; the role
     /// then, as [`Self::role`]. For a process that makes no calls but keeps the store.
     fn keep(&self, py: Python<'_>) -> PyResult<&'static str> {
-        match py.detach(|| self.inner.keep()).py_err()? {
-            Role::Owner => Ok("owner"),
-            Role::Client => Ok("client"),
-        }
+        py.detach(|| self.inner.keep()).py_err().map(AppRole::as_str)
     }
 
     /// Why this owner does not serve the store to other processes (its socket could not be

@@ -99,7 +99,9 @@ pub(crate) fn map_error(error: Error) -> PyErr {
         Error::StorageLocked { .. } => StorageLockedError::new_err(text),
         Error::NotAStore { .. } => NotAStoreError::new_err(text),
         Error::Corrupted { .. } => CorruptStoreError::new_err(text),
-        Error::FormatTooNew { .. } => StoreVersionError::new_err(text),
+        Error::FormatTooNew { .. } | Error::SchemaTooNew { .. } | Error::SchemaTooOld { .. } => {
+            StoreVersionError::new_err(text)
+        }
         Error::Closed => EngineClosedError::new_err(text),
         Error::OwnerGone { .. } => OwnerGoneError::new_err(text),
         Error::OwnerNotAnswering { .. } => OwnerNotAnsweringError::new_err(text),

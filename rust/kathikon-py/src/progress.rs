@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use kathikon_core::ipc::Node;
+use kathikon_core::AppStore;
 use kathikon_core::{Ack, JobId};
 
 /// The shortest time between two writes of one job's progress.
@@ -41,7 +41,7 @@ struct Slot {
 
 /// Progress reports of the jobs this process runs on one store.
 pub(crate) struct Reporter {
-    node: Weak<Node>,
+    node: Weak<AppStore>,
     slots: Mutex<HashMap<JobId, Slot>>,
     wake: Condvar,
     /// How many slots there are, so an ack with none to flush takes no lock.
@@ -59,7 +59,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Reporter {
-    pub(crate) fn new(node: Weak<Node>) -> Arc<Reporter> {
+    pub(crate) fn new(node: Weak<AppStore>) -> Arc<Reporter> {
         Arc::new(Reporter {
             node,
             slots: Mutex::new(HashMap::new()),

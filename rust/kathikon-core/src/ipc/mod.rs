@@ -20,6 +20,6 @@ mod socket;
 
 pub use client::{Client, ClientConfig, ConnectError, DEFAULT_ANSWER_TIMEOUT};
 pub use frame::{MAX_FRAME, PROTOCOL_VERSION};
-pub use node::{Node, NodeConfig, Role};
+pub use node::{Node, NodeConfig, Role, TakeoverHook};
 pub use server::Server;
 pub use socket::socket_path;

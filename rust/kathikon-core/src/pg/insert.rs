@@ -32,6 +32,69 @@ const INSERT: &str = "WITH ins AS (INSERT INTO kathikon.jobs
         FROM (SELECT DISTINCT queue FROM ins WHERE state = $11) q)
     SELECT id, (SELECT count(*) FROM woke) FROM ins";
 
+/// The columns of a batch of jobs as [`INSERT`] takes them, parameter by parameter.
+pub struct InsertColumns {
+    /// `$1`: each job's state number.
+    pub states: Vec<i16>,
+    /// `$2`: each job's queue.
+    pub queues: Vec<String>,
+    /// `$3`: each job's worker.
+    pub workers: Vec<String>,
+    /// `$4`: each job's args (JSON text).
+    pub args: Vec<String>,
+    /// `$5`: each job's meta (JSON text).
+    pub metas: Vec<String>,
+    /// `$6`: each job's tags, as a JSON array.
+    pub tags: Vec<String>,
+    /// `$7`: each job's attempts.
+    pub max_attempts: Vec<i64>,
+    /// `$8`: each job's priority.
+    pub priorities: Vec<i16>,
+    /// `$9`: the insert time of them all.
+    pub now: Micros,
+    /// `$10`: when each is due.
+    pub scheduled: Vec<Micros>,
+    /// `$11`: the available state's number (which jobs wake their queue).
+    pub available: i16,
+    /// `$12`: the node the notification names as its origin.
+    pub origin: String,
+}
+
+/// Check `jobs` and lay them out as columns for an insert at `now` by `origin`; with them,
+/// the jobs as they will be stored (their ids still 0). A unique job is refused: its key
+/// takes a transaction of its own ([`super::unique`]).
+fn columns(jobs: Vec<NewJob>, now: Micros, origin: String) -> Result<(InsertColumns, Vec<Job>)> {
+    for new in &jobs {
+        validate(new)?;
+        if new.unique.is_some() {
+            return Err(Error::InvalidJob(
+                "a unique job cannot be inserted through this statement; insert it through the \
+                 app, or without unique"
+                    .into(),
+            ));
+        }
+    }
+    let jobs: Vec<Job> = jobs.into_iter().map(|new| new.into_job(0, now)).collect();
+    let columns = InsertColumns {
+        states: jobs.iter().map(|j| code(j.state)).collect(),
+        queues: jobs.iter().map(|j| j.queue.clone()).collect(),
+        workers: jobs.iter().map(|j| j.worker.clone()).collect(),
+        args: jobs.iter().map(|j| j.args.clone()).collect(),
+        metas: jobs.iter().map(|j| j.meta.clone()).collect(),
+        tags: jobs
+            .iter()
+            .map(|j| serde_json::to_string(&j.tags).expect("tags always encode"))
+            .collect(),
+        max_attempts: jobs.iter().map(|j| i64::from(j.max_attempts)).collect(),
+        priorities: jobs.iter().map(|j| i16::from(j.priority)).collect(),
+        now,
+        scheduled: jobs.iter().map(|j| j.scheduled_at).collect(),
+        available: code(JobState::Available),
+        origin,
+    };
+    Ok((columns, jobs))
+}
+
 /// Insert `jobs` at `now` for node `node`, all or none; returns them as stored, in the order
 /// given. Jobs with a unique spec go through [`super::unique::insert_flagged`].
 pub(crate) fn insert(
@@ -40,41 +103,25 @@ pub(crate) fn insert(
     now: Micros,
     node: i64,
 ) -> Result<Vec<Job>> {
-    for new in &jobs {
-        validate(new)?;
-        if new.unique.is_some() {
-            return Err(Error::Storage("a unique job reached the plain insert".into()));
-        }
-    }
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
-    let mut jobs: Vec<Job> = jobs.into_iter().map(|new| new.into_job(0, now)).collect();
-    let states: Vec<i16> = jobs.iter().map(|j| code(j.state)).collect();
-    let queues: Vec<&str> = jobs.iter().map(|j| j.queue.as_str()).collect();
-    let workers: Vec<&str> = jobs.iter().map(|j| j.worker.as_str()).collect();
-    let args: Vec<&str> = jobs.iter().map(|j| j.args.as_str()).collect();
-    let metas: Vec<&str> = jobs.iter().map(|j| j.meta.as_str()).collect();
-    let tags: Vec<String> =
-        jobs.iter().map(|j| serde_json::to_string(&j.tags).expect("tags always encode")).collect();
-    let max_attempts: Vec<i64> = jobs.iter().map(|j| i64::from(j.max_attempts)).collect();
-    let priorities: Vec<i16> = jobs.iter().map(|j| i16::from(j.priority)).collect();
-    let scheduled: Vec<i64> = jobs.iter().map(|j| j.scheduled_at).collect();
+    let (c, mut jobs) = columns(jobs, now, super::listen::origin(node))?;
     let rows = client.query(
         INSERT,
         &[
-            &states,
-            &queues,
-            &workers,
-            &args,
-            &metas,
-            &tags,
-            &max_attempts,
-            &priorities,
-            &now,
-            &scheduled,
-            &code(JobState::Available),
-            &super::listen::origin(node),
+            &c.states,
+            &c.queues,
+            &c.workers,
+            &c.args,
+            &c.metas,
+            &c.tags,
+            &c.max_attempts,
+            &c.priorities,
+            &c.now,
+            &c.scheduled,
+            &c.available,
+            &c.origin,
         ],
     )?;
     // One statement's identity values ascend in the order its rows are inserted (`ORDER BY`).
@@ -91,4 +138,20 @@ pub(crate) fn insert(
         job.id = id as u64;
     }
     Ok(jobs)
+}
+
+/// The insert for a host's own database driver, so jobs commit or roll back with the
+/// caller's transaction (`Kathikon.insert(..., conn=)`): the statement with `%(pN)s`
+/// placeholders (psycopg's named style) for parameter `$N`, the parameters, and the jobs as
+/// they will be stored (their ids still 0: the statement returns each inserted row's id in
+/// its first column, and they ascend in the order given). Its notification names no node, so
+/// every node's waits wake when the caller commits.
+pub fn host_insert(jobs: Vec<NewJob>, now: Micros) -> Result<(String, InsertColumns, Vec<Job>)> {
+    let (columns, jobs) = columns(jobs, now, String::new())?;
+    let mut sql = INSERT.to_string();
+    // From the highest number down, so `$1` does not rewrite the start of `$10`.
+    for n in (1..=12).rev() {
+        sql = sql.replace(&format!("${n}"), &format!("%(p{n})s"));
+    }
+    Ok((sql, columns, jobs))
 }

@@ -40,6 +40,7 @@ mod validate;
 mod wake;
 mod write;
 
+pub use insert::{host_insert, InsertColumns};
 pub use leader::LEADER_LOCK;
 pub use store::{PgConfig, PgStore};
 pub use validate::validate;

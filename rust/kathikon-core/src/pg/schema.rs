@@ -59,6 +59,14 @@ pub fn migrate(client: &mut Client) -> Result<i64> {
     Ok(found)
 }
 
+/// [`migrate`] the database at `url` (a `postgresql://` URL or a `key=value` string) on a
+/// connection of its own.
+pub fn migrate_url(url: &str) -> Result<i64> {
+    let connections = super::connection::Connections::new(url)?;
+    let mut client = connections.connect()?;
+    migrate(&mut client)
+}
+
 /// Check, without changing anything, that the database holds exactly the schema this build
 /// knows: an older or missing one asks for a migration, a newer one for an upgrade.
 pub fn check(client: &mut Client) -> Result<()> {
