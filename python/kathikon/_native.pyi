@@ -267,7 +267,8 @@ class Engine:
         """The insert of ``specs`` for the caller's own PostgreSQL connection: the statement
         (psycopg's ``%(name)s`` style; each returned row's first column an inserted id), its
         parameters, and the jobs to number with :meth:`numbered`. Stores nothing."""
-    def numbered(self, jobs: builtins.list[Job], ids: builtins.list[int]) -> builtins.list[Job]:
+    @staticmethod
+    def numbered(jobs: builtins.list[Job], ids: builtins.list[int]) -> builtins.list[Job]:
         """``jobs`` from :meth:`host_insert` with the ids its statement returned, in order."""
     def claim(self, queue: str, max: int, timeout: float) -> list[Job]:
         """Claim up to ``max`` jobs, waiting up to ``timeout`` s; durably marked executing."""

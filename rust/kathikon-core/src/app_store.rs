@@ -49,7 +49,7 @@ impl From<ipc::Role> for AppRole {
 /// A store file or a database, as an app opened it.
 pub enum AppStore {
     /// A store file (or an in-memory store), owned here or by another process.
-    File(Node),
+    File(Box<Node>),
     /// A `PostgreSQL` database.
     #[cfg(feature = "postgres")]
     Database(Arc<crate::pg::PgStore>),

@@ -69,7 +69,7 @@ pub(crate) struct PyEngine {
 impl PyEngine {
     #[new]
     #[pyo3(signature = (path, *, fsync=true, scheduler_interval=1.0, prune_interval=60.0, retention_period=None, manual_clock=None, connect=true, lease=30.0, takeover=true, url=None, migrate=false, poll_interval=1.0))]
-    #[allow(clippy::too_many_arguments)] // keyword-only in Python
+    #[allow(clippy::too_many_arguments, clippy::fn_params_excessive_bools)] // keyword-only in Python
     fn new(
         py: Python<'_>,
         path: Option<PathBuf>,
@@ -106,37 +106,34 @@ impl PyEngine {
                 lease.as_secs_f64()
             )));
         }
-        let inner = match url {
-            Some(url) => {
-                let config = PgConfig {
-                    migrate,
-                    clock: config.clock,
-                    poll_interval: seconds("poll_interval", poll_interval)?,
-                    lease,
-                    heartbeat: Some(lease / 3),
-                    tick: config.scheduler_interval,
-                    prune_interval: config.prune_interval,
-                    retention: config.retention,
-                    ..PgConfig::new(url)
-                };
-                // A url that does not parse is a setting of the app's, not a job's.
-                let store = py.detach(|| PgStore::open(config)).map_err(|e| match e {
-                    Error::InvalidJob(text) => ConfigurationError::new_err(text),
-                    other => map_error(other),
-                })?;
-                AppStore::Database(Arc::new(store))
-            }
-            None => {
-                let config = NodeConfig {
-                    engine: config,
-                    // A hand-moved clock only makes sense in the process that owns the store.
-                    connect: connect && manual_clock.is_none(),
-                    lease,
-                    takeover,
-                    ..NodeConfig::default()
-                };
-                AppStore::File(py.detach(|| Node::open(config)).py_err()?)
-            }
+        let inner = if let Some(url) = url {
+            let config = PgConfig {
+                migrate,
+                clock: config.clock,
+                poll_interval: seconds("poll_interval", poll_interval)?,
+                lease,
+                heartbeat: Some(lease / 3),
+                tick: config.scheduler_interval,
+                prune_interval: config.prune_interval,
+                retention: config.retention,
+                ..PgConfig::new(url)
+            };
+            // A url that does not parse is a setting of the app's, not a job's.
+            let store = py.detach(|| PgStore::open(config)).map_err(|e| match e {
+                Error::InvalidJob(text) => ConfigurationError::new_err(text),
+                other => map_error(other),
+            })?;
+            AppStore::Database(Arc::new(store))
+        } else {
+            let config = NodeConfig {
+                engine: config,
+                // A hand-moved clock only makes sense in the process that owns the store.
+                connect: connect && manual_clock.is_none(),
+                lease,
+                takeover,
+                ..NodeConfig::default()
+            };
+            AppStore::File(Box::new(py.detach(|| Node::open(config)).py_err()?))
         };
         let inner = Arc::new(inner);
         inner.on_takeover(Box::new(log_takeover));
@@ -147,8 +144,8 @@ impl PyEngine {
     /// Create or upgrade the `kathikon` schema of the `PostgreSQL` database at `url`; the
     /// version it had before (0: none).
     #[staticmethod]
-    fn migrate(py: Python<'_>, url: String) -> PyResult<i64> {
-        py.detach(|| kathikon_core::pg::schema::migrate_url(&url)).py_err()
+    fn migrate(py: Python<'_>, url: &str) -> PyResult<i64> {
+        py.detach(|| kathikon_core::pg::schema::migrate_url(url)).py_err()
     }
 
     /// The `PostgreSQL` schema version this build creates and reads.
@@ -171,11 +168,11 @@ impl PyEngine {
         Ok(())
     }
 
-    /// The insert of `specs` for the caller's own PostgreSQL connection (`insert(...,
+    /// The insert of `specs` for the caller's own `PostgreSQL` connection (`insert(...,
     /// conn=)`): `(statement, parameters, jobs)`, the statement in psycopg's `%(name)s` style,
     /// each row it returns an inserted job's id (ascending in the order given), and the jobs
     /// as they will be stored, to be numbered with [`Self::numbered`]. Nothing is stored
-    /// here. Only for a store on PostgreSQL.
+    /// here. Only for a store on `PostgreSQL`.
     fn host_insert<'py>(
         &self,
         py: Python<'py>,
@@ -207,8 +204,8 @@ impl PyEngine {
     }
 
     /// `jobs` from [`Self::host_insert`] with the ids its statement returned, in order.
+    #[staticmethod]
     fn numbered<'py>(
-        &self,
         py: Python<'py>,
         jobs: Vec<PyRef<'py, PyJob>>,
         ids: Vec<u64>,
