@@ -217,7 +217,7 @@ impl PyEngine {
                 jobs.len()
             )));
         }
-        let jobs = jobs.iter().zip(ids).map(|(job, id)| {
+        let jobs = jobs.into_iter().zip(ids).map(|(job, id)| {
             let mut job = job.inner.clone();
             job.id = id;
             job
