@@ -27,6 +27,12 @@ pub trait Backend: Sync {
     /// ack without a trace.
     fn fences_refused_acks(&self) -> bool;
 
+    /// Whether the store is shared by peers, each with a lease and none owning it (a
+    /// database's nodes), rather than owned by one process that serves it to its clients.
+    fn shared_by_peers(&self) -> bool {
+        false
+    }
+
     /// Whether the store is a redb file at [`Store::path`] (whose indexes a test may check
     /// after closing it).
     fn has_store_file(&self) -> bool {
@@ -152,11 +158,6 @@ pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
     ("no_claim_succeeds_once_a_pause_has_returned", "set_queue"),
     ("queue_settings_are_stored_across_a_reopen", "set_queue, queue_settings"),
     ("bad_queue_changes_are_refused_and_store_nothing", "set_queue"),
-    ("metrics_count_outcomes_and_duration_percentiles_per_queue_and_minute", "metrics"),
-    ("metrics_are_kept_across_a_reopen_and_for_24_hours", "metrics"),
-    ("a_running_attempts_latest_progress_is_kept_after_it_ends", "set_progress, progress"),
-    ("bad_progress_is_refused_naming_the_value", "set_progress"),
-    ("processes_list_the_owner_first_and_who_holds_each_job", "processes"),
 ];
 
 /// The `PostgreSQL` store, on a fresh database per store (a reopen opens the same one again).
@@ -214,6 +215,10 @@ impl Backend for PostgresBackend {
 
     fn has_store_file(&self) -> bool {
         false
+    }
+
+    fn shared_by_peers(&self) -> bool {
+        true
     }
 
     fn validate(&self, new: &NewJob) -> Result<()> {
@@ -301,6 +306,11 @@ impl Store {
     /// See [`Backend::fences_refused_acks`].
     pub fn fences_refused_acks(&self) -> bool {
         self.backend.fences_refused_acks()
+    }
+
+    /// See [`Backend::shared_by_peers`].
+    pub fn shared_by_peers(&self) -> bool {
+        self.backend.shared_by_peers()
     }
 
     /// See [`Backend::has_store_file`].
