@@ -28,6 +28,9 @@ fn node(url: &str, clock: &Arc<ManualClock>, heartbeat: Option<Duration>) -> PgS
     .expect("open")
 }
 
+/// Jobs each thread runs in the concurrency test.
+const PER_THREAD: usize = 40;
+
 const BEATING: Option<Duration> = Some(Duration::from_millis(10));
 
 fn eventually(what: &str, mut done: impl FnMut() -> bool) {
@@ -90,7 +93,6 @@ fn acks_of_many_threads_on_two_nodes_add_up_exactly() {
     let Some(url) = common::pg::database() else { return };
     let clock = clock();
     let nodes = [Arc::new(node(&url, &clock, BEATING)), Arc::new(node(&url, &clock, BEATING))];
-    const PER_THREAD: usize = 40;
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let store = nodes[t % 2].clone();
