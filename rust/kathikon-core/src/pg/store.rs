@@ -465,7 +465,7 @@ impl Jobs for PgStore {
 
     /// Every node row, this node last with its live queues ([`super::processes`]).
     fn processes(&self) -> Result<Vec<ProcessInfo>> {
-        let queues = self.claimers.local(0).into_iter().map(|c| c.queue).collect();
+        let queues = self.claimers.local(std::process::id()).into_iter().map(|c| c.queue).collect();
         self.with(|c| super::processes::list(c, self.node, queues))
     }
 }
