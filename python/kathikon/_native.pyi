@@ -339,7 +339,8 @@ class Engine:
         tuple[int, str, str, int, int, Optional[int], builtins.list[int], builtins.list[str]]
     ]:
         """The processes working on the store, owner first: ``(pid, role, hostname,
-        connected µs, last seen µs, lease expiry µs or None, [job ids], [queues])``."""
+        connected µs, last seen µs, lease expiry µs or None, [job ids], [queues])``; role is
+        ``"owner"``, ``"client"`` or, on a database shared by peers, ``"node"``."""
     def metrics(
         self, since: Optional[int] = None, queue: Optional[str] = None
     ) -> builtins.list[

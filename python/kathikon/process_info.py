@@ -11,14 +11,15 @@ from typing import Literal, Optional, cast
 from ._native import Engine
 from .job import from_micros
 
-Role = Literal["owner", "client"]
+Role = Literal["owner", "client", "node"]
 
 
 @dataclass(frozen=True)
 class ProcessInfo:
     """One process working on the store.
 
-    ``role`` is ``"owner"`` (it opened the file and serves it; listed first) or ``"client"``.
+    ``role`` is ``"owner"`` (it opened the file and serves it; listed first) or ``"client"``,
+    or on a PostgreSQL database, where every process is a peer with a lease, ``"node"``.
     ``connected_at`` is when it opened the store or connected to the owner, ``last_seen`` when
     the owner last heard from it (now, for the owner), ``lease_expires`` when its running jobs
     are rescued if the owner hears nothing more (``None`` for the owner); all aware UTC
@@ -36,7 +37,8 @@ class ProcessInfo:
 
 
 def read(engine: Engine) -> list[ProcessInfo]:
-    """Every process working on the store, the owner first, then clients by pid."""
+    """Every process working on the store, the owner first, then clients by pid (on
+    PostgreSQL, every node: the others by id, this process's last)."""
     return [
         ProcessInfo(
             pid=pid,

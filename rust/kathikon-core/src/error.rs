@@ -147,13 +147,6 @@ pub enum Error {
         /// The version this build uses.
         supported: i64,
     },
-    /// A verb the store does not implement yet (the `PostgreSQL` store is being built verb by
-    /// verb): nothing was done.
-    #[error("{verb} is not yet supported on PostgreSQL; use the embedded store (a path instead of a url) for it until it is")]
-    Unsupported {
-        /// The verb ([`crate::Jobs`]' method name).
-        verb: &'static str,
-    },
     /// The process that owns the store, which this process uses through its socket, stopped
     /// writing after the storage failure `cause`: this call was refused or failed there, and
     /// nothing of it was written (a failed commit is [`Error::CommitFailed`] instead). This

@@ -38,6 +38,22 @@ pub(crate) enum Ended {
     Cancelled = 3,
 }
 
+impl Ended {
+    /// How an acked attempt counts, by the state the ack left its job in (`None`: a snooze or
+    /// an interrupt, which hand the job back without ending anything). The writer's ack
+    /// counts by the same rule.
+    pub(crate) fn after_ack(state: crate::state::JobState) -> Option<Ended> {
+        use crate::state::JobState;
+        match state {
+            JobState::Completed => Some(Ended::Completed),
+            JobState::Retryable => Some(Ended::Failed),
+            JobState::Discarded => Some(Ended::Discarded),
+            JobState::Cancelled => Some(Ended::Cancelled),
+            _ => None,
+        }
+    }
+}
+
 /// One queue's minute, as [`crate::Jobs::metrics`] returns it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct MetricPoint {
@@ -64,17 +80,26 @@ pub struct MetricPoint {
 
 /// Counts and histogram of one (queue, minute).
 #[derive(Clone)]
-struct Record {
+pub(crate) struct Record {
     counts: [u64; 4],
     histogram: Box<[u32; BUCKETS]>,
 }
 
 impl Record {
-    fn new() -> Record {
+    pub(crate) fn new() -> Record {
         Record { counts: [0; 4], histogram: Box::new([0; BUCKETS]) }
     }
 
-    fn add(&mut self, other: &Record) {
+    /// Count one outcome, and its attempt's duration when one ended.
+    pub(crate) fn count(&mut self, ended: Ended, duration: Option<Micros>) {
+        self.counts[ended as usize] += 1;
+        if let Some(d) = duration {
+            let n = &mut self.histogram[bucket_of(d)];
+            *n = n.saturating_add(1);
+        }
+    }
+
+    pub(crate) fn add(&mut self, other: &Record) {
         for (a, b) in self.counts.iter_mut().zip(other.counts) {
             *a += b;
         }
@@ -84,7 +109,7 @@ impl Record {
     }
 
     /// `[version 1][4 × u64 counts][u16 n][n × (u16 bucket, u32 count)]`, little-endian.
-    fn encode(&self) -> Vec<u8> {
+    pub(crate) fn encode(&self) -> Vec<u8> {
         let used: Vec<(usize, u32)> =
             self.histogram.iter().copied().enumerate().filter(|(_, n)| *n > 0).collect();
         let mut out = Vec::with_capacity(35 + used.len() * 6);
@@ -101,7 +126,7 @@ impl Record {
     }
 
     /// `None` for bytes this version did not write.
-    fn decode(bytes: &[u8]) -> Option<Record> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<Record> {
         let (&version, rest) = bytes.split_first()?;
         if version != 1 || rest.len() < 34 {
             return None;
@@ -164,7 +189,7 @@ pub fn minute_of(at: Micros) -> Micros {
 }
 
 /// An entry's name: the minute, zero-padded so names sort by time, then the queue.
-fn entry_name(minute: Micros, queue: &str) -> String {
+pub(crate) fn entry_name(minute: Micros, queue: &str) -> String {
     format!("{minute:020}/{queue}")
 }
 
@@ -277,11 +302,7 @@ impl Rollup {
                 .minutes
                 .entry((pending.minute, pending.queue))
                 .or_insert_with(|| Held { record: Record::new(), loaded: false, dirty: false });
-            held.record.counts[pending.ended as usize] += 1;
-            if let Some(d) = pending.duration {
-                let n = &mut held.record.histogram[bucket_of(d)];
-                *n = n.saturating_add(1);
-            }
+            held.record.count(pending.ended, pending.duration);
             held.dirty = true;
         }
     }

@@ -1,6 +1,8 @@
 //! Which processes work on a store ([`crate::Jobs::processes`]): the owner, and every client
 //! session its socket server knows, each with its lease, the jobs it holds and the queues it
-//! claims from. Read for a dashboard's workers page, never on a job's path.
+//! claims from. Read for a dashboard's workers page, never on a job's path. On a database
+//! shared by peers (`PostgreSQL`) every process is a [`ProcessRole::Node`] with a lease
+//! instead, listed as the database's node rows show them.
 //!
 //! The owner's own jobs are not tracked per claim (that would cost every claim and ack of an
 //! owner-local app a lock): they are the executing jobs no client session holds. The sessions
@@ -18,21 +20,25 @@ use serde::{Deserialize, Serialize};
 use crate::clock::Micros;
 use crate::job::JobId;
 
-/// Whether a process owns the store or uses its owner's socket.
+/// Whether a process owns the store, uses its owner's socket, or is one of the peers sharing
+/// a database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ProcessRole {
     /// It opened the store file and serves it.
     Owner,
     /// It talks to the owner over the store's socket.
     Client,
+    /// One of the peers sharing a `PostgreSQL` database, each with its node row and lease.
+    Node,
 }
 
 impl ProcessRole {
-    /// `"owner"` or `"client"`.
+    /// `"owner"`, `"client"` or `"node"`.
     pub fn as_str(self) -> &'static str {
         match self {
             ProcessRole::Owner => "owner",
             ProcessRole::Client => "client",
+            ProcessRole::Node => "node",
         }
     }
 }
@@ -44,12 +50,13 @@ pub struct ProcessInfo {
     pub pid: u32,
     /// Owner or client.
     pub role: ProcessRole,
-    /// The host it runs on (the owner's: clients share its machine, through a Unix socket).
+    /// The host it runs on (the owner's: clients share its machine, through a Unix socket; a
+    /// node's own).
     pub hostname: String,
-    /// When it opened the store (the owner) or connected to the owner (a client), on the
-    /// engine clock.
+    /// When it opened the store (the owner, a node) or connected to the owner (a client), on
+    /// the engine clock.
     pub connected_at: Micros,
-    /// When the owner last heard from it (the owner: now).
+    /// When the owner last heard from it (the owner: now; a node: its latest heartbeat).
     pub last_seen: Micros,
     /// When its claims are rescued if the owner hears nothing more from it (`None` for the
     /// owner, which holds the file).

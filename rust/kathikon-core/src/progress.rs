@@ -60,6 +60,11 @@ pub(crate) fn entry_name(id: JobId) -> String {
     id.to_string()
 }
 
+/// A stored entry's value.
+pub(crate) fn encode(progress: &Progress) -> Result<Vec<u8>> {
+    serde_json::to_vec(progress).map_err(|e| Error::Storage(e.to_string()))
+}
+
 /// Decode a stored entry (`None` for bytes this version did not write).
 pub(crate) fn decode(value: &[u8]) -> Option<Progress> {
     serde_json::from_slice(value).ok()
@@ -72,7 +77,11 @@ pub(crate) fn store(txn: &mut dyn WriteTxn, id: JobId, progress: &Progress) -> R
     if !txn.get(id)?.as_ref().is_some_and(executing) {
         return Ok(false);
     }
-    let value = serde_json::to_vec(progress).map_err(|e| Error::Storage(e.to_string()))?;
-    txn.put_entry(EntryKind::Progress, &entry_name(id), &value, Some(progress.at + KEEP))?;
+    txn.put_entry(
+        EntryKind::Progress,
+        &entry_name(id),
+        &encode(progress)?,
+        Some(progress.at + KEEP),
+    )?;
     Ok(true)
 }

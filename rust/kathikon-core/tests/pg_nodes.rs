@@ -78,21 +78,3 @@ fn closing_a_store_hands_its_held_jobs_back_and_leaves() {
     let again = b.claim("q", 2, Duration::ZERO).unwrap();
     assert_eq!(again.iter().map(|j| j.attempt).collect::<Vec<_>>(), vec![2, 2]);
 }
-
-#[test]
-fn verbs_not_built_yet_are_refused_by_name() {
-    let Some(url) = common::pg::database() else { return };
-    let store = open(&url, &Arc::new(ManualClock::new(T0)));
-    let refusals: Vec<(&str, Error)> = vec![
-        ("metrics", store.metrics(None, None).unwrap_err()),
-        ("progress", store.progress(1).unwrap_err()),
-        ("processes", store.processes().unwrap_err()),
-    ];
-    for (verb, e) in refusals {
-        match &e {
-            Error::Unsupported { verb: named } => assert_eq!(*named, verb),
-            other => panic!("{verb}: expected Unsupported, got {other:?}"),
-        }
-        assert!(e.to_string().contains("not yet supported on PostgreSQL"), "{e}");
-    }
-}

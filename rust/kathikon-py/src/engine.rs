@@ -594,7 +594,8 @@ impl PyEngine {
     }
 
     /// The processes working on the store, owner first: `[(pid, role, hostname, connected
-    /// µs, last seen µs, lease expiry µs or None, [job ids], [queues]), …]`.
+    /// µs, last seen µs, lease expiry µs or None, [job ids], [queues]), …]`; role is "owner",
+    /// "client" or, on a database shared by peers, "node".
     fn processes(&self, py: Python<'_>) -> PyResult<Vec<ProcessRow>> {
         let all = py.detach(|| self.inner.retrying(|jobs| jobs.processes())).py_err()?;
         Ok(all

@@ -310,7 +310,7 @@ impl From<&Error> for WireError {
             // Raised by clients only; an owner relaying one says it in words.
             Error::OwnerNotAnswering { .. } => WireError::Storage(e.to_string()),
             // Raised by the PostgreSQL store only, never by an owner; said in words if relayed.
-            Error::SchemaTooNew { .. } | Error::SchemaTooOld { .. } | Error::Unsupported { .. } => {
+            Error::SchemaTooNew { .. } | Error::SchemaTooOld { .. } => {
                 WireError::Storage(e.to_string())
             }
             Error::Protocol(m) => WireError::Protocol(m.clone()),

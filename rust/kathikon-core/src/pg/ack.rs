@@ -12,19 +12,23 @@
 
 use postgres::Client;
 
+use super::metrics::Tally;
 use super::write::{begin, lock, promote_if_due, store, Locked};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Ack, AckResult};
+use crate::metrics::Ended;
 use crate::state::JobState;
 
-/// Apply `acks` at `now` for node `node` (process `pid`); one result per ack, in order.
+/// Apply `acks` at `now` for node `node` (process `pid`); one result per ack, in order. Each
+/// applied outcome that ends an attempt counts in `tally` once the transaction commits.
 pub(crate) fn ack(
     client: &mut Client,
     acks: Vec<Ack>,
     now: Micros,
     node: i64,
     pid: u32,
+    tally: &Tally,
 ) -> Result<Vec<AckResult>> {
     if acks.is_empty() {
         return Ok(Vec::new());
@@ -62,5 +66,12 @@ pub(crate) fn ack(
     let changed: Vec<_> = jobs.values().map(|l| (&l.job, l.node)).collect();
     store(&mut tx, &changed)?;
     tx.commit()?;
+    for result in &results {
+        if let AckResult::Applied(job) = result {
+            if let Some(ended) = Ended::after_ack(job.state) {
+                tally.record(&job.queue, ended, now, job.attempted_at.map(|at| now - at));
+            }
+        }
+    }
     Ok(results)
 }

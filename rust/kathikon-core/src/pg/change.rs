@@ -5,18 +5,27 @@
 
 use postgres::Client;
 
+use super::metrics::Tally;
 use super::write::{begin, lock, promote_if_due, store, Locked};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId};
+use crate::metrics::Ended;
 use crate::retention::Retention;
 use crate::state::JobState;
 
 /// What a user's cancel records as the reason.
 const CANCELLED_BY_USER: &str = "cancelled by user";
 
-/// Cancel job `id` at `now`: the job as it now is and the state it was in.
-pub(crate) fn cancel(client: &mut Client, id: JobId, now: Micros) -> Result<(Job, JobState)> {
+/// Cancel job `id` at `now`: the job as it now is and the state it was in. A job that had not
+/// ended counts as cancelled in `tally` (with no duration: no attempt reported), as the
+/// engine's cancel counts it.
+pub(crate) fn cancel(
+    client: &mut Client,
+    id: JobId,
+    now: Micros,
+    tally: &Tally,
+) -> Result<(Job, JobState)> {
     let mut tx = begin(client, now)?;
     let Locked { mut job, node } =
         lock(&mut tx, &[id])?.remove(&id).ok_or(Error::JobNotFound(id))?;
@@ -27,6 +36,9 @@ pub(crate) fn cancel(client: &mut Client, id: JobId, now: Micros) -> Result<(Job
         store(&mut tx, &[(&job, node)])?;
     }
     tx.commit()?;
+    if !before.is_terminal() {
+        tally.record(&job.queue, Ended::Cancelled, now, None);
+    }
     Ok((job, before))
 }
 

@@ -98,9 +98,7 @@ pub(crate) fn others(client: &mut Client, this: i64, now: Micros) -> Result<Vec<
     let mut out = Vec::new();
     for row in rows {
         let (node, pid, heartbeat): (i64, i32, Micros) = (row.get(0), row.get(1), row.get(2));
-        let pairs: Vec<(String, Option<u64>)> = serde_json::from_str(row.get(3)).map_err(|e| {
-            Error::Storage(format!("node {node}'s claimers column is not Kathikon's ({e})"))
-        })?;
+        let pairs = published(node, row.get(3))?;
         let since = u64::try_from(now.saturating_sub(heartbeat)).unwrap_or(0);
         out.extend(pairs.into_iter().map(|(queue, idle)| Claimer {
             queue,
@@ -109,6 +107,13 @@ pub(crate) fn others(client: &mut Client, this: i64, now: Micros) -> Result<Vec<
         }));
     }
     Ok(out)
+}
+
+/// Node `node`'s `claimers` column: `(queue, idle µs or None while a claim waits)` pairs.
+pub(crate) fn published(node: i64, column: &str) -> Result<Vec<(String, Option<u64>)>> {
+    serde_json::from_str(column).map_err(|e| {
+        Error::Storage(format!("node {node}'s claimers column is not Kathikon's ({e})"))
+    })
 }
 
 /// One claimer per queue — the least idle — in queue name order.

@@ -1,6 +1,7 @@
 //! One leader among the nodes runs the periodic work every node would otherwise repeat:
 //! promotion of due jobs (with their queues notified), rescue of nodes whose lease expired,
-//! deletion of expired entries (unique keys past their period), pruning by retention, and
+//! deletion of expired entries (unique keys past their period, metrics minutes and progress
+//! reports past [`crate::metrics::KEEP`]), pruning by retention, and
 //! cron ([`super::cron`], fired by the upkeep thread after this work).
 //!
 //! Leadership is a session-level advisory lock ([`LEADER_LOCK`]) held by the upkeep thread's
@@ -17,6 +18,7 @@
 
 use postgres::Client;
 
+use super::metrics::Tally;
 use super::{change, claim, rescue};
 use crate::clock::Micros;
 use crate::error::Result;
@@ -33,15 +35,16 @@ pub(crate) fn try_lead(client: &mut Client) -> Result<bool> {
 
 /// The leader's work at `now` as node `node`: promote due jobs, rescue dead nodes' jobs,
 /// delete expired entries, and prune by `retention` when given (pruning runs less often than
-/// the rest).
+/// the rest). What the rescue ends counts in `tally`, this node's.
 pub(crate) fn lead(
     client: &mut Client,
     node: i64,
     now: Micros,
     retention: Option<&Retention>,
+    tally: &Tally,
 ) -> Result<()> {
     claim::promote(client, now, true)?;
-    rescue::rescue_expired(client, node, now)?;
+    rescue::rescue_expired(client, node, now, tally)?;
     // A row a transaction is taking over (a unique insert renewing an expired key) is locked
     // and changed by it; the delete then finds the new expiry and keeps the row.
     client.execute("DELETE FROM kathikon.entries WHERE expires_at <= $1", &[&now])?;

@@ -14,6 +14,8 @@
 //!   (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the lease and,
 //!   on the `leader` node only, runs the periodic work), `claimers` (the queues each node
 //!   claims from);
+//! - `metrics` (each node's outcome counts, flushed into shared rows per queue and minute),
+//!   `progress` (a running attempt's latest report), `processes` (every node, with its jobs);
 //! - `listen` and `wake`: wake-ups by `LISTEN/NOTIFY`;
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
@@ -27,7 +29,10 @@ mod cron;
 mod insert;
 mod leader;
 mod listen;
+mod metrics;
 mod nodes;
+mod processes;
+mod progress;
 mod queues;
 mod reads;
 mod rescue;

@@ -6,6 +6,7 @@
 
 use postgres::Client;
 
+use super::metrics::Tally;
 use super::row::{code, COLUMNS};
 use super::write::store;
 use crate::clock::Micros;
@@ -70,9 +71,10 @@ pub(crate) fn renew(
     Ok(false)
 }
 
-/// Rescue what node `node` still holds and delete its row, in one transaction; returns how
-/// many jobs were rescued (discarded ones included).
-pub(crate) fn leave(client: &mut Client, node: i64, now: Micros) -> Result<u64> {
+/// Rescue what node `node` still holds and delete its row, in one transaction; the rescued
+/// jobs count in `tally` once committed. Returns how many jobs were rescued (discarded ones
+/// included).
+pub(crate) fn leave(client: &mut Client, node: i64, now: Micros, tally: &Tally) -> Result<u64> {
     let mut tx = client.transaction()?;
     let rows = tx.query(
         &format!(
@@ -93,5 +95,6 @@ pub(crate) fn leave(client: &mut Client, node: i64, now: Micros) -> Result<u64> 
     store(&mut tx, &jobs.iter().map(|j| (j, None)).collect::<Vec<_>>())?;
     tx.execute("DELETE FROM kathikon.nodes WHERE id = $1", &[&node])?;
     tx.commit()?;
+    tally.rescued(&jobs, now);
     Ok(jobs.len() as u64)
 }

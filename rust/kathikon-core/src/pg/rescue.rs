@@ -13,6 +13,7 @@ use std::collections::HashMap;
 
 use postgres::Client;
 
+use super::metrics::Tally;
 use super::row::{code, COLUMNS};
 use super::write::store;
 use crate::clock::Micros;
@@ -28,8 +29,14 @@ struct Dead {
 }
 
 /// At `now`, delete the rows of nodes other than `this` whose lease has expired and rescue
-/// the jobs executing for any node without a row; returns how many jobs were rescued.
-pub(crate) fn rescue_expired(client: &mut Client, this: i64, now: Micros) -> Result<u64> {
+/// the jobs executing for any node without a row, counted in `tally` once committed; returns
+/// how many jobs were rescued.
+pub(crate) fn rescue_expired(
+    client: &mut Client,
+    this: i64,
+    now: Micros,
+    tally: &Tally,
+) -> Result<u64> {
     let mut tx = client.transaction()?;
     let dead: HashMap<i64, Dead> = tx
         .query(
@@ -87,5 +94,6 @@ pub(crate) fn rescue_expired(client: &mut Client, this: i64, now: Micros) -> Res
     }
     store(&mut tx, &held.iter().map(|(j, _)| (j, None)).collect::<Vec<_>>())?;
     tx.commit()?;
+    tally.rescued(held.iter().map(|(job, _)| job), now);
     Ok(held.len() as u64)
 }

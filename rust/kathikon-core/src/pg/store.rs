@@ -2,9 +2,6 @@
 //! statement) on a connection of its own, so calls from many threads and processes run side
 //! by side; the database's locks, not this process, keep them apart. Times come from the
 //! store's clock, as the embedded engine's do, so tests move time by hand on both alike.
-//!
-//! Verbs not built yet answer [`Error::Unsupported`] naming themselves; nothing is silently
-//! skipped.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +11,7 @@ use super::claimers::{self, ClaimerLog};
 use super::connection::Connections;
 use super::cron::Cron;
 use super::listen::Listener;
+use super::metrics::Tally;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
 use super::{ack, bulk, change, claim, cron, nodes, queues, reads, schema, unique};
@@ -99,6 +97,8 @@ pub struct PgStore {
     claimers: Arc<ClaimerLog>,
     /// This node's crontab, and the entries it fires (while it leads, and at each sync).
     cron: Arc<Mutex<Cron>>,
+    /// The outcomes this node's verbs counted and has not written yet.
+    metrics: Arc<Tally>,
 }
 
 impl PgStore {
@@ -123,6 +123,7 @@ impl PgStore {
         let leading = Arc::new(AtomicBool::new(false));
         let claimers = Arc::new(ClaimerLog::default());
         let cron = Arc::new(Mutex::new(Cron::default()));
+        let metrics = Arc::new(Tally::default());
         let upkeep = match config.heartbeat {
             Some(heartbeat) => Some(
                 Upkeep {
@@ -137,6 +138,7 @@ impl PgStore {
                     claimers: claimers.clone(),
                     leading: leading.clone(),
                     cron: cron.clone(),
+                    metrics: metrics.clone(),
                 }
                 .start()
                 .map_err(|e| Error::Storage(format!("start the node's upkeep thread: {e}")))?,
@@ -154,6 +156,7 @@ impl PgStore {
             leading,
             claimers,
             cron,
+            metrics,
         })
     }
 
@@ -195,10 +198,6 @@ impl Drop for PgStore {
     fn drop(&mut self) {
         self.close();
     }
-}
-
-fn unsupported<T>(verb: &'static str) -> Result<T> {
-    Err(Error::Unsupported { verb })
 }
 
 impl Jobs for PgStore {
@@ -286,7 +285,7 @@ impl Jobs for PgStore {
 
     fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
         let now = self.clock.now();
-        self.with(|c| ack::ack(c, acks, now, self.node, std::process::id()))
+        self.with(|c| ack::ack(c, acks, now, self.node, std::process::id(), &self.metrics))
     }
 
     /// Applied at once, as [`Jobs::ack`]: a database commit is the only wait there is.
@@ -296,7 +295,7 @@ impl Jobs for PgStore {
 
     fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
         let now = self.clock.now();
-        self.with(|c| change::cancel(c, id, now))
+        self.with(|c| change::cancel(c, id, now, &self.metrics))
     }
 
     fn retry(&self, id: JobId) -> Result<Job> {
@@ -374,8 +373,9 @@ impl Jobs for PgStore {
     }
 
     /// Hands back the jobs this node still holds (rescued, as a lost worker's are), deletes
-    /// its node row and closes the connections. A database that cannot be reached leaves the
-    /// jobs to be rescued when the node's lease expires.
+    /// its node row, writes its metrics counts and closes the connections. A database that
+    /// cannot be reached leaves the jobs to be rescued when the node's lease expires, and
+    /// loses the counts.
     fn close(&self) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
@@ -388,7 +388,10 @@ impl Jobs for PgStore {
             upkeep.stop();
         }
         let now = self.clock.now();
-        let _ = self.connections.with(|c| nodes::leave(c, self.node, now));
+        let _ = self.connections.with(|c| {
+            nodes::leave(c, self.node, now, &self.metrics)?;
+            self.metrics.flush(c)
+        });
         self.connections.close();
     }
 
@@ -423,22 +426,28 @@ impl Jobs for PgStore {
         self.with(cron::slots)
     }
 
-    fn metrics(&self, _since: Option<Micros>, _queue: Option<&str>) -> Result<Vec<MetricPoint>> {
-        unsupported("metrics")
+    /// The stored minutes with this node's counts not written yet: every outcome this node
+    /// ended before the call, and the other nodes' as of their last heartbeat
+    /// ([`super::metrics`]).
+    fn metrics(&self, since: Option<Micros>, queue: Option<&str>) -> Result<Vec<MetricPoint>> {
+        let now = self.clock.now();
+        self.with(|c| self.metrics.read(c, since, queue, now))
     }
 
     fn set_progress(
         &self,
-        _id: JobId,
-        _attempt: u32,
-        _fraction: f64,
-        _note: Option<String>,
+        id: JobId,
+        attempt: u32,
+        fraction: f64,
+        note: Option<String>,
     ) -> Result<bool> {
-        unsupported("set_progress")
+        crate::progress::check(fraction, note.as_deref())?;
+        let progress = Progress { attempt, fraction, note, at: self.clock.now() };
+        self.with(|c| super::progress::set(c, id, &progress))
     }
 
-    fn progress(&self, _id: JobId) -> Result<Option<Progress>> {
-        unsupported("progress")
+    fn progress(&self, id: JobId) -> Result<Option<Progress>> {
+        self.with(|c| super::progress::get(c, id))
     }
 
     fn count(&self, filter: &ListFilter) -> Result<u64> {
@@ -450,7 +459,9 @@ impl Jobs for PgStore {
         self.with(|c| bulk::bulk(c, action, filter, now))
     }
 
+    /// Every node row, this node last with its live queues ([`super::processes`]).
     fn processes(&self) -> Result<Vec<ProcessInfo>> {
-        unsupported("processes")
+        let queues = self.claimers.local(std::process::id()).into_iter().map(|c| c.queue).collect();
+        self.with(|c| super::processes::list(c, self.node, queues))
     }
 }

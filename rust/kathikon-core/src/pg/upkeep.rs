@@ -1,4 +1,5 @@
-//! A node's upkeep thread: it renews the node's lease every `heartbeat`, and every `tick`
+//! A node's upkeep thread: it renews the node's lease every `heartbeat` (flushing the node's
+//! metrics counts with it, [`super::metrics`]), and every `tick`
 //! tries to lead, and while it leads does the leader's periodic work ([`super::leader`]):
 //! promotion, rescue of nodes whose lease expired, pruning every `prune_interval`, cron. It keeps one connection
 //! of its own; when that breaks it connects again at the next tick, so a database restart
@@ -18,6 +19,7 @@ use postgres::Client;
 use super::claimers::ClaimerLog;
 use super::connection::Connections;
 use super::cron::Cron;
+use super::metrics::Tally;
 use super::{leader, nodes};
 use crate::clock::{Clock, Micros};
 use crate::error::Result;
@@ -39,6 +41,8 @@ pub(crate) struct Upkeep {
     pub(crate) retention: Retention,
     /// This node's claimers, published with each renewal.
     pub(crate) claimers: Arc<ClaimerLog>,
+    /// This node's metrics counts, written with each renewal.
+    pub(crate) metrics: Arc<Tally>,
     /// Whether this node leads, as the thread last found.
     pub(crate) leading: Arc<AtomicBool>,
     /// This node's crontab, and the entries it fires while it leads.
@@ -99,6 +103,7 @@ impl Upkeep {
             if nodes::renew(client, self.node, self.clock.now(), self.lease_us, &claimers)? {
                 self.cron().republish(client, self.node, self.clock.now())?;
             }
+            self.metrics.flush(client)?;
             state.renewed = Instant::now();
         }
         if !self.leading.load(Ordering::SeqCst) {
@@ -111,7 +116,8 @@ impl Upkeep {
         }
         if self.leading.load(Ordering::SeqCst) {
             let prune = state.pruned.elapsed() >= self.prune_interval;
-            leader::lead(client, self.node, self.clock.now(), prune.then_some(&self.retention))?;
+            let retention = prune.then_some(&self.retention);
+            leader::lead(client, self.node, self.clock.now(), retention, &self.metrics)?;
             if prune {
                 state.pruned = Instant::now();
             }

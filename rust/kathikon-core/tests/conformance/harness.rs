@@ -27,6 +27,12 @@ pub trait Backend: Sync {
     /// ack without a trace.
     fn fences_refused_acks(&self) -> bool;
 
+    /// Whether the store is shared by peers, each with a lease and none owning it (a
+    /// database's nodes), rather than owned by one process that serves it to its clients.
+    fn shared_by_peers(&self) -> bool {
+        false
+    }
+
     /// Whether the store is a redb file at [`Store::path`] (whose indexes a test may check
     /// after closing it).
     fn has_store_file(&self) -> bool {
@@ -142,17 +148,10 @@ impl Opened for OpenedSocket {
     }
 }
 
-/// The conformance tests not run against `PostgreSQL` yet, each with why: the verb it needs that
-/// the `PostgreSQL` store does not implement yet (it answers `Error::Unsupported`), or what of
-/// the embedded store it inspects. The one list to shrink as verbs are added.
+/// The conformance tests not run against `PostgreSQL`, each with why (what of the embedded
+/// store it inspects, say). Empty: every behaviour of the contract is proven on `PostgreSQL`.
 #[cfg(feature = "postgres")]
-pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
-    ("metrics_count_outcomes_and_duration_percentiles_per_queue_and_minute", "metrics"),
-    ("metrics_are_kept_across_a_reopen_and_for_24_hours", "metrics"),
-    ("a_running_attempts_latest_progress_is_kept_after_it_ends", "set_progress, progress"),
-    ("bad_progress_is_refused_naming_the_value", "set_progress"),
-    ("processes_list_the_owner_first_and_who_holds_each_job", "processes"),
-];
+pub const POSTGRES_SKIPS: &[(&str, &str)] = &[];
 
 /// The `PostgreSQL` store, on a fresh database per store (a reopen opens the same one again).
 #[cfg(feature = "postgres")]
@@ -209,6 +208,10 @@ impl Backend for PostgresBackend {
 
     fn has_store_file(&self) -> bool {
         false
+    }
+
+    fn shared_by_peers(&self) -> bool {
+        true
     }
 
     fn validate(&self, new: &NewJob) -> Result<()> {
@@ -296,6 +299,11 @@ impl Store {
     /// See [`Backend::fences_refused_acks`].
     pub fn fences_refused_acks(&self) -> bool {
         self.backend.fences_refused_acks()
+    }
+
+    /// See [`Backend::shared_by_peers`].
+    pub fn shared_by_peers(&self) -> bool {
+        self.backend.shared_by_peers()
     }
 
     /// See [`Backend::has_store_file`].

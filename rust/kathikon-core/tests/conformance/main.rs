@@ -92,7 +92,7 @@ harness::conformance! {
     metrics::metrics_are_kept_across_a_reopen_and_for_24_hours,
     progress::a_running_attempts_latest_progress_is_kept_after_it_ends,
     progress::bad_progress_is_refused_naming_the_value,
-    processes::processes_list_the_owner_first_and_who_holds_each_job,
+    processes::processes_list_who_works_on_the_store_and_who_holds_each_job,
     index_listing::listing_by_index_equals_the_walk_on_random_stores,
     index_listing::newest_failed_of_one_queue_come_from_the_index,
 }
