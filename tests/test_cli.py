@@ -476,7 +476,7 @@ def test_prune(project: Project) -> None:
         (["job", "424242", "--app", "cliapp:app"], 1, "no job with id 424242"),
         (["job", "424242424242424242424242", "--path", "jobs.redb"], 1, "no job with id"),
         (["job", "abc", "--path", "jobs.redb"], 2, "'abc' is not a valid integer"),
-        (["jobs"], 2, "--app MODULE:ATTRIBUTE or --path FILE"),
+        (["jobs"], 2, "--app MODULE:ATTRIBUTE, --path FILE, --url URL"),
         (["jobs", "--app", "cliapp:app", "--path", "jobs.redb"], 2, "--app"),
         (["stats", "--path", "missing.redb"], 1, "no store at missing.redb"),
         (["stats", "--path", "cliapp.py"], 1, "cliapp.py is not a Kathikon store"),

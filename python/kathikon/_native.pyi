@@ -99,6 +99,10 @@ class EngineClosedError(KathikonError):
 class OwnerGoneError(StorageError):
     """The process that owned the store went away during this call; its outcome is unknown."""
 
+class ConnectionLostError(StorageError):
+    """The connection to the PostgreSQL database broke during this call; its outcome is
+    unknown."""
+
 class OwnerNotAnsweringError(StorageError):
     """The process that owns the store holds it but did not answer in time (stopped or
     overloaded); the message names its pid."""

@@ -18,12 +18,14 @@ re-exported here and from :mod:`kathikon`::
     │   ├── StoreNotFoundError (also FileNotFoundError)  no file, and create=False
     │   ├── OwnerGoneError                     the process owning the store went away
     │   ├── OwnerNotAnsweringError             the owner holds the store but does not answer
+    │   ├── ConnectionLostError                the PostgreSQL connection broke during a call
     │   └── ProtocolError                      could not talk to the store's owner
     └── EngineClosedError                      the app was closed
 """
 
 from ._native import (
     ConfigurationError,
+    ConnectionLostError,
     CorruptStoreError,
     EngineClosedError,
     InvalidJobError,
@@ -57,6 +59,7 @@ __all__ = [
     "KathikonError",
     "NotAStoreError",
     "OwnerGoneError",
+    "ConnectionLostError",
     "OwnerNotAnsweringError",
     "ProtocolError",
     "StorageError",

@@ -90,6 +90,14 @@ pub enum Error {
         /// What the socket said.
         detail: String,
     },
+    /// The connection to the `PostgreSQL` database broke during this call (the server
+    /// restarted, the network dropped): its outcome is unknown, as a write may or may not have
+    /// committed. The next call connects again.
+    #[error("the connection to PostgreSQL broke during this call ({detail}); its outcome is unknown (a write may or may not have been committed): check or retry it, the next call connects again")]
+    ConnectionLost {
+        /// What the client said.
+        detail: String,
+    },
     /// The process that owns the store holds it but did not answer within `waited`: it is
     /// stopped (SIGSTOP), or too overloaded to answer. Nothing is switched: the owner still
     /// holds the file. The call's outcome is unknown (the owner may act on it when it runs

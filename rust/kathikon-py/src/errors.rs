@@ -71,6 +71,12 @@ create_exception!(
 );
 create_exception!(
     kathikon,
+    ConnectionLostError,
+    StorageError,
+    "The connection to the PostgreSQL database broke during this call; its outcome is unknown."
+);
+create_exception!(
+    kathikon,
     OwnerNotAnsweringError,
     StorageError,
     "The process that owns the store holds it but did not answer in time (stopped or overloaded)."
@@ -104,6 +110,7 @@ pub(crate) fn map_error(error: Error) -> PyErr {
         }
         Error::Closed => EngineClosedError::new_err(text),
         Error::OwnerGone { .. } => OwnerGoneError::new_err(text),
+        Error::ConnectionLost { .. } => ConnectionLostError::new_err(text),
         Error::OwnerNotAnswering { .. } => OwnerNotAnsweringError::new_err(text),
         Error::Protocol(_) => ProtocolError::new_err(text),
         // A failed commit (outcome unknown) and a call refused by a stopped writer, this
@@ -143,6 +150,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("StoreVersionError", py.get_type::<StoreVersionError>())?;
     m.add("EngineClosedError", py.get_type::<EngineClosedError>())?;
     m.add("OwnerGoneError", py.get_type::<OwnerGoneError>())?;
+    m.add("ConnectionLostError", py.get_type::<ConnectionLostError>())?;
     m.add("OwnerNotAnsweringError", py.get_type::<OwnerNotAnsweringError>())?;
     m.add("ProtocolError", py.get_type::<ProtocolError>())?;
     // ValueError / LookupError as second bases, so `except ValueError` works as users expect.

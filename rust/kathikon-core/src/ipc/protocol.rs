@@ -310,9 +310,9 @@ impl From<&Error> for WireError {
             // Raised by clients only; an owner relaying one says it in words.
             Error::OwnerNotAnswering { .. } => WireError::Storage(e.to_string()),
             // Raised by the PostgreSQL store only, never by an owner; said in words if relayed.
-            Error::SchemaTooNew { .. } | Error::SchemaTooOld { .. } => {
-                WireError::Storage(e.to_string())
-            }
+            Error::SchemaTooNew { .. }
+            | Error::SchemaTooOld { .. }
+            | Error::ConnectionLost { .. } => WireError::Storage(e.to_string()),
             Error::Protocol(m) => WireError::Protocol(m.clone()),
             Error::CommitFailed { path, detail } => {
                 WireError::CommitFailed { path: path.clone(), detail: detail.clone() }

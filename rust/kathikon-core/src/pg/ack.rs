@@ -9,6 +9,12 @@
 //! The check reads the row locked `FOR UPDATE`, which no other transaction can change until
 //! this one commits, so it holds at the update as it did at the read: a node that lost the job
 //! never overwrites what happened since. A refused outcome changes no state.
+//!
+//! An ack sent again because its connection broke (`resent`) may find its own first send
+//! committed: the attempt let go by this node, the job no longer executing it, and no rescue
+//! since (a rescue is the one other way a job lets go of its node, and notes itself last in
+//! the history). That is answered stale without a fencing note, as it is no late report but
+//! the same one twice.
 
 use postgres::Client;
 
@@ -29,6 +35,7 @@ pub(crate) fn ack(
     node: i64,
     pid: u32,
     tally: &Tally,
+    resent: bool,
 ) -> Result<Vec<AckResult>> {
     if acks.is_empty() {
         return Ok(Vec::new());
@@ -51,6 +58,13 @@ pub(crate) fn ack(
             } else {
                 results.push(AckResult::Stale(Some(job.state)));
             }
+        } else if resent
+            && holder.is_none()
+            && job.attempt == attempt
+            && job.state != JobState::Executing
+            && !job.errors.last().is_some_and(|e| e.error.starts_with("rescued:"))
+        {
+            results.push(AckResult::Stale(Some(job.state)));
         } else {
             let text = format!(
                 "fenced: node {node} (process {pid}) reported '{}' for attempt {attempt} while \

@@ -1,6 +1,7 @@
 //! One leader among the nodes runs the periodic work every node would otherwise repeat:
-//! promotion of due jobs (with their queues notified), rescue of nodes whose lease expired,
-//! deletion of expired entries (unique keys past their period, metrics minutes and progress
+//! promotion of due jobs (with their queues notified), the sweep for jobs held by nodes
+//! without a row ([`super::rescue`]; every node rescues the nodes whose lease expired, since a
+//! frozen leader keeps its lock), deletion of expired entries (unique keys past their period, metrics minutes and progress
 //! reports past [`crate::metrics::KEEP`]), pruning by retention, and
 //! cron ([`super::cron`], fired by the upkeep thread after this work).
 //!
@@ -18,8 +19,7 @@
 
 use postgres::Client;
 
-use super::metrics::Tally;
-use super::{change, claim, rescue};
+use super::{change, claim};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::retention::Retention;
@@ -33,18 +33,10 @@ pub(crate) fn try_lead(client: &mut Client) -> Result<bool> {
     Ok(client.query_one("SELECT pg_try_advisory_lock($1)", &[&LEADER_LOCK])?.get(0))
 }
 
-/// The leader's work at `now` as node `node`: promote due jobs, rescue dead nodes' jobs,
-/// delete expired entries, and prune by `retention` when given (pruning runs less often than
-/// the rest). What the rescue ends counts in `tally`, this node's.
-pub(crate) fn lead(
-    client: &mut Client,
-    node: i64,
-    now: Micros,
-    retention: Option<&Retention>,
-    tally: &Tally,
-) -> Result<()> {
+/// The leader's work at `now`: promote due jobs, delete expired entries, and prune by
+/// `retention` when given (pruning runs less often than the rest).
+pub(crate) fn lead(client: &mut Client, now: Micros, retention: Option<&Retention>) -> Result<()> {
     claim::promote(client, now, true)?;
-    rescue::rescue_expired(client, node, now, tally)?;
     // A row a transaction is taking over (a unique insert renewing an expired key) is locked
     // and changed by it; the delete then finds the new expiry and keeps the row.
     client.execute("DELETE FROM kathikon.entries WHERE expires_at <= $1", &[&now])?;

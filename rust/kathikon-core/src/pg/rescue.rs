@@ -8,6 +8,13 @@
 //! jobs read `FOR UPDATE SKIP LOCKED`, in one transaction, so two nodes rescuing at once take
 //! disjoint sets, and a job rescued is no longer executing for the dead node when the other
 //! looks. A late ack from the dead node is fenced, since the job no longer names it.
+//!
+//! Every node looks for expired nodes at each tick, not the leader alone: a frozen leader
+//! (SIGSTOP) keeps its connection and with it the leader's lock, so it must be rescuable by
+//! the others. The connections of a node whose row a rescue deleted are then ended
+//! (`pg_terminate_backend`, by the `application_name` every node's connections carry): a
+//! frozen node's leader lock and any transaction it left open (a claim holding its queue's
+//! lock) go with them, and the next tick's leader is a live node.
 
 use std::collections::HashMap;
 
@@ -28,14 +35,21 @@ struct Dead {
     lease_us: Micros,
 }
 
-/// At `now`, delete the rows of nodes other than `this` whose lease has expired and rescue
-/// the jobs executing for any node without a row, counted in `tally` once committed; returns
-/// how many jobs were rescued.
+/// The `application_name` of node `node`'s connections.
+pub(crate) fn connection_name(node: i64) -> String {
+    format!("kathikon node {node}")
+}
+
+/// At `now`, delete the rows of nodes other than `this` whose lease has expired and rescue the
+/// jobs they held, counted in `tally` once committed; with `sweep` (the leader's), also the
+/// jobs of any node without a row. Ends the dead nodes' connections. Returns how many jobs
+/// were rescued.
 pub(crate) fn rescue_expired(
     client: &mut Client,
     this: i64,
     now: Micros,
     tally: &Tally,
+    sweep: bool,
 ) -> Result<u64> {
     let mut tx = client.transaction()?;
     let dead: HashMap<i64, Dead> = tx
@@ -49,6 +63,10 @@ pub(crate) fn rescue_expired(
         .iter()
         .map(|r| (r.get(0), Dead { pid: r.get(1), hostname: r.get(2), lease_us: r.get(3) }))
         .collect();
+    if dead.is_empty() && !sweep {
+        tx.commit()?;
+        return Ok(0);
+    }
     // Jobs held by a node without a row: the ones just deleted, and any whose row an earlier
     // rescue deleted after the node claimed them (it was frozen, came back, claimed, died).
     let rows = tx.query(
@@ -95,5 +113,15 @@ pub(crate) fn rescue_expired(
     store(&mut tx, &held.iter().map(|(j, _)| (j, None)).collect::<Vec<_>>())?;
     tx.commit()?;
     tally.rescued(held.iter().map(|(job, _)| job), now);
+    if !dead.is_empty() {
+        let names: Vec<String> = dead.keys().map(|node| connection_name(*node)).collect();
+        // Refused without the right to signal them (another database user, not a member of
+        // pg_signal_backend): the frozen node then keeps its connections until it thaws.
+        let _ = client.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE application_name = ANY($1) AND pid <> pg_backend_pid()",
+            &[&names],
+        );
+    }
     Ok(held.len() as u64)
 }

@@ -105,17 +105,22 @@ impl PgStore {
     /// Connect to `config.url`, migrate or check the schema, and register this process as a
     /// node.
     pub fn open(config: PgConfig) -> Result<PgStore> {
-        let connections = Connections::new(&config.url)?;
+        let mut connections = Connections::new(&config.url)?;
         let now = config.clock.now();
         let lease = i64::try_from(config.lease.as_micros()).unwrap_or(i64::MAX);
-        let node = connections.with(|client| {
-            if config.migrate {
-                schema::migrate(client)?;
-            } else {
-                schema::check(client)?;
-            }
-            nodes::register(client, now, lease)
-        })?;
+        // One try to connect: a url or a server that is wrong fails the open at once.
+        let mut client = connections.connect()?;
+        if config.migrate {
+            schema::migrate(&mut client)?;
+        } else {
+            schema::check(&mut client)?;
+        }
+        let node = nodes::register(&mut client, now, lease)?;
+        // Its connections carry its name, so a rescue of this node can end them.
+        let name = super::rescue::connection_name(node);
+        client.execute("SELECT set_config('application_name', $1, false)", &[&name])?;
+        connections.name(&name);
+        connections.keep(client);
         let wake = Arc::new(Wake::default());
         Listener { node, connections: connections.clone(), wake: wake.clone() }
             .start()
@@ -283,9 +288,21 @@ impl Jobs for PgStore {
         self.wake.interrupt(queue);
     }
 
+    /// An ack whose connection broke is sent once more on a new connection: if the first
+    /// had committed, the second finds the attempt let go and answers stale, without a
+    /// fencing note (see [`ack::ack`]); if not, it applies. Either way the outcome is
+    /// recorded once, and the jobs do not stay executing for a node that lives on.
     fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
         let now = self.clock.now();
-        self.with(|c| ack::ack(c, acks, now, self.node, std::process::id(), &self.metrics))
+        let pid = std::process::id();
+        let first =
+            self.with(|c| ack::ack(c, acks.clone(), now, self.node, pid, &self.metrics, false));
+        match first {
+            Err(Error::ConnectionLost { .. }) => {
+                self.with(|c| ack::ack(c, acks, now, self.node, pid, &self.metrics, true))
+            }
+            answer => answer,
+        }
     }
 
     /// Applied at once, as [`Jobs::ack`]: a database commit is the only wait there is.

@@ -1,8 +1,8 @@
 //! A node's upkeep thread: it renews the node's lease every `heartbeat` (flushing the node's
-//! metrics counts with it, [`super::metrics`]), and every `tick`
-//! tries to lead, and while it leads does the leader's periodic work ([`super::leader`]):
-//! promotion, rescue of nodes whose lease expired, pruning every `prune_interval`, cron. It keeps one connection
-//! of its own; when that breaks it connects again at the next tick, so a database restart
+//! metrics counts with it, [`super::metrics`]); every `tick` it rescues the nodes whose lease
+//! expired ([`super::rescue`]), tries to lead, and while it leads does the leader's periodic
+//! work ([`super::leader`]): promotion, pruning every `prune_interval`, cron. It keeps one
+//! connection of its own; when that breaks it connects again at the next tick, so a database restart
 //! costs at most a few ticks (the lease outlasts them by design: heartbeat ≈ lease / 3).
 //!
 //! The thread proves the process is alive, not that a job makes progress (job timeouts cover
@@ -20,7 +20,7 @@ use super::claimers::ClaimerLog;
 use super::connection::Connections;
 use super::cron::Cron;
 use super::metrics::Tally;
-use super::{leader, nodes};
+use super::{leader, nodes, rescue};
 use crate::clock::{Clock, Micros};
 use crate::error::Result;
 use crate::retention::Retention;
@@ -65,6 +65,7 @@ impl Upkeep {
                     client: None,
                     renewed: Instant::now(),
                     pruned: Instant::now(),
+                    connected: Instant::now(),
                     failing: false,
                 };
                 // Ends when the store stops it (a message, or the sender dropped).
@@ -96,7 +97,10 @@ impl Upkeep {
     fn round(&self, state: &mut State) -> Result<()> {
         let client = match &mut state.client {
             Some(client) if !client.is_closed() => client,
-            slot => slot.insert(self.connections.connect()?),
+            slot => {
+                state.connected = Instant::now();
+                slot.insert(self.connections.connect()?)
+            }
         };
         if state.renewed.elapsed() >= self.heartbeat {
             let claimers = self.claimers.published();
@@ -114,10 +118,17 @@ impl Upkeep {
                 state.pruned = Instant::now();
             }
         }
-        if self.leading.load(Ordering::SeqCst) {
+        let leading = self.leading.load(Ordering::SeqCst);
+        // Every node rescues, once its connection has been up for two heartbeats: after the
+        // database was unreachable (a restart), the nodes that were only cut off as this one
+        // was get the time to renew before anyone rescues their running jobs.
+        if state.connected.elapsed() >= 2 * self.heartbeat {
+            rescue::rescue_expired(client, self.node, self.clock.now(), &self.metrics, leading)?;
+        }
+        if leading {
             let prune = state.pruned.elapsed() >= self.prune_interval;
             let retention = prune.then_some(&self.retention);
-            leader::lead(client, self.node, self.clock.now(), retention, &self.metrics)?;
+            leader::lead(client, self.clock.now(), retention)?;
             if prune {
                 state.pruned = Instant::now();
             }
@@ -137,6 +148,8 @@ struct State {
     renewed: Instant,
     /// When the leader last pruned.
     pruned: Instant,
+    /// When the connection was made.
+    connected: Instant,
     /// Whether the last round failed.
     failing: bool,
 }

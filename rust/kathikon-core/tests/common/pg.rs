@@ -17,10 +17,12 @@ use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// The running server: its port and data directory.
+/// The running server: its port and data directory, and what starts it again.
 struct Server {
     port: u16,
     dir: PathBuf,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
 }
 
 /// The server's PID, for the exit handler (0: none running).
@@ -115,14 +117,27 @@ fn start() -> Result<Server, String> {
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("find a free port: {e}"))?
         .port();
-    let log = std::fs::File::create(dir.join("server.log"))
-        .map_err(|e| format!("create the server log: {e}"))?;
-    let mut server = command(&bin, "postgres", owner);
+    spawn(&bin, owner, &dir, port)?;
+    // SAFETY: stop_server is an extern "C" fn without arguments, as atexit requires.
+    unsafe { libc::atexit(stop_server) };
+    Ok(Server { port, dir, bin, owner })
+}
+
+/// Start the server on `dir`'s cluster at `port` and wait until it accepts connections; its
+/// PID is kept for the exit handler.
+fn spawn(bin: &Path, owner: Option<(u32, u32)>, dir: &Path, port: u16) -> Result<(), String> {
+    let data = dir.join("data");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .map_err(|e| format!("open the server log: {e}"))?;
+    let mut server = command(bin, "postgres", owner);
     server
         .arg("-D")
         .arg(&data)
         .arg("-k")
-        .arg(&dir)
+        .arg(dir)
         .args(["-h", "127.0.0.1", "-p", &port.to_string()])
         .args(["-c", "fsync=off", "-c", "full_page_writes=off", "-c", "max_connections=200"])
         .stdin(Stdio::null())
@@ -155,8 +170,6 @@ fn start() -> Result<Server, String> {
         .map_err(|e| format!("start postgres: {e}"))?
         .map_err(|e| format!("start postgres: {e}"))?;
     SERVER_PID.store(pid as i32, Ordering::SeqCst);
-    // SAFETY: stop_server is an extern "C" fn without arguments, as atexit requires.
-    unsafe { libc::atexit(stop_server) };
 
     let url = format!("host=127.0.0.1 port={port} user=postgres dbname=postgres");
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -170,7 +183,26 @@ fn start() -> Result<Server, String> {
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
     }
-    Ok(Server { port, dir })
+    Ok(())
+}
+
+/// Stop this test binary's server the way a crash would (SIGQUIT: an immediate shutdown, no
+/// checkpoint; it recovers from its log at the next start), wait `down`, and start it again
+/// on the same port and cluster; returns once it accepts connections again.
+pub fn restart(down: Duration) {
+    let server = server().as_ref().expect("a running server");
+    let pid = SERVER_PID.swap(0, Ordering::SeqCst);
+    assert!(pid > 0, "no server to restart");
+    // SAFETY: pid is the server we spawned (our child); kill and waitpid have no other
+    // preconditions.
+    unsafe {
+        libc::kill(pid, libc::SIGQUIT);
+        let mut status = 0;
+        libc::waitpid(pid, &raw mut status, 0);
+    }
+    std::thread::sleep(down);
+    spawn(&server.bin, server.owner, &server.dir, server.port)
+        .unwrap_or_else(|e| panic!("restart PostgreSQL: {e}"));
 }
 
 /// Stop the server by PID: SIGTERM (a smart shutdown), wait for it to be gone, then remove its
