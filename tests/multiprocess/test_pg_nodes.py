@@ -301,8 +301,8 @@ def test_a_node_frozen_past_its_lease_loses_its_job_and_its_late_ack_is_fenced(
     assert done.errors[0]["at"] >= expires, (done.errors[0]["at"], expires)
     fenced = done.errors[1]["error"]
     assert f"(process {frozen})" in fenced and "'completed'" in fenced, fenced
-    # What ran where: attempt 1 on the frozen node, attempt 2 on the other worker node, after
-    # the frozen node's lease could have run out.
+    # What ran where: attempt 1 on the frozen node (its end noted only once thawed), attempt 2
+    # on the other worker node.
     runs = [(what, pid, attempt) for what, pid, j, attempt, _ in cluster.runs() if j == job.id]
     rescuer = next(w.pid for w in workers if w.pid != frozen)
     assert sorted(runs) == sorted(
