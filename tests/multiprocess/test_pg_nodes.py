@@ -266,8 +266,8 @@ def test_a_node_frozen_past_its_lease_loses_its_job_and_its_late_ack_is_fenced(
     cluster: Cluster,
 ) -> None:
     lease = 2.0
-    # A web node that runs no job leads (it is alone when it takes the lead): a frozen leader
-    # would hold the leader's lock, and rescue nobody, while it is frozen.
+    # A web node that runs no job leads (it is alone when it takes the lead), so the frozen
+    # node is not the leader (a frozen leader is the next test's).
     leader = cluster.node("--idle", KATHIKON_PG_LEASE=str(lease))
     wait_for("the idle node to lead", lambda: cluster.leader() == leader.pid)
     workers = [cluster.node(KATHIKON_PG_LEASE=str(lease)) for _ in range(2)]
@@ -348,3 +348,35 @@ def test_the_leader_killed_is_replaced_and_cron_fires_each_slot_once(cluster: Cl
         lambda: later <= {job for _, _, job, _, _ in cluster.runs("tick", pid=second.pid)},
     )
     stop(cluster, second)
+
+
+def test_a_frozen_leader_loses_the_lead_and_cron_fires_each_slot_once(cluster: Cluster) -> None:
+    lease = 2.0
+    app = cluster.observer()
+
+    def slots() -> list[str]:
+        return [j.meta["cron"]["slot"] for j in app.jobs(worker="pg_app.tick", limit=10_000)]
+
+    first = cluster.node(KATHIKON_PG_CRON="1", KATHIKON_PG_LEASE=str(lease))
+    wait_for("the only node to lead", lambda: cluster.leader() == first.pid)
+    wait_for("two slots fired", lambda: len(slots()) >= 2)
+    second = cluster.node(KATHIKON_PG_CRON="1", KATHIKON_PG_LEASE=str(lease))
+    os.kill(first.pid, signal.SIGSTOP)
+    try:
+        # Frozen, the leader keeps its connection and so the lock; once its lease ran out,
+        # the other node rescues it and ends its connections, and the lock is free.
+        wait_for("the second node to lead", lambda: cluster.leader() == second.pid)
+        during = len(slots())
+        wait_for("slots fired by the new leader", lambda: len(slots()) >= during + 2)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    # Thawed, the old leader finds its connections gone, connects again and carries on as a
+    # node; it does not take the lead back while the other holds it.
+    after = len(slots())
+    wait_for("more slots", lambda: len(slots()) >= after + 2)
+    assert cluster.leader() == second.pid
+    fired = slots()
+    assert len(fired) == len(set(fired)), Counter(s for s in fired if fired.count(s) > 1)
+    assert fired == sorted(fired), "slots fired out of order"
+    for node in (first, second):
+        stop(cluster, node)
