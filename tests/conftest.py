@@ -82,3 +82,20 @@ def pg_url(pg_server: object) -> str:
 
     assert isinstance(pg_server, servers.Server)
     return pg_server.database()
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> str:
+    """A fresh database with Kathikon's schema, made by ``kathikon migrate --url``."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "kathikon.cli", "migrate", "--url", pg_url],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return pg_url

@@ -20,17 +20,9 @@ from kathikon import JobState, Unique
 
 
 @pytest.fixture
-def db(pg_url: str) -> str:
+def db(pg_db: str) -> str:
     """A fresh database with Kathikon's schema."""
-    done = subprocess.run(
-        [sys.executable, "-m", "kathikon.cli", "migrate", "--url", pg_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    return pg_url
+    return pg_db
 
 
 @pytest.fixture

@@ -5,8 +5,6 @@ back transaction leaves no job, and wakes no worker."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -21,18 +19,11 @@ psycopg = pytest.importorskip("psycopg", reason="psycopg 3 is a test dependency 
 
 
 @pytest.fixture
-def db(pg_url: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "kathikon.cli", "migrate", "--url", pg_url],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    with psycopg.connect(pg_url, autocommit=True) as conn:
+def db(pg_db: str) -> str:
+    """A fresh database with Kathikon's schema and an ``orders`` table of the app's own."""
+    with psycopg.connect(pg_db, autocommit=True) as conn:
         conn.execute("CREATE TABLE orders (id serial PRIMARY KEY, item text NOT NULL)")
-    return pg_url
+    return pg_db
 
 
 @pytest.fixture

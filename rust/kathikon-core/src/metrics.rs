@@ -40,8 +40,8 @@ pub(crate) enum Ended {
 
 impl Ended {
     /// How an acked attempt counts, by the state the ack left its job in (`None`: a snooze or
-    /// an interrupt, which hand the job back without ending anything). The writer's ack
-    /// counts by the same rule.
+    /// an interrupt, which hand the job back without ending anything). Every store's ack
+    /// counts by this rule.
     pub(crate) fn after_ack(state: crate::state::JobState) -> Option<Ended> {
         use crate::state::JobState;
         match state {

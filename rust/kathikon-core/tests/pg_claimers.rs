@@ -7,9 +7,9 @@ mod common;
 
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{job, T0};
+use common::{eventually, job, T0};
 use kathikon_core::clock::ManualClock;
 use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{Claimer, Jobs};
@@ -24,14 +24,6 @@ fn node(url: &str, clock: &Arc<ManualClock>) -> Arc<PgStore> {
         })
         .expect("open"),
     )
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 fn of<'a>(claimers: &'a [Claimer], queue: &str) -> Option<&'a Claimer> {

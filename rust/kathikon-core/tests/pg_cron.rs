@@ -7,9 +7,9 @@
 mod common;
 
 use std::sync::{Arc, Barrier};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{job, T0};
+use common::{eventually, job, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{CatchUp, CronEntry, Jobs, ListFilter};
@@ -48,14 +48,6 @@ fn fired(store: &dyn Jobs, name: &str) -> Vec<String> {
             (meta["cron"]["name"] == name).then(|| meta["cron"]["slot"].to_string())
         })
         .collect()
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Three nodes declare the same every-second entry; the leader ticks while every node syncs

@@ -10,9 +10,9 @@ mod common;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{job, T0};
+use common::{eventually, job, T0};
 use kathikon_core::clock::{ManualClock, Micros, SECOND};
 use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{Ack, AckResult, Job, JobState, Jobs, Outcome};
@@ -60,15 +60,6 @@ fn heartbeat_at(url: &str, node: i64) -> Micros {
         .query_one("SELECT heartbeat_at FROM kathikon.nodes WHERE id = $1", &[&node])
         .unwrap()
         .get(0)
-}
-
-/// Wait (up to 60 s) until `done` holds.
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Wait until `node` has renewed its lease at the clock's time `at`: a round of its upkeep

@@ -8,9 +8,9 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{job, T0};
+use common::{eventually, job, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::metrics::{minute_of, MINUTE};
 use kathikon_core::pg::{PgConfig, PgStore};
@@ -32,14 +32,6 @@ fn node(url: &str, clock: &Arc<ManualClock>, heartbeat: Option<Duration>) -> PgS
 const PER_THREAD: usize = 40;
 
 const BEATING: Option<Duration> = Some(Duration::from_millis(10));
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 /// A clock at the start of a minute.
 fn clock() -> Arc<ManualClock> {

@@ -6,9 +6,9 @@
 mod common;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{job, T0};
+use common::{eventually, job, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{Ack, Jobs, Outcome, ProcessRole};
@@ -21,14 +21,6 @@ fn node(url: &str, clock: &Arc<ManualClock>) -> PgStore {
         ..PgConfig::new(url)
     })
     .expect("open")
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        std::thread::sleep(Duration::from_millis(5));
-    }
 }
 
 #[test]

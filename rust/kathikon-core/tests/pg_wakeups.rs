@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{job, T0};
+use common::{eventually, job, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
 use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{Jobs, NewJob};
@@ -46,14 +46,6 @@ fn listeners(url: &str) -> Vec<i32> {
     .iter()
     .map(|r| r.get(0))
     .collect()
-}
-
-fn eventually(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !done() {
-        assert!(Instant::now() < deadline, "never happened: {what}");
-        thread::sleep(Duration::from_millis(5));
-    }
 }
 
 /// Claim from `store` on another thread, waiting up to [`WAIT`]; joined by the caller.

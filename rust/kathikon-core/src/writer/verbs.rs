@@ -257,18 +257,6 @@ fn insert(
     Ok(Ok(out))
 }
 
-/// How an acked attempt counts in the metrics, by the state it left the job in (`None`: a
-/// snooze or an interrupt, which hand the job back without ending anything).
-fn ended(state: JobState) -> Option<Ended> {
-    match state {
-        JobState::Completed => Some(Ended::Completed),
-        JobState::Retryable => Some(Ended::Failed),
-        JobState::Discarded => Some(Ended::Discarded),
-        JobState::Cancelled => Some(Ended::Cancelled),
-        _ => None,
-    }
-}
-
 /// Record each ack's outcome, if its attempt is still executing, and count it in the metrics.
 fn ack(
     txn: &mut dyn WriteTxn,
@@ -288,7 +276,7 @@ fn ack(
                 let started = job.attempted_at;
                 job.finish(ack.outcome.clone(), now)?;
                 txn.put(Some(before), &job)?;
-                if let Some(ended) = ended(job.state) {
+                if let Some(ended) = Ended::after_ack(job.state) {
                     let duration = started.map(|at| now - at);
                     effects.rollup.record(&job.queue, ended, now, duration);
                 }

@@ -16,6 +16,15 @@ use kathikon_core::{
     Ack, AckResult, Engine, EngineConfig, Job, JobState, ListFilter, Micros, NewJob, Outcome,
 };
 
+/// Wait (up to 60 s) until `done` holds; fail naming `what` if it never does.
+pub fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A fixed, realistic start time for manual clocks (2023-11-14T22:13:20Z).
 pub const T0: Micros = 1_700_000_000 * SECOND;
 
