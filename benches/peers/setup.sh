@@ -95,7 +95,8 @@ install_kathikon() {
         return
     fi
     "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$what"
-    "$VENV/bin/python" -m pip install -q "$what"  # its dependencies, if any are missing
+    # its dependencies, if any are missing (kathikon itself is satisfied by what was installed)
+    "$VENV/bin/python" -m pip install -q kathikon
     echo "$want" > "$stamp"
     say "$(basename "$VENV"): installed kathikon from $what"
 }
