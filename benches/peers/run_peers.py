@@ -36,6 +36,7 @@ ADAPTERS = {  # system -> adapter script
     "dramatiq": "dramatiq_redis.py",
     "procrastinate": "procrastinate_pg.py",
     "oban": "oban_pg.py",
+    "kathikon-pg": "kathikon_pg.py",
 }
 WORKLOADS = ("insert", "insert_bulk", "drain", "latency", "scheduled")
 RUN_TIMEOUT_S = 130.0

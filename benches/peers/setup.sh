@@ -8,6 +8,9 @@
 #   PEERS_PYTHON       interpreter for benches/.venv-peers (default: python3, needs >= 3.9)
 #   PEERS_OBAN_PYTHON  interpreter >= 3.12 for benches/.venv-peers-oban (default: the first
 #                      python3.12+ found on PATH or under pyenv; none found = oban is skipped)
+#   PEERS_KATHIKON_WHEEL  a Kathikon wheel to install into benches/.venv-peers for the
+#                      kathikon-pg adapter (default: build and install this source checkout,
+#                      which needs Rust; PEERS_KATHIKON_WHEEL=none skips it)
 #
 # No server is started or enabled here: the benchmarks start their own, on 127.0.0.1 only.
 set -euo pipefail
@@ -75,6 +78,29 @@ PEERS_PYTHON="${PEERS_PYTHON:-python3}"
 "$PEERS_PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 9))' ||
     { say "$PEERS_PYTHON is older than 3.9"; exit 1; }
 sync_venv "$VENV" "$PEERS_PYTHON" "$HERE/requirements-peers.txt" "$HERE/constraints-peers.txt"
+
+# Kathikon itself, for kathikon-pg (Kathikon on the same PostgreSQL server as the peers):
+# reinstalled when the wheel (or, from source, the checked-out commit) changes.
+install_kathikon() {
+    local what="${PEERS_KATHIKON_WHEEL:-$(dirname "$BENCHES")}"
+    local stamp="$VENV/.peers-kathikon" want
+    if [ "$what" = none ]; then say "PEERS_KATHIKON_WHEEL=none: kathikon-pg will be skipped"; return; fi
+    if [ -f "$what" ]; then
+        want="wheel $(sha256sum "$what" | cut -d' ' -f1)"
+    else
+        want="source $(git -C "$what" rev-parse HEAD 2>/dev/null || echo unknown)"
+    fi
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+        say "kathikon in $(basename "$VENV") is up to date"
+        return
+    fi
+    "$VENV/bin/python" -m pip install -q --force-reinstall --no-deps "$what"
+    # its dependencies, if any are missing (kathikon itself is satisfied by what was installed)
+    "$VENV/bin/python" -m pip install -q kathikon
+    echo "$want" > "$stamp"
+    say "$(basename "$VENV"): installed kathikon from $what"
+}
+install_kathikon
 
 # oban needs Python >= 3.12 (and a C compiler: its erlpack dependency is a source package)
 oban_python_ok() { "$1" -c 'import sys; sys.exit(sys.version_info < (3, 12))' 2>/dev/null; }

@@ -12,8 +12,11 @@ import click
 from . import WORKLOADS, machine, run
 from .peers import find_peers_dir, peer_medians, run_peers
 from .table import print_report
+from .workloads import DATABASE_QUEUE, on_database
 
 DEFAULT = "fsync,insert,drain,latency,scheduled,open,processes"
+#: The workloads that run on a PostgreSQL database (``--url``); the default there.
+ON_DATABASE = ("drain", "latency")
 
 
 def _peers_path(given: Optional[str]) -> Path:
@@ -53,6 +56,12 @@ PEER_WORKLOADS: dict[str, tuple[str, ...]] = {
 )
 @click.option("--peer-rates", default="1000,10000", show_default=True, help="peers' latency rates")
 @click.option("--json", "json_path", default=None, help="also write all results as JSON here")
+@click.option(
+    "--url",
+    default=None,
+    help="run the drain and latency workloads on this PostgreSQL database instead of store "
+    f"files (migrated if need be; their jobs go to queue {DATABASE_QUEUE!r}, deleted after)",
+)
 def bench_command(
     workloads: str,
     scale: float,
@@ -63,21 +72,28 @@ def bench_command(
     peer_concurrency: str,
     peer_rates: str,
     json_path: Optional[str],
+    url: Optional[str],
 ) -> None:
     """Measure Kathikon on this machine (embedded store, fsync per commit), optionally side by
-    side with the peers, and print a table of medians."""
+    side with the peers, and print a table of medians. With --url, the drain and latency
+    workloads on a PostgreSQL database instead."""
     from rich.console import Console
 
+    if url is not None and workloads == DEFAULT:
+        workloads = ",".join(ON_DATABASE)
     selected = [w.strip() for w in workloads.split(",") if w.strip()]
     unknown = [w for w in selected if w not in WORKLOADS]
     if unknown:
         raise click.UsageError(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
+    if url is not None and any(w not in ON_DATABASE for w in selected):
+        raise click.UsageError(f"--url runs only the {' and '.join(ON_DATABASE)} workloads")
     if rounds < 1 or scale <= 0:
         raise click.UsageError("--rounds must be >= 1 and --scale > 0")
     peer_workloads = [p for w in selected for p in PEER_WORKLOADS.get(w, ())] if peers else []
     peers_path = _peers_path(peers_dir) if peer_workloads else None
     console = Console(stderr=True)
-    rows = _measure(selected, scale, rounds, console)
+    with on_database(url):
+        rows = _measure(selected, scale, rounds, console)
     peer_results: list[dict[str, Any]] = []
     if peers_path is not None:
         console.print("running the peers (this starts Redis and PostgreSQL on 127.0.0.1)…")

@@ -15,7 +15,8 @@ RAW_FSYNC = "raw fsync (4 KiB)"
 RAW_FSYNC_DIRECT = "raw fsync (4 KiB, O_DIRECT)"
 
 COLUMNS = {
-    "system": "kathikon (fsync) is Kathikon at its default durability: an fsync per commit.",
+    "system": "kathikon (fsync) is Kathikon at its default durability: an fsync per commit; "
+    "kathikon (postgresql) is Kathikon on the database of --url, a commit per call.",
     "jobs/s": "jobs per second, the median over the rounds (min and max in --json). insert: "
     "single inserts, each durable before it returns; insert_all: batches in one commit; "
     "drain: jobs stored first, then from starting the workers until the last completed.",

@@ -38,9 +38,49 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+#: The PostgreSQL database the drain and latency workloads run on (``kathikon bench --url``),
+#: or ``None``: a fresh store file each time. Set with :func:`on_database`.
+_URL: Optional[str] = None
+
+#: The queue the drain and latency workloads use on a database: one of their own, emptied
+#: before and after each run, so that no other jobs there are touched or counted.
+DATABASE_QUEUE = "kathikon-bench"
+
+
+@contextmanager
+def on_database(url: Optional[str]) -> Iterator[None]:
+    """Run the drain and latency workloads on the PostgreSQL database at ``url`` meanwhile
+    (``None``: on store files, as by default)."""
+    global _URL
+    before, _URL = _URL, url
+    try:
+        yield
+    finally:
+        _URL = before
+
+
+def bench_queue() -> str:
+    """The queue the drain and latency workloads insert into and drain."""
+    return "default" if _URL is None else DATABASE_QUEUE
+
+
 @contextmanager
 def fresh_app(**options: Any) -> Iterator[kathikon.Kathikon]:
-    """An app on a new store file in a temporary directory, closed and deleted after."""
+    """An app on a new store file in a temporary directory, closed and deleted after; on a
+    database (:func:`on_database`), an app on it with the bench's queue emptied before and
+    after."""
+    if _URL is not None:
+        app = kathikon.Kathikon(url=_URL, migrate=True, **options)
+        try:
+            app.delete_jobs(queue=DATABASE_QUEUE, force=True)
+            yield app
+        finally:
+            try:
+                app.stop(timeout=5)
+                app.delete_jobs(queue=DATABASE_QUEUE, force=True)
+            finally:
+                app.close(timeout=5)
+        return
     with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
         app = kathikon.Kathikon(Path(tmp) / "bench.redb", **options)
         try:
@@ -161,17 +201,18 @@ def wait_completed(app: kathikon.Kathikon, queue: str, n: int, timeout: float) -
 
 def drain(n: int, concurrency: int, use_async: bool = False, timeout: float = 120.0) -> Result:
     """``n`` no-op jobs stored first; then workers start; time until all are completed."""
-    with fresh_app(queues={"default": concurrency}) as app:
+    queue = bench_queue()
+    with fresh_app(queues={queue: concurrency}) as app:
         if use_async:
 
-            @app.worker
+            @app.worker(queue=queue)
             async def anoop(job: kathikon.Job) -> None:
                 pass
 
             worker: Any = anoop
         else:
 
-            @app.worker
+            @app.worker(queue=queue)
             def noop(job: kathikon.Job) -> None:
                 pass
 
@@ -180,11 +221,15 @@ def drain(n: int, concurrency: int, use_async: bool = False, timeout: float = 12
             app.insert_all([worker.new() for _ in range(min(10_000, n - offset))])
         start = time.perf_counter()
         app.start()
-        wait_completed(app, "default", n, timeout)
+        wait_completed(app, queue, n, timeout)
         elapsed = time.perf_counter() - start
         app.stop(timeout=5)
     kind = "async" if use_async else "sync"
-    return Result(f"drain {kind} c={concurrency}", n, jobs_per_s=n / elapsed)
+    return Result(f"drain {kind} c={concurrency}", n, _durability(), jobs_per_s=n / elapsed)
+
+
+def _durability() -> str:
+    return "fsync" if _URL is None else "postgresql"
 
 
 #: Single inserts one thread paces comfortably while workers run in the same process; the
@@ -198,9 +243,10 @@ def latency(rate: float, n: int, concurrency: int = 10) -> Result:
     Job ``i`` is due to be inserted at ``i / rate`` s; above ``RATE_PER_THREAD`` the jobs are
     dealt round-robin to several inserting threads, each pacing its own share."""
     started: dict[int, int] = {}
-    with fresh_app(queues={"default": concurrency}, poll_interval=1.0) as app:
+    queue = bench_queue()
+    with fresh_app(queues={queue: concurrency}, poll_interval=1.0) as app:
 
-        @app.worker
+        @app.worker(queue=queue)
         def probe(job: kathikon.Job) -> None:
             started[job.args["i"]] = time.perf_counter_ns()
 
@@ -233,6 +279,7 @@ def latency(rate: float, n: int, concurrency: int = 10) -> Result:
     return Result(
         f"latency @{rate:g}/s",
         n,
+        _durability(),
         latency_ms=percentiles(samples),
         extra={
             "achieved_rate": achieved,
