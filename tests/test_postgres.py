@@ -7,11 +7,13 @@ the job-store contract on PostgreSQL; these tests go through the Python API.)"""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -149,3 +151,22 @@ def test_bad_settings_are_refused_naming_the_value(tmp_path: object, db: str) ->
         kathikon.Kathikon(url="postgresql://nobody@127.0.0.1:1/none")
     with pytest.raises(kathikon.ConfigurationError, match="PostgreSQL url is not valid"):
         kathikon.Kathikon(url="postgresql://[bad")
+
+
+def test_the_open_is_logged_without_the_password(db: str, caplog: pytest.LogCaptureFixture) -> None:
+    # The test server trusts every local connection, so any password is accepted (and must
+    # never reach a log line), in a URL and in a key=value string alike.
+    parts = urlsplit(db)
+    urls = [
+        db.replace("postgres@", "postgres:hunter2@", 1),
+        f"host={parts.hostname} port={parts.port} user=postgres dbname={parts.path[1:]} "
+        "password=hunter2",
+    ]
+    for url in urls:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="kathikon.store"):
+            app = kathikon.Kathikon(url=url)
+            app.close()
+        opened = [r.getMessage() for r in caplog.records if "PostgreSQL" in r.getMessage()]
+        assert opened and "hunter2" not in opened[0] and "***" in opened[0], opened
+        assert "hunter2" not in repr(app)

@@ -18,6 +18,7 @@ from .app import Kathikon
 from .cron import CronEntry
 from .errors import (
     ConfigurationError,
+    ConnectionLostError,
     CorruptStoreError,
     EngineClosedError,
     InvalidJobError,
@@ -26,7 +27,6 @@ from .errors import (
     KathikonError,
     NotAStoreError,
     OwnerGoneError,
-    ConnectionLostError,
     OwnerNotAnsweringError,
     ProtocolError,
     StorageError,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -107,9 +108,11 @@ def _check_url(url: object, path: Optional[str]) -> str:
 
 
 def _redacted(url: str) -> str:
-    """``url`` without its password, for logs."""
+    """``url`` without its password, for logs: a URL's ``user:password@`` and a ``key=value``
+    string's (or a URL query's) ``password=...``."""
+    url = re.sub(r"(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s&]+)", r"\1***", url)
     parts = urlsplit(url)
-    if parts.password is None:
+    if "://" not in url or parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
