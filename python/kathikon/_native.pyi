@@ -27,6 +27,7 @@ __all__ = [
     "StoreVersionError",
     "EngineClosedError",
     "OwnerGoneError",
+    "ConnectionLostError",
     "OwnerNotAnsweringError",
     "ProtocolError",
     "Job",
