@@ -10,24 +10,13 @@ use std::time::Duration;
 
 use common::{eventually, job, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
-use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{Ack, Jobs, Outcome, ProcessRole};
-
-fn node(url: &str, clock: &Arc<ManualClock>) -> PgStore {
-    PgStore::open(PgConfig {
-        clock: clock.clone(),
-        heartbeat: Some(Duration::from_millis(10)),
-        tick: Duration::from_millis(10),
-        ..PgConfig::new(url)
-    })
-    .expect("open")
-}
 
 #[test]
 fn a_node_lists_the_jobs_and_queues_of_another_and_itself_last() {
     let Some(url) = common::pg::database() else { return };
     let clock = Arc::new(ManualClock::new(T0));
-    let (a, b) = (node(&url, &clock), node(&url, &clock));
+    let (a, b) = (common::pg::ticking_node(&url, &clock), common::pg::ticking_node(&url, &clock));
     b.insert(vec![job("mail", "w"), job("mail", "w"), job("pdf", "w")]).unwrap();
     let by_b: Vec<u64> = b.claim("mail", 2, Duration::ZERO).unwrap().iter().map(|j| j.id).collect();
     let by_a = a.claim("pdf", 1, Duration::ZERO).unwrap().remove(0);

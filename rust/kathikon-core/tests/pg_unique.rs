@@ -10,18 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::{job, T0};
 use kathikon_core::clock::{ManualClock, SECOND};
-use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{Jobs, ListFilter, NewJob, UniqueSpec};
-
-fn node(url: &str, clock: &Arc<ManualClock>) -> PgStore {
-    PgStore::open(PgConfig {
-        clock: clock.clone(),
-        heartbeat: Some(Duration::from_millis(10)),
-        tick: Duration::from_millis(10),
-        ..PgConfig::new(url)
-    })
-    .expect("open")
-}
 
 fn by_args(period: Option<i64>) -> UniqueSpec {
     let names = |v: &[&str]| v.iter().map(|s| (*s).to_string()).collect::<Vec<_>>();
@@ -45,7 +34,10 @@ fn key_rows(url: &str) -> i64 {
 fn batches_of_the_same_keys_in_any_order_store_one_job_per_key() {
     let Some(url) = common::pg::database() else { return };
     let clock = Arc::new(ManualClock::new(T0));
-    let nodes = [Arc::new(node(&url, &clock)), Arc::new(node(&url, &clock))];
+    let nodes = [
+        Arc::new(common::pg::ticking_node(&url, &clock)),
+        Arc::new(common::pg::ticking_node(&url, &clock)),
+    ];
     let spec = by_args(None);
     let start = Arc::new(Barrier::new(8));
     let threads: Vec<_> = (0..8)
@@ -79,7 +71,7 @@ fn batches_of_the_same_keys_in_any_order_store_one_job_per_key() {
 fn the_leader_deletes_keys_past_their_period() {
     let Some(url) = common::pg::database() else { return };
     let clock = Arc::new(ManualClock::new(T0));
-    let store = node(&url, &clock);
+    let store = common::pg::ticking_node(&url, &clock);
     store.insert_flagged(vec![unique("{}".into(), &by_args(Some(60 * SECOND)))]).unwrap();
     store.insert_flagged(vec![unique(r#"{"kept":1}"#.into(), &by_args(None))]).unwrap();
     assert_eq!(key_rows(&url), 2);

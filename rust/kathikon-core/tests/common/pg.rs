@@ -256,3 +256,18 @@ pub fn database() -> Option<String> {
         .unwrap_or_else(|e| panic!("create database {name}: {e}"));
     Some(format!("postgresql://postgres@127.0.0.1:{}/{name}", server.port))
 }
+
+/// A store on the database at `url`, on `clock`, renewing its lease and doing its rounds every
+/// 10 ms, so a test sees the upkeep's work soon after it moves the clock.
+pub fn ticking_node(
+    url: &str,
+    clock: &std::sync::Arc<kathikon_core::clock::ManualClock>,
+) -> kathikon_core::pg::PgStore {
+    kathikon_core::pg::PgStore::open(kathikon_core::pg::PgConfig {
+        clock: clock.clone(),
+        heartbeat: Some(Duration::from_millis(10)),
+        tick: Duration::from_millis(10),
+        ..kathikon_core::pg::PgConfig::new(url)
+    })
+    .expect("open the PostgreSQL store")
+}
