@@ -22,8 +22,9 @@ use std::time::{Duration, Instant};
 
 use crossbeam_skiplist::SkipSet;
 
-use crate::clock::Micros;
+use crate::clock::{Clock, Micros};
 use crate::job::{Job, JobId};
+use crate::limits::{Bucket, Limiter, Taken};
 use crate::queues::RuntimeQueues;
 use crate::ready::ReadySignal;
 
@@ -55,39 +56,139 @@ pub struct ClaimQueue {
     /// Claimed from or waited on by the store's owner itself (not for a client), for
     /// [`crate::Jobs::processes`].
     owner_claims: AtomicBool,
+    /// Set while the queue has limits: its ready jobs are in `limiter`, not `ready`, and
+    /// claims take them through it (one lock; an unlimited queue pays one atomic load).
+    limited: AtomicBool,
+    limiter: Mutex<Option<Limiter>>,
 }
 
 impl ClaimQueue {
-    /// Add a ready job (no wakeup; call [`ClaimQueue::notify`] once per batch).
-    pub fn push(&self, key: ClaimKey) {
+    /// Add a ready job (no wakeup; call [`ClaimQueue::notify`] once per batch); `bucket`:
+    /// where a limited queue keeps it (see [`crate::limits`]).
+    pub fn push(&self, key: ClaimKey, bucket: Option<&Bucket>) {
+        if self.limited.load(Ordering::Acquire) {
+            if let Some(limiter) = self.limiter().as_mut() {
+                limiter.push(key, bucket.cloned().unwrap_or_default());
+                return;
+            }
+        }
         self.ready.insert(key);
     }
 
     /// Remove a job that stopped being available; false if a claimer already popped it.
     pub fn remove(&self, key: &ClaimKey) -> bool {
+        if self.limited.load(Ordering::Acquire) {
+            if let Some(limiter) = self.limiter().as_mut() {
+                return limiter.remove(key);
+            }
+        }
         self.ready.remove(key).is_some()
     }
 
-    /// Pop up to `max` of the most urgent jobs.
-    pub fn pop(&self, max: usize) -> Vec<ClaimKey> {
-        let mut out = Vec::with_capacity(max.min(self.ready.len()));
-        while out.len() < max {
+    /// Pop up to `max` of the most urgent jobs (of a limited queue: those its limits allow
+    /// at `now`, counted against them at once; with `retry_at` when a rate limit left ready
+    /// jobs out).
+    pub(crate) fn pop(&self, max: usize, now: Micros) -> Taken {
+        if self.limited.load(Ordering::Acquire) {
+            if let Some(limiter) = self.limiter().as_mut() {
+                return limiter.take(max, now);
+            }
+        }
+        let mut keys = Vec::with_capacity(max.min(self.ready.len()));
+        while keys.len() < max {
             match self.ready.pop_front() {
-                Some(entry) => out.push(*entry.value()),
+                Some(entry) => keys.push(*entry.value()),
                 None => break,
             }
         }
-        out
+        Taken { keys, retry_at: None }
     }
 
     /// How many jobs are ready.
     pub fn len(&self) -> usize {
+        if self.limited.load(Ordering::Acquire) {
+            if let Some(limiter) = self.limiter().as_ref() {
+                return limiter.len();
+            }
+        }
         self.ready.len()
     }
 
     /// Whether no job is ready.
     pub fn is_empty(&self) -> bool {
-        self.ready.is_empty()
+        self.len() == 0
+    }
+
+    /// Whether a claim at `now` would take a job: one is ready and, in a limited queue, its
+    /// limits allow it; if not, when a rate window makes room (`None`: on a wakeup only).
+    pub(crate) fn claimable(&self, now: Micros) -> Result<(), Option<Micros>> {
+        if self.limited.load(Ordering::Acquire) {
+            if let Some(limiter) = self.limiter().as_mut() {
+                return limiter.claimable(now);
+            }
+        }
+        if self.ready.is_empty() {
+            Err(None)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The limiter's lock (`None` inside: the queue has no limits).
+    pub(crate) fn limiter(&self) -> std::sync::MutexGuard<'_, Option<Limiter>> {
+        self.limiter.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the queue has limits.
+    pub fn is_limited(&self) -> bool {
+        self.limited.load(Ordering::Acquire)
+    }
+
+    /// Rebuild the queue's claim state under its limiter's lock, so no claim sees it half
+    /// built: `build` gets every ready job and the limiter so far (`None`: the queue was
+    /// unlimited) and returns the one to enforce from now on, filled; `None`: no limits, the
+    /// ready jobs go back to the lock-free set. Wakes the queue's claimers.
+    pub(crate) fn rebuild(
+        &self,
+        build: impl FnOnce(&[ClaimKey], Option<Limiter>) -> Option<Limiter>,
+    ) {
+        let mut slot = self.limiter();
+        let mut keys = Vec::new();
+        let mut old = slot.take();
+        if let Some(old) = old.as_mut() {
+            keys = old.drain_ready();
+        } else {
+            while let Some(entry) = self.ready.pop_front() {
+                keys.push(*entry.value());
+            }
+        }
+        *slot = build(&keys, old);
+        self.limited.store(slot.is_some(), Ordering::Release);
+        if slot.is_none() {
+            for key in keys {
+                self.ready.insert(key);
+            }
+        }
+        drop(slot);
+        self.notify();
+    }
+
+    /// Jobs popped by a claim that the writer did not claim: `ready` ones (the claim failed,
+    /// or the queue was paused) go back; in a limited queue every one's places are freed.
+    pub(crate) fn give_back(&self, keys: &[ClaimKey], ready: bool) {
+        if self.limited.load(Ordering::Acquire) {
+            if let Some(limiter) = self.limiter().as_mut() {
+                for &key in keys {
+                    limiter.give_back(key, ready);
+                }
+                return;
+            }
+        }
+        if ready {
+            for &key in keys {
+                self.ready.insert(key);
+            }
+        }
     }
 
     /// Wake every parked claimer.
@@ -174,6 +275,11 @@ pub struct Claimer {
     pub idle: Duration,
 }
 
+/// The instant clock time `at` falls on, as of `now` on the same clock.
+pub(crate) fn instant_at(at: Micros, now: Micros) -> Instant {
+    Instant::now() + Duration::from_micros(at.saturating_sub(now).max(0) as u64)
+}
+
 /// Every queue's [`ClaimQueue`], created on first use.
 #[derive(Debug)]
 pub struct ClaimQueues {
@@ -184,6 +290,8 @@ pub struct ClaimQueues {
     epoch: Instant,
     /// Every queue's settings controlled at runtime, as stored.
     pub settings: RuntimeQueues,
+    /// Whether any queue has had limits (see [`ClaimQueues::any_limited`]).
+    limited: AtomicBool,
 }
 
 impl Default for ClaimQueues {
@@ -193,6 +301,7 @@ impl Default for ClaimQueues {
             any: Arc::default(),
             epoch: Instant::now(),
             settings: RuntimeQueues::default(),
+            limited: AtomicBool::new(false),
         }
     }
 }
@@ -249,26 +358,66 @@ impl ClaimQueues {
     }
 
     /// Wait until the store's ready generation differs from `seen` (`None`: do not wait) or
-    /// `deadline` passes, then return the generation and which of `queues` have jobs ready
-    /// and are not paused. An interrupt of any queue, and closing the engine (which
-    /// interrupts every queue), moves the generation on, so either ends the wait, perhaps
-    /// with none ready.
+    /// `deadline` passes, then return the generation and which of `queues` have jobs a claim
+    /// would take (ready, not paused, allowed by the queue's limits). An interrupt of any
+    /// queue, and closing the engine (which interrupts every queue), moves the generation on,
+    /// so either ends the wait, perhaps with none ready. A limited queue whose rate window
+    /// is full ends the wait when the window makes room (no commit signals that).
     pub fn wait_ready(
         &self,
         queues: &[(String, Arc<ClaimQueue>)],
         seen: Option<u64>,
-        deadline: Instant,
+        mut deadline: Instant,
+        clock: &dyn Clock,
     ) -> (u64, Vec<String>) {
         let generation = match seen {
-            Some(seen) => self.any.wait_past(seen, deadline),
+            Some(seen) => {
+                let now = clock.now();
+                for (_, q) in queues.iter().filter(|(_, q)| q.is_limited() && !q.is_paused()) {
+                    if let Err(Some(at)) = q.claimable(now) {
+                        deadline = deadline.min(instant_at(at, now));
+                    }
+                }
+                self.any.wait_past(seen, deadline)
+            }
             None => self.any.generation(),
         };
+        let now = clock.now();
         let ready = queues
             .iter()
-            .filter(|(_, q)| !q.is_empty() && !q.is_paused())
+            .filter(|(_, q)| !q.is_paused() && q.claimable(now).is_ok())
             .map(|(n, _)| n.clone())
             .collect();
         (generation, ready)
+    }
+
+    /// Whether any queue has limits (the writer then tells the limiters what it changed).
+    pub(crate) fn any_limited(&self) -> bool {
+        self.limited.load(Ordering::Acquire)
+    }
+
+    /// Note that some queue has limits now (never unset: a cheap check, not a count).
+    pub(crate) fn note_limited(&self) {
+        self.limited.store(true, Ordering::Release);
+    }
+
+    /// Jobs `ids` left the executing state: free their places in the limited queues that
+    /// held them, and wake those queues' claimers.
+    pub(crate) fn released(&self, ids: &[JobId]) {
+        for (_, q) in self.all() {
+            if !q.is_limited() {
+                continue;
+            }
+            let mut freed = false;
+            if let Some(limiter) = q.limiter().as_mut() {
+                for &id in ids {
+                    freed |= limiter.release(id);
+                }
+            }
+            if freed {
+                q.notify();
+            }
+        }
     }
 
     /// Every queue created so far.
@@ -291,9 +440,12 @@ mod tests {
     fn pops_by_priority_then_time_then_id() {
         let q = ClaimQueue::default();
         for key in [(5, 10, 1), (0, 30, 2), (0, 20, 4), (0, 20, 3), (9, 0, 5)] {
-            q.push(key);
+            q.push(key, None);
         }
-        assert_eq!(q.pop(10), vec![(0, 20, 3), (0, 20, 4), (0, 30, 2), (5, 10, 1), (9, 0, 5)]);
+        assert_eq!(
+            q.pop(10, 0).keys,
+            vec![(0, 20, 3), (0, 20, 4), (0, 30, 2), (5, 10, 1), (9, 0, 5)]
+        );
         assert!(q.is_empty());
     }
 

@@ -9,12 +9,13 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
 
-use crate::claim::{ClaimQueues, Claimer};
+use crate::claim::{instant_at, ClaimQueues, Claimer};
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
+use crate::limits::Taken;
 use crate::listing::{self, BulkAction, Matcher, BULK_CHUNK};
 use crate::metrics::MetricPoint;
 use crate::plugins::{CronPlugin, Crontab, Plugins, Pruner, Scheduler};
@@ -182,15 +183,16 @@ impl Engine {
         store.read(&mut |txn| {
             settings = txn.entries(EntryKind::Queue)?;
             txn.available(&mut |(queue, priority, at, id)| {
-                queues.get(&queue).push((priority, at, id));
+                queues.get(&queue).push((priority, at, id), None);
             })
         })?;
-        // A queue paused before a restart or a takeover stays paused: its flag is set before
-        // anyone can claim.
+        // A queue paused before a restart or a takeover stays paused, and a limited one
+        // limited: both are set before anyone can claim.
         queues.settings.load(&settings, now.max(0) as u64)?;
         for stored in queues.settings.snapshot().1 {
             queues.get(&stored.name).set_paused(stored.paused);
         }
+        crate::limits::load(&*store, &queues, now);
         let telemetry = Arc::new(Telemetry::default());
         let (tx, rx) = unbounded();
         let crontab = Arc::new(Crontab::default());
@@ -340,9 +342,10 @@ impl Engine {
             }
             let seen = q.generation();
             // Paused: wait as if nothing were ready (a resume wakes the queue).
-            let keys = if q.is_paused() { Vec::new() } else { q.pop(max) };
-            if !keys.is_empty() {
-                let queue = q.clone();
+            let now = self.clock.now();
+            let taken = if q.is_paused() { Taken::default() } else { q.pop(max, now) };
+            if !taken.keys.is_empty() {
+                let (queue, keys) = (q.clone(), taken.keys);
                 let jobs = self.call(|reply| Command::Claim { queue, keys, reply })?;
                 if !jobs.is_empty() {
                     return Ok(jobs);
@@ -352,7 +355,9 @@ impl Engine {
             if Instant::now() >= deadline || q.interrupts() != interrupts {
                 return Ok(Vec::new());
             }
-            q.park(seen, deadline);
+            // A full rate window makes room with time, not with a commit.
+            let until = taken.retry_at.map_or(deadline, |at| deadline.min(instant_at(at, now)));
+            q.park(seen, until);
         }
     }
 
@@ -393,7 +398,7 @@ impl Engine {
                 (name.clone(), q)
             })
             .collect();
-        let found = self.queues.wait_ready(&watched, seen, deadline);
+        let found = self.queues.wait_ready(&watched, seen, deadline, &*self.clock);
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed);
         }

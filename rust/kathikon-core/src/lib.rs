@@ -28,6 +28,7 @@ mod guard;
 pub mod ipc;
 pub mod job;
 pub mod jobs;
+pub mod limits;
 pub mod listing;
 mod listing_index;
 pub mod metrics;

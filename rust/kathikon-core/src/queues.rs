@@ -19,6 +19,7 @@ use std::sync::Mutex;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::limits::{GlobalLimit, Limits, RateLimit};
 use crate::storage::{Entry, EntryKind, WriteTxn};
 
 /// A queue's settings as stored; [`QueueSettings::default`] is a queue nobody changed.
@@ -38,12 +39,25 @@ pub struct QueueSettings {
     /// Stopped (`stop_queue`): worker processes do not claim from it; its jobs stay stored
     /// and `start_queue` runs it again.
     pub stopped: bool,
+    /// At most this many of its jobs executing at once over the store (see [`crate::limits`]).
+    pub global_limit: Option<GlobalLimit>,
+    /// At most this many of its jobs starting per sliding period over the store.
+    pub rate_limit: Option<RateLimit>,
 }
 
 impl QueueSettings {
     /// Whether nothing differs from a queue nobody changed (then it needs no entry).
     pub fn is_default(&self) -> bool {
-        !self.paused && self.concurrency.is_none() && self.started.is_none() && !self.stopped
+        !self.paused
+            && self.concurrency.is_none()
+            && self.started.is_none()
+            && !self.stopped
+            && self.limits().is_none()
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> Limits {
+        Limits { global: self.global_limit.clone(), rate: self.rate_limit.clone() }
     }
 
     fn decode(entry: &Entry) -> Result<QueueSettings> {
@@ -67,7 +81,7 @@ impl QueueSettings {
 
 /// A change to one queue's settings ([`crate::Jobs::set_queue`]). Each sets a value, so
 /// applying one twice changes nothing more (a client may resend it to a new owner).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueChange {
     /// No job of the queue starts until [`QueueChange::Resume`].
     Pause,
@@ -81,9 +95,18 @@ pub enum QueueChange {
     Start(Option<u32>),
     /// Stop claiming from the queue in every worker process; its jobs stay stored.
     Stop,
+    /// Set the queue's global limit (`None`: none).
+    GlobalLimit(Option<GlobalLimit>),
+    /// Set the queue's rate limit (`None`: none).
+    RateLimit(Option<RateLimit>),
 }
 
 impl QueueChange {
+    /// Whether it changes the queue's limits (the claim queue is then rebuilt).
+    pub fn changes_limits(&self) -> bool {
+        matches!(self, QueueChange::GlobalLimit(_) | QueueChange::RateLimit(_))
+    }
+
     /// The change applied to `settings`, or why it is refused.
     fn apply(self, settings: &mut QueueSettings) -> Result<()> {
         let bad = |what: String| Err(Error::InvalidJob(what));
@@ -103,6 +126,16 @@ impl QueueChange {
                 settings.stopped = false;
             }
             QueueChange::Stop => settings.stopped = true,
+            QueueChange::GlobalLimit(limit) => {
+                let limits = Limits { global: limit.clone(), rate: None };
+                limits.check(&settings.name)?;
+                settings.global_limit = limit;
+            }
+            QueueChange::RateLimit(limit) => {
+                let limits = Limits { global: None, rate: limit.clone() };
+                limits.check(&settings.name)?;
+                settings.rate_limit = limit;
+            }
         }
         Ok(())
     }
@@ -200,7 +233,7 @@ mod tests {
     fn applied(changes: &[QueueChange]) -> Result<QueueSettings> {
         let mut s = QueueSettings { name: "q".into(), ..QueueSettings::default() };
         for c in changes {
-            c.apply(&mut s)?;
+            c.clone().apply(&mut s)?;
         }
         Ok(s)
     }
@@ -221,7 +254,7 @@ mod tests {
     fn settings_written_with_unknown_fields_still_decode() {
         let entry = Entry {
             name: "q".into(),
-            value: br#"{"paused":true,"rate_limit":{"allowed":5}}"#.to_vec(),
+            value: br#"{"paused":true,"weight":{"allowed":5}}"#.to_vec(),
             expires: None,
         };
         let s = QueueSettings::decode(&entry).unwrap();

@@ -9,6 +9,7 @@ use kathikon_core::clock::ManualClock;
 use kathikon_core::ipc::{Node, NodeConfig};
 use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{
+    limits::{GlobalLimit, RateLimit},
     Ack, AckResult, AppRole, AppStore, Clock, Durability, EngineConfig, EngineEvent, Error,
     JobState, ListFilter, NewJob, QueueChange, QueueSettings, Retention, SystemClock,
 };
@@ -526,34 +527,50 @@ impl PyEngine {
     /// Change a queue's runtime settings: `change` is "pause", "resume", "scale" (with
     /// `concurrency`, or `None` to go back to each process's configured value), "start"
     /// (with `concurrency`, or `None` for the one it was started with before) or "stop".
-    /// Returns the settings as they now are, as [`Self::queue_settings`] lists them.
-    #[pyo3(signature = (queue, change, concurrency=None))]
+    /// `"global_limit"` or `"rate_limit"` (with `limit`: the limit as JSON, `None` for none; see
+    /// `kathikon_core::limits`). Returns the settings as they now are, as
+    /// [`Self::queue_settings`] lists them.
+    #[pyo3(signature = (queue, change, concurrency=None, limit=None))]
     fn set_queue(
         &self,
         py: Python<'_>,
         queue: &str,
         change: &str,
         concurrency: Option<u32>,
+        limit: Option<&str>,
     ) -> PyResult<QueueRow> {
+        let invalid = |e: kathikon_core::Error| ConfigurationError::new_err(e.to_string());
         let change = match change {
             "pause" => QueueChange::Pause,
             "resume" => QueueChange::Resume,
             "scale" => QueueChange::Scale(concurrency),
             "start" => QueueChange::Start(concurrency),
             "stop" => QueueChange::Stop,
+            "global_limit" => QueueChange::GlobalLimit(
+                limit.map(GlobalLimit::from_json).transpose().map_err(invalid)?,
+            ),
+            "rate_limit" => QueueChange::RateLimit(
+                limit.map(RateLimit::from_json).transpose().map_err(invalid)?,
+            ),
             other => {
                 return Err(ConfigurationError::new_err(format!(
-                    "queue change {other:?} is not one of pause, resume, scale, start, stop"
+                    "queue change {other:?} is not one of pause, resume, scale, start, stop, \
+                     global_limit, rate_limit"
                 )))
             }
         };
-        let settings =
-            py.detach(|| self.inner.retrying(|jobs| jobs.set_queue(queue, change))).py_err()?;
+        let settings = py
+            .detach(|| self.inner.retrying(|jobs| jobs.set_queue(queue, change.clone())))
+            .map_err(|e| match e {
+                kathikon_core::Error::InvalidJob(text) => ConfigurationError::new_err(text),
+                other => crate::errors::map_error(other),
+            })?;
         Ok(queue_row(settings))
     }
 
-    /// `(generation, [(queue, paused, concurrency, started, stopped), …])`: every queue with
-    /// runtime settings, by name; the generation changes whenever any of them does.
+    /// `(generation, [(queue, paused, concurrency, started, stopped, global_limit JSON,
+    /// rate_limit JSON), …])`: every queue with runtime settings, by name; the generation
+    /// changes whenever any of them does.
     fn queue_settings(&self, py: Python<'_>) -> PyResult<(u64, Vec<QueueRow>)> {
         let (generation, all) =
             py.detach(|| self.inner.retrying(|jobs| jobs.queue_settings())).py_err()?;
@@ -637,11 +654,14 @@ type ProcessRow = (u32, &'static str, String, i64, i64, Option<i64>, Vec<u64>, V
 /// One queue's minute for Python (see `metrics`).
 type MetricRow = (String, i64, u64, u64, u64, u64, Option<i64>, Option<i64>, Option<i64>);
 
-/// A queue's runtime settings for Python: `(queue, paused, concurrency, started, stopped)`.
-type QueueRow = (String, bool, Option<u32>, Option<u32>, bool);
+/// A queue's runtime settings for Python: `(queue, paused, concurrency, started, stopped,
+/// global_limit, rate_limit)`, each limit as JSON or `None`.
+type QueueRow = (String, bool, Option<u32>, Option<u32>, bool, Option<String>, Option<String>);
 
 fn queue_row(s: QueueSettings) -> QueueRow {
-    (s.name, s.paused, s.concurrency, s.started, s.stopped)
+    let global = s.global_limit.as_ref().map(GlobalLimit::to_json);
+    let rate = s.rate_limit.as_ref().map(RateLimit::to_json);
+    (s.name, s.paused, s.concurrency, s.started, s.stopped, global, rate)
 }
 
 /// One INFO line on the `kathikon` logger: this process took over the store from `pid`.

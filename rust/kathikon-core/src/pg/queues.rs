@@ -18,7 +18,7 @@ use postgres::Client;
 use sha2::{Digest, Sha256};
 
 use super::listen;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::queues::{changed, QueueChange, QueueSettings};
 use crate::storage::EntryKind;
 
@@ -43,7 +43,13 @@ pub(crate) fn not_paused(queue: &str) -> String {
 /// Apply `change` to queue `queue`'s settings; they as they now are, once committed.
 pub(crate) fn set(client: &mut Client, queue: &str, change: QueueChange) -> Result<QueueSettings> {
     // Refused before any statement when the change or name is bad: nothing is written.
-    changed(queue, None, change)?;
+    if change.changes_limits() {
+        return Err(Error::InvalidJob(format!(
+            "queue {queue:?}: global and rate limits are not enforced on PostgreSQL yet; use \
+             them with the embedded store (Kathikon(path=...)), or leave them out"
+        )));
+    }
+    changed(queue, None, change.clone())?;
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&QUEUE_LOCKS, &queue])?;
     let stored = tx.query_opt(

@@ -46,8 +46,8 @@ impl Plugin for MetricsPlugin {
             return Ok(());
         }
         effects.rollup.flush(txn, batch.now.micros, batch.flush)?;
-        // Progress reports expire on the same schedule (see `crate::progress`).
-        for kind in [EntryKind::Metrics, EntryKind::Progress] {
+        // Progress reports and rate windows expire on the same schedule.
+        for kind in [EntryKind::Metrics, EntryKind::Progress, EntryKind::RateWindow] {
             for name in txn.expired_entries(kind, batch.now.micros, EXPIRE_LIMIT)? {
                 txn.remove_entry(kind, &name)?;
             }

@@ -41,6 +41,8 @@ pub enum EntryKind {
     Metrics = 4,
     /// A job's id → the latest progress its running attempt reported (`crate::progress`).
     Progress = 5,
+    /// A (queue, rate partition) → the starts in its rate-limit window (`crate::limits`).
+    RateWindow = 6,
 }
 
 impl EntryKind {
@@ -52,6 +54,7 @@ impl EntryKind {
             3 => Some(EntryKind::Queue),
             4 => Some(EntryKind::Metrics),
             5 => Some(EntryKind::Progress),
+            6 => Some(EntryKind::RateWindow),
             _ => None,
         }
     }
@@ -223,6 +226,9 @@ pub trait WriteTxn {
     fn missing(&mut self, id: JobId) -> Result<crate::Error>;
     /// The records this transaction quarantined so far, with the reason, emptied.
     fn take_quarantined(&mut self) -> Vec<(JobId, String)>;
+    /// The jobs this transaction moved out of the executing state or deleted while
+    /// executing, so far, emptied (the queue limits free their places after the commit).
+    fn take_left_executing(&mut self) -> Vec<JobId>;
     /// Reserve `n` consecutive new ids and return the first.
     fn allocate_ids(&mut self, n: u64) -> Result<JobId>;
     /// Store `new`, which was at placement `old` when read in this transaction (`None` for

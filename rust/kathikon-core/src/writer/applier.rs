@@ -144,13 +144,14 @@ impl Applier {
             return;
         }
         let mut replies = Vec::with_capacity(batch.len());
-        let mut effects = Effects::lending(std::mem::take(&mut self.rollup));
+        let limited = self.queues.any_limited().then(|| self.queues.clone());
+        let mut effects = Effects::lending(std::mem::take(&mut self.rollup), limited.clone());
         let plugins = &mut self.plugins;
         let result = self.store.write(&mut |txn| {
             replies.clear();
             let mut rollup = std::mem::take(&mut effects.rollup);
             rollup.abort();
-            effects = Effects::lending(rollup);
+            effects = Effects::lending(rollup, limited.clone());
             plugins.step(Phase::BeforeCommands, txn, &info, &mut effects)?;
             for cmd in batch.iter_mut() {
                 replies.push(apply_one(txn, cmd, now.micros, &mut effects)?);
@@ -158,6 +159,7 @@ impl Applier {
             plugins.step(Phase::AfterCommands, txn, &info, &mut effects)?;
             plugins.look_ahead(txn)?;
             effects.quarantined = txn.take_quarantined();
+            effects.left_executing = txn.take_left_executing();
             Ok(())
         });
         let duration_us = now.instant.elapsed().as_micros() as u64;
@@ -165,6 +167,16 @@ impl Applier {
             Ok(()) => {
                 effects.rollup.commit();
                 effects.publish(&self.queues);
+                for (name, queue, limits) in effects.take_limit_changes() {
+                    crate::limits::install(
+                        &*self.store,
+                        &self.queues,
+                        &name,
+                        &queue,
+                        &limits,
+                        now.micros,
+                    );
+                }
                 for (cmd, reply) in batch.drain(..).zip(replies) {
                     cmd.answer(reply);
                 }
@@ -224,9 +236,7 @@ fn root_cause(error: &Error) -> &Error {
 /// A failed claim's jobs are still available on disk: make them claimable again.
 fn requeue_claim(cmd: &Command) {
     if let Command::Claim { queue, keys, .. } = cmd {
-        for key in keys {
-            queue.push(*key);
-        }
+        queue.give_back(keys, true);
         queue.notify();
     }
 }

@@ -9,12 +9,15 @@ use std::sync::Arc;
 
 use crate::claim::{key_of, ClaimKey, ClaimQueue, ClaimQueues};
 use crate::job::{Job, JobId};
+use crate::limits::{Bucket, Limits};
 use crate::queues::QueueSettings;
 
 /// A change to an in-memory claim queue.
 enum QueueChange {
     /// The jobs became available (several when they came one after another: an insert's).
     Ready(String, Vec<ClaimKey>),
+    /// The job became available in a limited queue, in this bucket.
+    ReadyIn(String, ClaimKey, Bucket),
     /// The job stopped being available.
     Unready(String, ClaimKey),
 }
@@ -37,16 +40,45 @@ pub(crate) struct Effects {
     pub unique_expiry: Option<crate::clock::Micros>,
     /// The writer's metrics counts, lent to the batch (see `crate::metrics`).
     pub rollup: crate::metrics::Rollup,
+    /// The claim queues, when some queue has limits: a job made available in a limited
+    /// queue is filed in its bucket.
+    limited: Option<Arc<ClaimQueues>>,
+    /// Jobs claimers took that the batch did not claim (gone or no longer available).
+    unclaimed: Vec<(Arc<ClaimQueue>, ClaimKey)>,
+    /// Jobs claimed in a limited queue that its limiter had not counted (taken just before
+    /// the queue became limited), with their bucket and claim time.
+    adopted: Vec<(Arc<ClaimQueue>, JobId, Bucket, crate::clock::Micros)>,
+    /// Jobs that left the executing state (their global-limit places free up).
+    pub left_executing: Vec<JobId>,
+    /// Queues whose limits changed, with the new ones: their claim queues are rebuilt.
+    limit_changes: Vec<(String, Arc<ClaimQueue>, Limits)>,
 }
 
 impl Effects {
-    /// No effects yet, with the writer's metrics counts lent for the batch.
-    pub(crate) fn lending(rollup: crate::metrics::Rollup) -> Effects {
-        Effects { rollup, ..Effects::default() }
+    /// No effects yet, with the writer's metrics counts lent for the batch; `limited`: the
+    /// claim queues when some queue has limits.
+    pub(crate) fn lending(
+        rollup: crate::metrics::Rollup,
+        limited: Option<Arc<ClaimQueues>>,
+    ) -> Effects {
+        Effects { rollup, limited, ..Effects::default() }
     }
 
     /// `job` became available.
     pub(crate) fn ready(&mut self, job: &Job) {
+        if let Some(queues) = &self.limited {
+            let queue = queues.get(&job.queue);
+            if queue.is_limited() {
+                let bucket = queue.limiter().as_ref().map(|l| l.limits().bucket_of(job));
+                let bucket = bucket.unwrap_or_default();
+                self.queue_changes.push(QueueChange::ReadyIn(
+                    job.queue.clone(),
+                    key_of(job),
+                    bucket,
+                ));
+                return;
+            }
+        }
         if let Some(QueueChange::Ready(queue, keys)) = self.queue_changes.last_mut() {
             if *queue == job.queue {
                 keys.push(key_of(job));
@@ -59,6 +91,32 @@ impl Effects {
     /// The job at `key` of `queue` stopped being available.
     pub(crate) fn unready(&mut self, queue: String, key: ClaimKey) {
         self.queue_changes.push(QueueChange::Unready(queue, key));
+    }
+
+    /// A claimer took `key` from `queue` but the batch did not claim it.
+    pub(crate) fn unclaimed(&mut self, queue: &Arc<ClaimQueue>, key: ClaimKey) {
+        self.unclaimed.push((queue.clone(), key));
+    }
+
+    /// `id`, claimed from limited `queue` at `at`, was not counted by its limiter.
+    pub(crate) fn adopted(
+        &mut self,
+        queue: &Arc<ClaimQueue>,
+        id: JobId,
+        bucket: Bucket,
+        at: crate::clock::Micros,
+    ) {
+        self.adopted.push((queue.clone(), id, bucket, at));
+    }
+
+    /// `queue` (named `name`) has `limits` now.
+    pub(crate) fn limits_changed(&mut self, name: &str, queue: Arc<ClaimQueue>, limits: Limits) {
+        self.limit_changes.push((name.to_string(), queue, limits));
+    }
+
+    /// The queues whose limits changed, for the writer to rebuild after the commit.
+    pub(crate) fn take_limit_changes(&mut self) -> Vec<(String, Arc<ClaimQueue>, Limits)> {
+        std::mem::take(&mut self.limit_changes)
     }
 
     /// `queue`'s settings are `settings` now.
@@ -84,14 +142,30 @@ impl Effects {
                 QueueChange::Ready(queue, keys) => {
                     let ready = queues.get(queue);
                     for key in keys {
-                        ready.push(*key);
+                        ready.push(*key, None);
                     }
+                    touched.insert(queue.as_str());
+                }
+                QueueChange::ReadyIn(queue, key, bucket) => {
+                    queues.get(queue).push(*key, Some(bucket));
                     touched.insert(queue.as_str());
                 }
                 QueueChange::Unready(queue, key) => {
                     queues.get(queue).remove(key);
                 }
             }
+        }
+        for (queue, id, bucket, at) in &self.adopted {
+            if let Some(limiter) = queue.limiter().as_mut() {
+                limiter.adopt(*id, bucket.clone(), *at);
+            }
+        }
+        for (queue, key) in &self.unclaimed {
+            queue.give_back(std::slice::from_ref(key), false);
+            queue.notify();
+        }
+        if !self.left_executing.is_empty() && queues.any_limited() {
+            queues.released(&self.left_executing);
         }
         for queue in touched {
             queues.get(queue).notify();

@@ -116,9 +116,12 @@ pub(crate) fn apply_one(
             Reply::Unit
         }
         Command::SetQueue { queue, name, change, .. } => {
-            let result = queues::set(txn, name, *change)?;
+            let result = queues::set(txn, name, change.clone())?;
             if let Ok(settings) = &result {
                 effects.settings_changed(queue.clone(), settings.clone());
+                if change.changes_limits() {
+                    effects.limits_changed(name, queue.clone(), settings.limits());
+                }
             }
             Reply::Queue(result)
         }
@@ -133,24 +136,29 @@ fn claim(
     queue: &Arc<ClaimQueue>,
     keys: &mut Vec<ClaimKey>,
     now: Micros,
-    effects: &Effects,
+    effects: &mut Effects,
 ) -> Result<Vec<Job>> {
     if effects.paused(queue) {
-        for key in std::mem::take(keys) {
-            queue.push(key);
-        }
+        queue.give_back(&std::mem::take(keys), true);
         return Ok(Vec::new());
     }
     let mut claimed = Vec::with_capacity(keys.len());
-    for &(_, _, id) in keys.iter() {
-        let Some(mut job) = txn.get(id)? else { continue };
+    for &key in keys.iter() {
+        let Some(mut job) = txn.get(key.2)? else {
+            effects.unclaimed(queue, key);
+            continue;
+        };
         if job.state != JobState::Available {
+            effects.unclaimed(queue, key);
             continue; // cancelled or retried since it was queued
         }
         let before = job.placement();
         job.claim(now)?;
         txn.put(Some(before), &job)?;
         claimed.push(job);
+    }
+    if queue.is_limited() {
+        crate::limits::claimed(txn, queue, &claimed, now, effects)?;
     }
     Ok(claimed)
 }

@@ -11,6 +11,7 @@
 //! - [`claimers`]: which queues running processes claim from;
 //! - [`ready`]: one waiter watching many queues (`wait_ready`);
 //! - [`queues`]: queues controlled at runtime (pause, resume, scale, start, stop);
+//! - [`limits`]: global and rate limits, partitioned or not, across a reopen;
 //! - [`cron`]: a crontab checked by `set_crontab`, its fired slots read by `cron_slots`.
 //! - [`unique`]: unique inserts, their conflicts, replace and keys across a reopen.
 //! - [`metrics`]: outcome counts and duration percentiles per queue and minute.
@@ -27,6 +28,7 @@ mod claimers;
 mod claims;
 mod counts;
 mod cron;
+mod limits;
 mod listing;
 mod metrics;
 mod model;
@@ -78,6 +80,12 @@ harness::conformance! {
     queues::no_claim_succeeds_once_a_pause_has_returned,
     queues::queue_settings_are_stored_across_a_reopen,
     queues::bad_queue_changes_are_refused_and_store_nothing,
+    limits::a_global_limit_caps_jobs_executing_until_one_leaves,
+    limits::a_claim_waiting_on_a_full_global_limit_is_woken_by_a_release,
+    limits::a_partitioned_limit_holds_per_partition_and_takes_them_in_turn,
+    limits::a_rate_limit_allows_n_starts_per_sliding_period,
+    limits::limits_and_rate_windows_survive_a_reopen,
+    limits::bad_limits_are_refused_and_store_nothing,
     cron::bad_crontabs_are_refused_whole,
     cron::the_owners_fired_slots_are_read_back_with_their_jobs,
     cron::a_stored_slot_is_not_fired_again_after_reopen,

@@ -131,7 +131,7 @@ pub fn bad_queue_changes_are_refused_and_store_nothing(backend: &'static dyn Bac
         ("q", QueueChange::Start(Some(0))),
         ("", QueueChange::Pause),
     ] {
-        match s.set_queue(queue, change) {
+        match s.set_queue(queue, change.clone()) {
             Err(Error::InvalidJob(why)) => assert!(why.contains("queue"), "{why}"),
             other => panic!("{queue:?} {change:?}: {other:?}"),
         }

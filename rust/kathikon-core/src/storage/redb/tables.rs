@@ -63,6 +63,8 @@ pub(super) struct WriteTables<'t> {
     pub(super) next_id: Option<u64>,
     /// Records this transaction moved to the quarantine table, with the reason.
     quarantined: Vec<(JobId, String)>,
+    /// Jobs this transaction moved out of the executing state (or deleted while executing).
+    left_executing: Vec<JobId>,
     /// Whether this transaction moved any record aside (`quarantined` is emptied by the
     /// writer before the commit; this is not).
     pub(super) moved_aside: bool,
@@ -118,6 +120,7 @@ impl WriteTables<'_> {
             first_due: FirstDue::Unknown,
             next_id: None,
             quarantined: Vec::new(),
+            left_executing: Vec::new(),
             moved_aside: false,
             path: path.clone(),
             log,
@@ -335,6 +338,10 @@ impl WriteTxn for WriteTables<'_> {
         std::mem::take(&mut self.quarantined)
     }
 
+    fn take_left_executing(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.left_executing)
+    }
+
     fn allocate_ids(&mut self, n: u64) -> Result<JobId> {
         let first = self.next_id()?;
         self.next_id = Some(first + n);
@@ -346,6 +353,9 @@ impl WriteTxn for WriteTables<'_> {
 
     fn put(&mut self, old: Option<Placement>, new: &Job) -> Result<()> {
         if let Some(old) = old {
+            if old.state == JobState::Executing && new.state != JobState::Executing {
+                self.left_executing.push(new.id);
+            }
             self.unindex(&new.queue, new.id, old);
             self.count(&new.queue, old.state, -1);
         }
@@ -380,6 +390,9 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
+        if job.state == JobState::Executing {
+            self.left_executing.push(job.id);
+        }
         self.unindex(&job.queue, job.id, job.placement());
         self.count(&job.queue, job.state, -1);
         self.rewrites.forget(job.id);
