@@ -37,6 +37,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobErrorEntry, JobState, QuarantinedRecord
+from .limits import GlobalLimit, Partition, RateLimit
 from .listing import JobFilter, JobPage
 from .metrics import MetricPoint
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
@@ -52,6 +53,9 @@ __version__ = "0.1.0"
 __all__ = [
     "FORMAT_VERSION",
     "Cancel",
+    "GlobalLimit",
+    "Partition",
+    "RateLimit",
     "ConfigurationError",
     "CorruptStoreError",
     "CronEntry",

@@ -319,13 +319,23 @@ class Engine:
     @property
     def closed(self) -> bool: ...
     def set_queue(
-        self, queue: str, change: str, concurrency: Optional[int] = None
-    ) -> tuple[str, bool, Optional[int], Optional[int], bool]:
-        """Change a queue's runtime settings (``change``: pause, resume, scale, start, stop);
-        returns ``(queue, paused, concurrency, started, stopped)`` as they now are."""
+        self,
+        queue: str,
+        change: str,
+        concurrency: Optional[int] = None,
+        limit: Optional[str] = None,
+    ) -> tuple[str, bool, Optional[int], Optional[int], bool, Optional[str], Optional[str]]:
+        """Change a queue's runtime settings (``change``: pause, resume, scale, start, stop,
+        global_limit or rate_limit, the last two with ``limit`` as JSON); returns ``(queue,
+        paused, concurrency, started, stopped, global_limit, rate_limit)`` as they now are."""
     def queue_settings(
         self,
-    ) -> tuple[int, builtins.list[tuple[str, bool, Optional[int], Optional[int], bool]]]:
+    ) -> tuple[
+        int,
+        builtins.list[
+            tuple[str, bool, Optional[int], Optional[int], bool, Optional[str], Optional[str]]
+        ],
+    ]:
         """``(generation, rows)``: every queue with runtime settings, as ``set_queue``
         returns them; the generation changes whenever any of them does."""
     def set_crontab(self, entries: builtins.list[tuple[str, str, str, str, int, JobSpec]]) -> None:

@@ -41,6 +41,7 @@ from .errors import (
     UnknownWorkerError,
 )
 from .job import Job, JobState, QuarantinedRecord, from_micros
+from .limits import UNSET, GlobalLimitSpec, RateLimitSpec, Unset
 from .listing import JobFilter, JobFilterExtras, JobPage, Order, States, build_filter, encode_cursor
 from .options import (
     JOB_OPTION_NAMES,
@@ -274,6 +275,11 @@ class Kathikon:
         self._unwatch = telemetry.watch(self._telemetry_changed)
         self._telemetry_changed()
         _processes.remember(self)
+        try:
+            _queues.apply_declared(self)
+        except BaseException:
+            self.close()
+            raise
         if self.path is not None and not self.testing:
             _log_open(self.path, existed, self._engine.role, self._engine.owner_pid)
         if self.url is not None and not self.testing:
@@ -831,6 +837,8 @@ class Kathikon:
                     started=mine.started,
                     concurrency=mine.concurrency_here(configured, paused_here) if runs else None,
                     configured_concurrency=configured,
+                    global_limit=mine.global_limit,
+                    rate_limit=mine.rate_limit,
                 )
             )
         return out
@@ -1051,14 +1059,25 @@ class Kathikon:
         return _queues.change(self, queue, "resume", local_only=local_only)
 
     def scale_queue(
-        self, queue: str, concurrency: Optional[int], *, local_only: bool = False
+        self,
+        queue: str,
+        concurrency: Union[int, None, Unset] = UNSET,
+        *,
+        global_limit: Union[GlobalLimitSpec, Unset] = UNSET,
+        rate_limit: Union[RateLimitSpec, Unset] = UNSET,
+        local_only: bool = False,
     ) -> QueueSettings:
         """Run ``queue`` at ``concurrency`` in every worker of the store (each ``app.start()``
         or ``kathikon worker``; a ``processes=N`` pool splits it as it splits configured
         concurrency), within a second, and in workers started later. ``None`` goes back to
-        each worker's configured concurrency."""
+        each worker's configured concurrency.
+
+        ``global_limit`` (an int, or ``{"allowed": n, "partition": {...}}``) and
+        ``rate_limit`` (``{"allowed": n, "period": seconds, "partition": {...}}``) set the
+        queue's limits over every process of the store; ``None`` removes one. A setting left
+        out stays as it is. See the limits guide."""
         queue = _queues.check_known(self, queue, "scale_queue")
-        return _queues.change(self, queue, "scale", concurrency, local_only)
+        return _queues.scale(self, queue, concurrency, global_limit, rate_limit, local_only)
 
     def start_queue(
         self, queue: str, concurrency: Optional[int] = None, *, local_only: bool = False

@@ -9,6 +9,7 @@ from typing import Any, Optional, Union
 
 from .errors import ConfigurationError
 from .job import TERMINAL_STATES, JobState
+from .limits import Declared, declared
 from .options import not_utf8
 from .vocabulary import DURABILITIES, FSYNC, NO_FSYNC
 
@@ -29,6 +30,8 @@ class Config:
 
     Attributes:
         queues: queue name → concurrency (jobs of that queue running at once).
+        limits: queue name → the ``global_limit`` / ``rate_limit`` its settings declare (only
+            queues that declare one), applied to the store when the app opens it.
         max_attempts: default attempts per job before it is discarded.
         poll_interval: longest an idle worker waits before looking again (it is normally
             woken at once when a job arrives).
@@ -45,6 +48,7 @@ class Config:
     """
 
     queues: dict[str, int] = field(default_factory=lambda: {"default": 10})
+    limits: dict[str, Declared] = field(default_factory=dict)
     max_attempts: int = 20
     poll_interval: float = 1.0
     scheduler_interval: float = 1.0
@@ -83,15 +87,19 @@ def retention(value: Any) -> Retention:
     }
 
 
+#: The settings a queue's dict may hold.
+QUEUE_SETTINGS = ("concurrency", "global_limit", "rate_limit")
+
+
 def parse_concurrency(queue: str, spec: Any) -> int:
-    """A queue's concurrency from an int or ``{"concurrency": n}``, checked."""
+    """A queue's concurrency from an int or ``{"concurrency": n, …}``, checked."""
     value = spec.get("concurrency") if isinstance(spec, Mapping) else spec
     if isinstance(spec, Mapping):
-        unknown = set(spec) - {"concurrency"}
+        unknown = set(spec) - set(QUEUE_SETTINGS)
         if unknown:
             raise ConfigurationError(
                 f"queue {queue!r} has unknown settings {sorted(unknown)}; "
-                'the only setting is "concurrency"'
+                f"the settings are {', '.join(QUEUE_SETTINGS)}"
             )
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(
@@ -130,12 +138,16 @@ def build_config(
             'e.g. {"default": 10}'
         )
     parsed: dict[str, int] = {}
+    limits: dict[str, Declared] = {}
     for name, spec in queues.items():
         if not isinstance(name, str) or not name or name != name.strip():
             raise ConfigurationError(f"queue name {name!r} must be a non-empty string")
         if not_utf8(name):
             raise ConfigurationError(f"queue name {name!r} holds a lone surrogate; use UTF-8 text")
         parsed[name] = parse_concurrency(name, spec)
+        named = declared(name, spec) if isinstance(spec, Mapping) else None
+        if named is not None:
+            limits[name] = named
     if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
         raise ConfigurationError(f"max_attempts={max_attempts!r} must be an int of at least 1")
     if durability not in DURABILITIES:
@@ -144,6 +156,7 @@ def build_config(
         )
     return Config(
         queues=parsed,
+        limits=limits,
         max_attempts=max_attempts,
         poll_interval=positive_seconds("poll_interval", poll_interval),
         scheduler_interval=positive_seconds("scheduler_interval", scheduler_interval),

@@ -14,6 +14,8 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Optional
 
+from .limits import GlobalLimit, RateLimit
+
 #: Seconds after its last claim that a queue still counts as served (claims come at least
 #: every ``poll_interval``, 1 s by default; lanes busy with jobs show as executing jobs).
 SERVED_WITHIN = 5.0
@@ -51,6 +53,11 @@ class QueueCheck:
     stopped; ``None`` if no worker of this app runs it."""
     configured_concurrency: Optional[int] = None
     """Its concurrency in this app's constructor (``None``: not declared there)."""
+    global_limit: Optional[GlobalLimit] = None
+    """At most this many of its jobs executing at once over the whole store
+    (``app.scale_queue(queue, global_limit=...)``)."""
+    rate_limit: Optional[RateLimit] = None
+    """At most this many of its jobs starting per sliding period over the whole store."""
 
     @property
     def running(self) -> int:

@@ -15,16 +15,34 @@ every process of the store and outlives restarts and a takeover of the owner:
   processes of a ``processes=N`` pool as configured concurrency is.
 
 ``local_only=True`` (as Oban's) changes only this process's runner and stores nothing.
+
+``scale_queue(..., global_limit=, rate_limit=)`` sets the queue's limits (see
+:mod:`kathikon.limits`), enforced by the owner for every process; they have no
+``local_only`` form.
 """
 
 from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Union
 
 from . import telemetry
 from .errors import ConfigurationError, UnknownQueueError
+from .limits import (
+    UNSET,
+    GlobalLimit,
+    GlobalLimitSpec,
+    RateLimit,
+    RateLimitSpec,
+    Unset,
+    global_from_json,
+    global_json,
+    parse_global,
+    parse_rate,
+    rate_from_json,
+    rate_json,
+)
 from .options import shown
 
 if TYPE_CHECKING:
@@ -43,8 +61,12 @@ CHANGES = ("pause", "resume", "scale", "start", "stop")
 #: The telemetry events of queue changes.
 EVENTS = tuple(("kathikon", "queue", change) for change in CHANGES)
 
-#: A stored row as the engine gives it: ``(queue, paused, concurrency, started, stopped)``.
-Row = tuple[str, bool, Optional[int], Optional[int], bool]
+#: The limit changes (their telemetry event is ``("kathikon", "queue", "scale")``).
+LIMIT_CHANGES = ("global_limit", "rate_limit")
+
+#: A stored row as the engine gives it: ``(queue, paused, concurrency, started, stopped,
+#: global_limit JSON, rate_limit JSON)``.
+Row = tuple[str, bool, Optional[int], Optional[int], bool, Optional[str], Optional[str]]
 
 
 @dataclass(frozen=True)
@@ -63,11 +85,23 @@ class QueueSettings:
     it may be inserted into, though the app's constructor does not declare it."""
     stopped: bool = False
     """Stopped by ``stop_queue``: no worker claims from it; its jobs stay stored."""
+    global_limit: Optional[GlobalLimit] = None
+    """At most this many of its jobs executing at once over the whole store."""
+    rate_limit: Optional[RateLimit] = None
+    """At most this many of its jobs starting per sliding period over the whole store."""
 
     @classmethod
     def from_row(cls, row: Row) -> QueueSettings:
-        queue, paused, concurrency, started, stopped = row
-        return cls(queue, paused, concurrency, started, stopped)
+        queue, paused, concurrency, started, stopped, global_limit, rate_limit = row
+        return cls(
+            queue,
+            paused,
+            concurrency,
+            started,
+            stopped,
+            global_from_json(global_limit),
+            rate_from_json(rate_limit),
+        )
 
     def merged(self, local: Optional[QueueSettings]) -> QueueSettings:
         """These stored settings with a ``local_only`` change's on top."""
@@ -79,6 +113,8 @@ class QueueSettings:
             local.concurrency if local.concurrency is not None else self.concurrency,
             local.started if local.started is not None else self.started,
             self.stopped or local.stopped,
+            self.global_limit,
+            self.rate_limit,
         )
 
     def concurrency_here(self, configured: Optional[int], paused_here: bool = False) -> int:
@@ -119,10 +155,12 @@ def change(
     what: str,
     concurrency: Optional[int] = None,
     local_only: bool = False,
+    limit: Optional[str] = None,
 ) -> QueueSettings:
-    """Apply one change (one of :data:`CHANGES`) to ``queue``: stored for every process, or
-    with ``local_only`` for this process's runner alone. Returns the settings as they now
-    are (stored ones, with this process's local changes on top)."""
+    """Apply one change (one of :data:`CHANGES`, or of :data:`LIMIT_CHANGES` with ``limit``
+    in the engine's JSON form, checked by :mod:`kathikon.limits`) to ``queue``: stored for
+    every process, or with ``local_only`` for this process's runner alone. Returns the
+    settings as they now are (stored ones, with this process's local changes on top)."""
     if concurrency is not None and (
         isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1
     ):
@@ -138,9 +176,9 @@ def change(
     if local_only:
         settings = app._local_queues.change(queue, what, concurrency)
     else:
-        row = app._engine.set_queue(queue, what, concurrency)
+        row = app._engine.set_queue(queue, what, concurrency, limit)
         settings = QueueSettings.from_row(row).merged(app._local_queues.get(queue))
-    event = ("kathikon", "queue", what)
+    event = ("kathikon", "queue", "scale" if what in LIMIT_CHANGES else what)
     if telemetry.has_handlers(event):
         metadata = {
             "queue": queue,
@@ -148,10 +186,60 @@ def change(
             "concurrency": settings.concurrency,
             "started": settings.started,
             "stopped": settings.stopped,
+            "global_limit": settings.global_limit,
+            "rate_limit": settings.rate_limit,
             "local_only": local_only,
         }
         telemetry.execute(event, {}, metadata)
     return settings
+
+
+def scale(
+    app: Kathikon,
+    queue: str,
+    concurrency: Union[int, None, Unset],
+    global_limit: Union[GlobalLimitSpec, Unset],
+    rate_limit: Union[RateLimitSpec, Unset],
+    local_only: bool,
+) -> QueueSettings:
+    """``app.scale_queue``: each setting passed is changed (limits are checked first, so a
+    bad one changes nothing); none passed is a ``ConfigurationError``."""
+    if concurrency is UNSET and global_limit is UNSET and rate_limit is UNSET:
+        raise ConfigurationError(
+            f"scale_queue({queue!r}): pass a concurrency, global_limit= or rate_limit=, "
+            f"e.g. app.scale_queue({queue!r}, 20)"
+        )
+    limits: list[tuple[str, Optional[str]]] = []
+    if global_limit is not UNSET:
+        limits.append(("global_limit", global_json(parse_global(queue, global_limit))))
+    if rate_limit is not UNSET:
+        limits.append(("rate_limit", rate_json(parse_rate(queue, rate_limit))))
+    if limits and local_only:
+        raise ConfigurationError(
+            f"scale_queue({queue!r}, local_only=True): limits hold for every process of the "
+            "store and have no local form; leave out local_only to change them"
+        )
+    settings = None
+    for what, limit in limits:
+        settings = change(app, queue, what, limit=limit)
+    if concurrency is not UNSET:
+        settings = change(app, queue, "scale", concurrency, local_only)
+    assert settings is not None
+    return settings
+
+
+def apply_declared(app: Kathikon) -> None:
+    """Store the limits the app's queue settings declare (see
+    :class:`kathikon.limits.Declared`) where they differ from the stored ones."""
+    if not app.config.limits:
+        return
+    now = stored(app._engine)[1]
+    for queue, declared in app.config.limits.items():
+        current = now.get(queue, QueueSettings(queue))
+        if declared.global_limit is not UNSET and declared.global_limit != current.global_limit:
+            app._engine.set_queue(queue, "global_limit", None, global_json(declared.global_limit))
+        if declared.rate_limit is not UNSET and declared.rate_limit != current.rate_limit:
+            app._engine.set_queue(queue, "rate_limit", None, rate_json(declared.rate_limit))
 
 
 class LocalQueues:
@@ -225,4 +313,4 @@ def _share(concurrency: Optional[int], share: tuple[int, int]) -> Optional[int]:
     return base + (1 if index < extra else 0)
 
 
-__all__ = ["CHANGES", "EVENTS", "SETTINGS_POLL", "LocalQueues", "QueueSettings"]
+__all__ = ["CHANGES", "EVENTS", "LIMIT_CHANGES", "SETTINGS_POLL", "LocalQueues", "QueueSettings"]

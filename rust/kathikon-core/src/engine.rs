@@ -346,7 +346,7 @@ impl Engine {
             let taken = if q.is_paused() { Taken::default() } else { q.pop(max, now) };
             if !taken.keys.is_empty() {
                 let (queue, keys) = (q.clone(), taken.keys);
-                let jobs = self.call(|reply| Command::Claim { queue, keys, reply })?;
+                let jobs = self.call(|reply| Command::Claim { queue, keys, at: now, reply })?;
                 if !jobs.is_empty() {
                     return Ok(jobs);
                 }

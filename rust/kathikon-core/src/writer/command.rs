@@ -25,9 +25,12 @@ pub(crate) enum Command {
         request: Option<RequestId>,
         reply: Sender<Result<Inserted>>,
     },
+    /// Mark the jobs at `keys`, popped from `queue` at `at` (the claimer's time, which its
+    /// queue's limits counted), executing as of `at`.
     Claim {
         queue: Arc<ClaimQueue>,
         keys: Vec<ClaimKey>,
+        at: Micros,
         reply: Sender<Result<Vec<Job>>>,
     },
     Ack {

@@ -40,8 +40,8 @@ pub(crate) fn apply_one(
         Command::Insert { jobs, request, .. } => {
             Reply::Inserted(insert(txn, std::mem::take(jobs), *request, now, effects)?)
         }
-        Command::Claim { queue, keys, .. } => {
-            Reply::Jobs(Ok(claim(txn, queue, keys, now, effects)?))
+        Command::Claim { queue, keys, at, .. } => {
+            Reply::Jobs(Ok(claim(txn, queue, keys, *at, effects)?))
         }
         Command::Ack { acks, .. } => Reply::Acks(Ok(ack(txn, acks, now, effects)?)),
         Command::Cancel { id, .. } => {
