@@ -164,3 +164,18 @@ def test_peers_without_a_checkout_fail_at_once_with_the_fix(tmp_path: Path) -> N
     assert "run_peers.py not found" in result.stderr
     assert "--peers-dir" in result.stderr
     assert "a bug in kathikon" not in result.stderr
+
+
+def test_the_limits_workload_measures_a_rate_limit_and_the_limiters_cost(tmp_path: Path) -> None:
+    _, results = bench(tmp_path, "-w", "limits", "--scale", "0.05", "--rounds", "1")
+    rows = {row["workload"]: row for row in results}
+    assert set(rows) == {
+        "rate limit 200/s",
+        "drain limits=none",
+        "drain limits=global",
+        "drain limits=partitioned",
+    }
+    rate = rows["rate limit 200/s"]
+    assert rate["busiest_second"] == 200, "never more claims in a second than allowed"
+    assert 0.95 <= rate["rate_vs_allowed"] <= 1.0
+    assert all(rows[f"drain limits={k}"]["jobs"] == 2_500 for k in ("none", "global"))

@@ -333,6 +333,8 @@ def test_each_change_emits_its_telemetry_event(memory_app: kathikon.Kathikon) ->
         "concurrency": 3,
         "started": None,
         "stopped": False,
+        "global_limit": None,
+        "rate_limit": None,
         "local_only": False,
     }
 

@@ -105,7 +105,9 @@ for call in run_rows:
     documented_call = ast.parse("f(" + m.group(3).replace("*, ", "") + ")").body[0]
     assert isinstance(documented_call, ast.Expr) and isinstance(documented_call.value, ast.Call)
     # `**name` in the documented call stands for the signature's `**name` (arg None in the AST).
-    documented_names = [k.arg or f"**{ast.unparse(k.value)}" for k in documented_call.value.keywords]
+    documented_names = [
+        k.arg or f"**{ast.unparse(k.value)}" for k in documented_call.value.keywords
+    ]
     signature_names = [
         f"**{n}" if p.kind is inspect.Parameter.VAR_KEYWORD else n
         for n, p in signature.items()

@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import kathikon
 
-from . import cron, dashboard, listing, procs, unique, workloads
+from . import cron, dashboard, limits, listing, procs, unique, workloads
 from .workloads import Result
 
 # name → (callable taking the scale factor, default job count)
@@ -46,6 +46,7 @@ WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
     ],
     "cron": lambda s: [cron.cron_lateness(max(3.0, 20 * s))],
     "unique": unique.workload,
+    "limits": limits.workload,
     "listing": listing.workload,
     "dashboard": dashboard.workload,
 }

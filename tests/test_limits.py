@@ -1,0 +1,140 @@
+"""Queue limits through the public API: declared in the constructor's queue settings and
+stored for every process, changed by ``scale_queue``, shown by ``check_queue``, enforced on
+a running app's own workers; bad limits are a ``ConfigurationError`` naming the value, and
+change nothing. (Real worker processes: ``multiprocess/test_limits_processes.py``.)"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import kathikon
+
+PARTITION = {"fields": ["args"], "keys": ["customer"]}
+
+
+def test_declared_limits_are_stored_and_shown(tmp_path: Path) -> None:
+    queues: dict[str, Any] = {
+        "api": {"concurrency": 4, "global_limit": 3, "rate_limit": {"allowed": 100, "period": 60}}
+    }
+    app = kathikon.Kathikon(tmp_path / "jobs.redb", queues=queues)
+    check = app.check_queue("api")
+    assert check.global_limit == {"allowed": 3, "partition": None}
+    assert check.rate_limit == {"allowed": 100, "period": 60.0, "partition": None}
+    app.close()
+    # Another app of the store that declares the queue without limits leaves them stored.
+    other = kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": 2})
+    assert other.check_queue("api").global_limit == {"allowed": 3, "partition": None}
+    other.close()
+
+
+def test_scale_queue_sets_and_removes_limits_and_keeps_what_it_is_not_given(
+    tmp_path: Path,
+) -> None:
+    app = kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": 4})
+    settings = app.scale_queue("api", global_limit={"allowed": 1, "partition": PARTITION})
+    assert settings.global_limit == {"allowed": 1, "partition": {**PARTITION}}
+    assert settings.concurrency is None, "the concurrency was not given: unchanged"
+    settings = app.scale_queue("api", 8, rate_limit={"allowed": 5, "period": 0.5})
+    assert settings.concurrency == 8
+    assert settings.rate_limit == {"allowed": 5, "period": 0.5, "partition": None}
+    assert settings.global_limit is not None, "kept"
+    settings = app.scale_queue("api", global_limit=None, rate_limit=None)
+    assert settings.global_limit is None and settings.rate_limit is None
+    app.close()
+
+
+@pytest.mark.parametrize(
+    ("limits", "names"),
+    [
+        ({"global_limit": 0}, "allowed=0"),
+        ({"global_limit": True}, "allowed=True"),
+        ({"global_limit": "3"}, "allowed='3'"),
+        ({"global_limit": {"allowed": 2, "burst": 1}}, "['burst']"),
+        ({"global_limit": {"allowed": 1, "partition": {"fields": ["user"]}}}, "['user']"),
+        ({"global_limit": {"allowed": 1, "partition": {"fields": "args"}}}, "fields='args'"),
+        ({"global_limit": {"allowed": 1, "partition": {"fields": []}}}, "fields=[]"),
+        (
+            {"global_limit": {"allowed": 1, "partition": {"fields": ["args"], "keys": [7]}}},
+            "keys=[7]",
+        ),
+        (
+            {"global_limit": {"allowed": 1, "partition": {"fields": ["worker"], "keys": ["a"]}}},
+            "keys=['a']",
+        ),
+        ({"rate_limit": {"allowed": 5}}, "period=None"),
+        ({"rate_limit": {"allowed": 5, "period": 0}}, "period=0"),
+        ({"rate_limit": {"allowed": 5, "period": float("inf")}}, "period=inf"),
+        ({"rate_limit": {"allowed": -1, "period": 1}}, "allowed=-1"),
+        ({"rate_limit": 10}, "rate_limit=10"),
+    ],
+)
+def test_bad_limits_are_refused_naming_the_value_and_change_nothing(
+    tmp_path: Path, limits: dict[str, Any], names: str
+) -> None:
+    with pytest.raises(kathikon.ConfigurationError, match="'api'") as refused:
+        kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": {"concurrency": 2, **limits}})
+    assert names in str(refused.value)
+    app = kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": 2})
+    with pytest.raises(kathikon.ConfigurationError, match="'api'") as refused:
+        app.scale_queue("api", **limits)
+    assert names in str(refused.value)
+    check = app.check_queue("api")
+    assert check.global_limit is None and check.rate_limit is None, "nothing stored"
+    app.close()
+
+
+def test_scale_queue_refuses_limits_with_local_only_and_a_call_that_sets_nothing(
+    tmp_path: Path,
+) -> None:
+    app = kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": 2})
+    with pytest.raises(kathikon.ConfigurationError, match="local_only"):
+        app.scale_queue("api", global_limit=1, local_only=True)
+    with pytest.raises(kathikon.ConfigurationError, match="pass a concurrency"):
+        app.scale_queue("api")
+    assert app.check_queue("api").global_limit is None
+    app.close()
+
+
+def test_a_running_apps_workers_keep_to_the_global_limit(tmp_path: Path) -> None:
+    app = kathikon.Kathikon(
+        tmp_path / "jobs.redb", queues={"api": {"concurrency": 8, "global_limit": 2}}
+    )
+    running = 0
+    most = 0
+    lock = threading.Lock()
+
+    @app.worker(queue="api")
+    def call(job: kathikon.Job) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(0.02)
+        with lock:
+            running -= 1
+
+    app.insert_all([call.new({}) for _ in range(30)])
+    app.start()
+    deadline = time.monotonic() + 30
+    while app.check_queue("api").available or app.check_queue("api").executing:
+        assert time.monotonic() < deadline, "the jobs never finished"
+        time.sleep(0.02)
+    app.stop()
+    assert most == 2, "eight lanes, two at a time"
+    app.close()
+
+
+def test_limits_are_refused_on_postgresql_until_it_enforces_them(pg_url: str) -> None:
+    with pytest.raises(kathikon.ConfigurationError, match="not enforced on PostgreSQL yet"):
+        kathikon.Kathikon(
+            url=pg_url, migrate=True, queues={"api": {"concurrency": 2, "global_limit": 2}}
+        )
+    app = kathikon.Kathikon(url=pg_url, migrate=True, queues={"api": 2})
+    with pytest.raises(kathikon.ConfigurationError, match="not enforced on PostgreSQL yet"):
+        app.scale_queue("api", rate_limit={"allowed": 1, "period": 1})
+    app.close()
