@@ -5,6 +5,10 @@ change nothing. (Real worker processes: ``multiprocess/test_limits_processes.py`
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -137,4 +141,40 @@ def test_limits_are_refused_on_postgresql_until_it_enforces_them(pg_url: str) ->
     app = kathikon.Kathikon(url=pg_url, migrate=True, queues={"api": 2})
     with pytest.raises(kathikon.ConfigurationError, match="not enforced on PostgreSQL yet"):
         app.scale_queue("api", rate_limit={"allowed": 1, "period": 1})
+    app.close()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "250"}  # a table row on one line
+    return subprocess.run(
+        [sys.executable, "-m", "kathikon", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+def test_the_scale_command_sets_limits_and_queues_shows_them(tmp_path: Path) -> None:
+    path = ("--path", str(tmp_path / "jobs.redb"))
+    kathikon.Kathikon(
+        tmp_path / "jobs.redb", queues={"api": {"concurrency": 4, "global_limit": 9}}
+    ).close()
+    rate = '{"allowed": 100, "period": 60, "partition": {"fields": ["args"], "keys": ["user"]}}'
+    out = _cli("scale", "api", "--global-limit", "3", "--rate-limit", rate, *path, "--json")
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown["global_limit"] == {"allowed": 3, "partition": None}
+    assert shown["rate_limit"]["partition"] == {"fields": ["args"], "keys": ["user"]}
+    table = _cli("queues", *path)
+    assert "≤ 3 at once; 100 per 60 s per args[user]" in table.stdout, table.stdout
+    assert _cli("scale", "api", "--global-limit", "none", *path).returncode == 0
+    bad = _cli("scale", "api", "--rate-limit", '{"allowed": 0, "period": 1}', *path)
+    assert bad.returncode == 1 and "allowed=0" in bad.stderr and "Traceback" not in bad.stderr
+    bad = _cli("scale", "api", "--rate-limit", "{oops", *path)
+    assert bad.returncode == 1 and "is not JSON" in bad.stderr
+    app = kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": 4})
+    check = app.check_queue("api")
+    assert check.global_limit is None and check.rate_limit is not None
+    assert check.configured_concurrency == 4 and check.concurrency == 4, "N left out: unchanged"
     app.close()

@@ -8,14 +8,17 @@ workers started later follow it).
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+from typing import Any, Optional
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from .. import queues as _queues
 from ..app import Kathikon
-from ..errors import UnknownQueueError
+from ..errors import ConfigurationError, UnknownQueueError
+from ..limits import UNSET, Partition
 from ..queue_check import QueueCheck
 from .base import cli, emit_json, json_option, stdout_console, store_options
 from .load import opened
@@ -33,6 +36,26 @@ def _concurrency(check: QueueCheck) -> str:
     return "-" if check.concurrency is None else str(check.concurrency)
 
 
+def _partition(partition: Optional[Partition]) -> str:
+    if partition is None:
+        return ""
+    parts = [f"args[{k}]" for k in partition["keys"]] if partition["keys"] else []
+    named = ["worker" if f == "worker" else ", ".join(parts) or "args" for f in partition["fields"]]
+    return f" per {', '.join(named)}"
+
+
+def _limits(check: QueueCheck) -> str:
+    """The queue's limits in a few words, e.g. ``≤ 20 at once; 100 per 60 s per args[user]``."""
+    out = []
+    if check.global_limit is not None:
+        limit = check.global_limit
+        out.append(f"≤ {limit['allowed']} at once{_partition(limit['partition'])}")
+    if check.rate_limit is not None:
+        rate = check.rate_limit
+        out.append(f"{rate['allowed']} per {rate['period']:g} s{_partition(rate['partition'])}")
+    return "; ".join(out) or "-"
+
+
 @cli.command("queues")
 @store_options
 @json_option
@@ -47,6 +70,7 @@ def queues_command(app_spec: Optional[str], path: Optional[str], as_json: bool) 
     table = Table(box=None, pad_edge=False)
     for heading in ("queue", "state", "concurrency", "configured", "available", "executing"):
         table.add_column(heading, justify="left" if heading in ("queue", "state") else "right")
+    table.add_column("limits")
     table.add_column("served")
     for c in checks:
         configured = "-" if c.configured_concurrency is None else str(c.configured_concurrency)
@@ -57,6 +81,7 @@ def queues_command(app_spec: Optional[str], path: Optional[str], as_json: bool) 
             configured,
             str(c.available),
             str(c.executing),
+            Text(_limits(c)),  # not markup: args[key] is no style
             c.summary,
         )
     stdout_console().print(table)
@@ -120,10 +145,37 @@ def resume_command(app_spec: Optional[str], path: Optional[str], queue: str, as_
     _change(app_spec, path, queue, "resume", None, as_json)
 
 
+def _limit_option(name: str, text: Optional[str]) -> Any:
+    """A ``--global-limit``/``--rate-limit`` value: ``none``, an int, or a JSON object."""
+    if text is None:
+        return UNSET
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise ConfigurationError(
+            f"--{name} {text!r} is not JSON; pass none, a number, or an object such as "
+            '\'{"allowed": 100, "period": 60}\''
+        ) from None
+
+
 @cli.command("scale")
 @click.argument("queue")
 @click.argument(
     "concurrency", metavar="N", type=click.IntRange(min=1, max=2**32 - 1), required=False
+)
+@click.option(
+    "--global-limit",
+    metavar="LIMIT",
+    help="At most this many of its jobs running at once over the store: N, JSON such as "
+    '\'{"allowed": 1, "partition": {"fields": ["args"], "keys": ["customer"]}}\', or none.',
+)
+@click.option(
+    "--rate-limit",
+    metavar="LIMIT",
+    help="At most this many starts per sliding period over the store: JSON such as "
+    '\'{"allowed": 100, "period": 60}\', or none.',
 )
 @store_options
 @json_option
@@ -132,11 +184,24 @@ def scale_command(
     path: Optional[str],
     queue: str,
     concurrency: Optional[int],
+    global_limit: Optional[str],
+    rate_limit: Optional[str],
     as_json: bool,
 ) -> None:
-    """Run QUEUE at concurrency N in every worker, within a second; without N, back to each
-    worker's configured concurrency."""
-    _change(app_spec, path, queue, "scale", concurrency, as_json)
+    """Run QUEUE at concurrency N in every worker, within a second; without N (and without a
+    limit), back to each worker's configured concurrency. --global-limit and --rate-limit set
+    the queue's limits over every process of the store (a limit left out stays)."""
+    limits = {
+        "global_limit": _limit_option("global-limit", global_limit),
+        "rate_limit": _limit_option("rate-limit", rate_limit),
+    }
+    if all(v is UNSET for v in limits.values()):
+        _change(app_spec, path, queue, "scale", concurrency, as_json)
+        return
+    with opened(app_spec, path) as app:
+        _known(app, queue)
+        app.scale_queue(queue, UNSET if concurrency is None else concurrency, **limits)
+        _report(app, queue, "scaled", as_json)
 
 
 @cli.command("start")
