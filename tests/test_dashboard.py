@@ -465,3 +465,13 @@ def test_kathikon_dashboard_without_a_store_is_a_usage_error() -> None:
     )
     assert out.returncode == 2
     assert "--path FILE" in out.stderr
+
+
+def test_the_queues_page_shows_each_queues_limits_escaped(app: kathikon.Kathikon) -> None:
+    partition = {"fields": ["args"], "keys": ["<b>user</b>"]}
+    app.scale_queue(
+        "emails", global_limit=3, rate_limit={"allowed": 10, "period": 60, "partition": partition}
+    )
+    page = client(app).get("/queues").text
+    assert "≤ 3 at once; 10 per 60 s per args[&lt;b&gt;user&lt;/b&gt;]" in page
+    assert "<b>user</b>" not in page

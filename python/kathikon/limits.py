@@ -241,6 +241,25 @@ def rate_from_json(text: Optional[str]) -> Optional[RateLimit]:
     }
 
 
+def _per(partition: Optional[Partition]) -> str:
+    if partition is None:
+        return ""
+    keys = ", ".join(f"args[{k}]" for k in partition["keys"]) or "args"
+    return " per " + ", ".join("worker" if f == "worker" else keys for f in partition["fields"])
+
+
+def describe(global_limit: Optional[GlobalLimit], rate_limit: Optional[RateLimit]) -> str:
+    """A queue's limits in a few words (``kathikon queues``, the dashboard), e.g.
+    ``≤ 20 at once; 100 per 60 s per args[user]``; ``-`` for none."""
+    out = []
+    if global_limit is not None:
+        out.append(f"≤ {global_limit['allowed']} at once{_per(global_limit['partition'])}")
+    if rate_limit is not None:
+        period = f"{rate_limit['period']:g}"
+        out.append(f"{rate_limit['allowed']} per {period} s{_per(rate_limit['partition'])}")
+    return "; ".join(out) or "-"
+
+
 __all__ = [
     "MAX_PERIOD",
     "Declared",
@@ -251,6 +270,7 @@ __all__ = [
     "RateLimit",
     "RateLimitSpec",
     "Unset",
+    "describe",
     "parse_global",
     "parse_rate",
 ]

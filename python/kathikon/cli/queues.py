@@ -18,7 +18,7 @@ from rich.text import Text
 from .. import queues as _queues
 from ..app import Kathikon
 from ..errors import ConfigurationError, UnknownQueueError
-from ..limits import UNSET, Partition
+from ..limits import UNSET, describe
 from ..queue_check import QueueCheck
 from .base import cli, emit_json, json_option, stdout_console, store_options
 from .load import opened
@@ -34,26 +34,6 @@ def _state(check: QueueCheck) -> str:
 
 def _concurrency(check: QueueCheck) -> str:
     return "-" if check.concurrency is None else str(check.concurrency)
-
-
-def _partition(partition: Optional[Partition]) -> str:
-    if partition is None:
-        return ""
-    parts = [f"args[{k}]" for k in partition["keys"]] if partition["keys"] else []
-    named = ["worker" if f == "worker" else ", ".join(parts) or "args" for f in partition["fields"]]
-    return f" per {', '.join(named)}"
-
-
-def _limits(check: QueueCheck) -> str:
-    """The queue's limits in a few words, e.g. ``≤ 20 at once; 100 per 60 s per args[user]``."""
-    out = []
-    if check.global_limit is not None:
-        limit = check.global_limit
-        out.append(f"≤ {limit['allowed']} at once{_partition(limit['partition'])}")
-    if check.rate_limit is not None:
-        rate = check.rate_limit
-        out.append(f"{rate['allowed']} per {rate['period']:g} s{_partition(rate['partition'])}")
-    return "; ".join(out) or "-"
 
 
 @cli.command("queues")
@@ -81,7 +61,7 @@ def queues_command(app_spec: Optional[str], path: Optional[str], as_json: bool) 
             configured,
             str(c.available),
             str(c.executing),
-            Text(_limits(c)),  # not markup: args[key] is no style
+            Text(describe(c.global_limit, c.rate_limit)),  # not markup: args[key] is no style
             c.summary,
         )
     stdout_console().print(table)

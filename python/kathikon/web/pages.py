@@ -16,6 +16,7 @@ from starlette.responses import HTMLResponse
 
 from ..errors import JobNotFoundError, KathikonError
 from ..job import JobState
+from ..limits import describe
 from ..queue_check import QueueCheck
 from . import filters
 from .bulk import bulk_done
@@ -55,6 +56,11 @@ class QueueRow:
         if self.check.stopped:
             return "stopped"
         return "served" if self.check.served else "not served"
+
+    @property
+    def limits(self) -> str:
+        """Its global and rate limits in a few words (``-``: none)."""
+        return describe(self.check.global_limit, self.check.rate_limit)
 
 
 def _queue_rows(settings: Settings) -> tuple[list[QueueRow], dict[str, int]]:
