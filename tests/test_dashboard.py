@@ -473,5 +473,5 @@ def test_the_queues_page_shows_each_queues_limits_escaped(app: kathikon.Kathikon
         "emails", global_limit=3, rate_limit={"allowed": 10, "period": 60, "partition": partition}
     )
     page = client(app).get("/queues").text
-    assert "≤ 3 at once; 10 per 60 s per args[&lt;b&gt;user&lt;/b&gt;]" in page
+    assert "≤ 3 at once (0 running); 10 per 60 s per args[&lt;b&gt;user&lt;/b&gt;]" in page
     assert "<b>user</b>" not in page

@@ -167,7 +167,8 @@ def test_the_scale_command_sets_limits_and_queues_shows_them(tmp_path: Path) -> 
     assert shown["global_limit"] == {"allowed": 3, "partition": None}
     assert shown["rate_limit"]["partition"] == {"fields": ["args"], "keys": ["user"]}
     table = _cli("queues", *path)
-    assert "≤ 3 at once; 100 per 60 s per args[user]" in table.stdout, table.stdout
+    text = "≤ 3 at once (0 running); 100 per 60 s per args[user] (0 in window)"
+    assert text in table.stdout, table.stdout
     assert _cli("scale", "api", "--global-limit", "none", *path).returncode == 0
     bad = _cli("scale", "api", "--rate-limit", '{"allowed": 0, "period": 1}', *path)
     assert bad.returncode == 1 and "allowed=0" in bad.stderr and "Traceback" not in bad.stderr
@@ -177,4 +178,30 @@ def test_the_scale_command_sets_limits_and_queues_shows_them(tmp_path: Path) -> 
     check = app.check_queue("api")
     assert check.global_limit is None and check.rate_limit is not None
     assert check.configured_concurrency == 4 and check.concurrency == 4, "N left out: unchanged"
+    app.close()
+
+
+def test_check_queue_shows_the_limits_in_use_per_partition(tmp_path: Path) -> None:
+    limit = {"allowed": 1, "partition": PARTITION}
+    rate = {"allowed": 50, "period": 60}
+    app = kathikon.Kathikon(
+        tmp_path / "jobs.redb",
+        queues={"api": {"concurrency": 4, "global_limit": limit, "rate_limit": rate}},
+    )
+    release = threading.Event()
+
+    @app.worker(queue="api")
+    def call(job: kathikon.Job) -> None:
+        release.wait(30)
+
+    app.insert_all([call.new({"customer": c}) for c in ("a", "a", "b")])
+    app.start()
+    deadline = time.monotonic() + 30
+    while app.check_queue("api").executing < 2:
+        assert time.monotonic() < deadline, "two jobs never ran"
+        time.sleep(0.02)
+    usage = app.check_queue("api").limit_usage
+    assert usage == {"executing": {'"a"': 1, '"b"': 1}, "window": {"": 2}}
+    release.set()
+    app.stop()
     app.close()

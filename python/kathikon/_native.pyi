@@ -338,6 +338,11 @@ class Engine:
     ]:
         """``(generation, rows)``: every queue with runtime settings, as ``set_queue``
         returns them; the generation changes whenever any of them does."""
+    def limit_usage(
+        self, queue: str
+    ) -> tuple[builtins.list[tuple[str, int]], builtins.list[tuple[str, int]]]:
+        """How much of ``queue``'s limits is in use: ``([(partition, executing)], [(partition,
+        starts in the rate window)])``; ``""`` names a whole queue."""
     def set_crontab(self, entries: builtins.list[tuple[str, str, str, str, int, JobSpec]]) -> None:
         """Replace this process's crontab: ``(name, expression, timezone, catch_up,
         catch_up_limit, job)`` each; fired while this process owns the store."""

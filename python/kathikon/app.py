@@ -839,6 +839,7 @@ class Kathikon:
                     configured_concurrency=configured,
                     global_limit=mine.global_limit,
                     rate_limit=mine.rate_limit,
+                    limit_usage=_queues.usage(self._engine, mine),
                 )
             )
         return out

@@ -62,6 +62,16 @@ class RateLimit(TypedDict):
     partition: Optional[Partition]
 
 
+class LimitUsage(TypedDict):
+    """How much of a queue's limits is in use now, per partition (``""``: a queue limited as a
+    whole; a partition by its worker and/or the keys' JSON values, joined by ``", "``)."""
+
+    executing: dict[str, int]
+    """Jobs counted against the global limit (claimed and not finished)."""
+    window: dict[str, int]
+    """Starts within the rate limit's current window."""
+
+
 class Unset(enum.Enum):
     """The default of ``scale_queue``'s arguments: leave that setting as it is."""
 
@@ -248,15 +258,29 @@ def _per(partition: Optional[Partition]) -> str:
     return " per " + ", ".join("worker" if f == "worker" else keys for f in partition["fields"])
 
 
-def describe(global_limit: Optional[GlobalLimit], rate_limit: Optional[RateLimit]) -> str:
-    """A queue's limits in a few words (``kathikon queues``, the dashboard), e.g.
-    ``≤ 20 at once; 100 per 60 s per args[user]``; ``-`` for none."""
+def _in_use(counts: dict[str, int], what: str) -> str:
+    total = sum(counts.values())
+    partitions = sum(1 for key in counts if key)
+    spread = f" over {partitions} partition{'' if partitions == 1 else 's'}" if partitions else ""
+    return f" ({total} {what}{spread})"
+
+
+def describe(
+    global_limit: Optional[GlobalLimit],
+    rate_limit: Optional[RateLimit],
+    usage: Optional[LimitUsage] = None,
+) -> str:
+    """A queue's limits in a few words (``kathikon queues``, the dashboard), with what is in
+    use when ``usage`` is given, e.g. ``≤ 20 at once (3 running); 100 per 60 s per args[user]
+    (41 in window over 2 partitions)``; ``-`` for none."""
     out = []
     if global_limit is not None:
-        out.append(f"≤ {global_limit['allowed']} at once{_per(global_limit['partition'])}")
+        text = f"≤ {global_limit['allowed']} at once{_per(global_limit['partition'])}"
+        out.append(text + ("" if usage is None else _in_use(usage["executing"], "running")))
     if rate_limit is not None:
         period = f"{rate_limit['period']:g}"
-        out.append(f"{rate_limit['allowed']} per {period} s{_per(rate_limit['partition'])}")
+        text = f"{rate_limit['allowed']} per {period} s{_per(rate_limit['partition'])}"
+        out.append(text + ("" if usage is None else _in_use(usage["window"], "in window")))
     return "; ".join(out) or "-"
 
 
@@ -266,6 +290,7 @@ __all__ = [
     "UNSET",
     "GlobalLimit",
     "GlobalLimitSpec",
+    "LimitUsage",
     "Partition",
     "RateLimit",
     "RateLimitSpec",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Optional
 
-from .limits import GlobalLimit, RateLimit
+from .limits import GlobalLimit, LimitUsage, RateLimit
 
 #: Seconds after its last claim that a queue still counts as served (claims come at least
 #: every ``poll_interval``, 1 s by default; lanes busy with jobs show as executing jobs).
@@ -58,6 +58,8 @@ class QueueCheck:
     (``app.scale_queue(queue, global_limit=...)``)."""
     rate_limit: Optional[RateLimit] = None
     """At most this many of its jobs starting per sliding period over the whole store."""
+    limit_usage: Optional[LimitUsage] = None
+    """How much of those limits is in use now, per partition (``None`` without limits)."""
 
     @property
     def running(self) -> int:

@@ -33,6 +33,7 @@ from .limits import (
     UNSET,
     GlobalLimit,
     GlobalLimitSpec,
+    LimitUsage,
     RateLimit,
     RateLimitSpec,
     Unset,
@@ -226,6 +227,14 @@ def scale(
         settings = change(app, queue, "scale", concurrency, local_only)
     assert settings is not None
     return settings
+
+
+def usage(engine: Engine, settings: QueueSettings) -> Optional[LimitUsage]:
+    """How much of the queue's limits is in use, if it has any (one call to the owner)."""
+    if settings.global_limit is None and settings.rate_limit is None:
+        return None
+    executing, window = engine.limit_usage(settings.queue)
+    return {"executing": dict(executing), "window": dict(window)}
 
 
 def apply_declared(app: Kathikon) -> None:

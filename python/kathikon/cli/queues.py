@@ -61,7 +61,9 @@ def queues_command(app_spec: Optional[str], path: Optional[str], as_json: bool) 
             configured,
             str(c.available),
             str(c.executing),
-            Text(describe(c.global_limit, c.rate_limit)),  # not markup: args[key] is no style
+            Text(
+                describe(c.global_limit, c.rate_limit, c.limit_usage)
+            ),  # not markup: args[key] is no style
             c.summary,
         )
     stdout_console().print(table)

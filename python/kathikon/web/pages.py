@@ -60,7 +60,7 @@ class QueueRow:
     @property
     def limits(self) -> str:
         """Its global and rate limits in a few words (``-``: none)."""
-        return describe(self.check.global_limit, self.check.rate_limit)
+        return describe(self.check.global_limit, self.check.rate_limit, self.check.limit_usage)
 
 
 def _queue_rows(settings: Settings) -> tuple[list[QueueRow], dict[str, int]]:

@@ -597,6 +597,13 @@ impl Jobs for Engine {
     }
 
     /// Read from memory (the writer updates it after each committed change): never fails.
+    fn limit_usage(&self, queue: &str) -> Result<crate::limits::Usage> {
+        let now = self.clock.now();
+        let q = self.queues.get(queue);
+        let mut limiter = q.limiter();
+        Ok(limiter.as_mut().map(|l| l.usage(now)).unwrap_or_default())
+    }
+
     fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
         Ok(self.queues.settings.snapshot())
     }

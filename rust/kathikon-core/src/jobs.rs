@@ -179,6 +179,10 @@ pub trait Jobs: Send + Sync {
     /// any of them does (a poller passes over an answer whose generation it has seen). Cheap:
     /// read from the owner's memory.
     fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)>;
+    /// How much of queue `queue`'s limits is in use now: the jobs counted against its global
+    /// limit and the starts in its rate window, per partition ([`crate::limits::Usage`];
+    /// empty for a queue without limits). From the owner's memory.
+    fn limit_usage(&self, queue: &str) -> Result<crate::limits::Usage>;
     /// Hand this process's crontab to the store, replacing the one it handed before; refuses
     /// a bad entry or two entries of one name with [`crate::Error::InvalidJob`], changing
     /// nothing. Only the store's owner fires a crontab (the engine arms it in its writer

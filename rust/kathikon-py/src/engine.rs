@@ -568,6 +568,13 @@ impl PyEngine {
         Ok(queue_row(settings))
     }
 
+    /// How much of `queue`'s limits is in use: `([(partition, jobs executing)], [(partition,
+    /// starts in the rate window)])`, partitions as people read them ("" for a whole queue).
+    fn limit_usage(&self, py: Python<'_>, queue: &str) -> PyResult<LimitUsageRow> {
+        let usage = py.detach(|| self.inner.retrying(|jobs| jobs.limit_usage(queue))).py_err()?;
+        Ok((usage.executing, usage.windows))
+    }
+
     /// `(generation, [(queue, paused, concurrency, started, stopped, global_limit JSON,
     /// rate_limit JSON), …])`: every queue with runtime settings, by name; the generation
     /// changes whenever any of them does.
@@ -653,6 +660,9 @@ type ProcessRow = (u32, &'static str, String, i64, i64, Option<i64>, Vec<u64>, V
 
 /// One queue's minute for Python (see `metrics`).
 type MetricRow = (String, i64, u64, u64, u64, u64, Option<i64>, Option<i64>, Option<i64>);
+
+/// A queue's limits in use for Python (see `Engine::limit_usage`).
+type LimitUsageRow = (Vec<(String, u32)>, Vec<(String, u32)>);
 
 /// A queue's runtime settings for Python: `(queue, paused, concurrency, started, stopped,
 /// global_limit, rate_limit)`, each limit as JSON or `None`.

@@ -622,6 +622,13 @@ impl Jobs for Client {
         }
     }
 
+    fn limit_usage(&self, queue: &str) -> Result<crate::limits::Usage> {
+        match self.call(&Request::LimitUsage { queue: queue.to_string() })? {
+            Response::LimitUsage(usage) => Ok(usage),
+            other => Self::unexpected(&other),
+        }
+    }
+
     fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
         match self.call(&Request::QueueSettings)? {
             Response::QueueSettings(generation, settings) => Ok((generation, settings)),

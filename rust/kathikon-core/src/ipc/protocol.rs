@@ -118,6 +118,11 @@ pub enum Request {
     },
     /// [`crate::Jobs::queue_settings`].
     QueueSettings,
+    /// [`crate::Jobs::limit_usage`].
+    LimitUsage {
+        /// The queue.
+        queue: String,
+    },
     /// [`crate::Jobs::cron_slots`].
     CronSlots,
     /// [`crate::Jobs::set_progress`]; answered with [`Response::Count`] 1 if stored, else 0.
@@ -196,6 +201,8 @@ pub enum Response {
     Queue(crate::queues::QueueSettings),
     /// The settings' generation and every queue with runtime settings.
     QueueSettings(u64, Vec<crate::queues::QueueSettings>),
+    /// How much of a queue's limits is in use.
+    LimitUsage(crate::limits::Usage),
     /// The last slot of each cron entry.
     CronSlots(Vec<crate::cron::CronSlot>),
     /// Inserted jobs when some of them existed already (unique conflicts), saying which; an

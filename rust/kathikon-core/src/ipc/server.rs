@@ -503,6 +503,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
             Response::Ready(generation, ready)
         }
         Request::SetQueue { queue, change } => Response::Queue(store.set_queue(&queue, change)?),
+        Request::LimitUsage { queue } => Response::LimitUsage(store.limit_usage(&queue)?),
         Request::QueueSettings => {
             let (generation, settings) = store.queue_settings()?;
             Response::QueueSettings(generation, settings)

@@ -25,9 +25,9 @@ pub(crate) struct Taken {
     pub retry_at: Option<Micros>,
 }
 
-/// How much of its limits a queue uses, per partition value (in value order; partitions
-/// using none left out).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// How much of its limits a queue uses, per partition (as [`super::shown`] names it, in that
+/// order; partitions using none left out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Usage {
     /// Jobs counted against the global limit.
     pub executing: Vec<(String, u32)>,
@@ -270,7 +270,7 @@ impl Limiter {
     /// partition value at `now` (partitions with none left out).
     pub fn usage(&mut self, now: Micros) -> Usage {
         let mut executing: Vec<(String, u32)> =
-            self.executing.iter().map(|(k, v)| (k.clone(), *v)).collect();
+            self.executing.iter().map(|(k, v)| (super::shown(k), *v)).collect();
         executing.sort();
         let mut windows = Vec::new();
         if let Some(rate) = &self.limits.rate {
@@ -278,7 +278,7 @@ impl Limiter {
             for (name, window) in &mut self.windows {
                 let used = window.used(now, period);
                 if used > 0 {
-                    windows.push((name.clone(), used));
+                    windows.push((super::shown(name), used));
                 }
             }
         }

@@ -233,6 +233,14 @@ pub struct Bucket {
     pub rate: String,
 }
 
+/// A partition value as people read it: the worker and the keys' JSON values, in the
+/// partition's order, joined by `, `; the whole queue (no partition) is empty.
+pub fn shown(value: &str) -> String {
+    let parts: Vec<&str> =
+        value.split(['\u{1e}', '\u{1f}']).filter(|part| !part.is_empty()).collect();
+    parts.join(", ")
+}
+
 /// The name of the entry holding queue `queue`'s rate window for partition `rate`.
 pub(crate) fn window_entry_name(queue: &str, rate: &str) -> String {
     format!("{queue}\u{1d}{rate}")

@@ -423,6 +423,11 @@ impl Jobs for PgStore {
     }
 
     /// Read from the database (a round trip, not memory as at an embedded store's owner).
+    /// Limits are refused on PostgreSQL (see `queues::set`): none is ever in use.
+    fn limit_usage(&self, _queue: &str) -> Result<crate::limits::Usage> {
+        Ok(crate::limits::Usage::default())
+    }
+
     fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
         self.with(queues::all)
     }

@@ -93,6 +93,10 @@ pub fn a_partitioned_limit_holds_per_partition_and_takes_them_in_turn(
     customers.sort();
     assert_eq!(customers, ["\"big\"", "\"other\"", "\"small\""], "one per customer, each served");
     assert!(claim(&*s, "exports", 10).is_empty(), "every partition is at its limit");
+    let usage = s.limit_usage("exports").unwrap();
+    let shown: Vec<(&str, u32)> = usage.executing.iter().map(|(p, n)| (p.as_str(), *n)).collect();
+    assert_eq!(shown, [("\"big\"", 1), ("\"other\"", 1), ("\"small\"", 1)]);
+    assert!(usage.windows.is_empty(), "no rate limit");
     let big = claimed.iter().find(|j| j.args.contains("big")).unwrap();
     finish(&*s, big, Outcome::Complete);
     let next = claim(&*s, "exports", 10);
@@ -111,6 +115,9 @@ pub fn a_rate_limit_allows_n_starts_per_sliding_period(backend: &'static dyn Bac
         finish(&*s, j, Outcome::Complete);
     }
     assert!(claim(&*s, "api", 10).is_empty(), "finished jobs do not free a start");
+    let usage = s.limit_usage("api").unwrap();
+    assert_eq!(usage.windows, [(String::new(), 3)], "three starts in the whole queue's window");
+    assert!(usage.executing.is_empty(), "none running, and no global limit");
     s.clock().advance(9 * SECOND);
     assert!(claim(&*s, "api", 10).is_empty(), "still within the period");
     s.clock().advance(SECOND);
