@@ -423,7 +423,7 @@ impl Jobs for PgStore {
     }
 
     /// Read from the database (a round trip, not memory as at an embedded store's owner).
-    /// Limits are refused on PostgreSQL (see `queues::set`): none is ever in use.
+    /// Limits are refused on `PostgreSQL` (see `queues::set`): none is ever in use.
     fn limit_usage(&self, _queue: &str) -> Result<crate::limits::Usage> {
         Ok(crate::limits::Usage::default())
     }
