@@ -84,8 +84,10 @@ def test_ten_thousand_queues_start_at_once_on_bounded_threads_and_memory(
     app.start()
     try:
         took = time.monotonic() - started
-        # The requirement: on main this did not return within 100 s.
-        assert took <= 1.0, f"start() with 10,000 queues took {took:.2f} s"
+        # Before the shared lanes, start() did not return within 100 s (a thread per queue).
+        # The bound catches that, not a speed target: 0.3-0.6 s on a quiet machine, and more
+        # when other work shares the cores (it failed at 1.4 s with a build running).
+        assert took <= 5.0, f"start() with 10,000 queues took {took:.2f} s"
         # Lanes, the watcher and the asyncio loop at most; not one per queue.
         bound = runner.MAX_THREADS + 2
         assert threading.active_count() - threads_before <= bound
