@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 pub(super) struct Client {
     connector: MakeRustlsConnect,
     /// Where the trusted authorities came from (`None`: the certificate is not checked).
-    roots: Option<String>,
+    pub(super) roots: Option<String>,
 }
 
 impl Client {

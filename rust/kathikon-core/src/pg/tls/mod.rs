@@ -23,6 +23,8 @@
 #[cfg(feature = "postgres-tls")]
 mod client;
 mod params;
+#[cfg(test)]
+mod tests;
 
 use std::path::Path;
 
@@ -171,60 +173,4 @@ impl Tls {
 /// What a connection that failed for a reason other than TLS says.
 fn unreachable_server(e: &postgres::Error) -> String {
     format!("could not connect to PostgreSQL ({e}); is the server up and the url right?")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn tls(url: &str) -> Result<Tls> {
-        let (_, params) = split(url)?;
-        Tls::new(&params, None)
-    }
-
-    fn refusal(url: &str) -> String {
-        match tls(url) {
-            Err(Error::InvalidJob(text)) => text,
-            Err(other) => panic!("{url}: not a configuration error: {other}"),
-            Ok(_) => panic!("{url} was accepted"),
-        }
-    }
-
-    #[test]
-    fn the_default_mode_is_prefer_and_system_roots_make_it_verify_full() {
-        assert_eq!(tls("host=db").unwrap().mode, SslMode::Prefer);
-        for mode in SslMode::ALL {
-            // verify-ca and verify-full need a root certificate (tested in `client`).
-            if mode <= SslMode::Prefer
-                || (cfg!(feature = "postgres-tls") && mode == SslMode::Require)
-            {
-                assert_eq!(tls(&format!("host=db sslmode={}", mode.name())).unwrap().mode, mode);
-            }
-        }
-        let text = refusal("host=db sslmode=verify");
-        assert!(text.contains("sslmode=verify ") && text.contains("verify-full"), "{text}");
-        let text = refusal("host=db sslmode=require sslrootcert=system");
-        assert!(text.contains("sslmode=verify-full"), "{text}");
-    }
-
-    #[cfg(feature = "postgres-tls")]
-    #[test]
-    fn system_roots_default_to_verify_full() {
-        let tls = tls("postgresql://db/app?sslrootcert=system").unwrap();
-        assert_eq!(tls.mode, SslMode::VerifyFull);
-    }
-
-    #[cfg(not(feature = "postgres-tls"))]
-    #[test]
-    fn a_build_without_tls_refuses_what_needs_it() {
-        for url in [
-            "host=db sslmode=require",
-            "host=db sslmode=verify-full",
-            "host=db sslrootcert=/ca.pem",
-            "host=db sslmode=prefer sslcert=/c.pem",
-        ] {
-            let text = refusal(url);
-            assert!(text.contains("postgres-tls"), "{url}: {text}");
-        }
-    }
 }
