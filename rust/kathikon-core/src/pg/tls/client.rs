@@ -16,7 +16,7 @@ use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore};
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-use super::{unreachable_server, Params, SslMode};
+use super::{said, unreachable_server, Params, SslMode};
 use crate::error::{Error, Result};
 
 /// A store's handshake: its rustls configuration and, for messages, what it trusts.
@@ -123,8 +123,9 @@ impl Client {
                         config.ssl_mode(WireMode::Disable);
                         config.connect(NoTls).map_err(|plain| {
                             Error::Storage(format!(
-                                "{} (then in plain text: {plain})",
-                                self.explain(mode, &e)
+                                "{} (then in plain text: {})",
+                                self.explain(mode, &e),
+                                said(&plain)
                             ))
                         })
                     }

@@ -145,8 +145,9 @@ impl Tls {
         let (rest, params) = split(url)?;
         let config: Config = rest.parse().map_err(|e| {
             Error::InvalidJob(format!(
-                "the PostgreSQL url is not valid ({e}); pass one such as \
-                 postgresql://user@host:5432/dbname"
+                "the PostgreSQL url is not valid ({}); pass one such as \
+                 postgresql://user@host:5432/dbname",
+                said(&e)
             ))
         })?;
         let tls = Tls::new(&params, std::env::home_dir().as_deref())?;
@@ -155,6 +156,7 @@ impl Tls {
 
     /// A new connection to the database `config` names, with this TLS (one try of each way
     /// `sslmode` allows).
+    #[cfg_attr(not(feature = "postgres-tls"), allow(clippy::unused_self))]
     pub(crate) fn connect(&self, config: &Config) -> Result<Client> {
         let mut config = config.clone();
         let sockets_only = !config.get_hosts().is_empty()
@@ -172,5 +174,20 @@ impl Tls {
 
 /// What a connection that failed for a reason other than TLS says.
 fn unreachable_server(e: &postgres::Error) -> String {
-    format!("could not connect to PostgreSQL ({e}); is the server up and the url right?")
+    format!("could not connect to PostgreSQL ({}); is the server up and the url right?", said(e))
+}
+
+/// What `e` says: the server's own words when it refused, else the error and its causes
+/// (tokio-postgres's text is only its kind: "db error", "error connecting to server").
+fn said(e: &postgres::Error) -> String {
+    if let Some(db) = e.as_db_error() {
+        return db.to_string();
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text = format!("{text}: {cause}");
+        source = cause.source();
+    }
+    text
 }
