@@ -57,9 +57,9 @@ impl Client {
         };
         let identity = client_identity(params, &default)?;
 
-        // ring, not aws-lc-rs (which the manylinux wheel's zig cross-build cannot build). Its key
-        // exchange is classical (X25519, P-256, P-384), without the post-quantum hybrid that
-        // rustls marks it deprecated for lacking: the price of a wheel that builds.
+        // ring, which builds in the manylinux wheel's zig cross-build (aws-lc-rs, rustls's
+        // default, is a much larger C build). Its key exchange is classical (X25519, P-256,
+        // P-384), without the post-quantum hybrid rustls marks it deprecated for lacking.
         #[allow(deprecated)]
         let provider = Arc::new(ring::default_provider());
         let verifier = Verifier {
