@@ -55,6 +55,7 @@ impl Client {
                 None => None,
             },
         };
+        let (roots, trusted) = roots.unzip();
         let identity = client_identity(params, &default)?;
 
         // ring, which builds in the manylinux wheel's zig cross-build (aws-lc-rs, rustls's
@@ -63,7 +64,7 @@ impl Client {
         #[allow(deprecated)]
         let provider = Arc::new(ring::default_provider());
         let verifier = Verifier {
-            roots: roots.as_ref().map(|(store, _)| Arc::new(store.clone())),
+            roots: roots.map(Arc::new),
             check_name: mode == SslMode::VerifyFull,
             algorithms: provider.signature_verification_algorithms,
         };
@@ -97,7 +98,7 @@ impl Client {
         };
         Ok(Client {
             connector: MakeRustlsConnect::new(config),
-            roots: roots.map(|(_, named)| named),
+            roots: trusted,
         })
     }
 

@@ -32,7 +32,7 @@ use postgres::config::{Host, SslMode as WireMode};
 use postgres::{Client, Config, NoTls};
 
 use crate::error::{Error, Result};
-pub(crate) use params::split;
+use params::split;
 use params::Params;
 
 /// libpq's `sslmode`, weakest first.
@@ -123,7 +123,9 @@ impl Tls {
                 ("sslkey", &params.sslkey),
                 ("sslsni", &params.sslsni),
             ];
+            // As with the feature, `disable` reads none of the others.
             let asked = match given.iter().find(|(_, value)| value.is_some()) {
+                _ if mode == SslMode::Disable => None,
                 Some((key, _)) => Some(format!("{key}=")),
                 None => (mode >= SslMode::Require).then(|| format!("sslmode={}", mode.name())),
             };

@@ -51,6 +51,13 @@ fn a_build_without_tls_refuses_what_needs_it() {
         let text = refusal(url);
         assert!(text.contains("postgres-tls"), "{url}: {text}");
     }
+    for url in [
+        "host=db sslmode=prefer",
+        "host=db sslmode=allow",
+        "host=db sslmode=disable sslrootcert=/ca.pem",
+    ] {
+        tls(url).unwrap();
+    }
 }
 
 #[cfg(feature = "postgres-tls")]
