@@ -96,10 +96,7 @@ impl Client {
                 )))
             }
         };
-        Ok(Client {
-            connector: MakeRustlsConnect::new(config),
-            roots: trusted,
-        })
+        Ok(Client { connector: MakeRustlsConnect::new(config), roots: trusted })
     }
 
     /// A new connection with TLS as `mode` asks, falling back to plain text where libpq does.
