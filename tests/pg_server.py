@@ -17,6 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from itertools import count
 from typing import Optional
 
@@ -41,9 +42,19 @@ def _free_port() -> int:
 
 
 class Server:
-    """One running server; :meth:`database` makes a fresh database and returns its url."""
+    """One running server; :meth:`database` makes a fresh database and returns its url.
 
-    def __init__(self) -> None:
+    ``files`` are written into the data directory (owned by the server's user, mode 0600, as
+    PostgreSQL wants of a key), ``settings`` appended to ``postgresql.conf`` and ``hba``, when
+    given, replaces ``pg_hba.conf`` (it must let ``postgres`` connect over TCP in plain text,
+    as :meth:`database` does)."""
+
+    def __init__(
+        self,
+        files: Optional[dict[str, bytes]] = None,
+        settings: Sequence[str] = (),
+        hba: Optional[str] = None,
+    ) -> None:
         bin_dir = _bin_dir()
         if bin_dir is None:
             raise RuntimeError(
@@ -73,6 +84,7 @@ class Server:
             "-D",
             data,
         )
+        self._configure(data, files or {}, settings, hba)
         self.port = _free_port()
         log = open(os.path.join(self.dir, "server.log"), "wb")
         self._server = subprocess.Popen(
@@ -114,6 +126,23 @@ class Server:
                 with open(os.path.join(self.dir, "server.log")) as f:
                     raise RuntimeError(f"PostgreSQL did not start: {f.read()}")
             time.sleep(0.05)
+
+    def _configure(
+        self, data: str, files: dict[str, bytes], settings: Sequence[str], hba: Optional[str]
+    ) -> None:
+        for name, content in files.items():
+            path = os.path.join(data, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(content)
+            if self._user is not None:
+                os.chown(path, self._user.pw_uid, self._user.pw_gid)
+        if settings:
+            with open(os.path.join(data, "postgresql.conf"), "a") as f:
+                f.write("\n" + "\n".join(settings) + "\n")
+        if hba is not None:
+            with open(os.path.join(data, "pg_hba.conf"), "w") as f:
+                f.write(hba)
 
     def _env(self) -> dict[str, str]:
         return {**os.environ, "LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}

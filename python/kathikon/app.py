@@ -181,10 +181,11 @@ class Kathikon:
             absolute path, and whether it was created or opened, is logged at INFO on the
             ``kathikon`` logger. A testing mode neither looks for the file nor logs it.
         url: a PostgreSQL database instead of a store file, for apps on several machines
-            (``"postgresql://user:password@host:5432/dbname"``, or a ``key=value`` string);
-            every process that opens it is a peer node (:attr:`role` ``"node"``). ``path``,
-            ``durability``, ``connect``, ``takeover`` and ``create`` are for store files and
-            are not used. See docs/guides/postgres.md.
+            (``"postgresql://user:password@host:5432/dbname"``, or a ``key=value`` string,
+            with libpq's TLS parameters: ``sslmode``, ``sslrootcert``, ``sslcert``,
+            ``sslkey``); every process that opens it is a peer node (:attr:`role`
+            ``"node"``). ``path``, ``durability``, ``connect``, ``takeover`` and ``create``
+            are for store files and are not used. See docs/guides/postgres.md.
         migrate: with ``url``, create or upgrade Kathikon's schema (``kathikon``) in the
             database at open (default ``False``: a database without it, or with an older one,
             raises :class:`StoreVersionError` naming ``kathikon migrate --url``).

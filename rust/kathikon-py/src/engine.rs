@@ -34,6 +34,16 @@ fn seconds(name: &str, value: f64) -> PyResult<Duration> {
 /// `(id, quarantined_at µs, reason, bytes)`.
 type QuarantinedRow<'py> = (u64, i64, String, Bound<'py, PyBytes>);
 
+/// An error opening a `PostgreSQL` database: a url (or a TLS setting in it) that cannot be used
+/// is a setting of the app's, not a job's.
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(url_error)`
+fn url_error(error: Error) -> PyErr {
+    match error {
+        Error::InvalidJob(text) => ConfigurationError::new_err(text),
+        other => map_error(other),
+    }
+}
+
 fn records(py: Python<'_>, jobs: Vec<kathikon_core::Job>) -> PyResult<Vec<Bound<'_, PyJob>>> {
     jobs.into_iter().map(|job| untracked(py, PyJob::new(job))).collect()
 }
@@ -119,11 +129,7 @@ impl PyEngine {
                 retention: config.retention,
                 ..PgConfig::new(url)
             };
-            // A url that does not parse is a setting of the app's, not a job's.
-            let store = py.detach(|| PgStore::open(config)).map_err(|e| match e {
-                Error::InvalidJob(text) => ConfigurationError::new_err(text),
-                other => map_error(other),
-            })?;
+            let store = py.detach(|| PgStore::open(config)).map_err(url_error)?;
             AppStore::Database(Arc::new(store))
         } else {
             let config = NodeConfig {
@@ -146,7 +152,7 @@ impl PyEngine {
     /// version it had before (0: none).
     #[staticmethod]
     fn migrate(py: Python<'_>, url: &str) -> PyResult<i64> {
-        py.detach(|| kathikon_core::pg::schema::migrate_url(url)).py_err()
+        py.detach(|| kathikon_core::pg::schema::migrate_url(url)).map_err(url_error)
     }
 
     /// The `PostgreSQL` schema version this build creates and reads.

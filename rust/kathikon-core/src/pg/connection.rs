@@ -13,8 +13,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config, NoTls};
+use postgres::{Client, Config};
 
+use super::tls::Tls;
 use crate::error::{Error, Result};
 
 /// At most this many idle connections are kept; more are closed when put back.
@@ -63,23 +64,20 @@ impl From<postgres::Error> for Error {
     }
 }
 
-/// The database's address and its idle connections.
+/// The database's address, how to use TLS with it, and its idle connections.
 #[derive(Clone)]
 pub(crate) struct Connections {
     config: Config,
+    tls: Arc<Tls>,
     idle: Arc<Mutex<Vec<Client>>>,
 }
 
 impl Connections {
-    /// Parse `url` (a `postgresql://` URL or a `key=value` string); nothing is connected yet.
+    /// Parse `url` (a `postgresql://` URL or a `key=value` string, with libpq's TLS parameters)
+    /// and read the TLS files it names; nothing is connected yet.
     pub(crate) fn new(url: &str) -> Result<Connections> {
-        let config: Config = url.parse().map_err(|e| {
-            Error::InvalidJob(format!(
-                "the PostgreSQL url is not valid ({e}); pass one such as \
-                 postgresql://user@host:5432/dbname"
-            ))
-        })?;
-        Ok(Connections { config, idle: Arc::new(Mutex::new(Vec::new())) })
+        let (config, tls) = Tls::from_url(url)?;
+        Ok(Connections { config, tls: Arc::new(tls), idle: Arc::new(Mutex::new(Vec::new())) })
     }
 
     /// A connection of its own: idle or new (trying for up to [`RECONNECT_FOR`]).
@@ -108,11 +106,7 @@ impl Connections {
     /// A new connection (one try), never put back: for a thread that keeps one and retries
     /// on its own schedule (the listener, the node's upkeep with its leader lock).
     pub(crate) fn connect(&self) -> Result<Client> {
-        self.config.connect(NoTls).map_err(|e| {
-            Error::Storage(format!(
-                "could not connect to PostgreSQL ({e}); is the server up and the url right?"
-            ))
-        })
+        self.tls.connect(&self.config)
     }
 
     /// Run `work` on a connection of its own, then keep the connection for the next call

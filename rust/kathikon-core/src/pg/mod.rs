@@ -4,7 +4,7 @@
 //! ("`PostgreSQL`"); one concept per module:
 //!
 //! - [`schema`]: the versioned `kathikon` schema and [`schema::migrate`];
-//! - `connection`: connections reused across calls;
+//! - `connection`: connections reused across calls; `tls`: TLS with libpq's url parameters;
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
 //! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
 //!   listing); `unique` (inserts of unique jobs, by key rows of `kathikon.entries`);
@@ -39,6 +39,7 @@ mod rescue;
 mod row;
 pub mod schema;
 mod store;
+mod tls;
 mod unique;
 mod upkeep;
 mod validate;

@@ -25,6 +25,21 @@ struct Server {
     owner: Option<(u32, u32)>,
 }
 
+/// What a test binary's server starts with beyond the defaults (see [`configure`]).
+pub struct Setup {
+    /// Files written into the data directory by name (owned by the server's user, mode 0600,
+    /// as `PostgreSQL` wants of a key), for settings to name relative to it.
+    pub files: Vec<(String, Vec<u8>)>,
+    /// Lines appended to `postgresql.conf` (`name = 'value'`).
+    pub settings: Vec<String>,
+    /// `pg_hba.conf` instead of initdb's. It must let `postgres` connect over TCP in plain
+    /// text, as this module's own connections do.
+    pub hba: String,
+}
+
+/// The setup of this test binary's server, given by [`configure`] before its start.
+static SETUP: OnceLock<Setup> = OnceLock::new();
+
 /// The server's PID, for the exit handler (0: none running).
 static SERVER_PID: AtomicI32 = AtomicI32::new(0);
 /// Its data directory, removed by the exit handler.
@@ -113,6 +128,9 @@ fn start() -> Result<Server, String> {
     if !out.status.success() {
         return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
     }
+    if let Some(setup) = SETUP.get() {
+        apply(setup, &data, owner)?;
+    }
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("find a free port: {e}"))?
@@ -121,6 +139,31 @@ fn start() -> Result<Server, String> {
     // SAFETY: stop_server is an extern "C" fn without arguments, as atexit requires.
     unsafe { libc::atexit(stop_server) };
     Ok(Server { port, dir, bin, owner })
+}
+
+/// Write `setup`'s files and configuration into the cluster at `data`.
+fn apply(setup: &Setup, data: &Path, owner: Option<(u32, u32)>) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    for (name, bytes) in &setup.files {
+        let path = data.join(name);
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|mut f| f.write_all(bytes))
+            .map_err(|e| format!("write {}: {e}", path.display()))?;
+        chown_to(&path, owner)?;
+    }
+    let conf = data.join("postgresql.conf");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&conf)
+        .and_then(|mut f| f.write_all(format!("\n{}\n", setup.settings.join("\n")).as_bytes()))
+        .map_err(|e| format!("append to {}: {e}", conf.display()))?;
+    std::fs::write(data.join("pg_hba.conf"), &setup.hba)
+        .map_err(|e| format!("write pg_hba.conf: {e}"))
 }
 
 /// Start the server on `dir`'s cluster at `port` and wait until it accepts connections; its
@@ -237,6 +280,19 @@ pub fn available() -> bool {
         }
         Err(why) => panic!("PostgreSQL is required under CI: {why}"),
     }
+}
+
+/// Whether this test binary has a `PostgreSQL` server started with `setup` (made on the first
+/// call, before the server starts; a later call's is not made, as the server runs already).
+/// Without a server, as [`available`].
+pub fn configure(setup: impl FnOnce() -> Setup) -> bool {
+    SETUP.get_or_init(setup);
+    available()
+}
+
+/// The directory of the test binary's server's Unix socket, once it runs.
+pub fn socket_dir() -> Option<PathBuf> {
+    server().as_ref().ok().map(|server| server.dir.clone())
 }
 
 /// A fresh, empty database on the test binary's server, as a connection URL; `None` (after
