@@ -20,6 +20,7 @@
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
 mod ack;
+mod acks;
 mod bulk;
 mod change;
 mod claim;
