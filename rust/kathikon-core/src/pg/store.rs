@@ -13,6 +13,7 @@ use super::connection::{Connections, Prepared};
 use super::cron::Cron;
 use super::listen::Listener;
 use super::metrics::Tally;
+use super::rounds::Rounds;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
 use super::{bulk, change, claim, cron, nodes, queues, reads, schema, unique};
@@ -102,6 +103,8 @@ pub struct PgStore {
     metrics: Arc<Tally>,
     /// Acks, applied in groups by a thread of their own.
     acks: AckGroup,
+    /// Claims, combined per queue into one transaction at a time.
+    rounds: Rounds,
 }
 
 impl PgStore {
@@ -172,6 +175,7 @@ impl PgStore {
             cron,
             metrics,
             acks,
+            rounds: Rounds::default(),
         })
     }
 
@@ -263,8 +267,10 @@ impl Jobs for PgStore {
         let mut mark = self.wake.mark(queue);
         loop {
             let now = self.clock.now();
-            let jobs = self.with_prepared(|c, p| claim::claim(c, p, queue, max, now, self.node))?;
-            if jobs.len() == max {
+            let (jobs, full) = self.rounds.claim(queue, max, |n| {
+                self.with_prepared(|c, p| claim::claim(c, p, queue, n, now, self.node))
+            })?;
+            if full {
                 // More may be left: the next waiting claim looks ([`Wake`]).
                 self.wake.pass(queue);
             }

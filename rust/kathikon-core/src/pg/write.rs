@@ -104,7 +104,11 @@ impl Change {
     }
 
     /// [`store`] with the prepared statement.
-    pub(crate) fn store(&self, tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
+    pub(crate) fn store(
+        &self,
+        tx: &mut Transaction<'_>,
+        jobs: &[(&Job, Option<i64>)],
+    ) -> Result<()> {
         store_with(tx, &self.store, jobs)
     }
 }
@@ -149,18 +153,18 @@ fn store_with<S: ?Sized + ToStatement>(
     let cancelled: Vec<Option<Micros>> = jobs.iter().map(|j| j.cancelled_at).collect();
     let discarded: Vec<Option<Micros>> = jobs.iter().map(|j| j.discarded_at).collect();
     let params: [&(dyn ToSql + Sync); 11] = [
-            &ids,
-            &states,
-            &attempts,
-            &max_attempts,
-            &errors,
-            &scheduled,
-            &attempted,
-            &completed,
-            &cancelled,
-            &discarded,
-            &nodes,
-        ];
+        &ids,
+        &states,
+        &attempts,
+        &max_attempts,
+        &errors,
+        &scheduled,
+        &attempted,
+        &completed,
+        &cancelled,
+        &discarded,
+        &nodes,
+    ];
     tx.execute(statement, &params)?;
     // Jobs made available (retried, rescued) wake the claims waiting on their queues.
     let mut woken: Vec<&str> =
