@@ -488,11 +488,16 @@ class Runner:
         """Run a claimed batch (``held``: with one of the queue's slots already taken, which
         this releases) and size the next claim; returns it and the updated pace."""
         started = time.perf_counter()
-        had_async = self._run_batch(queue, records, slots, held)
+        had_async, ran = self._run_batch(queue, records, slots, held)
         budget = PREFETCH_BUDGET if self._engine.role == "owner" else CLIENT_PREFETCH_BUDGET
         if had_async:
             return self._next_async_claim(queue, budget, max(slots.limit, 1)), pace
-        per_job = (time.perf_counter() - started) / len(records)
+        # The jobs' run time, not the ack after them: a job claimed ahead waits for the jobs
+        # before it in its batch, never for their ack (sent once the batch has run). Where an
+        # ack waits for a commit (a database's), counting it would shrink the claims as acks
+        # slow down under load, which makes more acks and claims: a collapse to one job per
+        # claim.
+        per_job = (ran - started) / len(records)
         pace = _smoothed(pace, per_job)
         return max(1, min(MAX_BATCH, int(budget / max(pace, 1e-7)))), pace
 
@@ -529,12 +534,16 @@ class Runner:
         ahead = budget / per_job - len(self._waiting.get(queue, ()))
         return max(1, min(MAX_BATCH, int(ahead)))
 
-    def _run_batch(self, queue: str, jobs: list[Job], slots: Slots, held: bool = False) -> bool:
+    def _run_batch(
+        self, queue: str, jobs: list[Job], slots: Slots, held: bool = False
+    ) -> tuple[bool, float]:
         """Run a lane's claimed jobs in order: sync ones here, holding one of the queue's
         slots while they run one after another (``held``: the lane took it before claiming;
         it is released either way); async ones handed to the loop, which starts each when a
         slot is free. Returns once every job has run or started, so a lane does not claim
-        more while its async jobs still wait for a slot. True if there were async jobs."""
+        more while its async jobs still wait for a slot: whether there were async jobs, and
+        when (``time.perf_counter()``) the sync ones had run, before their outcomes were
+        sent."""
         acks: list[AckTuple] = []
         attempts: list[Attempt] = []
         batch = handback.LaneBatch(jobs, acks, attempts)
@@ -545,7 +554,7 @@ class Runner:
                 self._ack([], handback.interrupt_acks(jobs, reason))
                 if held:
                     slots.release()
-                return False
+                return False, time.perf_counter()
             self._batches.add(batch)
         handed: list[threading.Event] = []
         try:
@@ -553,13 +562,14 @@ class Runner:
         finally:
             with self._handback:
                 self._batches.discard(batch)
+        ran = time.perf_counter()
         if batch.taken:
-            return False  # the shutdown reported this batch
+            return False, ran  # the shutdown reported this batch
         if acks:
             self._ack(attempts, acks)
         for started in handed:
             self._wait_started(started)
-        return bool(handed)
+        return bool(handed), ran
 
     def _work_through(
         self,

@@ -15,36 +15,46 @@
 //! since (a rescue is the one other way a job lets go of its node, and notes itself last in
 //! the history). That is answered stale without a fencing note, as it is no late report but
 //! the same one twice.
+//!
+//! Acks sent by many calls are applied together in one transaction ([`super::acks`]): each
+//! keeps its own time, and one after another in the order given, each ack meets the job as
+//! the ones before it left it, as if each had been its own transaction.
 
 use postgres::Client;
 
+use super::connection::Prepared;
 use super::metrics::Tally;
-use super::write::{begin, lock, promote_if_due, store, Locked};
+use super::write::{promote_if_due, Change, Locked};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Ack, AckResult};
 use crate::metrics::Ended;
 use crate::state::JobState;
 
-/// Apply `acks` at `now` for node `node` (process `pid`); one result per ack, in order. Each
-/// applied outcome that ends an attempt counts in `tally` once the transaction commits.
+/// Apply `acks`, each at its time, for node `node` (process `pid`); one result per ack, in
+/// order. Each applied outcome that ends an attempt counts in `tally` once the transaction
+/// commits.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn ack(
     client: &mut Client,
-    acks: Vec<Ack>,
-    now: Micros,
+    prepared: &mut Prepared,
+    acks: &[(Ack, Micros)],
     node: i64,
     pid: u32,
     tally: &Tally,
     resent: bool,
 ) -> Result<Vec<AckResult>> {
-    if acks.is_empty() {
+    let Some(latest) = acks.iter().map(|(_, at)| *at).max() else {
         return Ok(Vec::new());
-    }
-    let mut tx = begin(client, now)?;
-    let ids: Vec<u64> = acks.iter().map(|a| a.id).collect();
-    let mut jobs = lock(&mut tx, &ids)?;
+    };
+    let change = Change::prepare(client, prepared)?;
+    let mut tx = change.begin(client, latest)?;
+    let ids: Vec<u64> = acks.iter().map(|(a, _)| a.id).collect();
+    let mut jobs = change.lock(&mut tx, &ids)?;
     let mut results = Vec::with_capacity(acks.len());
-    for Ack { id, attempt, outcome } in acks {
+    let mut ended = Vec::new();
+    for (Ack { id, attempt, outcome }, now) in acks {
+        let (id, attempt, now) = (*id, *attempt, *now);
         let Some(Locked { job, node: holder }) = jobs.get_mut(&id) else {
             results.push(AckResult::Stale(None));
             continue;
@@ -53,7 +63,8 @@ pub(crate) fn ack(
         if *holder == Some(node) && job.attempt == attempt {
             *holder = None;
             if job.state == JobState::Executing {
-                job.finish(outcome, now)?;
+                job.finish(outcome.clone(), now)?;
+                ended.push(now);
                 results.push(AckResult::Applied(job.clone()));
             } else {
                 results.push(AckResult::Stale(Some(job.state)));
@@ -78,13 +89,15 @@ pub(crate) fn ack(
         }
     }
     let changed: Vec<_> = jobs.values().map(|l| (&l.job, l.node)).collect();
-    store(&mut tx, &changed)?;
+    change.store(&mut tx, &changed)?;
     tx.commit()?;
-    for result in &results {
-        if let AckResult::Applied(job) = result {
-            if let Some(ended) = Ended::after_ack(job.state) {
-                tally.record(&job.queue, ended, now, job.attempted_at.map(|at| now - at));
-            }
+    let applied = results.iter().filter_map(|r| match r {
+        AckResult::Applied(job) => Some(job),
+        AckResult::Stale(_) => None,
+    });
+    for (job, now) in applied.zip(ended) {
+        if let Some(ended) = Ended::after_ack(job.state) {
+            tally.record(&job.queue, ended, now, job.attempted_at.map(|at| now - at));
         }
     }
     Ok(results)

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use postgres::{Client, GenericClient};
 
+use super::connection::Prepared;
 use super::queues::{not_paused, QUEUE_LOCKS};
 use super::row::{code, codes, job, J_COLUMNS};
 use crate::clock::Micros;
@@ -61,10 +62,15 @@ pub(crate) fn promote(
     until: Micros,
     skip_locked: bool,
 ) -> Result<u64> {
+    let row = client.query_one(promotion_sql(skip_locked), &[&until])?;
+    Ok(row.get::<_, i64>(0) as u64)
+}
+
+/// The statement [`promote`] runs, to prepare.
+pub(crate) fn promotion_sql(skip_locked: bool) -> &'static str {
     static SQL: OnceLock<[String; 2]> = OnceLock::new();
     let sql = SQL.get_or_init(|| [promotion(false, false, false), promotion(false, true, false)]);
-    let row = client.query_one(&sql[usize::from(skip_locked)], &[&until])?;
-    Ok(row.get::<_, i64>(0) as u64)
+    &sql[usize::from(skip_locked)]
 }
 
 /// Claim up to `max` jobs of `queue` at `now` for node `node`, none if it is paused; returns
@@ -72,6 +78,7 @@ pub(crate) fn promote(
 /// claim, whose later snapshot sees any pause committed before the lock was granted.
 pub(crate) fn claim(
     client: &mut Client,
+    prepared: &mut Prepared,
     queue: &str,
     max: usize,
     now: Micros,
@@ -98,11 +105,12 @@ pub(crate) fn claim(
             not_paused = not_paused("$1"),
         )
     });
-    let prepare = PREPARE.get_or_init(|| promotion(true, true, true));
+    let prepare = prepared.get(client, PREPARE.get_or_init(|| promotion(true, true, true)))?;
+    let sql = prepared.get(client, sql)?;
     let mut tx = client.transaction()?;
-    tx.query_one(prepare.as_str(), &[&now, &queue])?;
+    tx.query_one(&prepare, &[&now, &queue])?;
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
-    let rows = tx.query(sql.as_str(), &[&queue, &now, &node, &limit])?;
+    let rows = tx.query(&sql, &[&queue, &now, &node, &limit])?;
     tx.commit()?;
     let mut jobs = rows.iter().map(job).collect::<Result<Vec<Job>>>()?;
     // RETURNING promises no order; the claim's is the queue's.

@@ -2,8 +2,9 @@
 //! arrays and unnested into rows, in the order given, so the ids `PostgreSQL` assigns ascend in
 //! that order.
 
-use postgres::GenericClient;
+use postgres::{Client, GenericClient, ToStatement};
 
+use super::connection::Prepared;
 use super::row::code;
 use super::validate::validate;
 use crate::clock::Micros;
@@ -103,12 +104,39 @@ pub(crate) fn insert(
     now: Micros,
     node: i64,
 ) -> Result<Vec<Job>> {
+    insert_with(client, INSERT, jobs, now, node)
+}
+
+/// [`insert`] on its own (its statement a transaction), with the statement prepared on the
+/// connection.
+pub(crate) fn insert_prepared(
+    client: &mut Client,
+    prepared: &mut Prepared,
+    jobs: Vec<NewJob>,
+    now: Micros,
+    node: i64,
+) -> Result<Vec<Job>> {
+    if jobs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = prepared.get(client, INSERT)?;
+    insert_with(client, &statement, jobs, now, node)
+}
+
+/// [`insert`], running `statement` (the text of [`INSERT`] or the statement prepared from it).
+fn insert_with<S: ?Sized + ToStatement>(
+    client: &mut impl GenericClient,
+    statement: &S,
+    jobs: Vec<NewJob>,
+    now: Micros,
+    node: i64,
+) -> Result<Vec<Job>> {
     if jobs.is_empty() {
         return Ok(Vec::new());
     }
     let (c, mut jobs) = columns(jobs, now, super::listen::origin(node))?;
     let rows = client.query(
-        INSERT,
+        statement,
         &[
             &c.states,
             &c.queues,

@@ -6,8 +6,9 @@
 //! - [`schema`]: the versioned `kathikon` schema and [`schema::migrate`];
 //! - `connection`: connections reused across calls; `tls`: TLS with libpq's url parameters;
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
-//! - `insert`, `claim`, `ack`, `change` (cancel, retry, prune), `bulk`, `reads` (get, counts,
-//!   listing); `unique` (inserts of unique jobs, by key rows of `kathikon.entries`);
+//! - `insert`, `claim`, `ack` (grouped across calls by `acks`), `change` (cancel, retry,
+//!   prune), `bulk`, `reads` (get, counts, listing); `unique` (inserts of unique jobs, by key
+//!   rows of `kathikon.entries`);
 //! - `cron` (each node's declared crontab, fired by the leader, each slot once); `queues`
 //!   (runtime settings; a pause exact across nodes);
 //! - `nodes` (a process's node row, its lease, and its held jobs rescued at close), `rescue`
@@ -16,10 +17,12 @@
 //!   claims from);
 //! - `metrics` (each node's outcome counts, flushed into shared rows per queue and minute),
 //!   `progress` (a running attempt's latest report), `processes` (every node, with its jobs);
+//! - `rounds`: a node's claims of one queue combined into one transaction at a time;
 //! - `listen` and `wake`: wake-ups by `LISTEN/NOTIFY`;
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
 mod ack;
+mod acks;
 mod bulk;
 mod change;
 mod claim;
@@ -36,6 +39,7 @@ mod progress;
 mod queues;
 mod reads;
 mod rescue;
+mod rounds;
 mod row;
 pub mod schema;
 mod store;

@@ -53,7 +53,11 @@ pub(crate) fn ready_count(client: &mut Client, queue: &str) -> Result<usize> {
 }
 
 /// Which of `queues` have available jobs and are not paused, in the order given.
-pub(crate) fn ready_queues(client: &mut Client, queues: &[String]) -> Result<Vec<String>> {
+pub(crate) fn ready_queues(
+    client: &mut Client,
+    prepared: &mut super::connection::Prepared,
+    queues: &[String],
+) -> Result<Vec<String>> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
         format!(
@@ -64,7 +68,8 @@ pub(crate) fn ready_queues(client: &mut Client, queues: &[String]) -> Result<Vec
             not_paused = super::queues::not_paused("w.q"),
         )
     });
-    let rows = client.query(sql.as_str(), &[&queues, &code(JobState::Available)])?;
+    let sql = prepared.get(client, sql)?;
+    let rows = client.query(&sql, &[&queues, &code(JobState::Available)])?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
 }
 

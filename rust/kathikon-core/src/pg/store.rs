@@ -7,14 +7,16 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use super::acks::{AckGroup, Applier};
 use super::claimers::{self, ClaimerLog};
-use super::connection::Connections;
+use super::connection::{Connections, Prepared};
 use super::cron::Cron;
 use super::listen::Listener;
 use super::metrics::Tally;
+use super::rounds::Rounds;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
-use super::{ack, bulk, change, claim, cron, nodes, queues, reads, schema, unique};
+use super::{bulk, change, claim, cron, nodes, queues, reads, schema, unique};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
@@ -99,6 +101,10 @@ pub struct PgStore {
     cron: Arc<Mutex<Cron>>,
     /// The outcomes this node's verbs counted and has not written yet.
     metrics: Arc<Tally>,
+    /// Acks, applied in groups by a thread of their own.
+    acks: AckGroup,
+    /// Claims, combined per queue into one transaction at a time.
+    rounds: Rounds,
 }
 
 impl PgStore {
@@ -129,6 +135,12 @@ impl PgStore {
         let claimers = Arc::new(ClaimerLog::default());
         let cron = Arc::new(Mutex::new(Cron::default()));
         let metrics = Arc::new(Tally::default());
+        let acks = AckGroup::start(Applier {
+            connections: connections.clone(),
+            node,
+            tally: metrics.clone(),
+        })
+        .map_err(|e| Error::Storage(format!("start the node's ack thread: {e}")))?;
         let upkeep = match config.heartbeat {
             Some(heartbeat) => Some(
                 Upkeep {
@@ -162,6 +174,8 @@ impl PgStore {
             claimers,
             cron,
             metrics,
+            acks,
+            rounds: Rounds::default(),
         })
     }
 
@@ -169,9 +183,10 @@ impl PgStore {
     /// them).
     fn ready_queues(&self, queues: &[String]) -> Result<Vec<String>> {
         let now = self.clock.now();
-        self.with(|c| {
-            claim::promote(c, now, true)?;
-            reads::ready_queues(c, queues)
+        self.with_prepared(|c, p| {
+            let promote = p.get(c, claim::promotion_sql(true))?;
+            c.query_one(&promote, &[&now])?;
+            reads::ready_queues(c, p, queues)
         })
     }
 
@@ -192,10 +207,24 @@ impl PgStore {
 
     /// Run `work` on a connection, unless the store is closed.
     fn with<T>(&self, work: impl FnOnce(&mut postgres::Client) -> Result<T>) -> Result<T> {
+        self.with_prepared(|client, _| work(client))
+    }
+
+    /// [`PgStore::with`], with the statements prepared on the connection.
+    fn with_prepared<T>(
+        &self,
+        work: impl FnOnce(&mut postgres::Client, &mut Prepared) -> Result<T>,
+    ) -> Result<T> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(Error::Closed);
         }
-        self.connections.with(work)
+        self.connections.with_prepared(work)
+    }
+
+    /// `acks` with the time they are sent at.
+    fn timed(&self, acks: Vec<Ack>) -> Vec<(Ack, Micros)> {
+        let now = self.clock.now();
+        acks.into_iter().map(|ack| (ack, now)).collect()
     }
 }
 
@@ -212,7 +241,8 @@ impl Jobs for PgStore {
 
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
         let now = self.clock.now();
-        let inserted = self.with(|c| unique::insert_flagged(c, jobs, now, self.node))?;
+        let inserted =
+            self.with_prepared(|c, p| unique::insert_flagged(c, p, jobs, now, self.node))?;
         // This process's waits need not wait for the notification's round trip.
         let mut queues: Vec<&str> = inserted
             .jobs
@@ -237,7 +267,13 @@ impl Jobs for PgStore {
         let mut mark = self.wake.mark(queue);
         loop {
             let now = self.clock.now();
-            let jobs = self.with(|c| claim::claim(c, queue, max, now, self.node))?;
+            let (jobs, full) = self.rounds.claim(queue, max, |n| {
+                self.with_prepared(|c, p| claim::claim(c, p, queue, n, now, self.node))
+            })?;
+            if full {
+                // More may be left: the next waiting claim looks ([`Wake`]).
+                self.wake.pass(queue);
+            }
             if !jobs.is_empty() || Instant::now() >= deadline {
                 return Ok(jobs);
             }
@@ -288,26 +324,23 @@ impl Jobs for PgStore {
         self.wake.interrupt(queue);
     }
 
-    /// An ack whose connection broke is sent once more on a new connection: if the first
-    /// had committed, the second finds the attempt let go and answers stale, without a
-    /// fencing note (see [`ack::ack`]); if not, it applies. Either way the outcome is
-    /// recorded once, and the jobs do not stay executing for a node that lives on.
+    /// Applied with the acks of this node's other calls, in one transaction
+    /// ([`super::acks`]); answered once it committed, each ack with its own result. An ack
+    /// whose connection broke is sent once more, and recorded once either way.
     fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
-        let now = self.clock.now();
-        let pid = std::process::id();
-        let first =
-            self.with(|c| ack::ack(c, acks.clone(), now, self.node, pid, &self.metrics, false));
-        match first {
-            Err(Error::ConnectionLost { .. }) => {
-                self.with(|c| ack::ack(c, acks, now, self.node, pid, &self.metrics, true))
-            }
-            answer => answer,
+        if self.is_closed() {
+            return Err(Error::Closed);
         }
+        self.acks.ack(self.timed(acks))
     }
 
-    /// Applied at once, as [`Jobs::ack`]: a database commit is the only wait there is.
+    /// Queued for the next group of acks, which commits it after this returns, and before
+    /// the next [`Jobs::sync`] returns.
     fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
-        self.ack(acks).map(drop)
+        if self.is_closed() {
+            return Err(Error::Closed);
+        }
+        self.acks.send(self.timed(acks))
     }
 
     fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
@@ -359,10 +392,12 @@ impl Jobs for PgStore {
         self.with(|c| change::prune(c, before))
     }
 
-    /// Every write is committed when its call returns; this promotes every due job and fires
-    /// every cron slot that has come, as the leader's next tick would (safe from any node:
-    /// a slot fires once whoever fires it).
+    /// Commits the acks sent without waiting ([`Jobs::ack_nowait`]); every other write is
+    /// committed when its call returns. Then promotes every due job and fires every cron
+    /// slot that has come, as the leader's next tick would (safe from any node: a slot fires
+    /// once whoever fires it).
     fn sync(&self) -> Result<()> {
+        self.acks.flush();
         let now = self.clock.now();
         self.with(|c| {
             claim::promote(c, now, false)?;
@@ -389,15 +424,17 @@ impl Jobs for PgStore {
         self.clock.now()
     }
 
-    /// Hands back the jobs this node still holds (rescued, as a lost worker's are), deletes
-    /// its node row, writes its metrics counts and closes the connections. A database that
-    /// cannot be reached leaves the jobs to be rescued when the node's lease expires, and
-    /// loses the counts.
+    /// Commits the acks sent, hands back the jobs this node still holds (rescued, as a lost
+    /// worker's are), deletes its node row, writes its metrics counts and closes the
+    /// connections. A database that cannot be reached leaves the jobs to be rescued when the
+    /// node's lease expires, and loses the counts.
     fn close(&self) {
         if self.closed.swap(true, Ordering::SeqCst) {
             return;
         }
         self.wake.close();
+        // Before the node lets go of its jobs: an outcome sent is recorded, not rescued.
+        self.acks.stop();
         // Stopped first: its connection (and, when it leads, the leadership) goes with it.
         if let Some(mut upkeep) =
             self.upkeep.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()

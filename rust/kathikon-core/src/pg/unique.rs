@@ -16,6 +16,7 @@ use std::collections::HashMap;
 
 use postgres::{Client, Transaction};
 
+use super::connection::Prepared;
 use super::row::{code, pg_id};
 use super::{insert, listen, write};
 use crate::clock::Micros;
@@ -35,12 +36,13 @@ fn kind() -> i16 {
 /// resolve to the first.
 pub(crate) fn insert_flagged(
     client: &mut Client,
+    prepared: &mut Prepared,
     jobs: Vec<NewJob>,
     now: Micros,
     node: i64,
 ) -> Result<Inserted> {
     if jobs.iter().all(|j| j.unique.is_none()) {
-        let jobs = insert::insert(client, jobs, now, node)?;
+        let jobs = insert::insert_prepared(client, prepared, jobs, now, node)?;
         return Ok(Inserted { jobs, conflicts: Vec::new() });
     }
     let mut keyed = Vec::with_capacity(jobs.len());

@@ -5,8 +5,12 @@
 
 use std::collections::BTreeMap;
 
-use postgres::{Client, Transaction};
+use std::sync::OnceLock;
 
+use postgres::types::ToSql;
+use postgres::{Client, Statement, ToStatement, Transaction};
+
+use super::connection::Prepared;
 use super::row::{errors_json, job, pg_id, COLUMNS};
 use crate::clock::Micros;
 use crate::error::Result;
@@ -21,16 +25,30 @@ pub(crate) struct Locked {
     pub(crate) node: Option<i64>,
 }
 
-/// The jobs among `ids` that exist, locked until the transaction ends, by id.
-pub(crate) fn lock(tx: &mut Transaction<'_>, ids: &[JobId]) -> Result<BTreeMap<JobId, Locked>> {
-    let ids: Vec<i64> = ids.iter().map(|id| pg_id(*id)).collect();
-    let rows = tx.query(
-        &format!(
+/// The statement [`lock`] runs.
+fn lock_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
             "SELECT {COLUMNS}, node_id FROM kathikon.jobs WHERE id = ANY($1) ORDER BY id \
              FOR UPDATE"
-        ),
-        &[&ids],
-    )?;
+        )
+    })
+}
+
+/// The jobs among `ids` that exist, locked until the transaction ends, by id.
+pub(crate) fn lock(tx: &mut Transaction<'_>, ids: &[JobId]) -> Result<BTreeMap<JobId, Locked>> {
+    lock_with(tx, lock_sql(), ids)
+}
+
+/// [`lock`], running `statement` (its text or the statement prepared from it).
+fn lock_with<S: ?Sized + ToStatement>(
+    tx: &mut Transaction<'_>,
+    statement: &S,
+    ids: &[JobId],
+) -> Result<BTreeMap<JobId, Locked>> {
+    let ids: Vec<i64> = ids.iter().map(|id| pg_id(*id)).collect();
+    let rows = tx.query(statement, &[&ids])?;
     rows.iter().map(|r| job(r).map(|job| (job.id, Locked { job, node: r.get(17) }))).collect()
 }
 
@@ -51,9 +69,74 @@ pub(crate) fn begin(client: &mut Client, now: Micros) -> Result<Transaction<'_>>
     Ok(tx)
 }
 
+/// The statements of a change ([`begin`], [`lock`], [`store`]), prepared on one connection:
+/// the hot path of acks, which run them for every batch.
+pub(crate) struct Change {
+    promote: Statement,
+    lock: Statement,
+    store: Statement,
+}
+
+impl Change {
+    /// The statements, prepared on `client` (once per connection, then from `prepared`).
+    pub(crate) fn prepare(client: &mut Client, prepared: &mut Prepared) -> Result<Change> {
+        Ok(Change {
+            promote: prepared.get(client, super::claim::promotion_sql(true))?,
+            lock: prepared.get(client, lock_sql())?,
+            store: prepared.get(client, STORE)?,
+        })
+    }
+
+    /// [`begin`] with the prepared statement.
+    pub(crate) fn begin<'a>(&self, client: &'a mut Client, now: Micros) -> Result<Transaction<'a>> {
+        let mut tx = client.transaction()?;
+        tx.query_one(&self.promote, &[&now])?;
+        Ok(tx)
+    }
+
+    /// [`lock`] with the prepared statement.
+    pub(crate) fn lock(
+        &self,
+        tx: &mut Transaction<'_>,
+        ids: &[JobId],
+    ) -> Result<BTreeMap<JobId, Locked>> {
+        lock_with(tx, &self.lock, ids)
+    }
+
+    /// [`store`] with the prepared statement.
+    pub(crate) fn store(
+        &self,
+        tx: &mut Transaction<'_>,
+        jobs: &[(&Job, Option<i64>)],
+    ) -> Result<()> {
+        store_with(tx, &self.store, jobs)
+    }
+}
+
+/// The statement [`store`] runs: the changed fields, as arrays unnested into rows.
+const STORE: &str = "UPDATE kathikon.jobs j SET state = u.state, attempt = u.attempt,
+         max_attempts = u.max_attempts, errors = u.errors::json, scheduled_at = u.scheduled_at,
+         attempted_at = u.attempted_at, completed_at = u.completed_at,
+         cancelled_at = u.cancelled_at, discarded_at = u.discarded_at, node_id = u.node_id
+     FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
+                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+                 $11::bigint[])
+         AS u(id, state, attempt, max_attempts, errors, scheduled_at, attempted_at,
+              completed_at, cancelled_at, discarded_at, node_id)
+     WHERE j.id = u.id";
+
 /// Write the fields a transition changes of each of `jobs` (locked by [`lock`]), and the
 /// node that holds each (`None`: none); notify the queues of the jobs now available.
 pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
+    store_with(tx, STORE, jobs)
+}
+
+/// [`store`], running `statement` (its text or the statement prepared from it).
+fn store_with<S: ?Sized + ToStatement>(
+    tx: &mut Transaction<'_>,
+    statement: &S,
+    jobs: &[(&Job, Option<i64>)],
+) -> Result<()> {
     if jobs.is_empty() {
         return Ok(());
     }
@@ -69,31 +152,20 @@ pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> R
     let completed: Vec<Option<Micros>> = jobs.iter().map(|j| j.completed_at).collect();
     let cancelled: Vec<Option<Micros>> = jobs.iter().map(|j| j.cancelled_at).collect();
     let discarded: Vec<Option<Micros>> = jobs.iter().map(|j| j.discarded_at).collect();
-    tx.execute(
-        "UPDATE kathikon.jobs j SET state = u.state, attempt = u.attempt,
-             max_attempts = u.max_attempts, errors = u.errors::json, scheduled_at = u.scheduled_at,
-             attempted_at = u.attempted_at, completed_at = u.completed_at,
-             cancelled_at = u.cancelled_at, discarded_at = u.discarded_at, node_id = u.node_id
-         FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
-                     $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                     $11::bigint[])
-             AS u(id, state, attempt, max_attempts, errors, scheduled_at, attempted_at,
-                  completed_at, cancelled_at, discarded_at, node_id)
-         WHERE j.id = u.id",
-        &[
-            &ids,
-            &states,
-            &attempts,
-            &max_attempts,
-            &errors,
-            &scheduled,
-            &attempted,
-            &completed,
-            &cancelled,
-            &discarded,
-            &nodes,
-        ],
-    )?;
+    let params: [&(dyn ToSql + Sync); 11] = [
+        &ids,
+        &states,
+        &attempts,
+        &max_attempts,
+        &errors,
+        &scheduled,
+        &attempted,
+        &completed,
+        &cancelled,
+        &discarded,
+        &nodes,
+    ];
+    tx.execute(statement, &params)?;
     // Jobs made available (retried, rescued) wake the claims waiting on their queues.
     let mut woken: Vec<&str> =
         jobs.iter().filter(|j| j.state == JobState::Available).map(|j| j.queue.as_str()).collect();
