@@ -85,15 +85,19 @@ impl ClaimQueue {
         self.ready.remove(key).is_some()
     }
 
-    /// Pop up to `max` of the most urgent jobs (of a limited queue: those its limits allow
-    /// at `now`, counted against them at once; with `retry_at` when a rate limit left ready
-    /// jobs out).
-    pub(crate) fn pop(&self, max: usize, now: Micros) -> Taken {
+    /// Pop up to `max` of the most urgent jobs, taken at `clock`'s time (`Taken::at`, the
+    /// claim's time). In a limited queue: those its limits allow, counted against them at
+    /// once, with `retry_at` when a rate limit left ready jobs out; the time is read under
+    /// the limiter's lock, so claims are dated in the order they were counted (a claimer
+    /// that read the clock and then waited for the lock would date its jobs before claims
+    /// already counted, and the stored times could crowd a window the limiter kept).
+    pub(crate) fn pop(&self, max: usize, clock: &dyn Clock) -> Taken {
         if self.limited.load(Ordering::Acquire) {
             if let Some(limiter) = self.limiter().as_mut() {
-                return limiter.take(max, now);
+                return limiter.take(max, clock.now());
             }
         }
+        let at = clock.now();
         let mut keys = Vec::with_capacity(max.min(self.ready.len()));
         while keys.len() < max {
             match self.ready.pop_front() {
@@ -101,7 +105,7 @@ impl ClaimQueue {
                 None => break,
             }
         }
-        Taken { keys, retry_at: None }
+        Taken { keys, retry_at: None, at }
     }
 
     /// How many jobs are ready.
@@ -443,7 +447,7 @@ mod tests {
             q.push(key, None);
         }
         assert_eq!(
-            q.pop(10, 0).keys,
+            q.pop(10, &crate::clock::ManualClock::new(0)).keys,
             vec![(0, 20, 3), (0, 20, 4), (0, 30, 2), (5, 10, 1), (9, 0, 5)]
         );
         assert!(q.is_empty());

@@ -342,8 +342,12 @@ impl Engine {
             }
             let seen = q.generation();
             // Paused: wait as if nothing were ready (a resume wakes the queue).
-            let now = self.clock.now();
-            let taken = if q.is_paused() { Taken::default() } else { q.pop(max, now) };
+            let taken = if q.is_paused() {
+                Taken { at: self.clock.now(), ..Taken::default() }
+            } else {
+                q.pop(max, &*self.clock)
+            };
+            let now = taken.at;
             if !taken.keys.is_empty() {
                 let (queue, keys) = (q.clone(), taken.keys);
                 let jobs = self.call(|reply| Command::Claim { queue, keys, at: now, reply })?;

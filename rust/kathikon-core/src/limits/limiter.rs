@@ -23,6 +23,8 @@ pub(crate) struct Taken {
     pub keys: Vec<ClaimKey>,
     /// The earliest time a bucket with ready jobs left out for its rate limit has room.
     pub retry_at: Option<Micros>,
+    /// When they were taken (and counted): the claim's time.
+    pub at: Micros,
 }
 
 /// How much of its limits a queue uses, per partition (as [`super::shown`] names it, in that
@@ -131,7 +133,7 @@ impl Limiter {
     /// Take up to `max` ready jobs at `now`: one from each bucket with room in turn, the
     /// ring moving on, so the next call starts with the bucket after the last one served.
     pub(crate) fn take(&mut self, max: usize, now: Micros) -> Taken {
-        let mut taken = Taken::default();
+        let mut taken = Taken { at: now, ..Taken::default() };
         let mut misses = 0;
         while taken.keys.len() < max && misses < self.ring.len() {
             let Some(bucket) = self.ring.pop_front() else { break };
