@@ -11,6 +11,8 @@ import json
 import os
 import time
 
+import side_file
+
 import kathikon
 
 app = kathikon.Kathikon(
@@ -25,13 +27,7 @@ SIDE = os.environ["KATHIKON_LIMITS_SIDE"]
 
 def note(what: str, job: kathikon.Job) -> None:
     part = job.args.get("customer", "-")
-    line = f"{what} {os.getpid()} {job.id} {part} {time.time():.6f}\n"
-    fd = os.open(SIDE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    side_file.append(SIDE, f"{what} {os.getpid()} {job.id} {part} {time.time():.6f}")
 
 
 @app.worker(queue="api")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 import time
 
+import side_file
+
 import kathikon
 
 STORE = os.environ["KATHIKON_MP_STORE"]
@@ -25,13 +27,7 @@ app = kathikon.Kathikon(
 
 
 def note(what: str, job: kathikon.Job) -> None:
-    line = f"{what} {os.getpid()} {job.id} {job.attempt} {time.monotonic():.6f}\n"
-    fd = os.open(SIDE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    side_file.append(SIDE, f"{what} {os.getpid()} {job.id} {job.attempt} {time.monotonic():.6f}")
 
 
 @app.worker

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import time
 
+import side_file
+
 import kathikon
 
 URL = os.environ["KATHIKON_PG_URL"]
@@ -30,13 +32,7 @@ app = kathikon.Kathikon(
 
 def note(what: str, job_id: int = 0, attempt: int = 0) -> None:
     """Append ``what pid job attempt time`` to the side file, fsync'd."""
-    line = f"{what} {os.getpid()} {job_id} {attempt} {time.monotonic():.6f}\n"
-    fd = os.open(SIDE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-    try:
-        os.write(fd, line.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    side_file.append(SIDE, f"{what} {os.getpid()} {job_id} {attempt} {time.monotonic():.6f}")
 
 
 @app.worker
