@@ -296,6 +296,9 @@ pub struct ClaimQueues {
     pub settings: RuntimeQueues,
     /// Whether any queue has had limits (see [`ClaimQueues::any_limited`]).
     limited: AtomicBool,
+    /// Every queue that has had limits, for the writer's releases (not every queue: an app
+    /// may have thousands).
+    limited_queues: Mutex<Vec<Arc<ClaimQueue>>>,
 }
 
 impl Default for ClaimQueues {
@@ -306,6 +309,7 @@ impl Default for ClaimQueues {
             epoch: Instant::now(),
             settings: RuntimeQueues::default(),
             limited: AtomicBool::new(false),
+            limited_queues: Mutex::default(),
         }
     }
 }
@@ -400,15 +404,23 @@ impl ClaimQueues {
         self.limited.load(Ordering::Acquire)
     }
 
-    /// Note that some queue has limits now (never unset: a cheap check, not a count).
-    pub(crate) fn note_limited(&self) {
+    /// Note that `queue` has limits now (the flag is never unset: a cheap check, not a
+    /// count; the queue stays listed, and is skipped while it has none).
+    pub(crate) fn note_limited(&self, queue: &Arc<ClaimQueue>) {
+        let mut listed =
+            self.limited_queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !listed.iter().any(|q| Arc::ptr_eq(q, queue)) {
+            listed.push(queue.clone());
+        }
         self.limited.store(true, Ordering::Release);
     }
 
     /// Jobs `ids` left the executing state: free their places in the limited queues that
     /// held them, and wake those queues' claimers.
     pub(crate) fn released(&self, ids: &[JobId]) {
-        for (_, q) in self.all() {
+        let listed =
+            self.limited_queues.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        for q in listed {
             if !q.is_limited() {
                 continue;
             }

@@ -77,7 +77,7 @@ pub(crate) fn install(
         queue.rebuild(|_, _| None);
         return;
     }
-    queues.note_limited();
+    queues.note_limited(queue);
     queue.rebuild(|ready, old| {
         let mut windows = None;
         let mut in_flight = Vec::new();
