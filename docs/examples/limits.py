@@ -61,7 +61,7 @@ jobs += [export.new({"customer": "small"}) for _ in range(2)]  # inserted last
 app.insert_all(jobs)
 while len(order) < 22:
     time.sleep(0.01)
-print(dict(most))  # {'big': 1, 'small': 1}: never two of one customer at once
+print(dict(sorted(most.items())))  # never two of one customer at once
 print(order.index("small") < 3)  # True: the small customer is served in the first turn
 # --8<-- [end:customer]
 
