@@ -600,7 +600,7 @@ impl Jobs for Engine {
         self.call(|reply| Command::SetQueue { queue: claims, name, change, reply })
     }
 
-    /// Read from memory (the writer updates it after each committed change): never fails.
+    /// Read from the queue's limiter: never fails.
     fn limit_usage(&self, queue: &str) -> Result<crate::limits::Usage> {
         let now = self.clock.now();
         let q = self.queues.get(queue);
@@ -608,6 +608,7 @@ impl Jobs for Engine {
         Ok(limiter.as_mut().map(|l| l.usage(now)).unwrap_or_default())
     }
 
+    /// Read from memory (the writer updates it after each committed change): never fails.
     fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {
         Ok(self.queues.settings.snapshot())
     }
