@@ -252,8 +252,8 @@ impl Limiter {
         self.windows.insert(rate.to_string(), window);
     }
 
-    /// Every job held now, with its bucket and when it was taken, and every stored window:
-    /// what a limiter for changed limits starts from.
+    /// The ids of every job held now, and every window: what a limiter for changed limits
+    /// starts from (it files the jobs again under its own partitions).
     pub(crate) fn into_parts(self) -> (Vec<JobId>, HashMap<String, Window>) {
         (self.held.into_keys().collect(), self.windows)
     }
