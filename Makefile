@@ -19,6 +19,11 @@ BROWSER_REQUIREMENTS := "selenium==4.51.0"
 # and through SQLAlchemy's and Django's transactions, as the guide shows them.
 POSTGRES_REQUIREMENTS := "psycopg[binary]==3.3.9" "sqlalchemy==2.1.9" "django==5.2.20"
 
+# CI builds once from a clean clone: incremental-compilation caches would only take disk.
+ifdef CI
+export CARGO_INCREMENTAL := 0
+endif
+
 .PHONY: help
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'

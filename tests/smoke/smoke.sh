@@ -58,7 +58,7 @@ for v in $versions; do
         echo "smoke: CPython $v FAILED"
         failed+=("$v")
     fi
-    rm -rf "$work"
+    rm -rf "$work" "$venv"
 done
 
 echo "smoke: passed: ${passed[*]:-none}; failed: ${failed[*]:-none}; skipped: ${skipped[*]:-none}"
