@@ -8,6 +8,7 @@ from datetime import timedelta
 import kathikon
 
 app = kathikon.Kathikon(path=None, clock="manual")  # a clock that moves only when told
+app.advance_clock(60 - app.now().timestamp() % 60)  # to a minute's start: the jobs share it
 
 
 @app.worker(name="resize")
