@@ -1,7 +1,8 @@
 """Queue limits through the public API: declared in the constructor's queue settings and
 stored for every process, changed by ``scale_queue``, shown by ``check_queue``, enforced on
-a running app's own workers; bad limits are a ``ConfigurationError`` naming the value, and
-change nothing. (Real worker processes: ``multiprocess/test_limits_processes.py``.)"""
+a running app's own workers, on the embedded store and on PostgreSQL; bad limits are a
+``ConfigurationError`` naming the value, and change nothing. (Real worker processes:
+``multiprocess/test_limits_processes.py``.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pytest
 
@@ -20,26 +21,37 @@ import kathikon
 
 PARTITION = {"fields": ["args"], "keys": ["customer"]}
 
+OpenApp = Callable[..., kathikon.Kathikon]
 
-def test_declared_limits_are_stored_and_shown(tmp_path: Path) -> None:
+
+@pytest.fixture(params=["embedded", "postgres"])
+def open_app(request: pytest.FixtureRequest, tmp_path: Path) -> OpenApp:
+    """``open_app(**options)``: an app on the test's store, the same one each call."""
+    if request.param == "embedded":
+        return lambda **options: kathikon.Kathikon(tmp_path / "jobs.redb", **options)
+    url = request.getfixturevalue("pg_url")
+    return lambda **options: kathikon.Kathikon(url=url, migrate=True, **options)
+
+
+def test_declared_limits_are_stored_and_shown(open_app: OpenApp) -> None:
     queues: dict[str, Any] = {
         "api": {"concurrency": 4, "global_limit": 3, "rate_limit": {"allowed": 100, "period": 60}}
     }
-    app = kathikon.Kathikon(tmp_path / "jobs.redb", queues=queues)
+    app = open_app(queues=queues)
     check = app.check_queue("api")
     assert check.global_limit == {"allowed": 3, "partition": None}
     assert check.rate_limit == {"allowed": 100, "period": 60.0, "partition": None}
     app.close()
     # Another app of the store that declares the queue without limits leaves them stored.
-    other = kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": 2})
+    other = open_app(queues={"api": 2})
     assert other.check_queue("api").global_limit == {"allowed": 3, "partition": None}
     other.close()
 
 
 def test_scale_queue_sets_and_removes_limits_and_keeps_what_it_is_not_given(
-    tmp_path: Path,
+    open_app: OpenApp,
 ) -> None:
-    app = kathikon.Kathikon(tmp_path / "jobs.redb", queues={"api": 4})
+    app = open_app(queues={"api": 4})
     settings = app.scale_queue("api", global_limit={"allowed": 1, "partition": PARTITION})
     assert settings.global_limit == {"allowed": 1, "partition": {**PARTITION}}
     assert settings.concurrency is None, "the concurrency was not given: unchanged"
@@ -104,10 +116,8 @@ def test_scale_queue_refuses_limits_with_local_only_and_a_call_that_sets_nothing
     app.close()
 
 
-def test_a_running_apps_workers_keep_to_the_global_limit(tmp_path: Path) -> None:
-    app = kathikon.Kathikon(
-        tmp_path / "jobs.redb", queues={"api": {"concurrency": 8, "global_limit": 2}}
-    )
+def test_a_running_apps_workers_keep_to_the_global_limit(open_app: OpenApp) -> None:
+    app = open_app(queues={"api": {"concurrency": 8, "global_limit": 2}})
     running = 0
     most = 0
     lock = threading.Lock()
@@ -130,17 +140,6 @@ def test_a_running_apps_workers_keep_to_the_global_limit(tmp_path: Path) -> None
         time.sleep(0.02)
     app.stop()
     assert most == 2, "eight lanes, two at a time"
-    app.close()
-
-
-def test_limits_are_refused_on_postgresql_until_it_enforces_them(pg_url: str) -> None:
-    with pytest.raises(kathikon.ConfigurationError, match="not enforced on PostgreSQL yet"):
-        kathikon.Kathikon(
-            url=pg_url, migrate=True, queues={"api": {"concurrency": 2, "global_limit": 2}}
-        )
-    app = kathikon.Kathikon(url=pg_url, migrate=True, queues={"api": 2})
-    with pytest.raises(kathikon.ConfigurationError, match="not enforced on PostgreSQL yet"):
-        app.scale_queue("api", rate_limit={"allowed": 1, "period": 1})
     app.close()
 
 
@@ -181,13 +180,10 @@ def test_the_scale_command_sets_limits_and_queues_shows_them(tmp_path: Path) -> 
     app.close()
 
 
-def test_check_queue_shows_the_limits_in_use_per_partition(tmp_path: Path) -> None:
+def test_check_queue_shows_the_limits_in_use_per_partition(open_app: OpenApp) -> None:
     limit = {"allowed": 1, "partition": PARTITION}
     rate = {"allowed": 50, "period": 60}
-    app = kathikon.Kathikon(
-        tmp_path / "jobs.redb",
-        queues={"api": {"concurrency": 4, "global_limit": limit, "rate_limit": rate}},
-    )
+    app = open_app(queues={"api": {"concurrency": 4, "global_limit": limit, "rate_limit": rate}})
     release = threading.Event()
 
     @app.worker(queue="api")

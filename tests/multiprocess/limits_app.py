@@ -1,8 +1,9 @@
 """The app the queue-limit tests run in worker processes, created at module level.
 
-Its store, side file and the ``api`` queue's settings (JSON) come from the environment the
-test sets. Each job appends ``start``/``end`` lines (pid, id, partition, wall time) to the
-side file, fsync'd, so the test knows what ran at once and when.
+Its store (a redb path, or a PostgreSQL url in ``KATHIKON_LIMITS_URL``), side file and the
+``api`` queue's settings (JSON) come from the environment the test sets. Each job appends
+``start``/``end`` lines (pid, id, partition, wall time) to the side file, fsync'd, so the test
+knows what ran at once and when.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ import side_file
 
 import kathikon
 
-app = kathikon.Kathikon(
-    os.environ["KATHIKON_LIMITS_STORE"],
-    queues={"api": json.loads(os.environ["KATHIKON_LIMITS_QUEUE"])},
-    poll_interval=0.2,
-    scheduler_interval=0.2,
-)
+QUEUES = {"api": json.loads(os.environ["KATHIKON_LIMITS_QUEUE"])}
+URL = os.environ.get("KATHIKON_LIMITS_URL")
+if URL:
+    app = kathikon.Kathikon(url=URL, queues=QUEUES, poll_interval=0.2)
+else:
+    app = kathikon.Kathikon(
+        os.environ["KATHIKON_LIMITS_STORE"],
+        queues=QUEUES,
+        poll_interval=0.2,
+        scheduler_interval=0.2,
+    )
 
 SIDE = os.environ["KATHIKON_LIMITS_SIDE"]
 

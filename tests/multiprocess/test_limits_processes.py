@@ -2,7 +2,8 @@
 run one store's ``api`` queue (``limits_app.py``), every job noting its start and end in a
 side file. A global limit is never exceeded across them; a rate limit of 50/s over 10 s
 gives 50/s within 2 %; a partitioned limit holds per partition while the small partition is
-served in the first turn; a restart mid-window keeps the rate limit."""
+served in the first turn; a restart mid-window keeps the rate limit. Each test runs on the
+embedded store and on PostgreSQL (where every process is a node of one database)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ KATHIKON = Path(sys.executable).with_name("kathikon")
 class Limits:
     tmp: Path
     queue: dict[str, Any]
+    #: The PostgreSQL database's url; None: the embedded store in ``tmp``.
+    url: str | None = None
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
     @property
@@ -43,6 +46,8 @@ class Limits:
             KATHIKON_LIMITS_QUEUE=json.dumps(self.queue),
             PYTHONUNBUFFERED="1",
         )
+        if self.url is not None:
+            env["KATHIKON_LIMITS_URL"] = self.url
         return env
 
     def worker(self, processes: int) -> subprocess.Popen[str]:
@@ -62,7 +67,11 @@ class Limits:
 
     def client(self) -> tuple[kathikon.Kathikon, kathikon.WorkerFunction]:
         """An app in the test process and its ``limits_app.call`` (inserted, never run here)."""
-        app = kathikon.Kathikon(self.tmp / "jobs.redb", queues={"api": self.queue})
+        queues = {"api": self.queue}
+        if self.url is not None:
+            app = kathikon.Kathikon(url=self.url, migrate=True, queues=queues)
+        else:
+            app = kathikon.Kathikon(self.tmp / "jobs.redb", queues=queues)
         return app, app.worker(name="limits_app.call", queue="api")(_not_here)
 
     def runs(self) -> list[tuple[str, int, int, str, float]]:
@@ -84,12 +93,15 @@ def _not_here(job: kathikon.Job) -> None:
     raise AssertionError("limits_app's jobs run in worker processes")
 
 
-@pytest.fixture
-def make(tmp_path: Path) -> Iterator[Callable[[dict[str, Any]], Limits]]:
+@pytest.fixture(params=["embedded", "postgres"])
+def make(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[[dict[str, Any]], Limits]]:
     made: list[Limits] = []
+    url = request.getfixturevalue("pg_db") if request.param == "postgres" else None
 
     def build(queue: dict[str, Any]) -> Limits:
-        made.append(Limits(tmp_path, queue))
+        made.append(Limits(tmp_path, queue, url))
         return made[-1]
 
     yield build

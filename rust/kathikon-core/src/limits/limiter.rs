@@ -232,6 +232,15 @@ impl Limiter {
         self.held.insert(id, (bucket, at));
     }
 
+    /// Count `n` jobs executing in global partition `global` that no id is kept for (a store
+    /// that counts its executing jobs itself, as `PostgreSQL`'s claim does, and never
+    /// releases them here).
+    pub(crate) fn count_executing(&mut self, global: String, n: u32) {
+        if self.limits.global.is_some() && n > 0 {
+            *self.executing.entry(global).or_default() += n;
+        }
+    }
+
     /// Whether `id` counts against the limits here.
     pub(crate) fn holds(&self, id: JobId) -> bool {
         self.held.contains_key(&id)

@@ -73,6 +73,30 @@ impl Partition {
         out
     }
 
+    /// The partition value [`Partition::value_of`] gives, from the values a store computed
+    /// for it: per field in order, the worker name (a JSON string), or the whole args or
+    /// each key's value (`null` when missing). `None` when they do not fit the fields.
+    pub fn value_of_parts(&self, parts: &[serde_json::Value]) -> Option<String> {
+        let mut parts = parts.iter();
+        let mut out = String::new();
+        for field in &self.fields {
+            match field {
+                PartitionField::Worker => out.push_str(parts.next()?.as_str()?),
+                PartitionField::Args if self.keys.is_empty() => {
+                    out.push_str(&parts.next()?.to_string());
+                }
+                PartitionField::Args => {
+                    for _ in &self.keys {
+                        out.push_str(&parts.next()?.to_string());
+                        out.push('\u{1f}');
+                    }
+                }
+            }
+            out.push('\u{1e}');
+        }
+        parts.next().is_none().then_some(out)
+    }
+
     fn check(&self, what: &str) -> Result<()> {
         if self.fields.is_empty() {
             return Err(Error::InvalidJob(format!(
@@ -290,6 +314,25 @@ pub(crate) mod tests {
         assert_ne!(one, other_worker, "the worker matters");
         let missing = part.value_of(&job(1, "w", "{}"));
         assert_eq!(missing, part.value_of(&job(1, "w", r#"{"account": null}"#)));
+    }
+
+    #[test]
+    fn a_value_from_its_parts_is_the_value_of_the_job() {
+        let part = Partition {
+            fields: vec![PartitionField::Args, PartitionField::Worker],
+            keys: vec!["a".into(), "b".into()],
+        };
+        let j = job(1, "w", r#"{"a": {"x": [1, 2.5]}, "c": 3}"#);
+        let parts = serde_json::json!([{"x": [1, 2.5]}, null, "w"]);
+        let parts = parts.as_array().unwrap();
+        assert_eq!(part.value_of_parts(parts).unwrap(), part.value_of(&j));
+        assert_eq!(part.value_of_parts(&parts[..2]), None, "too few parts");
+        let whole = Partition { fields: vec![PartitionField::Args], keys: vec![] };
+        let j = job(1, "w", r#"{"a":1}"#);
+        assert_eq!(
+            whole.value_of_parts(&[serde_json::json!({"a": 1})]).unwrap(),
+            whole.value_of(&j)
+        );
     }
 
     #[test]

@@ -80,13 +80,19 @@ impl Window {
         postcard::to_allocvec(&starts).expect("a window encodes")
     }
 
+    /// A window of `starts`, `(when, how many)` in time order (as a store keeps them).
+    pub fn from_starts(starts: impl IntoIterator<Item = (Micros, u32)>) -> Window {
+        let starts: VecDeque<(Micros, u32)> = starts.into_iter().collect();
+        let total = starts.iter().map(|&(_, n)| n).sum();
+        Window { starts, total }
+    }
+
     /// The window stored as `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Window> {
         let starts: Vec<(Micros, u32)> = postcard::from_bytes(bytes).map_err(|e| {
             Error::Storage(format!("a stored rate-limit window does not decode: {e}"))
         })?;
-        let total = starts.iter().map(|&(_, n)| n).sum();
-        Ok(Window { starts: starts.into(), total })
+        Ok(Window::from_starts(starts))
     }
 }
 

@@ -7,6 +7,7 @@
 
 use postgres::Client;
 
+use super::listen;
 use super::reads::Condition;
 use super::row::{job, pg_id, COLUMNS};
 use super::write::{begin, store};
@@ -43,6 +44,8 @@ pub(crate) fn bulk(
         let full = rows.len() == BULK_CHUNK;
         let mut changed: Vec<(Job, Option<i64>)> = Vec::new();
         let mut deleted: Vec<JobId> = Vec::new();
+        // The queues of executing jobs deleted: a place of a global limit each frees.
+        let mut freed: Vec<String> = Vec::new();
         for row in &rows {
             let mut job = job(row)?;
             page.after = Some(job.id);
@@ -61,6 +64,9 @@ pub(crate) fn bulk(
                     changed.push((job, row.get(17)));
                 }
                 BulkAction::Delete { force } if force || job.state.is_terminal() => {
+                    if job.state == JobState::Executing {
+                        freed.push(job.queue.clone());
+                    }
                     deleted.push(job.id);
                 }
                 _ => {}
@@ -70,6 +76,7 @@ pub(crate) fn bulk(
         if !deleted.is_empty() {
             let ids: Vec<i64> = deleted.iter().map(|id| pg_id(*id)).collect();
             tx.execute("DELETE FROM kathikon.jobs WHERE id = ANY($1)", &[&ids])?;
+            listen::notify(&mut tx, &freed.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         tx.commit()?;
         total += (changed.len() + deleted.len()) as u64;

@@ -4,16 +4,19 @@
 //! `FOR UPDATE SKIP LOCKED`, so claimers in any number of processes each get different jobs
 //! without waiting on each other's locks, and marks them executing for this node with the
 //! attempt counted ([`Event::Claim`]; the same fields [`crate::Job::claim`] sets) — unless
-//! the queue is paused, checked under the queue's lock ([`super::queues`]).
+//! the queue is paused, checked under the queue's lock ([`super::queues`]). A queue with
+//! limits is claimed by [`super::limits`] instead; the statement that takes the lock says
+//! whether it has any, so an unlimited queue's claim costs no more round trips.
 
 use std::sync::OnceLock;
 
 use postgres::{Client, GenericClient};
 
 use super::connection::Prepared;
-use super::queues::{not_paused, QUEUE_LOCKS};
+use super::limits::Claimed;
+use super::queues::{is_limited, not_paused, QUEUE_LOCKS};
 use super::row::{code, codes, job, J_COLUMNS};
-use crate::clock::Micros;
+use crate::clock::{Clock, Micros};
 use crate::error::Result;
 use crate::job::Job;
 use crate::state::{transition, Event, JobState};
@@ -25,7 +28,8 @@ fn promoted() -> JobState {
 
 /// The promotion statement: due waiting jobs (of queue `$2` only, when `queue` says so) made
 /// available, their queues notified; with `lock`, the claim's shared lock of queue `$2` is
-/// taken first (a materialized CTE, counted so it runs).
+/// taken first (a materialized CTE, counted so it runs), and a last column says whether the
+/// queue has limits.
 fn promotion(queue: bool, skip_locked: bool, lock: bool) -> String {
     format!(
         "WITH {lock_cte} p AS (UPDATE kathikon.jobs SET state = {available} WHERE id IN (
@@ -45,7 +49,11 @@ fn promotion(queue: bool, skip_locked: bool, lock: bool) -> String {
         } else {
             String::new()
         },
-        lock_count = if lock { ", (SELECT count(*) FROM l)" } else { "" },
+        lock_count = if lock {
+            format!(", (SELECT count(*) FROM l), {}", is_limited("$2"))
+        } else {
+            String::new()
+        },
         available = code(promoted()),
         waiting = codes(&JobState::WAITING),
         queue = if queue { "AND queue = $2" } else { "" },
@@ -73,17 +81,21 @@ pub(crate) fn promotion_sql(skip_locked: bool) -> &'static str {
     &sql[usize::from(skip_locked)]
 }
 
-/// Claim up to `max` jobs of `queue` at `now` for node `node`, none if it is paused; returns
+/// Claim up to `max` jobs of `queue` at `now` for node `node`, none if it is paused (a limited
+/// queue's claim reads its time from `clock` once it holds the queue's limit lock); returns
 /// them in claim order. One transaction: the queue's shared lock and its promotion, then the
-/// claim, whose later snapshot sees any pause committed before the lock was granted.
+/// claim, whose later snapshot sees any pause committed before the lock was granted. The
+/// claim of an unlimited queue takes nothing if limits were set while the lock was awaited
+/// (the change notifies, and the next look claims under them).
 pub(crate) fn claim(
     client: &mut Client,
     prepared: &mut Prepared,
     queue: &str,
     max: usize,
     now: Micros,
+    clock: &dyn Clock,
     node: i64,
-) -> Result<Vec<Job>> {
+) -> Result<Claimed> {
     static SQL: OnceLock<String> = OnceLock::new();
     // The queue's shared lock and its promotion, before the claim ([`promotion`]).
     static PREPARE: OnceLock<String> = OnceLock::new();
@@ -93,6 +105,7 @@ pub(crate) fn claim(
              SET state = {executing}, attempt = j.attempt + 1, attempted_at = $2, node_id = $3
              FROM (SELECT id FROM kathikon.jobs
                    WHERE queue = $1 AND state = {available} AND {not_paused}
+                       AND NOT {limited}
                    ORDER BY priority, scheduled_at, id
                    LIMIT $4
                    FOR UPDATE SKIP LOCKED) c
@@ -103,17 +116,24 @@ pub(crate) fn claim(
             ),
             available = code(JobState::Available),
             not_paused = not_paused("$1"),
+            limited = is_limited("$1"),
         )
     });
     let prepare = prepared.get(client, PREPARE.get_or_init(|| promotion(true, true, true)))?;
     let sql = prepared.get(client, sql)?;
     let mut tx = client.transaction()?;
-    tx.query_one(&prepare, &[&now, &queue])?;
+    let locked = tx.query_one(&prepare, &[&now, &queue])?;
+    if locked.get::<_, bool>(3) {
+        if let Some(claimed) = super::limits::claim(&mut tx, prepared, queue, max, clock, node)? {
+            tx.commit()?;
+            return Ok(claimed);
+        }
+    }
     let limit = i64::try_from(max).unwrap_or(i64::MAX);
     let rows = tx.query(&sql, &[&queue, &now, &node, &limit])?;
     tx.commit()?;
     let mut jobs = rows.iter().map(job).collect::<Result<Vec<Job>>>()?;
     // RETURNING promises no order; the claim's is the queue's.
     jobs.sort_unstable_by_key(|j| (j.priority, j.scheduled_at, j.id));
-    Ok(jobs)
+    Ok(Claimed { jobs, retry_at: None })
 }

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use postgres::{Client, Config, Statement};
+use postgres::{Client, Config, GenericClient, Statement};
 
 use super::tls::Tls;
 use crate::error::{Error, Result};
@@ -83,11 +83,13 @@ pub(crate) struct Prepared {
 }
 
 impl Prepared {
-    /// `sql` prepared on `client` (the connection this cache belongs to): prepared now, the
-    /// first time (one round trip, outside any transaction, so a failure aborts nothing),
-    /// then taken from the cache. The text must be fixed for each use (arrays for lists, not
-    /// a varying `IN (...)`), or the cache would grow with each variant.
-    pub(crate) fn get(&mut self, client: &mut Client, sql: &str) -> Result<Statement> {
+    /// `sql` prepared on `client` (the connection this cache belongs to, or a transaction of
+    /// it): prepared now, the first time (one round trip; hot statements are prepared before
+    /// their transaction begins, so a failure aborts nothing), then taken from the cache. A
+    /// prepared statement outlives the transaction it was prepared in. The text must be fixed
+    /// for each use (arrays for lists, not a varying `IN (...)`; a limited queue's text
+    /// varies with its partitions' shape only), or the cache would grow with each variant.
+    pub(crate) fn get(&mut self, client: &mut impl GenericClient, sql: &str) -> Result<Statement> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }

@@ -1,8 +1,9 @@
 //! One leader among the nodes runs the periodic work every node would otherwise repeat:
 //! promotion of due jobs (with their queues notified), the sweep for jobs held by nodes
 //! without a row ([`super::rescue`]; every node rescues the nodes whose lease expired, since a
-//! frozen leader keeps its lock), deletion of expired entries (unique keys past their period, metrics minutes and progress
-//! reports past [`crate::metrics::KEEP`]), pruning by retention, and
+//! frozen leader keeps its lock), deletion of expired entries (unique keys past their period,
+//! metrics minutes and progress reports past [`crate::metrics::KEEP`]) and of rate-limit
+//! starts older than the longest period ([`super::limits`]), pruning by retention, and
 //! cron ([`super::cron`], fired by the upkeep thread after this work).
 //!
 //! Leadership is a session-level advisory lock ([`LEADER_LOCK`]) held by the upkeep thread's
@@ -19,7 +20,7 @@
 
 use postgres::Client;
 
-use super::{change, claim};
+use super::{change, claim, limits};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::retention::Retention;
@@ -34,7 +35,8 @@ pub(crate) fn try_lead(client: &mut Client) -> Result<bool> {
 }
 
 /// The leader's work at `now`: promote due jobs, delete expired entries, and prune by
-/// `retention` when given (pruning runs less often than the rest).
+/// `retention` when given (pruning, and the rate starts' cleanup, run less often than the
+/// rest).
 pub(crate) fn lead(client: &mut Client, now: Micros, retention: Option<&Retention>) -> Result<()> {
     claim::promote(client, now, true)?;
     // A row a transaction is taking over (a unique insert renewing an expired key) is locked
@@ -42,6 +44,7 @@ pub(crate) fn lead(client: &mut Client, now: Micros, retention: Option<&Retentio
     client.execute("DELETE FROM kathikon.entries WHERE expires_at <= $1", &[&now])?;
     if let Some(retention) = retention {
         change::prune_by_retention(client, retention, now)?;
+        limits::expire_starts(client, now)?;
     }
     Ok(())
 }

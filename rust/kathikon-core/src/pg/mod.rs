@@ -10,7 +10,8 @@
 //!   prune), `bulk`, `reads` (get, counts, listing); `unique` (inserts of unique jobs, by key
 //!   rows of `kathikon.entries`);
 //! - `cron` (each node's declared crontab, fired by the leader, each slot once); `queues`
-//!   (runtime settings; a pause exact across nodes);
+//!   (runtime settings; a pause exact across nodes); `limits` (global and rate limits,
+//!   enforced in the claim);
 //! - `nodes` (a process's node row, its lease, and its held jobs rescued at close), `rescue`
 //!   (the jobs of nodes whose lease expired), `upkeep` (the thread that renews the lease and,
 //!   on the `leader` node only, runs the periodic work), `claimers` (the queues each node
@@ -31,6 +32,7 @@ mod connection;
 mod cron;
 mod insert;
 mod leader;
+mod limits;
 mod listen;
 mod metrics;
 mod nodes;

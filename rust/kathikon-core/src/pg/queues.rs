@@ -14,11 +14,12 @@
 //!
 //! A resume notifies the queue, so claims waiting on any node look again at once.
 
-use postgres::Client;
+use postgres::{Client, GenericClient};
 use sha2::{Digest, Sha256};
 
+use super::connection::Prepared;
 use super::listen;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::queues::{changed, QueueChange, QueueSettings};
 use crate::storage::EntryKind;
 
@@ -40,15 +41,39 @@ pub(crate) fn not_paused(queue: &str) -> String {
     )
 }
 
+/// The SQL condition "the settings value `value` (`jsonb`) has a global or a rate limit".
+pub(crate) fn limited(value: &str) -> String {
+    format!(
+        "(jsonb_typeof({value} -> 'global_limit') = 'object' \
+          OR jsonb_typeof({value} -> 'rate_limit') = 'object')"
+    )
+}
+
+/// The SQL condition "queue `$n` is limited": its claims go through [`super::limits`].
+pub(crate) fn is_limited(queue: &str) -> String {
+    format!(
+        "EXISTS (SELECT 1 FROM kathikon.entries WHERE kind = {kind} AND name = {queue}
+                 AND {limited})",
+        kind = kind(),
+        limited = limited("convert_from(value, 'UTF8')::jsonb"),
+    )
+}
+
+/// Queue `queue`'s settings as the statement's snapshot has them (`None`: all defaults).
+pub(crate) fn settings_of(
+    client: &mut impl GenericClient,
+    prepared: &mut Prepared,
+    queue: &str,
+) -> Result<Option<QueueSettings>> {
+    let statement =
+        prepared.get(client, "SELECT value FROM kathikon.entries WHERE kind = $1 AND name = $2")?;
+    let row = client.query_opt(&statement, &[&kind(), &queue])?;
+    row.map(|row| QueueSettings::decode_value(queue, row.get::<_, &[u8]>(0))).transpose()
+}
+
 /// Apply `change` to queue `queue`'s settings; they as they now are, once committed.
 pub(crate) fn set(client: &mut Client, queue: &str, change: QueueChange) -> Result<QueueSettings> {
     // Refused before any statement when the change or name is bad: nothing is written.
-    if change.changes_limits() {
-        return Err(Error::InvalidJob(format!(
-            "queue {queue:?}: global and rate limits are not enforced on PostgreSQL yet; use \
-             them with the embedded store (Kathikon(path=...)), or leave them out"
-        )));
-    }
     changed(queue, None, change.clone())?;
     let mut tx = client.transaction()?;
     tx.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", &[&QUEUE_LOCKS, &queue])?;

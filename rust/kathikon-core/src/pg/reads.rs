@@ -10,8 +10,11 @@ use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId};
 use crate::jobs::ListFilter;
+use crate::limits::Limits;
 use crate::listing::TimeRange;
+use crate::queues::QueueSettings;
 use crate::state::JobState;
+use crate::storage::EntryKind;
 
 /// Job `id` as last committed.
 pub(crate) fn get(client: &mut Client, id: JobId) -> Result<Job> {
@@ -52,25 +55,41 @@ pub(crate) fn ready_count(client: &mut Client, queue: &str) -> Result<usize> {
     Ok(row.get::<_, i64>(0) as usize)
 }
 
-/// Which of `queues` have available jobs and are not paused, in the order given.
+/// Which of `queues` have available jobs and are not paused, in the order given, each with
+/// its limits if it has any (a limited queue is ready only while they have room, which the
+/// caller checks: [`super::limits::claimable`]).
 pub(crate) fn ready_queues(
     client: &mut Client,
     prepared: &mut super::connection::Prepared,
     queues: &[String],
-) -> Result<Vec<String>> {
+) -> Result<Vec<(String, Option<Limits>)>> {
     static SQL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     let sql = SQL.get_or_init(|| {
         format!(
-            "SELECT w.q FROM unnest($1::text[]) WITH ORDINALITY AS w(q, n)
+            "SELECT w.q, (SELECT value FROM kathikon.entries
+                          WHERE kind = {kind} AND name = w.q AND {limited})
+             FROM unnest($1::text[]) WITH ORDINALITY AS w(q, n)
              WHERE EXISTS (SELECT 1 FROM kathikon.jobs WHERE queue = w.q AND state = $2)
                  AND {not_paused}
              ORDER BY w.n",
+            kind = EntryKind::Queue as i16,
+            limited = super::queues::limited("convert_from(value, 'UTF8')::jsonb"),
             not_paused = super::queues::not_paused("w.q"),
         )
     });
     let sql = prepared.get(client, sql)?;
     let rows = client.query(&sql, &[&queues, &code(JobState::Available)])?;
-    Ok(rows.iter().map(|r| r.get(0)).collect())
+    rows.iter()
+        .map(|r| {
+            let queue: String = r.get(0);
+            let limits = r
+                .get::<_, Option<&[u8]>>(1)
+                .map(|value| QueueSettings::decode_value(&queue, value))
+                .transpose()?
+                .map(|settings| settings.limits());
+            Ok((queue, limits))
+        })
+        .collect()
 }
 
 /// A filter as an SQL condition and its parameters.

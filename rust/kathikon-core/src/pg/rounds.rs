@@ -14,13 +14,27 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use super::limits::Claimed;
+use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::Job;
 
 /// One call's part of a round: how many jobs it asks for, and its answer once the round ran.
 struct Ask {
     max: usize,
-    answer: Option<Result<Vec<Job>>>,
+    answer: Option<Result<Claimed>>,
+}
+
+/// What a call got from its round.
+#[derive(Debug, Default)]
+pub(crate) struct Share {
+    /// Its jobs, in claim order.
+    pub(crate) jobs: Vec<Job>,
+    /// Told to the call that ran the round only: whether the round got all its calls asked
+    /// for (so jobs may be left: told once per round).
+    pub(crate) full: bool,
+    /// When a rate limit that held back ready jobs has room again.
+    pub(crate) retry_at: Option<Micros>,
 }
 
 #[derive(Default)]
@@ -45,21 +59,19 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl Rounds {
     /// Up to `max` jobs of `queue`, claimed by `claim(n)` (one transaction for `n` jobs, in
-    /// claim order) in a round shared with the calls that wait meanwhile. Returns the jobs
-    /// and, to the call that ran the round only, whether the round got all that its calls
-    /// asked for (so jobs may be left: told once per round).
+    /// claim order) in a round shared with the calls that wait meanwhile.
     pub(crate) fn claim(
         &self,
         queue: &str,
         max: usize,
-        claim: impl FnOnce(usize) -> Result<Vec<Job>>,
-    ) -> Result<(Vec<Job>, bool)> {
+        claim: impl FnOnce(usize) -> Result<Claimed>,
+    ) -> Result<Share> {
         let ask = Arc::new(Mutex::new(Ask { max, answer: None }));
         let mut queues = lock(&self.queues);
         queues.entry(queue.to_string()).or_default().waiting.push(ask.clone());
         loop {
             if let Some(answer) = lock(&ask).answer.take() {
-                return answer.map(|jobs| (jobs, false));
+                return answer.map(|c| Share { jobs: c.jobs, full: false, retry_at: c.retry_at });
             }
             let q = queues.get_mut(queue).expect("made above, removed only when idle");
             if q.running {
@@ -72,14 +84,14 @@ impl Rounds {
             drop(queues);
             let total = asks.iter().fold(0usize, |total, a| total.saturating_add(lock(a).max));
             let claimed = claim(total);
-            let full = matches!(&claimed, Ok(jobs) if jobs.len() == total);
+            let full = matches!(&claimed, Ok(c) if c.jobs.len() == total);
             match claimed {
-                Ok(jobs) => {
+                Ok(Claimed { jobs, retry_at }) => {
                     let mut jobs = jobs.into_iter();
                     for a in &asks {
                         let mut a = lock(a);
-                        let share = jobs.by_ref().take(a.max).collect();
-                        a.answer = Some(Ok(share));
+                        let jobs = jobs.by_ref().take(a.max).collect();
+                        a.answer = Some(Ok(Claimed { jobs, retry_at }));
                     }
                 }
                 Err(e) => {
@@ -97,7 +109,7 @@ impl Rounds {
             drop(queues);
             self.ended.notify_all();
             let answer = lock(&ask).answer.take().expect("this round answered its own call");
-            return answer.map(|jobs| (jobs, full));
+            return answer.map(|c| Share { jobs: c.jobs, full, retry_at: c.retry_at });
         }
     }
 }

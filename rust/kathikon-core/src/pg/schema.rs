@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/001_jobs_nodes_entries.sql"),
     include_str!("migrations/002_node_claimers.sql"),
     include_str!("migrations/003_crontab.sql"),
+    include_str!("migrations/004_limits.sql"),
 ];
 
 /// The schema version this build creates and reads.

@@ -16,7 +16,7 @@ use super::metrics::Tally;
 use super::rounds::Rounds;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
-use super::{bulk, change, claim, cron, nodes, queues, reads, schema, unique};
+use super::{bulk, change, claim, cron, limits, nodes, queues, reads, schema, unique};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
@@ -180,14 +180,34 @@ impl PgStore {
     }
 
     /// Which of `queues` have jobs ready to claim, due ones counted (as a claim would promote
-    /// them).
-    fn ready_queues(&self, queues: &[String]) -> Result<Vec<String>> {
+    /// them), and a limited queue only while its limits have room; and when a rate limit
+    /// that holds back one of them next has room.
+    fn ready_queues(&self, queues: &[String]) -> Result<(Vec<String>, Option<Micros>)> {
         let now = self.clock.now();
         self.with_prepared(|c, p| {
             let promote = p.get(c, claim::promotion_sql(true))?;
             c.query_one(&promote, &[&now])?;
-            reads::ready_queues(c, p, queues)
+            let mut ready = Vec::new();
+            let mut retry_at: Option<Micros> = None;
+            for (queue, limits) in reads::ready_queues(c, p, queues)? {
+                let Some(limits) = limits else {
+                    ready.push(queue);
+                    continue;
+                };
+                match limits::claimable(c, p, &queue, &limits, now)? {
+                    Ok(()) => ready.push(queue),
+                    Err(Some(at)) => retry_at = Some(retry_at.map_or(at, |t| t.min(at))),
+                    Err(None) => {}
+                }
+            }
+            Ok((ready, retry_at))
         })
+    }
+
+    /// The instant the store's clock reads `at` (now, if it passed); `None` for `None`.
+    fn instant_of(&self, at: Option<Micros>) -> Option<Instant> {
+        let ahead = at?.saturating_sub(self.clock.now()).max(0);
+        Some(Instant::now() + Duration::from_micros(ahead as u64))
     }
 
     /// Whether this node is the leader now, which runs the periodic work of every node
@@ -267,17 +287,20 @@ impl Jobs for PgStore {
         let mut mark = self.wake.mark(queue);
         loop {
             let now = self.clock.now();
-            let (jobs, full) = self.rounds.claim(queue, max, |n| {
-                self.with_prepared(|c, p| claim::claim(c, p, queue, n, now, self.node))
+            let share = self.rounds.claim(queue, max, |n| {
+                self.with_prepared(|c, p| {
+                    claim::claim(c, p, queue, n, now, &*self.clock, self.node)
+                })
             })?;
-            if full {
+            if share.full {
                 // More may be left: the next waiting claim looks ([`Wake`]).
                 self.wake.pass(queue);
             }
-            if !jobs.is_empty() || Instant::now() >= deadline {
-                return Ok(jobs);
+            if !share.jobs.is_empty() || Instant::now() >= deadline {
+                return Ok(share.jobs);
             }
-            match self.wake.wait(queue, &mut mark, deadline, self.poll_interval) {
+            let look_by = self.instant_of(share.retry_at).map_or(deadline, |t| t.min(deadline));
+            match self.wake.wait(queue, &mut mark, look_by, self.poll_interval) {
                 Woken::Look => {}
                 Woken::Interrupted => return Ok(Vec::new()),
                 Woken::Closed => return Err(Error::Closed),
@@ -301,16 +324,18 @@ impl Jobs for PgStore {
         let _claiming = self.claimers.begin(queues);
         let Some(seen) = seen else {
             let generation = self.wake.generation();
-            return Ok((generation, self.ready_queues(queues)?));
+            return Ok((generation, self.ready_queues(queues)?.0));
         };
         // What is ready as the wait begins: a look without a notification (polling while
         // the listener is down, or after it reconnected) that finds a queue more ends the
-        // wait too.
-        let before = self.ready_queues(queues)?;
+        // wait too. A rate limit's next room is such a look's time too.
+        let (before, mut retry_at) = self.ready_queues(queues)?;
         loop {
+            let look_by = self.instant_of(retry_at).map_or(deadline, |t| t.min(deadline));
             let generation =
-                self.wake.wait_past(seen, deadline, self.poll_interval).ok_or(Error::Closed)?;
-            let ready = self.ready_queues(queues)?;
+                self.wake.wait_past(seen, look_by, self.poll_interval).ok_or(Error::Closed)?;
+            let (ready, next_room) = self.ready_queues(queues)?;
+            retry_at = next_room;
             if generation != seen
                 || Instant::now() >= deadline
                 || ready.iter().any(|queue| !before.contains(queue))
@@ -461,8 +486,9 @@ impl Jobs for PgStore {
 
     /// Read from the database (a round trip, not memory as at an embedded store's owner).
     /// Limits are refused on `PostgreSQL` (see `queues::set`): none is ever in use.
-    fn limit_usage(&self, _queue: &str) -> Result<crate::limits::Usage> {
-        Ok(crate::limits::Usage::default())
+    fn limit_usage(&self, queue: &str) -> Result<crate::limits::Usage> {
+        let now = self.clock.now();
+        self.with_prepared(|c, p| limits::usage(c, p, queue, now))
     }
 
     fn queue_settings(&self) -> Result<(u64, Vec<QueueSettings>)> {

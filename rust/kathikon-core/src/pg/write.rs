@@ -16,6 +16,7 @@ use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Job, JobId};
 use crate::state::JobState;
+use crate::storage::EntryKind;
 
 /// A job read for a change, and the node that claimed its latest attempt.
 pub(crate) struct Locked {
@@ -83,7 +84,7 @@ impl Change {
         Ok(Change {
             promote: prepared.get(client, super::claim::promotion_sql(true))?,
             lock: prepared.get(client, lock_sql())?,
-            store: prepared.get(client, STORE)?,
+            store: prepared.get(client, store_sql())?,
         })
     }
 
@@ -113,22 +114,43 @@ impl Change {
     }
 }
 
-/// The statement [`store`] runs: the changed fields, as arrays unnested into rows.
-const STORE: &str = "UPDATE kathikon.jobs j SET state = u.state, attempt = u.attempt,
-         max_attempts = u.max_attempts, errors = u.errors::json, scheduled_at = u.scheduled_at,
-         attempted_at = u.attempted_at, completed_at = u.completed_at,
-         cancelled_at = u.cancelled_at, discarded_at = u.discarded_at, node_id = u.node_id
-     FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[], $5::text[],
-                 $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
-                 $11::bigint[])
-         AS u(id, state, attempt, max_attempts, errors, scheduled_at, attempted_at,
-              completed_at, cancelled_at, discarded_at, node_id)
-     WHERE j.id = u.id";
+/// The statement [`store`] runs: the changed fields, as arrays unnested into rows; and the
+/// queues `$12` that have a global limit notified, as a job of theirs that left the executing
+/// state frees a place a waiting claim may take ([`super::limits`]; a queue without a global
+/// limit costs one lookup of its settings row).
+fn store_sql() -> &'static str {
+    static SQL: OnceLock<String> = OnceLock::new();
+    SQL.get_or_init(|| {
+        format!(
+            "WITH changed AS (
+                 UPDATE kathikon.jobs j SET state = u.state, attempt = u.attempt,
+                     max_attempts = u.max_attempts, errors = u.errors::json,
+                     scheduled_at = u.scheduled_at, attempted_at = u.attempted_at,
+                     completed_at = u.completed_at, cancelled_at = u.cancelled_at,
+                     discarded_at = u.discarded_at, node_id = u.node_id
+                 FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[],
+                             $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],
+                             $9::bigint[], $10::bigint[], $11::bigint[])
+                     AS u(id, state, attempt, max_attempts, errors, scheduled_at,
+                          attempted_at, completed_at, cancelled_at, discarded_at, node_id)
+                 WHERE j.id = u.id
+                 RETURNING 1),
+             freed AS MATERIALIZED (
+                 SELECT pg_notify('kathikon_jobs', ':' || name) FROM kathikon.entries
+                 WHERE kind = {kind} AND name = ANY($12)
+                     AND jsonb_typeof(convert_from(value, 'UTF8')::jsonb -> 'global_limit')
+                         = 'object')
+             SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM freed)",
+            kind = EntryKind::Queue as i16,
+        )
+    })
+}
 
 /// Write the fields a transition changes of each of `jobs` (locked by [`lock`]), and the
-/// node that holds each (`None`: none); notify the queues of the jobs now available.
+/// node that holds each (`None`: none); notify the queues of the jobs now available, and the
+/// globally limited queues of jobs not executing (any may have left the state).
 pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
-    store_with(tx, STORE, jobs)
+    store_with(tx, store_sql(), jobs)
 }
 
 /// [`store`], running `statement` (its text or the statement prepared from it).
@@ -152,7 +174,11 @@ fn store_with<S: ?Sized + ToStatement>(
     let completed: Vec<Option<Micros>> = jobs.iter().map(|j| j.completed_at).collect();
     let cancelled: Vec<Option<Micros>> = jobs.iter().map(|j| j.cancelled_at).collect();
     let discarded: Vec<Option<Micros>> = jobs.iter().map(|j| j.discarded_at).collect();
-    let params: [&(dyn ToSql + Sync); 11] = [
+    let mut settled: Vec<&str> =
+        jobs.iter().filter(|j| j.state != JobState::Executing).map(|j| j.queue.as_str()).collect();
+    settled.sort_unstable();
+    settled.dedup();
+    let params: [&(dyn ToSql + Sync); 12] = [
         &ids,
         &states,
         &attempts,
@@ -164,8 +190,9 @@ fn store_with<S: ?Sized + ToStatement>(
         &cancelled,
         &discarded,
         &nodes,
+        &settled,
     ];
-    tx.execute(statement, &params)?;
+    tx.query_one(statement, &params)?;
     // Jobs made available (retried, rescued) wake the claims waiting on their queues.
     let mut woken: Vec<&str> =
         jobs.iter().filter(|j| j.state == JobState::Available).map(|j| j.queue.as_str()).collect();

@@ -5,7 +5,7 @@
 //! that serves the store on its Unix socket (the owner runs in this process, but the body's
 //! calls cross the real socket, framed and decoded, and go through the server's sessions),
 //! and, with the `postgres` feature, the `PostgreSQL` store on a fresh database of a private
-//! server (`common::pg`), for the verbs it implements so far ([`POSTGRES_SKIPS`]).
+//! server (`common::pg`).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -148,16 +148,6 @@ impl Opened for OpenedSocket {
     }
 }
 
-/// The conformance tests not run against `PostgreSQL`, each with what they need.
-#[cfg(feature = "postgres")]
-pub const POSTGRES_SKIPS: &[(&str, &str)] = &[
-    ("a_global_limit_caps_jobs_executing_until_one_leaves", "queue limits"),
-    ("a_claim_waiting_on_a_full_global_limit_is_woken_by_a_release", "queue limits"),
-    ("a_partitioned_limit_holds_per_partition_and_takes_them_in_turn", "queue limits"),
-    ("a_rate_limit_allows_n_starts_per_sliding_period", "queue limits"),
-    ("limits_and_rate_windows_survive_a_reopen", "queue limits"),
-];
-
 /// The `PostgreSQL` store, on a fresh database per store (a reopen opens the same one again).
 #[cfg(feature = "postgres")]
 pub struct PostgresBackend {
@@ -169,13 +159,10 @@ pub static POSTGRES: std::sync::LazyLock<PostgresBackend> = std::sync::LazyLock:
     PostgresBackend { databases: std::sync::Mutex::new(std::collections::HashMap::new()) }
 });
 
-/// Why test `name` does not run against `PostgreSQL`, if it does not: a verb it needs is not
-/// supported yet (see [`POSTGRES_SKIPS`]), or there is no `PostgreSQL` here (outside CI).
+/// Why the tests do not run against `PostgreSQL`, if they do not: there is none here
+/// (outside CI; in CI its absence fails them).
 #[cfg(feature = "postgres")]
-pub fn postgres_skip(name: &str) -> Option<String> {
-    if let Some((_, why)) = POSTGRES_SKIPS.iter().find(|(test, _)| *test == name) {
-        return Some(format!("needs {why}, not yet supported on PostgreSQL"));
-    }
+pub fn postgres_skip() -> Option<String> {
     (!crate::common::pg::available()).then(|| "no PostgreSQL here".to_string())
 }
 
@@ -382,7 +369,7 @@ macro_rules! conformance {
             $(
                 #[test]
                 fn $body() {
-                    if let Some(why) = crate::harness::postgres_skip(stringify!($body)) {
+                    if let Some(why) = crate::harness::postgres_skip() {
                         eprintln!("skipped on PostgreSQL: {why}");
                         return;
                     }
