@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import kathikon
 from kathikon.bench import workloads
 from kathikon.bench.legend import plain
 from kathikon.bench.peers import peer_medians
@@ -179,3 +180,19 @@ def test_the_limits_workload_measures_a_rate_limit_and_the_limiters_cost(tmp_pat
     assert rate["busiest_second"] == 200, "never more claims in a second than allowed"
     assert 0.95 <= rate["rate_vs_allowed"] <= 1.0
     assert all(rows[f"drain limits={k}"]["jobs"] == 2_500 for k in ("none", "global"))
+
+
+def test_the_limits_workload_runs_on_postgresql_and_leaves_no_limit(
+    tmp_path: Path, pg_url: str
+) -> None:
+    _, results = bench(
+        tmp_path, "-w", "limits", "--url", pg_url, "--scale", "0.05", "--rounds", "1"
+    )
+    rows = {row["workload"]: row for row in results}
+    assert rows["rate limit 200/s"]["busiest_second"] == 200, rows
+    assert all(rows[f"drain limits={k}"]["jobs"] == 2_500 for k in ("none", "global"))
+    app = kathikon.Kathikon(url=pg_url)
+    check = app.check_queue(workloads.DATABASE_QUEUE)
+    assert check.global_limit is None and check.rate_limit is None, "the bench's limits removed"
+    assert check.available == 0 and check.executing == 0, "and its jobs"
+    app.close()

@@ -15,8 +15,9 @@ from .table import print_report
 from .workloads import DATABASE_QUEUE, on_database
 
 DEFAULT = "fsync,insert,drain,latency,scheduled,open,processes"
-#: The workloads that run on a PostgreSQL database (``--url``); the default there.
-ON_DATABASE = ("drain", "latency")
+#: The workloads that run on a PostgreSQL database (``--url``); the first two are the default
+#: there.
+ON_DATABASE = ("drain", "latency", "limits")
 
 
 def _peers_path(given: Optional[str]) -> Path:
@@ -59,8 +60,9 @@ PEER_WORKLOADS: dict[str, tuple[str, ...]] = {
 @click.option(
     "--url",
     default=None,
-    help="run the drain and latency workloads on this PostgreSQL database instead of store "
-    f"files (migrated if need be; their jobs go to queue {DATABASE_QUEUE!r}, deleted after)",
+    help="run the drain and latency workloads (and limits, if chosen with -w) on this "
+    "PostgreSQL database instead of store files (migrated if need be; their jobs go to queue "
+    f"{DATABASE_QUEUE!r}, deleted after, as are the limits set on it)",
 )
 def bench_command(
     workloads: str,
@@ -76,17 +78,17 @@ def bench_command(
 ) -> None:
     """Measure Kathikon on this machine (embedded store, fsync per commit), optionally side by
     side with the peers, and print a table of medians. With --url, the drain and latency
-    workloads on a PostgreSQL database instead."""
+    workloads (and limits, when chosen) on a PostgreSQL database instead."""
     from rich.console import Console
 
     if url is not None and workloads == DEFAULT:
-        workloads = ",".join(ON_DATABASE)
+        workloads = ",".join(ON_DATABASE[:2])
     selected = [w.strip() for w in workloads.split(",") if w.strip()]
     unknown = [w for w in selected if w not in WORKLOADS]
     if unknown:
         raise click.UsageError(f"unknown workload(s) {unknown}; choose from {list(WORKLOADS)}")
     if url is not None and any(w not in ON_DATABASE for w in selected):
-        raise click.UsageError(f"--url runs only the {' and '.join(ON_DATABASE)} workloads")
+        raise click.UsageError(f"--url runs only the {', '.join(ON_DATABASE)} workloads")
     if rounds < 1 or scale <= 0:
         raise click.UsageError("--rounds must be >= 1 and --scale > 0")
     peer_workloads = [p for w in selected for p in PEER_WORKLOADS.get(w, ())] if peers else []

@@ -1,4 +1,5 @@
-"""The ``limits`` workload: how exact a rate limit is, and what limits cost a claim.
+"""The ``limits`` workload: how exact a rate limit is, and what limits cost a claim (on a
+store file, or with ``--url`` on PostgreSQL, where each run removes its limits after).
 
 - **accuracy**: a queue limited to ``allowed`` starts per second drains no-op jobs for a few
   seconds; the jobs' stored claim times give the rate reached (over whole periods after the
@@ -16,7 +17,7 @@ from typing import Any
 
 import kathikon
 
-from .workloads import Result, fresh_app, wait_completed
+from .workloads import Result, bench_queue, fresh_app, wait_completed
 
 PARTITION = {"fields": ["args"], "keys": ["customer"]}
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -28,22 +29,26 @@ def accuracy(allowed: int, seconds: float) -> Result:
     """Rate-limited no-op jobs for ``seconds``; the claim rate and the busiest second."""
     n = int(allowed * (seconds + 2))
     queue: dict[str, Any] = {"concurrency": 20, "rate_limit": {"allowed": allowed, "period": 1}}
-    with fresh_app(queues={"default": queue}) as app:
+    name = bench_queue()
+    with fresh_app(queues={name: queue}) as app:
 
-        @app.worker
+        @app.worker(queue=name)
         def noop(job: kathikon.Job) -> None:
             pass
 
-        app.insert_all([noop.new() for _ in range(n)])
-        app.start()
-        time.sleep(seconds + 0.5)
-        app.stop(timeout=5)
-        # Whole µs, as stored and counted: float seconds since 1970 blur the µs.
-        claimed = sorted(
-            (j.attempted_at - EPOCH) // MICROSECOND
-            for j in app.jobs(queue="default", limit=n)
-            if j.attempted_at is not None
-        )
+        try:
+            app.insert_all([noop.new() for _ in range(n)])
+            app.start()
+            time.sleep(seconds + 0.5)
+            app.stop(timeout=5)
+            # Whole µs, as stored and counted: float seconds since 1970 blur the µs.
+            claimed = sorted(
+                (j.attempted_at - EPOCH) // MICROSECOND
+                for j in app.jobs(queue=name, limit=n)
+                if j.attempted_at is not None
+            )
+        finally:
+            app.scale_queue(name, rate_limit=None)
     first = claimed[0]
     whole = int(seconds)
     in_whole = sum(1 for t in claimed if first <= t < first + whole * SECOND)
@@ -69,22 +74,26 @@ def overhead(n: int, kind: str, partitions: int = 1_000) -> Result:
         queue["global_limit"] = 1_000_000
     elif kind == "partitioned":
         queue["global_limit"] = {"allowed": 1_000_000, "partition": PARTITION}
-    with fresh_app(queues={"default": queue}) as app:
+    name = bench_queue()
+    with fresh_app(queues={name: queue}) as app:
 
-        @app.worker
+        @app.worker(queue=name)
         def noop(job: kathikon.Job) -> None:
             pass
 
-        for offset in range(0, n, 10_000):
-            count = min(10_000, n - offset)
-            app.insert_all(
-                [noop.new({"customer": (offset + i) % partitions}) for i in range(count)]
-            )
-        start = time.perf_counter()
-        app.start()
-        wait_completed(app, "default", n, 120.0)
-        elapsed = time.perf_counter() - start
-        app.stop(timeout=5)
+        try:
+            for offset in range(0, n, 10_000):
+                count = min(10_000, n - offset)
+                app.insert_all(
+                    [noop.new({"customer": (offset + i) % partitions}) for i in range(count)]
+                )
+            start = time.perf_counter()
+            app.start()
+            wait_completed(app, name, n, 120.0)
+            elapsed = time.perf_counter() - start
+            app.stop(timeout=5)
+        finally:
+            app.scale_queue(name, global_limit=None)
     return Result(f"drain limits={kind}", n, jobs_per_s=n / elapsed)
 
 

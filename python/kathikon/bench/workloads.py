@@ -38,18 +38,18 @@ class Result:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-#: The PostgreSQL database the drain and latency workloads run on (``kathikon bench --url``),
-#: or ``None``: a fresh store file each time. Set with :func:`on_database`.
+#: The PostgreSQL database the drain, latency and limits workloads run on (``kathikon bench
+#: --url``), or ``None``: a fresh store file each time. Set with :func:`on_database`.
 _URL: Optional[str] = None
 
-#: The queue the drain and latency workloads use on a database: one of their own, emptied
-#: before and after each run, so that no other jobs there are touched or counted.
+#: The queue the database workloads use: one of their own, emptied before and after each
+#: run, so that no other jobs there are touched or counted.
 DATABASE_QUEUE = "kathikon-bench"
 
 
 @contextmanager
 def on_database(url: Optional[str]) -> Iterator[None]:
-    """Run the drain and latency workloads on the PostgreSQL database at ``url`` meanwhile
+    """Run the database workloads on the PostgreSQL database at ``url`` meanwhile
     (``None``: on store files, as by default)."""
     global _URL
     before, _URL = _URL, url
