@@ -255,3 +255,28 @@ fn inserts_in_flight_while_the_owner_stops_gracefully_are_stored_once() {
 fn inserts_in_flight_while_the_owner_is_killed_are_stored_once() {
     inserts_ride_through_an_owner_change(|owner| owner.kill().unwrap());
 }
+
+/// Threads of one client share its connection to the owner. The first to meet the owner gone
+/// closes that connection and switches to the next owner (here the client itself takes the
+/// store over); a call another thread then makes on the old connection still hears that the
+/// owner is gone, which every verb answers by retrying on the next owner, never that it was
+/// closed, which no verb retries.
+#[test]
+fn a_call_on_a_connection_closed_for_a_gone_owner_hears_the_owner_gone() {
+    let dir = scratch_dir();
+    let path = store_path(&dir);
+    let mut owner = spawn_owner(&path);
+    let node = Node::open(NodeConfig { engine: config(&path), ..NodeConfig::default() }).unwrap();
+    assert_eq!(node.role(), Role::Client);
+    let old = node.jobs().unwrap();
+    owner.kill().unwrap();
+    owner.wait().unwrap();
+    let gone = old.insert(vec![job("default", "w")]);
+    assert!(matches!(gone, Err(kathikon_core::Error::OwnerGone { .. })), "{gone:?}");
+    node.jobs().unwrap(); // the switch: this process takes the store over, closing `old`
+    assert_eq!(node.role(), Role::Owner);
+    let late = old.insert(vec![job("default", "w")]);
+    assert!(matches!(late, Err(kathikon_core::Error::OwnerGone { .. })), "{late:?}");
+    assert_eq!(node.insert(vec![job("default", "w")]).unwrap().len(), 1);
+    node.close();
+}

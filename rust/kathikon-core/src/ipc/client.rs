@@ -315,9 +315,9 @@ impl Client {
     }
 
     fn call(&self, request: &Request) -> Result<Response> {
-        if self.closed.load(Ordering::Acquire) {
-            return Err(Error::Closed);
-        }
+        // Gone before closed: a client whose owner went away is closed by the first thread of
+        // its process that switches owners, and another thread's call on it must still hear
+        // that the owner is gone (so it retries on the next owner), not that it was closed.
         if let Some(detail) =
             self.gone.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
         {
@@ -326,6 +326,9 @@ impl Client {
                 owner: self.owner_pid,
                 detail,
             });
+        }
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed);
         }
         let pooled = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).pop();
         let mut conn = if let Some(conn) = pooled {

@@ -235,6 +235,7 @@ impl Limiter {
     /// Count `n` jobs executing in global partition `global` that no id is kept for (a store
     /// that counts its executing jobs itself, as `PostgreSQL`'s claim does, and never
     /// releases them here).
+    #[cfg(feature = "postgres")]
     pub(crate) fn count_executing(&mut self, global: String, n: u32) {
         if self.limits.global.is_some() && n > 0 {
             *self.executing.entry(global).or_default() += n;
