@@ -189,6 +189,7 @@ def test_the_limits_workload_runs_on_postgresql_and_leaves_no_limit(
         tmp_path, "-w", "limits", "--url", pg_url, "--scale", "0.05", "--rounds", "1"
     )
     rows = {row["workload"]: row for row in results}
+    assert {row["durability"] for row in results} == {"postgresql"}, "labelled as on the database"
     assert rows["rate limit 200/s"]["busiest_second"] == 200, rows
     assert all(rows[f"drain limits={k}"]["jobs"] == 2_500 for k in ("none", "global"))
     app = kathikon.Kathikon(url=pg_url)

@@ -17,7 +17,7 @@ from typing import Any
 
 import kathikon
 
-from .workloads import Result, bench_queue, fresh_app, wait_completed
+from .workloads import Result, bench_queue, durability, fresh_app, wait_completed
 
 PARTITION = {"fields": ["args"], "keys": ["customer"]}
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -60,6 +60,7 @@ def accuracy(allowed: int, seconds: float) -> Result:
     return Result(
         f"rate limit {allowed}/s",
         len(claimed),
+        durability(),
         jobs_per_s=in_whole / whole,
         extra={"rate_vs_allowed": in_whole / whole / allowed, "busiest_second": busiest},
     )
@@ -94,7 +95,7 @@ def overhead(n: int, kind: str, partitions: int = 1_000) -> Result:
             app.stop(timeout=5)
         finally:
             app.scale_queue(name, global_limit=None)
-    return Result(f"drain limits={kind}", n, jobs_per_s=n / elapsed)
+    return Result(f"drain limits={kind}", n, durability(), jobs_per_s=n / elapsed)
 
 
 def workload(scale: float) -> list[Result]:

@@ -225,10 +225,11 @@ def drain(n: int, concurrency: int, use_async: bool = False, timeout: float = 12
         elapsed = time.perf_counter() - start
         app.stop(timeout=5)
     kind = "async" if use_async else "sync"
-    return Result(f"drain {kind} c={concurrency}", n, _durability(), jobs_per_s=n / elapsed)
+    return Result(f"drain {kind} c={concurrency}", n, durability(), jobs_per_s=n / elapsed)
 
 
-def _durability() -> str:
+def durability() -> str:
+    """The system the database-capable workloads ran on, as the table labels it."""
     return "fsync" if _URL is None else "postgresql"
 
 
@@ -279,7 +280,7 @@ def latency(rate: float, n: int, concurrency: int = 10) -> Result:
     return Result(
         f"latency @{rate:g}/s",
         n,
-        _durability(),
+        durability(),
         latency_ms=percentiles(samples),
         extra={
             "achieved_rate": achieved,
