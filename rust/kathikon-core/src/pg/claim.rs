@@ -74,6 +74,20 @@ pub(crate) fn promote(
     Ok(row.get::<_, i64>(0) as u64)
 }
 
+/// The statement that claims the jobs whose ids `chosen` selects (locked) for node `$3` at
+/// `$2`: executing, the attempt counted ([`Event::Claim`]), returned.
+pub(crate) fn claiming(chosen: &str) -> String {
+    format!(
+        "UPDATE kathikon.jobs j
+         SET state = {executing}, attempt = j.attempt + 1, attempted_at = $2, node_id = $3
+         FROM ({chosen}) c
+         WHERE j.id = c.id
+         RETURNING {J_COLUMNS}",
+        executing =
+            code(transition(0, JobState::Available, Event::Claim).expect("available jobs claim")),
+    )
+}
+
 /// The statement [`promote`] runs, to prepare.
 pub(crate) fn promotion_sql(skip_locked: bool) -> &'static str {
     static SQL: OnceLock<[String; 2]> = OnceLock::new();
@@ -100,24 +114,16 @@ pub(crate) fn claim(
     // The queue's shared lock and its promotion, before the claim ([`promotion`]).
     static PREPARE: OnceLock<String> = OnceLock::new();
     let sql = SQL.get_or_init(|| {
-        format!(
-            "UPDATE kathikon.jobs j
-             SET state = {executing}, attempt = j.attempt + 1, attempted_at = $2, node_id = $3
-             FROM (SELECT id FROM kathikon.jobs
-                   WHERE queue = $1 AND state = {available} AND {not_paused}
-                       AND NOT {limited}
-                   ORDER BY priority, scheduled_at, id
-                   LIMIT $4
-                   FOR UPDATE SKIP LOCKED) c
-             WHERE j.id = c.id
-             RETURNING {J_COLUMNS}",
-            executing = code(
-                transition(0, JobState::Available, Event::Claim).expect("available jobs claim")
-            ),
+        claiming(&format!(
+            "SELECT id FROM kathikon.jobs
+             WHERE queue = $1 AND state = {available} AND {not_paused} AND NOT {limited}
+             ORDER BY priority, scheduled_at, id
+             LIMIT $4
+             FOR UPDATE SKIP LOCKED",
             available = code(JobState::Available),
             not_paused = not_paused("$1"),
             limited = is_limited("$1"),
-        )
+        ))
     });
     let prepare = prepared.get(client, PREPARE.get_or_init(|| promotion(true, true, true)))?;
     let sql = prepared.get(client, sql)?;

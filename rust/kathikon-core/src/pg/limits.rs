@@ -30,15 +30,16 @@ use std::sync::OnceLock;
 use postgres::types::ToSql;
 use postgres::GenericClient;
 
+use super::claim::claiming;
 use super::connection::Prepared;
 use super::queues::{not_paused, settings_of};
-use super::row::{code, job, J_COLUMNS};
+use super::row::{code, job};
 use crate::claim::ClaimKey;
 use crate::clock::{Clock, Micros};
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId};
 use crate::limits::{Bucket, Limiter, Limits, Partition, Usage, Window};
-use crate::state::{transition, Event, JobState};
+use crate::state::JobState;
 
 /// The first key of each limited queue's limit lock (the ASCII of "kl"); the second is the
 /// queue name's `hashtext`.
@@ -231,20 +232,13 @@ fn load(
 fn claim_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
-        format!(
-            "UPDATE kathikon.jobs j
-             SET state = {executing}, attempt = j.attempt + 1, attempted_at = $2, node_id = $3
-             FROM (SELECT id FROM kathikon.jobs
-                   WHERE id = ANY($4) AND queue = $1 AND state = {available} AND {not_paused}
-                   FOR UPDATE SKIP LOCKED) c
-             WHERE j.id = c.id
-             RETURNING {J_COLUMNS}",
-            executing = code(
-                transition(0, JobState::Available, Event::Claim).expect("available jobs claim")
-            ),
+        claiming(&format!(
+            "SELECT id FROM kathikon.jobs
+             WHERE id = ANY($4) AND queue = $1 AND state = {available} AND {not_paused}
+             FOR UPDATE SKIP LOCKED",
             available = code(JobState::Available),
             not_paused = not_paused("$1"),
-        )
+        ))
     })
 }
 
