@@ -473,6 +473,8 @@ def test_prune(project: Project) -> None:
         (["jobs", "--app", "cliapp:not_an_app"], 1, "not a kathikon.Kathikon app"),
         (["jobs", "--app", "not a module"], 1, "MODULE:ATTRIBUTE"),
         (["worker", "nosuchmodule:app"], 1, "no module named 'nosuchmodule'"),
+        (["worker", "cliapp:app", "--processes", "0"], 2, "'0' is not an int of at least 1"),
+        (["worker", "cliapp:app", "-p", "many"], 2, "nor 'auto'"),
         (["job", "424242", "--app", "cliapp:app"], 1, "no job with id 424242"),
         (["job", "424242424242424242424242", "--path", "jobs.redb"], 1, "no job with id"),
         (["job", "abc", "--path", "jobs.redb"], 2, "'abc' is not a valid integer"),

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from types import TracebackType
-from typing import Any, Callable, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Literal, Optional, TypeVar, Union, overload
 from urllib.parse import urlsplit, urlunsplit
 
 from typing_extensions import Unpack
@@ -864,7 +864,7 @@ class Kathikon:
         self,
         queues: Optional[QueueSelection] = None,
         *,
-        processes: Optional[int] = None,
+        processes: Union[int, Literal["auto"], None] = None,
         grace: float = 30.0,
         max_threads: Optional[int] = None,
     ) -> None:
@@ -880,7 +880,8 @@ class Kathikon:
         a few. Async jobs run on one event loop thread and are not bound by it.
 
         ``processes=N`` runs the jobs in N child processes instead (past the GIL, for
-        CPU-bound jobs); this process keeps the store and runs none itself. Each queue's
+        CPU-bound jobs; ``"auto"``: one per CPU core this process may use); this process
+        keeps the store and runs none itself. Each queue's
         concurrency is split between the children, so it holds across them together. The
         app must be created at module level, where the children can import it, and needs a
         store file. ``grace`` is how long each child waits for its running jobs when stopped.
@@ -955,7 +956,10 @@ class Kathikon:
         return True if runner is None else runner.stop(timeout)
 
     def run(
-        self, queues: Optional[QueueSelection] = None, *, processes: Optional[int] = None
+        self,
+        queues: Optional[QueueSelection] = None,
+        *,
+        processes: Union[int, Literal["auto"], None] = None,
     ) -> None:
         """Run workers in this thread until SIGINT or SIGTERM, then stop gracefully.
         ``queues`` and ``processes`` are as for :meth:`start`. Raises

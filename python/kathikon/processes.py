@@ -1,4 +1,5 @@
-"""Worker processes: ``app.start(processes=N)`` and ``kathikon worker --processes N``.
+"""Worker processes: ``app.start(processes=N)`` and ``kathikon worker --processes N``
+(``"auto"``: one per CPU core this process may use).
 
 The process that calls ``start`` keeps (or connects to) the store and runs no jobs itself;
 it starts N child processes with :mod:`multiprocessing`'s *spawn* method (a fresh
@@ -35,7 +36,7 @@ import sys
 import threading
 import time
 import weakref
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Optional, Union
 
 from .errors import ConfigurationError, KathikonError
 from .stop_signal import StopRequest
@@ -89,6 +90,29 @@ def split(queues: dict[str, int], processes: int) -> list[dict[str, int]]:
             if lanes:
                 share[name] = lanes
     return [share for share in shares if share]
+
+
+def cores() -> int:
+    """The CPU cores this process may run on (its affinity and, on Python 3.13+, the
+    ``PYTHON_CPU_COUNT`` override), at least 1: what ``processes="auto"`` starts."""
+    count = getattr(os, "process_cpu_count", None)
+    if count is not None:
+        return max(1, count() or 1)
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def resolve(processes: object) -> int:
+    """How many worker processes ``processes=`` asks for: an int of at least 1, or ``"auto"``
+    for one per core (:func:`cores`)."""
+    if processes == "auto":
+        return cores()
+    if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+        raise ConfigurationError(
+            f'processes={processes!r} must be an int of at least 1, or "auto" for one per core'
+        )
+    return processes
 
 
 def restart_delay(failures: int) -> float:
@@ -155,15 +179,14 @@ _SPAWN_ENV = threading.Lock()
 class ProcessPool:
     """N worker processes for one app, kept running until :meth:`stop`."""
 
-    def __init__(self, app: Kathikon, queues: dict[str, int], processes: int) -> None:
+    def __init__(self, app: Kathikon, queues: dict[str, int], processes: Union[int, str]) -> None:
         key = store_key(app)
         if key is None:
             raise ConfigurationError(
                 "processes= needs a store file or a database: worker processes cannot reach "
                 "an in-memory store; pass path= (or url=) to Kathikon"
             )
-        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
-            raise ConfigurationError(f"processes={processes!r} must be an int of at least 1")
+        processes = resolve(processes)
         self._app = app
         self._key = key
         self._shares = split(queues, processes)

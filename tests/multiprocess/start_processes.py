@@ -1,6 +1,7 @@
-"""A user's script: the app and its worker at module level, ``app.start(processes=2)`` under
-the main guard. The worker processes import this file again (as ``__mp_main__``) to find the
-app. Prints the jobs' ids and the worker processes' pids as JSON."""
+"""A user's script: the app and its worker at module level, ``app.start(processes=N)`` under
+the main guard (N from ``KATHIKON_MP_PROCESSES``: a number or ``auto``; 2 by default). The
+worker processes import this file again (as ``__mp_main__``) to find the app. Prints the
+jobs' ids and the worker processes' pids as JSON."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def job(j: kathikon.Job) -> None:
 
 if __name__ == "__main__":
     ids = [job.insert().id for _ in range(20)]
-    app.start(processes=2)
+    wanted = os.environ.get("KATHIKON_MP_PROCESSES", "2")
+    app.start(processes="auto" if wanted == "auto" else int(wanted))
     pids = app.worker_pids
     deadline = time.monotonic() + 60
     while app.stats()["default"]["completed"] < 20 and time.monotonic() < deadline:

@@ -494,13 +494,21 @@ def test_worker_processes_killed_again_and_again_lose_nothing(setup: Setup) -> N
     assert w.returncode == 0, err
 
 
-def test_start_processes_from_a_script_runs_the_jobs_in_worker_processes(setup: Setup) -> None:
+@pytest.mark.parametrize("processes", ["1", "auto"])
+def test_start_processes_from_a_script_runs_the_jobs_in_worker_processes(
+    setup: Setup, processes: str
+) -> None:
+    from kathikon.processes import cores
+
+    setup.env["KATHIKON_MP_PROCESSES"] = processes
     proc = setup.spawn(sys.executable, "start_processes.py")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
     report = json.loads(out)
     assert report["clean"] is True
-    assert len(report["pids"]) == 2 and report["me"] not in report["pids"]
+    # One per core for "auto", as many as the queue's concurrency of 2 can use.
+    expected = 1 if processes == "1" else min(cores(), 2)
+    assert len(report["pids"]) == expected and report["me"] not in report["pids"]
     ran = {job: pid for _, pid, job, _, _ in setup.runs()}
     assert set(ran) == set(report["ids"])
     assert set(ran.values()) <= set(report["pids"])
@@ -510,6 +518,20 @@ def test_start_processes_from_a_script_runs_the_jobs_in_worker_processes(setup: 
         assert all(app.get(i).state is S.COMPLETED for i in report["ids"])
     finally:
         app.close()
+
+
+def test_processes_auto_is_one_per_core_and_bad_counts_are_refused_naming_them() -> None:
+    from kathikon.processes import cores, resolve
+
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if sys.version_info < (3, 13) or "PYTHON_CPU_COUNT" not in os.environ:
+        assert cores() == usable
+    assert resolve("auto") == cores() >= 1
+    assert resolve(3) == 3
+    for bad in (0, -1, True, "4", 2.0, None):
+        with pytest.raises(kathikon.ConfigurationError, match=r'processes=.*"auto"') as refused:
+            resolve(bad)
+        assert repr(bad) in str(refused.value)
 
 
 def test_restart_delay_doubles_from_one_second_to_a_minute() -> None:

@@ -7,19 +7,35 @@ import os
 import signal
 import sys
 from types import FrameType
-from typing import NoReturn, Optional
+from typing import NoReturn, Optional, Union
 
 import click
 
 from .. import __version__
 from ..app import OPEN_LOGGER, Kathikon
 from ..errors import StorageLockedError
+from ..processes import resolve
 from ..stop_signal import StopRequest
 from ..testing_mode import refuse_run
 from .base import HELD_WHILE_WORKING, CliError, cli
 from .load import load_app
 
 log = logging.getLogger("kathikon.worker")
+
+
+def _processes(
+    ctx: click.Context, param: click.Parameter, value: Optional[str]
+) -> Union[int, str, None]:
+    """``--processes``: an int of at least 1, or ``auto`` (one per core)."""
+    if value is None or value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise click.BadParameter(f"{value!r} is not an int of at least 1, nor 'auto'")
+    return number
 
 
 def _parse_queues(
@@ -71,10 +87,11 @@ def _parse_queues(
 @click.option(
     "--processes",
     "-p",
-    type=click.IntRange(min=1),
-    help="Run the jobs in N worker processes (past the GIL, for CPU-bound jobs); this process "
-    "keeps the store. Each queue's concurrency is split between them. Default: run the jobs "
-    "in this process.",
+    metavar="N|auto",
+    callback=_processes,
+    help="Run the jobs in N worker processes (past the GIL, for CPU-bound jobs; auto: one per "
+    "CPU core); this process keeps the store. Each queue's concurrency is split between them. "
+    "Default: run the jobs in this process.",
 )
 @click.option(
     "--grace",
@@ -104,7 +121,7 @@ def worker(
     app_spec: str,
     queues: Optional[str],
     concurrency: Optional[int],
-    processes: Optional[int],
+    processes: Union[int, str, None],
     grace: float,
     log_level: str,
     log_format: str,
@@ -145,7 +162,7 @@ def worker(
 
 
 def _run_worker(
-    app: Kathikon, selected: dict[str, int], grace: float, processes: Optional[int]
+    app: Kathikon, selected: dict[str, int], grace: float, processes: Union[int, str, None]
 ) -> None:
     stop = StopRequest()
     signals: list[int] = []
@@ -170,8 +187,9 @@ def _run_worker(
             _hard_exit(1)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    count = None if processes is None else resolve(processes)
     try:
-        app.start(selected, processes=processes, grace=grace)
+        app.start(selected, processes=count, grace=grace)
         store = "memory" if app.path is None else os.path.abspath(app.path)
         log.info(
             "kathikon %s worker started: pid=%d store=%s role=%s queues=%s concurrency=%d "
@@ -182,7 +200,7 @@ def _run_worker(
             app.role if app.role == "owner" else f"client of pid {app.owner_pid}",
             ",".join(f"{q}:{n}" for q, n in selected.items()),
             sum(selected.values()),
-            processes or 1,
+            count or 1,
             f"{grace:g}",
         )
         while not stop.wait(0.5):
