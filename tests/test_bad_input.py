@@ -405,34 +405,31 @@ def test_good_queue_spec_forms() -> None:
 # -- worker configuration -----------------------------------------------------------------
 
 
-def test_timeout_on_a_sync_worker(app: kathikon.Kathikon) -> None:
-    with pytest.raises(kathikon.ConfigurationError) as info:
+def test_a_sync_workers_timeout_is_refused_where_no_worker_process_can_enforce_it(
+    app: kathikon.Kathikon,
+) -> None:
+    @app.worker(timeout=5)
+    def slow(job: kathikon.Job) -> None:
+        pass
 
-        @app.worker(timeout=5)
-        def slow(job: kathikon.Job) -> None:
-            pass
-
-    message = str(info.value)
-    assert "timeout=5" in message
-    assert "slow" in message
-    assert "async" in message
-    assert app.workers == {}
-
-
-def test_timeout_on_a_sync_worker_class(app: kathikon.Kathikon) -> None:
-    class Slow(kathikon.Worker):
+    class Slower(kathikon.Worker):
         timeout = 2.5
 
         def perform(self, job: kathikon.Job) -> None:
             pass
 
-    with pytest.raises(kathikon.ConfigurationError, match="timeout=2.5"):
-        app.register(Slow)
-    assert app.workers == {}
+    app.register(Slower)
+    with pytest.raises(kathikon.ConfigurationError) as info:
+        app.start()
+    message = str(info.value)
+    assert slow.name in message and "Slower" in message
+    assert "processes=N" in message and "async def" in message
+    assert app.worker_pids == []
+    app.stop()  # nothing runs: stopping is a no-op
 
 
 @pytest.mark.parametrize("timeout", [0, -1, "5", True])
-def test_bad_timeout_on_an_async_worker(app: kathikon.Kathikon, timeout: Any) -> None:
+def test_bad_timeout_on_a_worker(app: kathikon.Kathikon, timeout: Any) -> None:
     with pytest.raises(kathikon.ConfigurationError) as info:
 
         @app.worker(timeout=timeout)
@@ -440,6 +437,12 @@ def test_bad_timeout_on_an_async_worker(app: kathikon.Kathikon, timeout: Any) ->
             pass
 
     assert f"timeout={timeout!r}" in str(info.value)
+    with pytest.raises(kathikon.ConfigurationError, match=r"must be seconds above 0"):
+
+        @app.worker(timeout=timeout)
+        def work(job: kathikon.Job) -> None:
+            pass
+
     assert app.workers == {}
 
 

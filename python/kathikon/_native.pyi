@@ -282,6 +282,14 @@ class Engine:
     ) -> tuple[int, list[str]]:
         """Wait up to ``timeout`` s for the store's ready generation to move past ``seen``
         (``None``: look at once); returns it and which of ``queues`` have jobs ready."""
+    def watch_timeout(
+        self, id: int, attempt: int, seconds: float, error: str, retry_in: Optional[int] = None
+    ) -> None:
+        """Fail attempt ``attempt`` of job ``id`` with ``error`` (retried after ``retry_in``
+        µs; ``None``: the default backoff) if it still runs after ``seconds``, then end this
+        process at once (a worker process's sync job)."""
+    def unwatch_timeout(self, id: int) -> None:
+        """Job ``id`` ended in time."""
     def ack(self, acks: list[_AckRow], wait: bool = True) -> list[Optional[Job]]:
         """Record outcomes; ``None`` where the ack was stale."""
     def cancel(self, id: int) -> tuple[Job, str]:

@@ -269,6 +269,8 @@ class Kathikon:
         self._runner: Optional[Runner] = None
         # This process's local_only queue changes, applied by its runner on top of the store's.
         self._local_queues = _queues.LocalQueues()
+        # Set in a worker process of a pool, where sync jobs' timeouts are enforced.
+        self._in_worker_process = False
         # In a worker process of a pool: (its index, processes), to split runtime concurrency.
         self._pool_share = (0, 1)
         self._closed = threading.Event()
@@ -364,7 +366,10 @@ class Kathikon:
         """Register a function (sync or ``async def``) taking a :class:`Job` as a worker.
 
         Usable bare (``@app.worker``) or with settings (``@app.worker(queue="emails")``).
-        ``timeout`` (seconds) is enforced for async functions only. ``backoff(job)`` returns
+        ``timeout`` (seconds): an async job is cancelled past it; a sync job's thread cannot
+        be, so its timeout holds in worker processes (``processes=N``), where the job is
+        recorded as failed and its process replaced (``start`` without them refuses to run
+        such a worker; ``drain`` does not enforce it). ``backoff(job)`` returns
         the seconds before a retry (``None`` for the default exponential backoff).
         ``cron`` (with ``cron_timezone``, default UTC) also declares a cron entry named after
         the worker that inserts a job with no args on each slot: see :meth:`cron`.

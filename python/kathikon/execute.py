@@ -68,7 +68,7 @@ class Attempt:
             ack = (job.id, job.attempt, SNOOZE, None, round(outcome.seconds * 1e6))
         elif error is not None:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            ack = (job.id, job.attempt, FAIL, text, self._retry_delay())
+            ack = (job.id, job.attempt, FAIL, text, self.retry_delay())
         else:
             ack = (job.id, job.attempt, COMPLETE, None, None)
         self.ack = ack
@@ -88,7 +88,9 @@ class Attempt:
         )
         return self.ack
 
-    def _retry_delay(self) -> Optional[int]:
+    def retry_delay(self) -> Optional[int]:
+        """µs before a failed attempt's retry, by the worker's ``backoff``; ``None``: the
+        default backoff."""
         reg = self.registration
         if reg is None or reg.backoff is None:
             return None

@@ -34,9 +34,10 @@ class LaneBatch:
     (jobs taken from ``jobs`` so far: run, running, or queued for the loop) and ``handed``
     (jobs before this index that are async are the loop's) and appends to ``acks`` (and,
     when telemetry watches jobs, the matching :class:`Attempt` to ``attempts`` just after);
-    the shutdown reads them once it has taken the batch."""
+    ``sent`` counts the outcomes the lane sent early (before a job whose timeout may end the
+    process). The shutdown reads them once it has taken the batch."""
 
-    __slots__ = ("acks", "attempts", "handed", "jobs", "started", "taken")
+    __slots__ = ("acks", "attempts", "handed", "jobs", "sent", "started", "taken")
 
     def __init__(self, jobs: list[Job], acks: list[AckTuple], attempts: list[Attempt]) -> None:
         self.jobs = jobs
@@ -44,7 +45,15 @@ class LaneBatch:
         self.attempts = attempts
         self.started = 0
         self.handed = 0
+        self.sent = 0
         self.taken = False
+
+    def unsent(self) -> tuple[list[Attempt], list[AckTuple]]:
+        """The outcomes not sent yet, marked sent, with their attempts when all are there."""
+        acks = self.acks[self.sent :]
+        attempts = self.attempts[self.sent :] if len(self.attempts) == len(self.acks) else []
+        self.sent = len(self.acks)
+        return attempts, acks
 
     def settle(
         self, is_async: dict[str, bool], started: int, acked: int, handed: int
@@ -53,8 +62,8 @@ class LaneBatch:
         taken: the outcomes of the jobs that finished (with their attempts, to report, when
         all are there), and the jobs to hand back (the sync job that was running, async ones
         not yet given to the loop, and every job not started)."""
-        finished = self.acks[:acked]
-        attempts = self.attempts[:acked] if len(self.attempts) >= acked else []
+        finished = self.acks[self.sent : acked]
+        attempts = self.attempts[self.sent : acked] if len(self.attempts) >= acked else []
         back: list[Job] = []
         sync_seen = 0
         for index, job in enumerate(self.jobs[:started]):

@@ -154,6 +154,7 @@ def _child_main(
     joblog.inherit()  # the job lines and log format of `kathikon worker`, if it started us
     app = _find_app(origin, key)
     app._pool_share = share  # a queue scaled or started at runtime is split as `queues` was
+    app._in_worker_process = True  # sync jobs' timeouts hold here: the process may end itself
     app.start(queues)
     ready.set()
     try:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 from . import handback, telemetry
 from . import queues as _queues
 from ._native import Engine
-from .errors import EngineClosedError, KathikonError, OwnerGoneError
+from .errors import ConfigurationError, EngineClosedError, KathikonError, OwnerGoneError
 from .execute import (
     OUTCOME_EVENTS,
     START,
@@ -57,6 +57,7 @@ from .ready_queues import ReadyQueues
 
 if TYPE_CHECKING:
     from .app import Kathikon
+    from .worker import Registration
 
 log = logging.getLogger("kathikon")
 POLL = ("kathikon", "dispatcher", "poll")
@@ -166,6 +167,10 @@ class Runner:
         self._demand: dict[str, int] = {}
         self._pace: dict[str, float] = {}
         self._engine: Engine = app._engine
+        # Sync jobs' timeouts are enforced in worker processes, which may end themselves.
+        self._timeouts = app._in_worker_process
+        if not self._timeouts:
+            refuse_sync_timeouts(app, self._queues)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._slots: dict[str, Slots] = {}
@@ -565,8 +570,8 @@ class Runner:
         ran = time.perf_counter()
         if batch.taken:
             return False, ran  # the shutdown reported this batch
-        if acks:
-            self._ack(attempts, acks)
+        if len(acks) > batch.sent:
+            self._ack(*batch.unsent())
         for started in handed:
             self._wait_started(started)
         return bool(handed), ran
@@ -584,7 +589,6 @@ class Runner:
         the loop to ``handed``. Stops before the next job once the shutdown took the batch."""
         workers = self._app._workers
         watched = _jobs_watched()
-        acks, attempts = batch.acks, batch.attempts
         to_loop: list[Attempt] = []
         try:
             for job in batch.jobs:
@@ -607,17 +611,41 @@ class Runner:
                     held = True
                     if self._abandoned:
                         break
-                if watched or reg is None:
-                    attempt = Attempt(job, reg)
-                    acks.append(run_sync(attempt))
-                    attempts.append(attempt)
-                else:
-                    acks.append(run_sync_unwatched(job, reg))
+                self._run_sync_job(job, reg, batch, watched)
         finally:
             if held:
                 slots.release()
             if to_loop:
                 handed.append(self._hand_over(queue, to_loop, batch, batch.started))
+
+    def _run_sync_job(
+        self, job: Job, reg: Optional[Registration], batch: handback.LaneBatch, watched: bool
+    ) -> None:
+        """Run one sync job of ``batch`` here, its outcome appended to the batch; under the
+        watchdog when its worker has a timeout and this is a worker process."""
+        timeout = reg.timeout if reg is not None and self._timeouts else None
+        if timeout is not None:
+            self._send_unsent(batch)
+            retry_in = Attempt(job, reg).retry_delay()  # the worker's backoff, as any failure
+            error = timeout_error(job, timeout)
+            self._engine.watch_timeout(job.id, job.attempt, timeout, error, retry_in)
+        if watched or reg is None:
+            attempt = Attempt(job, reg)
+            batch.acks.append(run_sync(attempt))
+            batch.attempts.append(attempt)
+        else:
+            batch.acks.append(run_sync_unwatched(job, reg))
+        if timeout is not None:
+            self._engine.unwatch_timeout(job.id)
+
+    def _send_unsent(self, batch: handback.LaneBatch) -> None:
+        """Send the outcomes of the batch's jobs that finished so far: the next job's timeout
+        may end this process, and they must not be run again."""
+        with self._handback:
+            if batch.taken or len(batch.acks) == batch.sent:
+                return
+            attempts, acks = batch.unsent()
+        self._ack(attempts, acks)
 
     def _wait_started(self, started: threading.Event) -> None:
         while not started.wait(0.5):
@@ -841,6 +869,30 @@ class Runner:
                 ready.wait()
                 self._loop = loop
             return self._loop
+
+
+def timeout_error(job: Job, timeout: float) -> str:
+    """The failure a sync job past its timeout records (the watchdog stores it)."""
+    return (
+        f"timeout: job {job.id} ({job.worker}) ran past its timeout of {timeout:g} s; worker "
+        f"process {os.getpid()} was stopped to end it (a thread cannot be) and another started"
+    )
+
+
+def refuse_sync_timeouts(app: Kathikon, queues: dict[str, int]) -> None:
+    """A sync worker's timeout holds only in worker processes: refuse to run one here."""
+    timed = sorted(
+        reg.name
+        for reg in app._workers.values()
+        if reg.timeout is not None and not reg.is_async and reg.queue in queues
+    )
+    if timed:
+        raise ConfigurationError(
+            f"sync worker(s) {', '.join(map(repr, timed))} have a timeout, which only worker "
+            "processes can enforce (a thread cannot be stopped, its process can): run with "
+            'processes=N or "auto" (kathikon worker --processes N), make the function '
+            "`async def`, or drop the timeout"
+        )
 
 
 def _smoothed(before: Optional[float], sample: float) -> float:

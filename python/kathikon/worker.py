@@ -29,7 +29,7 @@ class Worker:
             queue = "default"
             max_attempts = 5
             priority = 0
-            timeout = None          # seconds; enforced for async perform only
+            timeout = None          # seconds; sync jobs: in worker processes only
             unique = None           # kathikon.Unique(...): insert once per key
 
             def perform(self, job: kathikon.Job) -> None: ...
@@ -120,12 +120,6 @@ def make_registration(
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigurationError(f"{where}: timeout={timeout!r} must be seconds above 0")
-        if not is_async:
-            raise ConfigurationError(
-                f"{where}: timeout={timeout!r} cannot be enforced on a sync function (Python "
-                "cannot stop a running thread); make it `async def`, or drop the timeout and "
-                "bound the work inside the function"
-            )
     if backoff is not None and not callable(backoff):
         raise ConfigurationError(f"{where}: backoff={backoff!r} must be callable(job) -> seconds")
     return Registration(

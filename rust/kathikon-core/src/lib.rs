@@ -45,6 +45,7 @@ pub mod state;
 pub mod storage;
 pub mod telemetry;
 pub mod unique;
+pub mod watchdog;
 mod writer;
 
 pub use app_store::{AppRole, AppStore};

@@ -2,12 +2,13 @@
 //! the GIL released.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use kathikon_core::clock::ManualClock;
 use kathikon_core::ipc::{Node, NodeConfig};
 use kathikon_core::pg::{PgConfig, PgStore};
+use kathikon_core::watchdog::Watchdog;
 use kathikon_core::{
     limits::{GlobalLimit, RateLimit},
     Ack, AckResult, AppRole, AppStore, Clock, Durability, EngineConfig, EngineEvent, Error,
@@ -17,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 
 use crate::convert::AckTuple;
-use crate::errors::{map_error, ConfigurationError, IntoPy, InvalidJobError};
+use crate::errors::{map_error, ConfigurationError, IntoPy, InvalidJobError, StorageError};
 use crate::filter::PyListFilter;
 use crate::job::{untracked, PyJob, PyJobSpec};
 use crate::progress::Reporter;
@@ -64,6 +65,21 @@ fn new_jobs(specs: &Bound<'_, PyList>) -> PyResult<Vec<NewJob>> {
     Ok(jobs)
 }
 
+/// The exit status of a worker process ended by a job past its timeout.
+const TIMED_OUT_EXIT: i32 = 70;
+
+/// A job ran past its timeout and its failure is stored: end the process at once. Not
+/// `exit`: no atexit handler or interpreter shutdown may wait on the thread that will not stop.
+fn timed_out(id: u64) {
+    eprintln!(
+        "kathikon: job {id} ran past its timeout and was recorded as failed; worker process {} \
+         exits (status {TIMED_OUT_EXIT}) to stop it, and its other jobs are rescued",
+        std::process::id()
+    );
+    // SAFETY: `_exit` ends the process without running anything of it; nothing follows.
+    unsafe { libc::_exit(TIMED_OUT_EXIT) }
+}
+
 /// The job engine over one store: a store file this process owns (and serves to others on a
 /// socket beside it) or talks to the process that owns, or a `PostgreSQL` database this
 /// process is one node of.
@@ -74,6 +90,8 @@ pub(crate) struct PyEngine {
     progress: Arc<Reporter>,
     /// Set when the engine runs on a hand-moved clock (`kathikon.testing`).
     manual_clock: Option<Arc<ManualClock>>,
+    /// The timeouts of sync jobs in a worker process, started by the first one watched.
+    watchdog: Mutex<Option<Arc<Watchdog>>>,
 }
 
 #[pymethods]
@@ -145,7 +163,7 @@ impl PyEngine {
         let inner = Arc::new(inner);
         inner.on_takeover(Box::new(log_takeover));
         let progress = Reporter::new(Arc::downgrade(&inner));
-        Ok(Self { inner, progress, manual_clock })
+        Ok(Self { inner, progress, manual_clock, watchdog: Mutex::new(None) })
     }
 
     /// Create or upgrade the `kathikon` schema of the `PostgreSQL` database at `url`; the
@@ -522,7 +540,49 @@ impl PyEngine {
 
     /// Commit what was sent, stop the writer and release the file. Idempotent.
     fn close(&self, py: Python<'_>) {
+        if let Some(watchdog) = self.watchdog().as_ref() {
+            watchdog.stop();
+        }
         py.detach(|| self.inner.close());
+    }
+
+    /// Fail attempt `attempt` of job `id` with `error` (retried after `retry_in` µs, `None`
+    /// for the default backoff) if it still runs after `seconds`, then end this process
+    /// (`_exit`, status [`TIMED_OUT_EXIT`]) so the job's thread stops: for a worker process,
+    /// whose pool starts another (see `kathikon_core::watchdog`).
+    #[pyo3(signature = (id, attempt, seconds, error, retry_in=None))]
+    fn watch_timeout(
+        &self,
+        id: u64,
+        attempt: u32,
+        seconds: f64,
+        error: String,
+        retry_in: Option<i64>,
+    ) -> PyResult<()> {
+        let timeout = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
+            ConfigurationError::new_err(format!("timeout {seconds} s: pass seconds above 0"))
+        })?;
+        let mut slot = self.watchdog();
+        if slot.is_none() {
+            let store = self.inner.clone();
+            let started = Watchdog::start(
+                Box::new(move |ack| store.retrying(|jobs| jobs.ack(vec![ack.clone()]))),
+                Box::new(timed_out),
+            )
+            .map_err(|e| StorageError::new_err(format!("start the watchdog thread: {e}")))?;
+            *slot = Some(started);
+        }
+        let watchdog = slot.clone().expect("started above");
+        drop(slot);
+        watchdog.watch(id, attempt, timeout, error, retry_in);
+        Ok(())
+    }
+
+    /// Job `id`, watched by [`Self::watch_timeout`], ended in time.
+    fn unwatch_timeout(&self, id: u64) {
+        if let Some(watchdog) = self.watchdog().as_ref() {
+            watchdog.unwatch(id);
+        }
     }
 
     #[getter]
@@ -697,4 +757,11 @@ fn log_takeover(store: &std::path::Path, pid: u32) {
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyEngine>()
+}
+
+impl PyEngine {
+    /// The watchdog of sync jobs' timeouts, once one was watched.
+    fn watchdog(&self) -> MutexGuard<'_, Option<Arc<Watchdog>>> {
+        self.watchdog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
