@@ -69,6 +69,9 @@ PREFETCH_BUDGET = 0.002
 #: processes gain little over one at 2 ms and most of what they can at 20 ms
 #: (measured: ``benches/RESULTS-archive.md``).
 CLIENT_PREFETCH_BUDGET = 0.02
+#: The soonest a sync job stopped by its timeout is retried, µs: its worker process ends
+#: within milliseconds of storing the failure, so the retry goes to another process.
+TIMED_OUT_RETRY_FLOOR_US = 1_000_000
 #: Most jobs a lane claims at once.
 MAX_BATCH = 256
 #: Most lanes a runner starts by default: queues whose concurrency adds up to more share this
@@ -626,7 +629,11 @@ class Runner:
         timeout = reg.timeout if reg is not None and self._timeouts else None
         if timeout is not None:
             self._send_unsent(batch)
-            retry_in = Attempt(job, reg).retry_delay()  # the worker's backoff, as any failure
+            # The worker's backoff, as for any failure, but not before this process is gone:
+            # a retry due at once could be claimed by another lane here, and rescued with it.
+            retry_in = Attempt(job, reg).retry_delay()
+            if retry_in is not None:
+                retry_in = max(retry_in, TIMED_OUT_RETRY_FLOOR_US)
             error = timeout_error(job, timeout)
             self._engine.watch_timeout(job.id, job.attempt, timeout, error, retry_in)
         if watched or reg is None:
