@@ -77,10 +77,8 @@ impl Listener {
         let mut backoff = FIRST_BACKOFF;
         while !self.wake.is_closed() {
             let listening = self.connections.connect().and_then(|mut client| {
-                client.batch_execute(&format!(
-                    "LISTEN {CHANNEL}; LISTEN {}",
-                    super::finished::CHANNEL
-                ))?;
+                client.batch_execute(&format!("LISTEN {}", super::finished::CHANNEL))?;
+                client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
                 Ok(client)
             });
             let Ok(mut client) = listening else {
