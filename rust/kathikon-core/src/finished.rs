@@ -80,7 +80,8 @@ impl Finished {
     }
 
     /// Every wait looks again once (notifications may have been lost); `deaf`: until told
-    /// otherwise, waits look again every poll interval.
+    /// otherwise, waits look again every poll interval. (For the `PostgreSQL` listener.)
+    #[cfg_attr(not(feature = "postgres"), allow(dead_code))]
     pub(crate) fn relook(&self, deaf: bool) {
         let mut s = self.state();
         s.relooks += 1;
