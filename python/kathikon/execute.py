@@ -117,9 +117,9 @@ class Attempt:
             )
 
     def _stop_metadata(self, outcome: str) -> dict[str, Any]:
-        """The stop event's metadata: ``error`` is the failure's traceback or the ``Cancel`` /
-        ``Discard`` reason (else None), ``registered`` whether this process knows the job's
-        worker."""
+        """The stop event's metadata: ``error`` is the failure's traceback, the ``Cancel`` /
+        ``Discard`` reason, or why a completed job's value was not kept (else None),
+        ``registered`` whether this process knows the job's worker."""
         assert self.ack is not None
         return {
             "job": self.job,
