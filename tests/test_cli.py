@@ -290,9 +290,11 @@ def test_job_shows_every_field_and_the_tracebacks(project: Project) -> None:
         "completed_at",
         "cancelled_at",
         "discarded_at",
+        "result",
         "progress",
     }
     assert data["progress"] is None, "it never reported progress"
+    assert data["result"] is None, "it has not completed"
     assert data["state"] == "retryable"
     assert data["args"] == {"n": 9} and data["tags"] == ["t"]
     assert job.attempted_at is not None

@@ -766,5 +766,5 @@ def test_an_ack_of_an_unknown_kind_is_refused_naming_the_kinds(app: kathikon.Kat
     noop.insert()
     (job,) = app._engine.claim("default", 1, 0.0)
     with pytest.raises(ValueError, match=r'"completed".*complete, fail, snooze, cancel'):
-        app._engine.ack([(job.id, job.attempt, "completed", None, None)])
+        app._engine.ack([(job.id, job.attempt, "completed", None, None, None)])
     assert app.get(job.id).state is kathikon.JobState.EXECUTING

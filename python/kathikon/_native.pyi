@@ -121,7 +121,8 @@ class Job:
     ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
     ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
     ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
-    ``discarded_at``; and ``conflict``, set on a job a unique insert returned because it
+    ``discarded_at``; ``result``, what the worker returned (decoded from JSON; None when
+    nothing was kept); and ``conflict``, set on a job a unique insert returned because it
     already held the key.
     """
 
@@ -147,6 +148,11 @@ class Job:
     @property
     def meta(self) -> dict[str, Any]:
         """Metadata kept with the job, decoded from JSON on first read."""
+    @property
+    def result(self) -> Any:
+        """What the worker returned, decoded from JSON on first read; None when it returned
+        None, kept nothing (``store_result=False``, or a value it could not keep: see
+        ``errors``), or the job has not completed."""
     @property
     def tags(self) -> list[str]: ...
     @property
@@ -213,8 +219,9 @@ def unsaved_job(spec: JobSpec, attempt: int, now: int) -> Job:
     its ``attempt``, inserted, scheduled and attempted at ``now`` (µs)."""
 
 # Stub-only aliases (private, so stubtest does not look for them at run time).
-_AckRow: TypeAlias = tuple[int, int, str, Optional[str], Optional[int]]
-"""(id, attempt, kind, text, delay_us); kind: complete, fail, snooze, cancel, discard"""
+_AckRow: TypeAlias = tuple[int, int, str, Optional[str], Optional[int], Optional[str]]
+"""(id, attempt, kind, text, delay_us, result); kind: complete, fail, snooze, cancel, discard,
+interrupt; result: the value a completed job keeps, as JSON text"""
 
 @final
 class Engine:
@@ -296,6 +303,9 @@ class Engine:
         """Cancel; returns the job and the state it was in before."""
     def retry(self, id: int) -> Job: ...
     def get(self, id: int) -> Job: ...
+    def wait_finished(self, id: int, timeout: Optional[float] = None) -> Job:
+        """Wait up to ``timeout`` seconds (None: without end) for job ``id`` to finish, with
+        the GIL released; returns the job, finished or, when the time ran out, not yet."""
     def list(
         self,
         state: Optional[str] = None,

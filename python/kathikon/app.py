@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from . import process_info as _process_info
 from . import processes as _processes
 from . import progress as _progress
 from . import queues as _queues
+from . import results as _results
 from . import telemetry, testing_mode
 from . import transactional as _transactional
 from ._native import Engine, JobSpec, ListFilter, job_spec
@@ -58,6 +60,7 @@ from .options import (
 )
 from .queue_check import QueueCheck
 from .queues import QueueSettings
+from .results import DEFAULT_MAX_RESULT_BYTES
 from .runner import Runner
 from .stop_signal import StopRequest
 from .unique import NativeUnique, Unique, check_replace, native_unique
@@ -212,6 +215,7 @@ class Kathikon:
         durability: str = "fsync",
         clock: str = "system",
         max_args_bytes: Optional[int] = None,
+        max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES,
         connect: bool = True,
         lease: float = 30.0,
         takeover: bool = True,
@@ -233,6 +237,7 @@ class Kathikon:
             retention_period,
             durability,
             max_args_bytes,
+            max_result_bytes,
         )
         self.path: Optional[str] = None if path is None else os.fspath(path)
         #: The PostgreSQL database the jobs are in, when it is one (``url=``), else ``None``.
@@ -345,6 +350,7 @@ class Kathikon:
         cron: Optional[str] = None,
         cron_timezone: str = DEFAULT_TIMEZONE,
         unique: Optional[Unique] = None,
+        store_result: bool = True,
     ) -> Callable[[Callable[[Job], Any]], WorkerFunction]: ...
 
     def worker(
@@ -362,6 +368,7 @@ class Kathikon:
         cron: Optional[str] = None,
         cron_timezone: str = DEFAULT_TIMEZONE,
         unique: Optional[Unique] = None,
+        store_result: bool = True,
     ) -> Union[WorkerFunction, Callable[[Callable[[Job], Any]], WorkerFunction]]:
         """Register a function (sync or ``async def``) taking a :class:`Job` as a worker.
 
@@ -374,7 +381,8 @@ class Kathikon:
         ``cron`` (with ``cron_timezone``, default UTC) also declares a cron entry named after
         the worker that inserts a job with no args on each slot: see :meth:`cron`.
         ``unique`` (a :class:`~kathikon.Unique`) makes every insert of the worker unique
-        unless the insert says otherwise.
+        unless the insert says otherwise. What the function returns is kept as the job's
+        result (``job.result``, :meth:`result`) unless ``store_result=False``.
         """
 
         def decorate(func: Callable[[Job], Any]) -> WorkerFunction:
@@ -391,6 +399,7 @@ class Kathikon:
                 backoff=backoff,
                 known_queues=list(self.config.queues),
                 unique=unique,
+                result_limit=self._result_limit(store_result),
             )
             self._add(reg)
             self._declare_cron(reg, cron, cron_timezone)
@@ -420,10 +429,45 @@ class Kathikon:
             backoff=backoff,
             known_queues=list(self.config.queues),
             unique=cls.unique,
+            result_limit=self._result_limit(cls.store_result),
         )
         self._add(reg)
         self._declare_cron(reg, cls.cron, cls.cron_timezone)
         return worker
+
+    def _result_limit(self, store_result: Any) -> Optional[int]:
+        """The largest result a worker keeps: the app's ``max_result_bytes``, or None with
+        ``store_result=False``."""
+        if not isinstance(store_result, bool):
+            raise ConfigurationError(f"store_result={shown(store_result)} must be True or False")
+        return self.config.max_result_bytes if store_result else None
+
+    # -- results -------------------------------------------------------------------------
+
+    def result(self, job_id: int, timeout: Optional[float] = None) -> Any:
+        """Wait for job ``job_id`` to finish and return its result: what its worker returned
+        (decoded from JSON), or None if it kept none. A retryable job has not finished: the
+        wait goes on through its retries. The store wakes the wait when the job finishes (no
+        polling), whether it ran here, in a worker process, in another app on the same store
+        or on another node of a PostgreSQL database.
+
+        Raises:
+            JobFailedError: the job was discarded (``.job`` is the job, with its errors).
+            JobCancelledError: the job was cancelled (``.job``).
+            ResultTimeoutError: ``timeout`` seconds passed first (``.job``, as it stood);
+                also a ``TimeoutError``.
+            JobNotFoundError: no job has this id (it never existed, or was deleted).
+        """
+        job = _results.wait(self._engine, job_id, timeout, sliced=False)
+        return _results.result_of(job, timeout)
+
+    async def aresult(self, job_id: int, timeout: Optional[float] = None) -> Any:
+        """:meth:`result` for ``async`` code: the wait runs in the event loop's default
+        executor, in slices of about a second, so cancelling the awaiting task frees its
+        thread within one."""
+        loop = asyncio.get_running_loop()
+        job = await loop.run_in_executor(None, _results.wait, self._engine, job_id, timeout, True)
+        return _results.result_of(job, timeout)
 
     def _add(self, reg: Registration) -> None:
         with self._lock:

@@ -11,6 +11,7 @@ from .errors import ConfigurationError
 from .job import TERMINAL_STATES, JobState
 from .limits import Declared, declared
 from .options import not_utf8
+from .results import DEFAULT_MAX_RESULT_BYTES, check_max_result_bytes
 from .vocabulary import DURABILITIES, FSYNC, NO_FSYNC
 
 QueueSpec = Union[int, Mapping[str, Any]]
@@ -43,6 +44,8 @@ class Config:
             the app left out has :data:`DEFAULT_RETENTION`).
         max_args_bytes: largest encoded ``args`` (UTF-8 JSON bytes) a job may carry; ``None``
             (the default) for no limit.
+        max_result_bytes: largest value a worker's job keeps as its result (UTF-8 JSON
+            bytes, 1 MiB by default); a larger one is not kept, and the job's errors say so.
         durability: ``"fsync"`` (each commit reaches the disk before ``insert`` returns) or
             ``"none"`` (faster; a crash loses changes since the last fsync'd commit).
     """
@@ -56,6 +59,7 @@ class Config:
     retention_period: Retention = DEFAULT_RETENTION
     durability: str = "fsync"
     max_args_bytes: Optional[int] = None
+    max_result_bytes: int = DEFAULT_MAX_RESULT_BYTES
 
 
 def positive_seconds(name: str, value: Any) -> float:
@@ -129,6 +133,7 @@ def build_config(
     retention_period: Any,
     durability: Any,
     max_args_bytes: Any = None,
+    max_result_bytes: Any = DEFAULT_MAX_RESULT_BYTES,
 ) -> Config:
     """Check every setting and return the :class:`Config`."""
     queues = DEFAULT_QUEUES if queues is None else queues
@@ -164,4 +169,5 @@ def build_config(
         retention_period=retention(retention_period),
         durability=durability,
         max_args_bytes=_byte_limit(max_args_bytes),
+        max_result_bytes=check_max_result_bytes(max_result_bytes),
     )

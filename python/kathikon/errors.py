@@ -10,6 +10,9 @@ re-exported here and from :mod:`kathikon`::
     │   └── UnknownWorkerError                 the worker is not registered with this app
     ├── JobNotFoundError (also LookupError)    no job has this id
     ├── JobStateError                          the job's state forbids the change asked for
+    ├── JobFailedError                         app.result: the job was discarded (``.job``)
+    ├── JobCancelledError                      app.result: the job was cancelled (``.job``)
+    ├── ResultTimeoutError (also TimeoutError) app.result: the job had not finished in time
     ├── StorageError                           reading or writing the store failed
     │   ├── StorageLockedError                 another process or app holds the file
     │   ├── NotAStoreError                     the file is not a Kathikon store
@@ -29,6 +32,7 @@ from ._native import (
     CorruptStoreError,
     EngineClosedError,
     InvalidJobError,
+    Job,
     JobNotFoundError,
     JobStateError,
     KathikonError,
@@ -44,6 +48,34 @@ from ._native import (
 )
 
 
+class JobFailedError(KathikonError):
+    """``app.result(id)``: the job was discarded (it failed on its last attempt, or was
+    discarded on purpose), so it has no result; ``.job`` is the job, its ``errors`` saying
+    why."""
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class JobCancelledError(KathikonError):
+    """``app.result(id)``: the job was cancelled, so it has no result; ``.job`` is the
+    job."""
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
+
+
+class ResultTimeoutError(KathikonError, TimeoutError):
+    """``app.result(id, timeout=...)``: the job had not finished when the time ran out;
+    ``.job`` is the job as it then stood."""
+
+    def __init__(self, message: str, job: Job) -> None:
+        super().__init__(message)
+        self.job = job
+
+
 class StoreNotFoundError(StorageError, FileNotFoundError):
     """``Kathikon(path, create=False)`` found no file at ``path``; the message names the
     absolute path it looked at."""
@@ -54,6 +86,8 @@ __all__ = [
     "CorruptStoreError",
     "EngineClosedError",
     "InvalidJobError",
+    "JobCancelledError",
+    "JobFailedError",
     "JobNotFoundError",
     "JobStateError",
     "KathikonError",
@@ -62,6 +96,7 @@ __all__ = [
     "ConnectionLostError",
     "OwnerNotAnsweringError",
     "ProtocolError",
+    "ResultTimeoutError",
     "StorageError",
     "StorageLockedError",
     "StoreNotFoundError",

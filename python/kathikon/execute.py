@@ -13,11 +13,13 @@ from typing import Any, Optional
 from . import telemetry
 from .job import Job, JobState
 from .outcomes import Cancel, Discard, JobOutcome, Snooze
+from .results import kept
 from .vocabulary import CANCEL, COMPLETE, DISCARD, FAIL, IGNORED, INTERRUPT, SNOOZE
 from .worker import Registration
 
-# (id, attempt, kind, text, delay_us): the native ack format.
-AckTuple = tuple[int, int, str, Optional[str], Optional[int]]
+# (id, attempt, kind, text, delay_us, result): the native ack format; ``result`` is the
+# value a completed job keeps, as JSON text (``text`` then says why one was not kept).
+AckTuple = tuple[int, int, str, Optional[str], Optional[int], Optional[str]]
 
 START = ("kathikon", "job", "start")
 STOP = ("kathikon", "job", "stop")
@@ -61,16 +63,18 @@ class Attempt:
         job = self.job
         outcome = error if isinstance(error, JobOutcome) else result
         if isinstance(outcome, Cancel):
-            ack: AckTuple = (job.id, job.attempt, CANCEL, outcome.reason, None)
+            ack: AckTuple = (job.id, job.attempt, CANCEL, outcome.reason, None, None)
         elif isinstance(outcome, Discard):
-            ack = (job.id, job.attempt, DISCARD, outcome.reason, None)
+            ack = (job.id, job.attempt, DISCARD, outcome.reason, None, None)
         elif isinstance(outcome, Snooze):
-            ack = (job.id, job.attempt, SNOOZE, None, round(outcome.seconds * 1e6))
+            ack = (job.id, job.attempt, SNOOZE, None, round(outcome.seconds * 1e6), None)
         elif error is not None:
             text = "".join(traceback.format_exception(type(error), error, error.__traceback__))
-            ack = (job.id, job.attempt, FAIL, text, self.retry_delay())
+            ack = (job.id, job.attempt, FAIL, text, self.retry_delay(), None)
         else:
-            ack = (job.id, job.attempt, COMPLETE, None, None)
+            reg = self.registration
+            why, kept_json = kept(result, reg.result_limit if reg is not None else None)
+            ack = (job.id, job.attempt, COMPLETE, why, None, kept_json)
         self.ack = ack
         return ack
 
@@ -84,6 +88,7 @@ class Attempt:
             f"worker {job.worker!r} is not registered in this app; register it "
             "(@app.worker or app.register) in the process that runs queue "
             f"{job.queue!r}. The job will be retried.",
+            None,
             None,
         )
         return self.ack
@@ -112,9 +117,9 @@ class Attempt:
             )
 
     def _stop_metadata(self, outcome: str) -> dict[str, Any]:
-        """The stop event's metadata: ``error`` is the failure's traceback or the ``Cancel`` /
-        ``Discard`` reason (else None), ``registered`` whether this process knows the job's
-        worker."""
+        """The stop event's metadata: ``error`` is the failure's traceback, the ``Cancel`` /
+        ``Discard`` reason, or why a completed job's value was not kept (else None),
+        ``registered`` whether this process knows the job's worker."""
         assert self.ack is not None
         return {
             "job": self.job,
@@ -195,7 +200,7 @@ def run_sync_unwatched(job: Job, reg: Registration) -> AckTuple:
     except BaseException as exc:
         return Attempt(job, reg).settle(error=exc)
     if result is None:
-        return (job.id, job.attempt, COMPLETE, None, None)
+        return (job.id, job.attempt, COMPLETE, None, None, None)
     return _settle_sync(Attempt(job, reg), result)
 
 

@@ -88,7 +88,7 @@ def interrupt_reason(grace: float) -> str:
 
 
 def interrupt_acks(jobs: list[Job], reason: str) -> list[AckTuple]:
-    return [(job.id, job.attempt, INTERRUPT, reason, None) for job in jobs]
+    return [(job.id, job.attempt, INTERRUPT, reason, None, None) for job in jobs]
 
 
 def running_for(job: Job) -> float:

@@ -32,7 +32,8 @@ job has ``job.conflict`` set).
 ``job.stop``'s ``outcome`` is ``complete``, ``fail``, ``snooze``, ``cancel``, ``discard``,
 ``interrupt`` (handed back by a shutdown whose grace period ran out) or ``ignored`` (the store
 refused the result: the job had been cancelled or rescued meanwhile). Its metadata also
-holds ``error``, the failure's traceback or the ``Cancel``/``Discard`` reason (else None), and
+holds ``error``, the failure's traceback, the ``Cancel``/``Discard`` reason, or for a
+``complete`` why the value returned was not kept as its result (else None), and
 ``registered``, whether this process has the job's worker.
 
 ``job`` is the :class:`~kathikon.Job` as claimed (``retry``/``discard``/… carry the job as it

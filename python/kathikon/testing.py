@@ -615,7 +615,7 @@ def _settle(
             f"job; return an instance, e.g. {value.__name__}(...)"
         )
     run = Attempt(job, reg, started=started)
-    _id, _attempt, kind, text, delay_us = run.settle(result=value, error=error)
+    _id, _attempt, kind, text, delay_us, _result = run.settle(result=value, error=error)
     delay = None if delay_us is None else delay_us / 1e6
     if kind == COMPLETE:
         return PerformResult("completed", job, value)

@@ -55,6 +55,8 @@ class Worker:
     #: The IANA time zone ``cron`` is read in.
     cron_timezone: ClassVar[str] = "UTC"
     unique: ClassVar[Optional[Unique]] = None
+    #: Keep what ``perform`` returns as the job's result (``job.result``, ``app.result``).
+    store_result: ClassVar[bool] = True
 
     def perform(self, job: Job) -> Any:
         raise NotImplementedError(f"{type(self).__qualname__}.perform is not implemented")
@@ -78,6 +80,8 @@ class Registration:
     is_async: bool
     backoff: Optional[Callable[[Job], Optional[float]]]
     unique: Optional[Unique] = None
+    #: Largest result kept, in bytes of JSON; None: the worker keeps none.
+    result_limit: Optional[int] = None
 
 
 def qualified_name(obj: Any) -> str:
@@ -96,6 +100,7 @@ def make_registration(
     backoff: Optional[Callable[[Job], Optional[float]]],
     known_queues: Sequence[str],
     unique: Optional[Unique] = None,
+    result_limit: Optional[int] = None,
 ) -> Registration:
     """Check a worker's settings at definition time, so mistakes surface at import."""
     where = f"worker {name!r}"
@@ -133,6 +138,7 @@ def make_registration(
         is_async=is_async,
         backoff=backoff,
         unique=check_unique(unique, where),
+        result_limit=result_limit,
     )
 
 

@@ -57,9 +57,9 @@ def workload(scale: float) -> list[Result]:
             claimed = engine.claim(QUEUES[0], 2 * FAILED_PER_CHUNK, 0.0)
             engine.ack(
                 [
-                    (j.id, j.attempt, "discard", "bench", None)
+                    (j.id, j.attempt, "discard", "bench", None, None)
                     if k % 2 == 0
-                    else (j.id, j.attempt, "fail", "bench", HOUR_US)
+                    else (j.id, j.attempt, "fail", "bench", HOUR_US, None)
                     for k, j in enumerate(claimed)
                 ]
             )

@@ -179,6 +179,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "completed_at": iso(job.completed_at),
         "cancelled_at": iso(job.cancelled_at),
         "discarded_at": iso(job.discarded_at),
+        "result": job.result,
     }
 
 

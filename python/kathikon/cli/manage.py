@@ -165,7 +165,7 @@ def _print_job(job: Job, reported: Optional[Progress] = None) -> None:
             continue
         if key == "state":
             cell: Any = styled_state(value)
-        elif key in ("args", "meta", "tags"):
+        elif key in ("args", "meta", "tags") or (key == "result" and value is not None):
             cell = Text(json.dumps(value, ensure_ascii=False, indent=2))
         else:
             cell = Text("" if value is None else str(value))

@@ -13,6 +13,7 @@ use crate::claim::{instant_at, ClaimQueues, Claimer};
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
+use crate::finished::Finished;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::limits::Taken;
@@ -124,6 +125,8 @@ pub struct Engine {
     /// The client sessions its socket server knows ([`Engine::serve_peers`]); weak, as the
     /// server holds the engine.
     peers: Mutex<Option<Weak<dyn Peers>>>,
+    /// The waits for jobs to finish, which its writer wakes.
+    finished: Arc<Finished>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -203,7 +206,14 @@ impl Engine {
             Box::new(crate::plugins::UniqueExpiry::new()),
             Box::new(crate::plugins::MetricsPlugin::new()),
         ]);
-        let applier = Applier::new(store.clone(), queues.clone(), telemetry.clone(), plugins);
+        let finished = Arc::new(Finished::default());
+        let applier = Applier::new(
+            store.clone(),
+            queues.clone(),
+            telemetry.clone(),
+            plugins,
+            finished.clone(),
+        );
         let failure = applier.failure();
         let applier: SharedApplier = Shared::new(applier);
         let writer = Writer { applier: applier.clone(), clock: config.clock.clone(), rx };
@@ -227,6 +237,7 @@ impl Engine {
             crontab,
             opened_at: now,
             peers: Mutex::new(None),
+            finished,
         })
     }
 
@@ -581,6 +592,7 @@ impl Jobs for Engine {
         for (_, q) in self.queues.all() {
             q.interrupt();
         }
+        self.finished.close();
         let _ = self.tx.send(Command::Shutdown);
         if let Some(handle) =
             self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
@@ -720,6 +732,11 @@ impl Jobs for Engine {
             Ok(())
         })?;
         Ok(out.and_then(|e| crate::progress::decode(&e.value)))
+    }
+
+    /// Woken by the writer once the change that finished the job is committed and readable.
+    fn wait_finished(&self, id: JobId, timeout: Duration) -> Result<Job> {
+        self.finished.wait(id, timeout, Duration::MAX, &mut |_| self.get(id))
     }
 }
 

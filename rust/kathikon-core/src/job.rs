@@ -68,6 +68,10 @@ pub struct Job {
     pub cancelled_at: Option<Micros>,
     /// When it was discarded.
     pub discarded_at: Option<Micros>,
+    /// What its worker returned, as JSON text, when it completed with a value kept
+    /// ([`Outcome::Return`]); `None` otherwise. The last field: a record written before it
+    /// existed is its encoding without it (see `storage/redb/schema.rs`).
+    pub result: Option<String>,
 }
 
 /// The fields a job's index entries are made of. The queue and id never change, so together
@@ -160,6 +164,7 @@ impl NewJob {
             completed_at: None,
             cancelled_at: None,
             discarded_at: None,
+            result: None,
         }
     }
 }
@@ -198,6 +203,14 @@ pub enum Outcome {
         /// What interrupted it.
         reason: String,
     },
+    /// Returned a value to keep: completes the job as [`Outcome::Complete`] does, and keeps
+    /// `Ok(json)` (the value as JSON text) as its result; `Err(why)` when the value could not
+    /// be kept (not JSON, too large): the job completes without a result and `why` goes into
+    /// its history. Its kind is [`Outcome::Complete`]'s.
+    Return {
+        /// The value as JSON text, or why it was not kept.
+        result: std::result::Result<String, String>,
+    },
 }
 
 impl Outcome {
@@ -210,7 +223,7 @@ impl Outcome {
     /// This outcome's kind, one of [`Outcome::KINDS`].
     pub fn kind(&self) -> &'static str {
         match self {
-            Outcome::Complete => Self::KINDS[0],
+            Outcome::Complete | Outcome::Return { .. } => Self::KINDS[0],
             Outcome::Fail { .. } => Self::KINDS[1],
             Outcome::Snooze { .. } => Self::KINDS[2],
             Outcome::Cancel { .. } => Self::KINDS[3],
@@ -223,7 +236,7 @@ impl Outcome {
     /// about an outcome after the fact.
     pub fn past_tense(&self) -> &'static str {
         match self {
-            Outcome::Complete => "completed",
+            Outcome::Complete | Outcome::Return { .. } => "completed",
             Outcome::Fail { .. } => "failed",
             Outcome::Snooze { .. } => "snoozed",
             Outcome::Cancel { .. } => "cancelled",
@@ -234,12 +247,25 @@ impl Outcome {
 
     /// The outcome named `kind` (one of [`Outcome::KINDS`]). `text` is the error (fail) or the
     /// reason (cancel, discard, interrupt), empty when absent; `delay` is the retry delay (fail, `None` for
-    /// the default backoff) or the snooze (0 when absent), in microseconds. Other kinds ignore
-    /// them. An unknown kind is an [`Error::InvalidJob`] that lists the known ones.
-    pub fn from_kind(kind: &str, text: Option<String>, delay: Option<Micros>) -> Result<Outcome> {
+    /// the default backoff) or the snooze (0 when absent), in microseconds. For complete,
+    /// `result` is the value to keep (JSON text) and `text` why a value was not kept
+    /// ([`Outcome::Return`]; neither: [`Outcome::Complete`]). Other kinds ignore what they do
+    /// not use. An unknown kind is an [`Error::InvalidJob`] that lists the known ones.
+    pub fn from_kind(
+        kind: &str,
+        text: Option<String>,
+        delay: Option<Micros>,
+        result: Option<String>,
+    ) -> Result<Outcome> {
+        if kind == "complete" {
+            return Ok(match (result, text) {
+                (Some(json), _) => Outcome::Return { result: Ok(json) },
+                (None, Some(why)) => Outcome::Return { result: Err(why) },
+                (None, None) => Outcome::Complete,
+            });
+        }
         let text = text.unwrap_or_default();
         Ok(match kind {
-            "complete" => Outcome::Complete,
             "fail" => Outcome::Fail { error: text, retry_in: delay },
             "snooze" => Outcome::Snooze { delay: delay.unwrap_or(0) },
             "cancel" => Outcome::Cancel { reason: text },
@@ -321,6 +347,14 @@ impl Job {
             Outcome::Complete => {
                 self.step(Event::Complete)?;
                 self.completed_at = Some(now);
+            }
+            Outcome::Return { result } => {
+                self.step(Event::Complete)?;
+                self.completed_at = Some(now);
+                match result {
+                    Ok(json) => self.result = Some(json),
+                    Err(why) => self.record_error(now, why),
+                }
             }
             Outcome::Fail { error, retry_in } => {
                 let exhausted = self.attempt >= self.max_attempts;
@@ -405,6 +439,7 @@ impl Job {
         self.completed_at = None;
         self.cancelled_at = None;
         self.discarded_at = None;
+        self.result = None;
         Ok(())
     }
 
@@ -534,19 +569,48 @@ pub(crate) mod tests {
     #[test]
     fn every_kind_parses_back_to_an_outcome_of_that_kind() {
         for kind in Outcome::KINDS {
-            let outcome = Outcome::from_kind(kind, Some("why".into()), Some(7)).unwrap();
+            let outcome = Outcome::from_kind(kind, Some("why".into()), Some(7), None).unwrap();
             assert_eq!(outcome.kind(), kind);
         }
         assert_eq!(
-            Outcome::from_kind("fail", Some("boom".into()), None).unwrap(),
+            Outcome::from_kind("fail", Some("boom".into()), None, None).unwrap(),
             Outcome::Fail { error: "boom".into(), retry_in: None }
         );
-        assert_eq!(Outcome::from_kind("snooze", None, None).unwrap(), Outcome::Snooze { delay: 0 });
-        let refused = Outcome::from_kind("completed", None, None).unwrap_err().to_string();
+        assert_eq!(
+            Outcome::from_kind("snooze", None, None, None).unwrap(),
+            Outcome::Snooze { delay: 0 }
+        );
+        let refused = Outcome::from_kind("completed", None, None, None).unwrap_err().to_string();
         assert!(
             refused.contains("\"completed\"") && refused.contains("complete, fail"),
             "{refused}"
         );
+    }
+
+    #[test]
+    fn a_returned_value_is_kept_and_one_not_kept_says_why() {
+        let complete = |result: Option<&str>, why: Option<&str>| {
+            let mut job = new_job().into_job(1, 0);
+            job.claim(1).unwrap();
+            let outcome =
+                Outcome::from_kind("complete", why.map(Into::into), None, result.map(Into::into))
+                    .unwrap();
+            assert_eq!(outcome.kind(), "complete");
+            job.finish(outcome, 2).unwrap();
+            assert_eq!((job.state, job.completed_at), (JobState::Completed, Some(2)));
+            job
+        };
+        let kept = complete(Some("[1,2]"), None);
+        assert_eq!((kept.result.as_deref(), kept.errors.len()), (Some("[1,2]"), 0));
+        let dropped = complete(None, Some("result not stored: too large"));
+        assert_eq!(dropped.result, None);
+        assert_eq!(dropped.errors[0].error, "result not stored: too large");
+        let plain = complete(None, None);
+        assert_eq!((plain.result, plain.errors.len()), (None, 0));
+        // Retried, it is no longer finished: its old result goes.
+        let mut again = kept;
+        again.retry(3).unwrap();
+        assert_eq!(again.result, None);
     }
 
     #[test]

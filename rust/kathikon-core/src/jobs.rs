@@ -228,6 +228,15 @@ pub trait Jobs: Send + Sync {
     /// [`crate::Error::InvalidJob`], changing nothing; chunks done before a later error stay.
     fn bulk(&self, action: BulkAction, filter: &ListFilter) -> Result<u64>;
 
+    /// Wait up to `timeout` for job `id` to finish (completed, cancelled or discarded; a
+    /// retryable job has not) and return it as it then stands: finished, or, when the time
+    /// ran out, not yet. The store wakes the wait when the job finishes (no polling): the
+    /// engine's writer after the commit, the owner for a client, a notification from the
+    /// database. A job that does not exist, or is deleted while awaited, is
+    /// [`crate::Error::JobNotFound`]; closing the store ends the wait with
+    /// [`crate::Error::Closed`].
+    fn wait_finished(&self, id: JobId, timeout: Duration) -> Result<Job>;
+
     /// The processes working on the store, as its owner sees them: the owner first, then
     /// each client connected to it, with when it connected and was last heard from, when its
     /// lease expires, the jobs it holds (executing) and the queues it claims from

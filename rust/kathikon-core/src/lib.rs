@@ -20,6 +20,7 @@ pub mod clock;
 pub mod cron;
 pub mod engine;
 pub mod error;
+mod finished;
 mod fork;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -139,7 +139,7 @@ fn format_of(path: &Path) -> u64 {
 
 #[test]
 fn a_format_2_store_is_upgraded_with_its_failed_index_built() {
-    assert_eq!(FORMAT_VERSION, 3);
+    assert_eq!(FORMAT_VERSION, 4);
     let dir = scratch_dir();
     let path = dir.path().join("jobs.redb");
     let engine = Engine::open(config(&path)).unwrap();
@@ -148,7 +148,7 @@ fn a_format_2_store_is_upgraded_with_its_failed_index_built() {
     engine.close();
     as_format_2(&path);
     assert_eq!(reopen_and_check(&path), before);
-    assert_eq!(format_of(&path), 3);
+    assert_eq!(format_of(&path), FORMAT_VERSION);
 }
 
 #[test]
@@ -172,23 +172,24 @@ fn a_format_2_store_with_a_log_to_replay_is_upgraded_then_replayed() {
     as_format_2(&copy);
     std::fs::write(log_of(&copy), &log).unwrap();
     assert_eq!(reopen_and_check(&copy), last);
-    assert_eq!(format_of(&copy), 3);
+    assert_eq!(format_of(&copy), FORMAT_VERSION);
 }
 
-/// The store files an older Kathikon wrote, kept in the fuzz corpus (format 2 and format 1,
+/// The store files an older Kathikon wrote, kept in the fuzz corpus (formats 3, 2 and 1,
 /// each with a retryable and a discarded job of queue "a"): opened, they are upgraded and
-/// list their failed jobs as the walk does.
+/// list their failed jobs as the walk does, their jobs read without a result.
 #[test]
 fn stores_written_by_older_formats_open_and_list_their_failed_jobs() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/store_file");
     let dir = scratch_dir();
-    for seed in ["seed-format2-store", "seed-small-store"] {
+    for seed in ["seed-format3-store", "seed-format2-store", "seed-small-store"] {
         let path = dir.path().join(format!("{seed}.redb"));
         std::fs::copy(corpus.join(seed), &path).unwrap();
         let old = format_of(&path);
         assert!(old < FORMAT_VERSION, "{seed} is format {old}");
         let engine = Engine::open(config(&path)).unwrap();
         let all = engine.list(&ListFilter::default()).unwrap();
+        assert!(all.iter().all(|j| j.result.is_none()), "{seed}");
         for state in [JobState::Retryable, JobState::Discarded] {
             let f = ListFilter {
                 state: Some(state),

@@ -2,7 +2,8 @@
 //! (node) is woken by a commit in another — an insert, or a promotion by the other's upkeep —
 //! long before its poll interval, which is set to 30 s so that only a notification can wake
 //! it within the 10 s the tests allow; and after its listening connection is cut, the node
-//! listens again and is woken as before.
+//! listens again and is woken as before. A wait for a job to finish is woken the same way
+//! (`kathikon_done`) by the ack in another node.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -142,4 +143,37 @@ fn a_node_whose_listening_connection_is_cut_listens_again_and_is_woken() {
     let (claimed, took) = waiter.join().unwrap();
     assert_eq!(claimed, vec![id]);
     assert!(took < WITHIN, "woken after {took:?}");
+}
+
+#[test]
+fn a_wait_for_a_job_in_one_node_is_woken_by_its_ack_in_another() {
+    let Some(url) = common::pg::database() else { return };
+    let clock = Arc::new(ManualClock::new(T0));
+    let (a, b) = (node(&url, &clock, true), node(&url, &clock, true));
+    eventually("both nodes listen", || listeners(&url).len() == 2);
+    let id = a.insert(vec![job("q", "w")]).unwrap()[0].id;
+    let waiter = {
+        let b = b.clone();
+        thread::spawn(move || {
+            let started = Instant::now();
+            let found = b.wait_finished(id, Duration::from_secs(120)).unwrap();
+            (found, started.elapsed())
+        })
+    };
+    let_it_wait();
+    let claimed = a.claim("q", 1, Duration::ZERO).unwrap();
+    let result = Ok(r#"{"done":true}"#.to_string());
+    let ack = kathikon_core::Ack {
+        id,
+        attempt: claimed[0].attempt,
+        outcome: kathikon_core::Outcome::Return { result },
+    };
+    a.ack(vec![ack]).unwrap();
+    let (found, took) = waiter.join().unwrap();
+    assert_eq!(found.result.as_deref(), Some(r#"{"done":true}"#));
+    assert!(took < WITHIN, "woken after {took:?}: by the poll, not the notification");
+    // Its registration went with the wait: a job nobody awaits notifies no one.
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let rows: i64 = c.query_one("SELECT count(*) FROM kathikon.awaited", &[]).unwrap().get(0);
+    assert_eq!(rows, 0);
 }

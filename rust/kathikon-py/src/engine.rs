@@ -361,6 +361,19 @@ impl PyEngine {
         py.detach(|| self.inner.retrying(|jobs| jobs.get(id))).py_err().map(PyJob::new)
     }
 
+    /// Wait up to `timeout` seconds (None: without end) for job `id` to finish, with the GIL
+    /// released; returns the job, finished or, when the time ran out, not yet.
+    #[pyo3(signature = (id, timeout=None))]
+    fn wait_finished(&self, py: Python<'_>, id: u64, timeout: Option<f64>) -> PyResult<PyJob> {
+        let timeout = match timeout {
+            Some(seconds) => Duration::try_from_secs_f64(seconds.max(0.0)).unwrap_or(Duration::MAX),
+            None => Duration::MAX,
+        };
+        py.detach(|| self.inner.retrying(|jobs| jobs.wait_finished(id, timeout)))
+            .py_err()
+            .map(PyJob::new)
+    }
+
     #[pyo3(signature = (state=None, queue=None, worker=None, after=None, limit=0))]
     fn list<'py>(
         &self,

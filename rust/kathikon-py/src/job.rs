@@ -79,13 +79,15 @@ fn maybe_datetime(py: Python<'_>, micros: Option<i64>) -> PyResult<Option<Py<PyA
 /// ``max_attempts``, ``priority`` (0 runs first), ``errors`` (a list of
 /// ``{"at": datetime, "attempt": int, "error": str}``), and the aware UTC datetimes
 /// ``inserted_at``, ``scheduled_at``, ``attempted_at``, ``completed_at``, ``cancelled_at``,
-/// ``discarded_at``; and ``conflict``, set on a job a unique insert returned because it
+/// ``discarded_at``; ``result``, what the worker returned (decoded from JSON; None when
+/// nothing was kept); and ``conflict``, set on a job a unique insert returned because it
 /// already held the key.
 #[pyclass(frozen, module = "kathikon", name = "Job")]
 pub(crate) struct PyJob {
     pub(crate) inner: Job,
     args: PyOnceLock<Py<PyAny>>,
     meta: PyOnceLock<Py<PyAny>>,
+    result: PyOnceLock<Py<PyAny>>,
     /// An insert returned this job because it already held the insert's unique key.
     conflict: bool,
     /// Where `progress` reports go: set on a job this process claimed to run.
@@ -99,7 +101,14 @@ impl PyJob {
 
     /// A job an insert returned, `conflict` when it existed already (a unique insert's).
     pub(crate) fn flagged(inner: Job, conflict: bool) -> Self {
-        PyJob { inner, args: PyOnceLock::new(), meta: PyOnceLock::new(), conflict, reporter: None }
+        PyJob {
+            inner,
+            args: PyOnceLock::new(),
+            meta: PyOnceLock::new(),
+            result: PyOnceLock::new(),
+            conflict,
+            reporter: None,
+        }
     }
 
     /// A job this process claimed to run, whose `progress` reports go to `reporter`.
@@ -151,6 +160,13 @@ impl PyJob {
     #[getter]
     fn meta(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         Self::decoded(py, &self.meta, &self.inner.meta)
+    }
+    /// What the worker returned, decoded from JSON on first read; None when it returned
+    /// None, kept nothing (``store_result=False``, or a value it could not keep: see
+    /// ``errors``), or the job has not completed.
+    #[getter]
+    fn result(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.inner.result.as_deref().map(|json| Self::decoded(py, &self.result, json)).transpose()
     }
     #[getter]
     fn tags(&self) -> Vec<String> {

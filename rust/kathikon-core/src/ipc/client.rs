@@ -38,7 +38,7 @@ use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
 use crate::fork::CloseInForkedChild;
-use crate::job::{Ack, AckResult, Job, JobId, NewJob};
+use crate::job::{Ack, AckResult, Job, JobId, NewJob, Outcome};
 use crate::jobs::{Jobs, ListFilter};
 use crate::metrics::MetricPoint;
 use crate::queues::{QueueChange, QueueSettings};
@@ -421,6 +421,39 @@ impl Client {
     }
 }
 
+/// The most text (results, errors, reasons) one ack request carries: a batch with more goes as
+/// several requests, so that neither it nor its answer (which carries the jobs back, results
+/// and all) comes near [`super::MAX_FRAME`].
+const ACK_BYTES: usize = 8 << 20;
+
+/// `acks` split into requests of at most [`ACK_BYTES`] of text each (one ack larger than that
+/// alone); a single request when they are small, as nearly always.
+fn ack_requests(acks: Vec<Ack>) -> Vec<Vec<Ack>> {
+    let text = |ack: &Ack| match &ack.outcome {
+        Outcome::Return { result: Ok(text) | Err(text) } => text.len(),
+        Outcome::Fail { error: text, .. }
+        | Outcome::Cancel { reason: text }
+        | Outcome::Discard { reason: text }
+        | Outcome::Interrupt { reason: text } => text.len(),
+        Outcome::Complete | Outcome::Snooze { .. } => 0,
+    };
+    let mut requests = Vec::new();
+    let (mut current, mut size) = (Vec::new(), 0);
+    for ack in acks {
+        let n = text(&ack);
+        if !current.is_empty() && size + n > ACK_BYTES {
+            requests.push(std::mem::take(&mut current));
+            size = 0;
+        }
+        size += n;
+        current.push(ack);
+    }
+    if !current.is_empty() || requests.is_empty() {
+        requests.push(current);
+    }
+    requests
+}
+
 impl Jobs for Client {
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         self.insert_flagged(jobs).map(|inserted| inserted.jobs)
@@ -490,19 +523,27 @@ impl Jobs for Client {
     }
 
     /// Acks for jobs this process no longer holds come back stale.
+    /// Acks carrying large results go as several requests ([`ACK_BYTES`] each).
     fn ack(&self, acks: Vec<Ack>) -> Result<Vec<AckResult>> {
-        match self.call(&Request::Ack { acks, wait: true })? {
-            Response::Acks(results) => Ok(results),
-            other => Self::unexpected(&other),
+        let mut out = Vec::with_capacity(acks.len());
+        for acks in ack_requests(acks) {
+            match self.call(&Request::Ack { acks, wait: true })? {
+                Response::Acks(results) => out.extend(results),
+                other => return Self::unexpected(&other),
+            }
         }
+        Ok(out)
     }
 
     /// Returns once the owner has the acks, before they commit.
     fn ack_nowait(&self, acks: Vec<Ack>) -> Result<()> {
-        match self.call(&Request::Ack { acks, wait: false })? {
-            Response::Unit => Ok(()),
-            other => Self::unexpected(&other),
+        for acks in ack_requests(acks) {
+            match self.call(&Request::Ack { acks, wait: false })? {
+                Response::Unit => {}
+                other => return Self::unexpected(&other),
+            }
         }
+        Ok(())
     }
 
     fn cancel(&self, id: JobId) -> Result<(Job, JobState)> {
@@ -516,6 +557,24 @@ impl Jobs for Client {
         match self.call(&Request::Retry { id })? {
             Response::Job(job) => Ok(job),
             other => Self::unexpected(&other),
+        }
+    }
+
+    /// A long wait is several requests, each waiting at the owner (woken there when the job
+    /// finishes) at most the owner's longest wait and half the answer timeout.
+    fn wait_finished(&self, id: JobId, timeout: Duration) -> Result<Job> {
+        let deadline = crate::finished::deadline(timeout);
+        let longest = super::server::MAX_FINISH_WAIT.min(self.answer_timeout / 2);
+        loop {
+            let slice = deadline.saturating_duration_since(Instant::now()).min(longest);
+            let request = Request::WaitFinished { id, timeout_ms: slice.as_millis() as u64 };
+            let job = match self.call(&request)? {
+                Response::Job(job) => job,
+                other => return Self::unexpected(&other),
+            };
+            if job.state.is_terminal() || Instant::now() >= deadline {
+                return Ok(job);
+            }
         }
     }
 

@@ -159,6 +159,14 @@ pub enum Request {
     },
     /// [`crate::Jobs::processes`].
     Processes,
+    /// [`crate::Jobs::wait_finished`], waiting at most `timeout_ms` at the owner; answered
+    /// with [`Response::Job`], finished or not yet.
+    WaitFinished {
+        /// The job.
+        id: JobId,
+        /// Longest wait.
+        timeout_ms: u64,
+    },
 }
 
 /// What the owner answers.

@@ -36,6 +36,9 @@ use crate::processes::{Peers, ProcessInfo, ProcessRole};
 /// Longest a claim request waits inside the owner; clients wait longer by asking again, so a
 /// client that stops asking (interrupted, closing) frees its connection within this.
 const MAX_CLAIM_WAIT: Duration = Duration::from_millis(250);
+/// The longest a `WaitFinished` request waits, well within the client's answer timeout;
+/// a client waiting longer asks again.
+pub(crate) const MAX_FINISH_WAIT: Duration = Duration::from_secs(10);
 
 /// How often the lease thread looks for sessions that went quiet.
 const LEASE_TICK: Duration = Duration::from_millis(50);
@@ -497,6 +500,10 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
         }
         Request::Heartbeat => Response::Unit,
         Request::Claimers => Response::Claimers(store.claimers()?),
+        Request::WaitFinished { id, timeout_ms } => {
+            let wait = Duration::from_millis(timeout_ms).min(MAX_FINISH_WAIT);
+            Response::Job(store.wait_finished(id, wait)?)
+        }
         Request::WaitReady { queues, seen, timeout_ms } => {
             let wait = Duration::from_millis(timeout_ms).min(MAX_CLAIM_WAIT);
             let (generation, ready) = shared.engine.wait_ready_for(pid, &queues, seen, wait)?;

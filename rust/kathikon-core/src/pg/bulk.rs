@@ -9,7 +9,7 @@ use postgres::Client;
 
 use super::listen;
 use super::reads::Condition;
-use super::row::{job, pg_id, COLUMNS};
+use super::row::{job, pg_id, COLUMNS, NEXT_COLUMN};
 use super::write::{begin, store};
 use crate::clock::Micros;
 use crate::error::Result;
@@ -55,13 +55,13 @@ pub(crate) fn bulk(
             match action {
                 BulkAction::Cancel if !job.state.is_terminal() => {
                     job.cancel(now, CANCELLED_BY_USER.into())?;
-                    changed.push((job, row.get(17)));
+                    changed.push((job, row.get(NEXT_COLUMN)));
                 }
                 BulkAction::Retry
                     if !matches!(job.state, JobState::Available | JobState::Executing) =>
                 {
                     job.retry(now)?;
-                    changed.push((job, row.get(17)));
+                    changed.push((job, row.get(NEXT_COLUMN)));
                 }
                 BulkAction::Delete { force } if force || job.state.is_terminal() => {
                     if job.state == JobState::Executing {
@@ -76,6 +76,8 @@ pub(crate) fn bulk(
         if !deleted.is_empty() {
             let ids: Vec<i64> = deleted.iter().map(|id| pg_id(*id)).collect();
             tx.execute("DELETE FROM kathikon.jobs WHERE id = ANY($1)", &[&ids])?;
+            // A job deleted unfinished ends its waits (they find it gone).
+            super::finished::notify(&mut tx, &ids)?;
             listen::notify(&mut tx, &freed.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
         tx.commit()?;

@@ -62,6 +62,8 @@ pub(crate) struct Listener {
     pub(crate) node: i64,
     pub(crate) connections: Connections,
     pub(crate) wake: Arc<Wake>,
+    /// The waits for jobs to finish, woken by [`super::finished::CHANNEL`].
+    pub(crate) finished: Arc<crate::finished::Finished>,
 }
 
 impl Listener {
@@ -75,6 +77,7 @@ impl Listener {
         let mut backoff = FIRST_BACKOFF;
         while !self.wake.is_closed() {
             let listening = self.connections.connect().and_then(|mut client| {
+                client.batch_execute(&format!("LISTEN {}", super::finished::CHANNEL))?;
                 client.batch_execute(&format!("LISTEN {CHANNEL}"))?;
                 Ok(client)
             });
@@ -86,9 +89,15 @@ impl Listener {
             backoff = FIRST_BACKOFF;
             // Whatever was notified while no one listened is unknown: every wait looks again.
             self.wake.listening(true);
+            self.finished.relook(false);
             while !self.wake.is_closed() {
                 let next = client.notifications().timeout_iter(CHECK_CLOSED).next();
                 match next {
+                    Ok(Some(note)) if note.channel() == super::finished::CHANNEL => {
+                        if let Ok(id) = note.payload().parse::<u64>() {
+                            self.finished.ended(&[id]);
+                        }
+                    }
                     Ok(Some(note)) => {
                         if let Some(queue) = queue_of(note.payload(), self.node) {
                             self.wake.notified(queue);
@@ -99,6 +108,7 @@ impl Listener {
                 }
             }
             self.wake.listening(false);
+            self.finished.relook(true);
         }
     }
 

@@ -19,7 +19,8 @@
 //! - `metrics` (each node's outcome counts, flushed into shared rows per queue and minute),
 //!   `progress` (a running attempt's latest report), `processes` (every node, with its jobs);
 //! - `rounds`: a node's claims of one queue combined into one transaction at a time;
-//! - `listen` and `wake`: wake-ups by `LISTEN/NOTIFY`;
+//! - `listen` and `wake`: wake-ups by `LISTEN/NOTIFY`; `finished`: waits for a job to
+//!   finish, registered in `kathikon.awaited` and woken by `NOTIFY kathikon_done`;
 //! - `store`: [`PgStore`] and its [`crate::Jobs`] implementation, verb by verb.
 
 mod ack;
@@ -30,6 +31,7 @@ mod claim;
 mod claimers;
 mod connection;
 mod cron;
+mod finished;
 mod insert;
 mod leader;
 mod limits;

@@ -80,7 +80,7 @@ pub(crate) fn rescue_expired(
     )?;
     let mut held: Vec<(Job, i64)> = rows
         .iter()
-        .map(|r| super::row::job(r).map(|job| (job, r.get::<_, i64>(17))))
+        .map(|r| super::row::job(r).map(|job| (job, r.get::<_, i64>(super::row::NEXT_COLUMN))))
         .collect::<Result<_>>()?;
     if !held.is_empty() {
         // A node registered after this statement's snapshot may have claimed a job since;

@@ -7,16 +7,20 @@ use crate::error::{Error, Result};
 use crate::job::{Job, JobError, JobId};
 use crate::state::JobState;
 
-/// The columns [`job`] reads, in its order (`args`, `meta` and `errors` as their exact text).
+/// The columns [`job`] reads, in its order (`args`, `meta`, `errors` and `result` as their
+/// exact text); a query that reads more puts them after these, from index [`NEXT_COLUMN`].
 pub(crate) const COLUMNS: &str =
     "id, state, queue, worker, args::text, meta::text, tags, attempt, \
      max_attempts, priority, errors::text, inserted_at, scheduled_at, attempted_at, completed_at, \
-     cancelled_at, discarded_at";
+     cancelled_at, discarded_at, result::text";
+
+/// The index of the first column after [`COLUMNS`].
+pub(crate) const NEXT_COLUMN: usize = 18;
 
 /// [`COLUMNS`] of the table aliased `j`.
 pub(crate) const J_COLUMNS: &str = "j.id, j.state, j.queue, j.worker, j.args::text, j.meta::text, \
      j.tags, j.attempt, j.max_attempts, j.priority, j.errors::text, j.inserted_at, j.scheduled_at, \
-     j.attempted_at, j.completed_at, j.cancelled_at, j.discarded_at";
+     j.attempted_at, j.completed_at, j.cancelled_at, j.discarded_at, j.result::text";
 
 /// A state as the `state` column stores it (its number in [`JobState`]).
 pub(crate) fn code(state: JobState) -> i16 {
@@ -65,6 +69,7 @@ pub(crate) fn job(row: &Row) -> Result<Job> {
         completed_at: row.get(14),
         cancelled_at: row.get(15),
         discarded_at: row.get(16),
+        result: row.get(17),
     })
 }
 

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/002_node_claimers.sql"),
     include_str!("migrations/003_crontab.sql"),
     include_str!("migrations/004_limits.sql"),
+    include_str!("migrations/005_results.sql"),
 ];
 
 /// The schema version this build creates and reads.

@@ -16,11 +16,12 @@ use super::metrics::Tally;
 use super::rounds::Rounds;
 use super::upkeep::{Upkeep, UpkeepThread};
 use super::wake::{Wake, Woken};
-use super::{bulk, change, claim, cron, limits, nodes, queues, reads, schema, unique};
+use super::{bulk, change, claim, cron, finished, limits, nodes, queues, reads, schema, unique};
 use crate::claim::Claimer;
 use crate::clock::{Clock, Micros, SystemClock};
 use crate::cron::{CronEntry, CronSlot};
 use crate::error::{Error, Result};
+use crate::finished::Finished;
 use crate::job::{Ack, AckResult, Job, JobId, NewJob};
 use crate::jobs::{Jobs, ListFilter};
 use crate::listing::BulkAction;
@@ -90,6 +91,8 @@ pub struct PgStore {
     poll_interval: Duration,
     node: i64,
     wake: Arc<Wake>,
+    /// This process's waits for jobs to finish, woken by the listener.
+    finished: Arc<Finished>,
     closed: AtomicBool,
     /// The thread renewing the lease and doing the periodic work, if the config runs one.
     upkeep: Mutex<Option<UpkeepThread>>,
@@ -128,9 +131,17 @@ impl PgStore {
         connections.name(&name);
         connections.keep(client);
         let wake = Arc::new(Wake::default());
-        Listener { node, connections: connections.clone(), wake: wake.clone() }
-            .start()
-            .map_err(|e| Error::Storage(format!("start the node's listener thread: {e}")))?;
+        // Deaf until the listener connects: waits poll.
+        let finished = Arc::new(Finished::default());
+        finished.relook(true);
+        Listener {
+            node,
+            connections: connections.clone(),
+            wake: wake.clone(),
+            finished: finished.clone(),
+        }
+        .start()
+        .map_err(|e| Error::Storage(format!("start the node's listener thread: {e}")))?;
         let leading = Arc::new(AtomicBool::new(false));
         let claimers = Arc::new(ClaimerLog::default());
         let cron = Arc::new(Mutex::new(Cron::default()));
@@ -168,6 +179,7 @@ impl PgStore {
             poll_interval: config.poll_interval,
             node,
             wake,
+            finished,
             closed: AtomicBool::new(false),
             upkeep: Mutex::new(upkeep),
             leading,
@@ -382,6 +394,26 @@ impl Jobs for PgStore {
         self.with(|c| reads::get(c, id))
     }
 
+    /// Registered in `kathikon.awaited` for the whole wait, woken by `kathikon_done` through
+    /// the listener (polling every `poll_interval` only while the listener is down).
+    fn wait_finished(&self, id: JobId, timeout: Duration) -> Result<Job> {
+        let waiter = finished::new_waiter();
+        let mut registered = false;
+        let found = self.finished.wait(id, timeout, self.poll_interval, &mut |first| {
+            if first {
+                registered = true;
+                self.with(|c| finished::register(c, self.node, waiter, id))
+            } else {
+                self.with(|c| reads::get(c, id))
+            }
+        });
+        if registered {
+            // A row left by a failure goes with the node's row.
+            let _ = self.with(|c| finished::unregister(c, self.node, waiter, id));
+        }
+        found
+    }
+
     fn list(&self, filter: &ListFilter) -> Result<Vec<Job>> {
         self.with(|c| reads::list(c, filter))
     }
@@ -458,6 +490,7 @@ impl Jobs for PgStore {
             return;
         }
         self.wake.close();
+        self.finished.close();
         // Before the node lets go of its jobs: an outcome sent is recorded, not rescued.
         self.acks.stop();
         // Stopped first: its connection (and, when it leads, the leadership) goes with it.

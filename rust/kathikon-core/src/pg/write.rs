@@ -11,7 +11,7 @@ use postgres::types::ToSql;
 use postgres::{Client, Statement, ToStatement, Transaction};
 
 use super::connection::Prepared;
-use super::row::{errors_json, job, pg_id, COLUMNS};
+use super::row::{errors_json, job, pg_id, COLUMNS, NEXT_COLUMN};
 use crate::clock::Micros;
 use crate::error::Result;
 use crate::job::{Job, JobId};
@@ -50,7 +50,9 @@ fn lock_with<S: ?Sized + ToStatement>(
 ) -> Result<BTreeMap<JobId, Locked>> {
     let ids: Vec<i64> = ids.iter().map(|id| pg_id(*id)).collect();
     let rows = tx.query(statement, &[&ids])?;
-    rows.iter().map(|r| job(r).map(|job| (job.id, Locked { job, node: r.get(17) }))).collect()
+    rows.iter()
+        .map(|r| job(r).map(|job| (job.id, Locked { job, node: r.get(NEXT_COLUMN) })))
+        .collect()
 }
 
 /// A waiting job whose time has come is available: what the engine's every write batch does
@@ -114,10 +116,12 @@ impl Change {
     }
 }
 
-/// The statement [`store`] runs: the changed fields, as arrays unnested into rows; and the
+/// The statement [`store`] runs: the changed fields, as arrays unnested into rows; the
 /// queues `$12` that have a global limit notified, as a job of theirs that left the executing
 /// state frees a place a waiting claim may take ([`super::limits`]; a queue without a global
-/// limit costs one lookup of its settings row).
+/// limit costs one lookup of its settings row); and the jobs `$14` (those now finished) that
+/// someone awaits notified on [`super::finished::CHANNEL`] (a job nobody awaits costs one
+/// probe of the `awaited` index).
 fn store_sql() -> &'static str {
     static SQL: OnceLock<String> = OnceLock::new();
     SQL.get_or_init(|| {
@@ -127,28 +131,34 @@ fn store_sql() -> &'static str {
                      max_attempts = u.max_attempts, errors = u.errors::json,
                      scheduled_at = u.scheduled_at, attempted_at = u.attempted_at,
                      completed_at = u.completed_at, cancelled_at = u.cancelled_at,
-                     discarded_at = u.discarded_at, node_id = u.node_id
+                     discarded_at = u.discarded_at, node_id = u.node_id,
+                     result = u.result::json
                  FROM unnest($1::bigint[], $2::smallint[], $3::bigint[], $4::bigint[],
                              $5::text[], $6::bigint[], $7::bigint[], $8::bigint[],
-                             $9::bigint[], $10::bigint[], $11::bigint[])
+                             $9::bigint[], $10::bigint[], $11::bigint[], $13::text[])
                      AS u(id, state, attempt, max_attempts, errors, scheduled_at,
-                          attempted_at, completed_at, cancelled_at, discarded_at, node_id)
+                          attempted_at, completed_at, cancelled_at, discarded_at, node_id,
+                          result)
                  WHERE j.id = u.id
                  RETURNING 1),
              freed AS MATERIALIZED (
                  SELECT pg_notify('kathikon_jobs', ':' || name) FROM kathikon.entries
                  WHERE kind = {kind} AND name = ANY($12)
                      AND jsonb_typeof(convert_from(value, 'UTF8')::jsonb -> 'global_limit')
-                         = 'object')
-             SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM freed)",
+                         = 'object'),
+             done AS MATERIALIZED ({done})
+             SELECT (SELECT count(*) FROM changed), (SELECT count(*) FROM freed),
+                 (SELECT count(*) FROM done)",
             kind = EntryKind::Queue as i16,
+            done = super::finished::notify_sql("$14"),
         )
     })
 }
 
 /// Write the fields a transition changes of each of `jobs` (locked by [`lock`]), and the
-/// node that holds each (`None`: none); notify the queues of the jobs now available, and the
-/// globally limited queues of jobs not executing (any may have left the state).
+/// node that holds each (`None`: none); notify the queues of the jobs now available, the
+/// globally limited queues of jobs not executing (any may have left the state), and the
+/// waiters of the jobs now finished.
 pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
     store_with(tx, store_sql(), jobs)
 }
@@ -178,7 +188,10 @@ fn store_with<S: ?Sized + ToStatement>(
         jobs.iter().filter(|j| j.state != JobState::Executing).map(|j| j.queue.as_str()).collect();
     settled.sort_unstable();
     settled.dedup();
-    let params: [&(dyn ToSql + Sync); 12] = [
+    let results: Vec<Option<&str>> = jobs.iter().map(|j| j.result.as_deref()).collect();
+    let finished: Vec<i64> =
+        jobs.iter().filter(|j| j.state.is_terminal()).map(|j| pg_id(j.id)).collect();
+    let params: [&(dyn ToSql + Sync); 14] = [
         &ids,
         &states,
         &attempts,
@@ -191,6 +204,8 @@ fn store_with<S: ?Sized + ToStatement>(
         &discarded,
         &nodes,
         &settled,
+        &results,
+        &finished,
     ];
     tx.query_one(statement, &params)?;
     // Jobs made available (retried, rescued) wake the claims waiting on their queues.

@@ -229,6 +229,9 @@ pub trait WriteTxn {
     /// The jobs this transaction moved out of the executing state or deleted while
     /// executing, so far, emptied (the queue limits free their places after the commit).
     fn take_left_executing(&mut self) -> Vec<JobId>;
+    /// The jobs this transaction moved into a terminal state or deleted unfinished, so far,
+    /// emptied (their waits are woken after the commit: [`crate::Jobs::wait_finished`]).
+    fn take_ended(&mut self) -> Vec<JobId>;
     /// Reserve `n` consecutive new ids and return the first.
     fn allocate_ids(&mut self, n: u64) -> Result<JobId>;
     /// Store `new`, which was at placement `old` when read in this transaction (`None` for

@@ -9,6 +9,7 @@ use std::time::Instant;
 use crate::claim::ClaimQueues;
 use crate::clock::Micros;
 use crate::error::{Error, Result};
+use crate::finished::Finished;
 use crate::plugins::{Batch, Committed, Now, Phase, Plugins};
 use crate::storage::Store;
 use crate::telemetry::{EngineEvent, Telemetry};
@@ -33,6 +34,8 @@ pub(crate) struct Applier {
     failed: Arc<OnceLock<Error>>,
     /// The metrics counts held in memory, lent to each batch's [`Effects`].
     rollup: crate::metrics::Rollup,
+    /// The waits for jobs to finish, woken after each commit.
+    finished: Arc<Finished>,
 }
 
 impl Applier {
@@ -41,6 +44,7 @@ impl Applier {
         queues: Arc<ClaimQueues>,
         telemetry: Arc<Telemetry>,
         plugins: Plugins,
+        finished: Arc<Finished>,
     ) -> Applier {
         Applier {
             store,
@@ -49,6 +53,7 @@ impl Applier {
             plugins,
             failed: Arc::default(),
             rollup: crate::metrics::Rollup::default(),
+            finished,
         }
     }
 
@@ -160,6 +165,7 @@ impl Applier {
             plugins.look_ahead(txn)?;
             effects.quarantined = txn.take_quarantined();
             effects.left_executing = txn.take_left_executing();
+            effects.ended = txn.take_ended();
             Ok(())
         });
         let duration_us = now.instant.elapsed().as_micros() as u64;
@@ -167,6 +173,7 @@ impl Applier {
             Ok(()) => {
                 effects.rollup.commit();
                 effects.publish(&self.queues);
+                self.finished.ended(&effects.ended);
                 for (name, queue, limits) in effects.take_limit_changes() {
                     crate::limits::install(
                         &*self.store,

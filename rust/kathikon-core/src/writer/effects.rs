@@ -50,6 +50,8 @@ pub(crate) struct Effects {
     adopted: Vec<(Arc<ClaimQueue>, JobId, Bucket, crate::clock::Micros)>,
     /// Jobs that left the executing state (their global-limit places free up).
     pub left_executing: Vec<JobId>,
+    /// Jobs that finished or were deleted unfinished (their waits are woken).
+    pub ended: Vec<JobId>,
     /// Queues whose limits changed, with the new ones: their claim queues are rebuilt.
     limit_changes: Vec<(String, Arc<ClaimQueue>, Limits)>,
 }

@@ -193,6 +193,7 @@ mod tests {
             Arc::new(ClaimQueues::default()),
             Arc::new(Telemetry::default()),
             plugins,
+            Arc::default(),
         ))
     }
 

@@ -18,6 +18,7 @@
 //! - [`progress`]: a running attempt's progress, stored, kept and refused.
 //! - [`processes`]: who works on the store and which jobs each process holds.
 //! - [`index_listing`]: listing through the per-state indexes equals the walk.
+//! - [`results`]: a job's result kept and read back; waiting for a job to finish.
 
 #[path = "../common/mod.rs"]
 mod common;
@@ -38,6 +39,7 @@ mod progress;
 mod queues;
 mod reads;
 mod ready;
+mod results;
 mod unique;
 
 harness::conformance! {
@@ -103,4 +105,7 @@ harness::conformance! {
     processes::processes_list_who_works_on_the_store_and_who_holds_each_job,
     index_listing::listing_by_index_equals_the_walk_on_random_stores,
     index_listing::newest_failed_of_one_queue_come_from_the_index,
+    results::a_returned_value_is_kept_with_the_job_and_goes_with_it,
+    results::a_wait_for_a_job_is_woken_when_it_finishes,
+    results::a_wait_ends_on_a_cancel_a_deletion_or_its_timeout,
 }

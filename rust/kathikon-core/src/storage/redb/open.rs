@@ -171,7 +171,7 @@ impl RedbStore {
                     found: v,
                     supported: FORMAT_VERSION,
                 }),
-                Some(v) if v < FORMAT_VERSION => self.upgrade(),
+                Some(v) if v < FORMAT_VERSION => self.upgrade(v),
                 Some(_) => Ok(()),
                 None => Err(self.damaged("the format version is missing".into())),
             }
@@ -201,16 +201,18 @@ impl RedbStore {
         }
     }
 
-    /// Formats 1 and 2 → 3, in one commit: add the quarantine table (format 1; records stay
-    /// version 1 until they next change, both versions being read) and the `failed` index,
-    /// built from the records (one read of each; a record that does not decode gets no
-    /// entry, and is quarantined when a read meets it). Before the write-ahead log is
-    /// replayed, whose records then change the index as they change the jobs.
-    fn upgrade(&self) -> Result<()> {
+    /// Format `found` → [`FORMAT_VERSION`], in one commit: add the quarantine table (format
+    /// 1; records stay as they are until they next change, every version being read) and,
+    /// before format 3, the `failed` index, built from the records (one read of each; a
+    /// record that does not decode gets no entry, and is quarantined when a read meets it).
+    /// Format 3 needs only its version raised (format 4 changes the record, not the tables).
+    /// Before the write-ahead log is replayed, whose records then change the index as they
+    /// change the jobs.
+    fn upgrade(&self, found: u64) -> Result<()> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
-        {
-            txn.open_table(QUARANTINE)?;
+        txn.open_table(QUARANTINE)?;
+        if found < 3 {
             let jobs = txn.open_table(JOBS)?;
             let mut failed = txn.open_table(FAILED)?;
             for entry in jobs.iter()? {
@@ -221,8 +223,8 @@ impl RedbStore {
                     }
                 }
             }
-            txn.open_table(META)?.insert(META_FORMAT, FORMAT_VERSION)?;
         }
+        txn.open_table(META)?.insert(META_FORMAT, FORMAT_VERSION)?;
         txn.commit().map_err(|e| commit_failed(&self.path, &e))
     }
 }

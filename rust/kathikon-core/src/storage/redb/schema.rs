@@ -19,11 +19,13 @@
 //! id with the time and the reason, so the rest of the store keeps working and an operator can
 //! see what was lost: `(quarantined_at, reason, the record's bytes)`.
 //!
-//! A record is one version byte followed by its body. Version 2 (written since format 2): a
+//! A record is one version byte followed by its body. Version 3 (written since format 4): a
 //! CRC-32C of the postcard encoding of [`Job`] (4 bytes, little-endian), then that encoding, so
 //! damage inside a record that still decodes (a flipped bit in a timestamp, zeros in a long
-//! args string) is detected on every read. Version 1 (format 1): the postcard encoding alone;
-//! still read. A reader refuses a version byte newer than its own, so an old Kathikon never
+//! args string) is detected on every read. Version 2 (formats 2 and 3) is the same for a
+//! [`Job`] without its last field, `result`, and version 1 (format 1) that encoding alone
+//! without the CRC; both still read, as jobs without a result (postcard encodes `None` as one
+//! zero byte, so an old body followed by a zero is the current encoding of the same job). A reader refuses a version byte newer than its own, so an old Kathikon never
 //! misreads a newer file, and a decoded record must carry the id it is stored under.
 
 use redb::TableDefinition;
@@ -33,15 +35,19 @@ use crate::job::Job;
 use crate::state::JobState;
 
 /// Version of the record encoding and table layout this build writes. Older stores are
-/// upgraded at open: format 1 gets the `quarantine` table (old records stay as they are and
-/// are rewritten as version 2 when they next change), formats 1 and 2 the `failed` index,
-/// built from the records.
-pub const FORMAT_VERSION: u64 = 3;
+/// upgraded at open: format 1 gets the `quarantine` table, formats 1 and 2 the `failed`
+/// index, built from the records; old records stay as they are (read as jobs without a
+/// result) and are rewritten as version 3 when they next change. Format 4 is format 3 with
+/// version 3 records, which an older build must not meet (it would quarantine them as
+/// damaged): it refuses the store as too new instead.
+pub const FORMAT_VERSION: u64 = 4;
 
-/// Record version 1: postcard alone.
+/// Record version 1: postcard alone, of a job without `result`.
 const RECORD_V1: u8 = 1;
-/// Record version 2: CRC-32C, then postcard.
+/// Record version 2: CRC-32C, then postcard, of a job without `result`.
 const RECORD_V2: u8 = 2;
+/// Record version 3: CRC-32C, then postcard.
+const RECORD_V3: u8 = 3;
 
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 pub(crate) const AVAILABLE: TableDefinition<(&str, u8, i64, u64), ()> =
@@ -91,23 +97,30 @@ pub(crate) const META_WAL_SEQ: &str = "wal_seq";
 /// cannot tell, and a missing log reads as empty, as it always did.
 pub(crate) const META_LOG_OPEN: &str = "log_open";
 
-/// Encode a record (version 2).
+/// Encode a record (version 3).
 pub(crate) fn encode(job: &Job) -> Vec<u8> {
     let mut out = Vec::new();
     encode_into(job, &mut out);
     out
 }
 
-/// Append the record (version 2) of `job` to `out`.
+/// Append the record (version 3) of `job` to `out`.
 pub(crate) fn encode_into(job: &Job, out: &mut Vec<u8>) {
     // Room made up front so encoding never reallocates (it showed in profiles as growth copies).
     let errors: usize = job.errors.iter().map(|e| e.error.len() + 16).sum();
     let tags: usize = job.tags.iter().map(|t| t.len() + 2).sum();
-    let size =
-        100 + job.queue.len() + job.worker.len() + job.args.len() + job.meta.len() + tags + errors;
+    let result = job.result.as_ref().map_or(0, String::len);
+    let size = 100
+        + job.queue.len()
+        + job.worker.len()
+        + job.args.len()
+        + job.meta.len()
+        + tags
+        + errors
+        + result;
     out.reserve(size);
     let start = out.len();
-    out.push(RECORD_V2);
+    out.push(RECORD_V3);
     out.extend_from_slice(&[0; 4]);
     // Serialising a plain struct into a Vec cannot fail. `to_extend` takes its Vec by value
     // (`&mut Vec` is not `Extend`), so it is lent and put back.
@@ -121,9 +134,9 @@ pub(crate) fn encode_into(job: &Job, out: &mut Vec<u8>) {
 pub(crate) fn decode(id: u64, bytes: &[u8]) -> Result<Job> {
     let damaged =
         |detail: String| Error::Corrupted { path: "<store>".into(), detail, job: Some(id) };
-    let body = match bytes.first() {
-        Some(&RECORD_V1) => &bytes[1..],
-        Some(&RECORD_V2) => {
+    let (body, without_result) = match bytes.first() {
+        Some(&RECORD_V1) => (&bytes[1..], true),
+        Some(&version @ (RECORD_V2 | RECORD_V3)) => {
             let Some((stored, body)) = bytes[1..].split_first_chunk::<4>() else {
                 return Err(damaged(format!("job {id}: record cut short")));
             };
@@ -134,13 +147,28 @@ pub(crate) fn decode(id: u64, bytes: &[u8]) -> Result<Job> {
                      {actual:08x}): its bytes changed on disk"
                 )));
             }
-            body
+            (body, version == RECORD_V2)
         }
         Some(&v) => return Err(damaged(format!("job {id}: unknown record version {v}"))),
         None => return Err(damaged(format!("job {id}: empty record"))),
     };
-    let job: Job = postcard::from_bytes(body)
-        .map_err(|e| damaged(format!("job {id}: record does not decode: {e}")))?;
+    // The whole body must be the job: a version 3 record read as version 2 (its version byte
+    // damaged) would otherwise decode, with a byte left over.
+    let exactly = |bytes: &[u8]| match postcard::take_from_bytes::<Job>(bytes) {
+        Ok((job, [])) => Ok(job),
+        Ok((_, rest)) => Err(format!("{} bytes left over", rest.len())),
+        Err(e) => Err(e.to_string()),
+    };
+    let decoded = if without_result {
+        // The body of a job without `result`, then the one zero byte of its `None`.
+        let mut whole = Vec::with_capacity(body.len() + 1);
+        whole.extend_from_slice(body);
+        whole.push(0);
+        exactly(&whole)
+    } else {
+        exactly(body)
+    };
+    let job = decoded.map_err(|e| damaged(format!("job {id}: record does not decode: {e}")))?;
     if job.id != id {
         return Err(damaged(format!("job {id}: the record stored under it is job {}'s", job.id)));
     }
@@ -173,15 +201,35 @@ mod tests {
         assert!(decode(5, &newer).unwrap_err().to_string().contains("unknown record version 200"));
         assert!(decode(5, &bytes[..bytes.len() / 2]).is_err());
         assert!(decode(5, &[]).is_err());
-        assert!(decode(5, &[RECORD_V2, 1, 2]).unwrap_err().to_string().contains("cut short"));
+        assert!(decode(5, &[RECORD_V3, 1, 2]).unwrap_err().to_string().contains("cut short"));
         // Stored under another id: refused, naming both.
         let err = decode(6, &bytes).unwrap_err().to_string();
         assert!(err.contains("job 6: the record stored under it is job 5's"), "{err}");
     }
 
+    /// The encoding of `job` as a build before `result` wrote it: postcard without the last
+    /// field (`None`'s one zero byte), which `job` must not have.
+    fn body_without_result(job: &Job) -> Vec<u8> {
+        assert_eq!(job.result, None, "an old record has no result");
+        let mut body = postcard::to_allocvec(job).unwrap();
+        assert_eq!(body.pop(), Some(0));
+        body
+    }
+
     /// The version 1 encoding, as format 1 stores hold it.
     pub(super) fn encode_v1(job: &Job) -> Vec<u8> {
-        postcard::to_extend(job, vec![RECORD_V1]).unwrap()
+        let mut out = vec![RECORD_V1];
+        out.extend(body_without_result(job));
+        out
+    }
+
+    /// The version 2 encoding, as format 2 and 3 stores hold it.
+    pub(super) fn encode_v2(job: &Job) -> Vec<u8> {
+        let body = body_without_result(job);
+        let mut out = vec![RECORD_V2];
+        out.extend(crc32c::crc32c(&body).to_le_bytes());
+        out.extend(body);
+        out
     }
 
     /// Job 9 of queue `q` with these args, inserted at time 10.
@@ -201,10 +249,14 @@ mod tests {
     }
 
     #[test]
-    fn version_1_records_are_still_read() {
+    fn version_1_and_2_records_are_still_read_as_jobs_without_a_result() {
         let job = job_with_args("[1]");
         assert_eq!(decode(9, &encode_v1(&job)).unwrap(), job);
-        assert_eq!(encode(&job)[0], RECORD_V2);
+        assert_eq!(decode(9, &encode_v2(&job)).unwrap(), job);
+        assert_eq!(encode(&job)[0], RECORD_V3);
+        let mut with_result = job;
+        with_result.result = Some(r#"{"ok":true}"#.into());
+        assert_eq!(decode(9, &encode(&with_result)).unwrap(), with_result);
     }
 
     #[test]
@@ -254,13 +306,14 @@ mod properties {
                 0..4,
             ),
             prop::sample::select(JobState::ALL.to_vec()),
+            any::<Option<String>>(),
         );
         (texts, numbers, times, lists).prop_map(
             |(
                 (queue, worker, args, meta),
                 (id, attempt, max_attempts, priority),
                 (inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at),
-                (tags, errors, state),
+                (tags, errors, state, result),
             )| Job {
                 id,
                 state,
@@ -279,6 +332,7 @@ mod properties {
                 completed_at,
                 cancelled_at,
                 discarded_at,
+                result,
             },
         )
     }
@@ -289,6 +343,10 @@ mod properties {
         prop_oneof![
             prop::collection::vec(any::<u8>(), 0..256),
             prop::collection::vec(any::<u8>(), 0..256).prop_map(|mut rest| {
+                rest.insert(0, RECORD_V3);
+                rest
+            }),
+            prop::collection::vec(any::<u8>(), 0..256).prop_map(|mut rest| {
                 rest.insert(0, RECORD_V2);
                 rest
             }),
@@ -298,7 +356,8 @@ mod properties {
             }),
             // A version 1 record with a few bytes changed (these may decode, changed).
             (job(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6))
-                .prop_map(|(job, changes)| {
+                .prop_map(|(mut job, changes)| {
+                    job.result = None;
                     let mut bytes = super::tests::encode_v1(&job);
                     for (at, value) in changes {
                         let i = at.index(bytes.len());
@@ -331,9 +390,11 @@ mod properties {
         #[test]
         fn every_job_round_trips(job in job()) {
             let bytes = encode(&job);
-            prop_assert_eq!(bytes[0], RECORD_V2);
+            prop_assert_eq!(bytes[0], RECORD_V3);
             prop_assert_eq!(decode(job.id, &bytes).unwrap(), job.clone());
-            prop_assert_eq!(decode(job.id, &super::tests::encode_v1(&job)).unwrap(), job.clone());
+            let old = Job { result: None, ..job.clone() };
+            prop_assert_eq!(decode(job.id, &super::tests::encode_v1(&old)).unwrap(), old.clone());
+            prop_assert_eq!(decode(job.id, &super::tests::encode_v2(&old)).unwrap(), old);
             // Every single flipped bit is caught (CRC-32C detects every 1-, 2- and 3-bit error
             // in records far longer than these).
             let mut flipped = bytes.clone();

@@ -65,6 +65,8 @@ pub(super) struct WriteTables<'t> {
     quarantined: Vec<(JobId, String)>,
     /// Jobs this transaction moved out of the executing state (or deleted while executing).
     left_executing: Vec<JobId>,
+    /// Jobs moved into a terminal state or deleted unfinished (see `WriteTxn::take_ended`).
+    ended: Vec<JobId>,
     /// Whether this transaction moved any record aside (`quarantined` is emptied by the
     /// writer before the commit; this is not).
     pub(super) moved_aside: bool,
@@ -121,6 +123,7 @@ impl WriteTables<'_> {
             next_id: None,
             quarantined: Vec::new(),
             left_executing: Vec::new(),
+            ended: Vec::new(),
             moved_aside: false,
             path: path.clone(),
             log,
@@ -342,6 +345,10 @@ impl WriteTxn for WriteTables<'_> {
         std::mem::take(&mut self.left_executing)
     }
 
+    fn take_ended(&mut self) -> Vec<JobId> {
+        std::mem::take(&mut self.ended)
+    }
+
     fn allocate_ids(&mut self, n: u64) -> Result<JobId> {
         let first = self.next_id()?;
         self.next_id = Some(first + n);
@@ -355,6 +362,9 @@ impl WriteTxn for WriteTables<'_> {
         if let Some(old) = old {
             if old.state == JobState::Executing && new.state != JobState::Executing {
                 self.left_executing.push(new.id);
+            }
+            if new.state.is_terminal() && !old.state.is_terminal() {
+                self.ended.push(new.id);
             }
             self.unindex(&new.queue, new.id, old);
             self.count(&new.queue, old.state, -1);
@@ -392,6 +402,9 @@ impl WriteTxn for WriteTables<'_> {
     fn remove(&mut self, job: &Job) -> Result<()> {
         if job.state == JobState::Executing {
             self.left_executing.push(job.id);
+        }
+        if !job.state.is_terminal() {
+            self.ended.push(job.id);
         }
         self.unindex(&job.queue, job.id, job.placement());
         self.count(&job.queue, job.state, -1);
