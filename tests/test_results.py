@@ -221,6 +221,9 @@ def test_a_client_app_on_the_same_store_reads_results(store_path: Path) -> None:
         assert owner.get(ids[0]).result == {"from": "client"}
     finally:
         client.kill()
+        client.wait()
+        if client.stdout is not None:
+            client.stdout.close()
         owner.close()
 
 

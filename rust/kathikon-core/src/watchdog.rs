@@ -129,19 +129,8 @@ mod tests {
 
     fn engine_with_a_claimed_job() -> (Arc<Engine>, crate::job::Job) {
         let engine = Arc::new(Engine::open(EngineConfig::default()).unwrap());
-        let new = crate::job::NewJob {
-            queue: "q".into(),
-            worker: "w".into(),
-            args: "{}".into(),
-            meta: "{}".into(),
-            tags: Vec::new(),
-            max_attempts: 3,
-            priority: 0,
-            scheduled_at: None,
-            unique: None,
-        };
-        engine.insert(vec![new]).unwrap();
-        let job = engine.claim("q", 1, Duration::ZERO).unwrap().remove(0);
+        engine.insert(vec![crate::job::tests::new_job()]).unwrap();
+        let job = engine.claim("default", 1, Duration::ZERO).unwrap().remove(0);
         (engine, job)
     }
 
