@@ -71,7 +71,10 @@ const TIMED_OUT_EXIT: i32 = 70;
 /// A job ran past its timeout and its failure is stored: end the process at once. Not
 /// `exit`: no atexit handler or interpreter shutdown may wait on the thread that will not stop.
 fn timed_out(id: u64) {
-    eprintln!(
+    use std::io::Write;
+    // Not `eprintln!`, which panics when stderr is gone: the process must end either way.
+    let _ = writeln!(
+        std::io::stderr(),
         "kathikon: job {id} ran past its timeout and was recorded as failed; worker process {} \
          exits (status {TIMED_OUT_EXIT}) to stop it, and its other jobs are rescued",
         std::process::id()
