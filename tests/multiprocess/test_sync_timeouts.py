@@ -9,12 +9,11 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Callable
 
 import pytest
+from conftest import WaitUntil
 
 import kathikon
 from kathikon import JobState
@@ -92,21 +91,13 @@ def timeouts(tmp_path: Path) -> Iterator[Timeouts]:
     subprocess.run(["pkill", "-KILL", "-f", "timeout_app:app"], check=False)
 
 
-def wait_for(what: str, predicate: Callable[[], object], timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_a_sleeping_sync_job_past_its_timeout_fails_and_its_process_is_replaced(
-    timeouts: Timeouts,
+    timeouts: Timeouts, wait_until: WaitUntil
 ) -> None:
     app = timeouts.client()
     job_id = app.insert("timeout_app.hang", {}).id
     timeouts.worker(1)
-    wait_for("both attempts to end", lambda: app.get(job_id).state is JobState.DISCARDED)
+    wait_until(lambda: app.get(job_id).state is JobState.DISCARDED, 60, "both attempts to end")
     job = app.get(job_id)
     assert [e["error"].split(":")[0] for e in job.errors] == ["timeout", "timeout"], job.errors
     assert f"job {job_id} (timeout_app.hang) ran past its timeout of 1 s" in job.errors[0]["error"]
@@ -121,22 +112,28 @@ def test_a_sleeping_sync_job_past_its_timeout_fails_and_its_process_is_replaced(
     app.close()
 
 
-def test_a_busy_loop_holding_the_interpreter_is_stopped_too(timeouts: Timeouts) -> None:
+def test_a_busy_loop_holding_the_interpreter_is_stopped_too(
+    timeouts: Timeouts, wait_until: WaitUntil
+) -> None:
     app = timeouts.client()
     job_id = app.insert("timeout_app.spin", {}).id
     timeouts.worker(1)
-    wait_for("the attempt to end", lambda: app.get(job_id).state is JobState.DISCARDED)
+    wait_until(lambda: app.get(job_id).state is JobState.DISCARDED, 60, "the attempt to end")
     job = app.get(job_id)
     assert job.errors[-1]["error"].startswith("timeout:"), job.errors
     app.close()
 
 
-def test_a_job_running_beside_it_is_rescued_and_completes_once(timeouts: Timeouts) -> None:
+def test_a_job_running_beside_it_is_rescued_and_completes_once(
+    timeouts: Timeouts, wait_until: WaitUntil
+) -> None:
     app = timeouts.client()
     steady = app.insert("timeout_app.steady", {"seconds": 3}).id
     hang = app.insert("timeout_app.hang", {}).id
     timeouts.worker(1)  # one process, concurrency 2: both jobs run in it at once
-    wait_for("the steady job to complete", lambda: app.get(steady).state is JobState.COMPLETED)
+    wait_until(
+        lambda: app.get(steady).state is JobState.COMPLETED, 60, "the steady job to complete"
+    )
     runs = timeouts.runs()
     steady_runs = [(what, pid) for what, pid, job, _ in runs if job == steady]
     first_pid = next(pid for what, pid, job, _ in runs if job == hang and what == "start")
