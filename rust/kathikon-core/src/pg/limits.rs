@@ -63,19 +63,12 @@ struct Shape {
 }
 
 impl Shape {
-    /// The expressions for `limits`, their keys' parameters numbered from `first`.
-    fn of(limits: &Limits, first: usize) -> Shape {
+    /// The expressions of the `global` and `rate` partitions, their keys' parameters
+    /// numbered from `first`.
+    fn of(global: Option<&Partition>, rate: Option<&Partition>, first: usize) -> Shape {
         let mut keys = Vec::new();
-        let global = partition_sql(
-            limits.global.as_ref().and_then(|g| g.partition.as_ref()),
-            first,
-            &mut keys,
-        );
-        let rate = partition_sql(
-            limits.rate.as_ref().and_then(|r| r.partition.as_ref()),
-            first,
-            &mut keys,
-        );
+        let global = partition_sql(global, first, &mut keys);
+        let rate = partition_sql(rate, first, &mut keys);
         Shape { global, rate, keys }
     }
 
@@ -146,7 +139,7 @@ fn load(
     let rate_partition = limits.rate.as_ref().and_then(|r| r.partition.as_ref());
     let mut limiter = Limiter::new(limits.clone());
     if limits.global.is_some() {
-        let shape = Shape::of(&Limits { global: limits.global.clone(), rate: None }, 3);
+        let shape = Shape::of(global_partition, None, 3);
         let sql = format!(
             "SELECT g::text, n FROM (SELECT {g} AS g, count(*) AS n FROM kathikon.jobs j
                  WHERE j.queue = $1 AND j.state = $2 GROUP BY 1) c",
@@ -177,7 +170,7 @@ fn load(
     }
     let mut buckets = HashMap::new();
     let Some(per_bucket) = per_bucket else { return Ok((limiter, buckets)) };
-    let shape = Shape::of(limits, 4);
+    let shape = Shape::of(global_partition, rate_partition, 4);
     let ready = if global_partition.is_some() || rate_partition.is_some() {
         format!(
             "SELECT id, priority, scheduled_at, g::text, r::text FROM (
