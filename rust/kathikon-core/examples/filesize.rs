@@ -21,6 +21,7 @@ fn main() {
             .map(|i| NewJob {
                 scheduled_at: (i % 10 == 0).then_some(i64::MAX / 4),
                 unique: None,
+                batch: None,
                 ..common::noop_job()
             })
             .collect();

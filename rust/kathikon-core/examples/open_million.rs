@@ -25,6 +25,7 @@ fn main() {
                 .map(|k| NewJob {
                     scheduled_at: (k % 10 == 0).then_some(far),
                     unique: None,
+                    batch: None,
                     ..common::noop_job()
                 })
                 .collect();

@@ -205,6 +205,8 @@ impl Engine {
             Box::new(CronPlugin::new(crontab.clone())),
             Box::new(crate::plugins::UniqueExpiry::new()),
             Box::new(crate::plugins::MetricsPlugin::new()),
+            // Last: it takes the batch moves of everything before it in the transaction.
+            Box::new(crate::plugins::Batches),
         ]);
         let finished = Arc::new(Finished::default());
         let applier = Applier::new(
@@ -732,6 +734,16 @@ impl Jobs for Engine {
             Ok(())
         })?;
         Ok(out.and_then(|e| crate::progress::decode(&e.value)))
+    }
+
+    fn batch(&self, id: &str) -> Result<crate::batch::BatchStatus> {
+        let mut out = None;
+        self.store()?.read(&mut |txn| {
+            out = txn.entry(EntryKind::Batch, id)?;
+            Ok(())
+        })?;
+        let entry = out.ok_or_else(|| Error::BatchNotFound(id.to_string()))?;
+        Ok(crate::batch::StoredBatch::decode(id, &entry.value)?.status)
     }
 
     /// Woken by the writer once the change that finished the job is committed and readable.

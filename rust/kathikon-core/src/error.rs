@@ -23,6 +23,9 @@ pub enum Error {
     /// No job has this id (it never existed or was pruned).
     #[error("no job with id {0}; it never existed or was pruned after its retention period")]
     JobNotFound(JobId),
+    /// No batch has this id (it was never created, or this store does not hold it).
+    #[error("no batch with id {0:?}; create it with its first insert_batch (without batch_id, or with callbacks)")]
+    BatchNotFound(String),
     /// The requested change is not allowed from the job's current state.
     #[error("job {id} is {from}; it cannot be {action} from that state")]
     IllegalTransition {

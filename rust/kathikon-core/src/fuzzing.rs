@@ -69,6 +69,7 @@ pub fn store_file_target(dir: &Path, data: &[u8]) {
                 priority: 0,
                 scheduled_at: None,
                 unique: None,
+                batch: None,
             };
             if let Err(e) = engine.insert(vec![job]) {
                 typed(&e);

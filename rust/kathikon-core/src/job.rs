@@ -69,9 +69,12 @@ pub struct Job {
     /// When it was discarded.
     pub discarded_at: Option<Micros>,
     /// What its worker returned, as JSON text, when it completed with a value kept
-    /// ([`Outcome::Return`]); `None` otherwise. The last field: a record written before it
-    /// existed is its encoding without it (see `storage/redb/schema.rs`).
+    /// ([`Outcome::Return`]); `None` otherwise.
     pub result: Option<String>,
+    /// The batch it belongs to ([`crate::batch`]), if any. The last field: a record written
+    /// before it (or `result`) existed is its encoding without them (see
+    /// `storage/redb/schema.rs`).
+    pub batch: Option<String>,
 }
 
 /// The fields a job's index entries are made of. The queue and id never change, so together
@@ -110,6 +113,8 @@ pub struct NewJob {
     /// Insert it only if no job with the same key (in the states and period the spec names)
     /// exists; `None` for a plain insert (boxed, so a plain job stays small to move).
     pub unique: Option<Box<crate::unique::UniqueSpec>>,
+    /// The batch it joins, or creates ([`crate::batch`]); `None` for a job of no batch.
+    pub batch: Option<Box<crate::batch::JoinBatch>>,
 }
 
 impl NewJob {
@@ -135,6 +140,9 @@ impl NewJob {
             if let Err(e) = serde_json::from_str::<serde::de::IgnoredAny>(text) {
                 return bad(format!("{what} is not valid JSON ({e})"));
             }
+        }
+        if let Some(join) = &self.batch {
+            crate::batch::check_id(&join.id)?;
         }
         match &self.unique {
             Some(spec) => spec.validate(),
@@ -165,6 +173,7 @@ impl NewJob {
             cancelled_at: None,
             discarded_at: None,
             result: None,
+            batch: self.batch.map(|join| join.id),
         }
     }
 }
@@ -488,6 +497,7 @@ pub(crate) mod tests {
             priority: 0,
             scheduled_at: None,
             unique: None,
+            batch: None,
         }
     }
 

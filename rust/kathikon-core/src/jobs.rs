@@ -10,6 +10,7 @@
 
 use std::time::Duration;
 
+use crate::batch::{BatchEvent, BatchStatus};
 use crate::claim::Claimer;
 use crate::clock::Micros;
 use crate::cron::{CronEntry, CronSlot};
@@ -236,6 +237,26 @@ pub trait Jobs: Send + Sync {
     /// [`crate::Error::JobNotFound`]; closing the store ends the wait with
     /// [`crate::Error::Closed`].
     fn wait_finished(&self, id: JobId, timeout: Duration) -> Result<Job>;
+
+    /// Insert `jobs` (at least one) as members of batch `id`, in one transaction: the insert
+    /// creates the batch with `callbacks` if no batch has the id, else adds the jobs to it if
+    /// it has not finished (giving callbacks for a batch that exists is refused). Once no
+    /// member is unfinished, the batch's callback jobs whose conditions hold are inserted, once
+    /// ([`crate::batch`]). A refusal ([`crate::Error::InvalidJob`]: a bad id or callback, a
+    /// finished batch, a unique job) stores nothing.
+    fn insert_batch(
+        &self,
+        id: &str,
+        callbacks: Option<Vec<(BatchEvent, NewJob)>>,
+        mut jobs: Vec<NewJob>,
+    ) -> Result<Vec<Job>> {
+        crate::batch::join(id, callbacks, &mut jobs)?;
+        self.insert(jobs)
+    }
+
+    /// Batch `id` as last committed: its members per state, whether it finished, and which
+    /// callback jobs it inserted. [`crate::Error::BatchNotFound`] if no batch has the id.
+    fn batch(&self, id: &str) -> Result<BatchStatus>;
 
     /// The processes working on the store, as its owner sees them: the owner first, then
     /// each client connected to it, with when it connected and was last heard from, when its

@@ -15,6 +15,7 @@
 
 pub mod app_store;
 pub mod backoff;
+pub mod batch;
 pub mod claim;
 pub mod clock;
 pub mod cron;
@@ -50,6 +51,7 @@ pub mod watchdog;
 mod writer;
 
 pub use app_store::{AppRole, AppStore};
+pub use batch::{BatchEvent, BatchStatus, JoinBatch};
 pub use claim::Claimer;
 pub use clock::{Clock, Micros, SystemClock};
 pub use cron::{CatchUp, CronEntry, CronSlot};

@@ -139,7 +139,7 @@ fn format_of(path: &Path) -> u64 {
 
 #[test]
 fn a_format_2_store_is_upgraded_with_its_failed_index_built() {
-    assert_eq!(FORMAT_VERSION, 4);
+    assert_eq!(FORMAT_VERSION, 5);
     let dir = scratch_dir();
     let path = dir.path().join("jobs.redb");
     let engine = Engine::open(config(&path)).unwrap();
@@ -177,7 +177,7 @@ fn a_format_2_store_with_a_log_to_replay_is_upgraded_then_replayed() {
 
 /// The store files an older Kathikon wrote, kept in the fuzz corpus (formats 3, 2 and 1,
 /// each with a retryable and a discarded job of queue "a"): opened, they are upgraded and
-/// list their failed jobs as the walk does, their jobs read without a result.
+/// list their failed jobs as the walk does, their jobs read without a result or a batch.
 #[test]
 fn stores_written_by_older_formats_open_and_list_their_failed_jobs() {
     let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus/store_file");
@@ -189,7 +189,7 @@ fn stores_written_by_older_formats_open_and_list_their_failed_jobs() {
         assert!(old < FORMAT_VERSION, "{seed} is format {old}");
         let engine = Engine::open(config(&path)).unwrap();
         let all = engine.list(&ListFilter::default()).unwrap();
-        assert!(all.iter().all(|j| j.result.is_none()), "{seed}");
+        assert!(all.iter().all(|j| j.result.is_none() && j.batch.is_none()), "{seed}");
         for state in [JobState::Retryable, JobState::Discarded] {
             let f = ListFilter {
                 state: Some(state),

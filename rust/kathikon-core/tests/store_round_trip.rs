@@ -59,6 +59,7 @@ fn every_field_survives_close_and_reopen() {
         priority: 4,
         scheduled_at: None,
         unique: None,
+        batch: None,
     };
     let future = NewJob {
         queue: "reports".into(),

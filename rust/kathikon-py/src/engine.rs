@@ -11,8 +11,8 @@ use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::watchdog::Watchdog;
 use kathikon_core::{
     limits::{GlobalLimit, RateLimit},
-    Ack, AckResult, AppRole, AppStore, Clock, Durability, EngineConfig, EngineEvent, Error,
-    JobState, ListFilter, NewJob, QueueChange, QueueSettings, Retention, SystemClock,
+    Ack, AckResult, AppRole, AppStore, BatchEvent, Clock, Durability, EngineConfig, EngineEvent,
+    Error, JobState, ListFilter, NewJob, QueueChange, QueueSettings, Retention, SystemClock,
 };
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
@@ -64,6 +64,10 @@ fn new_jobs(specs: &Bound<'_, PyList>) -> PyResult<Vec<NewJob>> {
     }
     Ok(jobs)
 }
+
+/// A batch's status as Python receives it (see `Engine.batch`).
+type BatchRow =
+    (String, i64, Vec<(&'static str, u64)>, Option<i64>, Vec<(&'static str, String, Option<u64>)>);
 
 /// The exit status of a worker process ended by a job past its timeout.
 const TIMED_OUT_EXIT: i32 = 70;
@@ -293,6 +297,48 @@ impl PyEngine {
             out.push(untracked(py, PyJob::flagged(job, conflict))?);
         }
         Ok(out)
+    }
+
+    /// Insert `JobSpec`s as members of batch `batch_id` in one commit, creating it with
+    /// `callbacks` (`[(event, JobSpec), …]`, event one of "completed", "discarded",
+    /// "cancelled", "finished") if no batch has the id; returns them as stored.
+    #[pyo3(signature = (batch_id, callbacks, specs))]
+    fn insert_batch<'py>(
+        &self,
+        py: Python<'py>,
+        batch_id: &str,
+        callbacks: Option<Vec<(String, Bound<'py, PyJobSpec>)>>,
+        specs: &Bound<'py, PyList>,
+    ) -> PyResult<Vec<Bound<'py, PyJob>>> {
+        let mut jobs = new_jobs(specs)?;
+        let callbacks = match callbacks {
+            Some(given) => Some(
+                given
+                    .into_iter()
+                    .map(|(event, spec)| Ok((BatchEvent::parse(&event)?, spec.get().job.clone())))
+                    .collect::<kathikon_core::Result<Vec<_>>>()
+                    .py_err()?,
+            ),
+            None => None,
+        };
+        kathikon_core::batch::join(batch_id, callbacks, &mut jobs).py_err()?;
+        let inserted = py.detach(|| self.inner.insert_flagged(jobs)).py_err()?;
+        records(py, inserted.jobs)
+    }
+
+    /// Batch `batch_id` as `(id, created_at µs, {state: count}, finished_at µs or None,
+    /// [(event, worker, callback job id or None), …])`.
+    fn batch(&self, py: Python<'_>, batch_id: &str) -> PyResult<BatchRow> {
+        let status = py.detach(|| self.inner.retrying(|jobs| jobs.batch(batch_id))).py_err()?;
+        let counts = JobState::ALL.iter().map(|s| (s.as_str(), status.counts[*s as usize]));
+        let callbacks = status.callbacks.into_iter().map(|c| (c.event.as_str(), c.worker, c.job));
+        Ok((
+            status.id,
+            status.created_at,
+            counts.collect(),
+            status.finished_at,
+            callbacks.collect(),
+        ))
     }
 
     /// Claim up to `max` jobs from `queue`, waiting up to `timeout` seconds. A claim the

@@ -39,6 +39,12 @@ create_exception!(
 );
 create_exception!(
     kathikon,
+    BatchNotFoundError,
+    KathikonError,
+    "No batch has this id (it was never created in this store)."
+);
+create_exception!(
+    kathikon,
     JobStateError,
     KathikonError,
     "The job's current state does not allow the requested change."
@@ -101,6 +107,7 @@ pub(crate) fn map_error(error: Error) -> PyErr {
     match error {
         Error::InvalidJob(_) => InvalidJobError::new_err(text),
         Error::JobNotFound(_) => JobNotFoundError::new_err(text),
+        Error::BatchNotFound(_) => BatchNotFoundError::new_err(text),
         Error::IllegalTransition { .. } => JobStateError::new_err(text),
         Error::StorageLocked { .. } => StorageLockedError::new_err(text),
         Error::NotAStore { .. } => NotAStoreError::new_err(text),
@@ -142,6 +149,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("UnknownQueueError", py.get_type::<UnknownQueueError>())?;
     m.add("UnknownWorkerError", py.get_type::<UnknownWorkerError>())?;
     m.add("JobNotFoundError", py.get_type::<JobNotFoundError>())?;
+    m.add("BatchNotFoundError", py.get_type::<BatchNotFoundError>())?;
     m.add("JobStateError", py.get_type::<JobStateError>())?;
     m.add("StorageError", py.get_type::<StorageError>())?;
     m.add("StorageLockedError", py.get_type::<StorageLockedError>())?;
@@ -159,6 +167,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
         ("ConfigurationError", py.get_type::<PyValueError>()),
         ("InvalidJobError", py.get_type::<PyValueError>()),
         ("JobNotFoundError", py.get_type::<PyLookupError>()),
+        ("BatchNotFoundError", py.get_type::<PyLookupError>()),
     ] {
         let cls = m.getattr(name)?;
         let bases = cls.getattr("__bases__")?;

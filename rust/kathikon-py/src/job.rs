@@ -168,6 +168,12 @@ impl PyJob {
     fn result(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         self.inner.result.as_deref().map(|json| Self::decoded(py, &self.result, json)).transpose()
     }
+    /// The id of the batch the job belongs to (``app.insert_batch``); None for a job of no
+    /// batch.
+    #[getter]
+    fn batch_id(&self) -> Option<&str> {
+        self.inner.batch.as_deref()
+    }
     #[getter]
     fn tags(&self) -> Vec<String> {
         self.inner.tags.clone()
@@ -399,8 +405,18 @@ fn job_spec(
         )),
         None => None,
     };
-    let job =
-        NewJob { queue, worker, args, meta, tags, max_attempts, priority, scheduled_at, unique };
+    let job = NewJob {
+        queue,
+        worker,
+        args,
+        meta,
+        tags,
+        max_attempts,
+        priority,
+        scheduled_at,
+        unique,
+        batch: None,
+    };
     untracked(py, PyJobSpec { job })
 }
 

@@ -13,5 +13,6 @@ pub fn noop_job() -> NewJob {
         priority: 0,
         scheduled_at: None,
         unique: None,
+        batch: None,
     }
 }

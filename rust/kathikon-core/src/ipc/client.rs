@@ -752,6 +752,13 @@ impl Jobs for Client {
         }
     }
 
+    fn batch(&self, id: &str) -> Result<crate::batch::BatchStatus> {
+        match self.call(&Request::Batch { id: id.to_string() })? {
+            Response::Batch(status) => Ok(status),
+            other => Self::unexpected(&other),
+        }
+    }
+
     fn processes(&self) -> Result<Vec<crate::processes::ProcessInfo>> {
         match self.call(&Request::Processes)? {
             Response::Processes(processes) => Ok(processes),

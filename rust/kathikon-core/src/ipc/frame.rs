@@ -9,7 +9,7 @@ use serde::Serialize;
 
 /// Bumped whenever a message changes shape. Both ends say theirs in the hello; a mismatch is
 /// refused with a message naming both versions.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// Largest frame either end accepts (64 MiB). A bigger length prefix closes the connection
 /// before anything is allocated for it.

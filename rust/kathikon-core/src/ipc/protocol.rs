@@ -167,6 +167,11 @@ pub enum Request {
         /// Longest wait.
         timeout_ms: u64,
     },
+    /// [`crate::Jobs::batch`].
+    Batch {
+        /// The batch's id.
+        id: String,
+    },
 }
 
 /// What the owner answers.
@@ -222,6 +227,8 @@ pub enum Response {
     Progress(Option<crate::progress::Progress>),
     /// The processes working on the store.
     Processes(Vec<crate::processes::ProcessInfo>),
+    /// A batch's status.
+    Batch(crate::batch::BatchStatus),
 }
 
 impl Response {
@@ -290,6 +297,7 @@ pub enum WireError {
         detail: String,
         job: JobId,
     },
+    BatchNotFound(String),
 }
 
 impl From<&Error> for WireError {
@@ -297,6 +305,7 @@ impl From<&Error> for WireError {
         match e {
             Error::InvalidJob(m) => WireError::InvalidJob(m.clone()),
             Error::JobNotFound(id) => WireError::JobNotFound(*id),
+            Error::BatchNotFound(id) => WireError::BatchNotFound(id.clone()),
             Error::IllegalTransition { id, from, action } => {
                 WireError::IllegalTransition { id: *id, from: *from, action: (*action).into() }
             }
@@ -344,6 +353,7 @@ impl From<WireError> for Error {
         match e {
             WireError::InvalidJob(m) => Error::InvalidJob(m),
             WireError::JobNotFound(id) => Error::JobNotFound(id),
+            WireError::BatchNotFound(id) => Error::BatchNotFound(id),
             WireError::IllegalTransition { id, from, action } => Error::IllegalTransition {
                 id,
                 from,
@@ -396,6 +406,7 @@ mod tests {
         vec![
             Error::InvalidJob("priority 10 is out of range".into()),
             Error::JobNotFound(4),
+            Error::BatchNotFound("album-3".into()),
             Error::IllegalTransition { id: 4, from: JobState::Completed, action: "retried" },
             Error::StorageLocked { path: path(), holder: Some(77), same_process: false },
             Error::NotAStore { path: path(), detail: "no header".into() },

@@ -521,6 +521,7 @@ fn answer(shared: &Shared, session: u64, pid: u32, request: Request) -> Result<R
         }
         Request::Progress { id } => Response::Progress(store.progress(id)?),
         Request::Processes => Response::Processes(store.processes()?),
+        Request::Batch { id } => Response::Batch(store.batch(&id)?),
         Request::Metrics { since, queue } => {
             Response::Metrics(store.metrics(since, queue.as_deref())?)
         }

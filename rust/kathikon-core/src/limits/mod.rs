@@ -295,6 +295,7 @@ pub(crate) mod tests {
             priority: 0,
             scheduled_at: None,
             unique: None,
+            batch: None,
         };
         new.into_job(id, 0)
     }

@@ -70,6 +70,8 @@ pub(crate) fn job(row: &Row) -> Result<Job> {
         cancelled_at: row.get(15),
         discarded_at: row.get(16),
         result: row.get(17),
+        // Not stored on PostgreSQL yet: its inserts refuse batch jobs.
+        batch: None,
     })
 }
 

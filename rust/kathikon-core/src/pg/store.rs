@@ -266,12 +266,21 @@ impl Drop for PgStore {
     }
 }
 
+const BATCHES_PENDING: &str = "batches are not supported on PostgreSQL yet";
+
 impl Jobs for PgStore {
+    fn batch(&self, _id: &str) -> Result<crate::batch::BatchStatus> {
+        Err(Error::InvalidJob(BATCHES_PENDING.into()))
+    }
+
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         self.insert_flagged(jobs).map(|inserted| inserted.jobs)
     }
 
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
+        if jobs.iter().any(|j| j.batch.is_some()) {
+            return Err(Error::InvalidJob(BATCHES_PENDING.into()));
+        }
         let now = self.clock.now();
         let inserted =
             self.with_prepared(|c, p| unique::insert_flagged(c, p, jobs, now, self.node))?;

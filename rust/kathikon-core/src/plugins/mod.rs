@@ -30,6 +30,7 @@
 //! housekeeping on a timer (the pruner) leaves such a batch alone, so a caller never waits for
 //! it; the writer thread does it in its next batch.
 
+pub(crate) mod batches;
 pub(crate) mod cron;
 pub(crate) mod metrics;
 pub(crate) mod pruner;
@@ -44,6 +45,7 @@ use crate::storage::WriteTxn;
 use crate::telemetry::Telemetry;
 use crate::writer::Effects;
 
+pub(crate) use batches::Batches;
 pub(crate) use cron::{CronPlugin, Crontab};
 pub(crate) use metrics::MetricsPlugin;
 pub(crate) use pruner::Pruner;

@@ -43,6 +43,8 @@ pub enum EntryKind {
     Progress = 5,
     /// A (queue, rate partition) → the starts in its rate-limit window (`crate::limits`).
     RateWindow = 6,
+    /// A batch's id → its counts, callbacks and state (`crate::batch`).
+    Batch = 7,
 }
 
 impl EntryKind {
@@ -55,6 +57,7 @@ impl EntryKind {
             4 => Some(EntryKind::Metrics),
             5 => Some(EntryKind::Progress),
             6 => Some(EntryKind::RateWindow),
+            7 => Some(EntryKind::Batch),
             _ => None,
         }
     }
@@ -69,6 +72,17 @@ pub struct Entry {
     pub value: Vec<u8>,
     /// When it expires, if ever.
     pub expires: Option<Micros>,
+}
+
+/// A batch member's change of state ([`WriteTxn::take_batch_moves`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchMove {
+    /// The member's batch.
+    pub batch: String,
+    /// The state it left; `None` when it was stored new.
+    pub from: Option<JobState>,
+    /// The state it entered; `None` when it was deleted.
+    pub to: Option<JobState>,
 }
 
 /// An available job's place in its queue: `(queue, priority, scheduled_at, id)`.
@@ -232,6 +246,11 @@ pub trait WriteTxn {
     /// The jobs this transaction moved into a terminal state or deleted unfinished, so far,
     /// emptied (their waits are woken after the commit: [`crate::Jobs::wait_finished`]).
     fn take_ended(&mut self) -> Vec<JobId>;
+    /// The changes of state of batch members this transaction made so far, emptied: each
+    /// member's batch, the state it left (`None`: it was stored new) and the state it
+    /// entered (`None`: it was deleted). A store records each put and delete of a job with a
+    /// batch whose state changed, so the batch's counts follow every verb ([`crate::batch`]).
+    fn take_batch_moves(&mut self) -> Vec<BatchMove>;
     /// Reserve `n` consecutive new ids and return the first.
     fn allocate_ids(&mut self, n: u64) -> Result<JobId>;
     /// Store `new`, which was at placement `old` when read in this transaction (`None` for

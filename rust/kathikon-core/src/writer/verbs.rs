@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::batch::{self, StoredBatch};
 use crate::claim::{key_of, ClaimKey, ClaimQueue};
 use crate::clock::Micros;
 use crate::error::{Error, Result};
@@ -14,7 +15,7 @@ use crate::plugins::pruner::{prune_chunk, PRUNE_LIMIT};
 use crate::queues;
 use crate::request::RequestId;
 use crate::state::JobState;
-use crate::storage::WriteTxn;
+use crate::storage::{EntryKind, WriteTxn};
 use crate::unique::{self, Inserted};
 
 use super::command::{Command, Reply};
@@ -226,6 +227,9 @@ fn insert(
             return Ok(Ok(unique::stored_by(txn, &jobs, first, now)?));
         }
     }
+    if let Err(refused) = open_batches(txn, &jobs, now)? {
+        return Ok(Err(refused));
+    }
     // A resendable insert reserves an id for every job, even one a unique conflict does not
     // store, so its jobs stay at `first + index`, which a resent insert's answer relies on.
     // An owner's own insert with unique jobs takes an id per job it stores: then an insert
@@ -263,6 +267,38 @@ fn insert(
         out.jobs.push(job);
     }
     Ok(Ok(out))
+}
+
+/// Create the batches `jobs` name that do not exist, and check that those that exist have not
+/// finished and are given no callbacks, before any job is stored: a refusal (`Ok(Err)`)
+/// writes nothing. The members' counts follow as they are stored (the batches plugin).
+fn open_batches(txn: &mut dyn WriteTxn, jobs: &[NewJob], now: Micros) -> Result<Result<()>> {
+    let joined = match batch::joined(jobs) {
+        Ok(joined) => joined,
+        Err(refused) => return Ok(Err(refused)),
+    };
+    let mut created = Vec::new();
+    for (id, callbacks) in joined {
+        let stored = txn.entry(EntryKind::Batch, &id)?;
+        let made = match (callbacks, stored) {
+            (Some(c), Some(_)) if !c.is_empty() => Err(batch::callbacks_fixed(&id)),
+            (_, Some(entry)) => {
+                StoredBatch::decode(&id, &entry.value).and_then(|b| b.check_open()).map(|()| None)
+            }
+            (callbacks, None) => {
+                StoredBatch::new(&id, callbacks.unwrap_or_default(), now).map(Some)
+            }
+        };
+        match made {
+            Ok(Some(batch)) => created.push(batch),
+            Ok(None) => {}
+            Err(refused) => return Ok(Err(refused)),
+        }
+    }
+    for batch in created {
+        txn.put_entry(EntryKind::Batch, &batch.status.id, &batch.encode(), None)?;
+    }
+    Ok(Ok(()))
 }
 
 /// Record each ack's outcome, if its attempt is still executing, and count it in the metrics.

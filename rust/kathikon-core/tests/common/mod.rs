@@ -40,6 +40,7 @@ pub fn job(queue: &str, worker: &str) -> NewJob {
         priority: 0,
         scheduled_at: None,
         unique: None,
+        batch: None,
     }
 }
 

@@ -19,12 +19,14 @@
 //! - [`processes`]: who works on the store and which jobs each process holds.
 //! - [`index_listing`]: listing through the per-state indexes equals the walk.
 //! - [`results`]: a job's result kept and read back; waiting for a job to finish.
+//! - [`batches`]: batch counts, callbacks inserted once, joining and refusals.
 
 #[path = "../common/mod.rs"]
 mod common;
 mod harness;
 mod index_listing;
 
+mod batches;
 mod claimers;
 mod claims;
 mod counts;
@@ -108,4 +110,9 @@ harness::conformance! {
     results::a_returned_value_is_kept_with_the_job_and_goes_with_it,
     results::a_wait_for_a_job_is_woken_when_it_finishes,
     results::a_wait_ends_on_a_cancel_a_deletion_or_its_timeout,
+    batches::a_batch_inserts_its_callbacks_once_when_its_last_job_finishes,
+    batches::jobs_join_an_open_batch_and_a_finished_one_takes_no_more,
+    batches::bad_batches_are_refused_and_store_nothing,
+    batches::batch_counts_follow_cancels_and_deletes_and_survive_a_reopen,
+    batches::threads_finishing_a_batch_at_once_insert_each_callback_once,
 }

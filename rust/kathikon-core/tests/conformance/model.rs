@@ -256,6 +256,7 @@ fn new_job(spec: &Spec, now: Micros) -> NewJob {
         priority: spec.priority,
         scheduled_at: spec.delay_s.map(|d| now + d * SECOND),
         unique: None,
+        batch: None,
     }
 }
 
@@ -573,6 +574,7 @@ fn any_new_job() -> impl Strategy<Value = NewJob> {
                 priority,
                 scheduled_at,
                 unique: None,
+                batch: None,
             }
         })
 }

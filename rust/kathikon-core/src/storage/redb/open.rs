@@ -205,7 +205,8 @@ impl RedbStore {
     /// 1; records stay as they are until they next change, every version being read) and,
     /// before format 3, the `failed` index, built from the records (one read of each; a
     /// record that does not decode gets no entry, and is quarantined when a read meets it).
-    /// Format 3 needs only its version raised (format 4 changes the record, not the tables).
+    /// Formats 3 and 4 need only their version raised (formats 4 and 5 change the record and
+    /// the entries, not the tables).
     /// Before the write-ahead log is replayed, whose records then change the index as they
     /// change the jobs.
     fn upgrade(&self, found: u64) -> Result<()> {

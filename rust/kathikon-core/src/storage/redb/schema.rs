@@ -19,14 +19,16 @@
 //! id with the time and the reason, so the rest of the store keeps working and an operator can
 //! see what was lost: `(quarantined_at, reason, the record's bytes)`.
 //!
-//! A record is one version byte followed by its body. Version 3 (written since format 4): a
+//! A record is one version byte followed by its body. Version 4 (written since format 5): a
 //! CRC-32C of the postcard encoding of [`Job`] (4 bytes, little-endian), then that encoding, so
 //! damage inside a record that still decodes (a flipped bit in a timestamp, zeros in a long
-//! args string) is detected on every read. Version 2 (formats 2 and 3) is the same for a
-//! [`Job`] without its last field, `result`, and version 1 (format 1) that encoding alone
-//! without the CRC; both still read, as jobs without a result (postcard encodes `None` as one
-//! zero byte, so an old body followed by a zero is the current encoding of the same job). A reader refuses a version byte newer than its own, so an old Kathikon never
-//! misreads a newer file, and a decoded record must carry the id it is stored under.
+//! args string) is detected on every read. Older versions encode a [`Job`] without its last
+//! fields and still read, as jobs without them: version 3 (format 4) lacks `batch`, version 2
+//! (formats 2 and 3) also `result`, and version 1 (format 1) is version 2's encoding without
+//! the CRC. Postcard encodes `None` as one zero byte, so an old body followed by a zero per
+//! missing field is the current encoding of the same job. A reader refuses a version byte
+//! newer than its own, so an old Kathikon never misreads a newer file, and a decoded record
+//! must carry the id it is stored under.
 
 use redb::TableDefinition;
 
@@ -37,17 +39,20 @@ use crate::state::JobState;
 /// Version of the record encoding and table layout this build writes. Older stores are
 /// upgraded at open: format 1 gets the `quarantine` table, formats 1 and 2 the `failed`
 /// index, built from the records; old records stay as they are (read as jobs without a
-/// result) and are rewritten as version 3 when they next change. Format 4 is format 3 with
-/// version 3 records, which an older build must not meet (it would quarantine them as
-/// damaged): it refuses the store as too new instead.
-pub const FORMAT_VERSION: u64 = 4;
+/// result or batch) and are rewritten as version 4 when they next change. Formats 4 and 5
+/// are format 3 with version 3 and 4 records, which an older build must not meet (it would
+/// quarantine them as damaged): it refuses the store as too new instead. Format 5 also
+/// stores batches as entries (`EntryKind::Batch`).
+pub const FORMAT_VERSION: u64 = 5;
 
 /// Record version 1: postcard alone, of a job without `result`.
 const RECORD_V1: u8 = 1;
 /// Record version 2: CRC-32C, then postcard, of a job without `result`.
 const RECORD_V2: u8 = 2;
-/// Record version 3: CRC-32C, then postcard.
+/// Record version 3: CRC-32C, then postcard, of a job without `batch`.
 const RECORD_V3: u8 = 3;
+/// Record version 4: CRC-32C, then postcard.
+const RECORD_V4: u8 = 4;
 
 pub(crate) const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 pub(crate) const AVAILABLE: TableDefinition<(&str, u8, i64, u64), ()> =
@@ -97,19 +102,20 @@ pub(crate) const META_WAL_SEQ: &str = "wal_seq";
 /// cannot tell, and a missing log reads as empty, as it always did.
 pub(crate) const META_LOG_OPEN: &str = "log_open";
 
-/// Encode a record (version 3).
+/// Encode a record (version 4).
 pub(crate) fn encode(job: &Job) -> Vec<u8> {
     let mut out = Vec::new();
     encode_into(job, &mut out);
     out
 }
 
-/// Append the record (version 3) of `job` to `out`.
+/// Append the record (version 4) of `job` to `out`.
 pub(crate) fn encode_into(job: &Job, out: &mut Vec<u8>) {
     // Room made up front so encoding never reallocates (it showed in profiles as growth copies).
     let errors: usize = job.errors.iter().map(|e| e.error.len() + 16).sum();
     let tags: usize = job.tags.iter().map(|t| t.len() + 2).sum();
-    let result = job.result.as_ref().map_or(0, String::len);
+    let result =
+        job.result.as_ref().map_or(0, String::len) + job.batch.as_ref().map_or(0, String::len);
     let size = 100
         + job.queue.len()
         + job.worker.len()
@@ -120,7 +126,7 @@ pub(crate) fn encode_into(job: &Job, out: &mut Vec<u8>) {
         + result;
     out.reserve(size);
     let start = out.len();
-    out.push(RECORD_V3);
+    out.push(RECORD_V4);
     out.extend_from_slice(&[0; 4]);
     // Serialising a plain struct into a Vec cannot fail. `to_extend` takes its Vec by value
     // (`&mut Vec` is not `Extend`), so it is lent and put back.
@@ -134,9 +140,10 @@ pub(crate) fn encode_into(job: &Job, out: &mut Vec<u8>) {
 pub(crate) fn decode(id: u64, bytes: &[u8]) -> Result<Job> {
     let damaged =
         |detail: String| Error::Corrupted { path: "<store>".into(), detail, job: Some(id) };
-    let (body, without_result) = match bytes.first() {
-        Some(&RECORD_V1) => (&bytes[1..], true),
-        Some(&version @ (RECORD_V2 | RECORD_V3)) => {
+    // How many of the job's last fields (`result`, `batch`) the version's encoding lacks.
+    let (body, missing) = match bytes.first() {
+        Some(&RECORD_V1) => (&bytes[1..], 2),
+        Some(&version @ (RECORD_V2 | RECORD_V3 | RECORD_V4)) => {
             let Some((stored, body)) = bytes[1..].split_first_chunk::<4>() else {
                 return Err(damaged(format!("job {id}: record cut short")));
             };
@@ -147,23 +154,23 @@ pub(crate) fn decode(id: u64, bytes: &[u8]) -> Result<Job> {
                      {actual:08x}): its bytes changed on disk"
                 )));
             }
-            (body, version == RECORD_V2)
+            (body, usize::from(RECORD_V4 - version))
         }
         Some(&v) => return Err(damaged(format!("job {id}: unknown record version {v}"))),
         None => return Err(damaged(format!("job {id}: empty record"))),
     };
-    // The whole body must be the job: a version 3 record read as version 2 (its version byte
+    // The whole body must be the job: a version 4 record read as version 3 (its version byte
     // damaged) would otherwise decode, with a byte left over.
     let exactly = |bytes: &[u8]| match postcard::take_from_bytes::<Job>(bytes) {
         Ok((job, [])) => Ok(job),
         Ok((_, rest)) => Err(format!("{} bytes left over", rest.len())),
         Err(e) => Err(e.to_string()),
     };
-    let decoded = if without_result {
-        // The body of a job without `result`, then the one zero byte of its `None`.
-        let mut whole = Vec::with_capacity(body.len() + 1);
+    let decoded = if missing > 0 {
+        // The body of a job without its last fields, then the one zero byte of each `None`.
+        let mut whole = Vec::with_capacity(body.len() + missing);
         whole.extend_from_slice(body);
-        whole.push(0);
+        whole.resize(body.len() + missing, 0);
         exactly(&whole)
     } else {
         exactly(body)
@@ -192,6 +199,7 @@ mod tests {
             priority: 4,
             scheduled_at: Some(99),
             unique: None,
+            batch: None,
         }
         .into_job(5, 10);
         let bytes = encode(&job);
@@ -201,19 +209,36 @@ mod tests {
         assert!(decode(5, &newer).unwrap_err().to_string().contains("unknown record version 200"));
         assert!(decode(5, &bytes[..bytes.len() / 2]).is_err());
         assert!(decode(5, &[]).is_err());
-        assert!(decode(5, &[RECORD_V3, 1, 2]).unwrap_err().to_string().contains("cut short"));
+        assert!(decode(5, &[RECORD_V4, 1, 2]).unwrap_err().to_string().contains("cut short"));
         // Stored under another id: refused, naming both.
         let err = decode(6, &bytes).unwrap_err().to_string();
         assert!(err.contains("job 6: the record stored under it is job 5's"), "{err}");
     }
 
-    /// The encoding of `job` as a build before `result` wrote it: postcard without the last
+    /// The encoding of `job` as a build before `batch` wrote it: postcard without the last
     /// field (`None`'s one zero byte), which `job` must not have.
-    fn body_without_result(job: &Job) -> Vec<u8> {
-        assert_eq!(job.result, None, "an old record has no result");
+    fn body_without_batch(job: &Job) -> Vec<u8> {
+        assert_eq!(job.batch, None, "an old record has no batch");
         let mut body = postcard::to_allocvec(job).unwrap();
         assert_eq!(body.pop(), Some(0));
         body
+    }
+
+    /// The encoding of `job` as a build before `result` wrote it: without its last two fields.
+    fn body_without_result(job: &Job) -> Vec<u8> {
+        assert_eq!(job.result, None, "an old record has no result");
+        let mut body = body_without_batch(job);
+        assert_eq!(body.pop(), Some(0));
+        body
+    }
+
+    /// The version 3 encoding, as format 4 stores hold it.
+    pub(super) fn encode_v3(job: &Job) -> Vec<u8> {
+        let body = body_without_batch(job);
+        let mut out = vec![RECORD_V3];
+        out.extend(crc32c::crc32c(&body).to_le_bytes());
+        out.extend(body);
+        out
     }
 
     /// The version 1 encoding, as format 1 stores hold it.
@@ -244,19 +269,24 @@ mod tests {
             priority: 4,
             scheduled_at: None,
             unique: None,
+            batch: None,
         }
         .into_job(9, 10)
     }
 
     #[test]
-    fn version_1_and_2_records_are_still_read_as_jobs_without_a_result() {
+    fn version_1_to_3_records_are_still_read_as_jobs_without_their_later_fields() {
         let job = job_with_args("[1]");
         assert_eq!(decode(9, &encode_v1(&job)).unwrap(), job);
         assert_eq!(decode(9, &encode_v2(&job)).unwrap(), job);
-        assert_eq!(encode(&job)[0], RECORD_V3);
+        assert_eq!(encode(&job)[0], RECORD_V4);
         let mut with_result = job;
         with_result.result = Some(r#"{"ok":true}"#.into());
+        assert_eq!(decode(9, &encode_v3(&with_result)).unwrap(), with_result);
         assert_eq!(decode(9, &encode(&with_result)).unwrap(), with_result);
+        let mut in_batch = with_result;
+        in_batch.batch = Some("album-3".into());
+        assert_eq!(decode(9, &encode(&in_batch)).unwrap(), in_batch);
     }
 
     #[test]
@@ -307,13 +337,14 @@ mod properties {
             ),
             prop::sample::select(JobState::ALL.to_vec()),
             any::<Option<String>>(),
+            any::<Option<String>>(),
         );
         (texts, numbers, times, lists).prop_map(
             |(
                 (queue, worker, args, meta),
                 (id, attempt, max_attempts, priority),
                 (inserted_at, scheduled_at, attempted_at, completed_at, cancelled_at, discarded_at),
-                (tags, errors, state, result),
+                (tags, errors, state, result, batch),
             )| Job {
                 id,
                 state,
@@ -333,6 +364,7 @@ mod properties {
                 cancelled_at,
                 discarded_at,
                 result,
+                batch,
             },
         )
     }
@@ -342,6 +374,10 @@ mod properties {
     fn record_bytes() -> impl Strategy<Value = Vec<u8>> {
         prop_oneof![
             prop::collection::vec(any::<u8>(), 0..256),
+            prop::collection::vec(any::<u8>(), 0..256).prop_map(|mut rest| {
+                rest.insert(0, RECORD_V4);
+                rest
+            }),
             prop::collection::vec(any::<u8>(), 0..256).prop_map(|mut rest| {
                 rest.insert(0, RECORD_V3);
                 rest
@@ -358,6 +394,7 @@ mod properties {
             (job(), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6))
                 .prop_map(|(mut job, changes)| {
                     job.result = None;
+                    job.batch = None;
                     let mut bytes = super::tests::encode_v1(&job);
                     for (at, value) in changes {
                         let i = at.index(bytes.len());
@@ -390,9 +427,11 @@ mod properties {
         #[test]
         fn every_job_round_trips(job in job()) {
             let bytes = encode(&job);
-            prop_assert_eq!(bytes[0], RECORD_V3);
+            prop_assert_eq!(bytes[0], RECORD_V4);
             prop_assert_eq!(decode(job.id, &bytes).unwrap(), job.clone());
-            let old = Job { result: None, ..job.clone() };
+            let v3 = Job { batch: None, ..job.clone() };
+            prop_assert_eq!(decode(job.id, &super::tests::encode_v3(&v3)).unwrap(), v3.clone());
+            let old = Job { result: None, ..v3 };
             prop_assert_eq!(decode(job.id, &super::tests::encode_v1(&old)).unwrap(), old.clone());
             prop_assert_eq!(decode(job.id, &super::tests::encode_v2(&old)).unwrap(), old);
             // Every single flipped bit is caught (CRC-32C detects every 1-, 2- and 3-bit error

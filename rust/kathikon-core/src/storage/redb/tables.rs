@@ -24,7 +24,7 @@ use crate::job::{Job, JobId, Placement};
 use crate::request::RequestId;
 use crate::state::JobState;
 use crate::storage::{
-    AvailableEntry, Entry, EntryKind, IndexSource, Quarantined, ReadTxn, WriteTxn,
+    AvailableEntry, BatchMove, Entry, EntryKind, IndexSource, Quarantined, ReadTxn, WriteTxn,
 };
 
 type AvailKey<'a> = (&'a str, u8, i64, u64);
@@ -67,6 +67,8 @@ pub(super) struct WriteTables<'t> {
     left_executing: Vec<JobId>,
     /// Jobs moved into a terminal state or deleted unfinished (see `WriteTxn::take_ended`).
     ended: Vec<JobId>,
+    /// Batch members' changes of state (see `WriteTxn::take_batch_moves`).
+    batch_moves: Vec<BatchMove>,
     /// Whether this transaction moved any record aside (`quarantined` is emptied by the
     /// writer before the commit; this is not).
     pub(super) moved_aside: bool,
@@ -124,6 +126,7 @@ impl WriteTables<'_> {
             quarantined: Vec::new(),
             left_executing: Vec::new(),
             ended: Vec::new(),
+            batch_moves: Vec::new(),
             moved_aside: false,
             path: path.clone(),
             log,
@@ -349,6 +352,10 @@ impl WriteTxn for WriteTables<'_> {
         std::mem::take(&mut self.ended)
     }
 
+    fn take_batch_moves(&mut self) -> Vec<BatchMove> {
+        std::mem::take(&mut self.batch_moves)
+    }
+
     fn allocate_ids(&mut self, n: u64) -> Result<JobId> {
         let first = self.next_id()?;
         self.next_id = Some(first + n);
@@ -359,6 +366,13 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn put(&mut self, old: Option<Placement>, new: &Job) -> Result<()> {
+        if let Some(batch) = &new.batch {
+            let from = old.map(|o| o.state);
+            if from != Some(new.state) {
+                let batch = batch.clone();
+                self.batch_moves.push(BatchMove { batch, from, to: Some(new.state) });
+            }
+        }
         if let Some(old) = old {
             if old.state == JobState::Executing && new.state != JobState::Executing {
                 self.left_executing.push(new.id);
@@ -388,6 +402,10 @@ impl WriteTxn for WriteTables<'_> {
         if self.log.is_none() {
             return self.put(None, new);
         }
+        if let Some(batch) = &new.batch {
+            let batch = batch.clone();
+            self.batch_moves.push(BatchMove { batch, from: None, to: Some(new.state) });
+        }
         self.count(&new.queue, new.state, 1);
         let record = self.unfiled.push(new, available);
         if let Some(log) = &mut self.log {
@@ -400,6 +418,10 @@ impl WriteTxn for WriteTables<'_> {
     }
 
     fn remove(&mut self, job: &Job) -> Result<()> {
+        if let Some(batch) = &job.batch {
+            let batch = batch.clone();
+            self.batch_moves.push(BatchMove { batch, from: Some(job.state), to: None });
+        }
         if job.state == JobState::Executing {
             self.left_executing.push(job.id);
         }
