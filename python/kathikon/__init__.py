@@ -15,8 +15,10 @@ hello world
 from . import telemetry
 from ._native import FORMAT_VERSION, JobSpec
 from .app import Kathikon
+from .batches import Batch, BatchCallback, BatchStatus
 from .cron import CronEntry
 from .errors import (
+    BatchNotFoundError,
     ConfigurationError,
     ConnectionLostError,
     CorruptStoreError,
@@ -55,6 +57,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "FORMAT_VERSION",
+    "Batch",
+    "BatchCallback",
+    "BatchNotFoundError",
+    "BatchStatus",
     "Cancel",
     "GlobalLimit",
     "Partition",

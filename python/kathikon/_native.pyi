@@ -19,6 +19,7 @@ __all__ = [
     "UnknownQueueError",
     "UnknownWorkerError",
     "JobNotFoundError",
+    "BatchNotFoundError",
     "JobStateError",
     "StorageError",
     "StorageLockedError",
@@ -75,6 +76,9 @@ class UnknownWorkerError(InvalidJobError):
 
 class JobNotFoundError(KathikonError, LookupError):
     """No job has this id (it never existed, or it was pruned)."""
+
+class BatchNotFoundError(KathikonError, LookupError):
+    """No batch has this id (it was never created in this store)."""
 
 class JobStateError(KathikonError):
     """The job's current state does not allow the requested change."""
@@ -153,6 +157,10 @@ class Job:
         """What the worker returned, decoded from JSON on first read; None when it returned
         None, kept nothing (``store_result=False``, or a value it could not keep: see
         ``errors``), or the job has not completed."""
+    @property
+    def batch_id(self) -> Optional[str]:
+        """The id of the batch the job belongs to (``app.insert_batch``); None for a job of
+        no batch."""
     @property
     def tags(self) -> list[str]: ...
     @property
@@ -273,6 +281,26 @@ class Engine:
     def insert(self, specs: builtins.list[JobSpec]) -> builtins.list[Job]:
         """Insert jobs in one commit (all or none); durable on return with fsync. Raises
         ``InvalidJobError`` naming any item that is not a ``JobSpec``."""
+    def insert_batch(
+        self,
+        batch_id: str,
+        callbacks: Optional[builtins.list[tuple[str, JobSpec]]],
+        specs: builtins.list[JobSpec],
+    ) -> builtins.list[Job]:
+        """Insert jobs as members of batch ``batch_id`` in one commit, creating it with
+        ``callbacks`` (``(event, spec)``, event one of completed, discarded, cancelled,
+        finished) if no batch has the id."""
+    def batch(
+        self, batch_id: str
+    ) -> tuple[
+        str,
+        int,
+        builtins.list[tuple[str, int]],
+        Optional[int],
+        builtins.list[tuple[str, str, Optional[int]]],
+    ]:
+        """``(id, created_at µs, [(state, count), …], finished_at µs or None, [(event, worker,
+        callback job id or None), …])``; ``BatchNotFoundError`` for an unknown id."""
     def host_insert(
         self, specs: builtins.list[JobSpec]
     ) -> tuple[str, dict[str, Any], builtins.list[Job]]:

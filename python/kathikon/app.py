@@ -19,6 +19,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from typing_extensions import Unpack
 
+from . import batches as _batches
 from . import drain as _drain
 from . import metrics as _metrics
 from . import process_info as _process_info
@@ -29,6 +30,7 @@ from . import results as _results
 from . import telemetry, testing_mode
 from . import transactional as _transactional
 from ._native import Engine, JobSpec, ListFilter, job_spec
+from .batches import Batch, BatchStatus, check_batch_id
 from .config import Config, QueueSpec, build_config, parse_concurrency, positive_seconds
 from .cron import DEFAULT_CATCH_UP_LIMIT, DEFAULT_TIMEZONE, SKIP, CronEntry, Crontab
 from .engine_events import EventPump
@@ -659,11 +661,80 @@ class Kathikon:
         for :meth:`insert`, all of them in your transaction."""
         return self._insert_specs(specs if type(specs) is list else list(specs), conn)
 
-    def _insert_specs(self, specs: list[JobSpec], conn: Any = None) -> list[Job]:
-        if conn is not None and self.testing is None:
-            insert: Callable[[list[JobSpec]], list[Job]] = partial(
-                _transactional.insert, self, conn=conn
+    def insert_batch(
+        self,
+        specs: Iterable[JobSpec],
+        *,
+        batch_id: Optional[str] = None,
+        on_completed: Optional[WorkerRef] = None,
+        on_discarded: Optional[WorkerRef] = None,
+        on_cancelled: Optional[WorkerRef] = None,
+        on_finished: Optional[WorkerRef] = None,
+        args: Optional[Mapping[str, Any]] = None,
+    ) -> Batch:
+        """Store jobs (built with ``worker.new(...)`` or :meth:`new`) as one batch, in one
+        commit, and return it (``.id``, ``.jobs``). When every member has finished, the store
+        inserts, once, each callback whose condition holds — ``on_completed`` (every member
+        completed), ``on_discarded`` (at least one discarded), ``on_cancelled`` (at least one
+        cancelled), ``on_finished`` (always) — as a job of that worker with ``args``; its
+        ``meta["batch"]`` names the batch and event, with the members' counts
+        (:class:`kathikon.BatchCallback` reads it).
+
+        ``batch_id``: None creates a batch with a fresh id. An id no batch has creates the
+        batch under it; the id of a batch that exists adds the jobs to it (give no callbacks
+        or args then: they were set when it was created). A batch whose members have all
+        finished takes no more jobs.
+
+        Raises:
+            InvalidJobError: a bad job, callback or id; callbacks for a batch that exists; a
+                batch that finished; a unique job (batch jobs cannot be unique). Nothing is
+                stored.
+            UnknownWorkerError: a callback worker is not registered with this app.
+        """
+        batch_id = _batches.new_batch_id() if batch_id is None else check_batch_id(batch_id)
+        given = {
+            "completed": on_completed,
+            "discarded": on_discarded,
+            "cancelled": on_cancelled,
+            "finished": on_finished,
+        }
+        if args is not None and all(worker is None for worker in given.values()):
+            raise InvalidJobError(
+                "insert_batch(args=...) is what the batch's callbacks get; give at least one "
+                "callback (on_completed=, on_discarded=, on_cancelled=, on_finished=) with it"
             )
+        callbacks = {
+            event: None if worker is None else self.new(worker, args)
+            for event, worker in given.items()
+        }
+        native = _batches.callback_specs(callbacks)
+        members = specs if type(specs) is list else list(specs)
+        insert = partial(self._engine.insert_batch, batch_id, native or None)
+        jobs = self._insert_specs(members, insert=insert)
+        if self._inline:
+            # The members ran: the callbacks the store inserted when the last one finished
+            # run now too, as any insert does in this mode.
+            fired = [i for i in self.batch(batch_id).callbacks.values() if i is not None]
+            if fired:
+                testing_mode.run_inserted(self, [self.get(i) for i in fired])
+        return Batch(batch_id, jobs)
+
+    def batch(self, batch_id: str) -> BatchStatus:
+        """Batch ``batch_id`` as last committed: its members per state, whether it
+        finished, and the callback jobs it inserted. Raises :class:`BatchNotFoundError` when
+        no batch has this id."""
+        return _batches.status_of(self._engine.batch(check_batch_id(batch_id)))
+
+    def _insert_specs(
+        self,
+        specs: list[JobSpec],
+        conn: Any = None,
+        insert: Optional[Callable[[list[JobSpec]], list[Job]]] = None,
+    ) -> list[Job]:
+        if insert is not None:
+            pass
+        elif conn is not None and self.testing is None:
+            insert = partial(_transactional.insert, self, conn=conn)
         else:
             insert = self._engine.insert
         if not telemetry.has_handlers(INSERT):

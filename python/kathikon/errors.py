@@ -9,6 +9,7 @@ re-exported here and from :mod:`kathikon`::
     │   ├── UnknownQueueError                  the queue is not configured in this app
     │   └── UnknownWorkerError                 the worker is not registered with this app
     ├── JobNotFoundError (also LookupError)    no job has this id
+    ├── BatchNotFoundError (also LookupError)  no batch has this id
     ├── JobStateError                          the job's state forbids the change asked for
     ├── JobFailedError                         app.result: the job was discarded (``.job``)
     ├── JobCancelledError                      app.result: the job was cancelled (``.job``)
@@ -27,6 +28,7 @@ re-exported here and from :mod:`kathikon`::
 """
 
 from ._native import (
+    BatchNotFoundError,
     ConfigurationError,
     ConnectionLostError,
     CorruptStoreError,
@@ -89,6 +91,7 @@ __all__ = [
     "JobCancelledError",
     "JobFailedError",
     "JobNotFoundError",
+    "BatchNotFoundError",
     "JobStateError",
     "KathikonError",
     "NotAStoreError",
