@@ -13,8 +13,9 @@ import os
 import sys
 import time
 
-import kathikon
 import side_file
+
+import kathikon
 
 app = kathikon.Kathikon(os.environ["KATHIKON_MP_STORE"], queues={"default": 2}, poll_interval=30)
 
@@ -28,7 +29,9 @@ def member(job: kathikon.Job) -> int:
 def done(job: kathikon.Job) -> None:
     callback = kathikon.BatchCallback.of(job)
     assert callback is not None
-    side_file.append(os.environ["KATHIKON_MP_SIDE"], f"{callback.batch_id} {callback.event} {os.getpid()}")
+    side_file.append(
+        os.environ["KATHIKON_MP_SIDE"], f"{callback.batch_id} {callback.event} {os.getpid()}"
+    )
 
 
 def as_client() -> None:
