@@ -178,6 +178,9 @@ impl Engine {
                     recovery.rescued += 1;
                 }
             }
+            // Their batches count the rescues (a discard may finish one); the claim queues
+            // are built from the store below, callbacks included.
+            crate::plugins::batches::settle(txn, now, &mut |_| {})?;
             next_due = txn.next_due()?;
             Ok(())
         })?;

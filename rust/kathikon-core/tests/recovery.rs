@@ -181,3 +181,31 @@ fn a_killed_process_leaves_its_jobs_to_be_rescued() {
     let order: Vec<_> = claimed.iter().map(|j| (j.id, j.attempt)).collect();
     assert_eq!(order, vec![(4, 1), (1, 2)]);
 }
+
+/// The open's rescue counts in the batches of the jobs it moves: a member rescued is
+/// available again in its batch's counts, and one discarded by it (no attempts left) finishes
+/// its batch, whose callback the open inserts.
+#[test]
+fn rescues_at_open_move_their_batches_counts_and_may_finish_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = store_path(&dir);
+    let engine = open(&path);
+    let callbacks = vec![(kathikon_core::BatchEvent::Discarded, job("cb", "w.alert"))];
+    let again = NewJob { max_attempts: 3, ..job("run", "w") };
+    engine.insert_batch("retried", None, vec![again]).unwrap();
+    let doomed = NewJob { max_attempts: 1, ..job("run", "w") };
+    engine.insert_batch("doomed", Some(callbacks), vec![doomed]).unwrap();
+    assert_eq!(engine.claim("run", 2, Duration::ZERO).unwrap().len(), 2);
+    drop(engine); // no ack: both stay executing on disk
+
+    let engine = open(&path);
+    assert_eq!(engine.recovery(), Recovery { rescued: 1, discarded: 1 });
+    let retried = engine.batch("retried").unwrap();
+    assert_eq!(retried.counts[JobState::Available as usize], 1);
+    assert_eq!(retried.total(), 1);
+    let doomed = engine.batch("doomed").unwrap();
+    assert!(doomed.finished_at.is_some());
+    let callback = doomed.callbacks[0].job.expect("the open inserted the callback");
+    assert_eq!(engine.get(callback).unwrap().worker, "w.alert");
+    assert_eq!(claim_one(&engine, "cb").id, callback, "and it is in its claim queue");
+}

@@ -13,7 +13,9 @@ use std::time::Instant;
 
 use super::{Batch, Committed, Now, Phase, Plugin};
 use crate::batch::StoredBatch;
+use crate::clock::Micros;
 use crate::error::Result;
+use crate::job::Job;
 use crate::state::JobState;
 use crate::storage::{BatchMove, EntryKind, WriteTxn};
 use crate::writer::Effects;
@@ -30,36 +32,47 @@ impl Plugin for Batches {
     }
 
     fn step(&mut self, txn: &mut dyn WriteTxn, batch: &Batch, effects: &mut Effects) -> Result<()> {
-        let moves = txn.take_batch_moves();
-        if moves.is_empty() {
-            return Ok(());
-        }
-        let mut by_batch: BTreeMap<String, Vec<BatchMove>> = BTreeMap::new();
-        for m in moves {
-            by_batch.entry(m.batch.clone()).or_default().push(m);
-        }
-        let now = batch.now.micros;
-        for (id, moves) in by_batch {
-            // A member whose batch entry is gone or damaged moves no counts: the batch's
-            // status then reads as not found or damaged, and its jobs still run.
-            let Some(entry) = txn.entry(EntryKind::Batch, &id)? else { continue };
-            let Ok(mut stored) = StoredBatch::decode(&id, &entry.value) else { continue };
-            for m in moves {
-                stored.moved(m.from, m.to);
-            }
-            for (event, new) in stored.finish(now) {
-                let job_id = txn.allocate_ids(1)?;
-                let job = new.into_job(job_id, now);
-                txn.put(None, &job)?;
-                if job.state == JobState::Available {
-                    effects.ready(&job);
-                }
-                stored.fired(event, job_id);
-            }
-            txn.put_entry(EntryKind::Batch, &id, &stored.encode(), None)?;
-        }
-        Ok(())
+        settle(txn, batch.now.micros, &mut |job| effects.ready(job))
     }
 
     fn finished(&mut self, _: &Batch, _: Option<&Committed<'_>>) {}
+}
+
+/// Apply the batch moves `txn` made so far to their batches, and finish each batch whose last
+/// member finished, inserting its callbacks at `now`; `ready` is told of each callback job
+/// stored available. Whatever writes jobs in a transaction of its own (the engine's open,
+/// rescuing what a dead process left executing) calls this before committing too.
+pub(crate) fn settle(
+    txn: &mut dyn WriteTxn,
+    now: Micros,
+    ready: &mut dyn FnMut(&Job),
+) -> Result<()> {
+    let moves = txn.take_batch_moves();
+    if moves.is_empty() {
+        return Ok(());
+    }
+    let mut by_batch: BTreeMap<String, Vec<BatchMove>> = BTreeMap::new();
+    for m in moves {
+        by_batch.entry(m.batch.clone()).or_default().push(m);
+    }
+    for (id, moves) in by_batch {
+        // A member whose batch entry is gone or damaged moves no counts: the batch's status
+        // then reads as not found or damaged, and its jobs still run.
+        let Some(entry) = txn.entry(EntryKind::Batch, &id)? else { continue };
+        let Ok(mut stored) = StoredBatch::decode(&id, &entry.value) else { continue };
+        for m in moves {
+            stored.moved(m.from, m.to);
+        }
+        for (event, new) in stored.finish(now) {
+            let job_id = txn.allocate_ids(1)?;
+            let job = new.into_job(job_id, now);
+            txn.put(None, &job)?;
+            if job.state == JobState::Available {
+                ready(&job);
+            }
+            stored.fired(event, job_id);
+        }
+        txn.put_entry(EntryKind::Batch, &id, &stored.encode(), None)?;
+    }
+    Ok(())
 }
