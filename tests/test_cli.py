@@ -291,6 +291,7 @@ def test_job_shows_every_field_and_the_tracebacks(project: Project) -> None:
         "cancelled_at",
         "discarded_at",
         "result",
+        "batch_id",
         "progress",
     }
     assert data["progress"] is None, "it never reported progress"
@@ -876,3 +877,23 @@ def test_an_import_error_names_the_file_and_line_and_debug_shows_the_traceback(
     assert f'File "{project.root}' in debug.stderr, debug.stderr
     last = debug.stderr.strip().splitlines()[-1]
     assert last.startswith("kathikon: error: importing") and where in last, last
+
+
+def test_batch_shows_a_batch_as_a_table_or_json(project: Project) -> None:
+    app = kathikon.Kathikon(project.store, queues={"default": 2})
+    try:
+        app.worker(name="member")(lambda job: None)
+        app.worker(name="done")(lambda job: None)
+        batch = app.insert_batch([app.new("member") for _ in range(3)], on_finished="done")
+        app.drain()
+        callback = app.batch(batch.id).callbacks["finished"]
+    finally:
+        app.close()
+    shown = project.cli("batch", batch.id, "--path", "jobs.redb")
+    assert shown.returncode == 0, shown.stderr
+    assert "3 of 3 finished" in shown.stdout and f"job {callback}" in shown.stdout
+    data = project.json("batch", batch.id, "--path", "jobs.redb")
+    assert data["counts"]["completed"] == 3 and data["pending"] == 0
+    assert data["callbacks"] == {"finished": callback}
+    missing = project.cli("batch", "never", "--path", "jobs.redb")
+    assert 'no batch with id "never"' in assert_error_line(missing)

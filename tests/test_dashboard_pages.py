@@ -400,3 +400,41 @@ def test_the_workers_page_lists_each_process_with_the_jobs_it_runs(
 def test_the_live_script_pauses_while_rows_are_ticked(app: kathikon.Kathikon) -> None:
     js = client(app).get("/static/dashboard.js").text
     assert "input.select-job:checked" in js and "select-all" in js
+
+
+def test_a_batch_page_shows_its_progress_and_callbacks(app: kathikon.Kathikon) -> None:
+    @app.worker(name="member", max_attempts=1)
+    def member(job: kathikon.Job) -> int:
+        if job.args["n"] == 0:
+            raise RuntimeError("first fails")
+        return job.args["n"]
+
+    app.worker(name="done", queue="emails")(lambda job: None)
+    batch = app.insert_batch(
+        [member.new({"n": n}) for n in range(4)],
+        batch_id=XSS,
+        on_completed="done",
+        on_discarded="done",
+    )
+    c = client(app)
+    url = f"/batches/{quote(XSS)}"
+    page = c.get(url)
+    assert page.status_code == 200, page.text
+    assert XSS not in page.text and "&lt;script&gt;" in page.text
+    assert 'id="batch-done">0 of 4<' in page.text
+    assert re.findall(r'data-state="available" data-count="(\d+)"', page.text) == ["4"]
+    assert 'data-event="completed"><span class="dim">waiting' in page.text
+
+    app.drain()
+    page = c.get(url).text
+    assert 'id="batch-done">4 of 4<' in page
+    bar = dict(re.findall(r'data-state="(\w+)" data-count="(\d+)"', page))
+    assert bar == {"completed": "3", "discarded": "1"}
+    fired = app.batch(XSS).callbacks["discarded"]
+    assert f'href="/jobs/{fired}"' in page
+    assert 'data-event="completed"><span class="dim">not inserted' in page
+    # A member's page links its batch, and shows its result.
+    job_page = c.get(f"/jobs/{batch.jobs[2].id}").text
+    assert f'href="{url}"' in job_page
+    assert re.search(r'id="job-result">2\s*<', job_page)
+    assert c.get("/batches/never").status_code == 404

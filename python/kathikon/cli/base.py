@@ -180,6 +180,7 @@ def job_to_dict(job: Job) -> dict[str, Any]:
         "cancelled_at": iso(job.cancelled_at),
         "discarded_at": iso(job.discarded_at),
         "result": job.result,
+        "batch_id": job.batch_id,
     }
 
 

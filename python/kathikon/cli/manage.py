@@ -1,5 +1,5 @@
-"""The commands that look at and change jobs: ``jobs``, ``job``, ``retry``, ``cancel`` and
-``prune``."""
+"""The commands that look at and change jobs: ``jobs``, ``job``, ``batch``, ``retry``,
+``cancel`` and ``prune``."""
 
 from __future__ import annotations
 
@@ -150,6 +150,49 @@ def job_command(app_spec: Optional[str], path: Optional[str], job_id: int, as_js
         emit_json({**job_to_dict(job), "progress": progress_to_dict(reported)})
     else:
         _print_job(job, reported)
+
+
+@cli.command("batch")
+@click.argument("batch_id", metavar="ID")
+@store_options
+@json_option
+def batch_command(
+    app_spec: Optional[str], path: Optional[str], batch_id: str, as_json: bool
+) -> None:
+    """Show one batch: its jobs per state, whether it finished, and its callback jobs."""
+    with opened(app_spec, path) as app:
+        status = app.batch(batch_id)
+    data = {
+        "id": status.id,
+        "total": status.total,
+        "pending": status.pending,
+        "counts": status.counts,
+        "created_at": iso(status.created_at),
+        "finished_at": iso(status.finished_at),
+        "callbacks": status.callbacks,
+    }
+    if as_json:
+        emit_json(data)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    grid.add_row("id", Text(status.id))
+    done = status.total - status.pending
+    grid.add_row("jobs", Text(f"{done} of {status.total} finished"))
+    for state, n in status.counts.items():
+        if n:
+            grid.add_row("", Text.assemble(styled_state(state), f" {n}"))
+    grid.add_row("created", Text(when(status.created_at)))
+    grid.add_row(
+        "finished", Text("not yet" if status.finished_at is None else when(status.finished_at))
+    )
+    for event, job_id in status.callbacks.items():
+        grid.add_row(f"on_{event}", Text("not inserted" if job_id is None else f"job {job_id}"))
+    stdout_console().print(grid)
 
 
 def _print_job(job: Job, reported: Optional[Progress] = None) -> None:

@@ -63,6 +63,7 @@ def asgi_app(
         Route("/jobs/{job_id:int}/cancel", actions.cancel, methods=["POST"], name="cancel"),
         Route("/jobs/{job_id:int}/delete", actions.delete, methods=["POST"], name="delete"),
         Route("/jobs/bulk", bulk.act, methods=["POST"], name="bulk"),
+        Route("/batches/{batch_id:path}", pages.batch, methods=["GET"], name="batch"),
         Route("/workers", Workers(settings).show, methods=["GET"], name="workers"),
         Route("/queues", pages.queues, methods=["GET"], name="queues"),
         Route("/queues/pause", actions.pause, methods=["POST"], name="pause"),

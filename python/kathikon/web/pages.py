@@ -14,7 +14,7 @@ from typing import Optional
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
 
-from ..errors import JobNotFoundError, KathikonError
+from ..errors import BatchNotFoundError, JobNotFoundError, KathikonError
 from ..job import JobState
 from ..limits import describe
 from ..queue_check import QueueCheck
@@ -171,6 +171,25 @@ class Pages:
                 "done": DONE.get(request.query_params.get("done", "")),
                 "live": False,
             },
+        )
+
+    def batch(self, request: Request) -> HTMLResponse:
+        batch_id: str = request.path_params["batch_id"]
+        try:
+            status = self.settings.app.batch(batch_id)
+        except BatchNotFoundError as e:
+            return self._error(request, 404, str(e))
+        except KathikonError as e:  # an id the store refuses, a damaged record
+            return self._error(request, 400, str(e))
+        # Each state's share of the bar, in state order; the finished ones first.
+        order = ["completed", "discarded", "cancelled", "executing", "retryable", "available"]
+        order.append("scheduled")
+        shares = [(state, status.counts[state]) for state in order if status.counts[state]]
+        return page(
+            request,
+            self.settings,
+            "batch.html",
+            {"batch": status, "shares": shares, "live": not status.finished},
         )
 
     def cron(self, request: Request) -> HTMLResponse:

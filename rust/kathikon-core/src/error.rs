@@ -24,7 +24,9 @@ pub enum Error {
     #[error("no job with id {0}; it never existed or was pruned after its retention period")]
     JobNotFound(JobId),
     /// No batch has this id (it was never created, or this store does not hold it).
-    #[error("no batch with id {0:?}; create it with its first insert_batch (without batch_id, or with callbacks)")]
+    #[error(
+        "no batch with id {0:?}; a batch id is one an insert_batch created (given or returned)"
+    )]
     BatchNotFound(String),
     /// The requested change is not allowed from the job's current state.
     #[error("job {id} is {from}; it cannot be {action} from that state")]
