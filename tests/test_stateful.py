@@ -1,15 +1,18 @@
 """Random sequences of calls on the public API, checked against a reference model of the job
 state machine (hypothesis.stateful).
 
-The machine inserts jobs (one at a time, in batches, some scheduled, some unique: a key of
-three, a period or none, two sets of states, replacing args or not), cancels, retries,
+The machine inserts jobs (one at a time, several at once, some scheduled, some unique: a key
+of three, a period or none, two sets of states, replacing args or not), cancels, retries,
 drains (everything or one queue), advances the manual clock, prunes, pauses and resumes
-queues (a paused queue's jobs wait through drains, and stay paused across a reopen), and
-closes and reopens the store file. Each job carries a *script*: what its runs do, one entry
-per attempt (complete, fail, snooze, cancel, discard; complete once the script is used up),
-with its backoff and snooze lengths, so the model can predict every run. After every step
+queues (a paused queue's jobs wait through drains, and stay paused across a reopen), inserts
+batches with callbacks and adds jobs to them, and closes and reopens the store file. Each job
+carries a *script*: what its runs do, one entry per attempt (complete, fail, snooze, cancel,
+discard; complete once the script is used up), with its backoff and snooze lengths, so the
+model can predict every run. After every step
 each job's state, attempt, max_attempts, error count and due time, the store's counts, and
-what ``drain`` returned must be exactly what the model says.
+what ``drain`` returned must be exactly what the model says, and so must each batch's counts,
+whether it finished, and which callbacks it inserted (the model inserts them when the last
+member finishes, as the store does in that change's transaction, and the drain runs them).
 """
 
 from __future__ import annotations
@@ -97,6 +100,22 @@ class ModelJob:
         self.state, self.finished_at = state, now
 
 
+@dataclass
+class ModelBatch:
+    """What the reference model knows of one batch."""
+
+    events: frozenset[str]
+    members: list[int]
+    #: Final states of members pruned since: they stay counted.
+    pruned: dict[str, int]
+    finished: bool = False
+    #: Event → the callback job's key in the model (a placeholder until the store's id is
+    #: read back after the call that fired it).
+    fired: Optional[dict[str, int]] = None
+
+
+EVENTS = ("completed", "discarded", "cancelled", "finished")
+
 script_steps = st.lists(st.sampled_from(STEPS), max_size=4)
 job_specs = st.fixed_dictionaries(
     {
@@ -122,6 +141,8 @@ class JobQueueMachine(RuleBasedStateMachine):
         self.paused: set[str] = set()
         # A unique key → the job it names and when it expires (by the inserting period).
         self.unique_keys: dict[int, tuple[int, Optional[int]]] = {}
+        self.batches: dict[str, ModelBatch] = {}
+        self.placeholders = 0
         self.app = self.open()
         self.now = micros(self.app.now())
         # The latest the clock has been: a reopen restarts it at the wall clock, earlier.
@@ -149,6 +170,7 @@ class JobQueueMachine(RuleBasedStateMachine):
                 return kathikon.Discard("scripted discard")
             return None
 
+        app.worker(name="stateful.callback")(lambda job: None)
         return app
 
     def teardown(self) -> None:
@@ -191,6 +213,58 @@ class JobQueueMachine(RuleBasedStateMachine):
             inserted_at=self.now,
         )
         return job.id
+
+    # -- batches ---------------------------------------------------------------------------
+
+    def batch_counts(self, batch: ModelBatch) -> dict[str, int]:
+        counts = dict(batch.pruned)
+        for job_id in batch.members:
+            if job_id in self.model:
+                state = self.model[job_id].state
+                counts[state] = counts.get(state, 0) + 1
+        return counts
+
+    def settle(self) -> None:
+        """Finish each batch whose last member finished: its callbacks whose conditions hold
+        become jobs, keyed by placeholders until :meth:`resolve` reads their ids back."""
+        for batch in self.batches.values():
+            counts = self.batch_counts(batch)
+            if batch.finished or any(counts.get(s, 0) for s in counts if s not in FINISHED):
+                continue
+            batch.finished, batch.fired = True, {}
+            holds = {
+                "completed": counts.get("completed", 0) == sum(counts.values()),
+                "discarded": counts.get("discarded", 0) > 0,
+                "cancelled": counts.get("cancelled", 0) > 0,
+                "finished": True,
+            }
+            for event in EVENTS:
+                if event in batch.events and holds[event]:
+                    self.placeholders -= 1
+                    batch.fired[event] = self.placeholders
+                    self.model[self.placeholders] = ModelJob(
+                        queue="default",
+                        script=[],
+                        backoff=0,
+                        snooze=0,
+                        state="available",
+                        max_attempts=3,
+                        due=self.now,
+                        inserted_at=self.now,
+                    )
+
+    def resolve(self) -> None:
+        """Re-key the callbacks the model fired by the ids the store gave them."""
+        for batch_id, batch in self.batches.items():
+            if not batch.fired or all(key > 0 for key in batch.fired.values()):
+                continue
+            stored = self.app.batch(batch_id).callbacks
+            for event, key in list(batch.fired.items()):
+                if key < 0:
+                    real = stored[event]
+                    assert real is not None, f"batch {batch_id}: on_{event} was not inserted"
+                    self.model[real] = self.model.pop(key)
+                    batch.fired[event] = real
 
     # -- rules -----------------------------------------------------------------------------
 
@@ -287,6 +361,34 @@ class JobQueueMachine(RuleBasedStateMachine):
         assert ids == sorted(ids), "ids ascend in insert order"
         return multiple(*ids)
 
+    @rule(
+        target=jobs,
+        members=st.lists(job_specs, min_size=1, max_size=3),
+        events=st.frozensets(st.sampled_from(EVENTS)),
+    )
+    def insert_batch(self, members: list[dict[str, Any]], events: frozenset[str]) -> Any:
+        given = {f"on_{event}": "stateful.callback" for event in events}
+        batch_id = f"batch-{len(self.batches)}"
+        stored = self.app.insert_batch([self.spec(p) for p in members], batch_id=batch_id, **given)
+        assert stored.id == batch_id
+        ids = [self.add(job, p) for job, p in zip(stored.jobs, members)]
+        self.batches[batch_id] = ModelBatch(events=events, members=ids, pruned={})
+        return multiple(*ids)
+
+    @rule(target=jobs, params=job_specs, pick=st.integers(min_value=0))
+    def join_batch(self, params: dict[str, Any], pick: int) -> Any:
+        if not self.batches:
+            return multiple()
+        batch_id = sorted(self.batches)[pick % len(self.batches)]
+        batch = self.batches[batch_id]
+        if batch.finished:
+            with pytest.raises(kathikon.InvalidJobError, match="takes no more jobs"):
+                self.app.insert_batch([self.spec(params)], batch_id=batch_id)
+            return multiple()
+        (job,) = self.app.insert_batch([self.spec(params)], batch_id=batch_id).jobs
+        batch.members.append(self.add(job, params))
+        return multiple(job.id)
+
     def pruned(self, job_id: int) -> bool:
         """Whether the job was pruned; then every call naming it raises JobNotFoundError."""
         if job_id in self.model:
@@ -307,8 +409,10 @@ class JobQueueMachine(RuleBasedStateMachine):
         if m.state not in FINISHED:
             m.errors += 1
             m.finish("cancelled", self.now)
+        self.settle()
         got = self.app.cancel(job_id)
         assert got.state.value == m.state
+        self.resolve()
 
     @rule(job_id=jobs)
     def retry(self, job_id: int) -> None:
@@ -342,9 +446,11 @@ class JobQueueMachine(RuleBasedStateMachine):
             for m in ready:
                 ended = m.run(self.now)
                 expected[ended] = expected.get(ended, 0) + 1
+                self.settle()
         else:
             raise AssertionError("the model's drain never ends")
         assert self.app.drain(queue, with_scheduled=with_scheduled) == expected
+        self.resolve()
 
     # Draining runs the jobs, so it gets three rules to be picked more often.
     @rule()
@@ -377,7 +483,10 @@ class JobQueueMachine(RuleBasedStateMachine):
         ]
         assert self.app.prune(older_than) == len(gone)
         for job_id in gone:
-            del self.model[job_id]
+            state = self.model.pop(job_id).state
+            for batch in self.batches.values():
+                if job_id in batch.members:
+                    batch.pruned[state] = batch.pruned.get(state, 0) + 1
 
     @rule(queue=st.sampled_from(QUEUES))
     def pause_queue(self, queue: str) -> None:
@@ -422,6 +531,16 @@ class JobQueueMachine(RuleBasedStateMachine):
         stats = self.app.stats()
         for q in QUEUES:
             assert {s: n for s, n in stats[q].items() if n} == counts[q], f"stats of {q}"
+
+    @invariant()
+    def batches_match_the_model(self) -> None:
+        for batch_id, batch in self.batches.items():
+            status = self.app.batch(batch_id)
+            counts = {state: n for state, n in status.counts.items() if n}
+            assert counts == self.batch_counts(batch), f"{batch_id}: {status} vs {batch}"
+            assert status.finished == batch.finished, f"{batch_id}: {status} vs {batch}"
+            fired = {event: i for event, i in status.callbacks.items() if i is not None}
+            assert fired == (batch.fired or {}), f"{batch_id}'s callbacks: {status} vs {batch}"
 
     @invariant()
     def paused_queues_match_the_model(self) -> None:
