@@ -197,3 +197,14 @@ def test_the_limits_workload_runs_on_postgresql_and_leaves_no_limit(
     assert check.global_limit is None and check.rate_limit is None, "the bench's limits removed"
     assert check.available == 0 and check.executing == 0, "and its jobs"
     app.close()
+
+
+def test_the_batches_workload_sets_batches_beside_plain_jobs(tmp_path: Path) -> None:
+    _, results = bench(tmp_path, "-w", "batches", "--scale", "0.1", "--rounds", "1")
+    rows = {r["workload"]: r for r in results}
+    for kind in ("plain", "batch"):
+        assert rows[f"insert /1000 {kind}"]["jobs"] == 1_000
+        assert rows[f"drain c=10 {kind}"]["jobs_per_s"] > 0
+    callback = rows["callback after last member (10 per batch)"]
+    assert callback["jobs"] == 20
+    assert 0 < callback["p50_ms"] <= callback["p99_ms"]

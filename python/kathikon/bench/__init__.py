@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import kathikon
 
-from . import cron, dashboard, limits, listing, procs, unique, workloads
+from . import batches, cron, dashboard, limits, listing, procs, unique, workloads
 from .workloads import Result
 
 # name → (callable taking the scale factor, default job count)
@@ -49,6 +49,7 @@ WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
     "limits": limits.workload,
     "listing": listing.workload,
     "dashboard": dashboard.workload,
+    "batches": batches.workload,
 }
 
 
