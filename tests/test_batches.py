@@ -177,20 +177,24 @@ def test_inline_testing_runs_the_members_then_the_callbacks() -> None:
         app.close()
 
 
+def run_app(mode: str, store: Path, side: Path) -> Any:
+    """Run ``multiprocess/batches_app.py MODE`` on ``store`` and return what it printed."""
+    env = {**os.environ, "KATHIKON_MP_STORE": str(store), "KATHIKON_MP_SIDE": str(side)}
+    done = subprocess.run(
+        [sys.executable, str(HERE / "multiprocess" / "batches_app.py"), mode],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
 def test_a_client_app_inserts_a_batch_the_owner_runs(store_path: Path, tmp_path: Path) -> None:
     app, _, _ = make_app(store_path)
-    side = tmp_path / "side"
-    env = {**os.environ, "KATHIKON_MP_STORE": str(store_path), "KATHIKON_MP_SIDE": str(side)}
     try:
-        done = subprocess.run(
-            [sys.executable, str(HERE / "multiprocess" / "batches_app.py"), "client"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert done.returncode == 0, done.stderr
-        report = json.loads(done.stdout)
+        report = run_app("client", store_path, tmp_path / "side")
         status = app.batch(report["batch"])
         assert (status.total, status.counts["available"]) == (5, 5)
         assert [j.batch_id for j in app.jobs()] == [report["batch"]] * 5
@@ -200,20 +204,7 @@ def test_a_client_app_inserts_a_batch_the_owner_runs(store_path: Path, tmp_path:
 
 def test_batch_members_run_in_worker_processes_and_the_callback_once(tmp_path: Path) -> None:
     side = tmp_path / "side"
-    env = {
-        **os.environ,
-        "KATHIKON_MP_STORE": str(tmp_path / "jobs.redb"),
-        "KATHIKON_MP_SIDE": str(side),
-    }
-    done = subprocess.run(
-        [sys.executable, str(HERE / "multiprocess" / "batches_app.py"), "processes"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = run_app("processes", tmp_path / "jobs.redb", side)
     assert report["counts"]["completed"] == 40
     assert report["me"] not in report["pids"], "members ran in the worker processes"
     lines = side.read_text().splitlines()

@@ -232,13 +232,17 @@ mod tests {
         body
     }
 
-    /// The version 3 encoding, as format 4 stores hold it.
-    pub(super) fn encode_v3(job: &Job) -> Vec<u8> {
-        let body = body_without_batch(job);
-        let mut out = vec![RECORD_V3];
+    /// A record of `version` with a CRC: the version byte, the CRC-32C of `body`, `body`.
+    fn checked(version: u8, body: Vec<u8>) -> Vec<u8> {
+        let mut out = vec![version];
         out.extend(crc32c::crc32c(&body).to_le_bytes());
         out.extend(body);
         out
+    }
+
+    /// The version 3 encoding, as format 4 stores hold it.
+    pub(super) fn encode_v3(job: &Job) -> Vec<u8> {
+        checked(RECORD_V3, body_without_batch(job))
     }
 
     /// The version 1 encoding, as format 1 stores hold it.
@@ -250,11 +254,7 @@ mod tests {
 
     /// The version 2 encoding, as format 2 and 3 stores hold it.
     pub(super) fn encode_v2(job: &Job) -> Vec<u8> {
-        let body = body_without_result(job);
-        let mut out = vec![RECORD_V2];
-        out.extend(crc32c::crc32c(&body).to_le_bytes());
-        out.extend(body);
-        out
+        checked(RECORD_V2, body_without_result(job))
     }
 
     /// Job 9 of queue `q` with these args, inserted at time 10.
