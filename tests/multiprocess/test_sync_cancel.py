@@ -2,7 +2,9 @@
 processes, ``timeout_app.py``): with ``cancel="kill"`` its process ends within a few seconds
 of the cancel, the job stays cancelled, the job that ran beside it is rescued and completes
 once, and the process that replaced it serves new jobs; without it the job runs on to its
-end in the same process and its outcome is refused."""
+end in the same process and its outcome is refused. Each runs on a store file and on
+PostgreSQL (every process a node, the beside job rescued once the stopped process's lease ran
+out)."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from sync_stops import Stops, alive
 from kathikon import JobState
 
 
-@pytest.fixture(params=["embedded"])
+@pytest.fixture(params=["embedded", "postgres"])
 def stops(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stops]:
     url = request.getfixturevalue("pg_db") if request.param == "postgres" else None
     s = Stops(tmp_path, url)
