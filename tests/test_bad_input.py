@@ -4,6 +4,7 @@ value, and stores nothing."""
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
@@ -444,6 +445,63 @@ def test_bad_timeout_on_a_worker(app: kathikon.Kathikon, timeout: Any) -> None:
             pass
 
     assert app.workers == {}
+
+
+@pytest.mark.parametrize("cancel", ["KILL", "terminate", 1, True, ["kill"]])
+def test_a_cancel_mode_other_than_kill_is_refused_naming_it(
+    app: kathikon.Kathikon, cancel: Any
+) -> None:
+    with pytest.raises(kathikon.ConfigurationError) as info:
+
+        @app.worker(cancel=cancel)
+        def work(job: kathikon.Job) -> None:
+            pass
+
+    message = str(info.value)
+    assert f"cancel={cancel!r}" in message and 'cancel="kill"' in message, message
+
+    class Worker(kathikon.Worker):
+        def perform(self, job: kathikon.Job) -> None:
+            pass
+
+    Worker.cancel = cancel
+    with pytest.raises(kathikon.ConfigurationError, match=re.escape(f"cancel={cancel!r}")):
+        app.register(Worker)
+    assert app.workers == {}
+
+
+def test_cancel_kill_on_an_async_worker_is_refused(app: kathikon.Kathikon) -> None:
+    with pytest.raises(kathikon.ConfigurationError) as info:
+
+        @app.worker(cancel="kill")
+        async def fetch(job: kathikon.Job) -> None:
+            pass
+
+    assert "async" in str(info.value) and 'drop cancel="kill"' in str(info.value)
+    assert app.workers == {}
+
+
+def test_start_without_worker_processes_refuses_a_sync_worker_with_cancel_kill(
+    app: kathikon.Kathikon,
+) -> None:
+    @app.worker(cancel="kill")
+    def hangs(job: kathikon.Job) -> None:
+        pass
+
+    class Hangs(kathikon.Worker):
+        cancel = "kill"
+
+        def perform(self, job: kathikon.Job) -> None:
+            pass
+
+    app.register(Hangs)
+    with pytest.raises(kathikon.ConfigurationError) as info:
+        app.start()
+    message = str(info.value)
+    assert hangs.name in message and "Hangs" in message and "processes=N" in message
+    assert app.worker_pids == []
+    app.insert(hangs, {})
+    assert app.drain() == {"completed": 1}, "drain runs it, as with a timeout"
 
 
 @pytest.mark.parametrize(

@@ -317,14 +317,22 @@ class Engine:
     ) -> tuple[int, list[str]]:
         """Wait up to ``timeout`` s for the store's ready generation to move past ``seen``
         (``None``: look at once); returns it and which of ``queues`` have jobs ready."""
-    def watch_timeout(
-        self, id: int, attempt: int, seconds: float, error: str, retry_in: Optional[int] = None
+    def watch(
+        self,
+        id: int,
+        attempt: int,
+        *,
+        timeout: Optional[float] = None,
+        error: str = ...,
+        retry_in: Optional[int] = None,
+        kill_on_cancel: bool = False,
     ) -> None:
-        """Fail attempt ``attempt`` of job ``id`` with ``error`` (retried after ``retry_in``
-        µs; ``None``: the default backoff) if it still runs after ``seconds``, then end this
-        process at once (a worker process's sync job)."""
-    def unwatch_timeout(self, id: int) -> None:
-        """Job ``id`` ended in time."""
+        """Watch attempt ``attempt`` of a sync job in this worker process: past ``timeout`` s,
+        store it as failed with ``error`` (retried after ``retry_in`` µs; ``None``: the
+        default backoff); with ``kill_on_cancel``, once it is found cancelled. Either way the
+        process then ends at once."""
+    def unwatch(self, id: int) -> None:
+        """Job ``id`` ended by itself."""
     def ack(self, acks: list[_AckRow], wait: bool = True) -> list[Optional[Job]]:
         """Record outcomes; ``None`` where the ack was stale."""
     def cancel(self, id: int) -> tuple[Job, str]:

@@ -353,6 +353,7 @@ class Kathikon:
         cron_timezone: str = DEFAULT_TIMEZONE,
         unique: Optional[Unique] = None,
         store_result: bool = True,
+        cancel: Optional[str] = None,
     ) -> Callable[[Callable[[Job], Any]], WorkerFunction]: ...
 
     def worker(
@@ -371,6 +372,7 @@ class Kathikon:
         cron_timezone: str = DEFAULT_TIMEZONE,
         unique: Optional[Unique] = None,
         store_result: bool = True,
+        cancel: Optional[str] = None,
     ) -> Union[WorkerFunction, Callable[[Callable[[Job], Any]], WorkerFunction]]:
         """Register a function (sync or ``async def``) taking a :class:`Job` as a worker.
 
@@ -378,7 +380,9 @@ class Kathikon:
         ``timeout`` (seconds): an async job is cancelled past it; a sync job's thread cannot
         be, so its timeout holds in worker processes (``processes=N``), where the job is
         recorded as failed and its process replaced (``start`` without them refuses to run
-        such a worker; ``drain`` does not enforce it). ``backoff(job)`` returns
+        such a worker; ``drain`` does not enforce it). ``cancel="kill"`` (sync workers): a
+        cancel of a running job ends the worker process that runs it, as a timeout does
+        (without it the job runs on and its outcome is refused). ``backoff(job)`` returns
         the seconds before a retry (``None`` for the default exponential backoff).
         ``cron`` (with ``cron_timezone``, default UTC) also declares a cron entry named after
         the worker that inserts a job with no args on each slot: see :meth:`cron`.
@@ -402,6 +406,7 @@ class Kathikon:
                 known_queues=list(self.config.queues),
                 unique=unique,
                 result_limit=self._result_limit(store_result),
+                cancel=cancel,
             )
             self._add(reg)
             self._declare_cron(reg, cron, cron_timezone)
@@ -432,6 +437,7 @@ class Kathikon:
             known_queues=list(self.config.queues),
             unique=cls.unique,
             result_limit=self._result_limit(cls.store_result),
+            cancel=cls.cancel,
         )
         self._add(reg)
         self._declare_cron(reg, cls.cron, cls.cron_timezone)

@@ -170,10 +170,11 @@ class Runner:
         self._demand: dict[str, int] = {}
         self._pace: dict[str, float] = {}
         self._engine: Engine = app._engine
-        # Sync jobs' timeouts are enforced in worker processes, which may end themselves.
-        self._timeouts = app._in_worker_process
-        if not self._timeouts:
-            refuse_sync_timeouts(app, self._queues)
+        # Sync jobs are stopped (past their timeout, or cancelled with cancel="kill") in
+        # worker processes, which may end themselves.
+        self._stops = app._in_worker_process
+        if not self._stops:
+            refuse_sync_stops(app, self._queues)
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._slots: dict[str, Slots] = {}
@@ -625,25 +626,38 @@ class Runner:
         self, job: Job, reg: Optional[Registration], batch: handback.LaneBatch, watched: bool
     ) -> None:
         """Run one sync job of ``batch`` here, its outcome appended to the batch; under the
-        watchdog when its worker has a timeout and this is a worker process."""
-        timeout = reg.timeout if reg is not None and self._timeouts else None
-        if timeout is not None:
+        watchdog when this is a worker process and its worker has a timeout or
+        ``cancel="kill"``."""
+        timeout = reg.timeout if reg is not None and self._stops else None
+        kill = reg is not None and reg.kill_on_cancel and self._stops
+        if timeout is not None or kill:
             self._send_unsent(batch)
-            # The worker's backoff, as for any failure, but not before this process is gone:
-            # a retry due at once could be claimed by another lane here, and rescued with it.
-            retry_in = Attempt(job, reg).retry_delay()
-            if retry_in is not None:
-                retry_in = max(retry_in, TIMED_OUT_RETRY_FLOOR_US)
-            error = timeout_error(job, timeout)
-            self._engine.watch_timeout(job.id, job.attempt, timeout, error, retry_in)
+            error = ""
+            retry_in: Optional[int] = None
+            if timeout is not None:
+                # The worker's backoff, as for any failure, but not before this process is
+                # gone: a retry due at once could be claimed by another lane here, and
+                # rescued with it.
+                retry_in = Attempt(job, reg).retry_delay()
+                if retry_in is not None:
+                    retry_in = max(retry_in, TIMED_OUT_RETRY_FLOOR_US)
+                error = timeout_error(job, timeout)
+            self._engine.watch(
+                job.id,
+                job.attempt,
+                timeout=timeout,
+                error=error,
+                retry_in=retry_in,
+                kill_on_cancel=kill,
+            )
         if watched or reg is None:
             attempt = Attempt(job, reg)
             batch.acks.append(run_sync(attempt))
             batch.attempts.append(attempt)
         else:
             batch.acks.append(run_sync_unwatched(job, reg))
-        if timeout is not None:
-            self._engine.unwatch_timeout(job.id)
+        if timeout is not None or kill:
+            self._engine.unwatch(job.id)
 
     def _send_unsent(self, batch: handback.LaneBatch) -> None:
         """Send the outcomes of the batch's jobs that finished so far: the next job's timeout
@@ -886,19 +900,25 @@ def timeout_error(job: Job, timeout: float) -> str:
     )
 
 
-def refuse_sync_timeouts(app: Kathikon, queues: dict[str, int]) -> None:
-    """A sync worker's timeout holds only in worker processes: refuse to run one here."""
-    timed = sorted(
-        reg.name
-        for reg in app._workers.values()
-        if reg.timeout is not None and not reg.is_async and reg.queue in queues
-    )
+def refuse_sync_stops(app: Kathikon, queues: dict[str, int]) -> None:
+    """A sync worker's timeout and ``cancel="kill"`` hold only in worker processes: refuse to
+    run such a worker here."""
+    ours = [reg for reg in app._workers.values() if not reg.is_async and reg.queue in queues]
+    timed = sorted(reg.name for reg in ours if reg.timeout is not None)
     if timed:
         raise ConfigurationError(
             f"sync worker(s) {', '.join(map(repr, timed))} have a timeout, which only worker "
             "processes can enforce (a thread cannot be stopped, its process can): run with "
             'processes=N or "auto" (kathikon worker --processes N), make the function '
             "`async def`, or drop the timeout"
+        )
+    killed = sorted(reg.name for reg in ours if reg.kill_on_cancel)
+    if killed:
+        raise ConfigurationError(
+            f'sync worker(s) {", ".join(map(repr, killed))} have cancel="kill", which only '
+            "worker processes can do (a thread cannot be stopped, its process can): run with "
+            'processes=N or "auto" (kathikon worker --processes N), or drop cancel="kill" '
+            "(a cancelled job then runs on and its outcome is refused)"
         )
 
 

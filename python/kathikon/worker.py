@@ -30,6 +30,7 @@ class Worker:
             max_attempts = 5
             priority = 0
             timeout = None          # seconds; sync jobs: in worker processes only
+            cancel = None           # "kill": a cancel ends a running sync job's process
             unique = None           # kathikon.Unique(...): insert once per key
 
             def perform(self, job: kathikon.Job) -> None: ...
@@ -47,6 +48,9 @@ class Worker:
     max_attempts: ClassVar[Optional[int]] = None
     priority: ClassVar[int] = 0
     timeout: ClassVar[Optional[float]] = None
+    #: ``"kill"``: cancelling a running job of this (sync) worker ends the worker process
+    #: that runs it; ``None``: the job runs on and its outcome is refused.
+    cancel: ClassVar[Optional[str]] = None
     tags: ClassVar[Sequence[str]] = ()
     name: ClassVar[Optional[str]] = None
     #: A cron expression: the app also inserts a job with no args on each of its slots (an
@@ -82,6 +86,8 @@ class Registration:
     unique: Optional[Unique] = None
     #: Largest result kept, in bytes of JSON; None: the worker keeps none.
     result_limit: Optional[int] = None
+    #: ``cancel="kill"``: a cancel of a running job ends the worker process that runs it.
+    kill_on_cancel: bool = False
 
 
 def qualified_name(obj: Any) -> str:
@@ -101,6 +107,7 @@ def make_registration(
     known_queues: Sequence[str],
     unique: Optional[Unique] = None,
     result_limit: Optional[int] = None,
+    cancel: Optional[str] = None,
 ) -> Registration:
     """Check a worker's settings at definition time, so mistakes surface at import."""
     where = f"worker {name!r}"
@@ -125,6 +132,7 @@ def make_registration(
     if timeout is not None:
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
             raise ConfigurationError(f"{where}: timeout={timeout!r} must be seconds above 0")
+    kill_on_cancel = check_cancel(cancel, is_async, where)
     if backoff is not None and not callable(backoff):
         raise ConfigurationError(f"{where}: backoff={backoff!r} must be callable(job) -> seconds")
     return Registration(
@@ -139,7 +147,28 @@ def make_registration(
         backoff=backoff,
         unique=check_unique(unique, where),
         result_limit=result_limit,
+        kill_on_cancel=kill_on_cancel,
     )
+
+
+def check_cancel(cancel: object, is_async: bool, where: str) -> bool:
+    """Whether a worker's ``cancel=`` asks for its running jobs' processes to end on a cancel:
+    ``"kill"`` (sync workers only) or ``None``."""
+    if cancel is None:
+        return False
+    if not (isinstance(cancel, str) and cancel == "kill"):
+        raise ConfigurationError(
+            f'{where}: cancel={cancel!r} is not a way to cancel; pass cancel="kill" to end the '
+            "worker process running a sync job when the job is cancelled, or None (the "
+            "default: the job runs on and its outcome is refused)"
+        )
+    if is_async:
+        raise ConfigurationError(
+            f'{where}: cancel="kill" is for sync workers, whose threads cannot be interrupted; '
+            "this one is async, and ending its worker process would end every async job on "
+            'that process\'s event loop: drop cancel="kill"'
+        )
+    return True
 
 
 class WorkerFunction:

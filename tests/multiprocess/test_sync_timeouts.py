@@ -1,98 +1,35 @@
 """Sync jobs' timeouts in worker processes (``kathikon worker --processes N``, real
 processes): a job sleeping past its timeout, or looping without sleeping, is recorded as
 failed with a ``timeout:`` error within about a second of it, its worker process is replaced,
-and a job that ran beside it in that process is rescued and completes once. A process
-without worker processes refuses to run such a worker."""
+and a job that ran beside it in that process is rescued and completes once. Each runs on a
+store file and on PostgreSQL (every process a node, the beside job rescued once the stopped
+process's lease ran out). A process without worker processes refuses to run such a worker."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import WaitUntil
+from sync_stops import Stops
 
 import kathikon
 from kathikon import JobState
 
-HERE = Path(__file__).parent
-KATHIKON = Path(sys.executable).with_name("kathikon")
 
-Side = list[tuple[str, int, int, int]]
-
-
-class Timeouts:
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.store = tmp / "jobs.redb"
-        self.side = tmp / "side.log"
-        self.env = dict(
-            os.environ,
-            KATHIKON_TIMEOUT_STORE=str(self.store),
-            KATHIKON_TIMEOUT_SIDE=str(self.side),
-            PYTHONUNBUFFERED="1",
-        )
-        self.procs: list[subprocess.Popen[str]] = []
-
-    def worker(self, processes: int) -> subprocess.Popen[str]:
-        with open(self.tmp / "worker.log", "w") as log:
-            proc = subprocess.Popen(
-                [str(KATHIKON), "worker", "timeout_app:app", "--processes", str(processes)],
-                cwd=HERE,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                text=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def log(self) -> str:
-        return (self.tmp / "worker.log").read_text()
-
-    def runs(self) -> Side:
-        if not self.side.exists():
-            return []
-        out = []
-        for line in self.side.read_text().splitlines():
-            what, pid, job, attempt = line.split()
-            out.append((what, int(pid), int(job), int(attempt)))
-        return out
-
-    def client(self) -> kathikon.Kathikon:
-        """An app in the test process that inserts ``timeout_app``'s jobs (never runs them)."""
-        app = kathikon.Kathikon(self.store, queues={"default": 2})
-        # An insert takes its job's settings from the inserting app's registration.
-        app.worker(name="timeout_app.hang", max_attempts=2)(_not_here)
-        app.worker(name="timeout_app.spin", max_attempts=1)(_not_here)
-        app.worker(name="timeout_app.steady")(_not_here)
-        return app
-
-
-def _not_here(job: kathikon.Job) -> None:
-    raise AssertionError("timeout_app's jobs run in worker processes")
-
-
-@pytest.fixture
-def timeouts(tmp_path: Path) -> Iterator[Timeouts]:
-    t = Timeouts(tmp_path)
-    yield t
-    for proc in t.procs:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    subprocess.run(["pkill", "-KILL", "-f", "timeout_app:app"], check=False)
+@pytest.fixture(params=["embedded", "postgres"])
+def timeouts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stops]:
+    url = request.getfixturevalue("pg_db") if request.param == "postgres" else None
+    s = Stops(tmp_path, url)
+    try:
+        yield s
+    finally:
+        s.close()
 
 
 def test_a_sleeping_sync_job_past_its_timeout_fails_and_its_process_is_replaced(
-    timeouts: Timeouts, wait_until: WaitUntil
+    timeouts: Stops, wait_until: WaitUntil
 ) -> None:
     app = timeouts.client()
     job_id = app.insert("timeout_app.hang", {}).id
@@ -109,11 +46,10 @@ def test_a_sleeping_sync_job_past_its_timeout_fails_and_its_process_is_replaced(
         assert (error["at"] - started).total_seconds() < 5, job.errors
     assert "exited with status 70" in timeouts.log()
     assert not any(what == "end" for what, *_ in timeouts.runs())
-    app.close()
 
 
 def test_a_busy_loop_holding_the_interpreter_is_stopped_too(
-    timeouts: Timeouts, wait_until: WaitUntil
+    timeouts: Stops, wait_until: WaitUntil
 ) -> None:
     app = timeouts.client()
     job_id = app.insert("timeout_app.spin", {}).id
@@ -121,11 +57,10 @@ def test_a_busy_loop_holding_the_interpreter_is_stopped_too(
     wait_until(lambda: app.get(job_id).state is JobState.DISCARDED, 60, "the attempt to end")
     job = app.get(job_id)
     assert job.errors[-1]["error"].startswith("timeout:"), job.errors
-    app.close()
 
 
 def test_a_job_running_beside_it_is_rescued_and_completes_once(
-    timeouts: Timeouts, wait_until: WaitUntil
+    timeouts: Stops, wait_until: WaitUntil
 ) -> None:
     app = timeouts.client()
     steady = app.insert("timeout_app.steady", {"seconds": 3}).id
@@ -142,7 +77,6 @@ def test_a_job_running_beside_it_is_rescued_and_completes_once(
     assert [what for what, _ in steady_runs].count("end") == 1, "completed once"
     assert app.get(steady).errors[0]["error"].startswith("rescued:"), app.get(steady).errors
     assert app.get(hang).errors[0]["error"].startswith("timeout:")
-    app.close()
 
 
 def test_without_worker_processes_a_sync_timeout_is_refused(tmp_path: Path) -> None:

@@ -66,6 +66,11 @@ async def slow(job: kathikon.Job) -> kathikon.Snooze | None:
     return None
 
 
+@app.worker(cancel="kill", timeout=3600)
+def render(job: kathikon.Job) -> None:
+    """A sync worker whose running job's worker process ends when the job is cancelled."""
+
+
 @app.worker(max_attempts=1)
 def outcomes(job: kathikon.Job) -> kathikon.Cancel | kathikon.Discard | kathikon.Snooze | None:
     """Outcomes are returned or raised."""
@@ -113,6 +118,12 @@ class Report(kathikon.Worker):
         return 60.0
 
 
+class Render(kathikon.Worker):
+    cancel = "kill"
+
+    def perform(self, job: kathikon.Job) -> None: ...
+
+
 class AsyncReport(kathikon.Worker):
     queue = "emails"
     timeout = 10.0
@@ -125,6 +136,7 @@ class AsyncReport(kathikon.Worker):
 registered = app.register(Report)
 assert_type(registered, type[Report])
 assert_type(app.register(AsyncReport()), AsyncReport)
+assert_type(app.register(Render), type[Render])
 
 
 @app.register

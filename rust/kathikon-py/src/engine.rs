@@ -8,7 +8,7 @@ use std::time::Duration;
 use kathikon_core::clock::ManualClock;
 use kathikon_core::ipc::{Node, NodeConfig};
 use kathikon_core::pg::{PgConfig, PgStore};
-use kathikon_core::watchdog::Watchdog;
+use kathikon_core::watchdog::{Hooks, Stopped, Timeout, Watchdog};
 use kathikon_core::{
     limits::{GlobalLimit, RateLimit},
     Ack, AckResult, AppRole, AppStore, BatchEvent, Clock, Durability, EngineConfig, EngineEvent,
@@ -69,22 +69,27 @@ fn new_jobs(specs: &Bound<'_, PyList>) -> PyResult<Vec<NewJob>> {
 type BatchRow =
     (String, i64, Vec<(&'static str, u64)>, Option<i64>, Vec<(&'static str, String, Option<u64>)>);
 
-/// The exit status of a worker process ended by a job past its timeout.
-const TIMED_OUT_EXIT: i32 = 70;
+/// The exit status of a worker process ended to stop a job (past its timeout, or cancelled).
+const STOPPED_EXIT: i32 = 70;
 
-/// A job ran past its timeout and its failure is stored: end the process at once. Not
-/// `exit`: no atexit handler or interpreter shutdown may wait on the thread that will not stop.
-fn timed_out(id: u64) {
+/// A watched job must stop (its timeout's failure is stored, or it was cancelled): end the
+/// process at once. Not `exit`: no atexit handler or interpreter shutdown may wait on the
+/// thread that will not stop.
+fn stop_process(id: u64, why: Stopped) {
     use std::io::Write;
+    let what = match why {
+        Stopped::TimedOut => "ran past its timeout and was recorded as failed",
+        Stopped::Cancelled => "was cancelled while it ran (its worker has cancel=\"kill\")",
+    };
     // Not `eprintln!`, which panics when stderr is gone: the process must end either way.
     let _ = writeln!(
         std::io::stderr(),
-        "kathikon: job {id} ran past its timeout and was recorded as failed; worker process {} \
-         exits (status {TIMED_OUT_EXIT}) to stop it, and its other jobs are rescued",
+        "kathikon: job {id} {what}; worker process {} exits (status {STOPPED_EXIT}) to stop it, \
+         and its other jobs are rescued",
         std::process::id()
     );
     // SAFETY: `_exit` ends the process without running anything of it; nothing follows.
-    unsafe { libc::_exit(TIMED_OUT_EXIT) }
+    unsafe { libc::_exit(STOPPED_EXIT) }
 }
 
 /// The job engine over one store: a store file this process owns (and serves to others on a
@@ -97,7 +102,8 @@ pub(crate) struct PyEngine {
     progress: Arc<Reporter>,
     /// Set when the engine runs on a hand-moved clock (`kathikon.testing`).
     manual_clock: Option<Arc<ManualClock>>,
-    /// The timeouts of sync jobs in a worker process, started by the first one watched.
+    /// Stops a worker process's sync jobs past their timeout or cancelled, started by the
+    /// first one watched.
     watchdog: Mutex<Option<Arc<Watchdog>>>,
 }
 
@@ -608,40 +614,44 @@ impl PyEngine {
         py.detach(|| self.inner.close());
     }
 
-    /// Fail attempt `attempt` of job `id` with `error` (retried after `retry_in` µs, `None`
-    /// for the default backoff) if it still runs after `seconds`, then end this process
-    /// (`_exit`, status [`TIMED_OUT_EXIT`]) so the job's thread stops: for a worker process,
-    /// whose pool starts another (see `kathikon_core::watchdog`).
-    #[pyo3(signature = (id, attempt, seconds, error, retry_in=None))]
-    fn watch_timeout(
+    /// Watch attempt `attempt` of a sync job running in this worker process: past `timeout`
+    /// seconds, store it as failed with `error` (retried after `retry_in` µs, `None` for the
+    /// default backoff); with `kill_on_cancel`, once it is found cancelled. Either way the
+    /// process then ends (`_exit`, status [`STOPPED_EXIT`]) so the job's thread stops, and
+    /// its pool starts another (see `kathikon_core::watchdog`).
+    #[pyo3(signature = (id, attempt, *, timeout=None, error=String::new(), retry_in=None, kill_on_cancel=false))]
+    fn watch(
         &self,
         id: u64,
         attempt: u32,
-        seconds: f64,
+        timeout: Option<f64>,
         error: String,
         retry_in: Option<i64>,
+        kill_on_cancel: bool,
     ) -> PyResult<()> {
-        let timeout = std::time::Duration::try_from_secs_f64(seconds).map_err(|_| {
-            ConfigurationError::new_err(format!("timeout {seconds} s: pass seconds above 0"))
-        })?;
+        let timeout = match timeout {
+            Some(after) => Some(Timeout { after: seconds("timeout", after)?, error, retry_in }),
+            None => None,
+        };
         let mut slot = self.watchdog();
         if slot.is_none() {
-            let store = self.inner.clone();
-            let started = Watchdog::start(
-                Box::new(move |ack| store.retrying(|jobs| jobs.ack(vec![ack.clone()]))),
-                Box::new(timed_out),
-            )
+            let (acks, gets) = (self.inner.clone(), self.inner.clone());
+            let started = Watchdog::start(Hooks {
+                ack: Box::new(move |ack| acks.retrying(|jobs| jobs.ack(vec![ack.clone()]))),
+                get: Box::new(move |id| gets.retrying(|jobs| jobs.get(id))),
+                ended: Box::new(stop_process),
+            })
             .map_err(|e| StorageError::new_err(format!("start the watchdog thread: {e}")))?;
             *slot = Some(started);
         }
         let watchdog = slot.clone().expect("started above");
         drop(slot);
-        watchdog.watch(id, attempt, timeout, error, retry_in);
+        watchdog.watch(id, attempt, timeout, kill_on_cancel);
         Ok(())
     }
 
-    /// Job `id`, watched by [`Self::watch_timeout`], ended in time.
-    fn unwatch_timeout(&self, id: u64) {
+    /// Job `id`, watched by [`Self::watch`], ended by itself.
+    fn unwatch(&self, id: u64) {
         if let Some(watchdog) = self.watchdog().as_ref() {
             watchdog.unwatch(id);
         }
@@ -822,7 +832,7 @@ pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
 }
 
 impl PyEngine {
-    /// The watchdog of sync jobs' timeouts, once one was watched.
+    /// The watchdog of sync jobs, once one was watched.
     fn watchdog(&self) -> MutexGuard<'_, Option<Arc<Watchdog>>> {
         self.watchdog.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
