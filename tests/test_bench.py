@@ -133,11 +133,17 @@ def test_the_processes_workload_runs_clients_and_worker_processes(tmp_path: Path
     assert set(rows) == {
         "insert x4 client processes",
         "drain sync via 2 worker processes",
+        "short jobs, in-process",
+        "short jobs, 2 worker processes",
         "cpu 1 ms jobs, in-process",
         "cpu 1 ms jobs, 2 worker processes",
     }
     assert rows["insert x4 client processes"]["jobs"] == 400
     assert all(row["jobs_per_s"] > 0 for row in rows.values())
+    # CPU per job, read from /proc: the owner's in both, the worker processes' with them.
+    alone, served = rows["short jobs, in-process"], rows["short jobs, 2 worker processes"]
+    assert alone["owner_cpu_us"] > 0 and "workers_cpu_us" not in alone
+    assert served["owner_cpu_us"] > 0 and served["workers_cpu_us"] > 0
 
 
 def test_peer_results_are_matched_per_workload_and_setting() -> None:

@@ -41,6 +41,8 @@ WORKLOADS: dict[str, Callable[[float], list[Result]]] = {
     "processes": lambda s: [
         procs.insert_clients(int(8_000 * s)),
         procs.drain_processes(int(100_000 * s)),
+        procs.short_jobs(int(200_000 * s), processes=0),
+        procs.short_jobs(int(200_000 * s), processes=2),
         procs.cpu_bound(int(2_000 * s), processes=0),
         procs.cpu_bound(int(2_000 * s), processes=2),
     ],

@@ -25,6 +25,26 @@ INSERT_CLIENT = (
 )
 
 
+#: What a short job writes: one 46-byte record, as a job doing a little I/O does.
+RECORD = b"0123456789abcdef0123456789abcdef0123456789ab\n\n"
+
+_SINK: list[int] = []
+
+
+def _sink() -> int:
+    """This process's file descriptor on the null device, opened at its first short job."""
+    if not _SINK:
+        _SINK.append(os.open(os.devnull, os.O_WRONLY))
+    return _SINK[0]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) process ``pid`` has used so far, from ``/proc/PID/stat``."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def make_app(path: str, concurrency: int = 10) -> kathikon.Kathikon:
     """The bench app on ``path``, with a no-op worker and a ~1 ms pure-Python one."""
     app = kathikon.Kathikon(path, queues={"default": concurrency}, poll_interval=0.2)
@@ -32,6 +52,10 @@ def make_app(path: str, concurrency: int = 10) -> kathikon.Kathikon:
     @app.worker(name="bench.noop")
     def noop(job: kathikon.Job) -> None:
         pass
+
+    @app.worker(name="bench.write")
+    def write(job: kathikon.Job) -> None:
+        os.write(_sink(), RECORD)
 
     @app.worker(name="bench.spin")
     def spin(job: kathikon.Job) -> None:
@@ -106,6 +130,41 @@ def drain_processes(n: int, processes: int = 2, concurrency: int = 10) -> Result
             app.close(timeout=5)
             os.environ.pop(STORE_ENV, None)
     return Result(f"drain sync via {processes} worker processes", n, jobs_per_s=n / elapsed)
+
+
+def short_jobs(n: int, processes: int, concurrency: int = 4) -> Result:
+    """``n`` short jobs (each writes a 46-byte record with ``os.write``) stored, then run in
+    this process (``processes=0``) or in worker processes. The rate and each process's CPU
+    time per job are read between 10 % and 90 % of the jobs completed, so start-up and the
+    tail do not count: ``owner_cpu_us`` is this process's (the store's owner: with worker
+    processes it serves their claims and acks), ``workers_cpu_us`` the worker processes'
+    together, both per job completed in that span."""
+    with tempfile.TemporaryDirectory(prefix="kathikon-bench-") as tmp:
+        path = str(Path(tmp) / "bench.redb")
+        app = _owner_app(path, concurrency)
+        try:
+            for offset in range(0, n, 10_000):
+                app.insert_all([app.new("bench.write") for _ in range(min(10_000, n - offset))])
+            app.start(processes=processes or None)
+            marks = []
+            for fraction in (0.1, 0.9):
+                wait_completed(app, "default", int(n * fraction), TIMEOUT)
+                done = app.stats()["default"].get("completed", 0)
+                pids = app.worker_pids
+                cpu = [cpu_seconds(os.getpid()), sum(cpu_seconds(p) for p in pids)]
+                marks.append((time.perf_counter(), done, cpu))
+            wait_completed(app, "default", n, TIMEOUT)
+            app.stop(timeout=10)
+        finally:
+            app.close(timeout=5)
+            os.environ.pop(STORE_ENV, None)
+    (t0, done0, cpu0), (t1, done1, cpu1) = marks
+    jobs = max(done1 - done0, 1)
+    extra = {"owner_cpu_us": (cpu1[0] - cpu0[0]) * 1e6 / jobs}
+    if processes:
+        extra["workers_cpu_us"] = (cpu1[1] - cpu0[1]) * 1e6 / jobs
+    where = "in-process" if not processes else f"{processes} worker processes"
+    return Result(f"short jobs, {where}", n, jobs_per_s=jobs / (t1 - t0), extra=extra)
 
 
 def cpu_bound(n: int, processes: int) -> Result:
