@@ -210,3 +210,39 @@ def test_batch_members_run_in_worker_processes_and_the_callback_once(tmp_path: P
     lines = side.read_text().splitlines()
     assert len(lines) == 1, lines
     assert lines[0].split()[:2] == [report["batch"], "finished"]
+
+
+def test_batches_on_postgresql(pg_db: str) -> None:
+    one, w, calls = make_app(url=pg_db)
+    other, w2, calls2 = make_app(url=pg_db)
+    try:
+        member = w["member"]
+        batch = one.insert_batch(
+            [member.new({"n": n}) for n in range(5)] + [member.new({"outcome": "cancel"})],
+            on_completed=w["notify"],
+            on_cancelled=w["alert"],
+            on_finished=w["cleanup"],
+            args={"album": 3},
+        )
+        joined = other.insert_batch([w2["member"].new({"n": 9})], batch_id=batch.id)
+        assert [j.batch_id for j in joined.jobs] == [batch.id]
+        assert other.batch(batch.id).total == 7
+        other.drain()  # every member, then the callbacks, run on the other node
+        one.drain()
+        status = one.batch(batch.id)
+        assert status.finished and (status.counts["completed"], status.counts["cancelled"]) == (
+            6,
+            1,
+        )
+        assert status.callbacks["completed"] is None
+        finals = {"completed": 6, "cancelled": 1, "discarded": 0}
+        ran = sorted((name, info.event, args["album"]) for name, info, args in calls2.seen)
+        assert ran == [("alert", "cancelled", 3), ("cleanup", "finished", 3)]
+        assert all(info.counts == finals for _, info, _ in calls2.seen) and calls.seen == []
+        with pytest.raises(kathikon.InvalidJobError, match="takes no more jobs"):
+            one.insert_batch([member.new()], batch_id=batch.id)
+        with pytest.raises(kathikon.BatchNotFoundError):
+            other.batch("never")
+    finally:
+        other.close()
+        one.close()
