@@ -2,7 +2,8 @@
 //! contract itself is the conformance suite's `batches`): two nodes finishing a batch's last
 //! members at the same moment insert each callback once; nodes creating one batch id at once
 //! make one batch; a member added while the last one finishes is either refused or keeps the
-//! batch open, never added to a finished batch.
+//! batch open, never added to a finished batch; a database whose transactions default to a
+//! stricter isolation refuses to finish a member, naming the setting.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -228,4 +229,32 @@ fn a_member_added_while_the_last_one_finishes_is_refused_or_keeps_the_batch_open
         }
     }
     eprintln!("adds refused: {refused}, adds joined: {joined}");
+}
+
+/// A database whose transactions default to a stricter isolation than `READ COMMITTED`
+/// would let two transactions finishing a batch's last members each miss the other's: an
+/// ack that finishes a member there is refused, naming the setting, and changes nothing.
+#[test]
+fn finishing_a_member_under_repeatable_read_is_refused_naming_the_setting() {
+    let Some(url) = common::pg::database() else { return };
+    let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    admin
+        .batch_execute(
+            "DO $$ BEGIN EXECUTE format('ALTER DATABASE %I SET default_transaction_isolation \
+             = ''repeatable read''', current_database()); END $$",
+        )
+        .unwrap();
+    let clock = Arc::new(ManualClock::new(T0));
+    let store = common::pg::ticking_node(&url, &clock);
+    store.insert_batch("b", Some(callbacks()), vec![job("q", "w")]).unwrap();
+    let running = store.claim("q", 1, Duration::ZERO).unwrap().remove(0);
+    let ack = Ack { id: running.id, attempt: running.attempt, outcome: Outcome::Complete };
+    match store.ack(vec![ack]) {
+        Err(Error::Storage(m)) => {
+            assert!(m.contains("READ COMMITTED") && m.contains("default_transaction_isolation"));
+        }
+        other => panic!("expected a refusal naming the isolation, got {other:?}"),
+    }
+    assert_eq!(store.get(running.id).unwrap().state, JobState::Executing, "nothing changed");
+    assert_eq!(store.batch("b").unwrap().finished_at, None);
 }

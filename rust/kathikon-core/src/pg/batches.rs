@@ -14,7 +14,9 @@
 //! state) or deletes one unfinished settles its batches last, before it commits
 //! ([`Settle::apply`]): it locks their rows (`FOR NO KEY UPDATE`, in id order), and then, in a
 //! later statement — so with a snapshot taken after the locks were granted — looks for an
-//! unfinished member. If none is left and the batch has not finished, the same transaction
+//! unfinished member; both in one round trip, the function `kathikon.settle_batches` (volatile,
+//! so each of its statements takes a snapshot of its own under `READ COMMITTED`, which it
+//! checks). If none is left and the batch has not finished, the same transaction
 //! inserts the callbacks [`StoredBatch::finish`] makes (through the normal insert, which
 //! notifies their queues) and stores `finished_at` and the callbacks' ids. Of two transactions
 //! finishing a batch's last two members at once, the first to lock sees the other's member
@@ -38,7 +40,7 @@ use std::sync::OnceLock;
 use postgres::{GenericClient, Row, Transaction};
 
 use super::insert;
-use super::row::codes;
+use super::row::code;
 use super::validate::validate;
 use crate::batch::{self, BatchStatus, Callback, Callbacks, StoredBatch};
 use crate::clock::Micros;
@@ -46,10 +48,9 @@ use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::state::JobState;
 
-/// The states a member is unfinished in, as codes for an SQL `IN (…)`.
-fn unfinished() -> String {
-    let states: Vec<JobState> = JobState::ALL.into_iter().filter(|s| !s.is_terminal()).collect();
-    codes(&states)
+/// The codes of the states a member is unfinished in.
+fn unfinished() -> Vec<i16> {
+    JobState::ALL.into_iter().filter(|s| !s.is_terminal()).map(code).collect()
 }
 
 /// The kept-count column of terminal state `state`.
@@ -174,44 +175,22 @@ impl Settle {
         if ended.is_empty() && kept.is_empty() {
             return Ok(());
         }
-        let ids: BTreeSet<&str> = ended.iter().chain(kept.keys()).map(String::as_str).collect();
-        let ids: Vec<&str> = ids.into_iter().collect();
-        let open: Vec<String> = tx
-            .query(
-                "SELECT id, finished_at IS NULL FROM kathikon.batches WHERE id = ANY($1)
-                 ORDER BY id FOR NO KEY UPDATE",
-                &[&ids],
-            )?
+        let locked: BTreeSet<&str> = ended.iter().chain(kept.keys()).map(String::as_str).collect();
+        let locked: Vec<&str> = locked.into_iter().collect();
+        let ended: Vec<&str> = ended.iter().map(String::as_str).collect();
+        let finishable: Vec<String> = tx
+            .query("SELECT kathikon.settle_batches($1, $2, $3)", &[&locked, &ended, &unfinished()])?
             .iter()
-            .filter(|r| r.get::<_, bool>(1))
-            .map(|r| r.get::<_, String>(0))
-            .filter(|id| ended.contains(id))
+            .map(|r| r.get(0))
             .collect();
         if !kept.is_empty() {
             keep(tx, &kept)?;
         }
-        if open.is_empty() {
-            return Ok(());
-        }
-        for row in tx.query(finishable_sql(), &[&open])? {
-            finish(tx, row.get::<_, &str>(0), now)?;
+        for id in finishable {
+            finish(tx, &id, now)?;
         }
         Ok(())
     }
-}
-
-/// The statement choosing, among the batches `$1` (locked), those with no member unfinished.
-fn finishable_sql() -> &'static str {
-    static SQL: OnceLock<String> = OnceLock::new();
-    SQL.get_or_init(|| {
-        format!(
-            "SELECT b.id FROM unnest($1::text[]) AS b(id)
-             WHERE NOT EXISTS (SELECT 1 FROM kathikon.jobs j
-                               WHERE j.batch_id = b.id AND j.state IN ({}))
-             ORDER BY b.id",
-            unfinished()
-        )
-    })
 }
 
 /// Add `kept` to the kept counts of their batches (locked).

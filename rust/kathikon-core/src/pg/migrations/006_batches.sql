@@ -24,3 +24,29 @@ CREATE TABLE kathikon.batches (
     templates json NOT NULL,
     callbacks json NOT NULL
 );
+
+-- Settling, for a transaction that finished or deleted members of the batches `locked`: lock
+-- their rows in id order, then — in a statement of its own, so (this function being volatile,
+-- under READ COMMITTED) with a snapshot taken once every lock was granted — return those of
+-- `ended` that have not finished and have no member left in a state of `unfinished` (the
+-- caller's, from `JobState`). One round trip for both. Under a stricter isolation level the
+-- second statement would see the transaction's first snapshot, and two transactions finishing
+-- a batch's last members at once could each miss the other's: refused instead.
+CREATE FUNCTION kathikon.settle_batches(locked text[], ended text[], unfinished smallint[])
+RETURNS SETOF text LANGUAGE plpgsql VOLATILE AS $$
+BEGIN
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'Kathikon needs READ COMMITTED transactions, and this one is %: '
+            'reset default_transaction_isolation for the database or role it connects as',
+            current_setting('transaction_isolation');
+    END IF;
+    PERFORM 1 FROM kathikon.batches b WHERE b.id = ANY (locked) ORDER BY b.id
+        FOR NO KEY UPDATE;
+    RETURN QUERY
+        SELECT b.id FROM kathikon.batches b
+        WHERE b.id = ANY (ended) AND b.finished_at IS NULL
+          AND NOT EXISTS (SELECT 1 FROM kathikon.jobs j
+                          WHERE j.batch_id = b.id AND j.state = ANY (unfinished))
+        ORDER BY b.id;
+END
+$$;
