@@ -37,7 +37,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::OnceLock;
 
-use postgres::{GenericClient, Row, Transaction};
+use postgres::{GenericClient, Row, ToStatement, Transaction};
 
 use super::insert;
 use super::row::code;
@@ -47,6 +47,10 @@ use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::Job;
 use crate::state::JobState;
+
+/// The statement that settles batches: `kathikon.settle_batches` (migration 6) locks the
+/// batches `$1` and returns those of `$2` with no member in a state of `$3`.
+pub(crate) const SETTLE: &str = "SELECT kathikon.settle_batches($1, $2, $3)";
 
 /// The codes of the states a member is unfinished in.
 fn unfinished() -> Vec<i16> {
@@ -171,6 +175,16 @@ impl Settle {
     /// batch whose last unfinished member is gone, at `now` (see the module documentation).
     /// Costs nothing when no member was finished or deleted.
     pub(crate) fn apply(self, tx: &mut Transaction<'_>, now: Micros) -> Result<()> {
+        self.apply_with(tx, SETTLE, now)
+    }
+
+    /// [`Settle::apply`], running `statement` ([`SETTLE`] or the statement prepared from it).
+    pub(crate) fn apply_with<S: ?Sized + ToStatement>(
+        self,
+        tx: &mut Transaction<'_>,
+        statement: &S,
+        now: Micros,
+    ) -> Result<()> {
         let Settle { ended, kept } = self;
         if ended.is_empty() && kept.is_empty() {
             return Ok(());
@@ -179,7 +193,7 @@ impl Settle {
         let locked: Vec<&str> = locked.into_iter().collect();
         let ended: Vec<&str> = ended.iter().map(String::as_str).collect();
         let finishable: Vec<String> = tx
-            .query("SELECT kathikon.settle_batches($1, $2, $3)", &[&locked, &ended, &unfinished()])?
+            .query(statement, &[&locked, &ended, &unfinished()])?
             .iter()
             .map(|r| r.get(0))
             .collect();

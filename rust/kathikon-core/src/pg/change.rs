@@ -125,8 +125,11 @@ fn prune_with(
     let ns: Option<Vec<i64>> = row.get(3);
     let mut settle = Settle::default();
     let members = batches.unwrap_or_default().into_iter().zip(states.unwrap_or_default());
-    for ((batch, state), n) in members.zip(ns.unwrap_or_default()) {
-        settle.pruned(&batch, super::row::state(0, state)?, n);
+    for ((batch, c), n) in members.zip(ns.unwrap_or_default()) {
+        // The filters delete finished jobs only.
+        if let Some(state) = JobState::TERMINAL.into_iter().find(|s| code(*s) == c) {
+            settle.pruned(&batch, state, n);
+        }
     }
     Ok((row.get::<_, i64>(0) as u64, settle))
 }

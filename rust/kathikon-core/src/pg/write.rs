@@ -73,12 +73,14 @@ pub(crate) fn begin(client: &mut Client, now: Micros) -> Result<Transaction<'_>>
     Ok(tx)
 }
 
-/// The statements of a change ([`begin`], [`lock`], [`store`]), prepared on one connection:
-/// the hot path of acks, which run them for every batch.
+/// The statements of a change ([`begin`], [`lock`], [`store`], and settling the batches of
+/// the members it finished), prepared on one connection: the hot path of acks, which run them
+/// for every batch.
 pub(crate) struct Change {
     promote: Statement,
     lock: Statement,
     store: Statement,
+    settle: Statement,
 }
 
 impl Change {
@@ -88,6 +90,7 @@ impl Change {
             promote: prepared.get(client, super::claim::promotion_sql(true))?,
             lock: prepared.get(client, lock_sql())?,
             store: prepared.get(client, store_sql())?,
+            settle: prepared.get(client, super::batches::SETTLE)?,
         })
     }
 
@@ -114,6 +117,16 @@ impl Change {
         jobs: &[(&Job, Option<i64>)],
     ) -> Result<Settle> {
         store_with(tx, &self.store, jobs)
+    }
+
+    /// [`Settle::apply`] with the prepared statement.
+    pub(crate) fn settle(
+        &self,
+        tx: &mut Transaction<'_>,
+        settle: Settle,
+        now: Micros,
+    ) -> Result<()> {
+        settle.apply_with(tx, &self.settle, now)
     }
 }
 
