@@ -2,8 +2,9 @@
 //! contract itself is the conformance suite's `batches`): two nodes finishing a batch's last
 //! members at the same moment insert each callback once; nodes creating one batch id at once
 //! make one batch; a member added while the last one finishes is either refused or keeps the
-//! batch open, never added to a finished batch; a database whose transactions default to a
-//! stricter isolation refuses to finish a member, naming the setting.
+//! batch open, never added to a finished batch; members the leader prunes stay counted; a
+//! database whose transactions default to a stricter isolation refuses to finish a member,
+//! naming the setting.
 #![cfg(feature = "postgres")]
 
 mod common;
@@ -13,8 +14,10 @@ use std::time::Duration;
 
 use common::{job, T0};
 use kathikon_core::clock::ManualClock;
-use kathikon_core::pg::PgStore;
-use kathikon_core::{Ack, BatchEvent, Error, Job, JobState, Jobs, ListFilter, NewJob, Outcome};
+use kathikon_core::pg::{PgConfig, PgStore};
+use kathikon_core::{
+    Ack, BatchEvent, Error, Job, JobState, Jobs, ListFilter, NewJob, Outcome, Retention,
+};
 
 fn two_nodes(url: &str) -> [Arc<PgStore>; 2] {
     let clock = Arc::new(ManualClock::new(T0));
@@ -257,4 +260,60 @@ fn finishing_a_member_under_repeatable_read_is_refused_naming_the_setting() {
     }
     assert_eq!(store.get(running.id).unwrap().state, JobState::Executing, "nothing changed");
     assert_eq!(store.batch("b").unwrap().finished_at, None);
+}
+
+/// The leader prunes finished members by retention (completed and cancelled ones kept an
+/// hour, discarded ones a day): they stay counted in their states, the unfinished member
+/// stays as it is, and the callbacks fired when it finishes count every member.
+#[test]
+fn members_the_leader_prunes_stay_counted() {
+    let Some(url) = common::pg::database() else { return };
+    let clock = Arc::new(ManualClock::new(T0));
+    let retention = Retention::all(Duration::from_secs(3600))
+        .with(JobState::Discarded, Duration::from_secs(24 * 3600))
+        .unwrap();
+    let store = PgStore::open(PgConfig {
+        clock: clock.clone(),
+        heartbeat: Some(Duration::from_millis(10)),
+        tick: Duration::from_millis(10),
+        prune_interval: Duration::from_millis(10),
+        retention,
+        ..PgConfig::new(url)
+    })
+    .unwrap();
+    let members: Vec<NewJob> = (0..5).map(|_| job("q", "w")).collect();
+    let inserted = store.insert_batch("b", Some(callbacks()), members).unwrap();
+    store.cancel(inserted[0].id).unwrap();
+    for outcome in
+        [Outcome::Complete, Outcome::Complete, Outcome::Discard { reason: "bad input".into() }]
+    {
+        let running = store.claim("q", 1, Duration::ZERO).unwrap().remove(0);
+        let ack = Ack { id: running.id, attempt: running.attempt, outcome };
+        store.ack(vec![ack]).unwrap();
+    }
+    let per_state = |store: &PgStore| {
+        let status = store.batch("b").unwrap();
+        [JobState::Available, JobState::Completed, JobState::Cancelled, JobState::Discarded]
+            .map(|s| status.counts[s as usize])
+    };
+    assert_eq!(per_state(&store), [1, 2, 1, 1]);
+    clock.advance(3601 * kathikon_core::clock::SECOND);
+    common::eventually("the completed and cancelled members are pruned", || {
+        store.count(&ListFilter::default()).unwrap() == 2
+    });
+    assert_eq!(per_state(&store), [1, 2, 1, 1], "pruned members stay counted");
+    let last = store.claim("q", 1, Duration::ZERO).unwrap().remove(0);
+    complete(&store, &last);
+    let status = store.batch("b").unwrap();
+    assert!(status.finished_at.is_some());
+    let filter = ListFilter { queue: Some("callbacks".into()), ..ListFilter::default() };
+    let fired = store.list(&filter).unwrap();
+    let events: Vec<&str> = fired.iter().map(|j| j.worker.as_str()).collect();
+    assert_eq!(events, ["on_discarded", "on_cancelled", "on_finished"]);
+    let meta: serde_json::Value = serde_json::from_str(&fired[0].meta).unwrap();
+    let counts = serde_json::json!({"completed": 3, "cancelled": 1, "discarded": 1});
+    assert_eq!(
+        (&meta["batch"]["counts"], &meta["batch"]["total"]),
+        (&counts, &serde_json::json!(5))
+    );
 }
