@@ -18,7 +18,8 @@ use crate::state::JobState;
 /// The insert, and in the same statement (so the same transaction, delivered at its commit)
 /// a notification per queue that got available jobs ([`super::listen`]), naming this node
 /// as its origin (it wakes its own waits at once, without the echo). The notifying CTE is
-/// materialized and counted, so it runs exactly once, after the insert.
+/// materialized and counted, so it runs exactly once, after the insert. A template: the
+/// `{batch_…}` places take the batch column or nothing ([`insert_sql`]).
 const INSERT: &str = "WITH ins AS (INSERT INTO kathikon.jobs
         (state, queue, worker, args, meta, tags, max_attempts, priority, inserted_at, scheduled_at
          {batch_column})
