@@ -89,8 +89,11 @@ pub(crate) fn open(
             &[&id],
         )?;
         let Some(row) = row else {
-            // Not created, not there: the batch made was refused (rows are never deleted).
-            return made.map(drop);
+            // Not created, not there: the batch made was refused (rows are never deleted, so
+            // a conflict leaves one to find).
+            return Err(made.err().unwrap_or_else(|| {
+                Error::Storage(format!("batch {id:?} was neither created nor found"))
+            }));
         };
         if given {
             return Err(batch::callbacks_fixed(&id));
