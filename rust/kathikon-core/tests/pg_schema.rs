@@ -44,7 +44,17 @@ fn migrate_creates_the_schema_once_and_leaves_the_users_tables_alone() {
         .collect();
     assert_eq!(
         tables,
-        ["awaited", "crontab", "entries", "jobs", "limit_turns", "meta", "nodes", "rate_starts"]
+        [
+            "awaited",
+            "batches",
+            "crontab",
+            "entries",
+            "jobs",
+            "limit_turns",
+            "meta",
+            "nodes",
+            "rate_starts"
+        ]
     );
     let theirs: i32 = client.query_one("SELECT id FROM public.jobs", &[]).unwrap().get(0);
     assert_eq!(theirs, 7, "the application's own jobs table is untouched");

@@ -89,7 +89,8 @@ pub(crate) fn ack(
         }
     }
     let changed: Vec<_> = jobs.values().map(|l| (&l.job, l.node)).collect();
-    change.store(&mut tx, &changed)?;
+    let settle = change.store(&mut tx, &changed)?;
+    change.settle(&mut tx, settle, latest)?;
     tx.commit()?;
     let applied = results.iter().filter_map(|r| match r {
         AckResult::Applied(job) => Some(job),

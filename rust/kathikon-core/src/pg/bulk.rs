@@ -7,6 +7,7 @@
 
 use postgres::Client;
 
+use super::batches::Settle;
 use super::listen;
 use super::reads::Condition;
 use super::row::{job, pg_id, COLUMNS, NEXT_COLUMN};
@@ -44,6 +45,8 @@ pub(crate) fn bulk(
         let full = rows.len() == BULK_CHUNK;
         let mut changed: Vec<(Job, Option<i64>)> = Vec::new();
         let mut deleted: Vec<JobId> = Vec::new();
+        // The deleted members, which leave their batches or stay counted in them.
+        let mut settle = Settle::default();
         // The queues of executing jobs deleted: a place of a global limit each frees.
         let mut freed: Vec<String> = Vec::new();
         for row in &rows {
@@ -67,12 +70,13 @@ pub(crate) fn bulk(
                     if job.state == JobState::Executing {
                         freed.push(job.queue.clone());
                     }
+                    settle.deleted(&job);
                     deleted.push(job.id);
                 }
                 _ => {}
             }
         }
-        store(&mut tx, &changed.iter().map(|(j, n)| (j, *n)).collect::<Vec<_>>())?;
+        settle.merge(store(&mut tx, &changed.iter().map(|(j, n)| (j, *n)).collect::<Vec<_>>())?);
         if !deleted.is_empty() {
             let ids: Vec<i64> = deleted.iter().map(|id| pg_id(*id)).collect();
             tx.execute("DELETE FROM kathikon.jobs WHERE id = ANY($1)", &[&ids])?;
@@ -80,6 +84,7 @@ pub(crate) fn bulk(
             super::finished::notify(&mut tx, &ids)?;
             listen::notify(&mut tx, &freed.iter().map(String::as_str).collect::<Vec<_>>())?;
         }
+        settle.apply(&mut tx, now)?;
         tx.commit()?;
         total += (changed.len() + deleted.len()) as u64;
         if !full {

@@ -8,7 +8,9 @@
 //! - `row`: a job as a row; `write`: changes through the core's state machine;
 //! - `insert`, `claim`, `ack` (grouped across calls by `acks`), `change` (cancel, retry,
 //!   prune), `bulk`, `reads` (get, counts, listing); `unique` (inserts of unique jobs, by key
-//!   rows of `kathikon.entries`);
+//!   rows of `kathikon.entries`); `batches` (batches: members counted from their rows, each
+//!   batch finished and its callbacks inserted by the transaction that finished its last
+//!   member);
 //! - `cron` (each node's declared crontab, fired by the leader, each slot once); `queues`
 //!   (runtime settings; a pause exact across nodes); `limits` (global and rate limits,
 //!   enforced in the claim);
@@ -25,6 +27,7 @@
 
 mod ack;
 mod acks;
+mod batches;
 mod bulk;
 mod change;
 mod claim;

@@ -92,7 +92,7 @@ pub(crate) fn leave(client: &mut Client, node: i64, now: Micros, tally: &Tally) 
         );
         job.rescue_because(now, &cause)?;
     }
-    store(&mut tx, &jobs.iter().map(|j| (j, None)).collect::<Vec<_>>())?;
+    store(&mut tx, &jobs.iter().map(|j| (j, None)).collect::<Vec<_>>())?.apply(&mut tx, now)?;
     tx.execute("DELETE FROM kathikon.nodes WHERE id = $1", &[&node])?;
     tx.commit()?;
     tally.rescued(&jobs, now);

@@ -110,7 +110,8 @@ pub(crate) fn rescue_expired(
         };
         job.rescue_because(now, &cause)?;
     }
-    store(&mut tx, &held.iter().map(|(j, _)| (j, None)).collect::<Vec<_>>())?;
+    store(&mut tx, &held.iter().map(|(j, _)| (j, None)).collect::<Vec<_>>())?
+        .apply(&mut tx, now)?;
     tx.commit()?;
     tally.rescued(held.iter().map(|(job, _)| job), now);
     if !dead.is_empty() {

@@ -12,15 +12,15 @@ use crate::state::JobState;
 pub(crate) const COLUMNS: &str =
     "id, state, queue, worker, args::text, meta::text, tags, attempt, \
      max_attempts, priority, errors::text, inserted_at, scheduled_at, attempted_at, completed_at, \
-     cancelled_at, discarded_at, result::text";
+     cancelled_at, discarded_at, result::text, batch_id";
 
 /// The index of the first column after [`COLUMNS`].
-pub(crate) const NEXT_COLUMN: usize = 18;
+pub(crate) const NEXT_COLUMN: usize = 19;
 
 /// [`COLUMNS`] of the table aliased `j`.
 pub(crate) const J_COLUMNS: &str = "j.id, j.state, j.queue, j.worker, j.args::text, j.meta::text, \
      j.tags, j.attempt, j.max_attempts, j.priority, j.errors::text, j.inserted_at, j.scheduled_at, \
-     j.attempted_at, j.completed_at, j.cancelled_at, j.discarded_at, j.result::text";
+     j.attempted_at, j.completed_at, j.cancelled_at, j.discarded_at, j.result::text, j.batch_id";
 
 /// A state as the `state` column stores it (its number in [`JobState`]).
 pub(crate) fn code(state: JobState) -> i16 {
@@ -70,8 +70,7 @@ pub(crate) fn job(row: &Row) -> Result<Job> {
         cancelled_at: row.get(15),
         discarded_at: row.get(16),
         result: row.get(17),
-        // Not stored on PostgreSQL yet: its inserts refuse batch jobs.
-        batch: None,
+        batch: row.get(18),
     })
 }
 

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/003_crontab.sql"),
     include_str!("migrations/004_limits.sql"),
     include_str!("migrations/005_results.sql"),
+    include_str!("migrations/006_batches.sql"),
 ];
 
 /// The schema version this build creates and reads.

@@ -266,21 +266,19 @@ impl Drop for PgStore {
     }
 }
 
-const BATCHES_PENDING: &str = "batches are not supported on PostgreSQL yet";
-
 impl Jobs for PgStore {
-    fn batch(&self, _id: &str) -> Result<crate::batch::BatchStatus> {
-        Err(Error::InvalidJob(BATCHES_PENDING.into()))
+    /// Its members counted from their rows as of this call, with those deleted once finished
+    /// ([`super::batches`]).
+    fn batch(&self, id: &str) -> Result<crate::batch::BatchStatus> {
+        self.with(|c| super::batches::status(c, id))
     }
 
     fn insert(&self, jobs: Vec<NewJob>) -> Result<Vec<Job>> {
         self.insert_flagged(jobs).map(|inserted| inserted.jobs)
     }
 
+    /// Batch members open their batches in the insert's transaction ([`super::batches`]).
     fn insert_flagged(&self, jobs: Vec<NewJob>) -> Result<Inserted> {
-        if jobs.iter().any(|j| j.batch.is_some()) {
-            return Err(Error::InvalidJob(BATCHES_PENDING.into()));
-        }
         let now = self.clock.now();
         let inserted =
             self.with_prepared(|c, p| unique::insert_flagged(c, p, jobs, now, self.node))?;
@@ -455,7 +453,7 @@ impl Jobs for PgStore {
 
     fn prune(&self, age: Duration) -> Result<u64> {
         let before = self.clock.now().saturating_sub(age.as_micros() as i64);
-        self.with(|c| change::prune(c, before))
+        self.with(|c| change::prune(c, before, self.clock.now()))
     }
 
     /// Commits the acks sent without waiting ([`Jobs::ack_nowait`]); every other write is

@@ -18,7 +18,8 @@ use postgres::{Client, Transaction};
 
 use super::connection::Prepared;
 use super::row::{code, pg_id};
-use super::{insert, listen, write};
+use super::{batches, insert, listen, write};
+use crate::batch;
 use crate::clock::Micros;
 use crate::error::{Error, Result};
 use crate::job::{Job, JobId, NewJob};
@@ -33,7 +34,8 @@ fn kind() -> i16 {
 
 /// Insert `jobs` at `now` for node `node`, all or none: a job whose key another job holds
 /// comes back as that job, flagged in [`Inserted::conflicts`]; duplicates within `jobs`
-/// resolve to the first.
+/// resolve to the first. Batch members open their batches in the same transaction, last
+/// ([`batches::open`]).
 pub(crate) fn insert_flagged(
     client: &mut Client,
     prepared: &mut Prepared,
@@ -41,8 +43,16 @@ pub(crate) fn insert_flagged(
     now: Micros,
     node: i64,
 ) -> Result<Inserted> {
+    let joined = batch::joined(&jobs)?;
     if jobs.iter().all(|j| j.unique.is_none()) {
-        let jobs = insert::insert_prepared(client, prepared, jobs, now, node)?;
+        if joined.is_empty() {
+            let jobs = insert::insert_prepared(client, prepared, jobs, now, node)?;
+            return Ok(Inserted { jobs, conflicts: Vec::new() });
+        }
+        let mut tx = client.transaction()?;
+        let jobs = insert::insert(&mut tx, jobs, now, node)?;
+        batches::open(&mut tx, joined, now)?;
+        tx.commit()?;
         return Ok(Inserted { jobs, conflicts: Vec::new() });
     }
     let mut keyed = Vec::with_capacity(jobs.len());
@@ -84,6 +94,7 @@ pub(crate) fn insert_flagged(
             out.jobs.push(job);
         }
     }
+    batches::open(&mut tx, joined, now)?;
     tx.commit()?;
     Ok(out)
 }

@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use postgres::types::ToSql;
 use postgres::{Client, Statement, ToStatement, Transaction};
 
+use super::batches::Settle;
 use super::connection::Prepared;
 use super::row::{errors_json, job, pg_id, COLUMNS, NEXT_COLUMN};
 use crate::clock::Micros;
@@ -72,12 +73,14 @@ pub(crate) fn begin(client: &mut Client, now: Micros) -> Result<Transaction<'_>>
     Ok(tx)
 }
 
-/// The statements of a change ([`begin`], [`lock`], [`store`]), prepared on one connection:
-/// the hot path of acks, which run them for every batch.
+/// The statements of a change ([`begin`], [`lock`], [`store`], and settling the batches of
+/// the members it finished), prepared on one connection: the hot path of acks, which run them
+/// for every batch.
 pub(crate) struct Change {
     promote: Statement,
     lock: Statement,
     store: Statement,
+    settle: Statement,
 }
 
 impl Change {
@@ -87,6 +90,7 @@ impl Change {
             promote: prepared.get(client, super::claim::promotion_sql(true))?,
             lock: prepared.get(client, lock_sql())?,
             store: prepared.get(client, store_sql())?,
+            settle: prepared.get(client, super::batches::SETTLE)?,
         })
     }
 
@@ -111,8 +115,18 @@ impl Change {
         &self,
         tx: &mut Transaction<'_>,
         jobs: &[(&Job, Option<i64>)],
-    ) -> Result<()> {
+    ) -> Result<Settle> {
         store_with(tx, &self.store, jobs)
+    }
+
+    /// [`Settle::apply`] with the prepared statement.
+    pub(crate) fn settle(
+        &self,
+        tx: &mut Transaction<'_>,
+        settle: Settle,
+        now: Micros,
+    ) -> Result<()> {
+        settle.apply_with(tx, &self.settle, now)
     }
 }
 
@@ -158,8 +172,9 @@ fn store_sql() -> &'static str {
 /// Write the fields a transition changes of each of `jobs` (locked by [`lock`]), and the
 /// node that holds each (`None`: none); notify the queues of the jobs now available, the
 /// globally limited queues of jobs not executing (any may have left the state), and the
-/// waiters of the jobs now finished.
-pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<()> {
+/// waiters of the jobs now finished. Returns the batches of the members now finished, to
+/// settle before the transaction commits ([`Settle::apply`]).
+pub(crate) fn store(tx: &mut Transaction<'_>, jobs: &[(&Job, Option<i64>)]) -> Result<Settle> {
     store_with(tx, store_sql(), jobs)
 }
 
@@ -168,9 +183,9 @@ fn store_with<S: ?Sized + ToStatement>(
     tx: &mut Transaction<'_>,
     statement: &S,
     jobs: &[(&Job, Option<i64>)],
-) -> Result<()> {
+) -> Result<Settle> {
     if jobs.is_empty() {
-        return Ok(());
+        return Ok(Settle::default());
     }
     let nodes: Vec<Option<i64>> = jobs.iter().map(|(_, node)| *node).collect();
     let jobs: Vec<&Job> = jobs.iter().map(|(job, _)| *job).collect();
@@ -213,5 +228,6 @@ fn store_with<S: ?Sized + ToStatement>(
         jobs.iter().filter(|j| j.state == JobState::Available).map(|j| j.queue.as_str()).collect();
     woken.sort_unstable();
     woken.dedup();
-    super::listen::notify(tx, &woken)
+    super::listen::notify(tx, &woken)?;
+    Ok(Settle::finished(jobs))
 }
