@@ -9,8 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
+
+import pytest
 
 import kathikon
 
@@ -125,3 +128,15 @@ def alive(pid: int) -> bool:
 
 def _not_here(job: kathikon.Job) -> None:
     raise AssertionError("timeout_app's jobs run in worker processes")
+
+
+@pytest.fixture(name="stops", params=["embedded", "postgres"])
+def stops_on(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stops]:
+    """The fixture ``stops``: a :class:`Stops` on a store file, then on a PostgreSQL
+    database (a test module imports it and binds it to ``stops``)."""
+    url = request.getfixturevalue("pg_db") if request.param == "postgres" else None
+    s = Stops(tmp_path, url)
+    try:
+        yield s
+    finally:
+        s.close()

@@ -9,24 +9,13 @@ out)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
 from conftest import WaitUntil
-from sync_stops import Stops, alive
+from sync_stops import Stops, alive, stops_on
 
 from kathikon import JobState
 
-
-@pytest.fixture(params=["embedded", "postgres"])
-def stops(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stops]:
-    url = request.getfixturevalue("pg_db") if request.param == "postgres" else None
-    s = Stops(tmp_path, url)
-    try:
-        yield s
-    finally:
-        s.close()
+stops = stops_on  # the fixture: each test on a store file, then on PostgreSQL
 
 
 def test_cancelling_a_running_job_of_a_cancel_kill_worker_ends_its_process(

@@ -7,69 +7,60 @@ process's lease ran out). A process without worker processes refuses to run such
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import WaitUntil
-from sync_stops import Stops
+from sync_stops import Stops, stops_on
 
 import kathikon
 from kathikon import JobState
 
-
-@pytest.fixture(params=["embedded", "postgres"])
-def timeouts(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stops]:
-    url = request.getfixturevalue("pg_db") if request.param == "postgres" else None
-    s = Stops(tmp_path, url)
-    try:
-        yield s
-    finally:
-        s.close()
+stops = stops_on  # the fixture: each test on a store file, then on PostgreSQL
 
 
 def test_a_sleeping_sync_job_past_its_timeout_fails_and_its_process_is_replaced(
-    timeouts: Stops, wait_until: WaitUntil
+    stops: Stops, wait_until: WaitUntil
 ) -> None:
-    app = timeouts.client()
+    app = stops.client()
     job_id = app.insert("timeout_app.hang", {}).id
-    timeouts.worker(1)
+    stops.worker(1)
     wait_until(lambda: app.get(job_id).state is JobState.DISCARDED, 60, "both attempts to end")
     job = app.get(job_id)
     assert [e["error"].split(":")[0] for e in job.errors] == ["timeout", "timeout"], job.errors
     assert f"job {job_id} (timeout_app.hang) ran past its timeout of 1 s" in job.errors[0]["error"]
-    starts = [(pid, attempt) for what, pid, _, attempt in timeouts.runs() if what == "start"]
+    starts = [(pid, attempt) for what, pid, _, attempt in stops.runs() if what == "start"]
     assert [attempt for _, attempt in starts] == [1, 2]
     assert starts[0][0] != starts[1][0], "the second attempt ran in a new worker process"
     # Each attempt failed about a second after it started, not after its 60 s sleep.
     for error, started in zip(job.errors, (job.inserted_at, job.errors[0]["at"])):
         assert (error["at"] - started).total_seconds() < 5, job.errors
-    assert "exited with status 70" in timeouts.log()
-    assert not any(what == "end" for what, *_ in timeouts.runs())
+    assert "exited with status 70" in stops.log()
+    assert not any(what == "end" for what, *_ in stops.runs())
 
 
 def test_a_busy_loop_holding_the_interpreter_is_stopped_too(
-    timeouts: Stops, wait_until: WaitUntil
+    stops: Stops, wait_until: WaitUntil
 ) -> None:
-    app = timeouts.client()
+    app = stops.client()
     job_id = app.insert("timeout_app.spin", {}).id
-    timeouts.worker(1)
+    stops.worker(1)
     wait_until(lambda: app.get(job_id).state is JobState.DISCARDED, 60, "the attempt to end")
     job = app.get(job_id)
     assert job.errors[-1]["error"].startswith("timeout:"), job.errors
 
 
 def test_a_job_running_beside_it_is_rescued_and_completes_once(
-    timeouts: Stops, wait_until: WaitUntil
+    stops: Stops, wait_until: WaitUntil
 ) -> None:
-    app = timeouts.client()
+    app = stops.client()
     steady = app.insert("timeout_app.steady", {"seconds": 3}).id
     hang = app.insert("timeout_app.hang", {}).id
-    timeouts.worker(1)  # one process, concurrency 2: both jobs run in it at once
+    stops.worker(1)  # one process, concurrency 2: both jobs run in it at once
     wait_until(
         lambda: app.get(steady).state is JobState.COMPLETED, 60, "the steady job to complete"
     )
-    runs = timeouts.runs()
+    runs = stops.runs()
     steady_runs = [(what, pid) for what, pid, job, _ in runs if job == steady]
     first_pid = next(pid for what, pid, job, _ in runs if job == hang and what == "start")
     assert ("start", first_pid) in steady_runs, "it ran beside the job that timed out"
