@@ -12,7 +12,7 @@ mod common;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use common::{job, T0};
+use common::{complete_all, job, T0};
 use kathikon_core::clock::ManualClock;
 use kathikon_core::pg::{PgConfig, PgStore};
 use kathikon_core::{
@@ -117,17 +117,7 @@ fn two_nodes_draining_one_batch_insert_each_callback_once() {
     let threads: Vec<_> = (0..8)
         .map(|t| {
             let node = nodes[t % 2].clone();
-            std::thread::spawn(move || loop {
-                let claimed = node.claim("q", 3, Duration::ZERO).unwrap();
-                if claimed.is_empty() {
-                    break;
-                }
-                let acks = claimed
-                    .iter()
-                    .map(|j| Ack { id: j.id, attempt: j.attempt, outcome: Outcome::Complete })
-                    .collect();
-                node.ack(acks).unwrap();
-            })
+            std::thread::spawn(move || complete_all(&*node, "q", 3))
         })
         .collect();
     for t in threads {

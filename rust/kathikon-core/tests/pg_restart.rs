@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::job;
+use common::{complete_all, job};
 use kathikon_core::pg::{PgConfig, PgStore};
-use kathikon_core::{Ack, Error, JobState, Jobs, ListFilter, Outcome};
+use kathikon_core::{Error, JobState, Jobs, ListFilter};
 
 #[test]
 fn a_restart_loses_nothing_acknowledged_and_the_store_carries_on() {
@@ -89,17 +89,7 @@ fn a_restart_loses_nothing_acknowledged_and_the_store_carries_on() {
     assert!(took < Duration::from_secs(60), "woken, not polled: {took:?}");
 
     // Claims and acks work as before: every job runs to completion.
-    loop {
-        let claimed = store.claim("q", 100, Duration::ZERO).unwrap();
-        if claimed.is_empty() {
-            break;
-        }
-        let acks = claimed
-            .iter()
-            .map(|j| Ack { id: j.id, attempt: j.attempt, outcome: Outcome::Complete })
-            .collect();
-        store.ack(acks).unwrap();
-    }
+    complete_all(&*store, "q", 100);
     let counts = store.counts().unwrap();
     let open: u64 =
         counts.iter().filter(|c| c.0 == "q" && c.1 != JobState::Completed).map(|c| c.2).sum();

@@ -108,6 +108,25 @@ pub fn finish(engine: &dyn Jobs, job: &Job, outcome: Outcome) -> Job {
     }
 }
 
+/// Claim up to `per_claim` jobs of `queue` at a time and complete them, until a claim finds
+/// none ready; returns how many this call completed.
+#[allow(dead_code)] // not every test binary that includes this module drains
+pub fn complete_all(store: &dyn Jobs, queue: &str, per_claim: usize) -> usize {
+    let mut done = 0;
+    loop {
+        let claimed = store.claim(queue, per_claim, Duration::ZERO).expect("claim");
+        if claimed.is_empty() {
+            return done;
+        }
+        done += claimed.len();
+        let acks = claimed
+            .iter()
+            .map(|j| Ack { id: j.id, attempt: j.attempt, outcome: Outcome::Complete })
+            .collect();
+        store.ack(acks).expect("ack");
+    }
+}
+
 /// Everything a reader can see of a store, to compare two stores or one store before and after.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Snapshot {

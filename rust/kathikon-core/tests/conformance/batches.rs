@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::common::{claim_one, finish, job};
+use crate::common::{claim_one, complete_all, finish, job};
 use crate::harness::{Backend, Store};
 use kathikon_core::batch::BatchStatus;
 use kathikon_core::{
@@ -210,21 +210,7 @@ pub fn threads_finishing_a_batch_at_once_insert_each_callback_once(backend: &'st
     let workers_done: Vec<_> = (0..4)
         .map(|_| {
             let jobs = s.shared();
-            std::thread::spawn(move || loop {
-                let claimed = jobs.claim("q", 7, Duration::ZERO).unwrap();
-                if claimed.is_empty() {
-                    break;
-                }
-                let acks = claimed
-                    .iter()
-                    .map(|j| kathikon_core::Ack {
-                        id: j.id,
-                        attempt: j.attempt,
-                        outcome: Outcome::Complete,
-                    })
-                    .collect();
-                jobs.ack(acks).unwrap();
-            })
+            std::thread::spawn(move || complete_all(&*jobs, "q", 7))
         })
         .collect();
     for w in workers_done {
