@@ -63,6 +63,18 @@ class QueueRow:
         return describe(self.check.global_limit, self.check.rate_limit, self.check.limit_usage)
 
 
+#: The order of a batch's states along its progress bar: the finished ones first.
+BAR_ORDER = (
+    "completed",
+    "discarded",
+    "cancelled",
+    "executing",
+    "retryable",
+    "available",
+    "scheduled",
+)
+
+
 def _queue_rows(settings: Settings) -> tuple[list[QueueRow], dict[str, int]]:
     app = settings.app
     stats = app.stats()
@@ -181,10 +193,7 @@ class Pages:
             return self._error(request, 404, str(e))
         except KathikonError as e:  # an id the store refuses, a damaged record
             return self._error(request, 400, str(e))
-        # Each state's share of the bar, in state order; the finished ones first.
-        order = ["completed", "discarded", "cancelled", "executing", "retryable", "available"]
-        order.append("scheduled")
-        shares = [(state, status.counts[state]) for state in order if status.counts[state]]
+        shares = [(state, status.counts[state]) for state in BAR_ORDER if status.counts[state]]
         return page(
             request,
             self.settings,
