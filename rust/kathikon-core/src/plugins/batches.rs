@@ -22,6 +22,9 @@ use crate::writer::Effects;
 
 pub(crate) struct Batches;
 
+/// A member's change: the state it left and the state it entered (see [`BatchMove`]).
+type Change = (Option<JobState>, Option<JobState>);
+
 impl Plugin for Batches {
     fn phase(&self) -> Phase {
         Phase::AfterCommands
@@ -51,17 +54,17 @@ pub(crate) fn settle(
     if moves.is_empty() {
         return Ok(());
     }
-    let mut by_batch: BTreeMap<String, Vec<BatchMove>> = BTreeMap::new();
-    for m in moves {
-        by_batch.entry(m.batch.clone()).or_default().push(m);
+    let mut by_batch: BTreeMap<String, Vec<Change>> = BTreeMap::new();
+    for BatchMove { batch, from, to } in moves {
+        by_batch.entry(batch).or_default().push((from, to));
     }
     for (id, moves) in by_batch {
         // A member whose batch entry is gone or damaged moves no counts: the batch's status
         // then reads as not found or damaged, and its jobs still run.
         let Some(entry) = txn.entry(EntryKind::Batch, &id)? else { continue };
         let Ok(mut stored) = StoredBatch::decode(&id, &entry.value) else { continue };
-        for m in moves {
-            stored.moved(m.from, m.to);
+        for (from, to) in moves {
+            stored.moved(from, to);
         }
         for (event, new) in stored.finish(now) {
             let job_id = txn.allocate_ids(1)?;
